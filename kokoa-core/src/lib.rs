@@ -1,0 +1,74 @@
+//! Domain types of Kokoa Proxy: validated host names, origins, routes, edge nodes, subnet
+//! allocation and the edge configuration payload.
+//!
+//! Every value that comes from outside — a host name in an API call, an id in a URL, a
+//! field in a JSON payload — is validated once, when it becomes one of these types, so the
+//! crates that write nginx and WireGuard files can trust it.
+//!
+//! - [`Hostname`], [`Name`], [`Port`], [`Email`], [`HealthCheckPath`], [`WgPublicKey`],
+//!   [`WgPrivateKey`], [`Timestamp`], typed ids such as [`OriginId`]: validated values.
+//! - [`Origin`], [`OriginService`], [`Route`], [`EdgeNode`] (with the [`EdgeStatus`] life
+//!   cycle), [`DnsRecord`], [`HealthCheck`], [`User`]: the records of the control plane.
+//! - [`SubnetPool`], [`origin_address`], [`allocate_edge_address`]: one /24 per origin.
+//! - [`EdgeConfig`]: what an edge pulls from the control plane, with its `config_hash`.
+//!
+//! # Example
+//!
+//! ```
+//! use std::net::SocketAddrV4;
+//! use kokoa_core::{EdgeConfig, EdgeContent, Hostname, Port, SubnetPool, origin_address};
+//!
+//! // A route's host name, as a user typed it.
+//! let hostname = Hostname::parse("App.Hoge.com")?;
+//!
+//! // A new origin gets the first free /24; the origin itself is .1 in it.
+//! let subnet = SubnetPool::default().allocate([])?;
+//! let origin_ip = origin_address(subnet)?;
+//! assert_eq!(origin_ip.to_string(), "10.0.1.1");
+//!
+//! // The payload an edge pulls: app.hoge.com goes to port 8080 on that origin.
+//! let port = Port::new(8080)?;
+//! let mut content = EdgeContent::default();
+//! content.routes.insert(hostname, SocketAddrV4::new(origin_ip, port.get()));
+//! let config = EdgeConfig::new(content)?;
+//! config.verify_hash()?;
+//! println!("config_hash = {}", config.config_hash());
+//! assert_eq!(serde_json::to_value(&config)?["routes"]["app.hoge.com"], "10.0.1.1:8080");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Crate features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | *(none yet)* | | Storage backends (`sqlite`, `postgres`) will be features here. |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod hostname;
+mod id;
+mod model;
+mod payload;
+mod subnet;
+mod time;
+mod value;
+
+pub use error::{Error, HostnameProblem};
+pub use hostname::Hostname;
+pub use id::{CertificateId, DnsRecordId, EdgeNodeId, OriginId, RouteId, ServiceId, UserId};
+pub use model::{
+    CheckStatus, DnsRecord, EdgeNode, EdgeStatus, HealthCheck, Origin, OriginService, OriginStatus,
+    Protocol, RecordData, RecordType, Role, Route, User,
+};
+pub use payload::{CertificateRef, ContentHash, EdgeConfig, EdgeContent, RateLimits, Tunnel};
+pub use subnet::{SubnetPool, allocate_edge_address, origin_address};
+pub use time::Timestamp;
+pub use value::{Email, HealthCheckPath, Name, Port, WgPrivateKey, WgPublicKey};
+
+// Storage (the store trait and its backends) is added as `pub mod store;` behind the
+// `sqlite` and `postgres` features.
+
+/// Runs the README's example as a doctest so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,601 @@
+//! The records the control plane keeps (SPEC §5, full version).
+//!
+//! Fields are public: every field holds an already validated value, so any combination is a
+//! valid record. Credentials (password hashes, TOTP secrets, node token hashes, encrypted
+//! private keys) are not part of these types: the store keeps them apart so a record can be
+//! logged or returned by the API without leaking them.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    DnsRecordId, EdgeNodeId, Email, Error, HealthCheckPath, Hostname, Name, OriginId, Port,
+    RouteId, ServiceId, Timestamp, UserId, WgPublicKey,
+};
+
+/// Whether an origin is connected: it turns active with its first heartbeat and inactive
+/// when heartbeats stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OriginStatus {
+    /// Heartbeats arrive.
+    Active,
+    /// Never connected, or heartbeats stopped.
+    Inactive,
+}
+
+/// A private network running services (home server, VM, cluster), reached over WireGuard.
+///
+/// Each origin owns one /24 ([`network_cidr`](Self::network_cidr), see
+/// [`SubnetPool`](crate::SubnetPool)) in which it is `.1` and its edges `.10` and up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Its id.
+    pub id: OriginId,
+    /// Unique name, e.g. `home-server`.
+    pub name: Name,
+    /// The domain it mainly serves, if given at creation.
+    pub domain: Option<Hostname>,
+    /// Connection state.
+    pub status: OriginStatus,
+    /// When its last heartbeat arrived.
+    pub last_heartbeat: Option<Timestamp>,
+    /// Its own /24, e.g. `10.0.1.0/24`.
+    pub network_cidr: Ipv4Net,
+    /// Its tunnel address, `.1` of [`network_cidr`](Self::network_cidr).
+    pub wireguard_ip: Ipv4Addr,
+    /// Its WireGuard public key.
+    pub wireguard_public_key: WgPublicKey,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// The protocol a service speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Protocol {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+    /// Raw TCP.
+    Tcp,
+}
+
+/// One application running on an origin, e.g. `web` on port 8001.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginService {
+    /// Its id.
+    pub id: ServiceId,
+    /// The origin it runs on.
+    pub origin_id: OriginId,
+    /// Name, unique within the origin.
+    pub name: Name,
+    /// Port on the origin.
+    pub port: Port,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Path checked for health, if the service has one.
+    pub health_check_path: Option<HealthCheckPath>,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A published host name and where its traffic goes: a port on an origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Its id.
+    pub id: RouteId,
+    /// The public host name, unique across routes.
+    pub hostname: Hostname,
+    /// The origin that serves it.
+    pub origin_id: OriginId,
+    /// Port on the origin.
+    pub target_port: Port,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// Where an edge node is in its life.
+///
+/// ```text
+/// provisioning → active | unhealthy | deleted
+/// active       → unhealthy | deleted
+/// unhealthy    → active | deleted
+/// deleted      → (nothing: terminal)
+/// ```
+///
+/// `provisioning → unhealthy` is legal: a node that never comes up is judged unhealthy, so it
+/// leaves DNS (it was never added) and is replaced along the same path as a node that failed
+/// later. Asking for the state a node is already in succeeds and changes nothing, so a retried
+/// request is harmless; every other move not listed above is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EdgeStatus {
+    /// The VPS is being created and set up.
+    Provisioning,
+    /// Up and in DNS.
+    Active,
+    /// Failing checks; out of DNS.
+    Unhealthy,
+    /// Destroyed; kept for history.
+    Deleted,
+}
+
+impl EdgeStatus {
+    /// The state after moving from `self` to `to`, or an error naming both if the life
+    /// cycle does not allow it.
+    ///
+    /// ```
+    /// use kokoa_core::EdgeStatus::*;
+    /// assert_eq!(Provisioning.transition(Active)?, Active);
+    /// assert_eq!(Active.transition(Unhealthy)?.transition(Active)?, Active);
+    /// assert!(Deleted.transition(Active).is_err());
+    /// assert!(Active.transition(Provisioning).is_err());
+    /// # Ok::<(), kokoa_core::Error>(())
+    /// ```
+    pub fn transition(self, to: EdgeStatus) -> Result<EdgeStatus, Error> {
+        use EdgeStatus::*;
+        let legal = self == to
+            || matches!(
+                (self, to),
+                (Provisioning | Active | Unhealthy, Deleted)
+                    | (Provisioning, Active | Unhealthy)
+                    | (Active, Unhealthy)
+                    | (Unhealthy, Active)
+            );
+        if legal {
+            Ok(to)
+        } else {
+            Err(Error::IllegalTransition { from: self, to })
+        }
+    }
+
+    /// The word used in the API and the database, e.g. `provisioning`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Active => "active",
+            Self::Unhealthy => "unhealthy",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for EdgeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An Internet-facing VPS that terminates TLS and forwards to origins over WireGuard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeNode {
+    /// Its id.
+    pub id: EdgeNodeId,
+    /// Name, e.g. `edge-sgp1-01`.
+    pub name: Name,
+    /// The origin it was created for.
+    pub origin_id: OriginId,
+    /// VPS provider, e.g. `digitalocean`, `vultr`, `hetzner`, `manual`.
+    pub provider: Name,
+    /// Provider region, e.g. `sgp1`.
+    pub region: Name,
+    /// Public address; unknown until the provider has assigned it.
+    pub public_ip: Option<IpAddr>,
+    /// Its tunnel address in its origin's /24 (`.10` and up).
+    pub wireguard_ip: Ipv4Addr,
+    /// Its WireGuard public key.
+    pub wireguard_public_key: WgPublicKey,
+    /// Life-cycle state.
+    pub status: EdgeStatus,
+    /// When its last heartbeat arrived.
+    pub last_heartbeat: Option<Timestamp>,
+    /// Failed health checks in a row.
+    pub health_check_failures: u32,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was destroyed.
+    pub deleted_at: Option<Timestamp>,
+}
+
+impl EdgeNode {
+    /// Moves the node to `to` (see [`EdgeStatus::transition`]); entering `deleted` records
+    /// `now` as [`deleted_at`](Self::deleted_at). On error nothing changes.
+    pub fn set_status(&mut self, to: EdgeStatus, now: Timestamp) -> Result<(), Error> {
+        self.status = self.status.transition(to)?;
+        if to == EdgeStatus::Deleted && self.deleted_at.is_none() {
+            self.deleted_at = Some(now);
+        }
+        Ok(())
+    }
+}
+
+/// The type of a DNS record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RecordType {
+    /// IPv4 address.
+    A,
+    /// IPv6 address.
+    #[serde(rename = "AAAA")]
+    Aaaa,
+    /// Alias of another name.
+    #[serde(rename = "CNAME")]
+    Cname,
+    /// Text (ACME DNS-01 challenges).
+    #[serde(rename = "TXT")]
+    Txt,
+}
+
+impl RecordType {
+    /// The usual upper-case spelling, e.g. `AAAA`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::A => "A",
+            Self::Aaaa => "AAAA",
+            Self::Cname => "CNAME",
+            Self::Txt => "TXT",
+        }
+    }
+}
+
+impl fmt::Display for RecordType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A record's type together with a value that fits it, serialised as
+/// `"record_type": "A", "value": "203.0.113.10"`.
+///
+/// ```
+/// use kokoa_core::{RecordData, RecordType};
+/// let data = RecordData::parse(RecordType::A, "203.0.113.10")?;
+/// assert_eq!(data.record_type(), RecordType::A);
+/// assert_eq!(data.value(), "203.0.113.10");
+/// assert!(RecordData::parse(RecordType::A, "2001:db8::1").is_err());
+/// # Ok::<(), kokoa_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "record_type", content = "value")]
+#[non_exhaustive]
+pub enum RecordData {
+    /// IPv4 address.
+    A(Ipv4Addr),
+    /// IPv6 address.
+    #[serde(rename = "AAAA")]
+    Aaaa(Ipv6Addr),
+    /// Target name.
+    #[serde(rename = "CNAME")]
+    Cname(Hostname),
+    /// Text: 1–255 printable ASCII characters other than `"` and `\`, so it fits one DNS
+    /// character-string and needs no escaping in any provider's API or zone file.
+    #[serde(rename = "TXT", deserialize_with = "txt")]
+    Txt(String),
+}
+
+fn txt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let value = String::deserialize(d)?;
+    check_txt(&value).map_err(serde::de::Error::custom)?;
+    Ok(value)
+}
+
+fn check_txt(value: &str) -> Result<(), Error> {
+    let ok = (1..=255).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRecordValue {
+            record_type: RecordType::Txt,
+            value: value.chars().take(300).collect(),
+        })
+    }
+}
+
+impl RecordData {
+    /// Validates `value` for `record_type`.
+    pub fn parse(record_type: RecordType, value: &str) -> Result<Self, Error> {
+        let fail = || Error::InvalidRecordValue {
+            record_type,
+            value: value.chars().take(300).collect(),
+        };
+        Ok(match record_type {
+            RecordType::A => Self::A(value.parse().map_err(|_| fail())?),
+            RecordType::Aaaa => Self::Aaaa(value.parse().map_err(|_| fail())?),
+            RecordType::Cname => Self::Cname(Hostname::parse(value).map_err(|_| fail())?),
+            RecordType::Txt => {
+                check_txt(value)?;
+                Self::Txt(value.to_owned())
+            }
+        })
+    }
+
+    /// The record type.
+    pub fn record_type(&self) -> RecordType {
+        match self {
+            Self::A(_) => RecordType::A,
+            Self::Aaaa(_) => RecordType::Aaaa,
+            Self::Cname(_) => RecordType::Cname,
+            Self::Txt(_) => RecordType::Txt,
+        }
+    }
+
+    /// The value as text, as a DNS provider's API takes it.
+    pub fn value(&self) -> String {
+        match self {
+            Self::A(ip) => ip.to_string(),
+            Self::Aaaa(ip) => ip.to_string(),
+            Self::Cname(name) => name.to_string(),
+            Self::Txt(text) => text.clone(),
+        }
+    }
+}
+
+/// A DNS record Kokoa created at a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    /// Its id in Kokoa.
+    pub id: DnsRecordId,
+    /// The name the record is for.
+    pub hostname: Hostname,
+    /// Type and value.
+    #[serde(flatten)]
+    pub data: RecordData,
+    /// The provider's own id for the record, once the provider has answered (used to
+    /// delete it).
+    pub provider_record_id: Option<String>,
+    /// DNS provider, e.g. `cloudflare`, `route53`, `powerdns`.
+    pub provider: Name,
+    /// The edge whose address the record points at; none for records such as ACME
+    /// challenges that belong to no edge.
+    pub edge_node_id: Option<EdgeNodeId>,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// The outcome of one health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CheckStatus {
+    /// The check passed.
+    Success,
+    /// The check failed.
+    Failure,
+}
+
+/// One row of an edge node's health check history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// The edge checked.
+    pub edge_node_id: EdgeNodeId,
+    /// Outcome.
+    pub status: CheckStatus,
+    /// How long the answer took, when there was one.
+    pub response_time_ms: Option<u32>,
+    /// What went wrong, for failures.
+    pub error_message: Option<String>,
+    /// When the check ran.
+    pub checked_at: Timestamp,
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Role {
+    /// Everything (the default, as in SPEC §5).
+    #[default]
+    Admin,
+    /// Read only.
+    Viewer,
+}
+
+/// An administrator account. The password hash and TOTP secret are kept by the store,
+/// outside this type, so a `User` can be logged and returned by the API as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Its id.
+    pub id: UserId,
+    /// Unique, normalised e-mail address.
+    pub email: Email,
+    /// Permissions.
+    pub role: Role,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const KEY: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+
+    const ALL: [EdgeStatus; 4] = [
+        EdgeStatus::Provisioning,
+        EdgeStatus::Active,
+        EdgeStatus::Unhealthy,
+        EdgeStatus::Deleted,
+    ];
+
+    /// The life cycle written out edge by edge, independently of `transition`.
+    fn listed_edge(from: EdgeStatus, to: EdgeStatus) -> bool {
+        use EdgeStatus::*;
+        const EDGES: [(EdgeStatus, EdgeStatus); 7] = [
+            (Provisioning, Active),
+            (Provisioning, Unhealthy),
+            (Provisioning, Deleted),
+            (Active, Unhealthy),
+            (Active, Deleted),
+            (Unhealthy, Active),
+            (Unhealthy, Deleted),
+        ];
+        EDGES.contains(&(from, to))
+    }
+
+    fn edge(status: EdgeStatus) -> EdgeNode {
+        EdgeNode {
+            id: EdgeNodeId::parse("edg_1").unwrap(),
+            name: Name::parse("edge-sgp1-01").unwrap(),
+            origin_id: OriginId::parse("org_1").unwrap(),
+            provider: Name::parse("digitalocean").unwrap(),
+            region: Name::parse("sgp1").unwrap(),
+            public_ip: Some("203.0.113.10".parse().unwrap()),
+            wireguard_ip: Ipv4Addr::new(10, 0, 1, 10),
+            wireguard_public_key: WgPublicKey::parse(KEY).unwrap(),
+            status,
+            last_heartbeat: None,
+            health_check_failures: 0,
+            created_at: Timestamp::from_unix(1_737_455_400).unwrap(),
+            deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn illegal_transitions_name_both_states() {
+        let err = EdgeStatus::Deleted
+            .transition(EdgeStatus::Active)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("deleted") && err.contains("active"), "{err}");
+        for from in ALL {
+            for to in ALL {
+                let want = from == to || listed_edge(from, to);
+                assert_eq!(from.transition(to).is_ok(), want, "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn deleting_records_the_time_once() {
+        let mut node = edge(EdgeStatus::Active);
+        let t1 = Timestamp::from_unix(1_800_000_000).unwrap();
+        node.set_status(EdgeStatus::Deleted, t1).unwrap();
+        node.set_status(EdgeStatus::Deleted, Timestamp::now())
+            .unwrap();
+        assert_eq!(
+            (node.status, node.deleted_at),
+            (EdgeStatus::Deleted, Some(t1))
+        );
+        assert!(node.set_status(EdgeStatus::Active, t1).is_err());
+        assert_eq!(node.status, EdgeStatus::Deleted);
+    }
+
+    #[test]
+    fn serde_uses_the_spec_words() {
+        let value = serde_json::to_value(edge(EdgeStatus::Provisioning)).unwrap();
+        assert_eq!(value["status"], "provisioning");
+        assert_eq!(value["created_at"], "2025-01-21T10:30:00Z");
+        assert_eq!(value["public_ip"], "203.0.113.10");
+        let back: EdgeNode = serde_json::from_value(value).unwrap();
+        assert_eq!(back, edge(EdgeStatus::Provisioning));
+        assert_eq!(serde_json::to_value(Protocol::Https).unwrap(), "https");
+        assert_eq!(
+            serde_json::to_value(OriginStatus::Inactive).unwrap(),
+            "inactive"
+        );
+        assert_eq!(
+            serde_json::to_value(CheckStatus::Success).unwrap(),
+            "success"
+        );
+        assert_eq!(serde_json::to_value(Role::default()).unwrap(), "admin");
+        assert_eq!(serde_json::to_value(RecordType::Aaaa).unwrap(), "AAAA");
+    }
+
+    #[test]
+    fn records_deserialise_only_with_a_fitting_value() {
+        let mut record = json!({
+            "id": "dns_1", "hostname": "app.hoge.com", "record_type": "A",
+            "value": "203.0.113.10", "provider_record_id": "abc", "provider": "cloudflare",
+            "edge_node_id": "edg_1", "created_at": "2025-01-21T10:30:00Z",
+        });
+        let parsed: DnsRecord = serde_json::from_value(record.clone()).unwrap();
+        assert_eq!(parsed.data, RecordData::A(Ipv4Addr::new(203, 0, 113, 10)));
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), record);
+        record["record_type"] = json!("AAAA");
+        assert!(serde_json::from_value::<DnsRecord>(record.clone()).is_err());
+        record["record_type"] = json!("TXT");
+        record["value"] = json!("say \"hi\"");
+        assert!(serde_json::from_value::<DnsRecord>(record.clone()).is_err());
+        record["value"] = json!("gfj9Xq...Rg85nM");
+        assert!(serde_json::from_value::<DnsRecord>(record).is_ok());
+    }
+
+    #[test]
+    fn record_values_are_checked_per_type() {
+        let cname = RecordData::parse(RecordType::Cname, "Edge.Example.com.").unwrap();
+        assert_eq!(cname.value(), "edge.example.com");
+        for (t, bad) in [
+            (RecordType::A, "10.0.0"),
+            (RecordType::Aaaa, "10.0.0.1"),
+            (RecordType::Cname, "a b"),
+            (RecordType::Txt, ""),
+            (RecordType::Txt, "a\\b"),
+        ] {
+            let err = RecordData::parse(t, bad).unwrap_err().to_string();
+            assert!(
+                err.contains(t.as_str()) && err.contains(&format!("{bad:?}")),
+                "{err}"
+            );
+        }
+        assert!(RecordData::parse(RecordType::Txt, &"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn a_user_shows_no_secret_because_it_holds_none() {
+        let user = User {
+            id: UserId::new(),
+            email: Email::parse("admin@example.com").unwrap(),
+            role: Role::Admin,
+            created_at: Timestamp::now(),
+        };
+        let json = serde_json::to_value(&user).unwrap();
+        let mut keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["created_at", "email", "id", "role"]);
+    }
+
+    proptest! {
+        #[test]
+        fn random_requests_only_walk_listed_edges(
+            requests in proptest::collection::vec(proptest::sample::select(ALL.to_vec()), 0..40),
+        ) {
+            let mut state = EdgeStatus::Provisioning;
+            let (mut left_provisioning, mut deleted) = (false, false);
+            for to in requests {
+                match state.transition(to) {
+                    Ok(next) => {
+                        prop_assert_eq!(next, to);
+                        prop_assert!(state == to || listed_edge(state, to), "{} -> {}", state, to);
+                        state = next;
+                    }
+                    Err(Error::IllegalTransition { from, to: rejected }) => {
+                        prop_assert_eq!((from, rejected), (state, to));
+                        prop_assert!(state != to && !listed_edge(state, to));
+                    }
+                    Err(other) => prop_assert!(false, "unexpected {}", other),
+                }
+                // Once left, provisioning never comes back; once deleted, always deleted.
+                prop_assert!(!left_provisioning || state != EdgeStatus::Provisioning);
+                prop_assert!(!deleted || state == EdgeStatus::Deleted);
+                left_provisioning |= state != EdgeStatus::Provisioning;
+                deleted |= state == EdgeStatus::Deleted;
+            }
+        }
+    }
+}

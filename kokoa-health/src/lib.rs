@@ -1,0 +1,114 @@
+//! Health logic of Kokoa Proxy: the per-target state machine, heartbeat staleness, the edge
+//! and origin decision tables, check configuration and the trait check executors implement.
+//!
+//! Everything here is pure and synchronous except [`CheckExecutor`]: time is passed in, no
+//! clock is read, so a control plane (or a test) decides exactly when "now" is.
+//!
+//! - [`HealthTracker`] turns check results into [`HealthState`]: 3 failures in a row make a
+//!   target unhealthy, 3 successes in a row healthy again (both configurable), and the flip
+//!   is reported once, as a [`Transition`].
+//! - [`is_stale`] and [`CpuTracker`] judge heartbeats: missing for 30 s (edge) or 60 s
+//!   (origin), CPU above 90 % for 5 minutes.
+//! - [`EdgeVerdict`] and [`OriginVerdict`] apply the decision tables to an observation;
+//!   [`EdgeVerdict::actions_since`] and [`OriginVerdict::actions_since`] say what to do
+//!   about the change from the verdict last acted on, recovery included.
+//! - [`CheckConfig`] describes a check with the specification's defaults and validates it;
+//!   [`CheckExecutor`] runs one and returns a [`CheckOutcome`].
+//!
+//! # Example
+//!
+//! An edge whose `/health` stops answering is withdrawn from DNS on the third failure, and
+//! nothing more is asked of the caller on the fourth:
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use kokoa_health::{
+//!     CheckConfig, CheckOutcome, EdgeAction, EdgeObservation, EdgeRules, EdgeVerdict, HealthState,
+//!     HealthTracker, TunnelStatus,
+//! };
+//!
+//! let check = CheckConfig::https("https://203.0.113.7/health");
+//! check.validate()?;
+//! let rules = EdgeRules::default();
+//! // A running edge, restored as healthy after a control plane restart.
+//! let mut tracker = HealthTracker::new(check.thresholds()?, HealthState::Healthy);
+//! let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+//! let mut acted_on = EdgeVerdict::judge(
+//!     &EdgeObservation {
+//!         at: start,
+//!         last_heartbeat: start,
+//!         http: tracker.state(),
+//!         tunnel: TunnelStatus::Up,
+//!         cpu_overloaded: false,
+//!         error_rate_percent: 0.5,
+//!     },
+//!     &rules,
+//! );
+//! assert!(acted_on.in_dns());
+//!
+//! let mut done = Vec::new();
+//! for run in 1..=4 {
+//!     let outcome = CheckOutcome::failure(5_000, "timed out after 5 s");
+//!     tracker.observe(outcome.status);
+//!     let now = start + check.interval * run;
+//!     let verdict = EdgeVerdict::judge(
+//!         &EdgeObservation {
+//!             at: now,
+//!             last_heartbeat: now - Duration::from_secs(2),
+//!             http: tracker.state(),
+//!             tunnel: TunnelStatus::Up,
+//!             cpu_overloaded: false,
+//!             error_rate_percent: 0.5,
+//!         },
+//!         &rules,
+//!     );
+//!     done.push(verdict.actions_since(&acted_on));
+//!     acted_on = verdict;
+//! }
+//! assert_eq!(
+//!     done,
+//!     [vec![], vec![], vec![EdgeAction::RemoveFromDns, EdgeAction::MarkUnhealthy], vec![]]
+//! );
+//! assert_eq!(tracker.consecutive_failures(), 4);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Crate features
+//!
+//! This crate has no Cargo features: it is pure logic with a handful of small dependencies
+//! (`serde`, `thiserror`, `async-trait`), so there is nothing to switch off.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod check;
+mod edge;
+mod error;
+mod heartbeat;
+mod origin;
+mod secs;
+mod state;
+
+use serde::{Deserialize, Serialize};
+
+pub use check::{CheckConfig, CheckExecutor, CheckKind, CheckOutcome};
+pub use edge::{EdgeAction, EdgeCondition, EdgeObservation, EdgeRules, EdgeVerdict};
+pub use error::Error;
+pub use heartbeat::{CpuRule, CpuTracker, TunnelStatus, is_stale};
+pub use origin::{
+    OriginAction, OriginCondition, OriginObservation, OriginRules, OriginVerdict, Scope,
+};
+pub use state::{CheckStatus, HealthState, HealthTracker, Thresholds, Transition};
+
+/// How loud an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Someone should look.
+    Warning,
+    /// Someone should look now.
+    Critical,
+}
+
+// Keeps the README's example compiling and passing.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;

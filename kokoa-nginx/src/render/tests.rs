@@ -1,0 +1,275 @@
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+};
+
+use kokoa_core::Hostname;
+use proptest::prelude::*;
+
+use super::*;
+use crate::{CertName, Listen, RateLimits};
+
+fn layout() -> Layout {
+    Layout::new("/srv/kokoa").unwrap()
+}
+
+fn route(host: &str, backend: &str) -> Route {
+    Route::new(host.parse().unwrap(), backend.parse().unwrap())
+}
+
+/// Reads back the entries of the map block that starts with `header`: (key, value) pairs
+/// after the `hostnames;` and `default ...;` statements, which must come first.
+fn read_map<'a>(conf: &'a str, header: &str) -> Vec<(&'a str, &'a str)> {
+    let start = conf
+        .find(&format!("map {header} {{\n"))
+        .expect("map block present");
+    let body = &conf[start..];
+    let body = &body[body.find('\n').unwrap() + 1..body.find("\n}").unwrap()];
+    let mut statements = body.lines().map(|l| {
+        l.trim()
+            .strip_suffix(';')
+            .unwrap_or_else(|| panic!("not a statement: {l:?}"))
+    });
+    assert_eq!(statements.next(), Some("hostnames"));
+    assert!(statements.next().unwrap().starts_with("default "));
+    statements
+        .map(|s| {
+            let (key, value) = s.split_once(' ').expect("key and value");
+            (key.trim_matches('"'), value.trim_matches('"'))
+        })
+        .collect()
+}
+
+fn statements(conf: &str) -> usize {
+    conf.lines().filter(|l| l.trim_end().ends_with(';')).count()
+}
+
+#[test]
+fn unavailable_page_is_inert_between_quotes() {
+    assert!(!UNAVAILABLE_PAGE.contains(['"', '\\', '$']));
+    assert!(UNAVAILABLE_PAGE.contains("Kokoa Proxy"));
+}
+
+#[test]
+fn every_part_of_the_edge_is_rendered() {
+    let mut down = route("down.hoge.com", "10.0.3.1:80");
+    down.available = false;
+    let site = EdgeSite::new(vec![
+        route("app.hoge.com", "10.0.1.1:8080")
+            .with_certificate(CertName::parse("app.hoge.com").unwrap()),
+        down,
+    ]);
+    let conf = site.render(&layout()).unwrap();
+    for line in [
+        "listen 80 default_server;",
+        "listen 443 ssl http2 default_server;",
+        "server_name _;",
+        "alias \"/srv/kokoa/acme-challenge/\";",
+        "alias \"/srv/kokoa/health\";",
+        "return 301 https://$host$request_uri;",
+        "ssl_certificate \"/srv/kokoa/certs/$kokoa_cert.crt\";",
+        "ssl_certificate_key \"/srv/kokoa/certs/$kokoa_cert.key\";",
+        "return 404;",
+        "return 503;",
+        "proxy_pass http://$kokoa_backend;",
+        "proxy_set_header Host $host;",
+        "proxy_set_header X-Real-IP $remote_addr;",
+        "proxy_set_header X-Forwarded-For $remote_addr;",
+        "proxy_set_header X-Forwarded-Proto https;",
+        "proxy_set_header Connection $connection_upgrade;",
+        "limit_req_zone $binary_remote_addr zone=kokoa_req:10m rate=10r/s;",
+        "limit_req zone=kokoa_req burst=20 nodelay;",
+        "limit_conn_zone $binary_remote_addr zone=kokoa_conn:10m;",
+        "limit_conn kokoa_conn 10;",
+    ] {
+        assert!(
+            conf.contains(&format!("    {line}\n")) || conf.contains(&format!("\n{line}\n")),
+            "missing {line:?} in\n{conf}"
+        );
+    }
+    assert_eq!(
+        read_map(&conf, "$host $kokoa_unavailable"),
+        [("down.hoge.com", "1")]
+    );
+    assert_eq!(
+        read_map(&conf, "$ssl_server_name $kokoa_cert"),
+        [("app.hoge.com", "app.hoge.com")]
+    );
+    assert!(conf.contains("    default \"fallback\";\n"));
+}
+
+#[test]
+fn listen_address_ports_and_limits_are_configurable() {
+    let site = EdgeSite {
+        routes: vec![],
+        rate_limits: RateLimits {
+            rate_per_second: 7,
+            burst: 3,
+            connections_per_ip: 99,
+        },
+        listen: Listen {
+            address: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            http_port: 8080,
+            https_port: 8443,
+        },
+        fallback_certificate: CertName::parse("edge-default").unwrap(),
+    };
+    let conf = site.render(&layout()).unwrap();
+    assert!(
+        conf.contains("listen 127.0.0.1:8080 default_server;"),
+        "{conf}"
+    );
+    assert!(conf.contains("listen 127.0.0.1:8443 ssl http2 default_server;"));
+    assert!(conf.contains("return 301 https://$host:8443$request_uri;"));
+    assert!(conf.contains("rate=7r/s;") && conf.contains("burst=3 nodelay;"));
+    assert!(conf.contains("limit_conn kokoa_conn 99;"));
+    assert!(conf.contains("default \"edge-default\";"));
+
+    let v6 = EdgeSite {
+        listen: Listen {
+            address: Some("::1".parse().unwrap()),
+            ..Listen::default()
+        },
+        ..EdgeSite::default()
+    };
+    assert!(
+        v6.render(&layout())
+            .unwrap()
+            .contains("listen [::1]:443 ssl http2 default_server;")
+    );
+}
+
+#[test]
+fn refuses_what_nginx_would_refuse() {
+    let site = EdgeSite::new(vec![
+        route("app.hoge.com", "10.0.1.1:80"),
+        route("APP.hoge.com.", "10.0.1.2:80"),
+    ]);
+    let err = site.render(&layout()).unwrap_err();
+    assert!(err.to_string().contains("app.hoge.com"), "{err}");
+
+    let mut site = EdgeSite::default();
+    site.rate_limits.burst = 0;
+    let err = site.render(&layout()).unwrap_err();
+    assert!(err.to_string().contains("burst"), "{err}");
+}
+
+#[test]
+fn hash_sizes_grow_with_the_map() {
+    let short = [route("a.io", "10.0.0.1:1")];
+    let long_name = format!("{}.{}.io", "a".repeat(63), "b".repeat(63));
+    let long = [route(&long_name, "10.0.0.1:1")];
+    assert_eq!(map_hash_sizes(&[]), (2048, 128));
+    assert_eq!(
+        map_hash_sizes(&short.iter().collect::<Vec<_>>()),
+        (2048, 128)
+    );
+    // 130 + 2 → 136 bytes per key, four keys and a pointer: 584 → 1024.
+    assert_eq!(
+        map_hash_sizes(&long.iter().collect::<Vec<_>>()),
+        (2048, 1024)
+    );
+    let many: Vec<Route> = (0..5000)
+        .map(|i| route(&format!("h{i}.io"), "10.0.0.1:1"))
+        .collect();
+    assert_eq!(map_hash_sizes(&many.iter().collect::<Vec<_>>()).0, 20000);
+}
+
+fn hostname() -> impl Strategy<Value = Hostname> {
+    // A small alphabet on purpose: repeated names exercise the duplicate check.
+    let label = prop_oneof!["[a-c]{1,2}", "[a-z0-9]([a-z0-9-]{0,12}[a-z0-9])?"];
+    (any::<bool>(), prop::collection::vec(label, 2..4)).prop_map(|(wild, labels)| {
+        let name = labels.join(".");
+        let name = if wild { format!("*.{name}") } else { name };
+        Hostname::parse(&name).expect("generated names are valid")
+    })
+}
+
+fn routes() -> impl Strategy<Value = Vec<Route>> {
+    let backend = prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+        (any::<[u16; 8]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+    ];
+    let cert = proptest::option::of(prop_oneof![
+        Just(CertName::parse("shared").unwrap()),
+        "[a-z0-9][a-z0-9._-]{0,20}".prop_map(|s| CertName::parse(&s).unwrap()),
+    ]);
+    let route = (hostname(), backend, cert, any::<bool>()).prop_map(
+        |(hostname, backend, certificate, available)| Route {
+            hostname,
+            backend,
+            certificate,
+            available,
+        },
+    );
+    prop::collection::vec(route, 0..40)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn maps_hold_exactly_the_input(routes in routes()) {
+        let site = EdgeSite::new(routes.clone());
+        let distinct: BTreeSet<&Hostname> = routes.iter().map(|r| &r.hostname).collect();
+        let conf = match site.render(&layout()) {
+            Err(Error::DuplicateHostname(h)) => {
+                prop_assert!(distinct.len() < routes.len());
+                prop_assert!(routes.iter().filter(|r| r.hostname == h).count() > 1);
+                return Ok(());
+            }
+            other => other.unwrap(),
+        };
+        prop_assert_eq!(distinct.len(), routes.len());
+
+        let backends = read_map(&conf, "$host $kokoa_backend");
+        let want: BTreeMap<String, String> = routes
+            .iter()
+            .map(|r| (r.hostname.to_string(), r.backend.to_string()))
+            .collect();
+        prop_assert_eq!(backends.len(), routes.len(), "each route exactly once");
+        let got: BTreeMap<String, String> =
+            backends.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        prop_assert_eq!(&got, &want);
+        prop_assert!(backends.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
+
+        let known: BTreeSet<&str> = routes
+            .iter()
+            .filter_map(|r| r.certificate.as_ref().map(CertName::as_str))
+            .collect();
+        let certs = read_map(&conf, "$ssl_server_name $kokoa_cert");
+        prop_assert!(certs.iter().all(|(_, name)| known.contains(name)));
+        let want_certs: BTreeMap<&str, &str> = routes
+            .iter()
+            .filter_map(|r| Some((r.hostname.as_str(), r.certificate.as_ref()?.as_str())))
+            .collect();
+        prop_assert_eq!(certs.iter().copied().collect::<BTreeMap<_, _>>(), want_certs);
+
+        let down = read_map(&conf, "$host $kokoa_unavailable");
+        let want_down: Vec<(&str, &str)> = routes
+            .iter()
+            .filter(|r| !r.available)
+            .map(|r| (r.hostname.as_str(), "1"))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        prop_assert_eq!(&down, &want_down);
+
+        // Nothing but the map entries and the hash sizes depends on the routes: every
+        // other line is the same as for a site without routes.
+        let empty = EdgeSite::default().render(&layout()).unwrap();
+        prop_assert_eq!(fixed_lines(&conf), fixed_lines(&empty));
+        prop_assert_eq!(
+            statements(&conf),
+            statements(&empty) + routes.len() + certs.len() + down.len()
+        );
+    }
+}
+
+/// The lines that are not map entries (`"KEY" VALUE;` with a non-empty key) nor hash sizes.
+fn fixed_lines(conf: &str) -> Vec<&str> {
+    conf.lines()
+        .filter(|l| !l.starts_with("    \"") || l.starts_with("    \"\""))
+        .filter(|l| !l.starts_with("map_hash_"))
+        .collect()
+}
