@@ -117,25 +117,37 @@ impl EdgeSite {
             out,
             "server {{\n    listen {https} ssl http2 default_server;\n    server_name _;\n\n    \
              ssl_certificate {crt};\n    ssl_certificate_key {key};\n    \
-             ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:kokoa_tls:10m;\n\n{health}\n    \
+             ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:kokoa_tls:10m;\n\n    \
+             proxy_http_version 1.1;\n    \
+             proxy_set_header Host $host;\n    \
+             proxy_set_header X-Real-IP $remote_addr;\n    \
+             # The edge is the first proxy: a client's own X-Forwarded-For is not trusted.\n    \
+             proxy_set_header X-Forwarded-For $remote_addr;\n    \
+             proxy_set_header X-Forwarded-Proto https;\n    \
+             proxy_set_header Upgrade $http_upgrade;\n    \
+             proxy_set_header Connection $connection_upgrade;\n\n    \
+             # /health of a routed hostname is its origin's (the end-to-end check); asked by\n    \
+             # address or an unknown name, the edge answers for itself.\n    \
+             location = /health {{\n        \
+             error_page 418 = @kokoa_health;\n        \
+             if ($kokoa_backend = \"\") {{\n            return 418;\n        }}\n        \
+             if ($kokoa_unavailable) {{\n            return 503;\n        }}\n        \
+             proxy_pass http://$kokoa_backend;\n        \
+             error_page 503 @kokoa_unavailable;\n    }}\n\n    \
+             location @kokoa_health {{\n        default_type text/plain;\n        \
+             root {prefix};\n        try_files /health =404;\n    }}\n\n    \
              location / {{\n        \
              if ($kokoa_backend = \"\") {{\n            return 404;\n        }}\n        \
              if ($kokoa_unavailable) {{\n            return 503;\n        }}\n        \
              proxy_pass http://$kokoa_backend;\n        \
-             proxy_http_version 1.1;\n        \
-             proxy_set_header Host $host;\n        \
-             proxy_set_header X-Real-IP $remote_addr;\n        \
-             # The edge is the first proxy: a client's own X-Forwarded-For is not trusted.\n        \
-             proxy_set_header X-Forwarded-For $remote_addr;\n        \
-             proxy_set_header X-Forwarded-Proto https;\n        \
-             proxy_set_header Upgrade $http_upgrade;\n        \
-             proxy_set_header Connection $connection_upgrade;\n        \
              error_page 503 @kokoa_unavailable;\n    }}\n\n    \
              location @kokoa_unavailable {{\n        default_type text/html;\n        \
              return 503 \"{UNAVAILABLE_PAGE}\";\n    }}\n}}\n",
             https = listen(self.listen.https_port),
             crt = quoted(&certs.join("$kokoa_cert.crt")),
             key = quoted(&certs.join("$kokoa_cert.key")),
+            // `Layout::health_file` is `<prefix>/health`.
+            prefix = quoted(layout.prefix()),
         );
         Ok(out)
     }

@@ -377,7 +377,20 @@ fn serves_routes_certificates_and_errors() {
         redirect.text
     );
 
-    // /health on both ports, whatever the Host; its body is set without a reload.
+    // A routed hostname's /health is its origin's (the end-to-end check), with the same
+    // 503 page when the route is down.
+    let through = client.get("app.kokoa.test", "/health", true, &[]);
+    assert_eq!(through.status, 200, "{}", through.text);
+    assert!(
+        through.text.contains("backend=a host=app.kokoa.test"),
+        "{}",
+        through.text
+    );
+    let down_health = client.get("down.kokoa.test", "/health", true, &["-k"]);
+    assert_eq!(down_health.status, 503, "{}", down_health.text);
+
+    // The edge's own /health on both ports for any other name; its body is set without a
+    // reload.
     let health = client.get("edge.example", "/health", false, &[]);
     assert_eq!(health.status, 200);
     assert!(health.text.contains("\r\n\r\nok\n"), "{}", health.text);

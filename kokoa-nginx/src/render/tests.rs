@@ -66,6 +66,7 @@ fn every_part_of_the_edge_is_rendered() {
         "server_name _;",
         "alias \"/srv/kokoa/acme-challenge/\";",
         "alias \"/srv/kokoa/health\";",
+        "try_files /health =404;",
         "return 301 https://$host$request_uri;",
         "ssl_certificate \"/srv/kokoa/certs/$kokoa_cert.crt\";",
         "ssl_certificate_key \"/srv/kokoa/certs/$kokoa_cert.key\";",
