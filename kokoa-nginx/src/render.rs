@@ -133,14 +133,15 @@ impl EdgeSite {
              if ($kokoa_backend = \"\") {{\n            return 418;\n        }}\n        \
              if ($kokoa_unavailable) {{\n            return 503;\n        }}\n        \
              proxy_pass http://$kokoa_backend;\n        \
-             error_page 503 @kokoa_unavailable;\n    }}\n\n    \
+             error_page 502 503 504 =503 @kokoa_unavailable;\n    }}\n\n    \
              location @kokoa_health {{\n        default_type text/plain;\n        \
              root {prefix};\n        try_files /health =404;\n    }}\n\n    \
+             # An origin that does not answer (502/504) gets the same page as one marked down.\n    \
              location / {{\n        \
              if ($kokoa_backend = \"\") {{\n            return 404;\n        }}\n        \
              if ($kokoa_unavailable) {{\n            return 503;\n        }}\n        \
              proxy_pass http://$kokoa_backend;\n        \
-             error_page 503 @kokoa_unavailable;\n    }}\n\n    \
+             error_page 502 503 504 =503 @kokoa_unavailable;\n    }}\n\n    \
              location @kokoa_unavailable {{\n        default_type text/html;\n        \
              return 503 \"{UNAVAILABLE_PAGE}\";\n    }}\n}}\n",
             https = listen(self.listen.https_port),

@@ -212,10 +212,13 @@ fn site(a: SocketAddr, b: SocketAddr, http: u16, https: u16) -> EdgeSite {
     let wiki = host("wiki.kokoa.test");
     let mut down = Route::new(host("down.kokoa.test"), a);
     down.available = false;
+    // Nothing listens on port 9 (discard) of 127.0.0.1 here: the origin "does not answer".
+    let dead = Route::new(host("dead.kokoa.test"), ([127, 0, 0, 1], 9).into());
     let mut site = EdgeSite::new(vec![
         Route::new(app.clone(), a).with_certificate(CertName::for_hostname(&app)),
         Route::new(wiki.clone(), b).with_certificate(CertName::for_hostname(&wiki)),
         down,
+        dead,
     ]);
     site.listen = Listen {
         address: Some([127, 0, 0, 1].into()),
@@ -375,6 +378,15 @@ fn serves_routes_certificates_and_errors() {
         redirect.text.to_lowercase().contains(&location),
         "{}",
         redirect.text
+    );
+
+    // A route whose origin does not answer gets the same page, not nginx's 502.
+    let dead = client.get("dead.kokoa.test", "/", true, &["-k"]);
+    assert_eq!(dead.status, 503, "{}", dead.text);
+    assert!(
+        dead.text.contains("<small>Kokoa Proxy</small>"),
+        "{}",
+        dead.text
     );
 
     // A routed hostname's /health is its origin's (the end-to-end check), with the same
