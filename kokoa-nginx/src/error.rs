@@ -24,7 +24,7 @@ pub enum Error {
     #[error("hostname {0} has more than one route; keep one route per hostname")]
     DuplicateHostname(Hostname),
 
-    /// A rate limit is zero, which nginx does not accept.
+    /// The request rate or the connection limit is zero, which would refuse every client.
     #[error("rate limit {field} is 0; it must be at least 1")]
     ZeroRateLimit {
         /// The field of [`RateLimits`](crate::RateLimits) that is zero.

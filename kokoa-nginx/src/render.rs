@@ -21,9 +21,10 @@ impl EdgeSite {
     /// text. Fails when two routes share a hostname or a rate limit is zero.
     pub fn render(&self, layout: &Layout) -> Result<String, Error> {
         let limits = self.rate_limits;
+        // A burst of 0 is valid (no request above the rate); a rate or a connection limit of 0
+        // would refuse every client.
         for (field, value) in [
             ("rate_per_second", limits.rate_per_second),
-            ("burst", limits.burst),
             ("connections_per_ip", limits.connections_per_ip),
         ] {
             if value == 0 {

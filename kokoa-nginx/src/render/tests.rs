@@ -150,9 +150,14 @@ fn refuses_what_nginx_would_refuse() {
     assert!(err.to_string().contains("app.hoge.com"), "{err}");
 
     let mut site = EdgeSite::default();
-    site.rate_limits.burst = 0;
+    site.rate_limits.connections_per_ip = 0;
     let err = site.render(&layout()).unwrap_err();
-    assert!(err.to_string().contains("burst"), "{err}");
+    assert!(err.to_string().contains("connections_per_ip"), "{err}");
+
+    let mut site = EdgeSite::default();
+    site.rate_limits.burst = 0;
+    let conf = site.render(&layout()).unwrap();
+    assert!(conf.contains("burst=0 nodelay;"), "{conf}");
 }
 
 #[test]
