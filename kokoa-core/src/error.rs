@@ -197,6 +197,98 @@ pub enum Error {
         /// The hash of its content.
         computed: String,
     },
+
+    /// No record of that kind with that id (or key).
+    #[error("no {kind} {id:?} found")]
+    NotFound {
+        /// What was looked for, e.g. `origin`.
+        kind: &'static str,
+        /// Its id or key.
+        id: String,
+    },
+
+    /// A value that must be unique is taken already.
+    #[error("{what} {value:?} already exists")]
+    Conflict {
+        /// What is duplicated, e.g. `hostname`.
+        what: &'static str,
+        /// The duplicated value.
+        value: String,
+    },
+
+    /// A record cannot be deleted while others still refer to it.
+    #[error(
+        "{kind} {id:?} is still used by {count} {by}; delete those first or force the deletion"
+    )]
+    InUse {
+        /// What was to be deleted, e.g. `origin`.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+        /// What refers to it, e.g. `routes`.
+        by: &'static str,
+        /// How many of them.
+        count: u64,
+    },
+
+    /// An enrollment token that cannot be redeemed.
+    #[error("enrollment refused: {reason}")]
+    EnrollmentRefused {
+        /// Why, e.g. `the token has expired`.
+        reason: &'static str,
+    },
+
+    /// Every WireGuard listen port of an edge node (51820–65535) is taken.
+    #[error("edge node {edge:?} has no free WireGuard listen port left (51820 to 65535 are taken)")]
+    NoFreePort {
+        /// The edge node.
+        edge: String,
+    },
+
+    /// A master key that cannot be used. The key itself is not repeated.
+    #[error(
+        "invalid master key: {reason} (expected 32 random bytes in base64, \
+         as written by `kokoa-control init`)"
+    )]
+    InvalidMasterKey {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A sealed secret that is not in the sealed format (base64 of nonce and ciphertext).
+    #[error("invalid sealed secret ({length} characters): not base64 of a nonce and a ciphertext")]
+    InvalidSealed {
+        /// Length of the text given.
+        length: usize,
+    },
+
+    /// A sealed secret that does not open with this master key and context.
+    #[error(
+        "cannot open the sealed secret for {context:?}: it was sealed with another master key \
+         or for another record, or it was altered"
+    )]
+    Unseal {
+        /// The context the secret was expected to be sealed for.
+        context: String,
+    },
+
+    /// The storage backend failed: the database is unreachable, a query failed, or a stored
+    /// row no longer passes validation.
+    #[error("storage failed: {0}")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// Whether the error says a record does not exist (HTTP 404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+
+    /// Whether the error says the request collides with existing records: a duplicate
+    /// unique value, or a deletion of something still in use (HTTP 409).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. } | Self::InUse { .. })
+    }
 }
 
 /// What is wrong with a rejected hostname.

@@ -124,6 +124,12 @@ ids! {
     CertificateId => "crt", "certificate";
     /// Identifies a [`User`](crate::User).
     UserId => "usr", "user";
+    /// Identifies an [`ApiToken`](crate::ApiToken).
+    ApiTokenId => "tok", "API token";
+    /// Identifies an [`Enrollment`](crate::Enrollment).
+    EnrollmentId => "enr", "enrollment";
+    /// Identifies a [`NodeCredential`](crate::NodeCredential).
+    NodeCredentialId => "crd", "node credential";
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Domain types of Kokoa Proxy: validated host names, origins, routes, edge nodes, subnet
-//! allocation and the edge configuration payload.
+//! allocation, the edge configuration payload, secrets at rest and the control plane's
+//! storage.
 //!
 //! Every value that comes from outside — a host name in an API call, an id in a URL, a
 //! field in a JSON payload — is validated once, when it becomes one of these types, so the
@@ -8,9 +9,14 @@
 //! - [`Hostname`], [`Name`], [`Port`], [`Email`], [`HealthCheckPath`], [`WgPublicKey`],
 //!   [`WgPrivateKey`], [`Timestamp`], typed ids such as [`OriginId`]: validated values.
 //! - [`Origin`], [`OriginService`], [`Route`], [`EdgeNode`] (with the [`EdgeStatus`] life
-//!   cycle), [`DnsRecord`], [`HealthCheck`], [`User`]: the records of the control plane.
+//!   cycle) and its [`EdgeTunnel`]s, [`DnsRecord`], [`HealthCheck`], [`User`], [`ApiToken`],
+//!   [`Enrollment`], [`NodeCredential`]: the records of the control plane.
 //! - [`SubnetPool`], [`origin_address`], [`allocate_edge_address`]: one /24 per origin.
 //! - [`EdgeConfig`]: what an edge pulls from the control plane, with its `config_hash`.
+//! - [`secret`]: [`MasterKey`] seals private keys for the database (AES-256-GCM);
+//!   [`TokenHash`] is all that is kept of a token.
+//! - [`store`]: the [`Store`](store::Store) trait with in-memory, SQLite and PostgreSQL
+//!   backends.
 //!
 //! # Example
 //!
@@ -41,7 +47,11 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | *(none yet)* | | Storage backends (`sqlite`, `postgres`) will be features here. |
+//! | `sqlite` | no | `store::sqlite::SqliteStore`, with SQLite compiled in (rusqlite, bundled) |
+//! | `postgres` | no | `store::postgres::PostgresStore` (sqlx; TLS with rustls) |
+//! | `test-util` | no | `store::conformance`, the test suite every `Store` backend must pass |
+//!
+//! [`store::MemoryStore`] and [`secret`] are always there.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
@@ -49,24 +59,28 @@ mod hostname;
 mod id;
 mod model;
 mod payload;
+pub mod secret;
+pub mod store;
 mod subnet;
 mod time;
 mod value;
 
 pub use error::{Error, HostnameProblem};
 pub use hostname::Hostname;
-pub use id::{CertificateId, DnsRecordId, EdgeNodeId, OriginId, RouteId, ServiceId, UserId};
+pub use id::{
+    ApiTokenId, CertificateId, DnsRecordId, EdgeNodeId, EnrollmentId, NodeCredentialId, OriginId,
+    RouteId, ServiceId, UserId,
+};
 pub use model::{
-    CheckStatus, DnsRecord, EdgeNode, EdgeStatus, HealthCheck, Origin, OriginService, OriginStatus,
-    Protocol, RecordData, RecordType, Role, Route, User,
+    ApiToken, CheckStatus, DnsRecord, EdgeNode, EdgeStatus, EdgeTunnel, Enrollment, HealthCheck,
+    NodeCredential, NodeRef, Origin, OriginService, OriginStatus, Protocol, RecordData, RecordType,
+    Role, Route, User,
 };
 pub use payload::{CertificateRef, ContentHash, EdgeConfig, EdgeContent, RateLimits, Tunnel};
+pub use secret::{MasterKey, Sealed, TokenHash};
 pub use subnet::{SubnetPool, allocate_edge_address, origin_address};
 pub use time::Timestamp;
 pub use value::{Email, HealthCheckPath, Name, Port, WgPrivateKey, WgPublicKey};
-
-// Storage (the store trait and its backends) is added as `pub mod store;` behind the
-// `sqlite` and `postgres` features.
 
 /// Runs the README's example as a doctest so it cannot drift from the API.
 #[cfg(doctest)]

@@ -1,9 +1,9 @@
 //! The records the control plane keeps (SPEC §5, full version).
 //!
 //! Fields are public: every field holds an already validated value, so any combination is a
-//! valid record. Credentials (password hashes, TOTP secrets, node token hashes, encrypted
-//! private keys) are not part of these types: the store keeps them apart so a record can be
-//! logged or returned by the API without leaking them.
+//! valid record. Credentials (password hashes, token hashes, sealed private keys) are not
+//! part of these types: the store keeps them apart so a record can be logged or returned by
+//! the API without leaking them.
 
 use std::{
     fmt,
@@ -14,8 +14,8 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    DnsRecordId, EdgeNodeId, Email, Error, HealthCheckPath, Hostname, Name, OriginId, Port,
-    RouteId, ServiceId, Timestamp, UserId, WgPublicKey,
+    ApiTokenId, DnsRecordId, EdgeNodeId, Email, EnrollmentId, Error, HealthCheckPath, Hostname,
+    Name, NodeCredentialId, OriginId, Port, RouteId, ServiceId, Timestamp, UserId, WgPublicKey,
 };
 
 /// Whether an origin is connected: it turns active with its first heartbeat and inactive
@@ -46,6 +46,8 @@ pub struct Origin {
     pub status: OriginStatus,
     /// When its last heartbeat arrived.
     pub last_heartbeat: Option<Timestamp>,
+    /// The `metrics` object of its last heartbeat, as sent.
+    pub last_metrics: Option<serde_json::Value>,
     /// Its own /24, e.g. `10.0.1.0/24`.
     pub network_cidr: Ipv4Net,
     /// Its tunnel address, `.1` of [`network_cidr`](Self::network_cidr).
@@ -177,28 +179,30 @@ impl fmt::Display for EdgeStatus {
 }
 
 /// An Internet-facing VPS that terminates TLS and forwards to origins over WireGuard.
+///
+/// It reaches each origin it serves through its own WireGuard interface, an
+/// [`EdgeTunnel`] (SPEC §10.5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeNode {
     /// Its id.
     pub id: EdgeNodeId,
     /// Name, e.g. `edge-sgp1-01`.
     pub name: Name,
-    /// The origin it was created for.
-    pub origin_id: OriginId,
+    /// The origin it was created for, if any: it then serves only that origin. `None`
+    /// means it serves every origin.
+    pub origin_id: Option<OriginId>,
     /// VPS provider, e.g. `digitalocean`, `vultr`, `hetzner`, `manual`.
     pub provider: Name,
     /// Provider region, e.g. `sgp1`.
     pub region: Name,
     /// Public address; unknown until the provider has assigned it.
     pub public_ip: Option<IpAddr>,
-    /// Its tunnel address in its origin's /24 (`.10` and up).
-    pub wireguard_ip: Ipv4Addr,
-    /// Its WireGuard public key.
-    pub wireguard_public_key: WgPublicKey,
     /// Life-cycle state.
     pub status: EdgeStatus,
     /// When its last heartbeat arrived.
     pub last_heartbeat: Option<Timestamp>,
+    /// The `metrics` object of its last heartbeat, as sent.
+    pub last_metrics: Option<serde_json::Value>,
     /// Failed health checks in a row.
     pub health_check_failures: u32,
     /// When it was created.
@@ -208,6 +212,11 @@ pub struct EdgeNode {
 }
 
 impl EdgeNode {
+    /// Whether it serves `origin`: it serves every origin unless it was created for one.
+    pub fn serves(&self, origin: &OriginId) -> bool {
+        self.origin_id.as_ref().is_none_or(|own| own == origin)
+    }
+
     /// Moves the node to `to` (see [`EdgeStatus::transition`]); entering `deleted` records
     /// `now` as [`deleted_at`](Self::deleted_at). On error nothing changes.
     pub fn set_status(&mut self, to: EdgeStatus, now: Timestamp) -> Result<(), Error> {
@@ -217,6 +226,27 @@ impl EdgeNode {
         }
         Ok(())
     }
+}
+
+/// One WireGuard interface of an edge node: the one that reaches one origin.
+///
+/// The edge's address lies in the origin's /24 (`.10` and up) and each interface of an edge
+/// listens on its own port (51820 and up). Its private key is kept sealed by the store,
+/// apart from this type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeTunnel {
+    /// The edge node.
+    pub edge_node_id: EdgeNodeId,
+    /// The origin reached.
+    pub origin_id: OriginId,
+    /// The edge's address in the origin's /24.
+    pub wireguard_ip: Ipv4Addr,
+    /// The UDP port the interface listens on.
+    pub listen_port: Port,
+    /// The interface's public key.
+    pub public_key: WgPublicKey,
+    /// When it was created.
+    pub created_at: Timestamp,
 }
 
 /// The type of a DNS record.
@@ -417,6 +447,96 @@ pub struct User {
     pub created_at: Timestamp,
 }
 
+/// A token for the management API. The token itself is shown once, at creation; the store
+/// keeps only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Its id.
+    pub id: ApiTokenId,
+    /// A label chosen by the administrator, e.g. `ci-deploy`.
+    pub name: Name,
+    /// What it may do.
+    pub role: Role,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was last used, if ever.
+    pub last_used_at: Option<Timestamp>,
+    /// When it was revoked; a revoked token is refused.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// An edge node or an origin: the two kinds of node that authenticate with node
+/// credentials. Serialised as `{"kind": "edge", "id": "edg_…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum NodeRef {
+    /// An edge node.
+    Edge(EdgeNodeId),
+    /// An origin.
+    Origin(OriginId),
+}
+
+impl NodeRef {
+    /// `edge` or `origin`, as in the JSON form.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Edge(_) => "edge",
+            Self::Origin(_) => "origin",
+        }
+    }
+
+    /// The node's id as text.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Edge(id) => id.as_str(),
+            Self::Origin(id) => id.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind(), self.id())
+    }
+}
+
+/// A limited, short-lived enrollment token issued for one node (SPEC §10.1): the node trades
+/// it for a long-lived [`NodeCredential`]. The store keeps only the token's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// Its id.
+    pub id: EnrollmentId,
+    /// The node that may enroll with it.
+    pub node: NodeRef,
+    /// After this it is refused.
+    pub expires_at: Timestamp,
+    /// How many more times it may be redeemed.
+    pub uses_left: u32,
+    /// When it was issued.
+    pub created_at: Timestamp,
+}
+
+impl Enrollment {
+    /// Whether it can still be redeemed at `now`.
+    pub fn is_usable(&self, now: Timestamp) -> bool {
+        self.uses_left > 0 && now < self.expires_at
+    }
+}
+
+/// A node's long-lived credential, used for heartbeats and configuration pulls. The store
+/// keeps only the hash of the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCredential {
+    /// Its id.
+    pub id: NodeCredentialId,
+    /// The node it authenticates.
+    pub node: NodeRef,
+    /// When it was issued.
+    pub created_at: Timestamp,
+    /// When it was revoked; a revoked credential is refused.
+    pub revoked_at: Option<Timestamp>,
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -452,14 +572,13 @@ mod tests {
         EdgeNode {
             id: EdgeNodeId::parse("edg_1").unwrap(),
             name: Name::parse("edge-sgp1-01").unwrap(),
-            origin_id: OriginId::parse("org_1").unwrap(),
+            origin_id: Some(OriginId::parse("org_1").unwrap()),
             provider: Name::parse("digitalocean").unwrap(),
             region: Name::parse("sgp1").unwrap(),
             public_ip: Some("203.0.113.10".parse().unwrap()),
-            wireguard_ip: Ipv4Addr::new(10, 0, 1, 10),
-            wireguard_public_key: WgPublicKey::parse(KEY).unwrap(),
             status,
             last_heartbeat: None,
+            last_metrics: Some(json!({"cpu_percent": 12.3})),
             health_check_failures: 0,
             created_at: Timestamp::from_unix(1_737_455_400).unwrap(),
             deleted_at: None,
@@ -515,6 +634,55 @@ mod tests {
         );
         assert_eq!(serde_json::to_value(Role::default()).unwrap(), "admin");
         assert_eq!(serde_json::to_value(RecordType::Aaaa).unwrap(), "AAAA");
+    }
+
+    #[test]
+    fn an_edge_serves_its_own_origin_or_all() {
+        let (own, other) = (OriginId::parse("org_1").unwrap(), OriginId::new());
+        let mut node = edge(EdgeStatus::Active);
+        assert!(node.serves(&own) && !node.serves(&other));
+        node.origin_id = None;
+        assert!(node.serves(&own) && node.serves(&other));
+    }
+
+    #[test]
+    fn tunnels_nodes_and_enrollments_serialise_plainly() {
+        let tunnel = EdgeTunnel {
+            edge_node_id: EdgeNodeId::parse("edg_1").unwrap(),
+            origin_id: OriginId::parse("org_1").unwrap(),
+            wireguard_ip: Ipv4Addr::new(10, 0, 1, 10),
+            listen_port: Port::new(51820).unwrap(),
+            public_key: WgPublicKey::parse(KEY).unwrap(),
+            created_at: Timestamp::from_unix(1_737_455_400).unwrap(),
+        };
+        let value = serde_json::to_value(&tunnel).unwrap();
+        assert_eq!(value["wireguard_ip"], "10.0.1.10");
+        assert_eq!(value["listen_port"], 51820);
+        assert_eq!(serde_json::from_value::<EdgeTunnel>(value).unwrap(), tunnel);
+
+        let node = NodeRef::Edge(EdgeNodeId::parse("edg_1").unwrap());
+        assert_eq!(
+            serde_json::to_value(&node).unwrap(),
+            json!({"kind": "edge", "id": "edg_1"})
+        );
+        assert_eq!(node.to_string(), "edge edg_1");
+        let origin: NodeRef =
+            serde_json::from_value(json!({"kind": "origin", "id": "org_1"})).unwrap();
+        assert_eq!(origin, NodeRef::Origin(OriginId::parse("org_1").unwrap()));
+        assert!(serde_json::from_value::<NodeRef>(json!({"kind": "user", "id": "u"})).is_err());
+
+        let at = |s| Timestamp::from_unix(s).unwrap();
+        let mut enrollment = Enrollment {
+            id: EnrollmentId::new(),
+            node,
+            expires_at: at(1_000),
+            uses_left: 1,
+            created_at: at(0),
+        };
+        assert!(enrollment.is_usable(at(999)));
+        assert!(!enrollment.is_usable(at(1_000)));
+        enrollment.uses_left = 0;
+        assert!(!enrollment.is_usable(at(0)));
     }
 
     #[test]

@@ -1,7 +1,103 @@
-//! DNS manager of Kokoa Proxy.
+//! DNS manager of Kokoa Proxy: keeps one A (and AAAA) record per healthy edge for every
+//! routed host name, at whichever DNS provider holds the zone.
 //!
-//! This crate will hold the `DnsProvider` trait (add, remove and list records), its providers
-//! (Cloudflare, Route53, Google Cloud DNS, PowerDNS, RFC 2136, DigitalOcean, manual) and the
-//! reconciler that keeps one A/AAAA record per healthy edge for every managed hostname.
-//! It is a placeholder until that work lands: nothing is exported yet.
+//! - [`DnsProvider`]: the provider interface (zones, records, optional health checks), held
+//!   as `Arc<dyn DnsProvider>`. Providers: [`MemoryProvider`] (always), Cloudflare,
+//!   PowerDNS and DigitalOcean (features), and [`manual`] instructions for a person.
+//! - [`plan()`]: the pure core. From the [`DesiredState`] (routed host names, every edge with
+//!   its [`EdgeState`]), the zone's records and the ids the manager owns, it plans the
+//!   creates, TTL updates and deletes. Foreign records are never touched, and a host name
+//!   keeps its last record unless that edge was judged unhealthy or deleted.
+//! - [`Reconciler`]: lists, plans and applies through a provider, paced by a
+//!   [`RateLimiter`] and retried with backoff ([`RetryPolicy`]).
+//!
+//! # Example
+//!
+//! A dry run against the in-memory provider: one edge serving, one judged unhealthy.
+//!
+//! ```
+//! use std::collections::BTreeSet;
+//! use kokoa_core::{EdgeNodeId, Hostname, RecordData};
+//! use kokoa_dns::{
+//!     DesiredState, DnsProvider, EdgeState, EdgeTarget, MemoryProvider, RecordSpec, Zone, plan,
+//! };
+//!
+//! let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+//! let zone = Zone { id: "z1".into(), name: Hostname::parse("hoge.com")? };
+//! let provider = MemoryProvider::new([zone.clone()]);
+//! let app = Hostname::parse("app.hoge.com")?;
+//!
+//! // Earlier, the manager created a record for edge-2 and stored its id.
+//! let old = RecordSpec { name: app.clone(), data: RecordData::A("198.51.100.7".parse()?), ttl: 30 };
+//! let owned = BTreeSet::from([runtime.block_on(provider.create_record(&zone, &old))?]);
+//!
+//! let mut desired = DesiredState::default();
+//! desired.hostnames.insert(app);
+//! desired.edges.push(EdgeTarget {
+//!     id: EdgeNodeId::parse("edge-1")?,
+//!     ipv4: Some("203.0.113.10".parse()?),
+//!     ipv6: None,
+//!     state: EdgeState::Serving,
+//! });
+//! desired.edges.push(EdgeTarget {
+//!     id: EdgeNodeId::parse("edge-2")?,
+//!     ipv4: Some("198.51.100.7".parse()?),
+//!     ipv6: None,
+//!     state: EdgeState::Unhealthy,
+//! });
+//!
+//! let current = runtime.block_on(provider.list_records(&zone, None))?;
+//! let plan = plan(&desired, &current, &owned);
+//! assert_eq!(
+//!     plan.to_string(),
+//!     "+ app.hoge.com. 30 IN A 203.0.113.10 (edge edge-1)\n\
+//!      - app.hoge.com. 30 IN A 198.51.100.7 (id mem-1): edge edge-2 is unhealthy\n",
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Crate features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `cloudflare` | yes | [`cloudflare::CloudflareProvider`]: Cloudflare API v4 with an API token. |
+//! | `powerdns` | no | [`powerdns::PowerDnsProvider`]: the PowerDNS Authoritative HTTP API. |
+//! | `digitalocean` | no | [`digitalocean::DigitalOceanProvider`]: DigitalOcean DNS. |
+//!
+//! Each HTTP provider has a constructor taking a `reqwest::Client` and a base URL, so tests
+//! and proxies can point it elsewhere, next to the one for the real API.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod driver;
+mod error;
+pub mod manual;
+mod memory;
+mod provider;
+mod reconcile;
+
+#[cfg(any(feature = "cloudflare", feature = "powerdns", feature = "digitalocean"))]
+mod http;
+
+#[cfg(feature = "cloudflare")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cloudflare")))]
+pub mod cloudflare;
+#[cfg(feature = "digitalocean")]
+#[cfg_attr(docsrs, doc(cfg(feature = "digitalocean")))]
+pub mod digitalocean;
+#[cfg(feature = "powerdns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "powerdns")))]
+pub mod powerdns;
+
+pub use driver::{ApplyReport, RateLimit, RateLimiter, Reconciler, RetryPolicy};
+pub use error::Error;
+pub use memory::MemoryProvider;
+pub use provider::{DnsProvider, HealthCheckSpec, ProviderRecord, RecordId, RecordSpec, Zone};
+pub use reconcile::{
+    Change, Create, DEFAULT_TTL, Delete, DeleteReason, DesiredState, EdgeState, EdgeTarget, Plan,
+    Update, plan,
+};
+
+/// Runs the README's example as a doctest so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,4 +1,4 @@
-use std::{fmt, net::Ipv4Addr};
+use std::{fmt, io, net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 
@@ -105,6 +105,48 @@ pub enum Error {
         expected: PublicKey,
         /// The public key of the private key given.
         actual: PublicKey,
+    },
+    /// A WireGuard implementation name that is not `kernel`, `wireguard-go` or `boringtun`.
+    #[error("unknown WireGuard implementation {0:?}; use kernel, wireguard-go or boringtun")]
+    UnknownImplementation(String),
+    /// A program could not be started.
+    #[error(
+        "cannot run `{program}`: {source}; install it, e.g. apt-get install -y \
+         --no-install-recommends wireguard-tools wireguard-go iproute2 iputils-ping"
+    )]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why it could not start.
+        #[source]
+        source: io::Error,
+    },
+    /// A command (`ip`, `wg`, a userspace daemon) failed.
+    #[error("`{command}` failed: {message}")]
+    Command {
+        /// The command line; command lines never hold a key.
+        command: String,
+        /// What it printed on standard error, or its exit status.
+        message: String,
+    },
+    /// A file could not be written.
+    #[error("cannot {action} {path:?}: {source}")]
+    Io {
+        /// What was being done: `"create"`, `"write"`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Something did not happen in time.
+    #[error("{what} within {waited_ms} ms")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long it was awaited.
+        waited_ms: u128,
     },
 }
 

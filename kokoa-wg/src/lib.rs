@@ -10,9 +10,12 @@
 //!   with one peer per edge; each edge gets one interface per origin
 //!   ([`InterfaceName::for_origin`]) whose only peer is that origin. Every `AllowedIPs` is a
 //!   single `/32`. By default the origin dials out ([`Direction`]).
+//! - [`apply::WgHost`] (Unix): brings interfaces up on the host and keeps them in step with a
+//!   desired set (`wg setconf` / `wg syncconf`, addresses, MTU), with the kernel's WireGuard
+//!   or a userspace daemon ([`apply::Implementation`]); reports handshakes and ping times.
 //!
 //! ```
-//! use kokoa_wg::{Edge, Format, Host, Origin, PrivateKey, Topology, listen_port_for};
+//! use kokoa_wg::{BASE_LISTEN_PORT, Edge, Format, Host, Origin, PrivateKey, Topology};
 //!
 //! let origin_key = PrivateKey::generate();
 //! let edge_key = PrivateKey::generate();
@@ -25,7 +28,7 @@
 //!     edge_key.public_key(),
 //!     Host::parse("edge1.example.net")?,
 //!     "10.0.1.10".parse()?,
-//!     listen_port_for(subnet),
+//!     BASE_LISTEN_PORT,
 //! );
 //! let topology = Topology::new(origin, vec![edge], Default::default())?;
 //!
@@ -34,13 +37,13 @@
 //! assert_eq!(wg0.file_name(), "wg0.conf");
 //! assert!(text.contains("# origin: home-server\n"));
 //! assert!(text.contains("Address = 10.0.1.1/24\n"));
-//! assert!(text.contains("AllowedIPs = 10.0.1.10/32\nEndpoint = edge1.example.net:51821\n"));
+//! assert!(text.contains("AllowedIPs = 10.0.1.10/32\nEndpoint = edge1.example.net:51820\n"));
 //! assert!(text.contains("PersistentKeepalive = 25\n"));
 //!
 //! let on_edge = topology.edge_config("sgp1-01", &edge_key)?;
 //! assert!(on_edge.name.as_str().starts_with("kk") && on_edge.name.as_str().len() == 14);
 //! let text = on_edge.config.render(Format::WgQuick);
-//! assert!(text.contains("ListenPort = 51821\n"));
+//! assert!(text.contains("ListenPort = 51820\n"));
 //! assert!(text.contains("AllowedIPs = 10.0.1.1/32\n") && !text.contains("Endpoint"));
 //! assert_eq!(kokoa_wg::Config::parse(&text, Format::WgQuick)?, on_edge.config);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -50,9 +53,11 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | — | | none: the crate is pure logic with no optional parts |
+//! | — | | none; `apply` (Unix only) runs `ip`, `wg` and a userspace daemon, the rest is pure logic |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(unix)]
+pub mod apply;
 mod config;
 mod endpoint;
 mod error;
@@ -69,5 +74,5 @@ pub use error::{Error, KeyKind, KeyProblem};
 pub use key::{PresharedKey, PrivateKey, PublicKey};
 pub use topology::{
     BASE_LISTEN_PORT, Direction, Edge, InterfaceConfig, InterfaceName, Origin,
-    PERSISTENT_KEEPALIVE, Topology, listen_port_for,
+    PERSISTENT_KEEPALIVE, Topology,
 };

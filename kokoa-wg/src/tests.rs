@@ -268,7 +268,7 @@ fn edge(name: &str, key: &PrivateKey, last_octet: u8) -> Edge {
         key.public_key(),
         Host::from(IpAddr::V4(Ipv4Addr::new(203, 0, 113, last_octet))),
         Ipv4Addr::new(10, 0, 1, last_octet),
-        listen_port_for("10.0.1.0/24".parse().unwrap()),
+        BASE_LISTEN_PORT,
     )
 }
 
@@ -306,7 +306,7 @@ fn origin_dials_out_by_default() {
         );
         assert_eq!(
             peer.endpoint.as_ref().unwrap().to_string(),
-            format!("203.0.113.{octet}:51821")
+            format!("203.0.113.{octet}:51820")
         );
         assert_eq!(peer.persistent_keepalive, Some(PERSISTENT_KEEPALIVE));
     }
@@ -315,7 +315,7 @@ fn origin_dials_out_by_default() {
     assert_eq!(on_edge.name, InterfaceName::for_origin("origin-id-1"));
     assert_eq!(on_edge.file_name(), format!("{}.conf", on_edge.name));
     let config = &on_edge.config;
-    assert_eq!(config.interface.listen_port, Some(51821));
+    assert_eq!(config.interface.listen_port, Some(51820));
     assert_eq!(
         config.interface.addresses,
         ["10.0.1.11/24".parse().unwrap()]
@@ -349,7 +349,7 @@ fn edges_can_dial_in_instead() {
         (&None, None)
     );
     let on_edge = topology.edge_config("sgp1-01", &e1).unwrap().config;
-    assert_eq!(on_edge.interface.listen_port, Some(51821));
+    assert_eq!(on_edge.interface.listen_port, Some(51820));
     assert_eq!(on_edge.peers[0].endpoint, Some(at));
     assert_eq!(
         on_edge.peers[0].persistent_keepalive,

@@ -20,31 +20,15 @@ use crate::{
     key::{PrivateKey, PublicKey},
 };
 
-/// The default WireGuard port: the origin's in [`Direction::EdgesDialIn`], and the base of
-/// the edges' per-origin ports (see [`listen_port_for`]).
+/// The default WireGuard port: the origin's in [`Direction::EdgesDialIn`], and the first of
+/// the edges' per-origin ports. Which port an edge uses for which origin is decided by the
+/// caller (Kokoa's control plane allocates and stores one per tunnel), so it never moves when
+/// other origins come or go.
 pub const BASE_LISTEN_PORT: NonZeroU16 = NonZeroU16::new(51820).expect("51820 is not zero");
 
 /// Keepalive interval of the dialling side: short enough to hold a NAT mapping open (most
 /// expire UDP after 30 s or more).
 pub const PERSISTENT_KEEPALIVE: NonZeroU16 = NonZeroU16::new(25).expect("25 is not zero");
-
-/// The edge's listen port for the origin with `subnet`: [`BASE_LISTEN_PORT`] plus the third
-/// octet of the subnet's network address.
-///
-/// Origins get `10.0.X.0/24` with a distinct `X` in 1–254, so every origin gets its own port,
-/// 51821–52074, the same on every edge. The port depends on nothing but the subnet, so adding
-/// or removing another origin never moves it, and an origin's `wg0.conf` stays valid. A
-/// deployment that allocates subnets differing in another octet must pass its own ports.
-///
-/// ```
-/// use kokoa_wg::listen_port_for;
-///
-/// assert_eq!(listen_port_for("10.0.7.0/24".parse()?).get(), 51827);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn listen_port_for(subnet: Ipv4Net) -> NonZeroU16 {
-    BASE_LISTEN_PORT.saturating_add(u16::from(subnet.network().octets()[2]))
-}
 
 /// A network interface name that Linux and `wg-quick` accept: 1–15 bytes of
 /// `a-z A-Z 0-9 _ = + . -`, not `.` or `..`.
@@ -125,6 +109,11 @@ pub struct InterfaceConfig {
 }
 
 impl InterfaceConfig {
+    /// `config` for the interface `name`.
+    pub fn new(name: InterfaceName, config: Config) -> Self {
+        Self { name, config }
+    }
+
     /// `<name>.conf`: wg-quick takes the interface name from the file name.
     pub fn file_name(&self) -> String {
         format!("{}.conf", self.name)
@@ -178,7 +167,7 @@ pub struct Edge {
     pub host: Host,
     /// The edge's address in the origin's subnet, e.g. `10.0.1.10`.
     pub tunnel_ip: Ipv4Addr,
-    /// The port the edge's interface for this origin listens on (see [`listen_port_for`]).
+    /// The port the edge's interface for this origin listens on.
     pub listen_port: NonZeroU16,
 }
 

@@ -22,8 +22,8 @@ use std::{
 
 use ipnet::{IpNet, Ipv4Net};
 use kokoa_wg::{
-    Comment, Config, Direction, Edge, Endpoint, Format, Host, Interface, InterfaceConfig, Origin,
-    Peer, PresharedKey, PrivateKey, Topology, listen_port_for,
+    BASE_LISTEN_PORT, Comment, Config, Direction, Edge, Endpoint, Format, Host, Interface,
+    InterfaceConfig, Origin, Peer, PresharedKey, PrivateKey, Topology,
 };
 
 const INSTALL: &str = "apt-get install -y --no-install-recommends \
@@ -310,14 +310,14 @@ fn wg_setconf_then_showconf_gives_the_same_settings() {
             edge_key.public_key(),
             Host::from(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10))),
             Ipv4Addr::new(10, 0, 3, 10),
-            listen_port_for(subnet),
+            BASE_LISTEN_PORT,
         ),
         Edge::new(
             "fra1-01",
             PrivateKey::generate().public_key(),
             Host::parse("2001:db8::11").unwrap(),
             Ipv4Addr::new(10, 0, 3, 11),
-            listen_port_for(subnet),
+            BASE_LISTEN_PORT,
         ),
     ];
     let topology = Topology::new(origin, edges, Direction::default()).unwrap();
@@ -363,7 +363,7 @@ fn tunnel(tag: &str, third_octet: u8, origin_dials: bool) {
     let direction = if origin_dials {
         Direction::OriginDialsOut
     } else {
-        let port = kokoa_wg::BASE_LISTEN_PORT;
+        let port = BASE_LISTEN_PORT;
         Direction::EdgesDialIn(Endpoint::new(Host::from(IpAddr::V4(origin_public)), port))
     };
     let origin = Origin::new(
@@ -378,7 +378,7 @@ fn tunnel(tag: &str, third_octet: u8, origin_dials: bool) {
         edge_key.public_key(),
         Host::from(IpAddr::V4(edge_public)),
         edge_ip,
-        listen_port_for(subnet),
+        BASE_LISTEN_PORT,
     );
     let topology = Topology::new(origin, vec![edge], direction).unwrap();
     let wg0 = topology.origin_config(&origin_key).unwrap();

@@ -22,7 +22,7 @@ use std::{
 use ipnet::Ipv4Net;
 use kokoa_core::Hostname;
 use kokoa_wg::{
-    Direction, Edge, Format, Host, InterfaceConfig, Origin, PrivateKey, Topology, listen_port_for,
+    BASE_LISTEN_PORT, Direction, Edge, Format, Host, InterfaceConfig, Origin, PrivateKey, Topology,
 };
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -66,7 +66,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             key.public_key(),
             host,
             tunnel_ip,
-            listen_port_for(subnet),
+            BASE_LISTEN_PORT,
         ));
         edge_keys.push((name, key));
     }

@@ -1,0 +1,269 @@
+//! Endpoints the edge and origin agents call: enroll, pull configuration, report ready,
+//! send heartbeats.
+
+use axum::{Json, extract::State, http::HeaderMap, response::Response};
+use kokoa_core::{
+    EdgeNodeId, EdgeStatus, NodeCredentialId, NodeRef, OriginStatus, Timestamp, TokenHash,
+    secret::new_token,
+};
+use serde_json::Value;
+
+use super::{
+    ApiJson, ApiPath, ApiQuery, EdgeBundle, EdgeConfigDoc, EdgeView, EnrollRequest, Enrolled,
+    HeartbeatAnswer, HeartbeatRequest, NodeView, OriginConfig,
+    conditional::{WaitQuery, conditional},
+    edges::edge_view,
+    path_id,
+};
+use crate::{
+    auth::{Bearer, EdgeAgent, NODE_CREDENTIAL_PREFIX, NodeAgent, Principal},
+    error::{ApiError, ErrorBody},
+    payload,
+    state::AppState,
+};
+
+/// Seconds between heartbeats of an edge (SPEC §8.4).
+const EDGE_HEARTBEAT_SECONDS: u32 = 5;
+/// Seconds between heartbeats of an origin (SPEC §8.4).
+const ORIGIN_HEARTBEAT_SECONDS: u32 = 30;
+
+impl From<&NodeRef> for NodeView {
+    fn from(node: &NodeRef) -> Self {
+        Self {
+            kind: node.kind().to_owned(),
+            id: node.id().to_owned(),
+        }
+    }
+}
+
+/// Trades a single-use enrollment token for the node's long-lived credential. The token is
+/// the authentication: no bearer header is needed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/enroll",
+    tag = "agents",
+    request_body = EnrollRequest,
+    responses(
+        (status = 200, description = "Enrolled; the credential is shown once", body = Enrolled),
+        (status = 401, description = "Unknown, expired or used-up token", body = ErrorBody),
+    )
+)]
+pub(super) async fn enroll(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<EnrollRequest>,
+) -> Result<Json<Enrolled>, ApiError> {
+    let secret = new_token(NODE_CREDENTIAL_PREFIX);
+    let credential = state
+        .store()
+        .redeem_enrollment(
+            &TokenHash::of(&body.token),
+            Timestamp::now(),
+            &NodeCredentialId::new(),
+            &TokenHash::of(&secret),
+        )
+        .await?;
+    tracing::info!(node = %credential.node, credential = %credential.id, "node enrolled");
+    Ok(Json(Enrolled {
+        node: (&credential.node).into(),
+        credential: secret.to_string(),
+    }))
+}
+
+/// The calling edge's configuration (SPEC §4): its routes, host names, tunnels (with
+/// private keys) and limits. `ETag` is the `config_hash`; send it back in `If-None-Match`
+/// to get `304` while nothing changed, and add `?wait=N` to hold the request until a change.
+#[utoipa::path(
+    get,
+    path = "/api/v1/edge-nodes/me/config",
+    tag = "agents",
+    params(WaitQuery, ("If-None-Match" = Option<String>, Header, description = "The config_hash already applied")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The configuration", body = EdgeConfigDoc,
+            headers(("ETag" = String, description = "Quoted config_hash"))),
+        (status = 304, description = "Unchanged"),
+    )
+)]
+pub(super) async fn edge_own_config(
+    State(state): State<AppState>,
+    EdgeAgent(id): EdgeAgent,
+    ApiQuery(query): ApiQuery<WaitQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    conditional(&state, &headers, &query, || async {
+        let config = payload::edge_config(&state, &id).await?;
+        Ok((config.config_hash().to_string(), config))
+    })
+    .await
+}
+
+/// The calling origin's configuration: its `wg0.conf` (one peer per edge), local proxy,
+/// routes and services. Conditional and long-polling like the edges' configuration.
+#[utoipa::path(
+    get,
+    path = "/api/v1/origins/me/config",
+    tag = "agents",
+    params(WaitQuery, ("If-None-Match" = Option<String>, Header, description = "The config_hash already applied")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The configuration", body = OriginConfig,
+            headers(("ETag" = String, description = "Quoted config_hash"))),
+        (status = 304, description = "Unchanged"),
+    )
+)]
+pub(super) async fn origin_own_config(
+    State(state): State<AppState>,
+    NodeAgent(node): NodeAgent,
+    ApiQuery(query): ApiQuery<WaitQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let NodeRef::Origin(id) = node else {
+        return Err(ApiError::forbidden(
+            "this endpoint is for origins; an edge credential cannot use it",
+        ));
+    };
+    conditional(&state, &headers, &query, || async {
+        let config = payload::origin_config(&state, &id).await?;
+        Ok((config.config_hash.clone(), config))
+    })
+    .await
+}
+
+/// What a new edge unpacks at first boot: its configuration, and where to enroll. Takes
+/// that edge's enrollment token (before it is redeemed) or its credential, or an admin
+/// token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/edge-nodes/{id}/config",
+    tag = "agents",
+    params(("id" = String, Path, description = "Edge node id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The bundle", body = EdgeBundle),
+        (status = 404, description = "Unknown edge node", body = ErrorBody),
+    )
+)]
+pub(super) async fn edge_bundle(
+    State(state): State<AppState>,
+    Bearer(principal): Bearer,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<EdgeBundle>, ApiError> {
+    let allowed = match &principal {
+        Principal::Api(token) => token.role == kokoa_core::Role::Admin,
+        Principal::Node(credential) => credential.node.id() == id,
+        Principal::Enrollment(enrollment) => enrollment.node.id() == id,
+    };
+    if !allowed {
+        return Err(ApiError::forbidden(format!(
+            "this token may not read the bundle of edge node {id:?}"
+        )));
+    }
+    let id: EdgeNodeId = path_id("edge node", &id)?;
+    let store = state.store();
+    let edge = store.get_edge(&id).await?;
+    let tunnels = store.list_tunnels(Some(&id), None).await?;
+    let config = payload::edge_config(&state, &id).await?;
+    Ok(Json(EdgeBundle {
+        edge_node: edge_view(edge, tunnels, Timestamp::now()),
+        config,
+        control_plane_url: state.public_url().to_owned(),
+        enroll_url: format!("{}/api/v1/enroll", state.public_url()),
+    }))
+}
+
+/// The edge reports that it is up: it becomes `active`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/edge-nodes/{id}/ready",
+    tag = "agents",
+    params(("id" = String, Path, description = "Edge node id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The edge, now active", body = EdgeView),
+        (status = 404, description = "Unknown edge node", body = ErrorBody),
+        (status = 409, description = "The edge was deleted", body = ErrorBody),
+    )
+)]
+pub(super) async fn edge_ready(
+    State(state): State<AppState>,
+    EdgeAgent(caller): EdgeAgent,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<EdgeView>, ApiError> {
+    if caller.as_str() != id {
+        return Err(ApiError::forbidden(format!(
+            "edge node {caller} cannot report for edge node {id:?}"
+        )));
+    }
+    let store = state.store();
+    let mut edge = store.get_edge(&caller).await?;
+    let now = Timestamp::now();
+    let was = edge.status;
+    edge.set_status(EdgeStatus::Active, now)?;
+    store.update_edge(&edge).await?;
+    if was != EdgeStatus::Active {
+        tracing::info!(edge = %caller, from = %was, "edge node ready");
+    }
+    let tunnels = store.list_tunnels(Some(&caller), None).await?;
+    Ok(Json(edge_view(edge, tunnels, now)))
+}
+
+/// A node's heartbeat (SPEC §6, §8.4): edges every 5 s, origins every 30 s.
+#[utoipa::path(
+    post,
+    path = "/api/v1/heartbeat",
+    tag = "agents",
+    request_body = HeartbeatRequest,
+    security(("bearer" = [])),
+    responses((status = 200, description = "Recorded", body = HeartbeatAnswer))
+)]
+pub(super) async fn heartbeat(
+    State(state): State<AppState>,
+    NodeAgent(node): NodeAgent,
+    ApiJson(body): ApiJson<HeartbeatRequest>,
+) -> Result<Json<HeartbeatAnswer>, ApiError> {
+    if body.node_id != node.id() {
+        return Err(ApiError::forbidden(format!(
+            "the credential belongs to {node}, not to node_id {:?}",
+            body.node_id
+        ))
+        .with_field("node_id"));
+    }
+    if !matches!(body.status.as_str(), "healthy" | "degraded" | "unhealthy") {
+        return Err(ApiError::invalid(
+            "status",
+            format!(
+                "unknown status {:?}: use \"healthy\", \"degraded\" or \"unhealthy\"",
+                body.status
+            ),
+        ));
+    }
+    // Kept as one flat object: the metrics, the other reported fields, and the status.
+    let mut metrics = body.extra;
+    metrics.extend(body.metrics);
+    metrics.insert("status".into(), Value::String(body.status));
+    let now = Timestamp::now();
+    let store = state.store();
+    let next_check_in = match &node {
+        NodeRef::Edge(id) => {
+            store
+                .record_edge_heartbeat(id, now, Some(Value::Object(metrics)))
+                .await?;
+            EDGE_HEARTBEAT_SECONDS
+        }
+        NodeRef::Origin(id) => {
+            store
+                .record_origin_heartbeat(
+                    id,
+                    now,
+                    OriginStatus::Active,
+                    Some(Value::Object(metrics)),
+                )
+                .await?;
+            ORIGIN_HEARTBEAT_SECONDS
+        }
+    };
+    Ok(Json(HeartbeatAnswer {
+        message: "Heartbeat received".into(),
+        next_check_in,
+    }))
+}

@@ -1,0 +1,396 @@
+//! `/api/v1/edge-nodes`: the Internet-facing nodes, and their tunnels to origins.
+
+use std::net::IpAddr;
+
+use axum::{Json, extract::State, http::StatusCode};
+use kokoa_core::{
+    EdgeNode, EdgeNodeId, EdgeStatus, EdgeTunnel, Name, NodeRef, OriginId, Timestamp,
+    store::NewTunnel,
+};
+
+use super::{
+    ApiJson, ApiPath, ApiQuery, CheckView, DeletionStarted, EdgeCreated, EdgeList, EdgeRequest,
+    EdgeView, HealthHistory, LimitQuery, TunnelView, path_id, tokens::issue_enrollment, valid,
+};
+use crate::{
+    auth::{Admin, Reader},
+    error::{ApiError, ErrorBody},
+    keys::{self, KeyOwner},
+    state::AppState,
+};
+
+/// What `POST /api/v1/edge-nodes` promises (SPEC §6).
+const ESTIMATED_PROVISIONING_SECONDS: u32 = 120;
+/// How long the enrollment token of a manual edge stays valid.
+const MANUAL_ENROLLMENT_SECONDS: i64 = 24 * 3600;
+/// Longest free-text provisioning field accepted.
+const MAX_PROVISIONING_TEXT: usize = 16 * 1024;
+
+/// Creates the edge's tunnel to an origin: a new key pair (private key sealed), the
+/// address and listen port allocated by the store.
+pub(super) async fn create_tunnel(
+    state: &AppState,
+    edge: &EdgeNodeId,
+    origin: &OriginId,
+) -> Result<EdgeTunnel, ApiError> {
+    let (public_key, private_key) =
+        keys::generate(state.master_key(), KeyOwner::Tunnel(edge, origin))?;
+    Ok(state
+        .store()
+        .create_tunnel(NewTunnel {
+            edge_node_id: edge.clone(),
+            origin_id: origin.clone(),
+            public_key,
+            private_key,
+            created_at: Timestamp::now(),
+        })
+        .await?)
+}
+
+impl From<EdgeTunnel> for TunnelView {
+    fn from(t: EdgeTunnel) -> Self {
+        Self {
+            origin_id: t.origin_id,
+            wireguard_ip: t.wireguard_ip,
+            listen_port: t.listen_port.get(),
+            public_key: t.public_key,
+        }
+    }
+}
+
+/// The API view of an edge and its tunnels.
+pub(super) fn edge_view(edge: EdgeNode, tunnels: Vec<EdgeTunnel>, now: Timestamp) -> EdgeView {
+    let health = match edge.status {
+        EdgeStatus::Active if edge.health_check_failures == 0 => "healthy",
+        EdgeStatus::Active => "degraded",
+        EdgeStatus::Unhealthy => "unhealthy",
+        _ => "unknown",
+    };
+    let serving = matches!(edge.status, EdgeStatus::Active | EdgeStatus::Unhealthy);
+    let uptime_seconds = if serving {
+        u64::try_from(now.as_unix() - edge.created_at.as_unix()).unwrap_or(0)
+    } else {
+        0
+    };
+    EdgeView {
+        id: edge.id,
+        name: edge.name,
+        origin_id: edge.origin_id,
+        provider: edge.provider,
+        region: edge.region,
+        public_ip: edge.public_ip,
+        status: edge.status,
+        health: health.to_owned(),
+        uptime_seconds,
+        last_heartbeat: edge.last_heartbeat,
+        health_check_failures: edge.health_check_failures,
+        created_at: edge.created_at,
+        deleted_at: edge.deleted_at,
+        tunnels: tunnels.into_iter().map(Into::into).collect(),
+    }
+}
+
+/// Views of `edges`, with their tunnels (one query for all of them).
+pub(super) async fn edge_views(
+    state: &AppState,
+    edges: Vec<EdgeNode>,
+) -> Result<Vec<EdgeView>, ApiError> {
+    let mut tunnels = state.store().list_tunnels(None, None).await?;
+    let now = Timestamp::now();
+    Ok(edges
+        .into_iter()
+        .map(|edge| {
+            let (own, rest) = tunnels.drain(..).partition(|t| t.edge_node_id == edge.id);
+            tunnels = rest;
+            edge_view(edge, own, now)
+        })
+        .collect())
+}
+
+fn optional_text(field: &str, value: Option<&str>) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.len() > MAX_PROVISIONING_TEXT => Err(ApiError::invalid(
+            field,
+            format!(
+                "{field} is {} bytes long, the limit is {MAX_PROVISIONING_TEXT}",
+                v.len()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Registers an edge node and creates its tunnels: one per origin it serves.
+///
+/// For `provider: "manual"` the answer carries a single-use enrollment token and the command
+/// to run on the server. For cloud providers the edge is stored as `provisioning`; creating
+/// the VPS (with `size` and `ssh_key`) is the edge provisioner's job, which picks up
+/// provisioning edges.
+#[utoipa::path(
+    post,
+    path = "/api/v1/edge-nodes",
+    tag = "edge-nodes",
+    request_body = EdgeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted; the edge is provisioning", body = EdgeCreated),
+        (status = 404, description = "Unknown origin", body = ErrorBody),
+        (status = 409, description = "An origin's subnet has no free edge address", body = ErrorBody),
+    )
+)]
+pub(super) async fn create_edge(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiJson(body): ApiJson<EdgeRequest>,
+) -> Result<(StatusCode, Json<EdgeCreated>), ApiError> {
+    let provider = valid("provider", Name::parse(&body.provider))?;
+    let region = valid("region", Name::parse(&body.region))?;
+    optional_text("size", body.size.as_deref())?;
+    optional_text("ssh_key", body.ssh_key.as_deref())?;
+    let origin_id = body
+        .origin_id
+        .as_deref()
+        .map(|o| valid("origin_id", OriginId::parse(o)))
+        .transpose()?;
+    let public_ip = body
+        .public_ip
+        .as_deref()
+        .map(|ip| {
+            ip.parse::<IpAddr>().map_err(|_| {
+                ApiError::invalid(
+                    "public_ip",
+                    format!("{ip:?} is not an IPv4 or IPv6 address"),
+                )
+            })
+        })
+        .transpose()?;
+    let store = state.store();
+    let origins = match &origin_id {
+        Some(id) => vec![
+            store
+                .get_origin(id)
+                .await
+                .map_err(|e| ApiError::from(e).with_field("origin_id"))?
+                .id,
+        ],
+        None => store
+            .list_origins()
+            .await?
+            .into_iter()
+            .map(|o| o.id)
+            .collect(),
+    };
+    let id = EdgeNodeId::new();
+    let name = match body.name.as_deref() {
+        Some(n) => valid("name", Name::parse(n))?,
+        None => default_name(&state, &region, &id).await?,
+    };
+    let now = Timestamp::now();
+    let mut edge = EdgeNode {
+        id: id.clone(),
+        name,
+        origin_id,
+        provider,
+        region,
+        public_ip,
+        status: EdgeStatus::Provisioning,
+        last_heartbeat: None,
+        last_metrics: None,
+        health_check_failures: 0,
+        created_at: now,
+        deleted_at: None,
+    };
+    store.create_edge(&edge).await?;
+    for origin in &origins {
+        if let Err(e) = create_tunnel(&state, &id, origin).await {
+            // Undo: the edge never served, so it is marked deleted without tunnels.
+            let undo = async {
+                store.delete_tunnels_of_edge(&id).await?;
+                edge.set_status(EdgeStatus::Deleted, Timestamp::now())?;
+                store.update_edge(&edge).await
+            };
+            if let Err(undo) = undo.await {
+                tracing::error!(edge = %id, error = %undo, "cannot undo edge creation");
+            }
+            return Err(e);
+        }
+    }
+    let manual = edge.provider.as_str() == "manual";
+    let (enrollment_token, enroll_command) = if manual {
+        let (_, token) = issue_enrollment(
+            &state,
+            NodeRef::Edge(id.clone()),
+            MANUAL_ENROLLMENT_SECONDS,
+            1,
+        )
+        .await?;
+        let command = format!(
+            "kokoa-edge enroll --control-plane {} --token {}",
+            state.public_url(),
+            token.as_str()
+        );
+        (Some(token.to_string()), Some(command))
+    } else {
+        (None, None)
+    };
+    state.notify_changed();
+    tracing::info!(edge = %id, name = %edge.name, provider = %edge.provider, tunnels = origins.len(), "edge node registered");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(EdgeCreated {
+            id,
+            status: EdgeStatus::Provisioning,
+            estimated_time_seconds: ESTIMATED_PROVISIONING_SECONDS,
+            enrollment_token,
+            enroll_command,
+        }),
+    ))
+}
+
+/// `edge-<region>-<NN>`, NN counting the region's edges; a region too long for that gets
+/// `edge-<first 8 hex digits of the id>`.
+async fn default_name(state: &AppState, region: &Name, id: &EdgeNodeId) -> Result<Name, ApiError> {
+    let in_region = state
+        .store()
+        .list_edges()
+        .await?
+        .iter()
+        .filter(|e| e.region == *region)
+        .count();
+    Name::parse(&format!("edge-{region}-{:02}", in_region + 1))
+        .or_else(|_| {
+            let hex = id.as_str().trim_start_matches("edg_");
+            Name::parse(&format!("edge-{}", &hex[..hex.len().min(8)]))
+        })
+        .map_err(|e| ApiError::internal(&e))
+}
+
+/// Lists every edge node, deleted ones included.
+#[utoipa::path(
+    get,
+    path = "/api/v1/edge-nodes",
+    tag = "edge-nodes",
+    security(("bearer" = [])),
+    responses((status = 200, description = "All edge nodes, oldest first", body = EdgeList))
+)]
+pub(super) async fn list_edges(
+    State(state): State<AppState>,
+    _: Reader,
+) -> Result<Json<EdgeList>, ApiError> {
+    let edges = state.store().list_edges().await?;
+    Ok(Json(EdgeList {
+        edge_nodes: edge_views(&state, edges).await?,
+    }))
+}
+
+/// One edge node.
+#[utoipa::path(
+    get,
+    path = "/api/v1/edge-nodes/{id}",
+    tag = "edge-nodes",
+    params(("id" = String, Path, description = "Edge node id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The edge node", body = EdgeView),
+        (status = 404, description = "Unknown edge node", body = ErrorBody),
+    )
+)]
+pub(super) async fn get_edge(
+    State(state): State<AppState>,
+    _: Reader,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<EdgeView>, ApiError> {
+    let id: EdgeNodeId = path_id("edge node", &id)?;
+    let store = state.store();
+    let edge = store.get_edge(&id).await?;
+    let tunnels = store.list_tunnels(Some(&id), None).await?;
+    Ok(Json(edge_view(edge, tunnels, Timestamp::now())))
+}
+
+/// Deletes an edge node: marks it deleted, revokes its credentials and removes its
+/// tunnels, so it drops out of every origin's configuration at once. Removing its DNS
+/// records and destroying the VPS are the DNS manager's and the provisioner's steps.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/edge-nodes/{id}",
+    tag = "edge-nodes",
+    params(("id" = String, Path, description = "Edge node id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Deletion started", body = DeletionStarted),
+        (status = 404, description = "Unknown edge node", body = ErrorBody),
+    )
+)]
+pub(super) async fn delete_edge(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<DeletionStarted>), ApiError> {
+    let id: EdgeNodeId = path_id("edge node", &id)?;
+    let store = state.store();
+    let mut edge = store.get_edge(&id).await?;
+    let now = Timestamp::now();
+    edge.set_status(EdgeStatus::Deleted, now)?;
+    store.update_edge(&edge).await?;
+    store
+        .revoke_node_credentials(&NodeRef::Edge(id.clone()), now)
+        .await?;
+    store.delete_tunnels_of_edge(&id).await?;
+    state.notify_changed();
+    tracing::info!(edge = %id, "edge node deleted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DeletionStarted {
+            message: "Edge node deletion initiated".into(),
+            steps: [
+                "Remove from DNS",
+                "Wait for TTL expiration (30s)",
+                "Destroy VPS",
+            ]
+            .map(String::from)
+            .into(),
+        }),
+    ))
+}
+
+/// An edge node's health check history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/edge-nodes/{id}/health-history",
+    tag = "edge-nodes",
+    params(("id" = String, Path, description = "Edge node id"), LimitQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Checks, newest first", body = HealthHistory),
+        (status = 404, description = "Unknown edge node", body = ErrorBody),
+    )
+)]
+pub(super) async fn health_history(
+    State(state): State<AppState>,
+    _: Reader,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<LimitQuery>,
+) -> Result<Json<HealthHistory>, ApiError> {
+    let id: EdgeNodeId = path_id("edge node", &id)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit {limit} is outside 1-1000"),
+        ));
+    }
+    let store = state.store();
+    store.get_edge(&id).await?;
+    let checks = store.health_history(&id, limit).await?;
+    Ok(Json(HealthHistory {
+        checks: checks
+            .into_iter()
+            .map(|c| CheckView {
+                timestamp: c.checked_at,
+                status: c.status,
+                response_time_ms: c.response_time_ms,
+                error_message: c.error_message,
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,196 @@
+//! Bearer-token authentication (SPEC §10.1).
+//!
+//! Three kinds of token, told apart by their prefix so each lookup touches one table:
+//! - `kk_api_…`: API tokens of administrators ([`Role::Admin`]) or read-only viewers
+//!   ([`Role::Viewer`]);
+//! - `kk_node_…`: the long-lived credential of one edge or origin, issued by
+//!   `POST /api/v1/enroll`;
+//! - `kk_enr_…`: an enrollment token, usable only to enroll and to fetch a new edge's
+//!   bundle.
+//!
+//! All are random 256-bit values stored only as SHA-256 hashes ([`TokenHash`]). A missing or
+//! unknown token is 401; a valid token used where it is not allowed is 403. Handlers state
+//! what they accept through the extractor they take: [`Reader`], [`Admin`], [`EdgeAgent`],
+//! [`NodeAgent`] or [`Bearer`] for the few that decide themselves.
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use kokoa_core::{
+    ApiToken, EdgeNodeId, Enrollment, NodeCredential, NodeRef, Role, Timestamp, TokenHash,
+};
+
+use crate::{error::ApiError, state::AppState};
+
+/// Prefix of API tokens.
+pub const API_TOKEN_PREFIX: &str = "kk_api";
+/// Prefix of node credentials.
+pub const NODE_CREDENTIAL_PREFIX: &str = "kk_node";
+/// Prefix of enrollment tokens.
+pub const ENROLLMENT_PREFIX: &str = "kk_enr";
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// An API token.
+    Api(ApiToken),
+    /// A node's credential.
+    Node(NodeCredential),
+    /// An enrollment token that has not been used up.
+    Enrollment(Enrollment),
+}
+
+impl Principal {
+    /// The caller of this request, from its `Authorization: Bearer` header.
+    pub async fn of(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        let hash = TokenHash::of(token);
+        let store = state.store();
+        let found = if token.starts_with(&format!("{API_TOKEN_PREFIX}_")) {
+            store.find_api_token(&hash).await?.map(Self::Api)
+        } else if token.starts_with(&format!("{NODE_CREDENTIAL_PREFIX}_")) {
+            store.find_node_credential(&hash).await?.map(Self::Node)
+        } else if token.starts_with(&format!("{ENROLLMENT_PREFIX}_")) {
+            store
+                .find_enrollment(&hash, Timestamp::now())
+                .await?
+                .map(Self::Enrollment)
+        } else {
+            None
+        };
+        found.ok_or_else(|| {
+            ApiError::unauthorized(
+                "the bearer token is unknown, revoked or expired; ask an administrator for a new one",
+            )
+        })
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing Authorization header; send `Authorization: Bearer <token>`",
+            )
+        })?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            let (scheme, token) = h.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header is not of the form `Bearer <token>`")
+        })
+}
+
+/// Any authenticated caller; the handler checks what it may do.
+#[derive(Debug)]
+pub struct Bearer(pub Principal);
+
+impl FromRequestParts<AppState> for Bearer {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Principal::of(parts, state).await.map(Self)
+    }
+}
+
+/// An API token of any role: allowed to read management data.
+#[derive(Debug)]
+pub struct Reader(pub ApiToken);
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Principal::of(parts, state).await? {
+            Principal::Api(token) => Ok(Self(token)),
+            _ => Err(ApiError::forbidden(
+                "this endpoint needs an API token; node and enrollment tokens cannot use it",
+            )),
+        }
+    }
+}
+
+/// An API token with the admin role: allowed to change things.
+#[derive(Debug)]
+pub struct Admin(pub ApiToken);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Reader(token) = Reader::from_request_parts(parts, state).await?;
+        if token.role == Role::Admin {
+            Ok(Self(token))
+        } else {
+            Err(ApiError::forbidden(format!(
+                "API token {:?} has the viewer role, which may only read (GET)",
+                token.name.as_str()
+            )))
+        }
+    }
+}
+
+/// The credential of an edge node.
+#[derive(Debug)]
+pub struct EdgeAgent(pub EdgeNodeId);
+
+impl FromRequestParts<AppState> for EdgeAgent {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match NodeAgent::from_request_parts(parts, state).await?.0 {
+            NodeRef::Edge(id) => Ok(Self(id)),
+            NodeRef::Origin(_) => Err(ApiError::forbidden(
+                "this endpoint is for edge nodes; an origin credential cannot use it",
+            )),
+        }
+    }
+}
+
+/// The credential of any node (edge or origin).
+#[derive(Debug)]
+pub struct NodeAgent(pub NodeRef);
+
+impl FromRequestParts<AppState> for NodeAgent {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Principal::of(parts, state).await? {
+            Principal::Node(credential) => Ok(Self(credential.node)),
+            _ => Err(ApiError::forbidden(
+                "this endpoint needs a node credential (from POST /api/v1/enroll)",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+
+    use super::*;
+
+    fn parts(auth: Option<&str>) -> Parts {
+        let mut req = Request::builder();
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn bearer_header_forms() {
+        assert_eq!(bearer(&parts(Some("Bearer abc"))).unwrap(), "abc");
+        assert_eq!(bearer(&parts(Some("bearer  abc "))).unwrap(), "abc");
+        for bad in [
+            None,
+            Some("Basic abc"),
+            Some("Bearer"),
+            Some("Bearer "),
+            Some("abc"),
+        ] {
+            let err = bearer(&parts(bad)).unwrap_err();
+            assert_eq!(err.status(), 401, "{bad:?}");
+        }
+    }
+}

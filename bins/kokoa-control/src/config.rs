@@ -1,0 +1,370 @@
+//! Command line, configuration file and environment, merged into [`Settings`].
+//!
+//! Precedence, highest first: command-line flags, environment variables (`KOKOA_…`), the
+//! TOML configuration file (`--config FILE`), built-in defaults. TOML was chosen over YAML
+//! because its parser is maintained and strict (unknown keys are an error, so a typo does
+//! not silently fall back to a default).
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use clap::{Args, Parser, Subcommand};
+use kokoa_core::SubnetPool;
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// The default listen address: local only, so a fresh install is not exposed by accident.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+const EXAMPLES: &str = "\
+Examples:
+  # Create the data directory: SQLite database, master key, first admin token (shown once)
+  kokoa-control init --data-dir /var/lib/kokoa
+
+  # Serve the API
+  kokoa-control serve --data-dir /var/lib/kokoa --listen 127.0.0.1:8080 \\
+      --public-url https://control.example.com
+
+  # Same, settings from a file and the environment (flags win over both)
+  KOKOA_DATABASE_URL=postgres://kokoa@db/kokoa kokoa-control serve --config /etc/kokoa/control.toml
+
+Configuration file (TOML, every key optional):
+  data_dir = \"/var/lib/kokoa\"
+  listen = \"127.0.0.1:8080\"
+  database_url = \"postgres://kokoa@db/kokoa\"   # default: SQLite in data_dir
+  public_url = \"https://control.example.com\"   # what nodes use to reach this server
+  subnet_pool = \"10.0.0.0/16\"                  # one /24 per origin is taken from it
+
+Logs go to stderr; KOKOA_LOG sets the level (e.g. KOKOA_LOG=debug).";
+
+/// `kokoa-control`: the reference control plane of Kokoa Proxy.
+#[derive(Debug, Parser)]
+#[command(version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new data directory: database, master key and the first admin API token.
+    #[command(after_help = EXAMPLES)]
+    Init(InitArgs),
+    /// Serve the REST API until SIGINT or SIGTERM.
+    #[command(after_help = EXAMPLES)]
+    Serve(ServeArgs),
+}
+
+/// Settings both subcommands take.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CommonArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "KOKOA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory holding the SQLite database and `master.key`.
+    #[arg(long, env = "KOKOA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (`postgres://user@host/db`) instead of SQLite in the data directory.
+    #[arg(
+        long = "database",
+        env = "KOKOA_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+}
+
+/// `init` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// Common settings.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Print the admin token as JSON: `{"admin_token":"…"}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `serve` arguments.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Common settings.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Address and port to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "KOKOA_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// URL nodes use to reach this server, written into bundles [default: http://LISTEN].
+    #[arg(long, env = "KOKOA_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Pool the origins' /24 subnets come from [default: 10.0.0.0/16].
+    #[arg(long, env = "KOKOA_SUBNET_POOL", value_name = "CIDR", value_parser = parse_pool)]
+    pub subnet_pool: Option<SubnetPool>,
+}
+
+fn parse_pool(text: &str) -> Result<SubnetPool, String> {
+    let net = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IPv4 network like 10.0.0.0/16"))?;
+    SubnetPool::new(net).map_err(|e| e.to_string())
+}
+
+/// The configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    public_url: Option<String>,
+    subnet_pool: Option<SubnetPool>,
+}
+
+impl FileConfig {
+    fn load(path: Option<&Path>) -> Result<Self, Error> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            what: "cannot read configuration file",
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Where the state lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// SQLite file.
+    Sqlite(PathBuf),
+    /// PostgreSQL URL (may hold a password: `Debug` and `Display` show only the kind).
+    Postgres(String),
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "SQLite {}", path.display()),
+            Self::Postgres(_) => f.write_str("PostgreSQL"),
+        }
+    }
+}
+
+/// The merged settings of `serve` (and the subset `init` uses).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Database.
+    pub database: Database,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// URL nodes reach the API at, without a trailing `/`.
+    pub public_url: String,
+    /// Pool of origin subnets.
+    pub subnet_pool: SubnetPool,
+}
+
+impl Settings {
+    /// The file holding the master key.
+    pub fn master_key_path(&self) -> PathBuf {
+        master_key_path(&self.data_dir)
+    }
+
+    /// Merges flags and environment (already combined by clap) over the configuration
+    /// file over the defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, Error> {
+        let file = FileConfig::load(args.common.config.as_deref())?;
+        let data_dir = args
+            .common
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .ok_or(Error::NoDataDir)?;
+        let database = database(
+            &data_dir,
+            args.common.database_url.clone().or(file.database_url),
+        )?;
+        let listen = args.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN);
+        let public_url = match args.public_url.clone().or(file.public_url) {
+            Some(url) => check_public_url(&url)?,
+            None => format!("http://{listen}"),
+        };
+        Ok(Self {
+            data_dir,
+            database,
+            listen,
+            public_url,
+            subnet_pool: args.subnet_pool.or(file.subnet_pool).unwrap_or_default(),
+        })
+    }
+}
+
+/// The data directory and database `init` uses.
+pub fn resolve_init(args: &CommonArgs) -> Result<(PathBuf, Database), Error> {
+    let file = FileConfig::load(args.config.as_deref())?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .ok_or(Error::NoDataDir)?;
+    let database = database(&data_dir, args.database_url.clone().or(file.database_url))?;
+    Ok((data_dir, database))
+}
+
+/// `DIR/master.key`.
+pub fn master_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("master.key")
+}
+
+fn database(data_dir: &Path, url: Option<String>) -> Result<Database, Error> {
+    match url {
+        None => Ok(Database::Sqlite(data_dir.join("kokoa.db"))),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Database::Postgres(url))
+        }
+        Some(url) => Err(Error::Setting {
+            setting: "database_url",
+            message: format!(
+                "expected a postgres:// or postgresql:// URL, got one starting with {:?}; \
+                 leave it unset to use SQLite in the data directory",
+                url.split(':').next().unwrap_or_default()
+            ),
+        }),
+    }
+}
+
+/// Accepts `http://` and `https://` URLs with a host, and drops a trailing `/`.
+fn check_public_url(url: &str) -> Result<String, Error> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| {
+        !r.is_empty()
+            && !r.starts_with('/')
+            && r.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\'')
+    });
+    if ok {
+        Ok(url.trim_end_matches('/').to_owned())
+    } else {
+        Err(Error::Setting {
+            setting: "public_url",
+            message: format!(
+                "{url:?} is not an http:// or https:// URL with a host, like \
+                 \"https://control.example.com\""
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn serve_args(argv: &[&str]) -> ServeArgs {
+        let mut full = vec!["kokoa-control", "serve"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Serve(args) => args,
+            Command::Init(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write!(
+            file,
+            "data_dir = \"/from/file\"\nlisten = \"127.0.0.1:9000\"\n\
+             subnet_pool = \"100.64.0.0/10\"\npublic_url = \"https://cp.example.com/\"\n"
+        )
+        .unwrap();
+        let path = file.path().to_str().unwrap();
+        let s = Settings::resolve(&serve_args(&["--config", path])).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(s.public_url, "https://cp.example.com");
+        assert_eq!(s.subnet_pool.pool().to_string(), "100.64.0.0/10");
+        assert_eq!(s.database, Database::Sqlite("/from/file/kokoa.db".into()));
+
+        let s = Settings::resolve(&serve_args(&[
+            "--config",
+            path,
+            "--data-dir",
+            "/from/flag",
+            "--listen",
+            "127.0.0.1:9001",
+            "--database",
+            "postgres://u:secret@db/kokoa",
+        ]))
+        .unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9001");
+        assert_eq!(
+            format!("{:?}", s.database),
+            "PostgreSQL",
+            "no password in logs"
+        );
+    }
+
+    #[test]
+    fn defaults_and_clear_errors() {
+        let s = Settings::resolve(&serve_args(&["--data-dir", "/d"])).unwrap();
+        assert_eq!(s.listen, DEFAULT_LISTEN);
+        assert_eq!(s.public_url, "http://127.0.0.1:8080");
+        assert_eq!(s.subnet_pool.pool().to_string(), "10.0.0.0/16");
+
+        let err = Settings::resolve(&serve_args(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("--data-dir") && err.contains("KOKOA_DATA_DIR"),
+            "{err}"
+        );
+        let err = Settings::resolve(&serve_args(&[
+            "--data-dir",
+            "/d",
+            "--database",
+            "mysql://x",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"mysql\""), "{err}");
+        let err = Settings::resolve(&serve_args(&[
+            "--data-dir",
+            "/d",
+            "--public-url",
+            "ftp://x",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"ftp://x\""), "{err}");
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "data_dri = \"/typo\"").unwrap();
+        let path = file.path().to_str().unwrap();
+        let err = Settings::resolve(&serve_args(&["--config", path]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("data_dri") && err.contains(path), "{err}");
+    }
+}

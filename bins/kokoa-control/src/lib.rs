@@ -1,0 +1,181 @@
+//! The reference control plane of Kokoa Proxy: the REST API of SPEC §6 over a
+//! [`Store`], node enrollment, and the configuration edges and
+//! origins pull.
+//!
+//! The binary `kokoa-control` is a thin shell over this library: `init` ([`init`]) creates a
+//! data directory, `serve` ([`serve`]) runs [`api::router`]. Tests build the same router
+//! over any store and call it over real HTTP.
+//!
+//! - [`api`]: the endpoints, their request and response bodies, and the OpenAPI document
+//!   generated from them ([`api::openapi`]).
+//! - [`auth`]: bearer tokens (API tokens with a role, node credentials, enrollment tokens).
+//! - [`bundle`]: the origin's `origin-config.tar.gz`.
+//! - [`payload`]: the configuration each edge and origin pulls.
+//! - [`config`]: command line, environment and configuration file.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use kokoa_control::{AppState, api};
+//! use kokoa_core::{MasterKey, SubnetPool, store::MemoryStore};
+//!
+//! let state = AppState::new(
+//!     Arc::new(MemoryStore::new()),
+//!     MasterKey::generate(),
+//!     SubnetPool::default(),
+//!     "https://control.example.com",
+//! );
+//! let router = api::router(state); // serve with axum::serve(listener, router)
+//! # drop(router);
+//!
+//! let doc = serde_json::to_value(api::openapi())?;
+//! assert!(doc["paths"]["/api/v1/routes"]["post"].is_object());
+//! assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Crate features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | — | | none: SQLite and PostgreSQL support are both always built in |
+
+use std::{
+    fs,
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::Path,
+    sync::Arc,
+};
+
+use kokoa_core::{MasterKey, Name, Role, store::Store};
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
+
+pub mod api;
+pub mod auth;
+pub mod bundle;
+pub mod config;
+pub mod error;
+mod keys;
+pub mod payload;
+mod state;
+
+pub use error::{ApiError, Error};
+pub use state::AppState;
+
+use config::{Database, Settings};
+
+/// Opens (and migrates) the database.
+pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, Error> {
+    Ok(match database {
+        Database::Sqlite(path) => {
+            Arc::new(kokoa_core::store::sqlite::SqliteStore::open(path).await?)
+        }
+        Database::Postgres(url) => {
+            Arc::new(kokoa_core::store::postgres::PostgresStore::connect(url).await?)
+        }
+    })
+}
+
+/// What `init` created.
+#[derive(Debug)]
+pub struct Initialised {
+    /// The first admin API token. It is not stored anywhere: show it once.
+    pub admin_token: Zeroizing<String>,
+}
+
+/// `kokoa-control init`: creates `data_dir` (refusing one that holds files), the database,
+/// the master key file (`master.key`, mode 0600) and a first admin API token.
+pub async fn init(data_dir: &Path, database: &Database) -> Result<Initialised, Error> {
+    let io = |what| {
+        move |source| Error::Io {
+            what,
+            path: data_dir.to_owned(),
+            source,
+        }
+    };
+    match fs::read_dir(data_dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::DataDirNotEmpty(data_dir.to_owned()));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(io("cannot create data directory"))?,
+        Err(e) => return Err(io("cannot read data directory")(e)),
+    }
+    let key = MasterKey::generate();
+    let key_path = config::master_key_path(data_dir);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_path)
+        .map_err(|source| Error::Io {
+            what: "cannot create master key file",
+            path: key_path.clone(),
+            source,
+        })?;
+    writeln!(file, "{}", key.to_base64().as_str())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| Error::Io {
+            what: "cannot write master key file",
+            path: key_path.clone(),
+            source,
+        })?;
+    let store = open_store(database).await?;
+    let state = AppState::new(store, key, Default::default(), "");
+    let name = Name::parse("admin")?;
+    let (_, admin_token) = api::issue_api_token(&state, name, Role::Admin).await?;
+    Ok(Initialised { admin_token })
+}
+
+/// Reads the master key written by [`init`].
+pub fn load_master_key(path: &Path) -> Result<MasterKey, Error> {
+    let text = Zeroizing::new(fs::read_to_string(path).map_err(|source| Error::Io {
+        what: "cannot read master key (run `kokoa-control init` first?)",
+        path: path.to_owned(),
+        source,
+    })?);
+    Ok(MasterKey::from_base64(text.trim())?)
+}
+
+/// `kokoa-control serve`: serves the API on `settings.listen` until `shutdown` resolves,
+/// then stops accepting, ends long polls at once and waits for running requests.
+pub async fn serve(
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let master_key = load_master_key(&settings.master_key_path())?;
+    let store = open_store(&settings.database).await?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            address: settings.listen,
+            source,
+        })?;
+    let state = AppState::new(
+        store,
+        master_key,
+        settings.subnet_pool,
+        settings.public_url.clone(),
+    );
+    tracing::info!(
+        listen = %listener.local_addr().map_err(Error::Serve)?,
+        database = %settings.database,
+        public_url = %settings.public_url,
+        "serving the API"
+    );
+    let router = api::router(state.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            state.begin_shutdown();
+        })
+        .await
+        .map_err(Error::Serve)
+}

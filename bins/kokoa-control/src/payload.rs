@@ -1,0 +1,217 @@
+//! What nodes pull: an edge's [`EdgeConfig`] (SPEC §4) and an origin's `wg0.conf`, local
+//! proxy and routes.
+//!
+//! Origins and routes, which every edge's payload needs, are read once into a shared
+//! [`Snapshot`] and reused until a change is made through this control plane or the
+//! snapshot is [`SNAPSHOT_TTL`] old. The age limit keeps several control planes on one
+//! database (SPEC §11) in step: a change made through another one is seen within it. Each
+//! edge's own part (its tunnels and keys) is read on every request.
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    num::NonZeroU16,
+    time::Duration,
+};
+
+use ipnet::Ipv4Net;
+use kokoa_core::{
+    ContentHash, EdgeConfig, EdgeContent, EdgeNodeId, EdgeStatus, Hostname, Origin, OriginId, Port,
+    Tunnel,
+};
+use kokoa_wg::{Direction, Format, Host, Topology};
+use tokio::time::Instant;
+
+use crate::{
+    api::{OriginConfig, OriginRoute, ServiceView},
+    bundle,
+    error::ApiError,
+    keys::{self, KeyOwner},
+    state::AppState,
+};
+
+/// How long a [`Snapshot`] is used when nothing changed through this control plane.
+pub const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
+
+/// Origins and their routes as read at one moment.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The change counter when it was read (see [`AppState::notify_changed`]).
+    generation: u64,
+    /// When it was read.
+    taken: Instant,
+    /// Origins by id.
+    origins: HashMap<OriginId, Origin>,
+    /// Each origin's routes, by host name.
+    routes: HashMap<OriginId, Vec<(Hostname, Port)>>,
+}
+
+impl Snapshot {
+    /// Whether it may still be used when the change counter is at `generation`.
+    pub fn is_current(&self, generation: u64) -> bool {
+        self.generation == generation && self.taken.elapsed() < SNAPSHOT_TTL
+    }
+
+    /// Reads origins and routes; `generation` is the change counter read before.
+    pub async fn read(state: &AppState, generation: u64) -> Result<Self, ApiError> {
+        let store = state.store();
+        let origins = store
+            .list_origins()
+            .await?
+            .into_iter()
+            .map(|o| (o.id.clone(), o))
+            .collect();
+        let mut routes: HashMap<OriginId, Vec<(Hostname, Port)>> = HashMap::new();
+        for route in store.list_routes().await? {
+            routes
+                .entry(route.origin_id)
+                .or_default()
+                .push((route.hostname, route.target_port));
+        }
+        Ok(Self {
+            generation,
+            taken: Instant::now(),
+            origins,
+            routes,
+        })
+    }
+
+    /// The routes of `origin`, by host name.
+    pub fn routes_of(&self, origin: &OriginId) -> &[(Hostname, Port)] {
+        self.routes.get(origin).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The configuration of edge `edge`: one tunnel per origin it has an interface to, with
+/// its private key, and the routes of those origins.
+pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConfig, ApiError> {
+    let tunnels = state.store().tunnels_with_keys(edge).await?;
+    let mut content = EdgeContent::default();
+    if tunnels.is_empty() {
+        return EdgeConfig::new(content).map_err(|e| ApiError::internal(&e));
+    }
+    let snapshot = state.snapshot().await?;
+    let mut served: Vec<(&OriginId, Ipv4Addr)> = Vec::new();
+    for (tunnel, sealed) in tunnels {
+        // An origin deleted since the snapshot takes its tunnels with it.
+        let Some(origin) = snapshot.origins.get(&tunnel.origin_id) else {
+            continue;
+        };
+        let private_key = keys::open(
+            state.master_key(),
+            KeyOwner::Tunnel(edge, &origin.id),
+            &sealed,
+        )?;
+        let address = Ipv4Net::new(tunnel.wireguard_ip, origin.network_cidr.prefix_len())
+            .map_err(|e| ApiError::internal(&e))?;
+        content.tunnels.push(Tunnel {
+            origin_id: origin.id.clone(),
+            origin_name: origin.name.clone(),
+            address,
+            origin_ip: origin.wireguard_ip,
+            origin_public_key: origin.wireguard_public_key.clone(),
+            private_key,
+            listen_port: tunnel.listen_port,
+            origin_endpoint: None,
+        });
+        served.push((&origin.id, origin.wireguard_ip));
+    }
+    for (origin, ip) in served {
+        for (hostname, port) in snapshot.routes_of(origin) {
+            content
+                .routes
+                .insert(hostname.clone(), SocketAddrV4::new(ip, port.get()));
+        }
+    }
+    EdgeConfig::new(content).map_err(|e| ApiError::internal(&e))
+}
+
+/// The routes of `origin`, by host name.
+pub async fn origin_routes(
+    state: &AppState,
+    origin: &OriginId,
+) -> Result<Vec<(Hostname, Port)>, ApiError> {
+    Ok(state.snapshot().await?.routes_of(origin).to_vec())
+}
+
+/// The origin's `wg0.conf`: one peer per edge that has a tunnel to it and a known public
+/// address; the origin dials out to each (it needs no open port, works behind NAT).
+pub async fn origin_wg0(state: &AppState, origin: &Origin) -> Result<String, ApiError> {
+    let store = state.store();
+    let tunnels = store.list_tunnels(None, Some(&origin.id)).await?;
+    let edges: HashMap<EdgeNodeId, _> = store
+        .list_edges()
+        .await?
+        .into_iter()
+        .map(|e| (e.id.clone(), e))
+        .collect();
+    let internal = |e: kokoa_wg::Error| ApiError::internal(&e);
+    let mut peers = Vec::new();
+    for tunnel in &tunnels {
+        let Some(edge) = edges.get(&tunnel.edge_node_id) else {
+            continue;
+        };
+        let Some(ip) = edge
+            .public_ip
+            .filter(|_| edge.status != EdgeStatus::Deleted)
+        else {
+            continue;
+        };
+        let port = NonZeroU16::new(tunnel.listen_port.get()).unwrap_or(kokoa_wg::BASE_LISTEN_PORT);
+        peers.push(kokoa_wg::Edge::new(
+            // Names label peers and must be unique; edge names need not be, ids are.
+            format!("{} {}", edge.name, edge.id),
+            kokoa_wg::PublicKey::from_base64(tunnel.public_key.as_str()).map_err(internal)?,
+            Host::from(ip),
+            tunnel.wireguard_ip,
+            port,
+        ));
+    }
+    let wg_origin = kokoa_wg::Origin::new(
+        origin.id.as_str(),
+        origin.name.as_str(),
+        origin.network_cidr,
+        origin.wireguard_ip,
+        kokoa_wg::PublicKey::from_base64(origin.wireguard_public_key.as_str()).map_err(internal)?,
+    );
+    let topology = Topology::new(wg_origin, peers, Direction::OriginDialsOut).map_err(internal)?;
+    let sealed = store.origin_private_key(&origin.id).await?;
+    let key = keys::open(state.master_key(), KeyOwner::Origin(&origin.id), &sealed)?;
+    let config = topology
+        .origin_config(&keys::to_wg(&key)?)
+        .map_err(internal)?;
+    Ok(config.config.render(Format::WgQuick))
+}
+
+/// Everything an origin agent follows: its `wg0.conf` (edges come and go), its local
+/// proxy, its routes and services, with a hash over all of it.
+pub async fn origin_config(state: &AppState, id: &OriginId) -> Result<OriginConfig, ApiError> {
+    let origin = state.store().get_origin(id).await?;
+    let wg0_conf = origin_wg0(state, &origin).await?;
+    let routes = origin_routes(state, id).await?;
+    let nginx_conf = bundle::origin_nginx_conf(origin.wireguard_ip, &routes);
+    let services: Vec<ServiceView> = state
+        .store()
+        .origin_services(id)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let routes: Vec<OriginRoute> = routes
+        .into_iter()
+        .map(|(hostname, target_port)| OriginRoute {
+            hostname,
+            target_port,
+        })
+        .collect();
+    let hashed = serde_json::to_vec(&(&origin.id, &wg0_conf, &nginx_conf, &routes, &services))
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(OriginConfig {
+        config_hash: ContentHash::of(&hashed).to_string(),
+        origin_id: origin.id,
+        wg0_conf,
+        nginx_conf,
+        routes,
+        services,
+    })
+}

@@ -1,0 +1,119 @@
+//! What every request handler shares.
+
+use std::{fmt, sync::Arc};
+
+use kokoa_core::{MasterKey, SubnetPool, store::Store};
+use tokio::sync::{Mutex, watch};
+
+use crate::{error::ApiError, payload::Snapshot};
+
+/// The shared state of the API: the store, the master key, settings, and the change
+/// signal that wakes long-polling nodes. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    master_key: MasterKey,
+    subnet_pool: SubnetPool,
+    public_url: String,
+    /// A counter bumped after every change that can alter a node's configuration; the
+    /// value itself means nothing, only that it moved.
+    changes: watch::Sender<u64>,
+    /// Turns true when the server is shutting down, so long polls answer at once.
+    shutdown: watch::Sender<bool>,
+    /// The last snapshot of origins and routes. An async mutex so that when many waiting
+    /// nodes wake up after a change, one reads the store and the others reuse its result.
+    snapshot: Mutex<Option<Arc<Snapshot>>>,
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.inner.store)
+            .field("subnet_pool", &self.inner.subnet_pool)
+            .field("public_url", &self.inner.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over `store`; `public_url` (no trailing `/`) is what nodes are told to call.
+    pub fn new(
+        store: Arc<dyn Store>,
+        master_key: MasterKey,
+        subnet_pool: SubnetPool,
+        public_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                master_key,
+                subnet_pool,
+                public_url: public_url.into(),
+                changes: watch::Sender::new(0),
+                shutdown: watch::Sender::new(false),
+                snapshot: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        &*self.inner.store
+    }
+
+    /// The key sealing private keys at rest.
+    pub fn master_key(&self) -> &MasterKey {
+        &self.inner.master_key
+    }
+
+    /// The pool origin subnets come from.
+    pub fn subnet_pool(&self) -> &SubnetPool {
+        &self.inner.subnet_pool
+    }
+
+    /// The URL nodes reach this control plane at.
+    pub fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+
+    /// Wakes every long poll so it recomputes its node's configuration.
+    pub fn notify_changed(&self) {
+        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later [`notify_changed`](Self::notify_changed).
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// The current snapshot of origins and routes, read again after a change or when it
+    /// has aged (see [`Snapshot`]).
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
+        let mut slot = self.inner.snapshot.lock().await;
+        // Read before the store, so a change committed meanwhile makes the next call read
+        // again.
+        let generation = *self.inner.changes.borrow();
+        if let Some(current) = slot.as_ref().filter(|s| s.is_current(generation)) {
+            return Ok(Arc::clone(current));
+        }
+        let fresh = Arc::new(Snapshot::read(self, generation).await?);
+        *slot = Some(Arc::clone(&fresh));
+        Ok(fresh)
+    }
+
+    /// Ends every running long poll; called when the server starts shutting down.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`begin_shutdown`](Self::begin_shutdown) was called.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.inner.shutdown.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = rx.wait_for(|down| *down).await;
+    }
+}

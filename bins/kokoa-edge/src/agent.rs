@@ -1,0 +1,397 @@
+//! The agent's loops: follow the configuration, apply it, report.
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use kokoa_core::{ContentHash, EdgeConfig};
+use rand_core::{OsRng, RngCore as _};
+use tokio::{sync::watch, task::JoinError};
+
+use crate::{
+    Error,
+    client::{ControlPlane, Fetched},
+    heartbeat::Heartbeat,
+    metrics::Sampler,
+    plane::DataPlane,
+    state::StateDir,
+};
+
+/// The agent's clock: how long to wait for what. Tests shorten it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long the control plane may hold a configuration request (`?wait=`).
+    pub long_poll: Duration,
+    /// The pause between requests when the control plane answers at once instead of
+    /// holding the request (long polling not available).
+    pub poll_interval: Duration,
+    /// The period of heartbeats.
+    pub heartbeat_interval: Duration,
+    /// The first pause after a failure; it doubles up to [`Timing::backoff_max`].
+    pub backoff_initial: Duration,
+    /// The longest pause after failures.
+    pub backoff_max: Duration,
+}
+
+impl Default for Timing {
+    /// Long poll 30 s, polling every 10 s, heartbeats every 5 s, back-off from 1 s to 30 s.
+    fn default() -> Self {
+        Self {
+            long_poll: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(5),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Exponential back-off with jitter: each pause is drawn from the upper half of the current
+/// step, which doubles from `initial` up to `max`. The jitter keeps a fleet of edges from
+/// hitting a recovering control plane in lockstep.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    step: Duration,
+}
+
+impl Backoff {
+    /// A back-off starting at `initial`, capped at `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            step: initial,
+        }
+    }
+
+    /// The next pause, between half the current step and the step itself.
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self.step;
+        self.step = (step * 2).min(self.max);
+        let half = step / 2;
+        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        let jitter = if nanos == 0 {
+            0
+        } else {
+            OsRng.next_u64() % (nanos + 1)
+        };
+        half + Duration::from_nanos(jitter)
+    }
+
+    /// Back to the first step, after a success.
+    pub fn reset(&mut self) {
+        self.step = self.initial;
+    }
+}
+
+/// What the loops share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The hash of the configuration serving now.
+    applied: Option<ContentHash>,
+    /// Why the latest configuration is not serving; reported in heartbeats until a
+    /// configuration applies.
+    last_error: Option<String>,
+    /// Whether `.../ready` went through.
+    ready_sent: bool,
+}
+
+/// One edge agent: a control plane client, a data plane and the state directory.
+#[derive(Debug)]
+pub struct Agent<P> {
+    client: ControlPlane,
+    plane: Arc<P>,
+    state: StateDir,
+    timing: Timing,
+    sampler: Sampler,
+    stop_on_exit: bool,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl<P: DataPlane> Agent<P> {
+    /// An agent. With `stop_on_exit`, nginx and the tunnels are taken down when it stops;
+    /// otherwise they keep serving without it.
+    pub fn new(
+        client: ControlPlane,
+        plane: Arc<P>,
+        state: StateDir,
+        timing: Timing,
+        sampler: Sampler,
+        stop_on_exit: bool,
+    ) -> Self {
+        Self {
+            client,
+            plane,
+            state,
+            timing,
+            sampler,
+            stop_on_exit,
+            shared: Arc::default(),
+        }
+    }
+
+    /// Runs until `shutdown` completes.
+    ///
+    /// First applies the last good configuration, if any, so the edge serves while the
+    /// control plane is unreachable. Then follows the control plane's configuration
+    /// (long-polled, conditional on the live hash) and sends a heartbeat every
+    /// [`Timing::heartbeat_interval`].
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let Self {
+            client,
+            plane,
+            state,
+            timing,
+            sampler,
+            stop_on_exit,
+            shared,
+        } = self;
+        let ctx = Arc::new(Ctx {
+            client,
+            plane,
+            state,
+            timing,
+            shared,
+        });
+        ctx.apply_last_good().await;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let config = tokio::spawn(Arc::clone(&ctx).config_loop(stop_rx.clone()));
+        let heartbeat = tokio::spawn(Arc::clone(&ctx).heartbeat_loop(sampler, stop_rx));
+        shutdown.await;
+        tracing::info!("shutting down");
+        // Receivers live in the tasks until they end.
+        let _ = stop_tx.send(true);
+        for task in [config, heartbeat] {
+            task.await.unwrap_or_else(log_join_error);
+        }
+        if stop_on_exit {
+            let plane = Arc::clone(&ctx.plane);
+            blocking(move || plane.stop()).await?;
+        } else {
+            tracing::info!("nginx and the tunnels keep running");
+        }
+        Ok(())
+    }
+}
+
+fn log_join_error(e: JoinError) {
+    tracing::error!(error = %e, "an agent task failed");
+}
+
+/// Runs blocking work off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+struct Ctx<P> {
+    client: ControlPlane,
+    plane: Arc<P>,
+    state: StateDir,
+    timing: Timing,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl<P: DataPlane> Ctx<P> {
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn apply_last_good(&self) {
+        match self.state.read_last_good() {
+            Ok(Some(config)) => {
+                let hash = config.config_hash().clone();
+                match apply_and_save(Arc::clone(&self.plane), self.state.clone(), config).await {
+                    Ok(()) => {
+                        tracing::info!(%hash, "serving the last good configuration");
+                        self.shared().applied = Some(hash);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the last good configuration does not apply")
+                    }
+                }
+            }
+            Ok(None) => tracing::info!("no last good configuration yet"),
+            Err(e) => tracing::warn!(error = %e, "ignoring the last good configuration"),
+        }
+    }
+
+    async fn config_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let timing = self.timing;
+        let mut backoff = Backoff::new(timing.backoff_initial, timing.backoff_max);
+        // The hash named in If-None-Match: the live configuration's, or the last refused
+        // one's, so a refused payload is not sent (and refused) again until it changes.
+        let mut known = self.shared().applied.clone();
+        self.send_ready_once().await;
+        loop {
+            let asked = Instant::now();
+            let fetch = self.client.fetch_config(
+                known.as_ref().map(ContentHash::as_str),
+                Some(timing.long_poll),
+            );
+            let fetched = tokio::select! {
+                fetched = fetch => fetched,
+                _ = stop.changed() => return,
+            };
+            let pause = match fetched {
+                Ok(Fetched::NotModified) => {
+                    backoff.reset();
+                    // A control plane without long polling answers at once: poll instead.
+                    // One that held the request at all (perhaps capping the wait below
+                    // ours) is asked again right away.
+                    let held =
+                        asked.elapsed() >= (timing.long_poll / 2).min(Duration::from_secs(1));
+                    if held {
+                        Duration::ZERO
+                    } else {
+                        timing.poll_interval
+                    }
+                }
+                Ok(Fetched::Config(config)) if known.as_ref() == Some(config.config_hash()) => {
+                    // The same configuration again: If-None-Match was not honoured.
+                    backoff.reset();
+                    timing.poll_interval
+                }
+                Ok(Fetched::Config(config)) => {
+                    let hash = config.config_hash().clone();
+                    match apply_and_save(Arc::clone(&self.plane), self.state.clone(), config).await
+                    {
+                        Ok(()) => {
+                            tracing::info!(%hash, "configuration applied");
+                            backoff.reset();
+                            known = Some(hash.clone());
+                            {
+                                let mut shared = self.shared();
+                                shared.applied = Some(hash);
+                                shared.last_error = None;
+                            }
+                            self.send_ready_once().await;
+                            Duration::ZERO
+                        }
+                        Err(e) if e.is_refusal() => {
+                            tracing::error!(%hash, error = %e, "configuration refused; the previous one keeps serving");
+                            self.shared().last_error = Some(e.to_string());
+                            known = Some(hash);
+                            Duration::ZERO
+                        }
+                        Err(e) => {
+                            tracing::error!(%hash, error = %e, "configuration failed to apply; will retry");
+                            self.shared().last_error = Some(e.to_string());
+                            backoff.next_delay()
+                        }
+                    }
+                }
+                Err(e) if e.is_refusal() => {
+                    tracing::error!(error = %e, "configuration refused; the previous one keeps serving");
+                    self.shared().last_error = Some(e.to_string());
+                    let stated = match &e {
+                        Error::Refused { hash, .. } => ContentHash::parse(hash).ok(),
+                        _ => None,
+                    };
+                    match stated {
+                        Some(hash) if known.as_ref() != Some(&hash) => {
+                            known = Some(hash);
+                            Duration::ZERO
+                        }
+                        _ => backoff.next_delay(),
+                    }
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot fetch the configuration");
+                    delay
+                }
+            };
+            if !pause.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+
+    async fn heartbeat_loop(
+        self: Arc<Self>,
+        mut sampler: Sampler,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut ticks = tokio::time::interval(self.timing.heartbeat_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let plane = Arc::clone(&self.plane);
+            let observed = blocking(move || {
+                let sample = sampler.sample();
+                (sampler, sample, plane.tunnels(), plane.serving())
+            })
+            .await;
+            let (returned, sample, tunnels, serving) = observed;
+            sampler = returned;
+            let last_error = self.shared().last_error.clone();
+            let heartbeat = Heartbeat::new(
+                self.client.node_id().clone(),
+                serving,
+                last_error,
+                sample,
+                tunnels,
+            );
+            let plane = Arc::clone(&self.plane);
+            let body = heartbeat.health_body();
+            if let Err(e) = blocking(move || plane.set_health(&body)).await {
+                tracing::warn!(error = %e, "cannot update the health page");
+            }
+            match self.client.heartbeat(&heartbeat).await {
+                Ok(()) => tracing::debug!(status = ?heartbeat.status, "heartbeat sent"),
+                Err(e) => tracing::warn!(error = %e, "heartbeat not delivered"),
+            }
+            self.send_ready_once().await;
+        }
+    }
+
+    /// Tells the control plane the edge is up, once, after a configuration applied.
+    async fn send_ready_once(&self) {
+        {
+            let shared = self.shared();
+            if shared.ready_sent || shared.applied.is_none() {
+                return;
+            }
+        }
+        match self.client.ready().await {
+            Ok(()) => {
+                tracing::info!("reported ready");
+                self.shared().ready_sent = true;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot report ready yet; will retry"),
+        }
+    }
+}
+
+/// Applies `config` and, only when that succeeded, saves it as the last good one.
+///
+/// A payload whose content does not match its `config_hash` is refused before anything
+/// is touched.
+pub async fn apply_and_save<P: DataPlane>(
+    plane: Arc<P>,
+    state: StateDir,
+    config: EdgeConfig,
+) -> Result<(), Error> {
+    blocking(move || {
+        config.verify_hash().map_err(|e| Error::Refused {
+            hash: config.config_hash().to_string(),
+            reason: e.to_string(),
+        })?;
+        plane.apply(&config)?;
+        state.save_last_good(&config)
+    })
+    .await
+}

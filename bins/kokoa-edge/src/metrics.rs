@@ -1,0 +1,289 @@
+//! Host and traffic figures for heartbeats, read from `/proc` and nginx's access log.
+//!
+//! - CPU: the busy share of the time that passed between two samples (`/proc/stat`).
+//! - Memory: `1 - MemAvailable / MemTotal` (`/proc/meminfo`).
+//! - Active connections: established TCP connections on the HTTP and HTTPS ports
+//!   (`/proc/net/tcp` and `tcp6`): kokoa-nginx renders no `stub_status`, and the kernel's
+//!   count is the same figure without an extra listener.
+//! - Requests per second and error rate: the lines appended to nginx's access log (the
+//!   default `combined` format) since the previous sample, and the share of them with a 5xx
+//!   status.
+
+use std::{
+    fs,
+    io::{Read as _, Seek as _, SeekFrom},
+    path::PathBuf,
+    time::Instant,
+};
+
+/// Read at most this much of the access log per sample; more is counted by line only in
+/// the part read, and the rest skipped, so a flood cannot make a heartbeat slow.
+const MAX_LOG_READ: u64 = 16 << 20;
+
+/// One sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sample {
+    /// Established connections on the listening ports.
+    pub connections_active: u64,
+    /// Busy CPU share since the previous sample, 0–100 (0 on the first).
+    pub cpu_percent: f64,
+    /// Memory in use, 0–100.
+    pub memory_percent: f64,
+    /// Requests logged per second since the previous sample.
+    pub requests_per_second: f64,
+    /// Share of those requests answered with a 5xx status, 0–100.
+    pub error_rate: f64,
+}
+
+/// Takes samples; keeps what the next one needs to compute rates.
+#[derive(Debug)]
+pub struct Sampler {
+    ports: Vec<u16>,
+    access_log: PathBuf,
+    cpu: Option<CpuTimes>,
+    log_offset: Option<u64>,
+    at: Instant,
+}
+
+impl Sampler {
+    /// A sampler counting connections on `ports` and requests in `access_log`. The first
+    /// sample starts counting from the current end of the log.
+    pub fn new(ports: Vec<u16>, access_log: PathBuf) -> Self {
+        Self {
+            ports,
+            access_log,
+            cpu: None,
+            log_offset: None,
+            at: Instant::now(),
+        }
+    }
+
+    /// Reads the figures; what cannot be read counts as 0.
+    pub fn sample(&mut self) -> Sample {
+        let elapsed = self.at.elapsed().as_secs_f64();
+        self.at = Instant::now();
+
+        let cpu = fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| CpuTimes::parse(&s));
+        let cpu_percent = match (self.cpu, cpu) {
+            (Some(before), Some(now)) => now.busy_percent_since(before),
+            _ => 0.0,
+        };
+        self.cpu = cpu;
+
+        let memory_percent = fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| memory_percent(&s))
+            .unwrap_or(0.0);
+
+        let connections_active = ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|p| fs::read_to_string(p).ok())
+            .map(|table| established_on(&table, &self.ports))
+            .sum();
+
+        let (requests, errors) = self.read_log();
+        let requests_per_second = if elapsed > 0.0 {
+            requests as f64 / elapsed
+        } else {
+            0.0
+        };
+        let error_rate = if requests > 0 {
+            100.0 * errors as f64 / requests as f64
+        } else {
+            0.0
+        };
+        Sample {
+            connections_active,
+            cpu_percent,
+            memory_percent,
+            requests_per_second,
+            error_rate,
+        }
+    }
+
+    /// Requests and 5xx answers logged since the last call.
+    fn read_log(&mut self) -> (u64, u64) {
+        let Ok(mut file) = fs::File::open(&self.access_log) else {
+            return (0, 0);
+        };
+        let Ok(len) = file.metadata().map(|m| m.len()) else {
+            return (0, 0);
+        };
+        let start = match self.log_offset {
+            // Rotated or truncated: start over at the beginning of the new file.
+            Some(offset) if offset <= len => offset,
+            Some(_) => 0,
+            // First sample: only what comes from now on counts.
+            None => len,
+        };
+        self.log_offset = Some(len);
+        let mut text = String::new();
+        let read = file.seek(SeekFrom::Start(start)).and_then(|_| {
+            file.take(MAX_LOG_READ.min(len - start))
+                .read_to_string(&mut text)
+        });
+        match read {
+            Ok(_) => tally(&text),
+            Err(_) => (0, 0),
+        }
+    }
+}
+
+/// Cumulative CPU time counters of `/proc/stat`'s `cpu` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuTimes {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let values: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal [guest guest_nice]; guest time is
+        // already part of user time.
+        let total: u64 = values.iter().take(8).sum();
+        let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
+        Some(Self {
+            busy: total.saturating_sub(idle),
+            total,
+        })
+    }
+
+    fn busy_percent_since(self, before: Self) -> f64 {
+        let total = self.total.saturating_sub(before.total);
+        if total == 0 {
+            return 0.0;
+        }
+        let busy = self.busy.saturating_sub(before.busy).min(total);
+        100.0 * busy as f64 / total as f64
+    }
+}
+
+fn memory_percent(meminfo: &str) -> Option<f64> {
+    let field = |name: &str| -> Option<f64> {
+        let line = meminfo.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].split_whitespace().next()?.parse().ok()
+    };
+    let total = field("MemTotal:")?;
+    let available = field("MemAvailable:")?;
+    (total > 0.0).then(|| (100.0 * (1.0 - available / total)).clamp(0.0, 100.0))
+}
+
+/// Established connections (state `01`) whose local port is one of `ports`, in a
+/// `/proc/net/tcp` or `tcp6` table.
+fn established_on(table: &str, ports: &[u16]) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            let local = fields.next();
+            let state = fields.nth(1);
+            let port = local
+                .and_then(|l| l.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            state == Some("01") && port.is_some_and(|p| ports.contains(&p))
+        })
+        .count() as u64
+}
+
+/// Requests and 5xx answers in access log lines of the `combined` format:
+/// `ADDR - USER [TIME] "REQUEST" STATUS BYTES "REFERER" "AGENT"`. nginx escapes quotes
+/// inside fields, so the status follows the second `"`.
+fn tally(log: &str) -> (u64, u64) {
+    let mut requests = 0;
+    let mut errors = 0;
+    for line in log.lines() {
+        let Some(status) = line
+            .split('"')
+            .nth(2)
+            .and_then(|after| after.split_whitespace().next()?.parse::<u16>().ok())
+        else {
+            continue;
+        };
+        requests += 1;
+        if (500..600).contains(&status) {
+            errors += 1;
+        }
+    }
+    (requests, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn cpu_share_between_two_readings() {
+        let a = CpuTimes::parse("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 2 3 4\n").unwrap();
+        let b = CpuTimes::parse("cpu  200 0 200 1200 100 0 0 0 0 0\n").unwrap();
+        assert_eq!(
+            a,
+            CpuTimes {
+                busy: 200,
+                total: 1000
+            }
+        );
+        assert!((b.busy_percent_since(a) - 200.0 / 700.0 * 100.0).abs() < 1e-9);
+        assert_eq!(a.busy_percent_since(a), 0.0);
+        assert!(CpuTimes::parse("intr 1 2 3\n").is_none());
+    }
+
+    #[test]
+    fn memory_in_use() {
+        let info = "MemTotal:       1000 kB\nMemFree:  10 kB\nMemAvailable:    250 kB\n";
+        assert_eq!(memory_percent(info), Some(75.0));
+        assert_eq!(memory_percent("MemTotal: 0 kB\nMemAvailable: 0 kB\n"), None);
+    }
+
+    #[test]
+    fn counts_established_connections_on_our_ports_only() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n\
+   1: 0100007F:0050 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n\
+   2: 0100007F:01BB 0100007F:9C41 01 00000000:00000000 00:00000000 00000000     0        0 3 1\n\
+   3: 0100007F:1F90 0100007F:9C42 01 00000000:00000000 00:00000000 00000000     0        0 4 1\n\
+   4: 0100007F:01BB 0100007F:9C43 06 00000000:00000000 00:00000000 00000000     0        0 5 1\n";
+        assert_eq!(established_on(table, &[80, 443]), 2);
+        assert_eq!(established_on(table, &[8080]), 1);
+    }
+
+    #[test]
+    fn tallies_requests_and_server_errors() {
+        let log = "127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] \"GET / HTTP/1.1\" 200 12 \"-\" \"curl/8\"\n\
+127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] \"GET /x\\x22y HTTP/1.1\" 503 99 \"-\" \"curl/8\"\n\
+127.0.0.1 - - [01/Jan/2026:00:00:01 +0000] \"GET / HTTP/1.1\" 404 0 \"-\" \"-\"\n\
+garbage\n";
+        assert_eq!(tally(log), (3, 1));
+    }
+
+    #[test]
+    fn access_log_rates_count_only_new_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let line = "1.2.3.4 - - [t] \"GET / HTTP/1.1\" 502 0 \"-\" \"-\"\n";
+        fs::write(&path, line.repeat(5)).unwrap();
+        let mut sampler = Sampler::new(vec![80], path.clone());
+        assert_eq!(sampler.sample().requests_per_second, 0.0);
+        let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(line.repeat(3).as_bytes()).unwrap();
+        file.write_all(b"1.2.3.4 - - [t] \"GET / HTTP/1.1\" 200 0 \"-\" \"-\"\n")
+            .unwrap();
+        let sample = sampler.sample();
+        assert!(sample.requests_per_second > 0.0);
+        assert_eq!(sample.error_rate, 75.0);
+        assert!((0.0..=100.0).contains(&sample.memory_percent) && sample.memory_percent > 0.0);
+        // Rotation: a shorter file is read from its start.
+        fs::write(&path, line).unwrap();
+        assert_eq!(sampler.sample().error_rate, 100.0);
+    }
+}

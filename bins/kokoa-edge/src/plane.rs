@@ -1,0 +1,245 @@
+//! The data plane of this host: WireGuard interfaces and nginx, behind [`DataPlane`] so the
+//! agent's logic can be tested without them.
+
+use std::{
+    fs,
+    os::unix::fs::chown,
+    path::PathBuf,
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
+
+use kokoa_core::{CertificateRef, ContentHash, EdgeConfig, OriginId};
+use kokoa_nginx::{CertName, Layout, Listen, NginxInstance};
+use kokoa_wg::{
+    InterfaceConfig,
+    apply::{Implementation, WgHost},
+};
+use serde::Serialize;
+
+use crate::{
+    Error,
+    convert::{TunnelPlan, convert},
+    state::{StateDir, write_atomic},
+};
+
+/// How long one tunnel's ping may wait for its answer.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Up or down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    /// Working.
+    Up,
+    /// Not working.
+    Down,
+}
+
+/// One tunnel in a heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TunnelReport {
+    /// The origin at the other end.
+    pub origin_id: OriginId,
+    /// The interface carrying it.
+    pub interface: String,
+    /// Up when a handshake happened in the last 180 s or the origin answered a ping.
+    pub status: LinkState,
+    /// The ping's round trip in milliseconds, when it was answered.
+    pub rtt_ms: Option<f64>,
+}
+
+/// What the agent drives. Every method blocks: the agent calls them from
+/// `spawn_blocking`.
+pub trait DataPlane: Send + Sync + 'static {
+    /// Makes `config` live: WireGuard first (routes point into the tunnels), then nginx,
+    /// started when it is not running. On failure the previous configuration keeps serving.
+    fn apply(&self, config: &EdgeConfig) -> Result<(), Error>;
+
+    /// The state of every tunnel of the live configuration. Bounded: about one second per
+    /// tunnel at most.
+    fn tunnels(&self) -> Vec<TunnelReport>;
+
+    /// Whether nginx is running.
+    fn serving(&self) -> bool;
+
+    /// Replaces the body of `GET /health`.
+    fn set_health(&self, body: &[u8]) -> Result<(), Error>;
+
+    /// Stops nginx and deletes the tunnels (only on request: normally both outlive the
+    /// agent so traffic continues without it).
+    fn stop(&self) -> Result<(), Error>;
+}
+
+/// How this host runs nginx and WireGuard.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    /// nginx's prefix directory (`nginx -p DIR`).
+    pub nginx_prefix: PathBuf,
+    /// The nginx binary.
+    pub nginx_binary: PathBuf,
+    /// The user nginx's workers run as; they read the certificate keys, which are made
+    /// readable by this user's group. `None`: nginx's built-in default (keys must then be
+    /// readable by it some other way).
+    pub nginx_user: Option<String>,
+    /// The userspace WireGuard used where the kernel has none.
+    pub wireguard: Implementation,
+    /// Where nginx listens.
+    pub listen: Listen,
+}
+
+/// The real data plane: nginx over a [`Layout`] and WireGuard through [`WgHost`].
+#[derive(Debug)]
+pub struct EdgeHost {
+    nginx: NginxInstance,
+    wg: WgHost,
+    listen: Listen,
+    key_group: Option<u32>,
+    tunnels: Mutex<Vec<TunnelPlan>>,
+}
+
+impl EdgeHost {
+    /// Sets up the nginx prefix and installs the fallback certificate from `state` (made
+    /// once) as `certs/fallback.{crt,key}`.
+    pub fn new(settings: HostSettings, state: &StateDir) -> Result<Self, Error> {
+        let mut layout = Layout::new(&settings.nginx_prefix)?;
+        let mut key_group = None;
+        if let Some(user) = &settings.nginx_user {
+            layout = layout.with_worker_user(user)?;
+            key_group = Some(primary_group(user)?);
+        }
+        let host = Self {
+            nginx: NginxInstance::new(&settings.nginx_binary, layout),
+            wg: WgHost::new(settings.wireguard, state.path()),
+            listen: settings.listen,
+            key_group,
+            tunnels: Mutex::new(Vec::new()),
+        };
+        let (crt, key) = state.fallback_certificate()?;
+        host.install_certificate(&CertName::default(), crt.as_bytes(), key.as_bytes())?;
+        Ok(host)
+    }
+
+    /// The nginx instance.
+    pub fn nginx(&self) -> &NginxInstance {
+        &self.nginx
+    }
+
+    /// Writes `certs/NAME.crt` (0644) and `certs/NAME.key` (0640, group of the worker user)
+    /// unless they already hold these bytes.
+    fn install_certificate(&self, name: &CertName, crt: &[u8], key: &[u8]) -> Result<(), Error> {
+        let dir = self.nginx.layout().certs_dir();
+        fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+        let (crt_path, key_path) = self.nginx.layout().certificate_files(name);
+        for (path, bytes, mode) in [(&key_path, key, 0o640), (&crt_path, crt, 0o644)] {
+            if fs::read(path).is_ok_and(|b| b == bytes) {
+                continue;
+            }
+            write_atomic(path, bytes, mode)?;
+        }
+        if let Some(gid) = self.key_group {
+            chown(&key_path, None, Some(gid))
+                .map_err(Error::io("change the group of", &key_path))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `certs/NAME.crt` holds the certificate `cert` names and its key is there.
+    fn installed(&self, cert: &CertificateRef) -> bool {
+        let Ok(name) = CertName::parse(cert.name.as_str()) else {
+            return false;
+        };
+        let (crt, key) = self.nginx.layout().certificate_files(&name);
+        key.is_file() && fs::read(crt).is_ok_and(|b| ContentHash::of(&b) == cert.sha256)
+    }
+
+    fn live_tunnels(&self) -> Vec<TunnelPlan> {
+        self.tunnels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl DataPlane for EdgeHost {
+    fn apply(&self, config: &EdgeConfig) -> Result<(), Error> {
+        let desired = convert(config, self.listen, &|c| self.installed(c))?;
+        let interfaces: Vec<InterfaceConfig> = desired
+            .tunnels
+            .iter()
+            .map(|t| t.interface.clone())
+            .collect();
+        let wg = self.wg.apply(&interfaces)?;
+        tracing::debug!(created = ?wg.created, updated = ?wg.updated, removed = ?wg.removed, "WireGuard applied");
+        let applied = self.nginx.apply(&desired.site)?;
+        tracing::debug!(?applied, "nginx applied");
+        if !self.nginx.is_running() {
+            self.nginx.start()?;
+            tracing::info!("nginx started");
+        }
+        *self.tunnels.lock().unwrap_or_else(PoisonError::into_inner) = desired.tunnels;
+        Ok(())
+    }
+
+    fn tunnels(&self) -> Vec<TunnelReport> {
+        self.live_tunnels()
+            .into_iter()
+            .map(|t| {
+                let status = self
+                    .wg
+                    .status(&t.interface.name, t.origin_ip.into(), PING_TIMEOUT);
+                TunnelReport {
+                    origin_id: t.origin_id,
+                    interface: t.interface.name.to_string(),
+                    status: if status.up() {
+                        LinkState::Up
+                    } else {
+                        LinkState::Down
+                    },
+                    rtt_ms: status.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                }
+            })
+            .collect()
+    }
+
+    fn serving(&self) -> bool {
+        self.nginx.is_running()
+    }
+
+    fn set_health(&self, body: &[u8]) -> Result<(), Error> {
+        Ok(self.nginx.set_health_body(body)?)
+    }
+
+    fn stop(&self) -> Result<(), Error> {
+        self.nginx.stop()?;
+        let removed = self.wg.remove_managed()?;
+        tracing::info!(?removed, "nginx stopped and tunnels removed");
+        Ok(())
+    }
+}
+
+/// The primary group id of `user`, from `/etc/passwd`.
+fn primary_group(user: &str) -> Result<u32, Error> {
+    let passwd = fs::read_to_string("/etc/passwd").map_err(Error::io("read", "/etc/passwd"))?;
+    passwd
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next() == Some(user))
+                .then(|| fields.nth(2)?.parse().ok())
+                .flatten()
+        })
+        .ok_or_else(|| Error::UnknownUser(user.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_primary_groups() {
+        assert_eq!(primary_group("root").unwrap(), 0);
+        let err = primary_group("kokoa-no-such-user").unwrap_err();
+        assert!(err.to_string().contains("kokoa-no-such-user"), "{err}");
+    }
+}

@@ -1,0 +1,145 @@
+//! A minimal client of the control plane's REST API, as the lab (root namespace) uses it.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::Error;
+
+/// The control plane at `base` with an admin token.
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    /// A client of `base` (e.g. `http://10.99.0.1:8080`) authenticated by `token`.
+    pub fn new(base: String, token: String) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Api {
+                request: "client setup".into(),
+                status: 0,
+                body: e.to_string(),
+            })?;
+        Ok(Self { http, base, token })
+    }
+
+    /// The admin token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Sends `method path` with an optional JSON body and returns the answer's bytes when
+    /// its status is `expect`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        expect: StatusCode,
+    ) -> Result<Vec<u8>, Error> {
+        let request = format!("{method} {path}");
+        let fail = |status: u16, body: String| Error::Api {
+            request: request.clone(),
+            status,
+            body,
+        };
+        let mut builder = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            builder = builder.json(body);
+        }
+        let answer = builder.send().await.map_err(|e| fail(0, e.to_string()))?;
+        let status = answer.status();
+        let bytes = answer
+            .bytes()
+            .await
+            .map_err(|e| fail(status.as_u16(), e.to_string()))?;
+        if status != expect {
+            return Err(fail(
+                status.as_u16(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Like [`Api::send`], parsing the answer as JSON.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        expect: StatusCode,
+    ) -> Result<Value, Error> {
+        let bytes = self
+            .send(method.clone(), path, body.as_ref(), expect)
+            .await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::Api {
+            request: format!("{method} {path}"),
+            status: expect.as_u16(),
+            body: format!("not JSON: {e}"),
+        })
+    }
+
+    /// Whether `GET /health` answers 200.
+    pub async fn healthy(&self) -> bool {
+        self.http
+            .get(format!("{}/health", self.base))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok_and(|a| a.status().is_success())
+    }
+
+    /// Creates a route and returns its id.
+    pub async fn add_route(
+        &self,
+        hostname: &str,
+        origin_id: &str,
+        port: u16,
+    ) -> Result<String, Error> {
+        let body = serde_json::json!({
+            "hostname": hostname, "origin_id": origin_id, "target_port": port,
+        });
+        let route = self
+            .json(
+                Method::POST,
+                "/api/v1/routes",
+                Some(body),
+                StatusCode::CREATED,
+            )
+            .await?;
+        string_field(&route, "id", "POST /api/v1/routes")
+    }
+
+    /// Deletes a route.
+    pub async fn delete_route(&self, id: &str) -> Result<(), Error> {
+        let path = format!("/api/v1/routes/{id}");
+        self.send(Method::DELETE, &path, None, StatusCode::NO_CONTENT)
+            .await
+            .map(drop)
+    }
+}
+
+/// The string field `name` of an API answer.
+pub fn string_field(value: &Value, name: &str, request: &str) -> Result<String, Error> {
+    value[name]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Api {
+            request: request.to_owned(),
+            status: 0,
+            body: format!("no string field {name:?} in {value}"),
+        })
+}

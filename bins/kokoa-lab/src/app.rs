@@ -1,0 +1,111 @@
+//! The tiny HTTP app each origin runs: it tells who answered and what the edge sent.
+
+use std::net::SocketAddr;
+
+use axum::{Router, http::HeaderMap, routing::get};
+
+use crate::Error;
+
+/// The body the app answers with: `app=<name> host=<Host> xff=<X-Forwarded-For>
+/// proto=<X-Forwarded-Proto>` (a missing header shows as `-`).
+pub fn describe(name: &str, headers: &HeaderMap) -> String {
+    let header = |key: &str| {
+        headers
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    format!(
+        "app={name} host={} xff={} proto={}\n",
+        header("host"),
+        header("x-forwarded-for"),
+        header("x-forwarded-proto")
+    )
+}
+
+/// The app's routes: `/health` answers `ok`, every other path [`describe`]s the request.
+pub fn router(name: String) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .fallback(move |headers: HeaderMap| {
+            let body = describe(&name, &headers);
+            async move { body }
+        })
+}
+
+/// Serves the app called `name` on `listen` until `shutdown` completes.
+pub async fn serve(
+    name: String,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Io {
+            action: "listen on",
+            path: listen.to_string().into(),
+            source,
+        })?;
+    axum::serve(listener, router(name))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| Error::Io {
+            action: "serve on",
+            path: listen.to_string().into(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn answers_who_it_is_and_what_the_edge_sent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve("origin-a".into(), address, async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        let mut body = None;
+        for _ in 0..50 {
+            let sent = client
+                .get(format!("http://{address}/some/path"))
+                .header("host", "app.hoge.test")
+                .header("x-forwarded-for", "10.99.0.100")
+                .header("x-forwarded-proto", "https")
+                .send()
+                .await;
+            if let Ok(answer) = sent {
+                body = Some(answer.text().await.unwrap());
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            body.as_deref(),
+            Some("app=origin-a host=app.hoge.test xff=10.99.0.100 proto=https\n")
+        );
+        let health = client
+            .get(format!("http://{address}/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        assert_eq!(health.text().await.unwrap(), "ok\n");
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn missing_headers_show_as_dashes() {
+        assert_eq!(
+            describe("origin-b", &HeaderMap::new()),
+            "app=origin-b host=- xff=- proto=-\n"
+        );
+    }
+}

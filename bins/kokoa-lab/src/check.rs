@@ -1,0 +1,584 @@
+//! `kokoa-lab check`: the scenario, one asserted step at a time, each with its figure.
+
+use std::{
+    fs,
+    io::Write,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use crate::{
+    Error,
+    lab::{Lab, wait_for},
+    net::{self, Reply},
+    plan::{self, APPS, Host, Role},
+};
+
+/// Polling period while waiting for a change to reach an edge.
+const POLL: Duration = Duration::from_millis(20);
+/// How fast a change should reach every edge (SPEC §4); slower is reported, not failed.
+const CONVERGE_GOAL: Duration = Duration::from_secs(1);
+/// The longest a change may take to reach an edge.
+const CONVERGE_LIMIT: Duration = Duration::from_secs(15);
+/// After a control-plane restart an edge may be in its back-off (up to 30 s).
+const RECONNECT_LIMIT: Duration = Duration::from_secs(45);
+/// Edges allow 10 requests/s per client with a burst of 20 (SPEC §10.4); waiting this long
+/// between steps refills the burst, so a step's polling is not answered 429.
+const RATE_REFILL: Duration = Duration::from_secs(2);
+
+/// The result of a step: its figure, or why it failed.
+type Step = Result<String, String>;
+
+/// Runs every step in order, printing one line each. A failed step does not stop the
+/// others (one run shows every problem); the first failure is returned.
+pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
+    let steps: [(u8, &'static str); 6] = [
+        (1, "routing"),
+        (2, "convergence"),
+        (3, "isolation"),
+        (4, "control plane down"),
+        (5, "bad config refused"),
+        (6, "origin down"),
+    ];
+    let mut first_failure = None;
+    for (number, name) in steps {
+        tokio::time::sleep(RATE_REFILL).await;
+        let result = match number {
+            1 => routing().await,
+            2 => convergence(lab).await,
+            3 => isolation(lab).await,
+            4 => control_plane_down(lab).await,
+            5 => bad_config(lab).await,
+            _ => origin_down(lab).await,
+        };
+        match result {
+            Ok(figure) => {
+                let _ = writeln!(out, "ok  {number} {name}: {figure}");
+            }
+            Err(message) => {
+                let _ = writeln!(out, "FAIL {number} {name}: {message}");
+                first_failure.get_or_insert(Error::Step {
+                    step: number,
+                    name,
+                    message,
+                });
+            }
+        }
+    }
+    first_failure.map_or(Ok(()), Err)
+}
+
+fn edges() -> Vec<Host> {
+    plan::hosts(Role::Edge).collect()
+}
+
+async fn get(edge: Host, host: &str) -> Result<Reply, String> {
+    net::https_via(edge.address, host, "/")
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// 1. Both host names through each edge, with the client's address in X-Forwarded-For;
+///    an unknown host name gets 404.
+async fn routing() -> Step {
+    let client = plan::host("client").address;
+    let mut times = Vec::new();
+    for edge in edges() {
+        for app in APPS {
+            let reply = get(edge, app.hostname).await?;
+            let expected = format!(
+                "app={} host={} xff={client} proto=https\n",
+                app.origin, app.hostname
+            );
+            if reply.status != 200 || reply.body != expected {
+                return Err(format!(
+                    "{} via {}: expected 200 {expected:?}, got {} {:?}",
+                    app.hostname, edge.name, reply.status, reply.body
+                ));
+            }
+            times.push(reply.elapsed);
+        }
+        let unknown = get(edge, "unknown.hoge.test").await?;
+        if unknown.status != 404 {
+            return Err(format!(
+                "unknown.hoge.test via {}: expected 404, got {}",
+                edge.name, unknown.status
+            ));
+        }
+    }
+    times.sort();
+    Ok(format!(
+        "{} answers with xff={client}, unknown host 404 on both edges, median curl {} ms",
+        times.len(),
+        times[times.len() / 2].as_millis()
+    ))
+}
+
+/// Adds a route and measures, for each edge, the time from the API's 201 to the first
+/// request the route's app answers. Meanwhile the app's existing route must keep
+/// answering on every edge: applying a change must not interrupt what already works.
+async fn converge(lab: &Lab, hostname: &str, origin: &str, limit: Duration) -> Step {
+    let app = APPS
+        .iter()
+        .find(|a| a.origin == origin)
+        .ok_or("no such app")?;
+    let id = lab.origins.get(origin).ok_or("no such origin")?;
+    lab.api
+        .add_route(hostname, id, app.port)
+        .await
+        .map_err(|e| e.to_string())?;
+    let created = Instant::now();
+    let mut polls = JoinSet::new();
+    for edge in edges() {
+        let hostname = hostname.to_owned();
+        let origin = origin.to_owned();
+        polls.spawn(async move {
+            let what = format!("{hostname} on {}", edge.name);
+            wait_for(what, limit, POLL, || async {
+                let reply = get(edge, &hostname).await.ok()?;
+                reply.is_from(&origin).then(|| created.elapsed())
+            })
+            .await
+            .map(|took| (edge.name, took))
+        });
+    }
+    // While the edges and the origin apply the change.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut interrupted = Vec::new();
+    for edge in edges() {
+        let reply = get(edge, app.hostname).await?;
+        if !reply.is_from(origin) {
+            interrupted.push(format!(
+                "{} via {} answered {} after {} (curl gives up after 5 s)",
+                app.hostname,
+                edge.name,
+                reply.status,
+                secs(reply.elapsed)
+            ));
+        }
+    }
+    let mut figures = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for joined in polls.join_all().await {
+        let (name, took) = joined.map_err(|e| e.to_string())?;
+        slowest = slowest.max(took);
+        figures.push(format!("{name} {}", secs(took)));
+    }
+    figures.sort();
+    if slowest > CONVERGE_GOAL {
+        figures.push(format!("(goal {} missed)", secs(CONVERGE_GOAL)));
+    }
+    if !interrupted.is_empty() {
+        return Err(format!(
+            "the existing route stopped answering while the change was applied: {}; \
+             the new route arrived after {}",
+            interrupted.join(", "),
+            figures.join(", ")
+        ));
+    }
+    Ok(figures.join(", "))
+}
+
+/// 2. A new route is served by both edges; the time from 201 to the first answer.
+async fn convergence(lab: &Lab) -> Step {
+    converge(lab, "new.hoge.test", "origin-a", CONVERGE_LIMIT).await
+}
+
+/// The tunnel addresses of origin `origin` and of the edges in its subnet.
+async fn tunnel_addresses(lab: &Lab, origin: &str) -> Result<(Ipv4Addr, Vec<Ipv4Addr>), String> {
+    let id = lab.origins.get(origin).ok_or("no such origin")?;
+    let api = |path: String| async move {
+        lab.api
+            .json(Method::GET, &path, None, StatusCode::OK)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let view = api(format!("/api/v1/origins/{id}")).await?;
+    let origin_ip = parse_ip(&view["wireguard_ip"])?;
+    let edges = api("/api/v1/edge-nodes".into()).await?;
+    let mut edge_ips = Vec::new();
+    for edge in edges["edge_nodes"].as_array().into_iter().flatten() {
+        for tunnel in edge["tunnels"].as_array().into_iter().flatten() {
+            if tunnel["origin_id"].as_str() == Some(id) {
+                edge_ips.push(parse_ip(&tunnel["wireguard_ip"])?);
+            }
+        }
+    }
+    if edge_ips.len() != 2 {
+        return Err(format!(
+            "expected 2 edge tunnels to {origin}, the API lists {edge_ips:?}"
+        ));
+    }
+    Ok((origin_ip, edge_ips))
+}
+
+fn parse_ip(value: &Value) -> Result<Ipv4Addr, String> {
+    value
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{value} is not an IPv4 address"))
+}
+
+/// A packet an isolated host must not get through: ping, or TCP to a port.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    Ping(Ipv4Addr),
+    Tcp(Ipv4Addr, u16),
+}
+
+/// Runs every probe from `ns` at once; the ones that got an answer.
+async fn reachable(ns: &str, probes: &[Probe]) -> Vec<String> {
+    let mut set = JoinSet::new();
+    for &probe in probes {
+        let ns = ns.to_owned();
+        set.spawn(async move {
+            let through = match probe {
+                Probe::Ping(ip) => net::ping(&ns, ip).await.is_some(),
+                Probe::Tcp(ip, port) => net::tcp_connects(&ns, ip, port).await,
+            };
+            through.then(|| format!("{ns} -> {probe:?}"))
+        });
+    }
+    set.join_all().await.into_iter().flatten().collect()
+}
+
+/// 3. Nothing in origin-a's subnet answers origin-b; from the client no origin app and no
+///    tunnel address answers except through an edge. Then origin-b and the client play
+///    attackers that route the tunnel networks into origin-b's tunnel or at edge1's public
+///    address: origin-a must stay out of reach (the edge forwards nothing between
+///    interfaces). An edge answering for its own tunnel address then is reported, not
+///    failed: it is the same nginx as on its public address.
+async fn isolation(lab: &Lab) -> Step {
+    let (a_ip, a_edges) = tunnel_addresses(lab, "origin-a").await?;
+    let (b_ip, _) = tunnel_addresses(lab, "origin-b").await?;
+    // The probes could fail for a dull reason (a wrong address, ping missing): the edge
+    // itself must reach origin-a over the tunnel.
+    let edge1 = plan::host("edge1");
+    let control_rtt = net::ping(&edge1.netns(), a_ip)
+        .await
+        .ok_or_else(|| format!("control probe failed: edge1 cannot ping origin-a's {a_ip}"))?;
+
+    let origin_a = [Probe::Ping(a_ip), Probe::Tcp(a_ip, 8080)];
+    let mut edges_in_a: Vec<Probe> = a_edges.iter().map(|&ip| Probe::Ping(ip)).collect();
+    edges_in_a.extend(
+        a_edges
+            .iter()
+            .flat_map(|&ip| [Probe::Tcp(ip, 80), Probe::Tcp(ip, 443)]),
+    );
+    let mut client_probes = vec![
+        Probe::Ping(a_ip),
+        Probe::Tcp(a_ip, 8080),
+        Probe::Ping(b_ip),
+        Probe::Tcp(b_ip, 8000),
+    ];
+    for app in APPS {
+        client_probes.push(Probe::Tcp(plan::host(app.origin).address, app.port));
+    }
+
+    let b = plan::host("origin-b").netns();
+    let client = plan::host("client").netns();
+    let mut leaks = reachable(&b, &[&origin_a[..], &edges_in_a].concat()).await;
+    leaks.extend(reachable(&client, &client_probes).await);
+    let plain = origin_a.len() + edges_in_a.len() + client_probes.len();
+
+    let (pool, len) = plan::SUBNET_POOL;
+    let a_net = format!("{}/24", Ipv4Addr::from(u32::from(a_ip) & !0xff));
+    let pool_net = format!("{pool}/{len}");
+    let b_iface = net::interface_in(&b, pool, len)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("origin-b has no interface with an address in {pool_net}"))?;
+    let via = edge1.address.to_string();
+    let mut noted = Vec::new();
+    for (ns, network, route) in [
+        (&b, &a_net, ["dev", b_iface.as_str()]),
+        (&b, &a_net, ["via", via.as_str()]),
+        (&client, &pool_net, ["via", via.as_str()]),
+    ] {
+        net::add_route(ns, network, &route)
+            .await
+            .map_err(|e| e.to_string())?;
+        let must_fail = if ns == &client {
+            &client_probes[..]
+        } else {
+            &origin_a[..]
+        };
+        leaks.extend(reachable(ns, must_fail).await);
+        for seen in reachable(ns, &edges_in_a).await {
+            noted.push(format!("{seen} ({} {})", route[0], route[1]));
+        }
+        let _ = net::ip(&["-n", ns, "route", "del", network]).await;
+    }
+    if !leaks.is_empty() {
+        return Err(format!("reachable but must not be: {}", leaks.join(", ")));
+    }
+    let mut figure = format!(
+        "{plain} direct probes and {} attacker-routed probes all failed; control ping \
+         edge1 -> origin-a {:.2} ms",
+        origin_a.len() * 2 + client_probes.len(),
+        control_rtt.as_secs_f64() * 1000.0
+    );
+    if !noted.is_empty() {
+        figure.push_str(&format!(
+            "; note: with attacker routes an edge answers on its own tunnel address: {}",
+            noted.join(", ")
+        ));
+    }
+    Ok(figure)
+}
+
+/// 4. With the control plane stopped, 200 requests over both edges all succeed; after a
+///    restart on the same data directory, a change converges again.
+async fn control_plane_down(lab: &mut Lab) -> Step {
+    lab.supervisor
+        .stop(&mut lab.ledger, "control")
+        .await
+        .map_err(|e| e.to_string())?;
+    if lab.api.healthy().await {
+        return Err("the control plane still answers after being stopped".into());
+    }
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for edge in edges() {
+        set.spawn(async move {
+            let mut failures = Vec::new();
+            for i in 0..100 {
+                let app = APPS[i % APPS.len()];
+                match get(edge, app.hostname).await {
+                    Ok(r) if r.is_from(app.origin) => {}
+                    Ok(r) => {
+                        failures.push(format!("{} via {}: {}", app.hostname, edge.name, r.status))
+                    }
+                    Err(e) => failures.push(e),
+                }
+                // Stay under the edge's 10 requests/s per client.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            failures
+        });
+    }
+    let failures: Vec<String> = set.join_all().await.into_iter().flatten().collect();
+    let served_for = started.elapsed();
+    if !failures.is_empty() {
+        return Err(format!(
+            "{} of 200 requests failed while the control plane was down: {}",
+            failures.len(),
+            failures
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    lab.supervisor
+        .restart(&mut lab.ledger, "control")
+        .map_err(|e| e.to_string())?;
+    let restarted = Instant::now();
+    lab.wait_control().await.map_err(|e| e.to_string())?;
+    let up_in = restarted.elapsed();
+    let converged = converge(lab, "after.fuga.test", "origin-b", RECONNECT_LIMIT).await?;
+    Ok(format!(
+        "200/200 answered in {} while down; restarted in {}; new route after restart: {converged}",
+        secs(served_for),
+        secs(up_in)
+    ))
+}
+
+/// The number of lines of `log` that contain `needle`.
+fn count_lines(log: &Path, needle: &str) -> usize {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Undoes the sabotage of an edge's nginx log file even when the step fails.
+struct Sabotage {
+    log: PathBuf,
+    saved: PathBuf,
+}
+
+impl Sabotage {
+    /// Replaces nginx's `access.log` by a directory: `nginx -t` must open every log file,
+    /// so it rejects any new configuration, while the running nginx keeps its open file
+    /// and serves on.
+    fn new(nginx_prefix: &Path) -> Result<Self, String> {
+        let log = nginx_prefix.join("logs/access.log");
+        let saved = nginx_prefix.join("logs/access.log.lab-saved");
+        fs::rename(&log, &saved).map_err(|e| format!("cannot move {}: {e}", log.display()))?;
+        fs::create_dir(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        Ok(Self { log, saved })
+    }
+}
+
+impl Drop for Sabotage {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.log);
+        let _ = fs::rename(&self.saved, &self.log);
+    }
+}
+
+const REFUSED: &str = "configuration refused";
+const APPLIED: &str = "configuration applied";
+
+/// 5. A configuration edge1's nginx rejects is refused; the previous one keeps serving;
+///    edge2 takes it; once edge1 can apply again, the next change reaches it.
+async fn bad_config(lab: &mut Lab) -> Step {
+    let log = lab.supervisor.log_path("edge1");
+    let edge1 = plan::host("edge1");
+    let edge2 = plan::host("edge2");
+    let refused_before = count_lines(&log, REFUSED);
+    let sabotage = Sabotage::new(&lab.dir.join("edge1/nginx"))?;
+    let origin_a = lab.origins.get("origin-a").cloned().unwrap_or_default();
+    let bad = lab
+        .api
+        .add_route("bad.hoge.test", &origin_a, 8080)
+        .await
+        .map_err(|e| e.to_string())?;
+    let created = Instant::now();
+    let refused_in = wait_for(
+        format!("edge1 to log \"{REFUSED}\" in {}", log.display()),
+        CONVERGE_LIMIT,
+        POLL,
+        || async { (count_lines(&log, REFUSED) > refused_before).then(|| created.elapsed()) },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    // nginx's own complaint, which ends the agent's log line.
+    let reason = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .rfind(|l| l.contains(REFUSED))
+        .and_then(|l| l.rsplit_once("[emerg]"))
+        .map_or_else(String::new, |(_, why)| why.trim().to_owned());
+    // Bounded wait rather than one request: step 2 already fails when a change interrupts
+    // a route; here the question is whether edge1 serves its previous configuration.
+    let mut old_routes = Vec::new();
+    for app in APPS {
+        let asked = Instant::now();
+        wait_for(
+            format!("{} to answer on edge1 after the refusal", app.hostname),
+            RECONNECT_LIMIT,
+            Duration::from_millis(200),
+            || async {
+                get(edge1, app.hostname)
+                    .await
+                    .ok()?
+                    .is_from(app.origin)
+                    .then_some(())
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        old_routes.push(format!("{} {}", app.hostname, secs(asked.elapsed())));
+    }
+    let on_edge1 = get(edge1, "bad.hoge.test").await?;
+    if on_edge1.status != 404 {
+        return Err(format!(
+            "edge1 serves the refused configuration: bad.hoge.test answered {}",
+            on_edge1.status
+        ));
+    }
+    let on_edge2 = wait_for("bad.hoge.test on edge2", CONVERGE_LIMIT, POLL, || async {
+        get(edge2, "bad.hoge.test")
+            .await
+            .ok()?
+            .is_from("origin-a")
+            .then_some(())
+    })
+    .await;
+    on_edge2.map_err(|e| e.to_string())?;
+
+    drop(sabotage);
+    let applied_before = count_lines(&log, APPLIED);
+    lab.api
+        .delete_route(&bad)
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_for(
+        "edge1 to apply the next configuration",
+        CONVERGE_LIMIT,
+        POLL,
+        || async { (count_lines(&log, APPLIED) > applied_before).then_some(()) },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "edge1 refused it after {} and kept serving (old routes 200: {}; new one 404), \
+         edge2 served it, edge1 applied the next change; nginx said: {reason}",
+        secs(refused_in),
+        old_routes.join(", ")
+    ))
+}
+
+/// 6. With origin-a's app stopped its routes answer Kokoa's 503 page while origin-b's
+///    answer 200; with the app back, 200 again.
+async fn origin_down(lab: &mut Lab) -> Step {
+    let app_a = APPS[0];
+    let app_b = APPS[1];
+    let child = Lab::app_child(app_a.origin);
+    lab.supervisor
+        .stop(&mut lab.ledger, &child)
+        .await
+        .map_err(|e| e.to_string())?;
+    let stopped = Instant::now();
+    let mut to_503 = Vec::new();
+    for edge in edges() {
+        let took = wait_for(
+            format!("{} to answer 503 on {}", app_a.hostname, edge.name),
+            CONVERGE_LIMIT,
+            POLL,
+            || async {
+                let r = get(edge, app_a.hostname).await.ok()?;
+                (r.status == 503 && r.body.contains("Kokoa Proxy")).then(|| stopped.elapsed())
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        to_503.push(format!("{} {}", edge.name, secs(took)));
+        let other = get(edge, app_b.hostname).await?;
+        if !other.is_from(app_b.origin) {
+            return Err(format!(
+                "{} via {} while origin-a's app is down: {} {:?}",
+                app_b.hostname, edge.name, other.status, other.body
+            ));
+        }
+    }
+    lab.supervisor
+        .restart(&mut lab.ledger, &child)
+        .map_err(|e| e.to_string())?;
+    let restarted = Instant::now();
+    for edge in edges() {
+        wait_for(
+            format!("{} to answer 200 again on {}", app_a.hostname, edge.name),
+            CONVERGE_LIMIT,
+            POLL,
+            || async {
+                get(edge, app_a.hostname)
+                    .await
+                    .ok()?
+                    .is_from(app_a.origin)
+                    .then_some(())
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(format!(
+        "503 with the Kokoa page after {}, {} still 200, back to 200 {} after the restart",
+        to_503.join(", "),
+        app_b.hostname,
+        secs(restarted.elapsed())
+    ))
+}

@@ -1,0 +1,470 @@
+//! [`Lab`]: the running small Internet with the control plane, edges, origins and apps.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Read as _,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{
+    Error,
+    api::{Api, string_field},
+    net,
+    plan::{self, APPS, CONTROL_ADDRESS, CONTROL_PORT, Role},
+    state::{Ledger, STATE_FILE},
+    supervisor::{Spec, Supervisor},
+};
+
+/// Where the other programs are: next to this one (`target/debug`, `target/release`) or a
+/// directory given with `--bin-dir`.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    dir: PathBuf,
+    lab: PathBuf,
+}
+
+impl Bins {
+    /// Programs in `dir`, or next to the running executable.
+    pub fn locate(dir: Option<PathBuf>) -> Result<Self, Error> {
+        let lab = std::env::current_exe().map_err(Error::io("locate", "this executable"))?;
+        let dir = match dir {
+            Some(dir) => dir,
+            None => lab.parent().map(Path::to_owned).unwrap_or_default(),
+        };
+        let bins = Self { dir, lab };
+        for name in ["kokoa-control", "kokoa-edge", "kokoa-origin"] {
+            bins.path(name)?;
+        }
+        Ok(bins)
+    }
+
+    /// The full path of program `name`, which must exist.
+    pub fn path(&self, name: &str) -> Result<String, Error> {
+        let path = self.dir.join(name);
+        if path.is_file() {
+            Ok(path.display().to_string())
+        } else {
+            Err(Error::MissingBinary {
+                name: name.to_owned(),
+                path,
+            })
+        }
+    }
+}
+
+/// Polls `probe` every `every` until it returns `Some`, for at most `limit`; the timeout
+/// error names `what`.
+pub async fn wait_for<T, F, Fut>(
+    what: impl Into<String>,
+    limit: Duration,
+    every: Duration,
+    mut probe: F,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if started.elapsed() >= limit {
+            return Err(Error::Timeout {
+                what: what.into(),
+                after: started.elapsed(),
+            });
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The running lab. Dropping it stops every process and removes every namespace, link and
+/// directory it made (see [`Ledger`]).
+#[derive(Debug)]
+pub struct Lab {
+    /// The lab's children (control plane, edges, origins, apps).
+    pub supervisor: Supervisor,
+    /// What the lab made; cleans up when dropped (declared after the supervisor, so it is
+    /// dropped after it).
+    pub ledger: Ledger,
+    /// The temporary directory holding every host's files and the logs.
+    pub dir: PathBuf,
+    /// The control plane's API with the admin token.
+    pub api: Api,
+    /// Origin ids by origin host name.
+    pub origins: BTreeMap<&'static str, String>,
+    bins: Bins,
+}
+
+/// How long the whole scenario may take to serve its first request through every edge.
+const READY_LIMIT: Duration = Duration::from_secs(90);
+
+impl Lab {
+    /// Builds the lab and waits until both host names answer through both edges.
+    pub async fn up(bins: Bins) -> Result<Self, Error> {
+        let mut ledger = Ledger::create(STATE_FILE)?;
+        let dir = tempfile::Builder::new()
+            .prefix("kokoa-lab.")
+            .tempdir()
+            .map_err(Error::io("create", "a temporary directory"))?
+            .keep();
+        ledger.record(|s| s.dirs.push(dir.clone()))?;
+        // nginx's workers (www-data) read certificates and the health file under it.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+            .map_err(Error::io("set permissions of", &dir))?;
+        let supervisor = Supervisor::new(dir.join("logs"))?;
+        net::build(&mut ledger).await?;
+
+        let control = dir.join("control");
+        let init = net::run(&Spec::root(vec![
+            bins.path("kokoa-control")?,
+            "init".into(),
+            "--data-dir".into(),
+            control.display().to_string(),
+            "--json".into(),
+        ]))
+        .await?;
+        let token: Value = serde_json::from_str(&init).map_err(|e| Error::Command {
+            command: "kokoa-control init --json".into(),
+            message: format!("printed no JSON ({e})"),
+        })?;
+        let token = string_field(&token, "admin_token", "kokoa-control init --json")?;
+        let api = Api::new(control_url(), token)?;
+        let mut lab = Self {
+            supervisor,
+            ledger,
+            dir,
+            api,
+            origins: BTreeMap::new(),
+            bins,
+        };
+        if let Err(e) = lab.start_all().await {
+            eprint!("{}", lab.supervisor.log_tails(25));
+            return Err(e);
+        }
+        Ok(lab)
+    }
+
+    async fn start_all(&mut self) -> Result<(), Error> {
+        self.start_control().await?;
+        self.create_origins_and_routes().await?;
+        for edge in plan::hosts(Role::Edge) {
+            self.start_edge(edge.name, edge.address.to_string()).await?;
+        }
+        for app in APPS {
+            self.start_app(app.origin)?;
+            self.start_origin(app.origin).await?;
+        }
+        self.wait_serving().await
+    }
+
+    /// Starts the control plane (root namespace, on [`CONTROL_ADDRESS`]) and waits for it.
+    pub async fn start_control(&mut self) -> Result<(), Error> {
+        let (pool, len) = plan::SUBNET_POOL;
+        let argv = vec![
+            self.bins.path("kokoa-control")?,
+            "serve".into(),
+            "--data-dir".into(),
+            self.dir.join("control").display().to_string(),
+            "--listen".into(),
+            format!("{CONTROL_ADDRESS}:{CONTROL_PORT}"),
+            "--public-url".into(),
+            control_url(),
+            "--subnet-pool".into(),
+            format!("{pool}/{len}"),
+        ];
+        self.supervisor
+            .start(&mut self.ledger, "control", Spec::root(argv))?;
+        self.wait_control().await
+    }
+
+    /// Waits until the control plane answers `/health`.
+    pub async fn wait_control(&self) -> Result<(), Error> {
+        let api = &self.api;
+        wait_for(
+            format!("kokoa-control to answer on {}/health", control_url()),
+            Duration::from_secs(15),
+            Duration::from_millis(50),
+            || async { api.healthy().await.then_some(()) },
+        )
+        .await
+    }
+
+    async fn create_origins_and_routes(&mut self) -> Result<(), Error> {
+        for app in APPS {
+            let body = json!({
+                "name": app.origin,
+                "services": [{
+                    "name": "web", "port": app.port, "protocol": "http",
+                    "health_check_path": "/health",
+                }],
+            });
+            let origin = self
+                .api
+                .json(
+                    Method::POST,
+                    "/api/v1/origins",
+                    Some(body),
+                    StatusCode::CREATED,
+                )
+                .await?;
+            let id = string_field(&origin, "id", "POST /api/v1/origins")?;
+            self.api.add_route(app.hostname, &id, app.port).await?;
+            self.origins.insert(app.origin, id);
+        }
+        Ok(())
+    }
+
+    /// Registers edge `name` as a manual edge, enrolls it and starts its agent.
+    async fn start_edge(&mut self, name: &str, public_ip: String) -> Result<(), Error> {
+        let body = json!({
+            "provider": "manual", "region": "lab", "name": name, "public_ip": public_ip,
+        });
+        let edge = self
+            .api
+            .json(
+                Method::POST,
+                "/api/v1/edge-nodes",
+                Some(body),
+                StatusCode::ACCEPTED,
+            )
+            .await?;
+        let token = string_field(&edge, "enrollment_token", "POST /api/v1/edge-nodes")?;
+        let ns = plan::host(name).netns();
+        let home = self.dir.join(name);
+        let state_dir = home.join("state").display().to_string();
+        let program = self.bins.path("kokoa-edge")?;
+        let mut enroll = Spec::netns(
+            &ns,
+            vec![
+                program.clone(),
+                "enroll".into(),
+                "--control-plane".into(),
+                control_url(),
+                "--state-dir".into(),
+                state_dir.clone(),
+            ],
+        );
+        // From the environment, so the token does not show in `ps`.
+        enroll.env.push(("KOKOA_ENROLL_TOKEN".into(), token));
+        net::run(&enroll).await?;
+        let run = vec![
+            program,
+            "run".into(),
+            "--state-dir".into(),
+            state_dir,
+            "--nginx-prefix".into(),
+            home.join("nginx").display().to_string(),
+            "--stop-on-exit".into(),
+        ];
+        self.supervisor
+            .start(&mut self.ledger, name, Spec::netns_own_wireguard(&ns, run))
+    }
+
+    /// The name of the app child of `origin`.
+    pub fn app_child(origin: &str) -> String {
+        format!("app-{origin}")
+    }
+
+    /// Starts the app of origin host `origin` on 127.0.0.1 in its namespace.
+    pub fn start_app(&mut self, origin: &str) -> Result<(), Error> {
+        let app = APPS
+            .iter()
+            .find(|a| a.origin == origin)
+            .ok_or_else(|| Error::Command {
+                command: format!("start app on {origin}"),
+                message: "no app planned there".into(),
+            })?;
+        let argv = vec![
+            self.bins.lab.display().to_string(),
+            "app".into(),
+            "--name".into(),
+            origin.to_owned(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", app.port),
+        ];
+        let spec = Spec::netns(&plan::host(origin).netns(), argv);
+        self.supervisor
+            .start(&mut self.ledger, &Self::app_child(origin), spec)
+    }
+
+    /// Downloads origin `origin`'s bundle, enrolls its agent with the bundle's
+    /// `credentials.json` and starts the agent.
+    async fn start_origin(&mut self, origin: &str) -> Result<(), Error> {
+        let id = self.origins.get(origin).cloned().unwrap_or_default();
+        let path = format!("/api/v1/origins/{id}/config");
+        let bundle = self
+            .api
+            .send(Method::GET, &path, None, StatusCode::OK)
+            .await?;
+        let home = self.dir.join(origin);
+        fs::create_dir_all(&home).map_err(Error::io("create", &home))?;
+        let credentials = home.join("credentials.json");
+        let text = bundle_file(&bundle, "credentials.json").map_err(|message| Error::Api {
+            request: format!("GET {path}"),
+            status: 200,
+            body: message,
+        })?;
+        fs::write(&credentials, text).map_err(Error::io("write", &credentials))?;
+        fs::set_permissions(&credentials, fs::Permissions::from_mode(0o600))
+            .map_err(Error::io("set permissions of", &credentials))?;
+
+        let ns = plan::host(origin).netns();
+        let program = self.bins.path("kokoa-origin")?;
+        let state_dir = home.join("state").display().to_string();
+        net::run(&Spec::netns(
+            &ns,
+            vec![
+                program.clone(),
+                "enroll".into(),
+                "--bundle".into(),
+                credentials.display().to_string(),
+                "--state-dir".into(),
+                state_dir.clone(),
+            ],
+        ))
+        .await?;
+        let run = vec![
+            program,
+            "run".into(),
+            "--state-dir".into(),
+            state_dir,
+            "--stop-on-exit".into(),
+        ];
+        self.supervisor.start(
+            &mut self.ledger,
+            origin,
+            Spec::netns_own_wireguard(&ns, run),
+        )
+    }
+
+    /// Waits until every app answers through every edge.
+    pub async fn wait_serving(&mut self) -> Result<(), Error> {
+        let started = Instant::now();
+        for edge in plan::hosts(Role::Edge) {
+            for app in APPS {
+                let last = loop {
+                    let reply = net::https_via(edge.address, app.hostname, "/").await?;
+                    if reply.is_from(app.origin) {
+                        break None;
+                    }
+                    if started.elapsed() > READY_LIMIT {
+                        break Some(reply);
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                };
+                if let Some(reply) = last {
+                    return Err(Error::Timeout {
+                        what: format!(
+                            "{} to answer through {} (last answer: {} {:?}; exited: {:?})",
+                            app.hostname,
+                            edge.name,
+                            reply.status,
+                            reply.body,
+                            self.supervisor.exited()
+                        ),
+                        after: started.elapsed(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The curl commands a person can paste to try the lab.
+    pub fn hints(&self) -> Vec<String> {
+        plan::hosts(Role::Edge)
+            .flat_map(|edge| APPS.map(|app| net::curl_hint(edge.address, app.hostname)))
+            .collect()
+    }
+}
+
+/// The control plane's URL as every host sees it.
+pub fn control_url() -> String {
+    format!("http://{CONTROL_ADDRESS}:{CONTROL_PORT}")
+}
+
+/// The text of file `name` (at any depth) in a gzipped tar bundle.
+pub fn bundle_file(bundle: &[u8], name: &str) -> Result<String, String> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bundle));
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("not a tar.gz: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("damaged tar.gz: {e}"))?;
+        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+        if path.file_name().is_some_and(|f| f == name) {
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            return Ok(text);
+        }
+    }
+    Err(format!("the bundle holds no {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targz(files: &[(&str, &str)]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(gz);
+        for (path, text) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(text.len() as u64);
+            header.set_mode(0o600);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, path, text.as_bytes())
+                .unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn bundle_file_finds_credentials_at_any_depth() {
+        let bundle = targz(&[
+            ("origin-config/wireguard/wg0.conf", "[Interface]\n"),
+            ("origin-config/credentials.json", "{\"origin_id\":\"o1\"}"),
+        ]);
+        assert_eq!(
+            bundle_file(&bundle, "credentials.json").unwrap(),
+            "{\"origin_id\":\"o1\"}"
+        );
+        let missing = bundle_file(&bundle, "install.sh").unwrap_err();
+        assert!(missing.contains("install.sh"), "{missing}");
+        assert!(bundle_file(b"not gzip", "x").is_err());
+    }
+
+    #[tokio::test]
+    async fn wait_for_is_bounded_and_names_what_it_waited_for() {
+        let e = wait_for(
+            "the moon",
+            Duration::from_millis(50),
+            Duration::from_millis(10),
+            || async { None::<()> },
+        )
+        .await
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("the moon"), "{text}");
+        let mut calls = 0;
+        let got = wait_for("a value", Duration::from_secs(1), Duration::ZERO, || {
+            calls += 1;
+            let n = calls;
+            async move { (n == 3).then_some(n) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, 3);
+    }
+}

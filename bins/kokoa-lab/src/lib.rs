@@ -1,0 +1,32 @@
+//! `kokoa-lab`: a small Internet of network namespaces on one Linux machine, running the
+//! whole of Kokoa Proxy — control plane, two edges with nginx, two origins behind
+//! WireGuard, a client — so a person can try it (`kokoa-lab up`) and CI can check it
+//! end to end (`kokoa-lab check`).
+//!
+//! The pieces: [`plan`] (who lives at which address), [`net`] (namespaces, bridge, probes),
+//! [`supervisor`] (the child processes), [`state`] (the state file and the guard that
+//! removes everything), [`lab::Lab`] (the running scenario), [`check`] (its steps) and
+//! [`app`] (the tiny HTTP app each origin serves).
+//!
+//! ```
+//! use kokoa_lab::plan::{self, Role};
+//!
+//! let edge1 = plan::host("edge1");
+//! assert_eq!(edge1.netns(), "kl-edge1");
+//! assert_eq!(edge1.role, Role::Edge);
+//! assert!(plan::contains(plan::NETWORK, plan::NETWORK_LEN, edge1.address));
+//! assert_eq!(plan::namespaces()[0], plan::HUB);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod api;
+pub mod app;
+pub mod check;
+mod error;
+pub mod lab;
+pub mod net;
+pub mod plan;
+pub mod state;
+pub mod supervisor;
+
+pub use error::Error;

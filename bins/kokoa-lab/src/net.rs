@@ -1,0 +1,209 @@
+//! The lab's network: namespaces joined by a bridge, and the probes that look at it from
+//! inside a namespace (curl, ping).
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    Error,
+    plan::{self, BRIDGE, CONTROL_ADDRESS, HUB, NETWORK_LEN, ROOT_LINK},
+    state::Ledger,
+    supervisor::Spec,
+};
+
+/// Runs `spec` to completion; its standard output on success, else an error with its
+/// standard error.
+pub async fn run(spec: &Spec) -> Result<String, Error> {
+    let command_line = || spec.command_line().join(" ");
+    let out = spec.command().output().await.map_err(|e| Error::Command {
+        command: command_line(),
+        message: e.to_string(),
+    })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(Error::Command {
+            command: command_line(),
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// Runs `ip ARGS` in the root namespace.
+pub async fn ip(args: &[&str]) -> Result<String, Error> {
+    run(&Spec::root(
+        std::iter::once("ip")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect(),
+    ))
+    .await
+}
+
+/// Builds the small Internet: the hub namespace with a bridge, one namespace per host with
+/// a veth to the bridge and its address, and a veth from the root namespace carrying the
+/// control plane's address. Each namespace and link is recorded before it is made.
+pub async fn build(ledger: &mut Ledger) -> Result<(), Error> {
+    ledger.record(|s| s.namespaces.push(HUB.to_owned()))?;
+    ip(&["netns", "add", HUB]).await?;
+    ip(&["-n", HUB, "link", "add", BRIDGE, "type", "bridge"]).await?;
+    ip(&["-n", HUB, "link", "set", BRIDGE, "up"]).await?;
+    ip(&["-n", HUB, "link", "set", "lo", "up"]).await?;
+
+    ledger.record(|s| s.links.push(ROOT_LINK.to_owned()))?;
+    ip(&[
+        "link", "add", ROOT_LINK, "type", "veth", "peer", "name", "p-root", "netns", HUB,
+    ])
+    .await?;
+    attach(HUB, "p-root").await?;
+    let control = format!("{CONTROL_ADDRESS}/{NETWORK_LEN}");
+    ip(&["addr", "add", &control, "dev", ROOT_LINK]).await?;
+    ip(&["link", "set", ROOT_LINK, "up"]).await?;
+
+    for host in plan::HOSTS {
+        let ns = host.netns();
+        let port = host.hub_port();
+        ledger.record(|s| s.namespaces.push(ns.clone()))?;
+        ip(&["netns", "add", &ns]).await?;
+        // Created directly in the two namespaces, so no name is ever taken in the root one.
+        ip(&[
+            "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns",
+            HUB,
+        ])
+        .await?;
+        attach(HUB, &port).await?;
+        let address = format!("{}/{NETWORK_LEN}", host.address);
+        ip(&["-n", &ns, "addr", "add", &address, "dev", "eth0"]).await?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]).await?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"]).await?;
+    }
+    Ok(())
+}
+
+async fn attach(ns: &str, port: &str) -> Result<(), Error> {
+    ip(&["-n", ns, "link", "set", port, "master", BRIDGE]).await?;
+    ip(&["-n", ns, "link", "set", port, "up"]).await?;
+    Ok(())
+}
+
+/// One HTTP answer seen by curl.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The status code (0: no answer).
+    pub status: u16,
+    /// The body.
+    pub body: String,
+    /// How long the request took, curl's start included.
+    pub elapsed: Duration,
+}
+
+impl Reply {
+    /// Whether this is a 200 from the app on `origin` (its body starts `app=<origin> `).
+    pub fn is_from(&self, origin: &str) -> bool {
+        self.status == 200 && self.body.starts_with(&format!("app={origin} "))
+    }
+}
+
+/// `GET https://HOST/PATH` from the client namespace, sent to `edge` (as if DNS said so),
+/// bounded by curl's `--max-time 5`. A connection failure is status 0, not an error.
+pub async fn https_via(edge: Ipv4Addr, host: &str, path: &str) -> Result<Reply, Error> {
+    let client = plan::host("client").netns();
+    let argv = [
+        "curl",
+        "-sk",
+        "--max-time",
+        "5",
+        "--resolve",
+        &format!("{host}:443:{edge}"),
+        "-w",
+        "\n%{http_code}",
+        &format!("https://{host}{path}"),
+    ];
+    let spec = Spec::netns(&client, argv.map(String::from).to_vec());
+    let started = Instant::now();
+    let out = spec.command().output().await.map_err(|e| Error::Command {
+        command: spec.command_line().join(" "),
+        message: e.to_string(),
+    })?;
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    Ok(Reply {
+        status: code.trim().parse().unwrap_or(0),
+        body: body.to_owned(),
+        elapsed,
+    })
+}
+
+/// The curl command a person can paste to try `host` through `edge`.
+pub fn curl_hint(edge: Ipv4Addr, host: &str) -> String {
+    format!(
+        "ip netns exec {} curl -k --resolve {host}:443:{edge} https://{host}/",
+        plan::host("client").netns()
+    )
+}
+
+/// Whether `ping -c1 -W1 target` from `ns` gets an answer; the round trip when it does.
+pub async fn ping(ns: &str, target: Ipv4Addr) -> Option<Duration> {
+    let argv = ["ping", "-n", "-c1", "-W1", &target.to_string()];
+    let out = run(&Spec::netns(ns, argv.map(String::from).to_vec()))
+        .await
+        .ok()?;
+    // "time=0.712 ms"
+    let ms: f64 = out
+        .split("time=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs_f64(ms / 1000.0))
+}
+
+/// Whether a TCP connection from `ns` to `target:port` is accepted (1 s to connect).
+pub async fn tcp_connects(ns: &str, target: Ipv4Addr, port: u16) -> bool {
+    // curl's exit code 7 is "could not connect" and 28 a timeout; any other ending (an
+    // HTTP answer, or a peer that accepted and then spoke no HTTP) means it got through.
+    let argv = [
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "--connect-timeout",
+        "1",
+        "--max-time",
+        "2",
+        &format!("http://{target}:{port}/"),
+    ];
+    let spec = Spec::netns(ns, argv.map(String::from).to_vec());
+    match spec.command().output().await {
+        Ok(out) => !matches!(out.status.code(), Some(7 | 28)),
+        Err(_) => false,
+    }
+}
+
+/// Adds a route in `ns` (used to play an attacker who sends packets for the tunnel
+/// networks straight at an edge).
+pub async fn add_route(ns: &str, network: &str, via: &[&str]) -> Result<(), Error> {
+    let mut args = vec!["-n", ns, "route", "replace", network];
+    args.extend_from_slice(via);
+    ip(&args).await.map(drop)
+}
+
+/// The interface holding an address in `network/len` inside `ns` (an origin's tunnel).
+pub async fn interface_in(ns: &str, network: Ipv4Addr, len: u8) -> Result<Option<String>, Error> {
+    let out = ip(&["-n", ns, "-o", "-4", "addr", "show"]).await?;
+    // "5: wg0    inet 10.0.2.1/24 scope global wg0\..."
+    Ok(out.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let iface = words.nth(1)?;
+        let address: Ipv4Addr = words.nth(1)?.split('/').next()?.parse().ok()?;
+        plan::contains(network, len, address).then(|| iface.to_owned())
+    }))
+}

@@ -1,0 +1,424 @@
+//! The agent's loops: follow the configuration, keep the tunnel and the forwarding in step,
+//! check the services, report.
+
+use std::{
+    collections::BTreeSet,
+    future::Future,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant, SystemTime},
+};
+
+use kokoa_edge::{Backoff, Sampler};
+use kokoa_wg::{
+    InterfaceConfig, InterfaceName,
+    apply::{HANDSHAKE_FRESH, WgHost},
+};
+use tokio::sync::{Notify, watch};
+
+use crate::{
+    Error,
+    checks::{Checker, ServiceReport},
+    client::ControlPlane,
+    forward::Forwarder,
+    heartbeat::{Heartbeat, Metrics, disk_percent},
+    payload::{OriginConfig, Plan},
+    state::StateDir,
+};
+
+/// The origin's WireGuard interface, behind a trait so the agent's logic can be tested
+/// without one. Every method blocks: the agent calls them from `spawn_blocking`.
+pub trait Tunnel: Send + Sync + 'static {
+    /// Brings the interface up, or brings its peers in step with `wanted`.
+    fn apply(&self, wanted: &InterfaceConfig) -> Result<(), Error>;
+
+    /// How many peers of `name` completed a handshake within the last 180 s.
+    fn edges_connected(&self, name: &InterfaceName) -> usize;
+
+    /// Deletes the interface.
+    fn stop(&self, name: &InterfaceName) -> Result<(), Error>;
+}
+
+/// [`Tunnel`] over kokoa-wg's [`WgHost`].
+///
+/// `WgHost::apply` also deletes interfaces named `kk…` that it is not given: an origin host
+/// must not also run an edge agent in the same network namespace.
+#[derive(Debug, Clone)]
+pub struct WgTunnel(pub WgHost);
+
+impl Tunnel for WgTunnel {
+    fn apply(&self, wanted: &InterfaceConfig) -> Result<(), Error> {
+        let applied = self.0.apply(std::slice::from_ref(wanted))?;
+        tracing::debug!(created = ?applied.created, updated = ?applied.updated, removed = ?applied.removed, "WireGuard applied");
+        Ok(())
+    }
+
+    fn edges_connected(&self, name: &InterfaceName) -> usize {
+        let Ok(peers) = self.0.latest_handshakes(name) else {
+            return 0;
+        };
+        let now = SystemTime::now();
+        peers
+            .into_iter()
+            .filter_map(|(_, at)| at)
+            .filter(|at| {
+                now.duration_since(*at)
+                    .is_ok_and(|age| age <= HANDSHAKE_FRESH)
+            })
+            .count()
+    }
+
+    fn stop(&self, name: &InterfaceName) -> Result<(), Error> {
+        Ok(self.0.remove(name)?)
+    }
+}
+
+/// The agent's clock. Tests shorten it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long the control plane may hold a configuration request (`?wait=`).
+    pub long_poll: Duration,
+    /// The pause between requests when the control plane answers at once instead of
+    /// holding the request.
+    pub poll_interval: Duration,
+    /// The period of service checks.
+    pub check_interval: Duration,
+    /// The period of heartbeats (one also goes out when a service changes state).
+    pub heartbeat_interval: Duration,
+    /// The first pause after a failure; it doubles up to [`Timing::backoff_max`].
+    pub backoff_initial: Duration,
+    /// The longest pause after failures.
+    pub backoff_max: Duration,
+}
+
+impl Default for Timing {
+    /// Long poll 30 s, polling every 10 s, checks every 5 s, heartbeats every 30 s,
+    /// back-off from 1 s to 30 s.
+    fn default() -> Self {
+        Self {
+            long_poll: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(10),
+            check_interval: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(30),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the agent runs besides its client and tunnel.
+#[derive(Debug)]
+pub struct Settings {
+    /// The WireGuard interface name (`wg0`).
+    pub interface: InterfaceName,
+    /// The built-in forwarding; `None` when another proxy (the bundle's nginx) serves the
+    /// tunnel address.
+    pub forwarder: Option<Forwarder>,
+    /// The service checker.
+    pub checker: Checker,
+    /// The clock.
+    pub timing: Timing,
+    /// Delete the interface when the agent stops (by default the tunnel outlives it).
+    pub stop_on_exit: bool,
+    /// The file system whose use is reported as `disk_percent`.
+    pub disk: PathBuf,
+}
+
+/// What the loops share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The configuration applied now.
+    live: Option<(String, Plan)>,
+    /// Why the latest configuration is not applied; reported until one applies.
+    last_error: Option<String>,
+    /// The latest service checks.
+    services: Vec<ServiceReport>,
+}
+
+/// One origin agent.
+#[derive(Debug)]
+pub struct Agent<T> {
+    ctx: Ctx<T>,
+}
+
+#[derive(Debug)]
+struct Ctx<T> {
+    client: ControlPlane,
+    tunnel: Arc<T>,
+    state: StateDir,
+    settings: Settings,
+    shared: Mutex<Shared>,
+    /// Wakes the checks: a new configuration may name other services.
+    recheck: Notify,
+    /// Wakes the heartbeat: a service changed state.
+    report: Notify,
+}
+
+impl<T: Tunnel> Agent<T> {
+    /// An agent.
+    pub fn new(client: ControlPlane, tunnel: T, state: StateDir, settings: Settings) -> Self {
+        Self {
+            ctx: Ctx {
+                client,
+                tunnel: Arc::new(tunnel),
+                state,
+                settings,
+                shared: Mutex::default(),
+                recheck: Notify::new(),
+                report: Notify::new(),
+            },
+        }
+    }
+
+    /// Runs until `shutdown` completes.
+    ///
+    /// First applies the last good configuration, if any, so the tunnel is up while the
+    /// control plane is unreachable. Then follows the configuration (long-polled,
+    /// conditional on the live hash), checks the services every
+    /// [`Timing::check_interval`] and sends a heartbeat every
+    /// [`Timing::heartbeat_interval`] and at once when a service changes state.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let ctx = Arc::new(self.ctx);
+        if let Ok(Some(config)) = ctx
+            .state
+            .read_last_good()
+            .inspect_err(|e| tracing::warn!(error = %e, "ignoring the last good configuration"))
+        {
+            match ctx.apply(config).await {
+                Ok(hash) => tracing::info!(%hash, "serving the last good configuration"),
+                Err(e) => tracing::error!(error = %e, "the last good configuration does not apply"),
+            }
+        }
+        let (stop_tx, stop_rx) = watch::channel(());
+        let tasks = [
+            tokio::spawn(Arc::clone(&ctx).config_loop(stop_rx.clone())),
+            tokio::spawn(Arc::clone(&ctx).check_loop(stop_rx.clone())),
+            tokio::spawn(Arc::clone(&ctx).heartbeat_loop(stop_rx)),
+        ];
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(());
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "an agent task failed");
+            }
+        }
+        if let Some(forwarder) = &ctx.settings.forwarder {
+            forwarder.stop();
+        }
+        if ctx.settings.stop_on_exit {
+            let (tunnel, name) = (Arc::clone(&ctx.tunnel), ctx.settings.interface.clone());
+            blocking(move || tunnel.stop(&name)).await?;
+            tracing::info!("tunnel removed");
+        } else {
+            tracing::info!("the tunnel keeps running");
+        }
+        Ok(())
+    }
+}
+
+/// Runs blocking work off the async threads.
+async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+impl<T: Tunnel> Ctx<T> {
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn live_hash(&self) -> Option<String> {
+        self.shared().live.as_ref().map(|(hash, _)| hash.clone())
+    }
+
+    /// Applies `config` (tunnel first, then forwarding) and saves it as the last good one.
+    async fn apply(&self, config: OriginConfig) -> Result<String, Error> {
+        let plan = config.plan(self.settings.interface.clone())?;
+        let (tunnel, state, wanted) = (
+            Arc::clone(&self.tunnel),
+            self.state.clone(),
+            plan.interface.clone(),
+        );
+        let hash = config.config_hash.clone();
+        blocking(move || {
+            tunnel.apply(&wanted)?;
+            state.save_last_good(&config)
+        })
+        .await?;
+        if let Some(forwarder) = &self.settings.forwarder {
+            for (addr, e) in forwarder.set(plan.tunnel_ip, &plan.ports, plan.edges.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot forward yet (is another proxy on this port?); will retry");
+            }
+        }
+        let mut shared = self.shared();
+        shared.live = Some((hash.clone(), plan));
+        shared.last_error = None;
+        Ok(hash)
+    }
+
+    async fn config_loop(self: Arc<Self>, mut stop: watch::Receiver<()>) {
+        let timing = self.settings.timing;
+        let mut backoff = Backoff::new(timing.backoff_initial, timing.backoff_max);
+        // The hash sent in If-None-Match: the live configuration's, or the last refused
+        // one's, so a refused payload is not fetched (and refused) again until it changes.
+        let mut known = self.live_hash();
+        loop {
+            let asked = Instant::now();
+            let fetch = self
+                .client
+                .fetch_config(known.as_deref(), Some(timing.long_poll));
+            let fetched = tokio::select! {
+                fetched = fetch => fetched,
+                _ = stop.changed() => return,
+            };
+            let pause = match fetched {
+                Ok(None) => {
+                    backoff.reset();
+                    // A control plane that answers at once does not long-poll: poll.
+                    if asked.elapsed() >= (timing.long_poll / 2).min(Duration::from_secs(1)) {
+                        Duration::ZERO
+                    } else {
+                        timing.poll_interval
+                    }
+                }
+                Ok(Some(config)) if known.as_deref() == Some(config.config_hash.as_str()) => {
+                    backoff.reset();
+                    timing.poll_interval
+                }
+                Ok(Some(config)) => {
+                    let hash = config.config_hash.clone();
+                    match self.apply(config).await {
+                        Ok(_) => {
+                            tracing::info!(%hash, "configuration applied");
+                            backoff.reset();
+                            known = Some(hash);
+                            // Services or ports may have changed: check and report now.
+                            self.recheck.notify_one();
+                            Duration::ZERO
+                        }
+                        Err(e @ Error::Refused { .. }) => {
+                            tracing::error!(%hash, error = %e, "configuration refused; the previous one stays");
+                            self.shared().last_error = Some(e.to_string());
+                            known = Some(hash);
+                            Duration::ZERO
+                        }
+                        Err(e) => {
+                            tracing::error!(%hash, error = %e, "configuration failed to apply; will retry");
+                            self.shared().last_error = Some(e.to_string());
+                            backoff.next_delay()
+                        }
+                    }
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot fetch the configuration");
+                    delay
+                }
+            };
+            if !pause.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+
+    /// Checks the services; wakes the heartbeat when one changed state (and after the
+    /// first round). Also reopens forwarding listeners that could not be opened before.
+    async fn check_loop(self: Arc<Self>, mut stop: watch::Receiver<()>) {
+        let mut ticks = tokio::time::interval(self.settings.timing.check_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut previous: Option<Vec<ServiceReport>> = None;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = self.recheck.notified() => {}
+                _ = stop.changed() => return,
+            }
+            let plan = self.shared().live.as_ref().map(|(_, plan)| plan.clone());
+            let services = plan.as_ref().map(|p| p.services.as_slice()).unwrap_or(&[]);
+            let reports = self.settings.checker.check_all(services).await;
+            if let (Some(forwarder), Some(plan)) = (&self.settings.forwarder, &plan) {
+                let wanted: BTreeSet<SocketAddr> = plan
+                    .ports
+                    .iter()
+                    .map(|p| SocketAddr::new(plan.tunnel_ip, *p))
+                    .collect();
+                if forwarder.listening() != wanted {
+                    for (addr, e) in forwarder.set(plan.tunnel_ip, &plan.ports, plan.edges.clone())
+                    {
+                        tracing::debug!(%addr, error = %e, "still cannot forward");
+                    }
+                }
+            }
+            if previous.as_ref() != Some(&reports) {
+                for report in &reports {
+                    let was = previous
+                        .iter()
+                        .flatten()
+                        .find(|p| p.name == report.name)
+                        .map(|p| p.status);
+                    if was != Some(report.status) {
+                        tracing::info!(service = %report.name, port = report.port, status = ?report.status, "service state");
+                    }
+                }
+                self.shared().services = reports.clone();
+                previous = Some(reports);
+                self.report.notify_one();
+            }
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, mut stop: watch::Receiver<()>) {
+        let period = self.settings.timing.heartbeat_interval;
+        // The first heartbeat follows the first round of checks, which wakes this loop.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sampler = Sampler::new(Vec::new(), PathBuf::new());
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = self.report.notified() => {}
+                _ = stop.changed() => return,
+            }
+            let (live, services, last_error) = {
+                let shared = self.shared();
+                let live = shared.live.as_ref().map(|(_, plan)| plan.edges.len());
+                (live, shared.services.clone(), shared.last_error.clone())
+            };
+            let (tunnel, name, disk) = (
+                Arc::clone(&self.tunnel),
+                self.settings.interface.clone(),
+                self.settings.disk.clone(),
+            );
+            let (returned, metrics) = blocking(move || {
+                let sample = sampler.sample();
+                let metrics = Metrics {
+                    cpu_percent: sample.cpu_percent,
+                    memory_percent: sample.memory_percent,
+                    disk_percent: disk_percent(&disk),
+                    edges_connected: live.map_or(0, |_| tunnel.edges_connected(&name)),
+                };
+                (sampler, metrics)
+            })
+            .await;
+            sampler = returned;
+            let heartbeat = Heartbeat::new(
+                self.client.node_id().clone(),
+                live.is_some(),
+                live.unwrap_or(0),
+                services,
+                metrics,
+                last_error,
+            );
+            match self.client.heartbeat(&heartbeat).await {
+                Ok(()) => tracing::debug!(status = ?heartbeat.status, "heartbeat sent"),
+                Err(e) => tracing::warn!(error = %e, "heartbeat not delivered"),
+            }
+        }
+    }
+}

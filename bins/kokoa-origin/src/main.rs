@@ -1,0 +1,210 @@
+//! `kokoa-origin`: enroll an origin with the control plane, then run the agent.
+
+use std::{
+    io::IsTerminal as _,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand};
+use kokoa_edge::Secret;
+use kokoa_origin::{
+    Agent, BundleCredentials, Checker, ControlPlane, DEFAULT_MAX_CONNECTIONS, Error, Forwarder,
+    Settings, StateDir, Timing, WgTunnel,
+};
+use kokoa_wg::{
+    InterfaceName,
+    apply::{Implementation, WgHost},
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+const AFTER_HELP: &str = "\
+Examples:
+  # Once, with the credentials.json of the origin bundle (origin-config.tar.gz):
+  kokoa-origin enroll --bundle /etc/kokoa/credentials.json
+
+  # Or with a token from `kokoa enrollment create --kind origin --node ORIGIN_ID`:
+  KOKOA_ENROLL_TOKEN=... kokoa-origin enroll --control-plane https://control.example.net
+
+  # Then (normally from kokoa-origin.service):
+  kokoa-origin run
+
+  # With the bundle's nginx serving the tunnel address instead of the built-in forwarding:
+  kokoa-origin run --no-forward
+
+Exit codes: 0 stopped normally, 1 failure, 2 bad usage, 3 not enrolled or token refused.
+Logs go to standard error; set RUST_LOG (e.g. RUST_LOG=kokoa_origin=debug) for more.";
+
+/// How long one service check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Parser)]
+#[command(name = "kokoa-origin", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Exchange a single-use enrollment token for this origin's credential
+    /// (saved as STATE_DIR/credential.json, mode 0600).
+    #[command(after_help = AFTER_HELP)]
+    Enroll {
+        /// The bundle's credentials.json ({control_plane_url, origin_id, enrollment_token}).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["control_plane", "token"])]
+        bundle: Option<PathBuf>,
+        /// The control plane's base URL.
+        #[arg(long, env = "KOKOA_CONTROL_PLANE", value_name = "URL")]
+        control_plane: Option<String>,
+        /// The enrollment token (prefer the environment variable: a command line is visible
+        /// to every user in `ps`).
+        #[arg(long, env = "KOKOA_ENROLL_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Where the agent keeps its state.
+        #[arg(
+            long,
+            env = "KOKOA_ORIGIN_STATE_DIR",
+            default_value = "/var/lib/kokoa-origin"
+        )]
+        state_dir: PathBuf,
+    },
+    /// Follow the control plane's configuration: keep wg0 up, forward the edges' traffic to
+    /// local services, check them and send heartbeats.
+    #[command(after_help = AFTER_HELP)]
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Where the agent keeps its state.
+    #[arg(
+        long,
+        env = "KOKOA_ORIGIN_STATE_DIR",
+        default_value = "/var/lib/kokoa-origin"
+    )]
+    state_dir: PathBuf,
+    /// WireGuard where the kernel has no module: wireguard-go, boringtun, or kernel (no
+    /// fallback).
+    #[arg(
+        long,
+        env = "KOKOA_ORIGIN_WG_USERSPACE",
+        default_value = "wireguard-go"
+    )]
+    wg_userspace: Implementation,
+    /// The WireGuard interface.
+    #[arg(long, env = "KOKOA_ORIGIN_INTERFACE", default_value = "wg0")]
+    interface: String,
+    /// Do not forward: another proxy (the bundle's nginx.conf) listens on the tunnel
+    /// address.
+    #[arg(long)]
+    no_forward: bool,
+    /// Most connections forwarded at the same time.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Delete the WireGuard interface when the agent stops (by default it keeps running).
+    #[arg(long)]
+    stop_on_exit: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            match e {
+                Error::EnrollArguments => ExitCode::from(2),
+                Error::NotEnrolled { .. } => ExitCode::from(3),
+                e if e.is_unauthorized() => ExitCode::from(3),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+async fn execute(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Enroll {
+            bundle,
+            control_plane,
+            token,
+            state_dir,
+        } => {
+            let (url, token) = match (bundle, control_plane, token) {
+                (Some(path), _, _) => {
+                    let bundle = BundleCredentials::read(&path)?;
+                    (bundle.control_plane_url, bundle.enrollment_token)
+                }
+                (None, Some(url), Some(token)) => (url, Secret::new(token)),
+                _ => return Err(Error::EnrollArguments),
+            };
+            let state = StateDir::open(state_dir)?;
+            let credential = ControlPlane::enroll(&url, &token).await?;
+            state.write_credential(&credential)?;
+            tracing::info!(
+                origin_id = %credential.node_id,
+                path = %state.credential_path().display(),
+                "enrolled; credential saved"
+            );
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), Error> {
+    let state = StateDir::open(&args.state_dir)?;
+    let credential = state.read_credential()?;
+    let client = ControlPlane::new(&credential)?;
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let settings = Settings {
+        interface: InterfaceName::new(&args.interface)?,
+        forwarder: (!args.no_forward).then(|| Forwarder::new(localhost, args.max_connections)),
+        checker: Checker::new(localhost, CHECK_TIMEOUT)?,
+        timing: Timing::default(),
+        stop_on_exit: args.stop_on_exit,
+        disk: PathBuf::from("/"),
+    };
+    let tunnel = WgTunnel(WgHost::new(args.wg_userspace, state.path()));
+    tracing::info!(origin_id = %credential.node_id, control_plane = %credential.control_plane_url, "origin agent starting");
+    Agent::new(client, tunnel, state, settings)
+        .run(shutdown_signal())
+        .await
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the agent");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The origin's configuration as `GET /api/v1/origins/me/config` serves it, and what the
+//! agent derives from it.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use kokoa_core::{HealthCheckPath, Hostname, Name, OriginId, Port, Protocol};
+use kokoa_edge::Secret;
+use kokoa_wg::{Config, Format, InterfaceConfig, InterfaceName};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The configuration payload of one origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginConfig {
+    /// Hash of the rest; also the `ETag`.
+    pub config_hash: String,
+    /// The origin.
+    pub origin_id: OriginId,
+    /// Its `wg0.conf` in wg-quick format: one peer per edge, each dialled out to. Holds the
+    /// origin's private key.
+    pub wg0_conf: Secret,
+    /// The nginx alternative to the agent's forwarding (not used by the agent).
+    pub nginx_conf: String,
+    /// Routes to this origin.
+    pub routes: Vec<OriginRoute>,
+    /// Its services.
+    pub services: Vec<Service>,
+}
+
+/// A route to this origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginRoute {
+    /// Public host name.
+    pub hostname: Hostname,
+    /// The local port its traffic goes to.
+    pub target_port: Port,
+}
+
+/// A service running on this origin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Service {
+    /// Name, unique within the origin.
+    pub name: Name,
+    /// Its local port.
+    pub port: Port,
+    /// `http`, `https` or `tcp`.
+    pub protocol: Protocol,
+    /// The path an HTTP(S) check asks for; without one, a TCP connect is the check.
+    pub health_check_path: Option<HealthCheckPath>,
+}
+
+/// What the agent makes of a configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The WireGuard interface: `wg0.conf` under the agent's interface name.
+    pub interface: InterfaceConfig,
+    /// The origin's tunnel address, where forwarded ports listen.
+    pub tunnel_ip: IpAddr,
+    /// The edges' tunnel addresses: the only sources forwarded connections may come from.
+    pub edges: BTreeSet<IpAddr>,
+    /// The local ports routes lead to.
+    pub ports: BTreeSet<u16>,
+    /// The services to check.
+    pub services: Vec<Service>,
+}
+
+impl OriginConfig {
+    /// Parses `wg0.conf` for interface `name` and collects the addresses and ports the
+    /// agent serves.
+    ///
+    /// An edge's address is the host of each single-address `AllowedIPs` entry of its
+    /// peer: the control plane gives every edge exactly its /32 (SPEC §10.5). A wider
+    /// entry is refused, since it would let any address of that range through.
+    pub fn plan(&self, name: InterfaceName) -> Result<Plan, Error> {
+        let refused = |reason: String| Error::Refused {
+            hash: self.config_hash.clone(),
+            reason,
+        };
+        let config = Config::parse(self.wg0_conf.expose(), Format::WgQuick)
+            .map_err(|e| refused(format!("wg0.conf does not parse: {e}")))?;
+        let tunnel_ip = config
+            .interface
+            .addresses
+            .first()
+            .map(|net| net.addr())
+            .ok_or_else(|| refused("wg0.conf has no Address".to_owned()))?;
+        let mut edges = BTreeSet::new();
+        for peer in &config.peers {
+            for net in &peer.allowed_ips {
+                if net.prefix_len() != net.max_prefix_len() {
+                    return Err(refused(format!(
+                        "peer {} has AllowedIPs {net}, wider than one address",
+                        peer.public_key
+                    )));
+                }
+                edges.insert(net.addr());
+            }
+        }
+        Ok(Plan {
+            interface: InterfaceConfig::new(name, config),
+            tunnel_ip,
+            edges,
+            ports: self.routes.iter().map(|r| r.target_port.get()).collect(),
+            services: self.services.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kokoa_wg::{Interface, Peer, PrivateKey};
+
+    use super::*;
+
+    fn config_with(peers: &[&str]) -> OriginConfig {
+        let mut interface = Interface::new(PrivateKey::generate());
+        interface.addresses = vec!["10.0.1.1/24".parse().unwrap()];
+        let peers = peers
+            .iter()
+            .map(|ip| {
+                let mut peer = Peer::new(PrivateKey::generate().public_key());
+                peer.allowed_ips = vec![ip.parse().unwrap()];
+                peer
+            })
+            .collect();
+        let wg0 = Config::new(interface, peers).render(Format::WgQuick);
+        OriginConfig {
+            config_hash: "h1".into(),
+            origin_id: OriginId::parse("org_1").unwrap(),
+            wg0_conf: Secret::new(wg0),
+            nginx_conf: String::new(),
+            routes: vec![
+                OriginRoute {
+                    hostname: Hostname::parse("app.hoge.com").unwrap(),
+                    target_port: Port::new(8080).unwrap(),
+                },
+                OriginRoute {
+                    hostname: Hostname::parse("api.hoge.com").unwrap(),
+                    target_port: Port::new(8080).unwrap(),
+                },
+                OriginRoute {
+                    hostname: Hostname::parse("wiki.fuga.com").unwrap(),
+                    target_port: Port::new(8000).unwrap(),
+                },
+            ],
+            services: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn plan_collects_edges_and_ports() {
+        let config = config_with(&["10.0.1.10/32", "10.0.1.11/32"]);
+        let plan = config.plan(InterfaceName::new("wg0").unwrap()).unwrap();
+        assert_eq!(plan.interface.name.as_str(), "wg0");
+        assert_eq!(plan.tunnel_ip, "10.0.1.1".parse::<IpAddr>().unwrap());
+        let edges: Vec<String> = plan.edges.iter().map(ToString::to_string).collect();
+        assert_eq!(edges, ["10.0.1.10", "10.0.1.11"]);
+        assert_eq!(plan.ports.into_iter().collect::<Vec<_>>(), [8000, 8080]);
+    }
+
+    #[test]
+    fn plan_refuses_a_peer_with_a_range() {
+        let config = config_with(&["10.0.1.0/24"]);
+        let err = config
+            .plan(InterfaceName::new("wg0").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10.0.1.0/24"), "{err}");
+    }
+
+    #[test]
+    fn the_private_key_is_never_in_debug_output() {
+        let config = config_with(&["10.0.1.10/32"]);
+        let text = config.wg0_conf.expose();
+        let key_line = text.lines().find(|l| l.starts_with("PrivateKey")).unwrap();
+        let key = key_line.split(" = ").nth(1).unwrap();
+        assert!(!format!("{config:?}").contains(key));
+    }
+}

@@ -1,0 +1,202 @@
+//! The agent's state directory and the bundle's `credentials.json`.
+//!
+//! | file | mode | what |
+//! |---|---|---|
+//! | `credential.json` | 0600 | `{control_plane_url, node_id, credential}` from enrollment |
+//! | `last-good.json` | 0600 | the last configuration that applied (its `wg0.conf` holds the origin's private key) |
+//!
+//! Files are replaced atomically (write beside, flush, rename): a crash leaves the old or
+//! the new version, never a mix.
+
+use std::{
+    fs,
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use kokoa_core::OriginId;
+use kokoa_edge::Secret;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use zeroize::Zeroizing;
+
+use crate::{Error, payload::OriginConfig};
+
+/// What enrollment gives an origin: who it is and how to prove it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    /// The control plane's base URL.
+    pub control_plane_url: String,
+    /// This origin's id.
+    pub node_id: OriginId,
+    /// The long-lived node credential.
+    pub credential: Secret,
+}
+
+/// `credentials.json` of the origin bundle (`GET /api/v1/origins/{id}/config`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BundleCredentials {
+    /// The control plane's base URL.
+    pub control_plane_url: String,
+    /// The origin the token enrolls.
+    pub origin_id: OriginId,
+    /// The single-use enrollment token.
+    pub enrollment_token: Secret,
+}
+
+impl BundleCredentials {
+    /// Reads `credentials.json`.
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        read_json(path)?.ok_or_else(|| {
+            Error::io("read", path)(std::io::Error::from(std::io::ErrorKind::NotFound))
+        })
+    }
+}
+
+/// The state directory (`/var/lib/kokoa-origin` by default).
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// The state directory at `dir`, created (mode 0700) when missing.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, Error> {
+        let dir = dir.into();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(Error::io("create directory", &dir))?;
+        Ok(Self { dir })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `credential.json`.
+    pub fn credential_path(&self) -> PathBuf {
+        self.dir.join("credential.json")
+    }
+
+    /// `last-good.json`.
+    pub fn last_good_path(&self) -> PathBuf {
+        self.dir.join("last-good.json")
+    }
+
+    /// Saves the credential (mode 0600).
+    pub fn write_credential(&self, credential: &Credential) -> Result<(), Error> {
+        write_json(&self.credential_path(), credential)
+    }
+
+    /// The saved credential; [`Error::NotEnrolled`] when there is none.
+    pub fn read_credential(&self) -> Result<Credential, Error> {
+        let path = self.credential_path();
+        read_json(&path)?.ok_or(Error::NotEnrolled { path })
+    }
+
+    /// Saves `config` as the last good configuration (mode 0600).
+    pub fn save_last_good(&self, config: &OriginConfig) -> Result<(), Error> {
+        write_json(&self.last_good_path(), config)
+    }
+
+    /// The last good configuration; `None` when there is none.
+    pub fn read_last_good(&self) -> Result<Option<OriginConfig>, Error> {
+        read_json(&self.last_good_path())
+    }
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => Zeroizing::new(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path)(e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::BadFile {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// Writes `value` as JSON to a new 0600 file beside `path`, flushes it and renames it over
+/// `path`.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
+    let json = Zeroizing::new(
+        serde_json::to_vec_pretty(value).map_err(|e| Error::BadFile {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?,
+    );
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    // A leftover from a crash would make `create_new` fail; its content is stale anyway.
+    let _ = fs::remove_file(&tmp);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&json)?;
+            f.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("write", path)(e)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn credential_is_private_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path().join("state")).unwrap();
+        assert!(matches!(
+            state.read_credential(),
+            Err(Error::NotEnrolled { .. })
+        ));
+        let credential = Credential {
+            control_plane_url: "http://127.0.0.1:8080".into(),
+            node_id: OriginId::parse("org_1").unwrap(),
+            credential: Secret::new("kk_node_secret"),
+        };
+        state.write_credential(&credential).unwrap();
+        assert_eq!(mode(&state.credential_path()), 0o600);
+        assert_eq!(mode(state.path()), 0o700);
+        assert_eq!(state.read_credential().unwrap(), credential);
+        assert!(!format!("{credential:?}").contains("kk_node_secret"));
+    }
+
+    #[test]
+    fn bundle_credentials_name_the_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.json");
+        fs::write(
+            &path,
+            r#"{"control_plane_url":"http://x","origin_id":"org_1"}"#,
+        )
+        .unwrap();
+        let err = BundleCredentials::read(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("credentials.json") && err.contains("enrollment_token"),
+            "{err}"
+        );
+        let missing = BundleCredentials::read(&dir.path().join("nope.json")).unwrap_err();
+        assert!(missing.to_string().contains("nope.json"), "{missing}");
+    }
+}

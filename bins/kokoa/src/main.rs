@@ -1,0 +1,604 @@
+//! `kokoa`: the admin command line of Kokoa Proxy. It talks to the control plane's REST API
+//! (`/api/v1`) and prints aligned tables, or the API's own JSON with `--json`.
+//!
+//! The control plane URL and API token come from `--url`/`--token`, else `KOKOA_URL`/
+//! `KOKOA_TOKEN`, else the configuration file (`~/.config/kokoa/config.toml` with `url` and
+//! `token`; it should be mode 0600). API errors are printed as the API states them, e.g.
+//! `error: conflict: hostname "app.hoge.com" already exists`; the exit code is 1 for those
+//! and 2 for usage errors.
+
+use std::{
+    fs, io::Write as _, os::unix::fs::OpenOptionsExt as _, path::PathBuf, process::ExitCode,
+};
+
+use clap::{Args, Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+mod api;
+mod error;
+mod settings;
+mod table;
+
+use api::Api;
+use error::Error;
+use table::Column;
+
+const AFTER_HELP: &str = "\
+Examples:
+  export KOKOA_URL=https://control.example.net KOKOA_TOKEN=kk_api_...
+  kokoa origin create home-server --domain app.example.com --service web:8001 --service api:8002:http:/health
+  kokoa origin bundle org_3f2a... -o origin-config.tar.gz
+  kokoa route add app.hoge.com --origin org_3f2a... --port 8001
+  kokoa route list --json
+  kokoa edge add --provider manual --region sgp1 --public-ip 203.0.113.10
+  kokoa enrollment create --kind origin --node org_3f2a...
+
+The URL and token can also live in ~/.config/kokoa/config.toml (mode 0600):
+  url = \"https://control.example.net\"
+  token = \"kk_api_...\"
+
+Exit codes: 0 success, 1 the API refused or could not be reached, 2 usage error.";
+
+#[derive(Debug, Parser)]
+#[command(name = "kokoa", version, about = "Manage Kokoa Proxy through its control plane's API", after_help = AFTER_HELP)]
+struct Cli {
+    /// The control plane's base URL.
+    #[arg(long, global = true, env = "KOKOA_URL", value_name = "URL")]
+    url: Option<String>,
+    /// The API token (prefer the environment or the configuration file: a command line is
+    /// visible to every user in `ps`).
+    #[arg(long, global = true, env = "KOKOA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The configuration file [default: ~/.config/kokoa/config.toml].
+    #[arg(long, global = true, env = "KOKOA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Origins: the private networks that run the services.
+    #[command(subcommand)]
+    Origin(OriginCommand),
+    /// Routes: public host names and the origin port they lead to.
+    #[command(subcommand)]
+    Route(RouteCommand),
+    /// Edge nodes: the Internet-facing servers.
+    #[command(subcommand)]
+    Edge(EdgeCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Enrollment tokens, with which a node obtains its credential.
+    #[command(subcommand)]
+    Enrollment(EnrollmentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OriginCommand {
+    /// Create an origin: its key pair and subnet are made by the control plane.
+    Create {
+        /// Unique name: a-z, 0-9, -.
+        name: String,
+        /// The domain it mainly serves.
+        #[arg(long)]
+        domain: Option<String>,
+        /// A service: its name, port, protocol (http, https or tcp) and health check path,
+        /// e.g. web:8001:http:/health.
+        #[arg(long = "service", value_name = "NAME:PORT[:PROTOCOL[:PATH]]")]
+        services: Vec<String>,
+    },
+    /// List origins.
+    List,
+    /// Delete an origin.
+    Delete {
+        /// The origin's id.
+        id: String,
+        /// Also delete the routes that use it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Download an origin's installation bundle (origin-config.tar.gz).
+    Bundle {
+        /// The origin's id.
+        id: String,
+        /// Where to write it (mode 0600: it holds the origin's private key).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RouteCommand {
+    /// Publish a host name.
+    Add {
+        /// The public host name, e.g. app.hoge.com.
+        hostname: String,
+        /// The origin serving it.
+        #[arg(long, value_name = "ORIGIN_ID")]
+        origin: String,
+        /// The port of the service on the origin.
+        #[arg(long)]
+        port: i64,
+    },
+    /// List routes.
+    List,
+    /// Remove a route, by id or host name.
+    Rm {
+        /// The route's id or its host name.
+        route: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EdgeCommand {
+    /// Register an edge node (provider `manual` for a server you already have).
+    Add(EdgeAdd),
+    /// List edge nodes.
+    List {
+        /// Only the edges with a tunnel to this origin.
+        #[arg(long, value_name = "ORIGIN_ID")]
+        origin: Option<String>,
+    },
+    /// Delete an edge node.
+    Rm {
+        /// The edge node's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct EdgeAdd {
+    /// VPS provider (digitalocean, vultr, hetzner, ...) or manual.
+    #[arg(long)]
+    provider: String,
+    /// Provider region, e.g. sgp1.
+    #[arg(long)]
+    region: String,
+    /// Serve only this origin (default: every origin).
+    #[arg(long, value_name = "ORIGIN_ID")]
+    origin: Option<String>,
+    /// Name (default edge-REGION-NN).
+    #[arg(long)]
+    name: Option<String>,
+    /// Public address, for a manual edge.
+    #[arg(long)]
+    public_ip: Option<String>,
+    /// Provider size slug.
+    #[arg(long)]
+    size: Option<String>,
+    /// SSH key (or its id at the provider).
+    #[arg(long)]
+    ssh_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an API token; it is shown once.
+    Create {
+        /// A name to recognise it by.
+        name: String,
+        /// admin or viewer (read only).
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
+    /// List API tokens.
+    List,
+    /// Revoke an API token.
+    Revoke {
+        /// The token's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EnrollmentCommand {
+    /// Issue an enrollment token for an edge or an origin; it is shown once.
+    Create {
+        /// edge or origin.
+        #[arg(long)]
+        kind: String,
+        /// The node's id.
+        #[arg(long, value_name = "ID")]
+        node: String,
+        /// Lifetime in seconds (default: one day).
+        #[arg(long, value_name = "SECONDS")]
+        expires_in: Option<i64>,
+        /// How many times it may be used (default 1).
+        #[arg(long)]
+        uses: Option<i64>,
+    },
+}
+
+const ORIGIN_COLUMNS: &[Column] = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("DOMAIN", "domain"),
+    ("STATUS", "status"),
+    ("WIREGUARD_IP", "wireguard_ip"),
+    ("EDGES", "edge_nodes_count"),
+    ("LAST_HEARTBEAT", "last_heartbeat"),
+];
+const ROUTE_COLUMNS: &[Column] = &[
+    ("ID", "id"),
+    ("HOSTNAME", "hostname"),
+    ("ORIGIN", "origin_id"),
+    ("PORT", "target_port"),
+];
+const EDGE_COLUMNS: &[Column] = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("PROVIDER", "provider"),
+    ("REGION", "region"),
+    ("PUBLIC_IP", "public_ip"),
+    ("STATUS", "status"),
+    ("HEALTH", "health"),
+    ("LAST_HEARTBEAT", "last_heartbeat"),
+];
+const TOKEN_COLUMNS: &[Column] = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("ROLE", "role"),
+    ("CREATED", "created_at"),
+];
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return fail(&Error::Usage(format!(
+                "cannot start the async runtime: {e}"
+            )));
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(text) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`kokoa route list | head -1`) is not an error of ours.
+            let _ = stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &Error) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "error: {e}");
+    e.exit_code()
+}
+
+/// Runs the command; what to print.
+async fn execute(cli: Cli) -> Result<String, Error> {
+    let explicit = cli.config.is_some();
+    let path = cli.config.or_else(settings::default_path);
+    let api = Api::new(settings::resolve(cli.url, cli.token, path, explicit)?)?;
+    let json = cli.json;
+    // With --json the API's answer as it came; else the table or message `human` makes.
+    let show = |value: Value, human: &dyn Fn(&Value) -> String| -> String {
+        if json {
+            if value.is_null() {
+                String::new()
+            } else {
+                format!("{value:#}\n")
+            }
+        } else {
+            human(&value)
+        }
+    };
+    match cli.command {
+        Command::Origin(command) => match command {
+            OriginCommand::Create {
+                name,
+                domain,
+                services,
+            } => {
+                let services = services
+                    .iter()
+                    .map(|s| service_spec(s))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let body = json!({"name": name, "domain": domain, "services": services});
+                let created = api
+                    .call(Method::POST, "/api/v1/origins", Some(body))
+                    .await?;
+                Ok(show(created, &|v| {
+                    format!(
+                        "{}\nDownload its bundle with: kokoa origin bundle {} -o origin-config.tar.gz\n",
+                        table::render(std::slice::from_ref(v), ORIGIN_COLUMNS),
+                        text(&v["id"])
+                    )
+                }))
+            }
+            OriginCommand::List => {
+                let list = api.call(Method::GET, "/api/v1/origins", None).await?;
+                Ok(show(list, &|v| list_table(&v["origins"], ORIGIN_COLUMNS)))
+            }
+            OriginCommand::Delete { id, force } => {
+                let path = format!("/api/v1/origins/{}?force={force}", segment(&id)?);
+                let answer = api.call(Method::DELETE, &path, None).await?;
+                Ok(show(answer, &|_| format!("Deleted origin {id}\n")))
+            }
+            OriginCommand::Bundle { id, output } => {
+                let bytes = api
+                    .download(&format!("/api/v1/origins/{}/config", segment(&id)?))
+                    .await?;
+                write_private(&output, &bytes)?;
+                Ok(format!(
+                    "Wrote {} ({} bytes, mode 0600). It holds the origin's private key and a \
+                     single-use enrollment token: copy it to the origin, unpack it and run \
+                     `sudo sh scripts/install.sh`.\n",
+                    output.display(),
+                    bytes.len()
+                ))
+            }
+        },
+        Command::Route(command) => match command {
+            RouteCommand::Add {
+                hostname,
+                origin,
+                port,
+            } => {
+                let body = json!({"hostname": hostname, "origin_id": origin, "target_port": port});
+                let created = api.call(Method::POST, "/api/v1/routes", Some(body)).await?;
+                Ok(show(created, &|v| {
+                    table::render(std::slice::from_ref(v), ROUTE_COLUMNS)
+                }))
+            }
+            RouteCommand::List => {
+                let list = api.call(Method::GET, "/api/v1/routes", None).await?;
+                Ok(show(list, &|v| list_table(&v["routes"], ROUTE_COLUMNS)))
+            }
+            RouteCommand::Rm { route } => {
+                // A route is named by its id or, more memorably, its host name.
+                let id = if route.contains('.') {
+                    let list = api.call(Method::GET, "/api/v1/routes", None).await?;
+                    list["routes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|r| r["hostname"] == route.as_str())
+                        .map(|r| text(&r["id"]))
+                        .ok_or_else(|| Error::Api {
+                            status: 404,
+                            code: "not_found".into(),
+                            message: format!("no route for hostname {route:?}"),
+                        })?
+                } else {
+                    route.clone()
+                };
+                let path = format!("/api/v1/routes/{}", segment(&id)?);
+                let answer = api.call(Method::DELETE, &path, None).await?;
+                Ok(show(answer, &|_| format!("Deleted route {id} ({route})\n")))
+            }
+        },
+        Command::Edge(command) => match command {
+            EdgeCommand::Add(add) => {
+                let body = json!({
+                    "provider": add.provider,
+                    "region": add.region,
+                    "origin_id": add.origin,
+                    "name": add.name,
+                    "public_ip": add.public_ip,
+                    "size": add.size,
+                    "ssh_key": add.ssh_key,
+                });
+                let created = api
+                    .call(Method::POST, "/api/v1/edge-nodes", Some(body))
+                    .await?;
+                Ok(show(created, &|v| {
+                    let mut out = table::render(
+                        std::slice::from_ref(v),
+                        &[
+                            ("ID", "id"),
+                            ("STATUS", "status"),
+                            ("ESTIMATED_SECONDS", "estimated_time_seconds"),
+                        ],
+                    );
+                    if let Some(command) = v["enroll_command"].as_str() {
+                        out.push_str(&format!(
+                            "\nRun on the edge server (the token works once):\n  {command}\n"
+                        ));
+                    }
+                    out
+                }))
+            }
+            EdgeCommand::List { origin } => {
+                let path = match origin {
+                    Some(id) => format!("/api/v1/origins/{}/edge-nodes", segment(&id)?),
+                    None => "/api/v1/edge-nodes".to_owned(),
+                };
+                let list = api.call(Method::GET, &path, None).await?;
+                Ok(show(list, &|v| list_table(&v["edge_nodes"], EDGE_COLUMNS)))
+            }
+            EdgeCommand::Rm { id } => {
+                let path = format!("/api/v1/edge-nodes/{}", segment(&id)?);
+                let answer = api.call(Method::DELETE, &path, None).await?;
+                Ok(show(answer, &|v| {
+                    let steps: Vec<String> = v["steps"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(i, s)| format!("  {}. {}\n", i + 1, text(s)))
+                        .collect();
+                    format!("{}: {id}\n{}", text(&v["message"]), steps.concat())
+                }))
+            }
+        },
+        Command::Token(command) => match command {
+            TokenCommand::Create { name, role } => {
+                let body = json!({"name": name, "role": role});
+                let created = api.call(Method::POST, "/api/v1/tokens", Some(body)).await?;
+                Ok(show(created, &|v| {
+                    format!(
+                        "{}\nToken (shown once, only its hash is kept):\n  {}\n",
+                        table::render(std::slice::from_ref(v), TOKEN_COLUMNS),
+                        text(&v["token"])
+                    )
+                }))
+            }
+            TokenCommand::List => {
+                let list = api.call(Method::GET, "/api/v1/tokens", None).await?;
+                Ok(show(list, &|v| list_table(&v["tokens"], TOKEN_COLUMNS)))
+            }
+            TokenCommand::Revoke { id } => {
+                let path = format!("/api/v1/tokens/{}", segment(&id)?);
+                let answer = api.call(Method::DELETE, &path, None).await?;
+                Ok(show(answer, &|_| format!("Revoked token {id}\n")))
+            }
+        },
+        Command::Enrollment(EnrollmentCommand::Create {
+            kind,
+            node,
+            expires_in,
+            uses,
+        }) => {
+            let body = json!({
+                "node_kind": kind,
+                "node_id": node,
+                "expires_in_seconds": expires_in,
+                "uses": uses,
+            });
+            let created = api
+                .call(Method::POST, "/api/v1/enrollments", Some(body))
+                .await?;
+            Ok(show(created, &|v| {
+                let row = json!({
+                    "id": v["id"],
+                    "node": format!("{} {}", text(&v["node"]["kind"]), text(&v["node"]["id"])),
+                    "expires_at": v["expires_at"],
+                    "uses_left": v["uses_left"],
+                });
+                format!(
+                    "{}\nToken (shown once):\n  {}\n",
+                    table::render(
+                        &[row],
+                        &[
+                            ("ID", "id"),
+                            ("NODE", "node"),
+                            ("EXPIRES", "expires_at"),
+                            ("USES", "uses_left")
+                        ]
+                    ),
+                    text(&v["token"])
+                )
+            }))
+        }
+    }
+}
+
+/// The table of a list answer's array.
+fn list_table(items: &Value, columns: &[Column]) -> String {
+    table::render(items.as_array().map_or(&[], Vec::as_slice), columns)
+}
+
+/// A JSON string's text (other values as JSON).
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
+}
+
+/// An id as one URL path segment: ids are letters, digits, `_` and `-`, so anything else
+/// (a `/`, `?`, `#`) is refused rather than sent somewhere else.
+fn segment(id: &str) -> Result<&str, Error> {
+    if !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Ok(id)
+    } else {
+        Err(Error::Usage(format!(
+            "{id:?} is not an id (ids look like org_3f2a9c0e…)"
+        )))
+    }
+}
+
+/// `NAME:PORT[:PROTOCOL[:HEALTH_PATH]]` as the API's service object.
+fn service_spec(spec: &str) -> Result<Value, Error> {
+    let mut parts = spec.splitn(4, ':');
+    let (Some(name), Some(port)) = (parts.next(), parts.next()) else {
+        return Err(Error::Usage(format!(
+            "--service {spec:?}: use NAME:PORT[:PROTOCOL[:HEALTH_PATH]], e.g. web:8001:http:/health"
+        )));
+    };
+    let port: i64 = port.parse().map_err(|_| {
+        Error::Usage(format!(
+            "--service {spec:?}: the port {port:?} is not a number"
+        ))
+    })?;
+    Ok(json!({
+        "name": name,
+        "port": port,
+        "protocol": parts.next(),
+        "health_check_path": parts.next(),
+    }))
+}
+
+/// Writes `bytes` to a new file at `path` readable by its owner only.
+fn write_private(path: &PathBuf, bytes: &[u8]) -> Result<(), Error> {
+    let io = |action| {
+        move |source| Error::Io {
+            action,
+            path: path.clone(),
+            source,
+        }
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("create"))?;
+    file.write_all(bytes).map_err(io("write"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_specs() {
+        assert_eq!(
+            service_spec("web:8001").unwrap(),
+            json!({"name": "web", "port": 8001, "protocol": null, "health_check_path": null})
+        );
+        assert_eq!(
+            service_spec("api:8002:https:/v1/health?deep=1").unwrap()["health_check_path"],
+            "/v1/health?deep=1"
+        );
+        for bad in ["web", "web:http"] {
+            let err = service_spec(bad).unwrap_err();
+            assert!(
+                matches!(err, Error::Usage(_)) && err.to_string().contains(bad),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_cannot_leave_their_path_segment() {
+        assert_eq!(segment("org_3f2a").unwrap(), "org_3f2a");
+        for bad in ["", "../tokens", "a?force=true", "a/b"] {
+            assert!(segment(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

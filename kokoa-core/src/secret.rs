@@ -1,0 +1,319 @@
+//! Secrets at rest and bearer tokens.
+//!
+//! WireGuard private keys are stored sealed (SPEC §10.3): AES-256-GCM under a [`MasterKey`]
+//! kept outside the database, with the record the key belongs to as associated data, so a
+//! sealed value copied to another row does not open. Tokens (API tokens, enrollment tokens,
+//! node credentials) are stored only as a [`TokenHash`].
+
+use std::fmt;
+
+use aes_gcm::{
+    Aes256Gcm, KeyInit, Nonce,
+    aead::{Aead, Payload},
+};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
+use rand_core::{OsRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::{ContentHash, EdgeNodeId, Error, OriginId};
+
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
+/// The 256-bit key that seals secrets stored in the database.
+///
+/// It lives in a file next to the database (or in the environment), never in it: a stolen
+/// database alone reveals no private key. `Debug` shows `<redacted>` and the bytes are wiped
+/// from memory when dropped.
+///
+/// ```
+/// use kokoa_core::{MasterKey, OriginId, secret};
+///
+/// let key = MasterKey::generate();
+/// let origin = OriginId::new();
+/// let aad = secret::origin_key_context(&origin);
+/// let sealed = key.seal("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=", &aad);
+/// assert_eq!(
+///     key.open(&sealed, &aad)?.as_str(),
+///     "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
+/// );
+/// // Sealed for one origin, it does not open as another's.
+/// assert!(key.open(&sealed, &secret::origin_key_context(&OriginId::new())).is_err());
+/// assert_eq!(format!("{key:?}"), "MasterKey(<redacted>)");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct MasterKey(Zeroizing<[u8; 32]>);
+
+impl MasterKey {
+    /// A new key from the operating system's random number generator.
+    pub fn generate() -> Self {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(bytes.as_mut());
+        Self(bytes)
+    }
+
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// A key from the contents of a key file: standard base64 of 32 bytes. Surrounding
+    /// white space (a trailing newline) is ignored. The error never contains the input.
+    pub fn from_base64(text: &str) -> Result<Self, Error> {
+        let bytes =
+            Zeroizing::new(
+                STANDARD
+                    .decode(text.trim())
+                    .map_err(|_| Error::InvalidMasterKey {
+                        reason: "it is not base64",
+                    })?,
+            );
+        let bytes: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::InvalidMasterKey {
+                reason: "it does not decode to 32 bytes",
+            })?;
+        Ok(Self::from_bytes(bytes))
+    }
+
+    /// The key in standard base64, as [`from_base64`](Self::from_base64) reads it: what to
+    /// write into the key file.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(STANDARD.encode(self.0.as_ref()))
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        let key: &[u8; 32] = &self.0;
+        Aes256Gcm::new(key.into())
+    }
+
+    /// Encrypts `plaintext` for the record named by `context` (see [`origin_key_context`]
+    /// and [`tunnel_key_context`]).
+    ///
+    /// Each call draws a fresh random 96-bit nonce; at the rate keys are created here the
+    /// chance of a repeat is negligible.
+    pub fn seal(&self, plaintext: &str, context: &str) -> Sealed {
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let payload = Payload {
+            msg: plaintext.as_bytes(),
+            aad: context.as_bytes(),
+        };
+        let ciphertext = self
+            .cipher()
+            .encrypt(&Nonce::from(nonce), payload)
+            // AES-GCM refuses only messages over 64 GiB; a key is 44 bytes.
+            .expect("AES-GCM encrypts any message shorter than 64 GiB");
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&ciphertext);
+        Sealed(STANDARD.encode(bytes))
+    }
+
+    /// Decrypts a value sealed by [`seal`](Self::seal) with the same key and context.
+    pub fn open(&self, sealed: &Sealed, context: &str) -> Result<Zeroizing<String>, Error> {
+        let fail = || Error::Unseal {
+            context: context.to_owned(),
+        };
+        // `Sealed` holds only checked text, so this decodes and is long enough.
+        let bytes = STANDARD.decode(&sealed.0).map_err(|_| fail())?;
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| fail())?;
+        let payload = Payload {
+            msg: ciphertext,
+            aad: context.as_bytes(),
+        };
+        let plaintext = Zeroizing::new(
+            self.cipher()
+                .decrypt(&Nonce::from(nonce), payload)
+                .map_err(|_| fail())?,
+        );
+        let text = std::str::from_utf8(&plaintext).map_err(|_| fail())?;
+        Ok(Zeroizing::new(text.to_owned()))
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+/// The context an origin's WireGuard private key is sealed for.
+pub fn origin_key_context(origin: &OriginId) -> String {
+    format!("origin:{origin}:wg-private-key")
+}
+
+/// The context the private key of an edge's tunnel to an origin is sealed for.
+pub fn tunnel_key_context(edge: &EdgeNodeId, origin: &OriginId) -> String {
+    format!("tunnel:{edge}:{origin}:wg-private-key")
+}
+
+/// A secret sealed by [`MasterKey::seal`]: base64 of the nonce followed by the ciphertext
+/// and its tag. `Debug` shows only the length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed(String);
+
+impl Sealed {
+    /// Checks the form of a stored sealed value (whether it opens is only known with the key).
+    pub fn parse(input: &str) -> Result<Self, Error> {
+        let long_enough = STANDARD
+            .decode(input)
+            .is_ok_and(|bytes| bytes.len() >= NONCE_LEN + TAG_LEN);
+        if long_enough {
+            Ok(Self(input.to_owned()))
+        } else {
+            Err(Error::InvalidSealed {
+                length: input.len(),
+            })
+        }
+    }
+
+    /// The text to store.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sealed({} characters)", self.0.len())
+    }
+}
+
+/// A random bearer token: `prefix`, `_`, then 256 random bits in unpadded base64url, e.g.
+/// `kk_adm_Vt1…` (43 characters after the prefix).
+///
+/// The prefix tells a person (and a secret scanner) what kind of token they look at.
+///
+/// ```
+/// use kokoa_core::{TokenHash, secret::new_token};
+/// let token = new_token("kk_adm");
+/// assert!(token.starts_with("kk_adm_") && token.len() == 7 + 43);
+/// assert_ne!(*token, *new_token("kk_adm"));
+/// assert_eq!(TokenHash::of(&token), TokenHash::of(&token.clone()));
+/// ```
+pub fn new_token(prefix: &str) -> Zeroizing<String> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(bytes.as_mut());
+    Zeroizing::new(format!(
+        "{prefix}_{}",
+        URL_SAFE_NO_PAD.encode(bytes.as_ref())
+    ))
+}
+
+/// The SHA-256 of a token, in hex: all the store keeps of a token.
+///
+/// A plain fast hash is the right tool here, unlike for passwords: tokens carry 256 random
+/// bits, so there is nothing to guess by trying many inputs, and a fast hash keeps the lookup
+/// on every request cheap.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct TokenHash(ContentHash);
+
+impl TokenHash {
+    /// The hash of `token`.
+    pub fn of(token: &str) -> Self {
+        Self(ContentHash::of(token.as_bytes()))
+    }
+
+    /// A hash as stored: 64 lowercase hex characters.
+    pub fn parse(input: &str) -> Result<Self, Error> {
+        ContentHash::parse(input).map(Self)
+    }
+
+    /// The 64 hex characters.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn key_files_round_trip_and_bad_ones_are_refused_without_echo() {
+        let key = MasterKey::generate();
+        let text = format!("{}\n", key.to_base64().as_str());
+        let again = MasterKey::from_base64(&text).unwrap();
+        let sealed = key.seal("secret", "ctx");
+        assert_eq!(again.open(&sealed, "ctx").unwrap().as_str(), "secret");
+        let short = STANDARD.encode([7u8; 31]);
+        for (bad, why) in [("not base64!", "not base64"), (short.as_str(), "32 bytes")] {
+            let err = MasterKey::from_base64(bad).unwrap_err().to_string();
+            assert!(err.contains(why) && !err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_context() {
+        let key = MasterKey::from_bytes([1; 32]);
+        let sealed = key.seal("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=", "a");
+        assert!(!sealed.as_str().contains("yAnz5TF"));
+        assert_eq!(
+            format!("{sealed:?}"),
+            format!("Sealed({} characters)", sealed.as_str().len())
+        );
+        // Fresh nonce each time: sealing twice gives different texts.
+        assert_ne!(key.seal("x", "a"), key.seal("x", "a"));
+        let err = key.open(&sealed, "b").unwrap_err().to_string();
+        assert!(err.contains("\"b\"") && !err.contains("yAnz5TF"), "{err}");
+        assert!(MasterKey::from_bytes([2; 32]).open(&sealed, "a").is_err());
+        // One flipped bit anywhere and it does not open.
+        let mut bytes = STANDARD.decode(sealed.as_str()).unwrap();
+        for i in [0, NONCE_LEN, bytes.len() - 1] {
+            bytes[i] ^= 1;
+            let altered = Sealed::parse(&STANDARD.encode(&bytes)).unwrap();
+            assert!(key.open(&altered, "a").is_err(), "bit flip at {i}");
+            bytes[i] ^= 1;
+        }
+        for bad in ["", "abc", "%%%%", &STANDARD.encode([0u8; 27])] {
+            assert!(Sealed::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn contexts_name_the_record() {
+        let (edge, origin) = (
+            EdgeNodeId::parse("edg_1").unwrap(),
+            OriginId::parse("org_1").unwrap(),
+        );
+        assert_eq!(origin_key_context(&origin), "origin:org_1:wg-private-key");
+        assert_eq!(
+            tunnel_key_context(&edge, &origin),
+            "tunnel:edg_1:org_1:wg-private-key"
+        );
+    }
+
+    #[test]
+    fn token_hashes_are_hex_sha256() {
+        assert_eq!(
+            TokenHash::of("abc").as_str(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let token = new_token("kk_node");
+        let rest = token.strip_prefix("kk_node_").unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(rest).unwrap().len(), 32);
+        let hash = TokenHash::of(&token);
+        assert_eq!(TokenHash::parse(hash.as_str()).unwrap(), hash);
+        assert!(TokenHash::parse("ABC").is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn seal_open_round_trips(text in "\\PC{0,200}", context in "[a-z0-9:_]{0,40}") {
+            let key = MasterKey::from_bytes([9; 32]);
+            let sealed = Sealed::parse(key.seal(&text, &context).as_str()).unwrap();
+            let opened = key.open(&sealed, &context).unwrap();
+            prop_assert_eq!(opened.as_str(), text.as_str());
+        }
+    }
+}

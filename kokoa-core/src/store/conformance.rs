@@ -1,0 +1,1204 @@
+//! The behaviour every [`Store`] backend must show, as a test suite to run against a
+//! backend: `run_all(|| async { Arc::new(MyStore::new()) as Arc<dyn Store> }).await`.
+//!
+//! Each check gets a fresh, empty store from the factory and panics with a message naming
+//! what went wrong.
+
+use std::{collections::BTreeSet, future::Future, net::Ipv4Addr, sync::Arc};
+
+use ipnet::Ipv4Net;
+use serde_json::json;
+
+use super::{FIRST_LISTEN_PORT, NewOrigin, NewService, NewTunnel, Store};
+use crate::{
+    ApiToken, ApiTokenId, CheckStatus, DnsRecord, DnsRecordId, EdgeNode, EdgeNodeId, EdgeStatus,
+    Email, Enrollment, EnrollmentId, Error, HealthCheck, HealthCheckPath, Hostname, MasterKey,
+    Name, NodeCredentialId, NodeRef, Origin, OriginId, OriginStatus, Port, Protocol, RecordData,
+    Role, Route, RouteId, SubnetPool, Timestamp, User, UserId, WgPublicKey,
+    secret::{self, TokenHash},
+};
+
+const PUBLIC_KEY: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+
+/// Runs every check, each on a fresh store from `fresh`.
+pub async fn run_all<F, Fut>(mut fresh: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    origins_round_trip(&*fresh().await).await;
+    subnets_are_allocated_in_order_and_reused(&*fresh().await).await;
+    concurrent_origins_get_distinct_subnets(fresh().await).await;
+    conflicts_are_typed(&*fresh().await).await;
+    failed_writes_leave_nothing(&*fresh().await).await;
+    routes_round_trip(&*fresh().await).await;
+    deleting_an_origin_in_use(&*fresh().await).await;
+    edges_round_trip(&*fresh().await).await;
+    tunnels_get_addresses_and_ports(&*fresh().await).await;
+    concurrent_tunnels_get_distinct_addresses(fresh().await).await;
+    enrollment_and_credentials(&*fresh().await).await;
+    api_tokens_round_trip(&*fresh().await).await;
+    dns_records_round_trip(&*fresh().await).await;
+    health_history_is_newest_first(&*fresh().await).await;
+    users_round_trip(&*fresh().await).await;
+}
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_unix(1_737_455_400 + seconds).expect("a time in range")
+}
+
+fn name(s: &str) -> Name {
+    Name::parse(s).expect("a valid name")
+}
+
+fn host(s: &str) -> Hostname {
+    Hostname::parse(s).expect("a valid host name")
+}
+
+fn port(n: u16) -> Port {
+    Port::new(n).expect("a valid port")
+}
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().expect("a valid network")
+}
+
+fn public_key() -> WgPublicKey {
+    WgPublicKey::parse(PUBLIC_KEY).expect("a valid key")
+}
+
+fn service(n: &str, p: u16) -> NewService {
+    NewService {
+        name: name(n),
+        port: port(p),
+        protocol: Protocol::Http,
+        health_check_path: None,
+    }
+}
+
+fn new_origin(n: &str) -> NewOrigin {
+    let id = OriginId::new();
+    let key = MasterKey::from_bytes([7; 32]);
+    NewOrigin {
+        private_key: key.seal(
+            &format!("private key of {n}"),
+            &secret::origin_key_context(&id),
+        ),
+        id,
+        name: name(n),
+        domain: None,
+        public_key: public_key(),
+        services: Vec::new(),
+        created_at: at(0),
+    }
+}
+
+async fn create(store: &dyn Store, n: &str) -> Origin {
+    store
+        .create_origin(&SubnetPool::default(), new_origin(n))
+        .await
+        .unwrap_or_else(|e| panic!("creating origin {n}: {e}"))
+}
+
+fn route(origin: &OriginId, hostname: &str, target: u16) -> Route {
+    Route {
+        id: RouteId::new(),
+        hostname: host(hostname),
+        origin_id: origin.clone(),
+        target_port: port(target),
+        created_at: at(1),
+    }
+}
+
+fn edge(n: &str, origin: Option<&OriginId>, created: i64) -> EdgeNode {
+    EdgeNode {
+        id: EdgeNodeId::new(),
+        name: name(n),
+        origin_id: origin.cloned(),
+        provider: name("manual"),
+        region: name("home"),
+        public_ip: None,
+        status: EdgeStatus::Provisioning,
+        last_heartbeat: None,
+        last_metrics: None,
+        health_check_failures: 0,
+        created_at: at(created),
+        deleted_at: None,
+    }
+}
+
+fn new_tunnel(edge: &EdgeNodeId, origin: &OriginId) -> NewTunnel {
+    let key = MasterKey::from_bytes([7; 32]);
+    NewTunnel {
+        edge_node_id: edge.clone(),
+        origin_id: origin.clone(),
+        public_key: public_key(),
+        private_key: key.seal(
+            &format!("key of {edge} to {origin}"),
+            &secret::tunnel_key_context(edge, origin),
+        ),
+        created_at: at(2),
+    }
+}
+
+#[track_caller]
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, Error>, field: &str, value: &str) {
+    match result {
+        Err(Error::Conflict { what, value: v }) => {
+            assert_eq!(
+                (what, v.as_str()),
+                (field, value),
+                "conflict names the field"
+            );
+        }
+        other => panic!("expected a conflict on {field} {value:?}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, Error>, kind: &str) {
+    match result {
+        Err(Error::NotFound { kind: k, .. }) => assert_eq!(k, kind),
+        other => panic!("expected no {kind} found, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_refused<T: std::fmt::Debug>(result: Result<T, Error>, reason_part: &str) {
+    match result {
+        Err(Error::EnrollmentRefused { reason }) => {
+            assert!(reason.contains(reason_part), "{reason}");
+        }
+        other => panic!("expected the enrollment to be refused ({reason_part}), got {other:?}"),
+    }
+}
+
+/// Origins, their services, sealed keys and heartbeats come back as stored.
+pub async fn origins_round_trip(store: &dyn Store) {
+    let mut new = new_origin("home-server");
+    new.domain = Some(host("app.example.com"));
+    new.services = vec![
+        NewService {
+            health_check_path: Some(HealthCheckPath::parse("/health").expect("valid path")),
+            protocol: Protocol::Https,
+            ..service("web", 8001)
+        },
+        service("api", 8002),
+    ];
+    let sealed = new.private_key.clone();
+    let created = store
+        .create_origin(&SubnetPool::default(), new.clone())
+        .await
+        .expect("create origin");
+    assert_eq!(
+        (
+            created.id.clone(),
+            created.name.clone(),
+            created.domain.clone()
+        ),
+        (new.id.clone(), new.name, new.domain)
+    );
+    assert_eq!(created.status, OriginStatus::Inactive);
+    assert_eq!(created.wireguard_ip, Ipv4Addr::new(10, 0, 1, 1));
+    assert_eq!(store.get_origin(&created.id).await.expect("get"), created);
+    let other = create(store, "another").await;
+    assert_eq!(
+        store.list_origins().await.expect("list"),
+        [other.clone(), created.clone()],
+        "origins by name"
+    );
+
+    let services = store.origin_services(&created.id).await.expect("services");
+    let summary: Vec<_> = services
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.port.get(),
+                s.protocol,
+                s.health_check_path.as_ref().map(HealthCheckPath::as_str),
+                &s.origin_id,
+                s.created_at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("api", 8002, Protocol::Http, None, &created.id, at(0)),
+            (
+                "web",
+                8001,
+                Protocol::Https,
+                Some("/health"),
+                &created.id,
+                at(0)
+            ),
+        ],
+        "services by name"
+    );
+    assert!(
+        store
+            .origin_services(&other.id)
+            .await
+            .expect("services")
+            .is_empty()
+    );
+
+    let stored_key = store.origin_private_key(&created.id).await.expect("key");
+    assert_eq!(stored_key, sealed);
+    let opened = MasterKey::from_bytes([7; 32])
+        .open(&stored_key, &secret::origin_key_context(&created.id))
+        .expect("the stored key opens");
+    assert_eq!(opened.as_str(), "private key of home-server");
+
+    let metrics = json!({"connections_active": 42, "cpu_percent": 12.3, "tunnels": ["a"]});
+    store
+        .record_origin_heartbeat(
+            &created.id,
+            at(30),
+            OriginStatus::Active,
+            Some(metrics.clone()),
+        )
+        .await
+        .expect("heartbeat");
+    let beating = store.get_origin(&created.id).await.expect("get");
+    assert_eq!(
+        (beating.status, beating.last_heartbeat, beating.last_metrics),
+        (OriginStatus::Active, Some(at(30)), Some(metrics))
+    );
+
+    let unknown = OriginId::new();
+    assert_not_found(store.get_origin(&unknown).await, "origin");
+    assert_not_found(store.origin_services(&unknown).await, "origin");
+    assert_not_found(store.origin_private_key(&unknown).await, "origin");
+    assert_not_found(
+        store
+            .record_origin_heartbeat(&unknown, at(1), OriginStatus::Active, None)
+            .await,
+        "origin",
+    );
+}
+
+/// Origins get 10.0.1.0/24, then 10.0.2.0/24; a deleted origin's subnet is reused.
+pub async fn subnets_are_allocated_in_order_and_reused(store: &dyn Store) {
+    // A pool with room for one origin runs out with the error that says so.
+    let small = SubnetPool::new(net("10.0.0.0/23")).expect("a /23 pool");
+    let only = store
+        .create_origin(&small, new_origin("only"))
+        .await
+        .expect("one subnet in a /23");
+    assert_eq!(only.network_cidr, net("10.0.1.0/24"));
+    match store.create_origin(&small, new_origin("too-many")).await {
+        Err(Error::PoolExhausted { capacity: 1, .. }) => {}
+        other => panic!("expected the pool to be exhausted, got {other:?}"),
+    }
+    store.delete_origin(&only.id, false).await.expect("delete");
+
+    let first = create(store, "first").await;
+    let second = create(store, "second").await;
+    assert_eq!(
+        (first.network_cidr, second.network_cidr),
+        (net("10.0.1.0/24"), net("10.0.2.0/24"))
+    );
+    assert_eq!(second.wireguard_ip, Ipv4Addr::new(10, 0, 2, 1));
+    store
+        .delete_origin(&first.id, false)
+        .await
+        .expect("delete first");
+    let third = create(store, "third").await;
+    assert_eq!(
+        third.network_cidr,
+        net("10.0.1.0/24"),
+        "the freed subnet is reused"
+    );
+}
+
+/// Eight origins created at once get eight different subnets.
+pub async fn concurrent_origins_get_distinct_subnets(store: Arc<dyn Store>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            store
+                .create_origin(&SubnetPool::default(), new_origin(&format!("origin-{i}")))
+                .await
+        });
+    }
+    let mut subnets = BTreeSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        let origin = joined
+            .expect("task finished")
+            .expect("concurrent create_origin");
+        subnets.insert(origin.network_cidr.to_string());
+    }
+    let expected: BTreeSet<String> = (1..=8).map(|i| format!("10.0.{i}.0/24")).collect();
+    assert_eq!(subnets, expected);
+    assert_eq!(store.list_origins().await.expect("list").len(), 8);
+}
+
+/// Duplicate unique values are refused with [`Error::Conflict`] naming the field.
+pub async fn conflicts_are_typed(store: &dyn Store) {
+    let origin = create(store, "home").await;
+    assert_conflict(
+        store
+            .create_origin(&SubnetPool::default(), new_origin("home"))
+            .await,
+        "origin name",
+        "home",
+    );
+
+    store
+        .create_route(&route(&origin.id, "app.hoge.com", 8080))
+        .await
+        .expect("route");
+    assert_conflict(
+        store
+            .create_route(&route(&origin.id, "app.hoge.com", 9090))
+            .await,
+        "hostname",
+        "app.hoge.com",
+    );
+    let mut other = route(&origin.id, "wiki.fuga.com", 8000);
+    store.create_route(&other).await.expect("second route");
+    other.hostname = host("app.hoge.com");
+    assert_conflict(store.update_route(&other).await, "hostname", "app.hoge.com");
+
+    let hash = TokenHash::of("kk_adm_one");
+    let token = |n: &str| ApiToken {
+        id: ApiTokenId::new(),
+        name: name(n),
+        role: Role::Admin,
+        created_at: at(0),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store
+        .create_api_token(&token("first"), &hash)
+        .await
+        .expect("token");
+    assert_conflict(
+        store.create_api_token(&token("second"), &hash).await,
+        "token hash",
+        hash.as_str(),
+    );
+
+    let enrollment = || Enrollment {
+        id: EnrollmentId::new(),
+        node: NodeRef::Origin(origin.id.clone()),
+        expires_at: at(600),
+        uses_left: 1,
+        created_at: at(0),
+    };
+    let hash = TokenHash::of("kk_enr_one");
+    store
+        .create_enrollment(&enrollment(), &hash)
+        .await
+        .expect("enrollment");
+    assert_conflict(
+        store.create_enrollment(&enrollment(), &hash).await,
+        "token hash",
+        hash.as_str(),
+    );
+
+    let user = |id| User {
+        id,
+        email: Email::parse("admin@example.com").expect("valid address"),
+        role: Role::Admin,
+        created_at: at(0),
+    };
+    store
+        .create_user(&user(UserId::new()), "$argon2id$one")
+        .await
+        .expect("user");
+    assert_conflict(
+        store
+            .create_user(&user(UserId::new()), "$argon2id$two")
+            .await,
+        "e-mail address",
+        "admin@example.com",
+    );
+}
+
+/// An operation that fails half-way leaves no row behind.
+pub async fn failed_writes_leave_nothing(store: &dyn Store) {
+    let mut twice = new_origin("twice");
+    twice.services = vec![service("web", 8001), service("web", 8002)];
+    assert_conflict(
+        store.create_origin(&SubnetPool::default(), twice).await,
+        "service name",
+        "web",
+    );
+    assert!(
+        store.list_origins().await.expect("list").is_empty(),
+        "no origin row left by a failed creation"
+    );
+
+    let mut first = new_origin("first");
+    first.services = vec![service("web", 8001)];
+    let first = store
+        .create_origin(&SubnetPool::default(), first)
+        .await
+        .expect("first origin");
+    assert_eq!(
+        first.network_cidr,
+        net("10.0.1.0/24"),
+        "the failed creation did not keep a subnet"
+    );
+    let mut clash = new_origin("first");
+    clash.services = vec![service("api", 8002)];
+    assert_conflict(
+        store.create_origin(&SubnetPool::default(), clash).await,
+        "origin name",
+        "first",
+    );
+    let services = store.origin_services(&first.id).await.expect("services");
+    assert_eq!(services.len(), 1, "{services:?}");
+    assert_eq!(
+        store.list_origins().await.expect("list"),
+        std::slice::from_ref(&first)
+    );
+
+    // A refused enrollment uses nothing up.
+    let hash = TokenHash::of("kk_enr_future");
+    let enrollment = Enrollment {
+        id: EnrollmentId::new(),
+        node: NodeRef::Origin(first.id.clone()),
+        expires_at: at(100),
+        uses_left: 1,
+        created_at: at(0),
+    };
+    store
+        .create_enrollment(&enrollment, &hash)
+        .await
+        .expect("enrollment");
+    let credential_hash = TokenHash::of("kk_node_x");
+    assert_refused(
+        store
+            .redeem_enrollment(&hash, at(100), &NodeCredentialId::new(), &credential_hash)
+            .await,
+        "expired",
+    );
+    assert_eq!(
+        store
+            .find_node_credential(&credential_hash)
+            .await
+            .expect("find"),
+        None
+    );
+    assert_eq!(
+        store
+            .find_enrollment(&hash, at(50))
+            .await
+            .expect("find")
+            .map(|e| e.uses_left),
+        Some(1)
+    );
+}
+
+/// Routes: create, get, list by host name, update, delete.
+pub async fn routes_round_trip(store: &dyn Store) {
+    let (a, b) = (create(store, "a").await, create(store, "b").await);
+    let wiki = route(&a.id, "wiki.fuga.com", 8000);
+    let app = route(&a.id, "app.hoge.com", 8080);
+    store.create_route(&wiki).await.expect("wiki");
+    store.create_route(&app).await.expect("app");
+    assert_eq!(store.get_route(&app.id).await.expect("get"), app);
+    assert_eq!(
+        store.list_routes().await.expect("list"),
+        [app.clone(), wiki.clone()],
+        "routes by host name"
+    );
+
+    let mut moved = Route {
+        hostname: host("app2.hoge.com"),
+        origin_id: b.id.clone(),
+        target_port: port(9000),
+        created_at: at(999),
+        ..app.clone()
+    };
+    store.update_route(&moved).await.expect("update");
+    moved.created_at = app.created_at;
+    assert_eq!(
+        store.get_route(&app.id).await.expect("get"),
+        moved,
+        "updated, creation time kept"
+    );
+
+    assert_not_found(
+        store
+            .create_route(&route(&OriginId::new(), "x.example.com", 80))
+            .await,
+        "origin",
+    );
+    assert_not_found(
+        store.update_route(&route(&a.id, "y.example.com", 80)).await,
+        "route",
+    );
+    store.delete_route(&wiki.id).await.expect("delete");
+    assert_not_found(store.get_route(&wiki.id).await, "route");
+    assert_not_found(store.delete_route(&wiki.id).await, "route");
+    assert_eq!(store.list_routes().await.expect("list"), [moved]);
+}
+
+/// An origin with routes is not deleted unless forced; forcing removes what hangs on it.
+pub async fn deleting_an_origin_in_use(store: &dyn Store) {
+    let mut new = new_origin("busy");
+    new.services = vec![service("web", 8001)];
+    let origin = store
+        .create_origin(&SubnetPool::default(), new)
+        .await
+        .expect("origin");
+    let keep = create(store, "keep").await;
+    store
+        .create_route(&route(&origin.id, "a.hoge.com", 8001))
+        .await
+        .expect("route a");
+    store
+        .create_route(&route(&origin.id, "b.hoge.com", 8001))
+        .await
+        .expect("route b");
+    let kept_route = route(&keep.id, "c.hoge.com", 80);
+    store.create_route(&kept_route).await.expect("route c");
+    let all_origins = edge("edge-1", None, 0);
+    store.create_edge(&all_origins).await.expect("edge");
+    store
+        .create_tunnel(new_tunnel(&all_origins.id, &origin.id))
+        .await
+        .expect("tunnel to busy");
+    store
+        .create_tunnel(new_tunnel(&all_origins.id, &keep.id))
+        .await
+        .expect("tunnel to keep");
+    let credential_hash = TokenHash::of("kk_node_busy");
+    let enrollment_hash = TokenHash::of("kk_enr_busy");
+    store
+        .create_enrollment(
+            &Enrollment {
+                id: EnrollmentId::new(),
+                node: NodeRef::Origin(origin.id.clone()),
+                expires_at: at(600),
+                uses_left: 2,
+                created_at: at(0),
+            },
+            &enrollment_hash,
+        )
+        .await
+        .expect("enrollment");
+    store
+        .redeem_enrollment(
+            &enrollment_hash,
+            at(1),
+            &NodeCredentialId::new(),
+            &credential_hash,
+        )
+        .await
+        .expect("redeem");
+
+    let refused = store.delete_origin(&origin.id, false).await;
+    assert!(
+        refused.as_ref().is_err_and(Error::is_conflict),
+        "{refused:?}"
+    );
+    match refused {
+        Err(Error::InUse {
+            count: 2,
+            by: "routes",
+            ..
+        }) => {}
+        other => panic!("expected the origin to be in use by 2 routes, got {other:?}"),
+    }
+    assert_eq!(
+        store.get_origin(&origin.id).await.expect("still there"),
+        origin
+    );
+    assert_eq!(store.list_routes().await.expect("list").len(), 3);
+
+    store
+        .delete_origin(&origin.id, true)
+        .await
+        .expect("forced delete");
+    assert_not_found(store.get_origin(&origin.id).await, "origin");
+    assert_not_found(store.origin_services(&origin.id).await, "origin");
+    assert_eq!(store.list_routes().await.expect("list"), [kept_route]);
+    let tunnels = store.list_tunnels(None, None).await.expect("tunnels");
+    assert_eq!(
+        tunnels.iter().map(|t| &t.origin_id).collect::<Vec<_>>(),
+        [&keep.id]
+    );
+    assert_eq!(
+        store
+            .find_node_credential(&credential_hash)
+            .await
+            .expect("find"),
+        None,
+        "the origin's credentials went with it"
+    );
+    assert_eq!(
+        store.get_edge(&all_origins.id).await.expect("edge kept").id,
+        all_origins.id
+    );
+    assert_not_found(store.delete_origin(&origin.id, true).await, "origin");
+}
+
+/// Edge nodes: create, get, list by creation time, update, heartbeat.
+pub async fn edges_round_trip(store: &dyn Store) {
+    let origin = create(store, "home").await;
+    let mut dedicated = edge("edge-sgp1-01", Some(&origin.id), 10);
+    dedicated.public_ip = Some("2001:db8::10".parse().expect("an address"));
+    let shared = edge("edge-fra1-01", None, 5);
+    store.create_edge(&dedicated).await.expect("dedicated");
+    store.create_edge(&shared).await.expect("shared");
+    assert_eq!(store.get_edge(&dedicated.id).await.expect("get"), dedicated);
+    assert_eq!(
+        store.list_edges().await.expect("list"),
+        [shared.clone(), dedicated.clone()],
+        "edges by creation time"
+    );
+    assert_not_found(
+        store
+            .create_edge(&edge("stray", Some(&OriginId::new()), 0))
+            .await,
+        "origin",
+    );
+
+    let mut changed = dedicated.clone();
+    changed.public_ip = Some("203.0.113.10".parse().expect("an address"));
+    changed.health_check_failures = 2;
+    changed
+        .set_status(EdgeStatus::Unhealthy, at(20))
+        .expect("legal");
+    changed
+        .set_status(EdgeStatus::Deleted, at(40))
+        .expect("legal");
+    let mut attempt = changed.clone();
+    attempt.origin_id = None;
+    attempt.created_at = at(999);
+    store.update_edge(&attempt).await.expect("update");
+    assert_eq!(
+        store.get_edge(&dedicated.id).await.expect("get"),
+        changed,
+        "origin and creation time kept"
+    );
+
+    let metrics = json!({"connections_active": 42, "tunnel_rtt_ms": 23});
+    store
+        .record_edge_heartbeat(&shared.id, at(50), Some(metrics.clone()))
+        .await
+        .expect("heartbeat");
+    let beating = store.get_edge(&shared.id).await.expect("get");
+    assert_eq!(
+        (beating.last_heartbeat, beating.last_metrics),
+        (Some(at(50)), Some(metrics))
+    );
+
+    let unknown = edge("ghost", None, 0);
+    assert_not_found(store.get_edge(&unknown.id).await, "edge node");
+    assert_not_found(store.update_edge(&unknown).await, "edge node");
+    assert_not_found(
+        store.record_edge_heartbeat(&unknown.id, at(1), None).await,
+        "edge node",
+    );
+}
+
+/// Tunnels get `.10`, `.11` in the origin's /24 and ports 51820, 51821 on the edge.
+pub async fn tunnels_get_addresses_and_ports(store: &dyn Store) {
+    let (one, two) = (create(store, "one").await, create(store, "two").await);
+    let (a, b) = (edge("edge-a", None, 0), edge("edge-b", None, 1));
+    store.create_edge(&a).await.expect("edge a");
+    store.create_edge(&b).await.expect("edge b");
+
+    let a1 = store
+        .create_tunnel(new_tunnel(&a.id, &one.id))
+        .await
+        .expect("a to one");
+    let a2 = store
+        .create_tunnel(new_tunnel(&a.id, &two.id))
+        .await
+        .expect("a to two");
+    let b1 = store
+        .create_tunnel(new_tunnel(&b.id, &one.id))
+        .await
+        .expect("b to one");
+    let placed = |t: &crate::EdgeTunnel| (t.wireguard_ip.to_string(), t.listen_port.get());
+    assert_eq!(placed(&a1), ("10.0.1.10".to_owned(), FIRST_LISTEN_PORT));
+    assert_eq!(placed(&a2), ("10.0.2.10".to_owned(), 51821));
+    assert_eq!(placed(&b1), ("10.0.1.11".to_owned(), 51820));
+    assert_eq!((a1.public_key.as_str(), a1.created_at), (PUBLIC_KEY, at(2)));
+
+    assert_conflict(
+        store.create_tunnel(new_tunnel(&a.id, &one.id)).await,
+        "edge tunnel",
+        &format!("{} to {}", a.id, one.id),
+    );
+    assert_not_found(
+        store
+            .create_tunnel(new_tunnel(&a.id, &OriginId::new()))
+            .await,
+        "origin",
+    );
+    assert_not_found(
+        store
+            .create_tunnel(new_tunnel(&EdgeNodeId::new(), &one.id))
+            .await,
+        "edge node",
+    );
+
+    assert_eq!(
+        store.list_tunnels(Some(&a.id), None).await.expect("list"),
+        [a1.clone(), a2.clone()]
+    );
+    let to_one = store.list_tunnels(None, Some(&one.id)).await.expect("list");
+    assert_eq!(to_one.len(), 2);
+    assert!(to_one.contains(&a1) && to_one.contains(&b1));
+    assert_eq!(
+        store
+            .list_tunnels(Some(&b.id), Some(&two.id))
+            .await
+            .expect("list"),
+        []
+    );
+    assert_eq!(store.list_tunnels(None, None).await.expect("list").len(), 3);
+
+    let key = MasterKey::from_bytes([7; 32]);
+    let sealed = store
+        .tunnel_private_key(&a.id, &two.id)
+        .await
+        .expect("sealed key");
+    let opened = key
+        .open(&sealed, &secret::tunnel_key_context(&a.id, &two.id))
+        .expect("opens");
+    assert_eq!(opened.as_str(), format!("key of {} to {}", a.id, two.id));
+    assert_not_found(
+        store.tunnel_private_key(&b.id, &two.id).await,
+        "edge tunnel",
+    );
+    let with_keys = store.tunnels_with_keys(&a.id).await.expect("with keys");
+    assert_eq!(
+        with_keys.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(),
+        [a1.clone(), a2]
+    );
+    assert_eq!(with_keys[1].1, sealed);
+
+    assert_eq!(
+        store.delete_tunnels_of_edge(&a.id).await.expect("delete"),
+        2
+    );
+    assert_eq!(
+        store.delete_tunnels_of_edge(&a.id).await.expect("delete"),
+        0
+    );
+    let c = edge("edge-c", None, 2);
+    store.create_edge(&c).await.expect("edge c");
+    let c1 = store
+        .create_tunnel(new_tunnel(&c.id, &one.id))
+        .await
+        .expect("c to one");
+    assert_eq!(
+        placed(&c1),
+        ("10.0.1.10".to_owned(), 51820),
+        "freed address reused"
+    );
+}
+
+/// Eight edges joining one origin at once get eight different addresses, and one edge
+/// joining eight origins at once gets eight different ports.
+pub async fn concurrent_tunnels_get_distinct_addresses(store: Arc<dyn Store>) {
+    let origin = create(&*store, "shared").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let (store, origin) = (Arc::clone(&store), origin.id.clone());
+        tasks.spawn(async move {
+            let node = edge(&format!("edge-{i}"), None, i);
+            store.create_edge(&node).await?;
+            store.create_tunnel(new_tunnel(&node.id, &origin)).await
+        });
+    }
+    let mut addresses = BTreeSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        let tunnel = joined
+            .expect("task finished")
+            .expect("concurrent create_tunnel");
+        assert_eq!(tunnel.listen_port.get(), FIRST_LISTEN_PORT);
+        addresses.insert(tunnel.wireguard_ip.octets()[3]);
+    }
+    assert_eq!(addresses, (10..18).collect());
+
+    let hub = edge("hub", None, 0);
+    store.create_edge(&hub).await.expect("hub");
+    let mut origins = Vec::new();
+    for i in 0..8 {
+        origins.push(create(&*store, &format!("origin-{i}")).await.id);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for origin in origins {
+        let (store, hub) = (Arc::clone(&store), hub.id.clone());
+        tasks.spawn(async move { store.create_tunnel(new_tunnel(&hub, &origin)).await });
+    }
+    let mut ports = BTreeSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        let tunnel = joined
+            .expect("task finished")
+            .expect("concurrent create_tunnel");
+        ports.insert(tunnel.listen_port.get());
+    }
+    assert_eq!(ports, (51820..51828).collect());
+}
+
+/// Enrollment tokens are redeemed once, not after expiry, and revoked credentials stop
+/// working.
+pub async fn enrollment_and_credentials(store: &dyn Store) {
+    let node_edge = edge("edge-1", None, 0);
+    store.create_edge(&node_edge).await.expect("edge");
+    let node = NodeRef::Edge(node_edge.id.clone());
+    let enrollment = Enrollment {
+        id: EnrollmentId::new(),
+        node: node.clone(),
+        expires_at: at(600),
+        uses_left: 1,
+        created_at: at(0),
+    };
+    let token = TokenHash::of("kk_enr_edge");
+    store
+        .create_enrollment(&enrollment, &token)
+        .await
+        .expect("enrollment");
+    assert_eq!(
+        store.find_enrollment(&token, at(10)).await.expect("find"),
+        Some(enrollment.clone())
+    );
+    assert_eq!(
+        store.find_enrollment(&token, at(600)).await.expect("find"),
+        None,
+        "expired"
+    );
+    assert_not_found(
+        store
+            .create_enrollment(
+                &Enrollment {
+                    id: EnrollmentId::new(),
+                    node: NodeRef::Edge(EdgeNodeId::new()),
+                    ..enrollment.clone()
+                },
+                &TokenHash::of("kk_enr_ghost"),
+            )
+            .await,
+        "edge node",
+    );
+
+    let credential_id = NodeCredentialId::new();
+    let credential_hash = TokenHash::of("kk_node_edge");
+    let credential = store
+        .redeem_enrollment(&token, at(10), &credential_id, &credential_hash)
+        .await
+        .expect("first redemption");
+    assert_eq!(
+        (
+            &credential.id,
+            &credential.node,
+            credential.created_at,
+            credential.revoked_at
+        ),
+        (&credential_id, &node, at(10), None)
+    );
+    assert_refused(
+        store
+            .redeem_enrollment(
+                &token,
+                at(11),
+                &NodeCredentialId::new(),
+                &TokenHash::of("x"),
+            )
+            .await,
+        "used up",
+    );
+    assert_eq!(
+        store.find_enrollment(&token, at(11)).await.expect("find"),
+        None,
+        "used up"
+    );
+    assert_refused(
+        store
+            .redeem_enrollment(
+                &TokenHash::of("kk_enr_unknown"),
+                at(11),
+                &NodeCredentialId::new(),
+                &TokenHash::of("y"),
+            )
+            .await,
+        "unknown",
+    );
+    assert_eq!(
+        store
+            .find_node_credential(&credential_hash)
+            .await
+            .expect("find"),
+        Some(credential)
+    );
+
+    // A second enrollment for the same node, still pending when the node is revoked.
+    let pending = TokenHash::of("kk_enr_edge_2");
+    store
+        .create_enrollment(
+            &Enrollment {
+                id: EnrollmentId::new(),
+                uses_left: 3,
+                ..enrollment.clone()
+            },
+            &pending,
+        )
+        .await
+        .expect("second enrollment");
+    assert_eq!(
+        store
+            .revoke_node_credentials(&node, at(20))
+            .await
+            .expect("revoke"),
+        1
+    );
+    assert_eq!(
+        store
+            .find_node_credential(&credential_hash)
+            .await
+            .expect("find"),
+        None,
+        "revoked"
+    );
+    assert_refused(
+        store
+            .redeem_enrollment(
+                &pending,
+                at(21),
+                &NodeCredentialId::new(),
+                &TokenHash::of("z"),
+            )
+            .await,
+        "used up",
+    );
+    assert_eq!(
+        store
+            .revoke_node_credentials(&node, at(30))
+            .await
+            .expect("revoke"),
+        0
+    );
+}
+
+/// API tokens: create, find by hash, record use, list, revoke.
+pub async fn api_tokens_round_trip(store: &dyn Store) {
+    let token = |n: &str, role, created| ApiToken {
+        id: ApiTokenId::new(),
+        name: name(n),
+        role,
+        created_at: at(created),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    let admin = token("admin", Role::Admin, 5);
+    let viewer = token("dashboard", Role::Viewer, 1);
+    let (admin_hash, viewer_hash) = (TokenHash::of("kk_adm_1"), TokenHash::of("kk_adm_2"));
+    store
+        .create_api_token(&admin, &admin_hash)
+        .await
+        .expect("admin");
+    store
+        .create_api_token(&viewer, &viewer_hash)
+        .await
+        .expect("viewer");
+    assert_eq!(
+        store.find_api_token(&admin_hash).await.expect("find"),
+        Some(admin.clone())
+    );
+    assert_eq!(
+        store
+            .find_api_token(&TokenHash::of("kk_adm_3"))
+            .await
+            .expect("find"),
+        None
+    );
+    store
+        .touch_api_token(&viewer.id, at(7))
+        .await
+        .expect("touch");
+    store
+        .revoke_api_token(&admin.id, at(8))
+        .await
+        .expect("revoke");
+    store
+        .revoke_api_token(&admin.id, at(9))
+        .await
+        .expect("revoke again");
+    assert_eq!(store.find_api_token(&admin_hash).await.expect("find"), None);
+    let listed = store.list_api_tokens().await.expect("list");
+    assert_eq!(
+        listed,
+        [
+            ApiToken {
+                last_used_at: Some(at(7)),
+                ..viewer
+            },
+            ApiToken {
+                revoked_at: Some(at(8)),
+                ..admin
+            },
+        ],
+        "by creation time, first revocation time kept"
+    );
+    assert_not_found(
+        store.revoke_api_token(&ApiTokenId::new(), at(1)).await,
+        "API token",
+    );
+    assert_not_found(
+        store.touch_api_token(&ApiTokenId::new(), at(1)).await,
+        "API token",
+    );
+}
+
+/// DNS records: add, list (all or by host name), delete.
+pub async fn dns_records_round_trip(store: &dyn Store) {
+    let node = edge("edge-1", None, 0);
+    store.create_edge(&node).await.expect("edge");
+    let record = |hostname: &str, data, edge: Option<&EdgeNodeId>| DnsRecord {
+        id: DnsRecordId::new(),
+        hostname: host(hostname),
+        data,
+        provider_record_id: Some("abc123".to_owned()),
+        provider: name("cloudflare"),
+        edge_node_id: edge.cloned(),
+        created_at: at(3),
+    };
+    let a = record(
+        "app.hoge.com",
+        RecordData::A(Ipv4Addr::new(203, 0, 113, 10)),
+        Some(&node.id),
+    );
+    let aaaa = record(
+        "app.hoge.com",
+        RecordData::Aaaa("2001:db8::10".parse().expect("an address")),
+        Some(&node.id),
+    );
+    let txt = DnsRecord {
+        provider_record_id: None,
+        ..record(
+            "acme.app.hoge.com",
+            RecordData::Txt("gfj9Xq-Rg85nM".to_owned()),
+            None,
+        )
+    };
+    for r in [&a, &aaaa, &txt] {
+        store.add_dns_record(r).await.expect("add");
+    }
+    let all = store.list_dns_records(None).await.expect("list");
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0], txt, "by host name");
+    let app = store
+        .list_dns_records(Some(&host("app.hoge.com")))
+        .await
+        .expect("list");
+    assert_eq!(app.len(), 2);
+    assert!(app.contains(&a) && app.contains(&aaaa));
+    assert_not_found(
+        store
+            .add_dns_record(&record(
+                "x.hoge.com",
+                RecordData::A(Ipv4Addr::LOCALHOST),
+                Some(&EdgeNodeId::new()),
+            ))
+            .await,
+        "edge node",
+    );
+    store.delete_dns_record(&a.id).await.expect("delete");
+    assert_not_found(store.delete_dns_record(&a.id).await, "DNS record");
+    assert_eq!(
+        store
+            .list_dns_records(Some(&host("app.hoge.com")))
+            .await
+            .expect("list"),
+        [aaaa]
+    );
+}
+
+/// Health history comes newest first, at most `limit` entries.
+pub async fn health_history_is_newest_first(store: &dyn Store) {
+    let (watched, other) = (edge("edge-1", None, 0), edge("edge-2", None, 0));
+    store.create_edge(&watched).await.expect("edge");
+    store.create_edge(&other).await.expect("edge");
+    let check = |edge: &EdgeNodeId, seconds, ms: Option<u32>| HealthCheck {
+        edge_node_id: edge.clone(),
+        status: if ms.is_some() {
+            CheckStatus::Success
+        } else {
+            CheckStatus::Failure
+        },
+        response_time_ms: ms,
+        error_message: ms.is_none().then(|| "connection refused".to_owned()),
+        checked_at: at(seconds),
+    };
+    // Added out of order; two share a time.
+    let checks = [
+        check(&watched.id, 10, Some(45)),
+        check(&watched.id, 30, None),
+        check(&watched.id, 20, Some(50)),
+        check(&other.id, 40, Some(1)),
+        check(&watched.id, 30, Some(60)),
+    ];
+    for c in &checks {
+        store.add_health_check(c).await.expect("add");
+    }
+    let history = store.health_history(&watched.id, 3).await.expect("history");
+    assert_eq!(
+        history,
+        [checks[4].clone(), checks[1].clone(), checks[2].clone()],
+        "newest first, later-added first among equal times"
+    );
+    assert_eq!(
+        store
+            .health_history(&watched.id, 100)
+            .await
+            .expect("history")
+            .len(),
+        4
+    );
+    assert_eq!(
+        store.health_history(&watched.id, 0).await.expect("history"),
+        []
+    );
+    assert_not_found(
+        store
+            .add_health_check(&check(&EdgeNodeId::new(), 1, None))
+            .await,
+        "edge node",
+    );
+}
+
+/// Users: create and find by e-mail address, with their password hash.
+pub async fn users_round_trip(store: &dyn Store) {
+    let user = User {
+        id: UserId::new(),
+        email: Email::parse("Admin@Example.com").expect("valid address"),
+        role: Role::Viewer,
+        created_at: at(0),
+    };
+    store
+        .create_user(&user, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA")
+        .await
+        .expect("create");
+    let found = store
+        .find_user_by_email(&Email::parse("admin@example.com").expect("valid address"))
+        .await
+        .expect("find");
+    assert_eq!(
+        found,
+        Some((
+            user,
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned()
+        ))
+    );
+    assert_eq!(
+        store
+            .find_user_by_email(&Email::parse("nobody@example.com").expect("valid address"))
+            .await
+            .expect("find"),
+        None
+    );
+}

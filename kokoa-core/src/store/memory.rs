@@ -1,0 +1,677 @@
+//! The in-memory store: a mutex over plain collections, with the same rules as the SQL
+//! backends (unique values, references, ordering).
+
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::{NewOrigin, NewTunnel, Store, allocate_tunnel, sort};
+use crate::{
+    ApiToken, ApiTokenId, DnsRecord, DnsRecordId, EdgeNode, EdgeNodeId, EdgeTunnel, Email,
+    Enrollment, Error, HealthCheck, Hostname, NodeCredential, NodeCredentialId, NodeRef, Origin,
+    OriginId, OriginService, OriginStatus, Route, RouteId, ServiceId, SubnetPool, Timestamp, User,
+    origin_address,
+    secret::{Sealed, TokenHash},
+};
+
+/// A [`Store`] in memory, for tests and trials: nothing survives the process.
+///
+/// Every operation takes one lock and checks everything before changing anything, so
+/// operations are atomic as in the SQL backends.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    origins: Vec<(Origin, Sealed)>,
+    services: Vec<OriginService>,
+    routes: Vec<Route>,
+    edges: Vec<EdgeNode>,
+    tunnels: Vec<(EdgeTunnel, Sealed)>,
+    api_tokens: Vec<(ApiToken, TokenHash)>,
+    enrollments: Vec<(Enrollment, TokenHash)>,
+    credentials: Vec<(NodeCredential, TokenHash)>,
+    dns_records: Vec<DnsRecord>,
+    health_checks: Vec<HealthCheck>,
+    users: Vec<(User, String)>,
+}
+
+fn not_found(kind: &'static str, id: impl ToString) -> Error {
+    Error::NotFound {
+        kind,
+        id: id.to_string(),
+    }
+}
+
+fn conflict(what: &'static str, value: impl ToString) -> Error {
+    Error::Conflict {
+        what,
+        value: value.to_string(),
+    }
+}
+
+/// `Err(conflict)` if `taken` holds.
+fn unique(taken: bool, what: &'static str, value: impl ToString) -> Result<(), Error> {
+    if taken {
+        Err(conflict(what, value))
+    } else {
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, Error> {
+        // A panic while the lock was held may have left a change half made.
+        self.state
+            .lock()
+            .map_err(|_| Error::Storage("the in-memory store was poisoned by a panic".into()))
+    }
+}
+
+impl State {
+    fn origin(&self, id: &OriginId) -> Result<&(Origin, Sealed), Error> {
+        self.origins
+            .iter()
+            .find(|(o, _)| &o.id == id)
+            .ok_or_else(|| not_found("origin", id))
+    }
+
+    fn origin_mut(&mut self, id: &OriginId) -> Result<&mut Origin, Error> {
+        self.origins
+            .iter_mut()
+            .map(|(o, _)| o)
+            .find(|o| &o.id == id)
+            .ok_or_else(|| not_found("origin", id))
+    }
+
+    fn edge_mut(&mut self, id: &EdgeNodeId) -> Result<&mut EdgeNode, Error> {
+        self.edges
+            .iter_mut()
+            .find(|e| &e.id == id)
+            .ok_or_else(|| not_found("edge node", id))
+    }
+
+    fn check_hostname(&self, route: &Route) -> Result<(), Error> {
+        let taken = self
+            .routes
+            .iter()
+            .any(|r| r.hostname == route.hostname && r.id != route.id);
+        unique(taken, "hostname", &route.hostname)
+    }
+
+    fn check_node(&mut self, node: &NodeRef) -> Result<(), Error> {
+        match node {
+            NodeRef::Edge(id) => self.edge_mut(id).map(drop),
+            NodeRef::Origin(id) => self.origin(id).map(drop),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_origin(&self, pool: &SubnetPool, new: NewOrigin) -> Result<Origin, Error> {
+        let mut state = self.lock()?;
+        unique(
+            state.origins.iter().any(|(o, _)| o.id == new.id),
+            "origin id",
+            &new.id,
+        )?;
+        unique(
+            state.origins.iter().any(|(o, _)| o.name == new.name),
+            "origin name",
+            &new.name,
+        )?;
+        for (i, service) in new.services.iter().enumerate() {
+            unique(
+                new.services[..i].iter().any(|s| s.name == service.name),
+                "service name",
+                &service.name,
+            )?;
+        }
+        let network_cidr = pool.allocate(state.origins.iter().map(|(o, _)| &o.network_cidr))?;
+        let origin = Origin {
+            id: new.id,
+            name: new.name,
+            domain: new.domain,
+            status: OriginStatus::Inactive,
+            last_heartbeat: None,
+            last_metrics: None,
+            network_cidr,
+            wireguard_ip: origin_address(network_cidr)?,
+            wireguard_public_key: new.public_key,
+            created_at: new.created_at,
+        };
+        state
+            .services
+            .extend(new.services.into_iter().map(|s| OriginService {
+                id: ServiceId::new(),
+                origin_id: origin.id.clone(),
+                name: s.name,
+                port: s.port,
+                protocol: s.protocol,
+                health_check_path: s.health_check_path,
+                created_at: new.created_at,
+            }));
+        state.origins.push((origin.clone(), new.private_key));
+        Ok(origin)
+    }
+
+    async fn get_origin(&self, id: &OriginId) -> Result<Origin, Error> {
+        Ok(self.lock()?.origin(id)?.0.clone())
+    }
+
+    async fn list_origins(&self) -> Result<Vec<Origin>, Error> {
+        let mut origins: Vec<Origin> = self
+            .lock()?
+            .origins
+            .iter()
+            .map(|(o, _)| o.clone())
+            .collect();
+        sort::origins(&mut origins);
+        Ok(origins)
+    }
+
+    async fn origin_services(&self, id: &OriginId) -> Result<Vec<OriginService>, Error> {
+        let state = self.lock()?;
+        state.origin(id)?;
+        let mut services: Vec<OriginService> = state
+            .services
+            .iter()
+            .filter(|s| &s.origin_id == id)
+            .cloned()
+            .collect();
+        sort::services(&mut services);
+        Ok(services)
+    }
+
+    async fn origin_private_key(&self, id: &OriginId) -> Result<Sealed, Error> {
+        Ok(self.lock()?.origin(id)?.1.clone())
+    }
+
+    async fn delete_origin(&self, id: &OriginId, force: bool) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        state.origin(id)?;
+        let routes = state.routes.iter().filter(|r| &r.origin_id == id).count();
+        if routes > 0 && !force {
+            return Err(Error::InUse {
+                kind: "origin",
+                id: id.to_string(),
+                by: "routes",
+                count: routes as u64,
+            });
+        }
+        let node = NodeRef::Origin(id.clone());
+        state.routes.retain(|r| &r.origin_id != id);
+        state.services.retain(|s| &s.origin_id != id);
+        state.tunnels.retain(|(t, _)| &t.origin_id != id);
+        state.enrollments.retain(|(e, _)| e.node != node);
+        state.credentials.retain(|(c, _)| c.node != node);
+        state.origins.retain(|(o, _)| &o.id != id);
+        Ok(())
+    }
+
+    async fn record_origin_heartbeat(
+        &self,
+        id: &OriginId,
+        at: Timestamp,
+        status: OriginStatus,
+        metrics: Option<serde_json::Value>,
+    ) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let origin = state.origin_mut(id)?;
+        origin.last_heartbeat = Some(at);
+        origin.status = status;
+        origin.last_metrics = metrics;
+        Ok(())
+    }
+
+    async fn create_route(&self, route: &Route) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        state.origin(&route.origin_id)?;
+        unique(
+            state.routes.iter().any(|r| r.id == route.id),
+            "route id",
+            &route.id,
+        )?;
+        state.check_hostname(route)?;
+        state.routes.push(route.clone());
+        Ok(())
+    }
+
+    async fn get_route(&self, id: &RouteId) -> Result<Route, Error> {
+        self.lock()?
+            .routes
+            .iter()
+            .find(|r| &r.id == id)
+            .cloned()
+            .ok_or_else(|| not_found("route", id))
+    }
+
+    async fn list_routes(&self) -> Result<Vec<Route>, Error> {
+        let mut routes = self.lock()?.routes.clone();
+        sort::routes(&mut routes);
+        Ok(routes)
+    }
+
+    async fn update_route(&self, route: &Route) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        state.origin(&route.origin_id)?;
+        let index = state
+            .routes
+            .iter()
+            .position(|r| r.id == route.id)
+            .ok_or_else(|| not_found("route", &route.id))?;
+        state.check_hostname(route)?;
+        let stored = &mut state.routes[index];
+        stored.hostname = route.hostname.clone();
+        stored.origin_id = route.origin_id.clone();
+        stored.target_port = route.target_port;
+        Ok(())
+    }
+
+    async fn delete_route(&self, id: &RouteId) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let before = state.routes.len();
+        state.routes.retain(|r| &r.id != id);
+        if state.routes.len() == before {
+            return Err(not_found("route", id));
+        }
+        Ok(())
+    }
+
+    async fn create_edge(&self, edge: &EdgeNode) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        if let Some(origin) = &edge.origin_id {
+            state.origin(origin)?;
+        }
+        unique(
+            state.edges.iter().any(|e| e.id == edge.id),
+            "edge node id",
+            &edge.id,
+        )?;
+        state.edges.push(edge.clone());
+        Ok(())
+    }
+
+    async fn get_edge(&self, id: &EdgeNodeId) -> Result<EdgeNode, Error> {
+        Ok(self.lock()?.edge_mut(id)?.clone())
+    }
+
+    async fn list_edges(&self) -> Result<Vec<EdgeNode>, Error> {
+        let mut edges = self.lock()?.edges.clone();
+        sort::edges(&mut edges);
+        Ok(edges)
+    }
+
+    async fn update_edge(&self, edge: &EdgeNode) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let stored = state.edge_mut(&edge.id)?;
+        *stored = EdgeNode {
+            id: stored.id.clone(),
+            origin_id: stored.origin_id.clone(),
+            created_at: stored.created_at,
+            ..edge.clone()
+        };
+        Ok(())
+    }
+
+    async fn record_edge_heartbeat(
+        &self,
+        id: &EdgeNodeId,
+        at: Timestamp,
+        metrics: Option<serde_json::Value>,
+    ) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let edge = state.edge_mut(id)?;
+        edge.last_heartbeat = Some(at);
+        edge.last_metrics = metrics;
+        Ok(())
+    }
+
+    async fn create_tunnel(&self, new: NewTunnel) -> Result<EdgeTunnel, Error> {
+        let mut state = self.lock()?;
+        state.edge_mut(&new.edge_node_id)?;
+        let origin = state.origin(&new.origin_id)?.0.clone();
+        let mut addresses = Vec::new();
+        let mut ports = Vec::new();
+        for (t, _) in &state.tunnels {
+            if t.edge_node_id == new.edge_node_id && t.origin_id == new.origin_id {
+                return Err(conflict(
+                    "edge tunnel",
+                    format!("{} to {}", new.edge_node_id, new.origin_id),
+                ));
+            }
+            if t.origin_id == new.origin_id {
+                addresses.push(t.wireguard_ip);
+            }
+            if t.edge_node_id == new.edge_node_id {
+                ports.push(t.listen_port);
+            }
+        }
+        let (wireguard_ip, listen_port) =
+            allocate_tunnel(&origin, &new.edge_node_id, &addresses, &ports)?;
+        let tunnel = EdgeTunnel {
+            edge_node_id: new.edge_node_id,
+            origin_id: new.origin_id,
+            wireguard_ip,
+            listen_port,
+            public_key: new.public_key,
+            created_at: new.created_at,
+        };
+        state.tunnels.push((tunnel.clone(), new.private_key));
+        Ok(tunnel)
+    }
+
+    async fn list_tunnels(
+        &self,
+        edge: Option<&EdgeNodeId>,
+        origin: Option<&OriginId>,
+    ) -> Result<Vec<EdgeTunnel>, Error> {
+        let mut tunnels: Vec<EdgeTunnel> = self
+            .lock()?
+            .tunnels
+            .iter()
+            .map(|(t, _)| t)
+            .filter(|t| edge.is_none_or(|e| &t.edge_node_id == e))
+            .filter(|t| origin.is_none_or(|o| &t.origin_id == o))
+            .cloned()
+            .collect();
+        sort::tunnels(&mut tunnels);
+        Ok(tunnels)
+    }
+
+    async fn tunnel_private_key(
+        &self,
+        edge: &EdgeNodeId,
+        origin: &OriginId,
+    ) -> Result<Sealed, Error> {
+        self.lock()?
+            .tunnels
+            .iter()
+            .find(|(t, _)| &t.edge_node_id == edge && &t.origin_id == origin)
+            .map(|(_, key)| key.clone())
+            .ok_or_else(|| not_found("edge tunnel", format!("{edge} to {origin}")))
+    }
+
+    async fn tunnels_with_keys(
+        &self,
+        edge: &EdgeNodeId,
+    ) -> Result<Vec<(EdgeTunnel, Sealed)>, Error> {
+        let mut tunnels: Vec<(EdgeTunnel, Sealed)> = self
+            .lock()?
+            .tunnels
+            .iter()
+            .filter(|(t, _)| &t.edge_node_id == edge)
+            .cloned()
+            .collect();
+        tunnels.sort_by_key(|(t, _)| t.listen_port);
+        Ok(tunnels)
+    }
+
+    async fn delete_tunnels_of_edge(&self, edge: &EdgeNodeId) -> Result<u64, Error> {
+        let mut state = self.lock()?;
+        let before = state.tunnels.len();
+        state.tunnels.retain(|(t, _)| &t.edge_node_id != edge);
+        Ok((before - state.tunnels.len()) as u64)
+    }
+
+    async fn create_api_token(&self, token: &ApiToken, hash: &TokenHash) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        unique(
+            state.api_tokens.iter().any(|(t, _)| t.id == token.id),
+            "API token id",
+            &token.id,
+        )?;
+        unique(
+            state.api_tokens.iter().any(|(_, h)| h == hash),
+            "token hash",
+            hash.as_str(),
+        )?;
+        state.api_tokens.push((token.clone(), hash.clone()));
+        Ok(())
+    }
+
+    async fn find_api_token(&self, hash: &TokenHash) -> Result<Option<ApiToken>, Error> {
+        Ok(self
+            .lock()?
+            .api_tokens
+            .iter()
+            .find(|(t, h)| h == hash && t.revoked_at.is_none())
+            .map(|(t, _)| t.clone()))
+    }
+
+    async fn touch_api_token(&self, id: &ApiTokenId, at: Timestamp) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let token = api_token_mut(&mut state, id)?;
+        token.last_used_at = Some(at);
+        Ok(())
+    }
+
+    async fn list_api_tokens(&self) -> Result<Vec<ApiToken>, Error> {
+        let mut tokens: Vec<ApiToken> = self
+            .lock()?
+            .api_tokens
+            .iter()
+            .map(|(t, _)| t.clone())
+            .collect();
+        sort::api_tokens(&mut tokens);
+        Ok(tokens)
+    }
+
+    async fn revoke_api_token(&self, id: &ApiTokenId, at: Timestamp) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let token = api_token_mut(&mut state, id)?;
+        token.revoked_at.get_or_insert(at);
+        Ok(())
+    }
+
+    async fn create_enrollment(
+        &self,
+        enrollment: &Enrollment,
+        hash: &TokenHash,
+    ) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        state.check_node(&enrollment.node)?;
+        unique(
+            state.enrollments.iter().any(|(e, _)| e.id == enrollment.id),
+            "enrollment id",
+            &enrollment.id,
+        )?;
+        unique(
+            state.enrollments.iter().any(|(_, h)| h == hash),
+            "token hash",
+            hash.as_str(),
+        )?;
+        state.enrollments.push((enrollment.clone(), hash.clone()));
+        Ok(())
+    }
+
+    async fn find_enrollment(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<Enrollment>, Error> {
+        Ok(self
+            .lock()?
+            .enrollments
+            .iter()
+            .find(|(e, h)| h == hash && e.is_usable(now))
+            .map(|(e, _)| e.clone()))
+    }
+
+    async fn redeem_enrollment(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        credential_id: &NodeCredentialId,
+        credential_hash: &TokenHash,
+    ) -> Result<NodeCredential, Error> {
+        let mut state = self.lock()?;
+        let index = state
+            .enrollments
+            .iter()
+            .position(|(_, h)| h == hash)
+            .ok_or(super::UNKNOWN_ENROLLMENT)?;
+        let node = state.enrollments[index].0.node.clone();
+        super::check_redeemable(&state.enrollments[index].0, now)?;
+        if state.check_node(&node).is_err() {
+            return Err(super::NODE_GONE);
+        }
+        unique(
+            state
+                .credentials
+                .iter()
+                .any(|(c, _)| &c.id == credential_id),
+            "node credential id",
+            credential_id,
+        )?;
+        unique(
+            state.credentials.iter().any(|(_, h)| h == credential_hash),
+            "token hash",
+            credential_hash.as_str(),
+        )?;
+        state.enrollments[index].0.uses_left -= 1;
+        let credential = NodeCredential {
+            id: credential_id.clone(),
+            node,
+            created_at: now,
+            revoked_at: None,
+        };
+        state
+            .credentials
+            .push((credential.clone(), credential_hash.clone()));
+        Ok(credential)
+    }
+
+    async fn find_node_credential(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<NodeCredential>, Error> {
+        Ok(self
+            .lock()?
+            .credentials
+            .iter()
+            .find(|(c, h)| h == hash && c.revoked_at.is_none())
+            .map(|(c, _)| c.clone()))
+    }
+
+    async fn revoke_node_credentials(&self, node: &NodeRef, at: Timestamp) -> Result<u64, Error> {
+        let mut state = self.lock()?;
+        let mut revoked = 0;
+        for (credential, _) in &mut state.credentials {
+            if &credential.node == node && credential.revoked_at.is_none() {
+                credential.revoked_at = Some(at);
+                revoked += 1;
+            }
+        }
+        for (enrollment, _) in &mut state.enrollments {
+            if &enrollment.node == node {
+                enrollment.uses_left = 0;
+            }
+        }
+        Ok(revoked)
+    }
+
+    async fn add_dns_record(&self, record: &DnsRecord) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        if let Some(edge) = &record.edge_node_id {
+            state.edge_mut(edge)?;
+        }
+        unique(
+            state.dns_records.iter().any(|r| r.id == record.id),
+            "DNS record id",
+            &record.id,
+        )?;
+        state.dns_records.push(record.clone());
+        Ok(())
+    }
+
+    async fn list_dns_records(&self, hostname: Option<&Hostname>) -> Result<Vec<DnsRecord>, Error> {
+        let mut records: Vec<DnsRecord> = self
+            .lock()?
+            .dns_records
+            .iter()
+            .filter(|r| hostname.is_none_or(|h| &r.hostname == h))
+            .cloned()
+            .collect();
+        sort::dns_records(&mut records);
+        Ok(records)
+    }
+
+    async fn delete_dns_record(&self, id: &DnsRecordId) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let before = state.dns_records.len();
+        state.dns_records.retain(|r| &r.id != id);
+        if state.dns_records.len() == before {
+            return Err(not_found("DNS record", id));
+        }
+        Ok(())
+    }
+
+    async fn add_health_check(&self, check: &HealthCheck) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        state.edge_mut(&check.edge_node_id)?;
+        state.health_checks.push(check.clone());
+        Ok(())
+    }
+
+    async fn health_history(
+        &self,
+        edge: &EdgeNodeId,
+        limit: u32,
+    ) -> Result<Vec<HealthCheck>, Error> {
+        let state = self.lock()?;
+        // Newest added first, then a stable sort by time keeps that order among equal times.
+        let mut checks: Vec<HealthCheck> = state
+            .health_checks
+            .iter()
+            .rev()
+            .filter(|c| &c.edge_node_id == edge)
+            .cloned()
+            .collect();
+        checks.sort_by_key(|c| std::cmp::Reverse(c.checked_at));
+        checks.truncate(limit as usize);
+        Ok(checks)
+    }
+
+    async fn create_user(&self, user: &User, password_hash: &str) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        unique(
+            state.users.iter().any(|(u, _)| u.id == user.id),
+            "user id",
+            &user.id,
+        )?;
+        unique(
+            state.users.iter().any(|(u, _)| u.email == user.email),
+            "e-mail address",
+            &user.email,
+        )?;
+        state.users.push((user.clone(), password_hash.to_owned()));
+        Ok(())
+    }
+
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<(User, String)>, Error> {
+        Ok(self
+            .lock()?
+            .users
+            .iter()
+            .find(|(u, _)| &u.email == email)
+            .cloned())
+    }
+}
+
+fn api_token_mut<'a>(state: &'a mut State, id: &ApiTokenId) -> Result<&'a mut ApiToken, Error> {
+    state
+        .api_tokens
+        .iter_mut()
+        .map(|(t, _)| t)
+        .find(|t| &t.id == id)
+        .ok_or_else(|| not_found("API token", id))
+}

@@ -1,0 +1,414 @@
+//! Where the control plane keeps its state: the [`Store`] trait and its backends.
+//!
+//! - [`MemoryStore`]: always compiled; for tests and trials. Nothing survives a restart.
+//! - `sqlite::SqliteStore` (feature `sqlite`): one file, for a single control plane.
+//! - `postgres::PostgresStore` (feature `postgres`): for several control planes on one
+//!   database (SPEC §11).
+//!
+//! Every backend gives the same answers, which `conformance` (feature `test-util`) checks:
+//! unique values are refused with [`Error::Conflict`] naming the field, missing records give
+//! [`Error::NotFound`], and an operation that fails leaves nothing half written.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use kokoa_core::{
+//!     MasterKey, Name, OriginId, Port, Protocol, SubnetPool, Timestamp, WgPublicKey, secret,
+//!     store::{MemoryStore, NewOrigin, NewService, Store},
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+//! let key = MasterKey::generate();
+//! let id = OriginId::new();
+//! let private_key = key.seal("<the private key>", &secret::origin_key_context(&id));
+//! let origin = store
+//!     .create_origin(
+//!         &SubnetPool::default(),
+//!         NewOrigin {
+//!             id,
+//!             private_key,
+//!             name: Name::parse("home-server")?,
+//!             domain: None,
+//!             public_key: WgPublicKey::parse("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=")?,
+//!             services: vec![NewService {
+//!                 name: Name::parse("web")?,
+//!                 port: Port::new(8001)?,
+//!                 protocol: Protocol::Http,
+//!                 health_check_path: None,
+//!             }],
+//!             created_at: Timestamp::now(),
+//!         },
+//!     )
+//!     .await?;
+//! assert_eq!(origin.network_cidr.to_string(), "10.0.1.0/24");
+//! assert_eq!(origin.wireguard_ip.to_string(), "10.0.1.1");
+//! assert_eq!(store.origin_services(&origin.id).await?[0].port.get(), 8001);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::{fmt, net::Ipv4Addr};
+
+use async_trait::async_trait;
+
+use crate::{
+    ApiToken, ApiTokenId, DnsRecord, DnsRecordId, EdgeNode, EdgeNodeId, EdgeTunnel, Email,
+    Enrollment, Error, HealthCheck, HealthCheckPath, Hostname, Name, NodeCredential,
+    NodeCredentialId, NodeRef, Origin, OriginId, OriginService, OriginStatus, Port, Protocol,
+    Route, RouteId, SubnetPool, Timestamp, User, WgPublicKey,
+    secret::{Sealed, TokenHash},
+};
+
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod conformance;
+mod memory;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
+
+pub use memory::MemoryStore;
+
+/// The first WireGuard listen port of an edge; its tunnels take the next free ones upward.
+pub const FIRST_LISTEN_PORT: u16 = 51820;
+
+/// What [`Store::create_origin`] needs; the store adds the subnet, the address and the
+/// service ids.
+#[derive(Debug, Clone)]
+pub struct NewOrigin {
+    /// The id to create it under (chosen by the caller because the private key is sealed
+    /// for it, see [`origin_key_context`](crate::secret::origin_key_context)).
+    pub id: OriginId,
+    /// Unique name.
+    pub name: Name,
+    /// The domain it mainly serves.
+    pub domain: Option<Hostname>,
+    /// Its WireGuard public key.
+    pub public_key: WgPublicKey,
+    /// Its WireGuard private key, sealed.
+    pub private_key: Sealed,
+    /// Its services; names must be distinct.
+    pub services: Vec<NewService>,
+    /// Creation time, also used for the services.
+    pub created_at: Timestamp,
+}
+
+/// One service of a [`NewOrigin`].
+#[derive(Debug, Clone)]
+pub struct NewService {
+    /// Name, unique within the origin.
+    pub name: Name,
+    /// Port on the origin.
+    pub port: Port,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Path checked for health.
+    pub health_check_path: Option<HealthCheckPath>,
+}
+
+/// What [`Store::create_tunnel`] needs; the store picks the address and the listen port.
+#[derive(Debug, Clone)]
+pub struct NewTunnel {
+    /// The edge node.
+    pub edge_node_id: EdgeNodeId,
+    /// The origin it reaches.
+    pub origin_id: OriginId,
+    /// The interface's public key.
+    pub public_key: WgPublicKey,
+    /// Its private key, sealed for
+    /// [`tunnel_key_context`](crate::secret::tunnel_key_context).
+    pub private_key: Sealed,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// The control plane's state. Used as `Arc<dyn Store>`.
+///
+/// Getters return [`Error::NotFound`] for an unknown id; `find_*` methods look up by a
+/// secret's hash and return `None` instead, since an unknown token is an ordinary event.
+/// Lists come in a stable order, given per method. Each method is atomic: on error nothing
+/// has changed.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    // --- origins ---
+
+    /// Creates an origin with its services, on the first free /24 of `pool`; the origin is
+    /// `.1` in it and starts [`OriginStatus::Inactive`].
+    ///
+    /// Errors: [`Error::Conflict`] on a taken name (`origin name`) or two services with one
+    /// name (`service name`); [`Error::PoolExhausted`].
+    async fn create_origin(&self, pool: &SubnetPool, new: NewOrigin) -> Result<Origin, Error>;
+
+    /// One origin.
+    async fn get_origin(&self, id: &OriginId) -> Result<Origin, Error>;
+
+    /// All origins, by name.
+    async fn list_origins(&self) -> Result<Vec<Origin>, Error>;
+
+    /// The services of an origin, by name.
+    async fn origin_services(&self, id: &OriginId) -> Result<Vec<OriginService>, Error>;
+
+    /// The sealed WireGuard private key of an origin.
+    async fn origin_private_key(&self, id: &OriginId) -> Result<Sealed, Error>;
+
+    /// Deletes an origin with its services, enrollments and credentials. Without `force`,
+    /// [`Error::InUse`] while routes point at it; with `force` its routes and the edges'
+    /// tunnels to it go too. Edge nodes created for it are kept (they may be replaced or
+    /// deleted by the caller).
+    async fn delete_origin(&self, id: &OriginId, force: bool) -> Result<(), Error>;
+
+    /// Records a heartbeat of an origin: time, status and the `metrics` object sent.
+    async fn record_origin_heartbeat(
+        &self,
+        id: &OriginId,
+        at: Timestamp,
+        status: OriginStatus,
+        metrics: Option<serde_json::Value>,
+    ) -> Result<(), Error>;
+
+    // --- routes ---
+
+    /// Creates a route. Errors: [`Error::Conflict`] on a taken `hostname`;
+    /// [`Error::NotFound`] for an unknown origin.
+    async fn create_route(&self, route: &Route) -> Result<(), Error>;
+
+    /// One route.
+    async fn get_route(&self, id: &RouteId) -> Result<Route, Error>;
+
+    /// All routes, by host name.
+    async fn list_routes(&self) -> Result<Vec<Route>, Error>;
+
+    /// Replaces a route's host name, origin and port (its id and creation time stay). Errors
+    /// as for [`create_route`](Self::create_route), and [`Error::NotFound`] for an unknown
+    /// route.
+    async fn update_route(&self, route: &Route) -> Result<(), Error>;
+
+    /// Deletes a route.
+    async fn delete_route(&self, id: &RouteId) -> Result<(), Error>;
+
+    // --- edge nodes and their tunnels ---
+
+    /// Creates an edge node. [`Error::NotFound`] if it names an unknown origin.
+    async fn create_edge(&self, edge: &EdgeNode) -> Result<(), Error>;
+
+    /// One edge node, deleted ones included.
+    async fn get_edge(&self, id: &EdgeNodeId) -> Result<EdgeNode, Error>;
+
+    /// All edge nodes, deleted ones included, by creation time then id.
+    async fn list_edges(&self) -> Result<Vec<EdgeNode>, Error>;
+
+    /// Writes the changeable fields of an edge node: name, provider, region, public
+    /// address, status, heartbeat, metrics, failure count, deletion time. Its id, origin
+    /// and creation time stay.
+    async fn update_edge(&self, edge: &EdgeNode) -> Result<(), Error>;
+
+    /// Records a heartbeat of an edge node: time and the `metrics` object sent.
+    async fn record_edge_heartbeat(
+        &self,
+        id: &EdgeNodeId,
+        at: Timestamp,
+        metrics: Option<serde_json::Value>,
+    ) -> Result<(), Error>;
+
+    /// Creates the tunnel of an edge to an origin: the edge's address is the first free one
+    /// from `.10` in the origin's /24, its listen port the first free one on that edge from
+    /// [`FIRST_LISTEN_PORT`].
+    ///
+    /// Errors: [`Error::NotFound`] for an unknown edge or origin; [`Error::Conflict`]
+    /// (`edge tunnel`) if the edge has one to that origin already; [`Error::SubnetFull`],
+    /// [`Error::NoFreePort`].
+    async fn create_tunnel(&self, new: NewTunnel) -> Result<EdgeTunnel, Error>;
+
+    /// Tunnels, optionally only those of one edge and/or to one origin, by edge then listen
+    /// port.
+    async fn list_tunnels(
+        &self,
+        edge: Option<&EdgeNodeId>,
+        origin: Option<&OriginId>,
+    ) -> Result<Vec<EdgeTunnel>, Error>;
+
+    /// The sealed private key of an edge's tunnel to an origin.
+    async fn tunnel_private_key(
+        &self,
+        edge: &EdgeNodeId,
+        origin: &OriginId,
+    ) -> Result<Sealed, Error>;
+
+    /// The tunnels of an edge with their sealed private keys, by listen port: all an edge's
+    /// configuration needs in one query.
+    async fn tunnels_with_keys(
+        &self,
+        edge: &EdgeNodeId,
+    ) -> Result<Vec<(EdgeTunnel, Sealed)>, Error>;
+
+    /// Deletes every tunnel of an edge; returns how many there were.
+    async fn delete_tunnels_of_edge(&self, edge: &EdgeNodeId) -> Result<u64, Error>;
+
+    // --- authentication ---
+
+    /// Stores an API token under the hash of its secret. [`Error::Conflict`] on a taken
+    /// `token hash`.
+    async fn create_api_token(&self, token: &ApiToken, hash: &TokenHash) -> Result<(), Error>;
+
+    /// The token with this hash, unless unknown or revoked.
+    async fn find_api_token(&self, hash: &TokenHash) -> Result<Option<ApiToken>, Error>;
+
+    /// Records that a token was used at `at`.
+    async fn touch_api_token(&self, id: &ApiTokenId, at: Timestamp) -> Result<(), Error>;
+
+    /// All API tokens, revoked ones included, by creation time then id.
+    async fn list_api_tokens(&self) -> Result<Vec<ApiToken>, Error>;
+
+    /// Revokes a token at `at` (a token revoked already keeps its first time).
+    async fn revoke_api_token(&self, id: &ApiTokenId, at: Timestamp) -> Result<(), Error>;
+
+    /// Stores an enrollment under the hash of its token. Errors: [`Error::Conflict`] on a
+    /// taken `token hash`; [`Error::NotFound`] for an unknown node.
+    async fn create_enrollment(
+        &self,
+        enrollment: &Enrollment,
+        hash: &TokenHash,
+    ) -> Result<(), Error>;
+
+    /// The enrollment with this token hash if it can still be redeemed at `now` (see
+    /// [`Enrollment::is_usable`]); it is not redeemed.
+    async fn find_enrollment(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<Enrollment>, Error>;
+
+    /// Trades an enrollment token for a node credential, in one step: the enrollment must
+    /// exist, not be expired at `now` and have uses left (one is used up); then the
+    /// credential `credential_id` is stored under `credential_hash` for the enrollment's
+    /// node, and returned.
+    ///
+    /// Errors: [`Error::EnrollmentRefused`] for an unknown, expired or used-up token, or a
+    /// node that no longer exists.
+    async fn redeem_enrollment(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        credential_id: &NodeCredentialId,
+        credential_hash: &TokenHash,
+    ) -> Result<NodeCredential, Error>;
+
+    /// The credential with this hash, unless unknown or revoked.
+    async fn find_node_credential(&self, hash: &TokenHash)
+    -> Result<Option<NodeCredential>, Error>;
+
+    /// Revokes every credential of a node at `at` and uses up its pending enrollments, so
+    /// a removed node cannot come back. Returns how many credentials were revoked.
+    async fn revoke_node_credentials(&self, node: &NodeRef, at: Timestamp) -> Result<u64, Error>;
+
+    // --- DNS records ---
+
+    /// Stores a DNS record Kokoa created at a provider.
+    async fn add_dns_record(&self, record: &DnsRecord) -> Result<(), Error>;
+
+    /// DNS records, optionally only those of one host name, by host name then id.
+    async fn list_dns_records(&self, hostname: Option<&Hostname>) -> Result<Vec<DnsRecord>, Error>;
+
+    /// Deletes a DNS record.
+    async fn delete_dns_record(&self, id: &DnsRecordId) -> Result<(), Error>;
+
+    // --- health check history ---
+
+    /// Appends a health check result. [`Error::NotFound`] for an unknown edge.
+    async fn add_health_check(&self, check: &HealthCheck) -> Result<(), Error>;
+
+    /// The latest `limit` checks of an edge, newest first (checks with the same time in
+    /// reverse order of adding).
+    async fn health_history(
+        &self,
+        edge: &EdgeNodeId,
+        limit: u32,
+    ) -> Result<Vec<HealthCheck>, Error>;
+
+    // --- users ---
+
+    /// Creates an administrator with a password hash (in PHC string form). [`Error::Conflict`]
+    /// on a taken `e-mail address`.
+    async fn create_user(&self, user: &User, password_hash: &str) -> Result<(), Error>;
+
+    /// A user and their password hash.
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<(User, String)>, Error>;
+}
+
+/// The first free edge address of `origin`'s subnet and the first free listen port of the
+/// edge, given the tunnels already there. Shared by every backend so they agree.
+fn allocate_tunnel(
+    origin: &Origin,
+    edge: &EdgeNodeId,
+    taken_addresses: &[Ipv4Addr],
+    taken_ports: &[Port],
+) -> Result<(Ipv4Addr, Port), Error> {
+    let address = crate::allocate_edge_address(origin.network_cidr, taken_addresses)?;
+    let port = (FIRST_LISTEN_PORT..=u16::MAX)
+        .find(|p| !taken_ports.iter().any(|t| t.get() == *p))
+        .and_then(|p| Port::new(p).ok())
+        .ok_or_else(|| Error::NoFreePort {
+            edge: edge.to_string(),
+        })?;
+    Ok((address, port))
+}
+
+const UNKNOWN_ENROLLMENT: Error = Error::EnrollmentRefused {
+    reason: "the token is unknown",
+};
+
+const NODE_GONE: Error = Error::EnrollmentRefused {
+    reason: "the node it was issued for no longer exists",
+};
+
+/// Refuses an enrollment that is expired at `now` or used up.
+fn check_redeemable(enrollment: &Enrollment, now: Timestamp) -> Result<(), Error> {
+    let reason = if now >= enrollment.expires_at {
+        "the token has expired"
+    } else if enrollment.uses_left == 0 {
+        "the token has been used up"
+    } else {
+        return Ok(());
+    };
+    Err(Error::EnrollmentRefused { reason })
+}
+
+/// The orders lists come in, applied after loading so that every backend (and every
+/// database collation) agrees.
+mod sort {
+    use crate::{ApiToken, DnsRecord, EdgeNode, EdgeTunnel, Origin, OriginService, Route};
+
+    pub(super) fn origins(v: &mut [Origin]) {
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    pub(super) fn services(v: &mut [OriginService]) {
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    pub(super) fn routes(v: &mut [Route]) {
+        v.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    }
+
+    pub(super) fn edges(v: &mut [EdgeNode]) {
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    }
+
+    pub(super) fn tunnels(v: &mut [EdgeTunnel]) {
+        v.sort_by(|a, b| (&a.edge_node_id, a.listen_port).cmp(&(&b.edge_node_id, b.listen_port)));
+    }
+
+    pub(super) fn api_tokens(v: &mut [ApiToken]) {
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    }
+
+    pub(super) fn dns_records(v: &mut [DnsRecord]) {
+        v.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
+    }
+}

@@ -1,0 +1,198 @@
+//! The PostgreSQL backend: for several control planes sharing one database (SPEC §11).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{
+    Column, PgConnection, PgPool, Row as _, Transaction, TypeInfo,
+    pool::PoolConnection,
+    postgres::{PgDatabaseError, PgPoolOptions, PgRow},
+};
+
+use super::sql::{Backend, Conn, Db, DbError, Row, Value, forward_store, migrate};
+use crate::Error;
+
+/// The schema migrations, in order; migration `i` makes schema version `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_initial.sql")];
+
+/// Taken inside the migration transaction, so that control planes starting together
+/// migrate one after the other. The number is arbitrary, fixed for Kokoa.
+const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(5701210422)";
+
+/// A [`Store`](super::Store) in a PostgreSQL database, through a connection pool.
+///
+/// Transactions run at PostgreSQL's default isolation (read committed); allocations that
+/// must be unique (origin subnets, tunnel addresses and ports) rely on unique constraints
+/// and are retried when a concurrent control plane took the same value first.
+#[derive(Debug)]
+pub struct PostgresStore {
+    db: Db,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:5432/dbname`,
+    /// with `?sslmode=require` for TLS) and brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| {
+                // The URL may hold a password, so it is not repeated.
+                Error::Storage(format!("cannot connect to PostgreSQL: {e}").into())
+            })?;
+        let backend = Postgres { pool };
+        migrate(&backend, MIGRATIONS, Some(MIGRATION_LOCK)).await?;
+        Ok(Self {
+            db: Db::new(Box::new(backend)),
+        })
+    }
+}
+
+forward_store!(PostgresStore);
+
+#[derive(Debug)]
+struct Postgres {
+    pool: PgPool,
+}
+
+#[async_trait]
+impl Backend for Postgres {
+    async fn connect(&self, transaction: bool) -> Result<Box<dyn Conn>, Error> {
+        let conn = if transaction {
+            PgConn::Transaction(self.pool.begin().await.map_err(pg_error)?)
+        } else {
+            PgConn::Plain(self.pool.acquire().await.map_err(pg_error)?)
+        };
+        Ok(Box::new(conn))
+    }
+}
+
+/// A pooled connection, inside a transaction or not. A transaction dropped without commit
+/// is rolled back by sqlx.
+enum PgConn {
+    Transaction(Transaction<'static, sqlx::Postgres>),
+    Plain(PoolConnection<sqlx::Postgres>),
+}
+
+impl PgConn {
+    fn connection(&mut self) -> &mut PgConnection {
+        match self {
+            Self::Transaction(t) => t,
+            Self::Plain(c) => c,
+        }
+    }
+}
+
+fn bind(
+    sql: &'static str,
+    params: Vec<Value>,
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    params
+        .into_iter()
+        .fold(sqlx::query(sql), |query, param| match param {
+            Value::Int(v) => query.bind(v),
+            Value::Text(v) => query.bind(v),
+        })
+}
+
+fn row(row: &PgRow) -> Result<Row, sqlx::Error> {
+    let values = row
+        .columns()
+        .iter()
+        .map(|column| {
+            let i = column.ordinal();
+            Ok(match column.type_info().name() {
+                "INT8" => Value::Int(row.try_get(i)?),
+                "INT4" => Value::Int(row.try_get::<Option<i32>, _>(i)?.map(i64::from)),
+                _ => Value::Text(row.try_get(i)?),
+            })
+        })
+        .collect::<Result<Vec<Value>, sqlx::Error>>()?;
+    Ok(Row(values))
+}
+
+#[async_trait]
+impl Conn for PgConn {
+    async fn execute(&mut self, sql: &'static str, params: Vec<Value>) -> Result<u64, DbError> {
+        let done = bind(sql, params)
+            .execute(self.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn query(&mut self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Row>, DbError> {
+        let rows = bind(sql, params)
+            .fetch_all(self.connection())
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(row)
+            .collect::<Result<_, _>>()
+            .map_err(db_error)
+    }
+
+    async fn batch(&mut self, sql: &'static str) -> Result<(), DbError> {
+        sqlx::raw_sql(sql)
+            .execute(self.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), DbError> {
+        match *self {
+            Self::Transaction(t) => t.commit().await.map_err(db_error),
+            Self::Plain(_) => Ok(()),
+        }
+    }
+}
+
+fn pg_error(e: sqlx::Error) -> Error {
+    db_error(e).into()
+}
+
+fn db_error(e: sqlx::Error) -> DbError {
+    if let sqlx::Error::Database(db) = &e
+        && let Some(pg) = db.try_downcast_ref::<PgDatabaseError>()
+        && pg.code() == "23505"
+    {
+        let columns = pg.detail().and_then(key_columns);
+        if let (Some(table), Some(columns)) = (pg.table(), columns) {
+            return DbError::Unique(format!("{table}.{columns}"));
+        }
+        if let Some(constraint) = pg.constraint() {
+            return DbError::Unique(constraint.to_owned());
+        }
+    }
+    DbError::Other(Box::new(e))
+}
+
+/// `Key (origin_id, wireguard_ip)=(…) already exists.` → `origin_id,wireguard_ip`, the
+/// form the SQLite backend reports too.
+fn key_columns(detail: &str) -> Option<String> {
+    let rest = detail.strip_prefix("Key (")?;
+    let (columns, _) = rest.split_once(")=(")?;
+    Some(columns.split(", ").collect::<Vec<_>>().join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_become_key_columns() {
+        assert_eq!(
+            key_columns("Key (hostname)=(app.hoge.com) already exists.").as_deref(),
+            Some("hostname")
+        );
+        assert_eq!(
+            key_columns("Key (origin_id, wireguard_ip)=(org_1, 10.0.1.10) already exists.")
+                .as_deref(),
+            Some("origin_id,wireguard_ip")
+        );
+        assert_eq!(key_columns("something else"), None);
+    }
+}

@@ -1,0 +1,1726 @@
+//! The store logic shared by the SQL backends.
+//!
+//! A backend only runs statements ([`Backend`], [`Conn`]); every query, transaction and
+//! mapping from rows to records lives here once, so SQLite and PostgreSQL cannot drift
+//! apart. Statements are written with `$1`-style placeholders, which the SQLite backend
+//! rewrites. Both schemas use the same table and column names.
+
+use std::{error::Error as StdError, fmt, net::Ipv4Addr, str::FromStr};
+
+use async_trait::async_trait;
+use ipnet::Ipv4Net;
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{NewOrigin, NewTunnel, Store, allocate_tunnel, sort};
+use crate::{
+    ApiToken, ApiTokenId, DnsRecord, DnsRecordId, EdgeNode, EdgeNodeId, EdgeTunnel, Email,
+    Enrollment, Error, HealthCheck, Hostname, NodeCredential, NodeCredentialId, NodeRef, Origin,
+    OriginId, OriginService, OriginStatus, Port, RecordData, Route, RouteId, ServiceId, SubnetPool,
+    Timestamp, User, origin_address,
+    secret::{Sealed, TokenHash},
+};
+
+/// How often an allocation (origin subnet, tunnel address or port) is retried when a
+/// concurrent writer took the same value first. Each retry sees the winner's row, so with
+/// N writers racing the last one succeeds after at most N - 1 retries.
+const ALLOCATION_ATTEMPTS: usize = 32;
+
+/// A statement parameter or a column value. Parameters carry their type even when null,
+/// since PostgreSQL needs to know it.
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    /// An integer column (`INTEGER` / `BIGINT`).
+    Int(Option<i64>),
+    /// A text column.
+    Text(Option<String>),
+}
+
+fn int(v: impl Into<i64>) -> Value {
+    Value::Int(Some(v.into()))
+}
+
+fn opt_int(v: Option<impl Into<i64>>) -> Value {
+    Value::Int(v.map(Into::into))
+}
+
+fn text(v: impl ToString) -> Value {
+    Value::Text(Some(v.to_string()))
+}
+
+fn opt_text(v: Option<impl ToString>) -> Value {
+    Value::Text(v.map(|v| v.to_string()))
+}
+
+fn time(t: Timestamp) -> Value {
+    int(t.as_unix())
+}
+
+fn opt_time(t: Option<Timestamp>) -> Value {
+    opt_int(t.map(Timestamp::as_unix))
+}
+
+/// An enum as the word its serde form uses (`active`, `https`, ...), so the database holds
+/// the same words as the API.
+fn word(v: &impl Serialize) -> Result<Value, Error> {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => Ok(Value::Text(Some(s))),
+        _ => Err(Error::Storage("an enum without a word form".into())),
+    }
+}
+
+fn json(v: &Option<serde_json::Value>) -> Value {
+    opt_text(v.as_ref())
+}
+
+/// A result row.
+#[derive(Debug)]
+pub(crate) struct Row(pub(crate) Vec<Value>);
+
+/// Reads a row's columns left to right.
+struct Reader<'a> {
+    columns: std::slice::Iter<'a, Value>,
+}
+
+fn corrupt(what: impl fmt::Display) -> Error {
+    Error::Storage(format!("a stored value is invalid: {what}").into())
+}
+
+impl Reader<'_> {
+    fn next(&mut self) -> Result<&Value, Error> {
+        self.columns
+            .next()
+            .ok_or_else(|| corrupt("a row has fewer columns than expected"))
+    }
+
+    // A NULL may come back as either variant: SQLite does not type it.
+    fn opt_text(&mut self) -> Result<Option<&str>, Error> {
+        match self.next()? {
+            Value::Text(v) => Ok(v.as_deref()),
+            Value::Int(None) => Ok(None),
+            Value::Int(Some(n)) => Err(corrupt(format_args!("{n} where text was expected"))),
+        }
+    }
+
+    fn text(&mut self) -> Result<&str, Error> {
+        self.opt_text()?
+            .ok_or_else(|| corrupt("NULL where text was expected"))
+    }
+
+    fn opt_int(&mut self) -> Result<Option<i64>, Error> {
+        match self.next()? {
+            Value::Int(v) => Ok(*v),
+            Value::Text(None) => Ok(None),
+            Value::Text(Some(s)) => Err(corrupt(format_args!("{s:?} where a number was expected"))),
+        }
+    }
+
+    fn int(&mut self) -> Result<i64, Error> {
+        self.opt_int()?
+            .ok_or_else(|| corrupt("NULL where a number was expected"))
+    }
+
+    fn opt_parse<T>(&mut self) -> Result<Option<T>, Error>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        self.opt_text()?
+            .map(|s| s.parse().map_err(|e| corrupt(format_args!("{s:?}: {e}"))))
+            .transpose()
+    }
+
+    fn parse<T>(&mut self) -> Result<T, Error>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        self.opt_parse()?
+            .ok_or_else(|| corrupt("NULL where text was expected"))
+    }
+
+    fn opt_time(&mut self) -> Result<Option<Timestamp>, Error> {
+        self.opt_int()?.map(Timestamp::from_unix).transpose()
+    }
+
+    fn time(&mut self) -> Result<Timestamp, Error> {
+        Timestamp::from_unix(self.int()?)
+    }
+
+    fn port(&mut self) -> Result<Port, Error> {
+        Port::try_from(self.int()?)
+    }
+
+    fn u32(&mut self) -> Result<u32, Error> {
+        let n = self.int()?;
+        u32::try_from(n).map_err(|e| corrupt(format_args!("{n}: {e}")))
+    }
+
+    fn word<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
+        let s = self.text()?;
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|e| corrupt(format_args!("{s:?}: {e}")))
+    }
+
+    fn json(&mut self) -> Result<Option<serde_json::Value>, Error> {
+        self.opt_parse()
+    }
+
+    fn sealed(&mut self) -> Result<Sealed, Error> {
+        Sealed::parse(self.text()?)
+    }
+
+    fn node(&mut self) -> Result<NodeRef, Error> {
+        let kind = self.text()?.to_owned();
+        let id = self.text()?;
+        match kind.as_str() {
+            "edge" => EdgeNodeId::parse(id).map(NodeRef::Edge),
+            "origin" => OriginId::parse(id).map(NodeRef::Origin),
+            other => Err(corrupt(format_args!("node kind {other:?}"))),
+        }
+    }
+}
+
+impl Row {
+    fn reader(&self) -> Reader<'_> {
+        Reader {
+            columns: self.0.iter(),
+        }
+    }
+}
+
+/// A failed statement, as far as the store logic cares.
+#[derive(Debug)]
+pub(crate) enum DbError {
+    /// A unique constraint refused a row. The key names the table and the columns the way
+    /// both backends can report them: `table.column[,column]`, e.g. `routes.hostname`.
+    Unique(String),
+    /// Anything else.
+    Other(Box<dyn StdError + Send + Sync>),
+}
+
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Self {
+        match e {
+            // Callers map the keys they expect; one left over is a bug, but still a conflict.
+            DbError::Unique(key) => Error::Conflict {
+                what: "unique value",
+                value: key,
+            },
+            DbError::Other(e) => Error::Storage(e),
+        }
+    }
+}
+
+impl DbError {
+    /// Turns a unique violation on one of `keys` into the [`Error::Conflict`] it means:
+    /// `(key, what, value)`.
+    fn conflict(self, keys: &[(&str, &'static str, &str)]) -> Error {
+        if let DbError::Unique(key) = &self
+            && let Some((_, what, value)) = keys.iter().find(|(k, ..)| k == key)
+        {
+            return Error::Conflict {
+                what,
+                value: (*value).to_owned(),
+            };
+        }
+        self.into()
+    }
+}
+
+/// A connection of a backend, inside a transaction or not.
+#[async_trait]
+pub(crate) trait Conn: Send {
+    /// Runs a statement; returns the number of rows changed.
+    async fn execute(&mut self, sql: &'static str, params: Vec<Value>) -> Result<u64, DbError>;
+    /// Runs a query.
+    async fn query(&mut self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Row>, DbError>;
+    /// Runs several statements without parameters (migrations).
+    async fn batch(&mut self, sql: &'static str) -> Result<(), DbError>;
+    /// Commits the transaction (nothing to do outside one). Dropping the connection instead
+    /// rolls back.
+    async fn commit(self: Box<Self>) -> Result<(), DbError>;
+}
+
+/// A database the store runs on.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + fmt::Debug {
+    /// A connection; inside a transaction that takes the write lock up front when
+    /// `transaction` is set, so that read-then-write sequences are serialised.
+    async fn connect(&self, transaction: bool) -> Result<Box<dyn Conn>, Error>;
+}
+
+/// The store over a backend.
+#[derive(Debug)]
+pub(crate) struct Db {
+    backend: Box<dyn Backend>,
+}
+
+/// Columns read by [`origin`], in order.
+macro_rules! origin_columns {
+    () => {
+        "id, name, domain, status, last_heartbeat, last_metrics, network_cidr, wireguard_ip, \
+         wireguard_public_key, created_at"
+    };
+}
+
+fn origin(row: &Row) -> Result<Origin, Error> {
+    let mut r = row.reader();
+    Ok(Origin {
+        id: r.parse()?,
+        name: r.parse()?,
+        domain: r.opt_parse()?,
+        status: r.word()?,
+        last_heartbeat: r.opt_time()?,
+        last_metrics: r.json()?,
+        network_cidr: r.parse()?,
+        wireguard_ip: r.parse()?,
+        wireguard_public_key: r.parse()?,
+        created_at: r.time()?,
+    })
+}
+
+macro_rules! service_columns {
+    () => {
+        "id, origin_id, name, port, protocol, health_check_path, created_at"
+    };
+}
+
+fn service(row: &Row) -> Result<OriginService, Error> {
+    let mut r = row.reader();
+    Ok(OriginService {
+        id: r.parse()?,
+        origin_id: r.parse()?,
+        name: r.parse()?,
+        port: r.port()?,
+        protocol: r.word()?,
+        health_check_path: r.opt_parse()?,
+        created_at: r.time()?,
+    })
+}
+
+macro_rules! route_columns {
+    () => {
+        "id, hostname, origin_id, target_port, created_at"
+    };
+}
+
+fn route(row: &Row) -> Result<Route, Error> {
+    let mut r = row.reader();
+    Ok(Route {
+        id: r.parse()?,
+        hostname: r.parse()?,
+        origin_id: r.parse()?,
+        target_port: r.port()?,
+        created_at: r.time()?,
+    })
+}
+
+macro_rules! edge_columns {
+    () => {
+        "id, name, origin_id, provider, region, public_ip, status, last_heartbeat, \
+         last_metrics, health_check_failures, created_at, deleted_at"
+    };
+}
+
+fn edge(row: &Row) -> Result<EdgeNode, Error> {
+    let mut r = row.reader();
+    Ok(EdgeNode {
+        id: r.parse()?,
+        name: r.parse()?,
+        origin_id: r.opt_parse()?,
+        provider: r.parse()?,
+        region: r.parse()?,
+        public_ip: r.opt_parse()?,
+        status: r.word()?,
+        last_heartbeat: r.opt_time()?,
+        last_metrics: r.json()?,
+        health_check_failures: r.u32()?,
+        created_at: r.time()?,
+        deleted_at: r.opt_time()?,
+    })
+}
+
+macro_rules! tunnel_columns {
+    () => {
+        "edge_node_id, origin_id, wireguard_ip, listen_port, public_key, created_at, \
+         private_key_encrypted"
+    };
+}
+
+fn tunnel(row: &Row) -> Result<(EdgeTunnel, Sealed), Error> {
+    let mut r = row.reader();
+    let tunnel = EdgeTunnel {
+        edge_node_id: r.parse()?,
+        origin_id: r.parse()?,
+        wireguard_ip: r.parse()?,
+        listen_port: r.port()?,
+        public_key: r.parse()?,
+        created_at: r.time()?,
+    };
+    Ok((tunnel, r.sealed()?))
+}
+
+macro_rules! api_token_columns {
+    () => {
+        "id, name, role, created_at, last_used_at, revoked_at"
+    };
+}
+
+fn api_token(row: &Row) -> Result<ApiToken, Error> {
+    let mut r = row.reader();
+    Ok(ApiToken {
+        id: r.parse()?,
+        name: r.parse()?,
+        role: r.word()?,
+        created_at: r.time()?,
+        last_used_at: r.opt_time()?,
+        revoked_at: r.opt_time()?,
+    })
+}
+
+macro_rules! enrollment_columns {
+    () => {
+        "id, node_kind, node_id, expires_at, uses_left, created_at"
+    };
+}
+
+fn enrollment(row: &Row) -> Result<Enrollment, Error> {
+    let mut r = row.reader();
+    Ok(Enrollment {
+        id: r.parse()?,
+        node: r.node()?,
+        expires_at: r.time()?,
+        uses_left: r.u32()?,
+        created_at: r.time()?,
+    })
+}
+
+fn credential(row: &Row) -> Result<NodeCredential, Error> {
+    let mut r = row.reader();
+    Ok(NodeCredential {
+        id: r.parse()?,
+        node: r.node()?,
+        created_at: r.time()?,
+        revoked_at: r.opt_time()?,
+    })
+}
+
+macro_rules! dns_record_columns {
+    () => {
+        "id, hostname, record_type, value, provider_record_id, provider, edge_node_id, \
+         created_at"
+    };
+}
+
+fn dns_record(row: &Row) -> Result<DnsRecord, Error> {
+    let mut r = row.reader();
+    Ok(DnsRecord {
+        id: r.parse()?,
+        hostname: r.parse()?,
+        data: {
+            let record_type = r.word()?;
+            RecordData::parse(record_type, r.text()?)?
+        },
+        provider_record_id: r.opt_text()?.map(str::to_owned),
+        provider: r.parse()?,
+        edge_node_id: r.opt_parse()?,
+        created_at: r.time()?,
+    })
+}
+
+fn health_check(row: &Row) -> Result<HealthCheck, Error> {
+    let mut r = row.reader();
+    Ok(HealthCheck {
+        edge_node_id: r.parse()?,
+        status: r.word()?,
+        response_time_ms: r
+            .opt_int()?
+            .map(u32::try_from)
+            .transpose()
+            .map_err(corrupt)?,
+        error_message: r.opt_text()?.map(str::to_owned),
+        checked_at: r.time()?,
+    })
+}
+
+fn user(row: &Row) -> Result<(User, String), Error> {
+    let mut r = row.reader();
+    let user = User {
+        id: r.parse()?,
+        email: r.parse()?,
+        role: r.word()?,
+        created_at: r.time()?,
+    };
+    Ok((user, r.text()?.to_owned()))
+}
+
+fn all<T>(rows: &[Row], f: impl Fn(&Row) -> Result<T, Error>) -> Result<Vec<T>, Error> {
+    rows.iter().map(f).collect()
+}
+
+/// The single row of an answer, or [`Error::NotFound`].
+fn one<T>(
+    rows: &[Row],
+    f: impl Fn(&Row) -> Result<T, Error>,
+    kind: &'static str,
+    id: impl ToString,
+) -> Result<T, Error> {
+    rows.first().map(f).unwrap_or_else(|| {
+        Err(Error::NotFound {
+            kind,
+            id: id.to_string(),
+        })
+    })
+}
+
+fn changed(rows: u64, kind: &'static str, id: impl ToString) -> Result<(), Error> {
+    if rows == 0 {
+        Err(Error::NotFound {
+            kind,
+            id: id.to_string(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn node_params(node: &NodeRef) -> [Value; 2] {
+    [text(node.kind()), text(node.id())]
+}
+
+async fn check_origin(conn: &mut dyn Conn, id: &OriginId) -> Result<(), Error> {
+    let rows = conn
+        .query("SELECT 1 FROM origins WHERE id = $1", vec![text(id)])
+        .await?;
+    changed(rows.len() as u64, "origin", id)
+}
+
+async fn check_edge(conn: &mut dyn Conn, id: &EdgeNodeId) -> Result<(), Error> {
+    let rows = conn
+        .query("SELECT 1 FROM edge_nodes WHERE id = $1", vec![text(id)])
+        .await?;
+    changed(rows.len() as u64, "edge node", id)
+}
+
+async fn check_node(conn: &mut dyn Conn, node: &NodeRef) -> Result<(), Error> {
+    match node {
+        NodeRef::Edge(id) => check_edge(conn, id).await,
+        NodeRef::Origin(id) => check_origin(conn, id).await,
+    }
+}
+
+/// Applies the schema migrations not applied yet, in order, in one transaction.
+/// Migration `i` (from 0) is schema version `i + 1`. `lock`, if given, is run first to keep
+/// several control planes from migrating at once.
+pub(crate) async fn migrate(
+    backend: &dyn Backend,
+    migrations: &[&'static str],
+    lock: Option<&'static str>,
+) -> Result<(), Error> {
+    let mut conn = backend.connect(true).await?;
+    if let Some(lock) = lock {
+        conn.batch(lock).await?;
+    }
+    conn.batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+           version BIGINT PRIMARY KEY,
+           applied_at BIGINT NOT NULL
+         )",
+    )
+    .await?;
+    let rows = conn
+        .query(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            vec![],
+        )
+        .await?;
+    let current = rows.first().map_or(Ok(0), |row| row.reader().int())?;
+    let known = migrations.len() as i64;
+    if current > known {
+        return Err(Error::Storage(
+            format!(
+                "the database schema is version {current}, newer than this build knows \
+                 ({known}); run a newer Kokoa version"
+            )
+            .into(),
+        ));
+    }
+    for (version, sql) in (1..).zip(migrations).skip(current as usize) {
+        conn.batch(sql).await?;
+        conn.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+            vec![int(version), time(Timestamp::now())],
+        )
+        .await?;
+    }
+    Ok(conn.commit().await?)
+}
+
+impl Db {
+    pub(crate) fn new(backend: Box<dyn Backend>) -> Self {
+        Self { backend }
+    }
+
+    async fn read(&self) -> Result<Box<dyn Conn>, Error> {
+        self.backend.connect(false).await
+    }
+
+    async fn write(&self) -> Result<Box<dyn Conn>, Error> {
+        self.backend.connect(true).await
+    }
+
+    /// Runs one statement on its own, for single-row changes that need no transaction.
+    async fn execute(&self, sql: &'static str, params: Vec<Value>) -> Result<u64, Error> {
+        Ok(self.read().await?.execute(sql, params).await?)
+    }
+
+    async fn query(&self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Row>, Error> {
+        Ok(self.read().await?.query(sql, params).await?)
+    }
+
+    /// One attempt at [`Store::create_origin`]; `Ok(None)` when a concurrent writer took
+    /// the subnet first.
+    async fn try_create_origin(
+        &self,
+        pool: &SubnetPool,
+        new: &NewOrigin,
+    ) -> Result<Option<Origin>, Error> {
+        let mut conn = self.write().await?;
+        let taken = all(
+            &conn
+                .query("SELECT network_cidr FROM origins", vec![])
+                .await?,
+            |row| row.reader().parse::<Ipv4Net>(),
+        )?;
+        let network_cidr = pool.allocate(&taken)?;
+        let origin = Origin {
+            id: new.id.clone(),
+            name: new.name.clone(),
+            domain: new.domain.clone(),
+            status: OriginStatus::Inactive,
+            last_heartbeat: None,
+            last_metrics: None,
+            network_cidr,
+            wireguard_ip: origin_address(network_cidr)?,
+            wireguard_public_key: new.public_key.clone(),
+            created_at: new.created_at,
+        };
+        let inserted = conn
+            .execute(
+                concat!(
+                    "INSERT INTO origins (",
+                    origin_columns!(),
+                    ", wireguard_private_key_encrypted) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                ),
+                vec![
+                    text(&origin.id),
+                    text(&origin.name),
+                    opt_text(origin.domain.as_ref()),
+                    word(&origin.status)?,
+                    opt_time(origin.last_heartbeat),
+                    json(&origin.last_metrics),
+                    text(origin.network_cidr),
+                    text(origin.wireguard_ip),
+                    text(&origin.wireguard_public_key),
+                    time(origin.created_at),
+                    text(new.private_key.as_str()),
+                ],
+            )
+            .await;
+        match inserted {
+            Err(DbError::Unique(key))
+                if key == "origins.network_cidr" || key == "origins.wireguard_ip" =>
+            {
+                return Ok(None);
+            }
+            other => other.map_err(|e| {
+                e.conflict(&[
+                    ("origins.id", "origin id", origin.id.as_str()),
+                    ("origins.name", "origin name", origin.name.as_str()),
+                ])
+            })?,
+        };
+        for s in &new.services {
+            conn.execute(
+                concat!(
+                    "INSERT INTO origin_services (",
+                    service_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ),
+                vec![
+                    text(ServiceId::new()),
+                    text(&origin.id),
+                    text(&s.name),
+                    int(s.port.get()),
+                    word(&s.protocol)?,
+                    opt_text(s.health_check_path.as_ref()),
+                    time(new.created_at),
+                ],
+            )
+            .await
+            .map_err(|e| {
+                e.conflict(&[(
+                    "origin_services.origin_id,name",
+                    "service name",
+                    s.name.as_str(),
+                )])
+            })?;
+        }
+        conn.commit().await?;
+        Ok(Some(origin))
+    }
+
+    /// One attempt at [`Store::create_tunnel`]; `Ok(None)` when a concurrent writer took
+    /// the address or the port first.
+    async fn try_create_tunnel(&self, new: &NewTunnel) -> Result<Option<EdgeTunnel>, Error> {
+        let mut conn = self.write().await?;
+        check_edge(&mut *conn, &new.edge_node_id).await?;
+        let origin = one(
+            &conn
+                .query(
+                    concat!("SELECT ", origin_columns!(), " FROM origins WHERE id = $1"),
+                    vec![text(&new.origin_id)],
+                )
+                .await?,
+            origin,
+            "origin",
+            &new.origin_id,
+        )?;
+        let pair = format!("{} to {}", new.edge_node_id, new.origin_id);
+        let existing = conn
+            .query(
+                "SELECT 1 FROM edge_tunnels WHERE edge_node_id = $1 AND origin_id = $2",
+                vec![text(&new.edge_node_id), text(&new.origin_id)],
+            )
+            .await?;
+        if !existing.is_empty() {
+            return Err(Error::Conflict {
+                what: "edge tunnel",
+                value: pair,
+            });
+        }
+        let addresses = all(
+            &conn
+                .query(
+                    "SELECT wireguard_ip FROM edge_tunnels WHERE origin_id = $1",
+                    vec![text(&new.origin_id)],
+                )
+                .await?,
+            |row| row.reader().parse::<Ipv4Addr>(),
+        )?;
+        let ports = all(
+            &conn
+                .query(
+                    "SELECT listen_port FROM edge_tunnels WHERE edge_node_id = $1",
+                    vec![text(&new.edge_node_id)],
+                )
+                .await?,
+            |row| row.reader().port(),
+        )?;
+        let (wireguard_ip, listen_port) =
+            allocate_tunnel(&origin, &new.edge_node_id, &addresses, &ports)?;
+        let tunnel = EdgeTunnel {
+            edge_node_id: new.edge_node_id.clone(),
+            origin_id: new.origin_id.clone(),
+            wireguard_ip,
+            listen_port,
+            public_key: new.public_key.clone(),
+            created_at: new.created_at,
+        };
+        let inserted = conn
+            .execute(
+                concat!(
+                    "INSERT INTO edge_tunnels (",
+                    tunnel_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ),
+                vec![
+                    text(&tunnel.edge_node_id),
+                    text(&tunnel.origin_id),
+                    text(tunnel.wireguard_ip),
+                    int(tunnel.listen_port.get()),
+                    text(&tunnel.public_key),
+                    time(tunnel.created_at),
+                    text(new.private_key.as_str()),
+                ],
+            )
+            .await;
+        match inserted {
+            Err(DbError::Unique(key))
+                if key == "edge_tunnels.origin_id,wireguard_ip"
+                    || key == "edge_tunnels.edge_node_id,listen_port" =>
+            {
+                return Ok(None);
+            }
+            other => other.map_err(|e| {
+                e.conflict(&[("edge_tunnels.edge_node_id,origin_id", "edge tunnel", &pair)])
+            })?,
+        };
+        conn.commit().await?;
+        Ok(Some(tunnel))
+    }
+}
+
+#[async_trait]
+impl Store for Db {
+    async fn create_origin(&self, pool: &SubnetPool, new: NewOrigin) -> Result<Origin, Error> {
+        for _ in 0..ALLOCATION_ATTEMPTS {
+            if let Some(origin) = self.try_create_origin(pool, &new).await? {
+                return Ok(origin);
+            }
+        }
+        Err(Error::Storage(
+            format!(
+                "could not allocate a subnet for origin {:?}: other origins kept taking the \
+                 free one ({ALLOCATION_ATTEMPTS} attempts); try again",
+                new.name.as_str()
+            )
+            .into(),
+        ))
+    }
+
+    async fn get_origin(&self, id: &OriginId) -> Result<Origin, Error> {
+        let rows = self
+            .query(
+                concat!("SELECT ", origin_columns!(), " FROM origins WHERE id = $1"),
+                vec![text(id)],
+            )
+            .await?;
+        one(&rows, origin, "origin", id)
+    }
+
+    async fn list_origins(&self) -> Result<Vec<Origin>, Error> {
+        let rows = self
+            .query(
+                concat!("SELECT ", origin_columns!(), " FROM origins"),
+                vec![],
+            )
+            .await?;
+        let mut origins = all(&rows, origin)?;
+        sort::origins(&mut origins);
+        Ok(origins)
+    }
+
+    async fn origin_services(&self, id: &OriginId) -> Result<Vec<OriginService>, Error> {
+        let mut conn = self.read().await?;
+        check_origin(&mut *conn, id).await?;
+        let rows = conn
+            .query(
+                concat!(
+                    "SELECT ",
+                    service_columns!(),
+                    " FROM origin_services WHERE origin_id = $1"
+                ),
+                vec![text(id)],
+            )
+            .await?;
+        let mut services = all(&rows, service)?;
+        sort::services(&mut services);
+        Ok(services)
+    }
+
+    async fn origin_private_key(&self, id: &OriginId) -> Result<Sealed, Error> {
+        let rows = self
+            .query(
+                "SELECT wireguard_private_key_encrypted FROM origins WHERE id = $1",
+                vec![text(id)],
+            )
+            .await?;
+        one(&rows, |row| row.reader().sealed(), "origin", id)
+    }
+
+    async fn delete_origin(&self, id: &OriginId, force: bool) -> Result<(), Error> {
+        let mut conn = self.write().await?;
+        check_origin(&mut *conn, id).await?;
+        let rows = conn
+            .query(
+                "SELECT COUNT(*) FROM routes WHERE origin_id = $1",
+                vec![text(id)],
+            )
+            .await?;
+        let routes = rows.first().map_or(Ok(0), |row| row.reader().int())?;
+        if routes > 0 && !force {
+            return Err(Error::InUse {
+                kind: "origin",
+                id: id.to_string(),
+                by: "routes",
+                count: routes.unsigned_abs(),
+            });
+        }
+        for sql in [
+            "DELETE FROM routes WHERE origin_id = $1",
+            "DELETE FROM origin_services WHERE origin_id = $1",
+            "DELETE FROM edge_tunnels WHERE origin_id = $1",
+            "DELETE FROM enrollments WHERE node_kind = 'origin' AND node_id = $1",
+            "DELETE FROM node_credentials WHERE node_kind = 'origin' AND node_id = $1",
+            "DELETE FROM origins WHERE id = $1",
+        ] {
+            conn.execute(sql, vec![text(id)]).await?;
+        }
+        Ok(conn.commit().await?)
+    }
+
+    async fn record_origin_heartbeat(
+        &self,
+        id: &OriginId,
+        at: Timestamp,
+        status: OriginStatus,
+        metrics: Option<serde_json::Value>,
+    ) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE origins SET last_heartbeat = $2, status = $3, last_metrics = $4 \
+                 WHERE id = $1",
+                vec![text(id), time(at), word(&status)?, json(&metrics)],
+            )
+            .await?;
+        changed(rows, "origin", id)
+    }
+
+    async fn create_route(&self, r: &Route) -> Result<(), Error> {
+        let mut conn = self.write().await?;
+        check_origin(&mut *conn, &r.origin_id).await?;
+        conn.execute(
+            concat!(
+                "INSERT INTO routes (",
+                route_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5)"
+            ),
+            vec![
+                text(&r.id),
+                text(&r.hostname),
+                text(&r.origin_id),
+                int(r.target_port.get()),
+                time(r.created_at),
+            ],
+        )
+        .await
+        .map_err(|e| {
+            e.conflict(&[
+                ("routes.id", "route id", r.id.as_str()),
+                ("routes.hostname", "hostname", r.hostname.as_str()),
+            ])
+        })?;
+        Ok(conn.commit().await?)
+    }
+
+    async fn get_route(&self, id: &RouteId) -> Result<Route, Error> {
+        let rows = self
+            .query(
+                concat!("SELECT ", route_columns!(), " FROM routes WHERE id = $1"),
+                vec![text(id)],
+            )
+            .await?;
+        one(&rows, route, "route", id)
+    }
+
+    async fn list_routes(&self) -> Result<Vec<Route>, Error> {
+        let rows = self
+            .query(concat!("SELECT ", route_columns!(), " FROM routes"), vec![])
+            .await?;
+        let mut routes = all(&rows, route)?;
+        sort::routes(&mut routes);
+        Ok(routes)
+    }
+
+    async fn update_route(&self, r: &Route) -> Result<(), Error> {
+        let mut conn = self.write().await?;
+        check_origin(&mut *conn, &r.origin_id).await?;
+        let rows = conn
+            .execute(
+                "UPDATE routes SET hostname = $2, origin_id = $3, target_port = $4 WHERE id = $1",
+                vec![
+                    text(&r.id),
+                    text(&r.hostname),
+                    text(&r.origin_id),
+                    int(r.target_port.get()),
+                ],
+            )
+            .await
+            .map_err(|e| e.conflict(&[("routes.hostname", "hostname", r.hostname.as_str())]))?;
+        changed(rows, "route", &r.id)?;
+        Ok(conn.commit().await?)
+    }
+
+    async fn delete_route(&self, id: &RouteId) -> Result<(), Error> {
+        let rows = self
+            .execute("DELETE FROM routes WHERE id = $1", vec![text(id)])
+            .await?;
+        changed(rows, "route", id)
+    }
+
+    async fn create_edge(&self, e: &EdgeNode) -> Result<(), Error> {
+        let mut conn = self.write().await?;
+        if let Some(origin) = &e.origin_id {
+            check_origin(&mut *conn, origin).await?;
+        }
+        conn.execute(
+            concat!(
+                "INSERT INTO edge_nodes (",
+                edge_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ),
+            vec![
+                text(&e.id),
+                text(&e.name),
+                opt_text(e.origin_id.as_ref()),
+                text(&e.provider),
+                text(&e.region),
+                opt_text(e.public_ip),
+                word(&e.status)?,
+                opt_time(e.last_heartbeat),
+                json(&e.last_metrics),
+                int(e.health_check_failures),
+                time(e.created_at),
+                opt_time(e.deleted_at),
+            ],
+        )
+        .await
+        .map_err(|err| err.conflict(&[("edge_nodes.id", "edge node id", e.id.as_str())]))?;
+        Ok(conn.commit().await?)
+    }
+
+    async fn get_edge(&self, id: &EdgeNodeId) -> Result<EdgeNode, Error> {
+        let rows = self
+            .query(
+                concat!("SELECT ", edge_columns!(), " FROM edge_nodes WHERE id = $1"),
+                vec![text(id)],
+            )
+            .await?;
+        one(&rows, edge, "edge node", id)
+    }
+
+    async fn list_edges(&self) -> Result<Vec<EdgeNode>, Error> {
+        let rows = self
+            .query(
+                concat!("SELECT ", edge_columns!(), " FROM edge_nodes"),
+                vec![],
+            )
+            .await?;
+        let mut edges = all(&rows, edge)?;
+        sort::edges(&mut edges);
+        Ok(edges)
+    }
+
+    async fn update_edge(&self, e: &EdgeNode) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE edge_nodes SET name = $2, provider = $3, region = $4, public_ip = $5, \
+                 status = $6, last_heartbeat = $7, last_metrics = $8, \
+                 health_check_failures = $9, deleted_at = $10 WHERE id = $1",
+                vec![
+                    text(&e.id),
+                    text(&e.name),
+                    text(&e.provider),
+                    text(&e.region),
+                    opt_text(e.public_ip),
+                    word(&e.status)?,
+                    opt_time(e.last_heartbeat),
+                    json(&e.last_metrics),
+                    int(e.health_check_failures),
+                    opt_time(e.deleted_at),
+                ],
+            )
+            .await?;
+        changed(rows, "edge node", &e.id)
+    }
+
+    async fn record_edge_heartbeat(
+        &self,
+        id: &EdgeNodeId,
+        at: Timestamp,
+        metrics: Option<serde_json::Value>,
+    ) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE edge_nodes SET last_heartbeat = $2, last_metrics = $3 WHERE id = $1",
+                vec![text(id), time(at), json(&metrics)],
+            )
+            .await?;
+        changed(rows, "edge node", id)
+    }
+
+    async fn create_tunnel(&self, new: NewTunnel) -> Result<EdgeTunnel, Error> {
+        for _ in 0..ALLOCATION_ATTEMPTS {
+            if let Some(tunnel) = self.try_create_tunnel(&new).await? {
+                return Ok(tunnel);
+            }
+        }
+        Err(Error::Storage(
+            format!(
+                "could not allocate a tunnel from edge {} to origin {}: other tunnels kept \
+                 taking the free address or port ({ALLOCATION_ATTEMPTS} attempts); try again",
+                new.edge_node_id, new.origin_id
+            )
+            .into(),
+        ))
+    }
+
+    async fn list_tunnels(
+        &self,
+        edge: Option<&EdgeNodeId>,
+        origin: Option<&OriginId>,
+    ) -> Result<Vec<EdgeTunnel>, Error> {
+        let rows = self
+            .query(
+                concat!(
+                    "SELECT ",
+                    tunnel_columns!(),
+                    " FROM edge_tunnels WHERE ($1 IS NULL OR edge_node_id = $1) \
+                     AND ($2 IS NULL OR origin_id = $2)"
+                ),
+                vec![opt_text(edge), opt_text(origin)],
+            )
+            .await?;
+        let mut tunnels: Vec<EdgeTunnel> =
+            all(&rows, tunnel)?.into_iter().map(|(t, _)| t).collect();
+        sort::tunnels(&mut tunnels);
+        Ok(tunnels)
+    }
+
+    async fn tunnel_private_key(
+        &self,
+        edge: &EdgeNodeId,
+        origin: &OriginId,
+    ) -> Result<Sealed, Error> {
+        let rows = self
+            .query(
+                "SELECT private_key_encrypted FROM edge_tunnels \
+                 WHERE edge_node_id = $1 AND origin_id = $2",
+                vec![text(edge), text(origin)],
+            )
+            .await?;
+        one(
+            &rows,
+            |row| row.reader().sealed(),
+            "edge tunnel",
+            format!("{edge} to {origin}"),
+        )
+    }
+
+    async fn tunnels_with_keys(
+        &self,
+        edge: &EdgeNodeId,
+    ) -> Result<Vec<(EdgeTunnel, Sealed)>, Error> {
+        let rows = self
+            .query(
+                concat!(
+                    "SELECT ",
+                    tunnel_columns!(),
+                    " FROM edge_tunnels WHERE edge_node_id = $1"
+                ),
+                vec![text(edge)],
+            )
+            .await?;
+        let mut tunnels = all(&rows, tunnel)?;
+        tunnels.sort_by_key(|(t, _)| t.listen_port);
+        Ok(tunnels)
+    }
+
+    async fn delete_tunnels_of_edge(&self, edge: &EdgeNodeId) -> Result<u64, Error> {
+        self.execute(
+            "DELETE FROM edge_tunnels WHERE edge_node_id = $1",
+            vec![text(edge)],
+        )
+        .await
+    }
+
+    async fn create_api_token(&self, t: &ApiToken, hash: &TokenHash) -> Result<(), Error> {
+        self.read()
+            .await?
+            .execute(
+                concat!(
+                    "INSERT INTO api_tokens (",
+                    api_token_columns!(),
+                    ", token_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ),
+                vec![
+                    text(&t.id),
+                    text(&t.name),
+                    word(&t.role)?,
+                    time(t.created_at),
+                    opt_time(t.last_used_at),
+                    opt_time(t.revoked_at),
+                    text(hash.as_str()),
+                ],
+            )
+            .await
+            .map_err(|e| {
+                e.conflict(&[
+                    ("api_tokens.id", "API token id", t.id.as_str()),
+                    ("api_tokens.token_hash", "token hash", hash.as_str()),
+                ])
+            })?;
+        Ok(())
+    }
+
+    async fn find_api_token(&self, hash: &TokenHash) -> Result<Option<ApiToken>, Error> {
+        let rows = self
+            .query(
+                concat!(
+                    "SELECT ",
+                    api_token_columns!(),
+                    " FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+                ),
+                vec![text(hash.as_str())],
+            )
+            .await?;
+        rows.first().map(api_token).transpose()
+    }
+
+    async fn touch_api_token(&self, id: &ApiTokenId, at: Timestamp) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1",
+                vec![text(id), time(at)],
+            )
+            .await?;
+        changed(rows, "API token", id)
+    }
+
+    async fn list_api_tokens(&self) -> Result<Vec<ApiToken>, Error> {
+        let rows = self
+            .query(
+                concat!("SELECT ", api_token_columns!(), " FROM api_tokens"),
+                vec![],
+            )
+            .await?;
+        let mut tokens = all(&rows, api_token)?;
+        sort::api_tokens(&mut tokens);
+        Ok(tokens)
+    }
+
+    async fn revoke_api_token(&self, id: &ApiTokenId, at: Timestamp) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+                vec![text(id), time(at)],
+            )
+            .await?;
+        changed(rows, "API token", id)
+    }
+
+    async fn create_enrollment(&self, e: &Enrollment, hash: &TokenHash) -> Result<(), Error> {
+        let mut conn = self.write().await?;
+        check_node(&mut *conn, &e.node).await?;
+        let [kind, node_id] = node_params(&e.node);
+        conn.execute(
+            concat!(
+                "INSERT INTO enrollments (",
+                enrollment_columns!(),
+                ", token_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            ),
+            vec![
+                text(&e.id),
+                kind,
+                node_id,
+                time(e.expires_at),
+                int(e.uses_left),
+                time(e.created_at),
+                text(hash.as_str()),
+            ],
+        )
+        .await
+        .map_err(|err| {
+            err.conflict(&[
+                ("enrollments.id", "enrollment id", e.id.as_str()),
+                ("enrollments.token_hash", "token hash", hash.as_str()),
+            ])
+        })?;
+        Ok(conn.commit().await?)
+    }
+
+    async fn find_enrollment(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<Enrollment>, Error> {
+        let rows = self
+            .query(
+                concat!(
+                    "SELECT ",
+                    enrollment_columns!(),
+                    " FROM enrollments WHERE token_hash = $1"
+                ),
+                vec![text(hash.as_str())],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .map(enrollment)
+            .transpose()?
+            .filter(|e| e.is_usable(now)))
+    }
+
+    async fn redeem_enrollment(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        credential_id: &NodeCredentialId,
+        credential_hash: &TokenHash,
+    ) -> Result<NodeCredential, Error> {
+        let mut conn = self.write().await?;
+        let rows = conn
+            .query(
+                concat!(
+                    "SELECT ",
+                    enrollment_columns!(),
+                    " FROM enrollments WHERE token_hash = $1"
+                ),
+                vec![text(hash.as_str())],
+            )
+            .await?;
+        let enrollment = rows
+            .first()
+            .map(enrollment)
+            .transpose()?
+            .ok_or(super::UNKNOWN_ENROLLMENT)?;
+        super::check_redeemable(&enrollment, now)?;
+        if check_node(&mut *conn, &enrollment.node).await.is_err() {
+            return Err(super::NODE_GONE);
+        }
+        // The condition guards against a concurrent redemption that used the last use
+        // between the read above and this write.
+        let rows = conn
+            .execute(
+                "UPDATE enrollments SET uses_left = uses_left - 1 WHERE id = $1 AND uses_left > 0",
+                vec![text(&enrollment.id)],
+            )
+            .await?;
+        if rows == 0 {
+            return Err(Error::EnrollmentRefused {
+                reason: "the token has been used up",
+            });
+        }
+        let credential = NodeCredential {
+            id: credential_id.clone(),
+            node: enrollment.node,
+            created_at: now,
+            revoked_at: None,
+        };
+        let [kind, node_id] = node_params(&credential.node);
+        conn.execute(
+            "INSERT INTO node_credentials (id, node_kind, node_id, created_at, revoked_at, \
+             token_hash) VALUES ($1, $2, $3, $4, $5, $6)",
+            vec![
+                text(&credential.id),
+                kind,
+                node_id,
+                time(now),
+                opt_time(None),
+                text(credential_hash.as_str()),
+            ],
+        )
+        .await
+        .map_err(|e| {
+            e.conflict(&[
+                (
+                    "node_credentials.id",
+                    "node credential id",
+                    credential_id.as_str(),
+                ),
+                (
+                    "node_credentials.token_hash",
+                    "token hash",
+                    credential_hash.as_str(),
+                ),
+            ])
+        })?;
+        conn.commit().await?;
+        Ok(credential)
+    }
+
+    async fn find_node_credential(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<NodeCredential>, Error> {
+        let rows = self
+            .query(
+                "SELECT id, node_kind, node_id, created_at, revoked_at FROM node_credentials \
+                 WHERE token_hash = $1 AND revoked_at IS NULL",
+                vec![text(hash.as_str())],
+            )
+            .await?;
+        rows.first().map(credential).transpose()
+    }
+
+    async fn revoke_node_credentials(&self, node: &NodeRef, at: Timestamp) -> Result<u64, Error> {
+        let mut conn = self.write().await?;
+        let [kind, id] = node_params(node);
+        let revoked = conn
+            .execute(
+                "UPDATE node_credentials SET revoked_at = $3 \
+                 WHERE node_kind = $1 AND node_id = $2 AND revoked_at IS NULL",
+                vec![kind.clone(), id.clone(), time(at)],
+            )
+            .await?;
+        conn.execute(
+            "UPDATE enrollments SET uses_left = 0 WHERE node_kind = $1 AND node_id = $2",
+            vec![kind, id],
+        )
+        .await?;
+        conn.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn add_dns_record(&self, r: &DnsRecord) -> Result<(), Error> {
+        let mut conn = self.write().await?;
+        if let Some(edge) = &r.edge_node_id {
+            check_edge(&mut *conn, edge).await?;
+        }
+        conn.execute(
+            concat!(
+                "INSERT INTO dns_records (",
+                dns_record_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
+            vec![
+                text(&r.id),
+                text(&r.hostname),
+                word(&r.data.record_type())?,
+                text(r.data.value()),
+                opt_text(r.provider_record_id.as_ref()),
+                text(&r.provider),
+                opt_text(r.edge_node_id.as_ref()),
+                time(r.created_at),
+            ],
+        )
+        .await
+        .map_err(|e| e.conflict(&[("dns_records.id", "DNS record id", r.id.as_str())]))?;
+        Ok(conn.commit().await?)
+    }
+
+    async fn list_dns_records(&self, hostname: Option<&Hostname>) -> Result<Vec<DnsRecord>, Error> {
+        let rows = self
+            .query(
+                concat!(
+                    "SELECT ",
+                    dns_record_columns!(),
+                    " FROM dns_records WHERE ($1 IS NULL OR hostname = $1)"
+                ),
+                vec![opt_text(hostname)],
+            )
+            .await?;
+        let mut records = all(&rows, dns_record)?;
+        sort::dns_records(&mut records);
+        Ok(records)
+    }
+
+    async fn delete_dns_record(&self, id: &DnsRecordId) -> Result<(), Error> {
+        let rows = self
+            .execute("DELETE FROM dns_records WHERE id = $1", vec![text(id)])
+            .await?;
+        changed(rows, "DNS record", id)
+    }
+
+    async fn add_health_check(&self, c: &HealthCheck) -> Result<(), Error> {
+        let mut conn = self.write().await?;
+        check_edge(&mut *conn, &c.edge_node_id).await?;
+        conn.execute(
+            "INSERT INTO health_checks (edge_node_id, status, response_time_ms, error_message, \
+             checked_at) VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                text(&c.edge_node_id),
+                word(&c.status)?,
+                opt_int(c.response_time_ms),
+                opt_text(c.error_message.as_ref()),
+                time(c.checked_at),
+            ],
+        )
+        .await?;
+        Ok(conn.commit().await?)
+    }
+
+    async fn health_history(
+        &self,
+        edge: &EdgeNodeId,
+        limit: u32,
+    ) -> Result<Vec<HealthCheck>, Error> {
+        let rows = self
+            .query(
+                "SELECT edge_node_id, status, response_time_ms, error_message, checked_at \
+                 FROM health_checks WHERE edge_node_id = $1 \
+                 ORDER BY checked_at DESC, id DESC LIMIT $2",
+                vec![text(edge), int(limit)],
+            )
+            .await?;
+        all(&rows, health_check)
+    }
+
+    async fn create_user(&self, u: &User, password_hash: &str) -> Result<(), Error> {
+        self.read()
+            .await?
+            .execute(
+                "INSERT INTO users (id, email, role, created_at, password_hash) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                vec![
+                    text(&u.id),
+                    text(&u.email),
+                    word(&u.role)?,
+                    time(u.created_at),
+                    text(password_hash),
+                ],
+            )
+            .await
+            .map_err(|e| {
+                e.conflict(&[
+                    ("users.id", "user id", u.id.as_str()),
+                    ("users.email", "e-mail address", u.email.as_str()),
+                ])
+            })?;
+        Ok(())
+    }
+
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<(User, String)>, Error> {
+        let rows = self
+            .query(
+                "SELECT id, email, role, created_at, password_hash FROM users WHERE email = $1",
+                vec![text(email)],
+            )
+            .await?;
+        rows.first().map(user).transpose()
+    }
+}
+
+/// Implements [`Store`] for a public backend type by handing every call to its `db` field.
+macro_rules! forward_store {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $ty {
+            async fn create_origin(
+                &self,
+                pool: &$crate::SubnetPool,
+                new: $crate::store::NewOrigin,
+            ) -> Result<$crate::Origin, $crate::Error> {
+                self.db.create_origin(pool, new).await
+            }
+            async fn get_origin(
+                &self,
+                id: &$crate::OriginId,
+            ) -> Result<$crate::Origin, $crate::Error> {
+                self.db.get_origin(id).await
+            }
+            async fn list_origins(&self) -> Result<Vec<$crate::Origin>, $crate::Error> {
+                self.db.list_origins().await
+            }
+            async fn origin_services(
+                &self,
+                id: &$crate::OriginId,
+            ) -> Result<Vec<$crate::OriginService>, $crate::Error> {
+                self.db.origin_services(id).await
+            }
+            async fn origin_private_key(
+                &self,
+                id: &$crate::OriginId,
+            ) -> Result<$crate::Sealed, $crate::Error> {
+                self.db.origin_private_key(id).await
+            }
+            async fn delete_origin(
+                &self,
+                id: &$crate::OriginId,
+                force: bool,
+            ) -> Result<(), $crate::Error> {
+                self.db.delete_origin(id, force).await
+            }
+            async fn record_origin_heartbeat(
+                &self,
+                id: &$crate::OriginId,
+                at: $crate::Timestamp,
+                status: $crate::OriginStatus,
+                metrics: Option<serde_json::Value>,
+            ) -> Result<(), $crate::Error> {
+                self.db
+                    .record_origin_heartbeat(id, at, status, metrics)
+                    .await
+            }
+            async fn create_route(&self, route: &$crate::Route) -> Result<(), $crate::Error> {
+                self.db.create_route(route).await
+            }
+            async fn get_route(
+                &self,
+                id: &$crate::RouteId,
+            ) -> Result<$crate::Route, $crate::Error> {
+                self.db.get_route(id).await
+            }
+            async fn list_routes(&self) -> Result<Vec<$crate::Route>, $crate::Error> {
+                self.db.list_routes().await
+            }
+            async fn update_route(&self, route: &$crate::Route) -> Result<(), $crate::Error> {
+                self.db.update_route(route).await
+            }
+            async fn delete_route(&self, id: &$crate::RouteId) -> Result<(), $crate::Error> {
+                self.db.delete_route(id).await
+            }
+            async fn create_edge(&self, edge: &$crate::EdgeNode) -> Result<(), $crate::Error> {
+                self.db.create_edge(edge).await
+            }
+            async fn get_edge(
+                &self,
+                id: &$crate::EdgeNodeId,
+            ) -> Result<$crate::EdgeNode, $crate::Error> {
+                self.db.get_edge(id).await
+            }
+            async fn list_edges(&self) -> Result<Vec<$crate::EdgeNode>, $crate::Error> {
+                self.db.list_edges().await
+            }
+            async fn update_edge(&self, edge: &$crate::EdgeNode) -> Result<(), $crate::Error> {
+                self.db.update_edge(edge).await
+            }
+            async fn record_edge_heartbeat(
+                &self,
+                id: &$crate::EdgeNodeId,
+                at: $crate::Timestamp,
+                metrics: Option<serde_json::Value>,
+            ) -> Result<(), $crate::Error> {
+                self.db.record_edge_heartbeat(id, at, metrics).await
+            }
+            async fn create_tunnel(
+                &self,
+                new: $crate::store::NewTunnel,
+            ) -> Result<$crate::EdgeTunnel, $crate::Error> {
+                self.db.create_tunnel(new).await
+            }
+            async fn list_tunnels(
+                &self,
+                edge: Option<&$crate::EdgeNodeId>,
+                origin: Option<&$crate::OriginId>,
+            ) -> Result<Vec<$crate::EdgeTunnel>, $crate::Error> {
+                self.db.list_tunnels(edge, origin).await
+            }
+            async fn tunnel_private_key(
+                &self,
+                edge: &$crate::EdgeNodeId,
+                origin: &$crate::OriginId,
+            ) -> Result<$crate::Sealed, $crate::Error> {
+                self.db.tunnel_private_key(edge, origin).await
+            }
+            async fn tunnels_with_keys(
+                &self,
+                edge: &$crate::EdgeNodeId,
+            ) -> Result<Vec<($crate::EdgeTunnel, $crate::Sealed)>, $crate::Error> {
+                self.db.tunnels_with_keys(edge).await
+            }
+            async fn delete_tunnels_of_edge(
+                &self,
+                edge: &$crate::EdgeNodeId,
+            ) -> Result<u64, $crate::Error> {
+                self.db.delete_tunnels_of_edge(edge).await
+            }
+            async fn create_api_token(
+                &self,
+                token: &$crate::ApiToken,
+                hash: &$crate::TokenHash,
+            ) -> Result<(), $crate::Error> {
+                self.db.create_api_token(token, hash).await
+            }
+            async fn find_api_token(
+                &self,
+                hash: &$crate::TokenHash,
+            ) -> Result<Option<$crate::ApiToken>, $crate::Error> {
+                self.db.find_api_token(hash).await
+            }
+            async fn touch_api_token(
+                &self,
+                id: &$crate::ApiTokenId,
+                at: $crate::Timestamp,
+            ) -> Result<(), $crate::Error> {
+                self.db.touch_api_token(id, at).await
+            }
+            async fn list_api_tokens(&self) -> Result<Vec<$crate::ApiToken>, $crate::Error> {
+                self.db.list_api_tokens().await
+            }
+            async fn revoke_api_token(
+                &self,
+                id: &$crate::ApiTokenId,
+                at: $crate::Timestamp,
+            ) -> Result<(), $crate::Error> {
+                self.db.revoke_api_token(id, at).await
+            }
+            async fn create_enrollment(
+                &self,
+                enrollment: &$crate::Enrollment,
+                hash: &$crate::TokenHash,
+            ) -> Result<(), $crate::Error> {
+                self.db.create_enrollment(enrollment, hash).await
+            }
+            async fn find_enrollment(
+                &self,
+                hash: &$crate::TokenHash,
+                now: $crate::Timestamp,
+            ) -> Result<Option<$crate::Enrollment>, $crate::Error> {
+                self.db.find_enrollment(hash, now).await
+            }
+            async fn redeem_enrollment(
+                &self,
+                hash: &$crate::TokenHash,
+                now: $crate::Timestamp,
+                credential_id: &$crate::NodeCredentialId,
+                credential_hash: &$crate::TokenHash,
+            ) -> Result<$crate::NodeCredential, $crate::Error> {
+                self.db
+                    .redeem_enrollment(hash, now, credential_id, credential_hash)
+                    .await
+            }
+            async fn find_node_credential(
+                &self,
+                hash: &$crate::TokenHash,
+            ) -> Result<Option<$crate::NodeCredential>, $crate::Error> {
+                self.db.find_node_credential(hash).await
+            }
+            async fn revoke_node_credentials(
+                &self,
+                node: &$crate::NodeRef,
+                at: $crate::Timestamp,
+            ) -> Result<u64, $crate::Error> {
+                self.db.revoke_node_credentials(node, at).await
+            }
+            async fn add_dns_record(
+                &self,
+                record: &$crate::DnsRecord,
+            ) -> Result<(), $crate::Error> {
+                self.db.add_dns_record(record).await
+            }
+            async fn list_dns_records(
+                &self,
+                hostname: Option<&$crate::Hostname>,
+            ) -> Result<Vec<$crate::DnsRecord>, $crate::Error> {
+                self.db.list_dns_records(hostname).await
+            }
+            async fn delete_dns_record(
+                &self,
+                id: &$crate::DnsRecordId,
+            ) -> Result<(), $crate::Error> {
+                self.db.delete_dns_record(id).await
+            }
+            async fn add_health_check(
+                &self,
+                check: &$crate::HealthCheck,
+            ) -> Result<(), $crate::Error> {
+                self.db.add_health_check(check).await
+            }
+            async fn health_history(
+                &self,
+                edge: &$crate::EdgeNodeId,
+                limit: u32,
+            ) -> Result<Vec<$crate::HealthCheck>, $crate::Error> {
+                self.db.health_history(edge, limit).await
+            }
+            async fn create_user(
+                &self,
+                user: &$crate::User,
+                password_hash: &str,
+            ) -> Result<(), $crate::Error> {
+                self.db.create_user(user, password_hash).await
+            }
+            async fn find_user_by_email(
+                &self,
+                email: &$crate::Email,
+            ) -> Result<Option<($crate::User, String)>, $crate::Error> {
+                self.db.find_user_by_email(email).await
+            }
+        }
+    };
+}
+
+pub(crate) use forward_store;

@@ -1,0 +1,273 @@
+//! The SQLite backend: one database file, for a single control plane.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use rusqlite::{
+    Connection, ErrorCode, ToSql, params_from_iter,
+    types::{ToSqlOutput, ValueRef},
+};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::sql::{Backend, Conn, Db, DbError, Row, Value, forward_store, migrate};
+use crate::Error;
+
+/// The schema migrations, in order; migration `i` makes schema version `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_initial.sql")];
+
+/// How long a statement waits for another process holding the database lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A [`Store`](super::Store) in an SQLite database file.
+///
+/// The database runs in WAL mode with foreign keys enforced. One connection serves every
+/// call, in turn: SQLite allows a single writer anyway, and a control plane's load is far
+/// below what one connection handles. Calls run on Tokio's blocking thread pool.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use kokoa_core::store::{Store, sqlite::SqliteStore};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = SqliteStore::open(dir.path().join("kokoa.db")).await?;
+/// assert!(store.list_routes().await?.is_empty());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct SqliteStore {
+    db: Db,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating the file if needed, and brings its schema
+    /// up to date.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref().to_owned();
+        let opened = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(&opened)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.pragma_update(None, "foreign_keys", true)?;
+            // Readers do not block the writer and a crash mid-write cannot corrupt the file.
+            let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| Error::Storage(Box::new(e)))?
+        .map_err(|e| {
+            Error::Storage(format!("cannot open SQLite database {}: {e}", path.display()).into())
+        })?;
+        let backend = Sqlite {
+            conn: Arc::new(Mutex::new(conn)),
+        };
+        migrate(&backend, MIGRATIONS, None).await?;
+        Ok(Self {
+            db: Db::new(Box::new(backend)),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+forward_store!(SqliteStore);
+
+#[derive(Debug)]
+struct Sqlite {
+    conn: Arc<Mutex<Connection>>,
+}
+
+#[async_trait]
+impl Backend for Sqlite {
+    async fn connect(&self, transaction: bool) -> Result<Box<dyn Conn>, Error> {
+        let mut conn = SqliteConn {
+            guard: Some(Arc::clone(&self.conn).lock_owned().await),
+            transaction: false,
+        };
+        conn.run(move |c| {
+            // A task cancelled inside a transaction can leave it open; nothing of it was
+            // committed, so drop it.
+            if !c.is_autocommit() {
+                c.execute_batch("ROLLBACK")?;
+            }
+            if transaction {
+                // IMMEDIATE takes the write lock now, so a read-then-write transaction
+                // cannot fail half-way on a lock upgrade.
+                c.execute_batch("BEGIN IMMEDIATE")?;
+            }
+            Ok(())
+        })
+        .await?;
+        conn.transaction = transaction;
+        Ok(Box::new(conn))
+    }
+}
+
+/// The connection, held for the duration of one store call.
+struct SqliteConn {
+    /// `None` only while a statement runs on the blocking pool, or after it panicked.
+    guard: Option<OwnedMutexGuard<Connection>>,
+    /// Whether a transaction is open (and must be rolled back if not committed).
+    transaction: bool,
+}
+
+impl SqliteConn {
+    async fn run<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let mut guard = self.guard.take().ok_or_else(|| {
+            DbError::Other("the SQLite connection was lost when a statement panicked".into())
+        })?;
+        let (guard, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&mut guard);
+            (guard, result)
+        })
+        .await
+        .map_err(|e| DbError::Other(Box::new(e)))?;
+        self.guard = Some(guard);
+        result.map_err(db_error)
+    }
+}
+
+/// SQLite numbers parameters `?1`, `?2`; the shared statements say `$1`, `$2`.
+fn placeholders(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+#[async_trait]
+impl Conn for SqliteConn {
+    async fn execute(&mut self, sql: &'static str, params: Vec<Value>) -> Result<u64, DbError> {
+        self.run(move |c| {
+            let changed = c
+                .prepare_cached(&placeholders(sql))?
+                .execute(params_from_iter(params))?;
+            Ok(changed as u64)
+        })
+        .await
+    }
+
+    async fn query(&mut self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Row>, DbError> {
+        self.run(move |c| {
+            let mut statement = c.prepare_cached(&placeholders(sql))?;
+            let width = statement.column_count();
+            let mut rows = statement.query(params_from_iter(params))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let values = (0..width)
+                    .map(|i| {
+                        Ok(match row.get_ref(i)? {
+                            ValueRef::Null => Value::Text(None),
+                            ValueRef::Integer(n) => Value::Int(Some(n)),
+                            ValueRef::Text(t) => Value::Text(Some(
+                                std::str::from_utf8(t)
+                                    .map_err(|e| rusqlite::Error::Utf8Error(i, e))?
+                                    .to_owned(),
+                            )),
+                            other => {
+                                return Err(rusqlite::Error::InvalidColumnType(
+                                    i,
+                                    format!("column {i}"),
+                                    other.data_type(),
+                                ));
+                            }
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<Value>>>()?;
+                out.push(Row(values));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn batch(&mut self, sql: &'static str) -> Result<(), DbError> {
+        self.run(move |c| c.execute_batch(sql)).await
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), DbError> {
+        if self.transaction {
+            self.run(|c| c.execute_batch("COMMIT")).await?;
+            self.transaction = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SqliteConn {
+    fn drop(&mut self) {
+        if self.transaction
+            && let Some(conn) = &self.guard
+        {
+            // Rolling back a transaction that was never committed only discards its pages
+            // in memory, so doing it here, on the calling thread, is quick. If it fails the
+            // next `connect` sees the open transaction and rolls it back.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Int(Some(n)) => ToSqlOutput::from(*n),
+            Value::Text(Some(s)) => ToSqlOutput::from(s.as_str()),
+            Value::Int(None) | Value::Text(None) => ToSqlOutput::from(rusqlite::types::Null),
+        })
+    }
+}
+
+fn db_error(e: rusqlite::Error) -> DbError {
+    if let rusqlite::Error::SqliteFailure(failure, Some(message)) = &e
+        && failure.code == ErrorCode::ConstraintViolation
+        && let Some(key) = unique_key(message)
+    {
+        return DbError::Unique(key);
+    }
+    DbError::Other(Box::new(e))
+}
+
+/// `UNIQUE constraint failed: edge_tunnels.origin_id, edge_tunnels.wireguard_ip` →
+/// `edge_tunnels.origin_id,wireguard_ip`.
+fn unique_key(message: &str) -> Option<String> {
+    let columns = message.strip_prefix("UNIQUE constraint failed: ")?;
+    let mut table = None;
+    let mut names = Vec::new();
+    for column in columns.split(", ") {
+        let (t, name) = column.split_once('.')?;
+        table.get_or_insert(t);
+        names.push(name);
+    }
+    Some(format!("{}.{}", table?, names.join(",")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_messages_become_keys() {
+        assert_eq!(
+            unique_key("UNIQUE constraint failed: routes.hostname").as_deref(),
+            Some("routes.hostname")
+        );
+        assert_eq!(
+            unique_key(
+                "UNIQUE constraint failed: edge_tunnels.origin_id, edge_tunnels.wireguard_ip"
+            )
+            .as_deref(),
+            Some("edge_tunnels.origin_id,wireguard_ip")
+        );
+        assert_eq!(unique_key("FOREIGN KEY constraint failed"), None);
+    }
+}

@@ -1,0 +1,347 @@
+use std::{fs, os::unix::fs::PermissionsExt as _, path::Path, process::Command};
+
+use proptest::prelude::*;
+use serde_norway::Value;
+
+use super::*;
+
+/// SHA-256 of `agent binary\n`, what the stub `curl` below downloads.
+const STUB_AGENT_SHA256: &str = "1417c96533d92318c917029bb378ef886b399e2d7d27d1e87744944f24e766f5";
+
+fn download(url: &str, sha256: &str) -> EdgeBootstrap {
+    EdgeBootstrap {
+        control_plane_url: "https://control.example.net/".into(),
+        node_id: EdgeNodeId::parse("edg_1").unwrap(),
+        enrollment_token: Secret::new("kk_enr_5f1e"),
+        agent: AgentSource::Download {
+            url: url.into(),
+            sha256: sha256.into(),
+        },
+    }
+}
+
+fn package() -> EdgeBootstrap {
+    EdgeBootstrap {
+        agent: AgentSource::Package {
+            name: "kokoa-edge".into(),
+        },
+        ..download("https://x.example.net/a", STUB_AGENT_SHA256)
+    }
+}
+
+/// The user data parsed back: the document, and each written file's path → (mode, content).
+fn parse(user_data: &Secret) -> (Value, Vec<(String, String, String)>) {
+    let text = user_data.expose();
+    assert!(text.starts_with("#cloud-config\n"), "{text}");
+    let doc: Value = serde_norway::from_str(text).unwrap();
+    let files = doc["write_files"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["permissions"].as_str().unwrap().to_owned(),
+                f["content"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (doc, files)
+}
+
+fn runcmd(doc: &Value) -> Vec<Vec<String>> {
+    serde_norway::from_value(doc["runcmd"].clone()).unwrap()
+}
+
+#[test]
+fn downloads_checks_and_enrolls() {
+    let url = "https://downloads.example.net/kokoa-edge?sig=a1+b2&exp=9";
+    let user_data = render_user_data(&download(url, &STUB_AGENT_SHA256.to_uppercase())).unwrap();
+    let (doc, files) = parse(&user_data);
+    let keys: Vec<&str> = doc
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["write_files", "runcmd"]);
+    assert_eq!(
+        files[0],
+        (
+            CONF_PATH.to_owned(),
+            "0600".to_owned(),
+            format!(
+                "https://control.example.net\nedg_1\nkk_enr_5f1e\ndownload\n{url}\n{STUB_AGENT_SHA256}\n"
+            )
+        )
+    );
+    assert_eq!(
+        files[1],
+        (
+            SCRIPT_PATH.to_owned(),
+            "0755".to_owned(),
+            BOOTSTRAP_SCRIPT.to_owned()
+        )
+    );
+    assert_eq!(
+        files[2],
+        (
+            UNIT_PATH.to_owned(),
+            "0644".to_owned(),
+            AGENT_UNIT.to_owned()
+        )
+    );
+    assert!(AGENT_UNIT.contains("ExecStart=/usr/local/bin/kokoa-edge run\n"));
+    assert_eq!(runcmd(&doc), [[SCRIPT_PATH, CONF_PATH]]);
+
+    // The steps of SPEC §8.2 / §12, in order.
+    let steps = [
+        "apt-get install -y --no-install-recommends wireguard-tools nginx",
+        "systemctl disable --now nginx.service",
+        "sha256sum -c -",
+        "install -m 0755 \"$download\" /usr/local/bin/kokoa-edge",
+        "KOKOA_ENROLL_TOKEN=$token kokoa-edge enroll --control-plane \"$control_plane\"",
+        "systemctl enable --now kokoa-edge.service",
+        "http://127.0.0.1/health",
+        "\"$control_plane/api/v1/edge-nodes/$node_id/ready\"",
+    ];
+    let mut rest = BOOTSTRAP_SCRIPT;
+    for step in steps {
+        let at = rest
+            .find(step)
+            .unwrap_or_else(|| panic!("{step:?} missing or out of order"));
+        rest = &rest[at + step.len()..];
+    }
+}
+
+#[test]
+fn a_package_brings_its_own_unit() {
+    let (doc, files) = parse(&render_user_data(&package()).unwrap());
+    let paths: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(paths, [CONF_PATH, SCRIPT_PATH]);
+    assert!(
+        files[0].2.ends_with("\npackage\nkokoa-edge\n\n"),
+        "{}",
+        files[0].2
+    );
+    assert_eq!(runcmd(&doc), [[SCRIPT_PATH, CONF_PATH]]);
+}
+
+#[test]
+fn unsafe_values_are_refused() {
+    let err = |b: &EdgeBootstrap| render_user_data(b).unwrap_err().to_string();
+    let mut b = package();
+    b.control_plane_url = "http://control.example.net".into();
+    assert_eq!(
+        err(&b),
+        "invalid control_plane_url \"http://control.example.net\": expected an https:// URL: the VPS sends its token there"
+    );
+    for bad in [
+        "https://",
+        "https:///x",
+        "https://c.example.net/a b",
+        "https://c.example.net/\"",
+        "https://c.example.net/$(reboot)",
+        "https://c.example.net/\n- [reboot]",
+        "https://c.example.net/?x=1",
+    ] {
+        b.control_plane_url = bad.into();
+        assert!(err(&b).starts_with("invalid control_plane_url"), "{bad:?}");
+    }
+    let mut b = package();
+    b.enrollment_token = Secret::new("kk_enr_x\"\nruncmd: [reboot]");
+    let message = err(&b);
+    assert_eq!(
+        message,
+        "invalid enrollment_token \"<hidden>\": expected 1-512 characters of A-Z, a-z, 0-9 and -._~+/="
+    );
+    let b = download("https://d.example.net/a", "abc");
+    assert!(err(&b).starts_with("invalid agent sha256 \"abc\""));
+    let b = download("https://d.example.net/a;reboot", STUB_AGENT_SHA256);
+    assert!(err(&b).starts_with("invalid agent url"));
+    let mut b = package();
+    b.agent = AgentSource::Package {
+        name: "-oAPT::x".into(),
+    };
+    assert!(err(&b).starts_with("invalid agent package \"-oAPT::x\""));
+}
+
+/// Writes `name` in `bin`: a stub that logs its arguments to `$LOG`, or a link to the
+/// real tool.
+fn stub(bin: &Path, name: &str) {
+    const STUB: &str = r#"#!/bin/sh
+name=${0##*/}
+line=$name
+for arg in "$@"; do line="$line $arg"; done
+if [ "$name" = kokoa-edge ]; then line="$line (token ${KOKOA_ENROLL_TOKEN:-unset})"; fi
+printf '%s\n' "$line" >>"$LOG"
+case $name in
+curl)
+    previous=
+    for arg in "$@"; do
+        if [ "$previous" = -o ] && [ "$arg" != /dev/null ]; then printf 'agent binary\n' >"$arg"; fi
+        if [ "$previous" = -K ] && [ "$arg" = - ]; then
+            while IFS= read -r input; do printf '  stdin: %s\n' "$input" >>"$LOG"; done
+        fi
+        previous=$arg
+    done
+    ;;
+jq) printf '%s\n' 'header = "Authorization: Bearer kk_node_test"' ;;
+esac
+"#;
+    let path = bin.join(name);
+    fs::write(&path, STUB).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// What a run of the bootstrap script did.
+struct Run {
+    succeeded: bool,
+    /// The commands it ran, one per line, with the download's random name as `<tmp>`.
+    log: String,
+    /// Files left in its temporary directory.
+    leftovers: usize,
+}
+
+/// Runs the bootstrap script of `bootstrap` with every system-changing command replaced
+/// by a stub.
+fn run_bootstrap(bootstrap: &EdgeBootstrap) -> Run {
+    let (_, files) = parse(&render_user_data(bootstrap).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    let tmp = dir.path().join("tmp");
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(&tmp).unwrap();
+    for name in [
+        "apt-get",
+        "systemctl",
+        "curl",
+        "jq",
+        "install",
+        "kokoa-edge",
+    ] {
+        stub(&bin, name);
+    }
+    // Harmless tools the script needs for real; nothing else is on its PATH, so a command
+    // without a stub fails instead of changing this machine.
+    for name in ["mktemp", "sha256sum", "rm"] {
+        let real = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{name} not found; apt-get install -y coreutils"));
+        std::os::unix::fs::symlink(real, bin.join(name)).unwrap();
+    }
+    let conf = dir.path().join("bootstrap.conf");
+    fs::write(&conf, &files[0].2).unwrap();
+    let script = dir.path().join("bootstrap");
+    fs::write(&script, &files[1].2).unwrap();
+    let log = dir.path().join("log");
+    let output = Command::new("/bin/sh")
+        .arg(&script)
+        .arg(&conf)
+        .env_clear()
+        .env("PATH", &bin)
+        .env("LOG", &log)
+        .env("TMPDIR", &tmp)
+        .output()
+        .expect("/bin/sh runs");
+    let log = fs::read_to_string(&log).unwrap_or_default();
+    // The download's temporary name is random.
+    let prefix = tmp.to_string_lossy().into_owned();
+    let log = log
+        .lines()
+        .map(|line| {
+            line.split(' ')
+                .map(|w| if w.starts_with(&prefix) { "<tmp>" } else { w })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    Run {
+        succeeded: output.status.success(),
+        log,
+        leftovers: fs::read_dir(&tmp).unwrap().count(),
+    }
+}
+
+#[test]
+fn the_script_runs_every_step_in_order() {
+    let url = "https://downloads.example.net/kokoa-edge";
+    let run = run_bootstrap(&download(url, STUB_AGENT_SHA256));
+    assert!(run.succeeded, "{}", run.log);
+    assert_eq!(run.leftovers, 0, "the download is cleaned up");
+    let jq = r#"jq -r "header = \"Authorization: Bearer \(.credential)\"" /var/lib/kokoa-edge/credential.json"#;
+    let expected = [
+        "apt-get update",
+        "apt-get install -y --no-install-recommends wireguard-tools nginx curl ca-certificates jq",
+        "systemctl disable --now nginx.service",
+        &format!("curl -fsSL --proto =https --retry 5 --max-time 600 -o <tmp> {url}"),
+        "install -m 0755 <tmp> /usr/local/bin/kokoa-edge",
+        "kokoa-edge enroll --control-plane https://control.example.net (token kk_enr_5f1e)",
+        "systemctl daemon-reload",
+        "systemctl enable --now kokoa-edge.service",
+        "curl -fsS --retry 60 --retry-delay 5 --retry-all-errors --max-time 5 -o /dev/null http://127.0.0.1/health",
+        jq,
+        "curl -fsS --retry 5 --max-time 30 -K - -X POST -H Content-Type: application/json -d {} -o /dev/null https://control.example.net/api/v1/edge-nodes/edg_1/ready",
+        "  stdin: header = \"Authorization: Bearer kk_node_test\"",
+    ];
+    assert_eq!(run.log, expected.join("\n"));
+}
+
+#[test]
+fn a_binary_with_the_wrong_checksum_never_runs() {
+    let Run { succeeded, log, .. } =
+        run_bootstrap(&download("https://d.example.net/a", &"0".repeat(64)));
+    assert!(!succeeded);
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("curl -fsSL"),
+        "stops after the download:\n{log}"
+    );
+    assert!(
+        !log.contains("kokoa-edge enroll") && !log.contains("install -m"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_package_is_installed_with_apt() {
+    let Run { succeeded, log, .. } = run_bootstrap(&package());
+    assert!(succeeded, "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines[3],
+        "apt-get install -y --no-install-recommends kokoa-edge"
+    );
+    assert!(lines[4].starts_with("kokoa-edge enroll"), "{log}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever the values, the user data is either refused or parses back to exactly the
+    /// files and command it should have: no value can add a key, a file or a command.
+    #[test]
+    fn no_value_escapes_its_scalar(
+        token in prop_oneof!["[A-Za-z0-9._~+/=-]{1,40}", "(?s).{0,40}"],
+        path in prop_oneof!["[a-z0-9/._~%-]{0,30}", "(?s).{0,30}"],
+    ) {
+        let mut b = package();
+        b.enrollment_token = Secret::new(token.clone());
+        b.control_plane_url = format!("https://control.example.net/{path}");
+        let Ok(user_data) = render_user_data(&b) else {
+            return Ok(());
+        };
+        let (doc, files) = parse(&user_data);
+        prop_assert_eq!(doc.as_mapping().unwrap().len(), 2);
+        prop_assert_eq!(files.len(), 2);
+        let lines: Vec<&str> = files[0].2.lines().collect();
+        prop_assert_eq!(lines.len(), 6);
+        prop_assert_eq!(lines[0], b.control_plane_url.trim_end_matches('/'));
+        prop_assert_eq!(lines[2], token.as_str());
+        prop_assert_eq!(&files[1].2, BOOTSTRAP_SCRIPT);
+        prop_assert_eq!(runcmd(&doc), [[SCRIPT_PATH, CONF_PATH]]);
+    }
+}
