@@ -8,7 +8,7 @@
 //! edge's own part (its tunnels and keys) is read on every request.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::{Ipv4Addr, SocketAddrV4},
     num::NonZeroU16,
     time::Duration,
@@ -117,13 +117,36 @@ pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConf
         served.push((&origin.id, origin.wireguard_ip));
     }
     for (origin, ip) in served {
+        let down = snapshot
+            .origins
+            .get(origin)
+            .map(|o| ports_down(o.last_metrics.as_ref()))
+            .unwrap_or_default();
         for (hostname, port) in snapshot.routes_of(origin) {
             content
                 .routes
                 .insert(hostname.clone(), SocketAddrV4::new(ip, port.get()));
+            // One service down: 503 for the routes to that service only (SPEC §8.4).
+            if down.contains(&port.get()) {
+                content.unavailable.insert(hostname.clone());
+            }
         }
     }
     EdgeConfig::new(content).map_err(|e| ApiError::internal(&e))
+}
+
+/// The ports of the services an origin reported down in its last heartbeat
+/// (`"services": [{"port": 8080, "status": "down"}, …]`).
+pub fn ports_down(metrics: Option<&serde_json::Value>) -> BTreeSet<u16> {
+    let services = metrics
+        .and_then(|m| m.get("services"))
+        .and_then(serde_json::Value::as_array);
+    services
+        .into_iter()
+        .flatten()
+        .filter(|s| s.get("status").and_then(serde_json::Value::as_str) == Some("down"))
+        .filter_map(|s| s.get("port")?.as_u64()?.try_into().ok())
+        .collect()
 }
 
 /// The routes of `origin`, by host name.

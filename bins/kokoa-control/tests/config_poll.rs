@@ -327,3 +327,93 @@ async fn a_change_made_by_another_control_plane_is_seen_within_the_snapshot_age(
         assert!(seen <= limit, "seen after {seen:?}");
     }
 }
+
+#[tokio::test]
+async fn a_service_reported_down_gets_503_on_the_edges_for_its_routes_only() {
+    for backend in backends() {
+        let s = Server::start(&backend).await;
+        let origin = s.origin("origin-a").await;
+        let id = origin["id"].as_str().unwrap();
+        for (host, port) in [("app.hoge.com", 8080), ("api.hoge.com", 8081)] {
+            s.admin(
+                Method::POST,
+                "/api/v1/routes",
+                Some(json!({"hostname": host, "origin_id": id, "target_port": port})),
+                201,
+            )
+            .await;
+        }
+        let origin_credential = s.enrolled_origin(id).await;
+        let (_, edge_credential) = s.enrolled_edge(None).await;
+        let heartbeat = |api: &str| {
+            json!({"node_id": id, "status": "degraded", "services": [
+                {"name": "app", "port": 8080, "status": "up"},
+                {"name": "api", "port": 8081, "status": api},
+            ]})
+        };
+        let (status, _) = s
+            .call(
+                Method::POST,
+                "/api/v1/heartbeat",
+                Some(&origin_credential),
+                Some(heartbeat("up")),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let response = s
+            .send(Method::GET, ME, Some(&edge_credential), None, &[])
+            .await;
+        let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["unavailable"], json!([]));
+
+        // The edge waits; the origin reports one service down; the edge hears at once.
+        let poll = {
+            let (client, url, credential) = (
+                s.client.clone(),
+                format!("{}{ME}?wait=30", s.base),
+                edge_credential.clone(),
+            );
+            tokio::spawn(async move {
+                client
+                    .get(url)
+                    .bearer_auth(credential)
+                    .header("if-none-match", etag)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reported = Instant::now();
+        s.call(
+            Method::POST,
+            "/api/v1/heartbeat",
+            Some(&origin_credential),
+            Some(heartbeat("down")),
+        )
+        .await;
+        let body = tokio::time::timeout(Duration::from_secs(5), poll)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(reported.elapsed() < Duration::from_secs(1));
+        assert_eq!(body["unavailable"], json!(["api.hoge.com"]));
+        let config: EdgeConfig = serde_json::from_value(body).unwrap();
+        config.verify_hash().unwrap();
+
+        // Back up: served again.
+        s.call(
+            Method::POST,
+            "/api/v1/heartbeat",
+            Some(&origin_credential),
+            Some(heartbeat("up")),
+        )
+        .await;
+        let (_, body) = s.call(Method::GET, ME, Some(&edge_credential), None).await;
+        assert_eq!(body["unavailable"], json!([]));
+    }
+}

@@ -251,14 +251,17 @@ pub(super) async fn heartbeat(
             EDGE_HEARTBEAT_SECONDS
         }
         NodeRef::Origin(id) => {
+            let before = store.get_origin(id).await?;
+            let metrics = Value::Object(metrics);
+            let changed = payload::ports_down(before.last_metrics.as_ref())
+                != payload::ports_down(Some(&metrics));
             store
-                .record_origin_heartbeat(
-                    id,
-                    now,
-                    OriginStatus::Active,
-                    Some(Value::Object(metrics)),
-                )
+                .record_origin_heartbeat(id, now, OriginStatus::Active, Some(metrics))
                 .await?;
+            if changed {
+                // Edges mark the routes of a service that went down (or came back) at once.
+                state.notify_changed();
+            }
             ORIGIN_HEARTBEAT_SECONDS
         }
     };
