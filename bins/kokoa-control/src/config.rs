@@ -8,11 +8,12 @@
 use std::{
     fmt,
     net::{Ipv4Addr, SocketAddr},
+    num::NonZeroU32,
     path::{Path, PathBuf},
 };
 
 use clap::{Args, Parser, Subcommand};
-use kokoa_core::SubnetPool;
+use kokoa_core::{RateLimits, SubnetPool};
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -39,6 +40,9 @@ Configuration file (TOML, every key optional):
   database_url = \"postgres://kokoa@db/kokoa\"   # default: SQLite in data_dir
   public_url = \"https://control.example.com\"   # what nodes use to reach this server
   subnet_pool = \"10.0.0.0/16\"                  # one /24 per origin is taken from it
+  edge_requests_per_second = 10                # per client address, at every edge
+  edge_burst = 20
+  edge_connections_per_address = 10
 
 Logs go to stderr; KOKOA_LOG sets the level (e.g. KOKOA_LOG=debug).";
 
@@ -107,6 +111,15 @@ pub struct ServeArgs {
     /// Pool the origins' /24 subnets come from [default: 10.0.0.0/16].
     #[arg(long, env = "KOKOA_SUBNET_POOL", value_name = "CIDR", value_parser = parse_pool)]
     pub subnet_pool: Option<SubnetPool>,
+    /// Requests per second each client address may make at every edge (SPEC §10.4) [default: 10].
+    #[arg(long, env = "KOKOA_EDGE_REQUESTS_PER_SECOND", value_name = "N")]
+    pub edge_requests_per_second: Option<NonZeroU32>,
+    /// Requests a client may make at once above that rate [default: 20].
+    #[arg(long, env = "KOKOA_EDGE_BURST", value_name = "N")]
+    pub edge_burst: Option<u32>,
+    /// Connections each client address may hold open at every edge [default: 10].
+    #[arg(long, env = "KOKOA_EDGE_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    pub edge_connections_per_address: Option<NonZeroU32>,
 }
 
 fn parse_pool(text: &str) -> Result<SubnetPool, String> {
@@ -125,6 +138,9 @@ struct FileConfig {
     database_url: Option<String>,
     public_url: Option<String>,
     subnet_pool: Option<SubnetPool>,
+    edge_requests_per_second: Option<NonZeroU32>,
+    edge_burst: Option<u32>,
+    edge_connections_per_address: Option<NonZeroU32>,
 }
 
 impl FileConfig {
@@ -181,6 +197,8 @@ pub struct Settings {
     pub public_url: String,
     /// Pool of origin subnets.
     pub subnet_pool: SubnetPool,
+    /// The per client limits every edge enforces.
+    pub rate_limits: RateLimits,
 }
 
 impl Settings {
@@ -214,6 +232,20 @@ impl Settings {
             listen,
             public_url,
             subnet_pool: args.subnet_pool.or(file.subnet_pool).unwrap_or_default(),
+            rate_limits: {
+                let default = RateLimits::default();
+                RateLimits {
+                    requests_per_second: args
+                        .edge_requests_per_second
+                        .or(file.edge_requests_per_second)
+                        .unwrap_or(default.requests_per_second),
+                    burst: args.edge_burst.or(file.edge_burst).unwrap_or(default.burst),
+                    connections_per_address: args
+                        .edge_connections_per_address
+                        .or(file.edge_connections_per_address)
+                        .unwrap_or(default.connections_per_address),
+                }
+            },
         })
     }
 }
@@ -297,11 +329,17 @@ mod tests {
         write!(
             file,
             "data_dir = \"/from/file\"\nlisten = \"127.0.0.1:9000\"\n\
-             subnet_pool = \"100.64.0.0/10\"\npublic_url = \"https://cp.example.com/\"\n"
+             subnet_pool = \"100.64.0.0/10\"\npublic_url = \"https://cp.example.com/\"\n\
+             edge_burst = 50\n"
         )
         .unwrap();
         let path = file.path().to_str().unwrap();
         let s = Settings::resolve(&serve_args(&["--config", path])).unwrap();
+        assert_eq!(s.rate_limits.burst, 50);
+        assert_eq!(s.rate_limits.requests_per_second.get(), 10);
+        let flagged = serve_args(&["--config", path, "--edge-requests-per-second", "500"]);
+        let limits = Settings::resolve(&flagged).unwrap().rate_limits;
+        assert_eq!((limits.requests_per_second.get(), limits.burst), (500, 50));
         assert_eq!(s.data_dir, PathBuf::from("/from/file"));
         assert_eq!(s.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(s.public_url, "https://cp.example.com");

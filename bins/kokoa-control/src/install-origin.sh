@@ -1,13 +1,16 @@
 #!/bin/sh
-# Installs a Kokoa Proxy origin from the bundle this script came in:
+# Installs a Kokoa Proxy origin from the bundle this script came in.
+#
+# With the origin agent `kokoa-origin` installed (recommended): credentials.json goes to
+# /etc/kokoa/credentials.json (mode 0600), the agent enrolls once with the single-use token
+# inside and starts. It owns wg0 (dialling out to every edge, following edges as they come
+# and go), forwards the tunnel to the local services and sends heartbeats every 30 s.
+#
+# Without the agent, a static setup from the bundle's files:
 #   wireguard/wg0.conf  -> /etc/wireguard/wg0.conf, brought up with wg-quick
 #   nginx/nginx.conf    -> /etc/nginx/conf.d/kokoa-origin.conf (the local proxy the edges
 #                          reach through the tunnel), nginx reloaded
-#   credentials.json    -> /etc/kokoa/credentials.json (mode 0600)
-# and then starts the origin agent, `kokoa-origin`, if it is installed: the agent enrolls
-# with the control plane using the single-use token in credentials.json, sends heartbeats
-# every 30 s and follows edges as they come and go. Without the agent the tunnel and the
-# proxy still work, but the control plane sees the origin as inactive.
+# It works, but sends no heartbeats, and edges added later need a new bundle.
 #
 # Usage: sudo sh scripts/install.sh   (from the unpacked bundle)
 set -eu
@@ -26,8 +29,8 @@ for f in wireguard/wg0.conf nginx/nginx.conf credentials.json; do
 done
 
 missing=""
-command -v wg-quick >/dev/null 2>&1 || missing="$missing wireguard-tools"
-command -v nginx >/dev/null 2>&1 || missing="$missing nginx"
+command -v wg >/dev/null 2>&1 || missing="$missing wireguard-tools"
+command -v kokoa-origin >/dev/null 2>&1 || command -v nginx >/dev/null 2>&1 || missing="$missing nginx"
 if [ -n "$missing" ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "install.sh: please install:$missing (apt-get was not found)" >&2
@@ -40,10 +43,26 @@ if [ -n "$missing" ]; then
 fi
 
 umask 077
-mkdir -p /etc/wireguard /etc/kokoa
-install -m 0600 "$BUNDLE/wireguard/wg0.conf" /etc/wireguard/wg0.conf
+mkdir -p /etc/kokoa
 install -m 0600 "$BUNDLE/credentials.json" /etc/kokoa/credentials.json
 
+if command -v kokoa-origin >/dev/null 2>&1; then
+    STATE=/var/lib/kokoa-origin
+    mkdir -p "$STATE"
+    if [ ! -f "$STATE/credential.json" ]; then
+        kokoa-origin enroll --state-dir "$STATE" --bundle /etc/kokoa/credentials.json
+    fi
+    if command -v systemctl >/dev/null 2>&1 && systemctl cat kokoa-origin.service >/dev/null 2>&1; then
+        systemctl enable --now kokoa-origin
+    else
+        nohup kokoa-origin run --state-dir "$STATE" >/var/log/kokoa-origin.log 2>&1 &
+    fi
+    echo "Origin installed: kokoa-origin runs wg0, forwards the tunnel and sends heartbeats."
+    exit 0
+fi
+
+mkdir -p /etc/wireguard
+install -m 0600 "$BUNDLE/wireguard/wg0.conf" /etc/wireguard/wg0.conf
 if ip link show wg0 >/dev/null 2>&1; then
     wg-quick down wg0 || true
 fi
@@ -62,16 +81,5 @@ elif command -v systemctl >/dev/null 2>&1; then
 else
     nginx
 fi
-
-if command -v kokoa-origin >/dev/null 2>&1; then
-    if command -v systemctl >/dev/null 2>&1 && systemctl cat kokoa-origin.service >/dev/null 2>&1; then
-        systemctl enable --now kokoa-origin
-    else
-        nohup kokoa-origin --credentials /etc/kokoa/credentials.json >/var/log/kokoa-origin.log 2>&1 &
-    fi
-    echo "kokoa-origin started; it enrolls with the control plane and sends heartbeats."
-else
-    echo "kokoa-origin is not installed: the tunnel and proxy are up, but no heartbeats are"
-    echo "sent. Install kokoa-origin and run: kokoa-origin --credentials /etc/kokoa/credentials.json"
-fi
-echo "Origin installed: wg0 is up and nginx serves the routes on the tunnel address."
+echo "Origin installed (static): wg0 is up and nginx serves the routes on the tunnel address."
+echo "Install kokoa-origin and run this script again for heartbeats and edges that follow."

@@ -163,6 +163,7 @@ pub async fn serve(
         settings.subnet_pool,
         settings.public_url.clone(),
     );
+    state.set_rate_limits(settings.rate_limits);
     tracing::info!(
         listen = %listener.local_addr().map_err(Error::Serve)?,
         database = %settings.database,

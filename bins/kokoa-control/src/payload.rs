@@ -86,7 +86,10 @@ impl Snapshot {
 /// its private key, and the routes of those origins.
 pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConfig, ApiError> {
     let tunnels = state.store().tunnels_with_keys(edge).await?;
-    let mut content = EdgeContent::default();
+    let mut content = EdgeContent {
+        rate_limits: state.rate_limits(),
+        ..EdgeContent::default()
+    };
     if tunnels.is_empty() {
         return EdgeConfig::new(content).map_err(|e| ApiError::internal(&e));
     }

@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc};
 
-use kokoa_core::{MasterKey, SubnetPool, store::Store};
+use kokoa_core::{MasterKey, RateLimits, SubnetPool, store::Store};
 use tokio::sync::{Mutex, watch};
 
 use crate::{error::ApiError, payload::Snapshot};
@@ -19,6 +19,8 @@ struct Inner {
     master_key: MasterKey,
     subnet_pool: SubnetPool,
     public_url: String,
+    /// The per client limits written into every edge's configuration.
+    rate_limits: watch::Sender<RateLimits>,
     /// A counter bumped after every change that can alter a node's configuration; the
     /// value itself means nothing, only that it moved.
     changes: watch::Sender<u64>,
@@ -53,6 +55,7 @@ impl AppState {
                 master_key,
                 subnet_pool,
                 public_url: public_url.into(),
+                rate_limits: watch::Sender::new(RateLimits::default()),
                 changes: watch::Sender::new(0),
                 shutdown: watch::Sender::new(false),
                 snapshot: Mutex::new(None),
@@ -73,6 +76,18 @@ impl AppState {
     /// The pool origin subnets come from.
     pub fn subnet_pool(&self) -> &SubnetPool {
         &self.inner.subnet_pool
+    }
+
+    /// The per client limits every edge enforces (SPEC §10.4).
+    pub fn rate_limits(&self) -> RateLimits {
+        *self.inner.rate_limits.borrow()
+    }
+
+    /// Changes the per client limits; every edge picks them up with its next configuration.
+    pub fn set_rate_limits(&self, limits: RateLimits) {
+        if self.inner.rate_limits.send_replace(limits) != limits {
+            self.notify_changed();
+        }
     }
 
     /// The URL nodes reach this control plane at.

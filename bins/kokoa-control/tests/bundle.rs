@@ -119,12 +119,16 @@ async fn the_origin_bundle_holds_a_working_installation() {
         let steps = [
             "id -u",
             "apt-get install -y --no-install-recommends",
-            "/etc/wireguard/wg0.conf",
             "/etc/kokoa/credentials.json",
+            // With the agent: enroll once, start it, done.
+            "kokoa-origin enroll --state-dir \"$STATE\" --bundle /etc/kokoa/credentials.json",
+            "systemctl enable --now kokoa-origin",
+            "exit 0",
+            // Without: the static tunnel and nginx.
+            "/etc/wireguard/wg0.conf",
             "wg-quick up wg0",
             "/etc/nginx/conf.d/kokoa-origin.conf",
             "nginx -t",
-            "kokoa-origin --credentials",
         ];
         let positions: Vec<usize> = steps
             .iter()

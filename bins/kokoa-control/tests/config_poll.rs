@@ -37,6 +37,11 @@ async fn an_edge_gets_its_routes_tunnels_and_keys() {
         let config: EdgeConfig = serde_json::from_value(body.clone()).unwrap();
         config.verify_hash().unwrap();
         assert_eq!(body["hostnames"], json!(["app.hoge.com", "wiki.fuga.com"]));
+        // SPEC §10.4 limits unless the operator set others.
+        assert_eq!(
+            body["rate_limits"],
+            json!({"requests_per_second": 10, "burst": 20, "connections_per_address": 10})
+        );
         assert_eq!(
             body["routes"],
             json!({"app.hoge.com": "10.0.1.1:8080", "wiki.fuga.com": "10.0.2.1:8000"})
