@@ -6,15 +6,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use kokoa_agent::{Backoff, Sampler};
 use kokoa_core::{ContentHash, EdgeConfig};
-use rand_core::{OsRng, RngCore as _};
 use tokio::{sync::watch, task::JoinError};
 
 use crate::{
     Error,
     client::{ControlPlane, Fetched},
     heartbeat::Heartbeat,
-    metrics::Sampler,
     plane::DataPlane,
     state::StateDir,
 };
@@ -45,46 +44,6 @@ impl Default for Timing {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
         }
-    }
-}
-
-/// Exponential back-off with jitter: each pause is drawn from the upper half of the current
-/// step, which doubles from `initial` up to `max`. The jitter keeps a fleet of edges from
-/// hitting a recovering control plane in lockstep.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    step: Duration,
-}
-
-impl Backoff {
-    /// A back-off starting at `initial`, capped at `max`.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            step: initial,
-        }
-    }
-
-    /// The next pause, between half the current step and the step itself.
-    pub fn next_delay(&mut self) -> Duration {
-        let step = self.step;
-        self.step = (step * 2).min(self.max);
-        let half = step / 2;
-        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-        let jitter = if nanos == 0 {
-            0
-        } else {
-            OsRng.next_u64() % (nanos + 1)
-        };
-        half + Duration::from_nanos(jitter)
-    }
-
-    /// Back to the first step, after a success.
-    pub fn reset(&mut self) {
-        self.step = self.initial;
     }
 }
 

@@ -1,5 +1,7 @@
 use std::{io, path::PathBuf};
 
+use kokoa_agent::{ApiError, with_causes};
+
 /// The error type of the edge agent.
 ///
 /// No variant ever holds the node credential or a WireGuard private key: errors end up in
@@ -122,17 +124,25 @@ pub enum Error {
     UnknownUser(String),
 }
 
-/// `error: cause: cause's cause`: reqwest's own message alone ("error sending request")
-/// does not say what went wrong.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+impl From<ApiError> for Error {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::InvalidUrl { url, reason } => Self::InvalidUrl { url, reason },
+            ApiError::Http { url, source } => Self::Http { url, source },
+            ApiError::Status {
+                url,
+                status: status @ (401 | 403),
+                ..
+            } => Self::Unauthorized { url, status },
+            ApiError::Status { url, status, body } => Self::Status {
+                url,
+                status,
+                body: body.chars().take(300).collect(),
+            },
+            ApiError::BadAnswer { url, message } => Self::BadAnswer { url, message },
+            ApiError::WrongNodeKind { kind } => Self::WrongNodeKind { kind },
+        }
     }
-    text
 }
 
 impl Error {

@@ -1,24 +1,10 @@
 //! What the edge reports every few seconds (SPEC §8.4), and the body of its `/health` page.
 
+use kokoa_agent::{LinkState, NodeStatus, Sample};
 use kokoa_core::EdgeNodeId;
 use serde::Serialize;
 
-use crate::{
-    metrics::Sample,
-    plane::{LinkState, TunnelReport},
-};
-
-/// The edge's own judgement of itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeStatus {
-    /// Serving its latest configuration with every tunnel up.
-    Healthy,
-    /// Serving, but a configuration was refused or failed to apply, or a tunnel is down.
-    Degraded,
-    /// nginx is not running: the edge serves nothing.
-    Unhealthy,
-}
+use crate::plane::TunnelReport;
 
 /// Host and traffic figures of a heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize)]

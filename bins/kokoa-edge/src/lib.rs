@@ -49,18 +49,17 @@ mod client;
 mod convert;
 mod error;
 mod heartbeat;
-mod metrics;
 mod plane;
 mod state;
 
-pub use agent::{Agent, Backoff, Timing, apply_and_save};
+pub use agent::{Agent, Timing, apply_and_save};
 pub use client::{ControlPlane, Fetched};
 pub use convert::{Desired, TunnelPlan, convert};
 pub use error::Error;
-pub use heartbeat::{Heartbeat, Metrics, NodeStatus};
-pub use metrics::{Sample, Sampler};
-pub use plane::{DataPlane, EdgeHost, HostSettings, LinkState, TunnelReport};
-pub use state::{Credential, Secret, StateDir};
+pub use heartbeat::{Heartbeat, Metrics};
+pub use kokoa_agent::{Backoff, LinkState, NodeStatus, Sample, Sampler, Secret};
+pub use plane::{DataPlane, EdgeHost, HostSettings, TunnelReport};
+pub use state::{Credential, StateDir};
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use kokoa_agent::LinkState;
 use kokoa_core::{CertificateRef, ContentHash, EdgeConfig, OriginId};
 use kokoa_nginx::{CertName, Layout, Listen, NginxInstance};
 use kokoa_wg::{
@@ -25,16 +26,6 @@ use crate::{
 
 /// How long one tunnel's ping may wait for its answer.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Up or down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LinkState {
-    /// Working.
-    Up,
-    /// Not working.
-    Down,
-}
 
 /// One tunnel in a heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize)]

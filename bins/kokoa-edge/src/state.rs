@@ -11,51 +11,17 @@
 //! old or the new version, never a mix.
 
 use std::{
-    fmt, fs,
-    io::Write as _,
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    fs,
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
 };
 
+use kokoa_agent::{Secret, read_private};
 use kokoa_core::{EdgeConfig, EdgeNodeId};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::Error;
-
-/// The node credential: a bearer token. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Zeroizing<String>);
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Self::new)
-    }
-}
-
-impl Secret {
-    /// Wraps a token.
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(Zeroizing::new(token.into()))
-    }
-
-    /// The token itself, for the `Authorization` header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// What enrollment gives an edge: who it is and how to prove it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,12 +87,8 @@ impl StateDir {
     /// The saved credential; [`Error::NotEnrolled`] when there is none.
     pub fn read_credential(&self) -> Result<Credential, Error> {
         let path = self.credential_path();
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => Zeroizing::new(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotEnrolled { path });
-            }
-            Err(e) => return Err(Error::io("read", path)(e)),
+        let Some(bytes) = read_private(&path).map_err(Error::io("read", &path))? else {
+            return Err(Error::NotEnrolled { path });
         };
         serde_json::from_slice(&bytes).map_err(|e| Error::BadStateFile {
             path,
@@ -147,10 +109,8 @@ impl StateDir {
     /// The last good configuration, checked against its hash; `None` when there is none.
     pub fn read_last_good(&self) -> Result<Option<EdgeConfig>, Error> {
         let path = self.last_good_path();
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => Zeroizing::new(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", path)(e)),
+        let Some(bytes) = read_private(&path).map_err(Error::io("read", &path))? else {
+            return Ok(None);
         };
         let bad = |message: String| Error::BadStateFile {
             path: path.clone(),
@@ -179,28 +139,9 @@ impl StateDir {
     }
 }
 
-/// Writes `contents` to a new file beside `path` with `mode`, flushes it and renames it over
-/// `path`.
+/// [`kokoa_agent::write_atomic`], its failure naming `path`.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    // A leftover from a crash would make `create_new` fail; its content is stale anyway.
-    let _ = fs::remove_file(&tmp);
-    let result = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(contents)?;
-            f.sync_all()
-        })
-        .and_then(|()| fs::rename(&tmp, path));
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io("write", path)(e)
-    })
+    kokoa_agent::write_atomic(path, contents, mode).map_err(Error::io("write", path))
 }
 
 #[cfg(test)]

@@ -1,9 +1,8 @@
-//! Converter properties and back-off.
+//! Converter properties.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddrV4},
-    time::Duration,
 };
 
 use ipnet::{IpNet, Ipv4Net};
@@ -15,7 +14,7 @@ use kokoa_nginx::{CertName, Layout, Listen};
 use kokoa_wg::{InterfaceName, PrivateKey};
 use proptest::prelude::*;
 
-use crate::{Backoff, convert::convert};
+use crate::convert::convert;
 
 fn private_key(seed: u8) -> WgPrivateKey {
     WgPrivateKey::parse(&PrivateKey::from_bytes([seed; 32]).to_base64()).unwrap()
@@ -168,26 +167,4 @@ fn wildcard_certificate_covers_one_label_only() {
         .collect();
     assert_eq!(certs["wiki.fuga.com"], Some("wild"));
     assert_eq!(certs["a.wiki.fuga.com"], None);
-}
-
-#[test]
-fn backoff_doubles_with_jitter_up_to_its_cap() {
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-    let steps = [1, 2, 4, 8, 16, 30, 30];
-    for _ in 0..20 {
-        for step in steps {
-            let step = Duration::from_secs(step);
-            let delay = backoff.next_delay();
-            assert!(
-                delay >= step / 2 && delay <= step,
-                "{delay:?} for step {step:?}"
-            );
-        }
-        backoff.reset();
-    }
-    // Jitter: a fleet does not retry in lockstep.
-    let delays: BTreeSet<Duration> = (0..10)
-        .map(|_| Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).next_delay())
-        .collect();
-    assert!(delays.len() > 1);
 }

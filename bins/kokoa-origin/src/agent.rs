@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use kokoa_edge::{Backoff, Sampler};
+use kokoa_agent::{Backoff, Sampler};
 use kokoa_wg::{
     InterfaceConfig, InterfaceName,
     apply::{HANDSHAKE_FRESH, WgHost},

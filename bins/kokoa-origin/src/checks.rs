@@ -7,8 +7,8 @@
 
 use std::{net::IpAddr, time::Duration};
 
+use kokoa_agent::LinkState;
 use kokoa_core::{Name, Protocol};
-use kokoa_edge::LinkState;
 use serde::Serialize;
 use tokio::{net::TcpStream, task::JoinSet};
 

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use kokoa_agent::{LinkState, NodeStatus};
 use kokoa_core::OriginId;
-use kokoa_edge::{LinkState, NodeStatus};
 use serde::Serialize;
 
 use crate::checks::ServiceReport;

@@ -9,7 +9,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use kokoa_edge::Secret;
+use kokoa_agent::Secret;
 use kokoa_origin::{
     Agent, BundleCredentials, Checker, ControlPlane, DEFAULT_MAX_CONNECTIONS, Error, Forwarder,
     Settings, StateDir, Timing, WgTunnel,

@@ -3,8 +3,8 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
+use kokoa_agent::Secret;
 use kokoa_core::{HealthCheckPath, Hostname, Name, OriginId, Port, Protocol};
-use kokoa_edge::Secret;
 use kokoa_wg::{Config, Format, InterfaceConfig, InterfaceName};
 use serde::{Deserialize, Serialize};
 

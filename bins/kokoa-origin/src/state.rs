@@ -10,13 +10,12 @@
 
 use std::{
     fs,
-    io::Write as _,
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
 };
 
+use kokoa_agent::{Secret, read_private, write_atomic};
 use kokoa_core::OriginId;
-use kokoa_edge::Secret;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use zeroize::Zeroizing;
 
@@ -109,10 +108,8 @@ impl StateDir {
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => Zeroizing::new(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("read", path)(e)),
+    let Some(bytes) = read_private(path).map_err(Error::io("read", path))? else {
+        return Ok(None);
     };
     serde_json::from_slice(&bytes)
         .map(Some)
@@ -122,8 +119,7 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
         })
 }
 
-/// Writes `value` as JSON to a new 0600 file beside `path`, flushes it and renames it over
-/// `path`.
+/// Writes `value` as JSON to `path`, atomically and with mode 0600.
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
     let json = Zeroizing::new(
         serde_json::to_vec_pretty(value).map_err(|e| Error::BadFile {
@@ -131,25 +127,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
             message: e.to_string(),
         })?,
     );
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    // A leftover from a crash would make `create_new` fail; its content is stale anyway.
-    let _ = fs::remove_file(&tmp);
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(&json)?;
-            f.sync_all()
-        })
-        .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io("write", path)(e)
-        })
+    write_atomic(path, &json, 0o600).map_err(Error::io("write", path))
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use axum::{
     response::IntoResponse,
     routing::{get, post},
 };
+use kokoa_agent::{LinkState, Secret};
 use kokoa_core::{Name, OriginId};
-use kokoa_edge::{LinkState, Secret};
 use kokoa_origin::{ControlPlane, Credential, Heartbeat, Metrics, ServiceReport};
 use serde_json::{Value, json};
 

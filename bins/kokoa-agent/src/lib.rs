@@ -1,0 +1,46 @@
+//! What the Kokoa Proxy edge agent (`kokoa-edge`) and origin agent (`kokoa-origin`) share,
+//! so that both behave the same where they do the same thing:
+//!
+//! - [`Api`]: the control plane's API as a node uses it — enroll with a single-use token,
+//!   fetch the configuration (`If-None-Match` on the live `config_hash`, long-polled with
+//!   `?wait=`), post heartbeats; failures are [`ApiError`]s each agent words its own way.
+//! - [`Backoff`]: exponential back-off with jitter between retries of the control plane.
+//! - [`Secret`]: the node credential or an enrollment token; never shown by `Debug`, wiped
+//!   from memory when dropped.
+//! - [`LinkState`] and [`NodeStatus`]: the states a heartbeat reports.
+//! - [`Sampler`]: CPU, memory, connections and request figures for heartbeats.
+//! - [`read_private`] and [`write_atomic`]: the state directory's files, read into wiped
+//!   memory and replaced atomically with the mode asked (0600 for secrets).
+//!
+//! ```
+//! use std::time::Duration;
+//! use kokoa_agent::{Backoff, Secret};
+//!
+//! let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+//! let first = backoff.next_delay();
+//! assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+//!
+//! let token = Secret::new("kk_node_secret");
+//! assert_eq!(token.expose(), "kk_node_secret");
+//! assert!(!format!("{token:?}").contains("kk_node_secret"));
+//! ```
+//!
+//! # Crate features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | — | | none |
+
+mod api;
+mod backoff;
+mod files;
+mod metrics;
+mod secret;
+mod status;
+
+pub use api::{Api, ApiError, Enrolled, with_causes};
+pub use backoff::Backoff;
+pub use files::{read_private, write_atomic};
+pub use metrics::{Sample, Sampler};
+pub use secret::Secret;
+pub use status::{LinkState, NodeStatus};
