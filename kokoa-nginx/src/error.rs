@@ -31,6 +31,17 @@ pub enum Error {
         field: &'static str,
     },
 
+    /// A limit is above what nginx accepts.
+    #[error("rate limit {field} is {value}; nginx accepts at most {max}")]
+    RateLimitTooLarge {
+        /// The field of [`RateLimits`](crate::RateLimits).
+        field: &'static str,
+        /// The value given.
+        value: u32,
+        /// The largest value nginx accepts.
+        max: u32,
+    },
+
     /// A path cannot be written into an nginx configuration safely.
     #[error("path {path:?} cannot be used in an nginx configuration: {reason}")]
     UnsafePath {

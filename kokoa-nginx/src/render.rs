@@ -31,6 +31,14 @@ impl EdgeSite {
                 return Err(Error::ZeroRateLimit { field });
             }
         }
+        // `limit_conn` takes at most 65535.
+        if limits.connections_per_ip > u32::from(u16::MAX) {
+            return Err(Error::RateLimitTooLarge {
+                field: "connections_per_ip",
+                value: limits.connections_per_ip,
+                max: u16::MAX.into(),
+            });
+        }
         let mut routes: Vec<&Route> = self.routes.iter().collect();
         routes.sort_by(|a, b| a.hostname.cmp(&b.hostname));
         if let Some(pair) = routes.windows(2).find(|w| w[0].hostname == w[1].hostname) {

@@ -234,16 +234,24 @@ impl Settings {
             subnet_pool: args.subnet_pool.or(file.subnet_pool).unwrap_or_default(),
             rate_limits: {
                 let default = RateLimits::default();
+                let connections = args
+                    .edge_connections_per_address
+                    .or(file.edge_connections_per_address)
+                    .unwrap_or(default.connections_per_address);
+                // nginx refuses `limit_conn` values of 65536 and more.
+                if connections.get() > u32::from(u16::MAX) {
+                    return Err(Error::Setting {
+                        setting: "edge_connections_per_address",
+                        message: format!("{connections} is too large; the most is 65535"),
+                    });
+                }
                 RateLimits {
                     requests_per_second: args
                         .edge_requests_per_second
                         .or(file.edge_requests_per_second)
                         .unwrap_or(default.requests_per_second),
                     burst: args.edge_burst.or(file.edge_burst).unwrap_or(default.burst),
-                    connections_per_address: args
-                        .edge_connections_per_address
-                        .or(file.edge_connections_per_address)
-                        .unwrap_or(default.connections_per_address),
+                    connections_per_address: connections,
                 }
             },
         })
@@ -340,6 +348,9 @@ mod tests {
         let flagged = serve_args(&["--config", path, "--edge-requests-per-second", "500"]);
         let limits = Settings::resolve(&flagged).unwrap().rate_limits;
         assert_eq!((limits.requests_per_second.get(), limits.burst), (500, 50));
+        let too_many = serve_args(&["--config", path, "--edge-connections-per-address", "65536"]);
+        let err = Settings::resolve(&too_many).unwrap_err().to_string();
+        assert!(err.contains("65536") && err.contains("65535"), "{err}");
         assert_eq!(s.data_dir, PathBuf::from("/from/file"));
         assert_eq!(s.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(s.public_url, "https://cp.example.com");

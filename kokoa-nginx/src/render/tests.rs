@@ -155,6 +155,11 @@ fn refuses_what_nginx_would_refuse() {
     assert!(err.to_string().contains("connections_per_ip"), "{err}");
 
     let mut site = EdgeSite::default();
+    site.rate_limits.connections_per_ip = 65_536;
+    let err = site.render(&layout()).unwrap_err();
+    assert!(err.to_string().contains("65536"), "{err}");
+
+    let mut site = EdgeSite::default();
     site.rate_limits.burst = 0;
     let conf = site.render(&layout()).unwrap();
     assert!(conf.contains("burst=0 nodelay;"), "{conf}");
