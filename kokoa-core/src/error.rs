@@ -110,6 +110,25 @@ pub enum Error {
         value: String,
     },
 
+    /// A certificate mode that is not one of the four.
+    #[error(
+        "invalid certificate mode {input:?}: use \"http-01\", \"dns-01\", \"manual\" or \"none\""
+    )]
+    InvalidCertificateMode {
+        /// The text as it was given (cut to 100 characters).
+        input: String,
+    },
+
+    /// An event kind failed validation.
+    #[error(
+        "invalid event type {input:?}: it is 1-100 characters of a-z, 0-9, '.', '_' and '-', \
+         like \"dns.record.added\""
+    )]
+    InvalidEventKind {
+        /// The text as it was given (cut to 101 characters).
+        input: String,
+    },
+
     /// An edge node status change the life cycle does not allow.
     #[error("an edge node cannot go from {from} to {to}")]
     IllegalTransition {

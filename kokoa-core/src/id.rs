@@ -120,6 +120,8 @@ ids! {
     /// Identifies a [`DnsRecord`](crate::DnsRecord) in Kokoa's own records (the DNS
     /// provider's id is [`DnsRecord::provider_record_id`](crate::DnsRecord::provider_record_id)).
     DnsRecordId => "dns", "DNS record";
+    /// Identifies a [`DnsZone`](crate::DnsZone).
+    DnsZoneId => "dnz", "DNS zone";
     /// Identifies a TLS certificate managed by the certificate manager.
     CertificateId => "crt", "certificate";
     /// Identifies a [`User`](crate::User).

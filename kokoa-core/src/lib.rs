@@ -47,14 +47,15 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `sqlite` | no | `store::sqlite::SqliteStore`, with SQLite compiled in (rusqlite, bundled) |
-//! | `postgres` | no | `store::postgres::PostgresStore` (sqlx; TLS with rustls) |
+//! | `sqlite` | no | `store::sqlite::open`, an `SqlStore` in an SQLite file (rusqlite, SQLite compiled in) |
+//! | `postgres` | no | `store::postgres::connect`, an `SqlStore` in PostgreSQL (sqlx; TLS with rustls) |
 //! | `test-util` | no | `store::conformance`, the test suite every `Store` backend must pass |
 //!
 //! [`store::MemoryStore`] and [`secret`] are always there.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+mod event;
 mod hostname;
 mod id;
 mod model;
@@ -66,15 +67,17 @@ mod time;
 mod value;
 
 pub use error::{Error, HostnameProblem};
+pub use event::{Event, EventFilter, EventKind, NewEvent, Severity};
 pub use hostname::Hostname;
 pub use id::{
-    ApiTokenId, CertificateId, DnsRecordId, EdgeNodeId, EnrollmentId, NodeCredentialId, OriginId,
-    RouteId, ServiceId, UserId,
+    ApiTokenId, CertificateId, DnsRecordId, DnsZoneId, EdgeNodeId, EnrollmentId, NodeCredentialId,
+    OriginId, RouteId, ServiceId, UserId,
 };
 pub use model::{
-    ApiToken, CheckStatus, DnsRecord, EdgeNode, EdgeStatus, EdgeTunnel, Enrollment, HealthCheck,
+    ApiToken, Certificate, CertificateMode, CertificateSource, CheckStatus, DnsRecord, DnsZone,
+    EdgeLifecycle, EdgeNode, EdgePhase, EdgeStatus, EdgeTunnel, Enrollment, HealthCheck,
     NodeCredential, NodeRef, Origin, OriginService, OriginStatus, Protocol, RecordData, RecordType,
-    Role, Route, User,
+    RemovalReason, Role, Route, User,
 };
 pub use payload::{CertificateRef, ContentHash, EdgeConfig, EdgeContent, RateLimits, Tunnel};
 pub use secret::{MasterKey, Sealed, TokenHash};

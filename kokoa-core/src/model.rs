@@ -6,6 +6,7 @@
 //! the API without leaking them.
 
 use std::{
+    collections::BTreeSet,
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -14,8 +15,9 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ApiTokenId, DnsRecordId, EdgeNodeId, Email, EnrollmentId, Error, HealthCheckPath, Hostname,
-    Name, NodeCredentialId, OriginId, Port, RouteId, ServiceId, Timestamp, UserId, WgPublicKey,
+    ApiTokenId, CertificateId, ContentHash, DnsRecordId, DnsZoneId, EdgeNodeId, Email,
+    EnrollmentId, Error, HealthCheckPath, Hostname, Name, NodeCredentialId, OriginId, Port,
+    RouteId, ServiceId, Timestamp, UserId, WgPublicKey,
 };
 
 /// Whether an origin is connected: it turns active with its first heartbeat and inactive
@@ -101,8 +103,66 @@ pub struct Route {
     pub origin_id: OriginId,
     /// Port on the origin.
     pub target_port: Port,
+    /// How its TLS certificate is obtained.
+    #[serde(default)]
+    pub certificate: CertificateMode,
     /// When it was created.
     pub created_at: Timestamp,
+}
+
+/// How a route's TLS certificate is obtained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CertificateMode {
+    /// Ordered over ACME, proven with a file every edge serves on port 80 (the default).
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// Ordered over ACME, proven with a TXT record set through the zone's DNS provider;
+    /// the only way to a wildcard certificate.
+    #[serde(rename = "dns-01")]
+    Dns01,
+    /// Uploaded by an administrator (`POST /api/v1/certificates`).
+    #[serde(rename = "manual")]
+    Manual,
+    /// None is managed: edges present their fallback certificate.
+    #[serde(rename = "none")]
+    None,
+}
+
+impl CertificateMode {
+    /// The word used in the API and the database, e.g. `http-01`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http01 => "http-01",
+            Self::Dns01 => "dns-01",
+            Self::Manual => "manual",
+            Self::None => "none",
+        }
+    }
+
+    /// Whether the certificate manager orders it over ACME.
+    pub fn is_acme(self) -> bool {
+        matches!(self, Self::Http01 | Self::Dns01)
+    }
+}
+
+impl fmt::Display for CertificateMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for CertificateMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        [Self::Http01, Self::Dns01, Self::Manual, Self::None]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| Error::InvalidCertificateMode {
+                input: s.chars().take(100).collect(),
+            })
+    }
 }
 
 /// Where an edge node is in its life.
@@ -209,6 +269,136 @@ pub struct EdgeNode {
     pub created_at: Timestamp,
     /// When it was destroyed.
     pub deleted_at: Option<Timestamp>,
+    /// The provider's id of its VPS, once created.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// Where the control plane's automation is with it (SPEC §9).
+    #[serde(default)]
+    pub lifecycle: EdgeLifecycle,
+}
+
+/// The step an edge is at in the automation that creates, checks, withdraws and destroys
+/// edges (SPEC §9). Coarser than this, [`EdgeStatus`] is what the API shows first.
+///
+/// ```text
+/// create_instance → booting → enrolled → verifying → serving
+///                                                        ↓ (unhealthy, or deleted by hand)
+///                                  draining → destroying → destroyed
+/// ```
+/// A manual edge (an existing VPS) starts at `booting`: nothing to create.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EdgePhase {
+    /// The VPS is to be created at the provider.
+    #[default]
+    CreateInstance,
+    /// The VPS exists; waiting for its agent to enroll.
+    Booting,
+    /// The agent enrolled; waiting for its tunnels, certificates and first configuration.
+    Enrolled,
+    /// Up; waiting for consecutive healthy checks before it goes into DNS.
+    Verifying,
+    /// In DNS (or judged unhealthy and out of it, waiting to recover or be destroyed).
+    Serving,
+    /// Out of DNS on purpose; waiting for the records' TTL before the VPS goes.
+    Draining,
+    /// The VPS is to be destroyed.
+    Destroying,
+    /// Gone: nothing left to do.
+    Destroyed,
+}
+
+impl EdgePhase {
+    /// The word used in the API, e.g. `create_instance`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateInstance => "create_instance",
+            Self::Booting => "booting",
+            Self::Enrolled => "enrolled",
+            Self::Verifying => "verifying",
+            Self::Serving => "serving",
+            Self::Draining => "draining",
+            Self::Destroying => "destroying",
+            Self::Destroyed => "destroyed",
+        }
+    }
+}
+
+impl fmt::Display for EdgePhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an edge is being taken away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RemovalReason {
+    /// `DELETE /api/v1/edge-nodes/{id}`.
+    Manual,
+    /// Judged unhealthy, and `auto_destroy_unhealthy_vps` is on.
+    Unhealthy,
+    /// It never came up.
+    ProvisioningFailed,
+}
+
+/// The automation's record of one edge: the step it is at and what it needs to go on
+/// after a restart of the control plane. Kept with the edge, written only by the control
+/// plane that leads (SPEC §11).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EdgeLifecycle {
+    /// The step.
+    pub phase: EdgePhase,
+    /// When it entered that step.
+    pub phase_since: Option<Timestamp>,
+    /// Failed attempts at this step so far.
+    pub attempts: u32,
+    /// Not before this time is the step tried again (after a failure).
+    pub retry_at: Option<Timestamp>,
+    /// What went wrong last.
+    pub last_error: Option<String>,
+    /// The provider's size or plan code asked for (SPEC §6 `size`).
+    pub size: Option<String>,
+    /// The provider's id of the SSH key to install (SPEC §6 `ssh_key`).
+    pub ssh_key_id: Option<String>,
+    /// When the agent reported ready (`POST /api/v1/edge-nodes/{id}/ready`).
+    pub ready_at: Option<Timestamp>,
+    /// When it was taken out of DNS.
+    pub withdrawn_at: Option<Timestamp>,
+    /// Why it is being removed.
+    pub removal: Option<RemovalReason>,
+    /// The edge it replaces.
+    pub replaces: Option<EdgeNodeId>,
+    /// The edge that replaces it.
+    pub replaced_by: Option<EdgeNodeId>,
+}
+
+impl EdgeLifecycle {
+    /// Moves to `phase` at `now`, clearing the attempt count and error of the step left.
+    pub fn enter(&mut self, phase: EdgePhase, now: Timestamp) {
+        if self.phase != phase {
+            self.phase = phase;
+            self.phase_since = Some(now);
+            self.attempts = 0;
+            self.retry_at = None;
+            self.last_error = None;
+        }
+    }
+
+    /// Records a failed attempt at the current step: try again at `retry_at`.
+    pub fn failed(&mut self, error: impl Into<String>, retry_at: Timestamp) {
+        self.attempts += 1;
+        self.last_error = Some(error.into());
+        self.retry_at = Some(retry_at);
+    }
+
+    /// Whether the step may be tried at `now` (no failure is waiting out its delay).
+    pub fn due(&self, now: Timestamp) -> bool {
+        self.retry_at.is_none_or(|at| now >= at)
+    }
 }
 
 impl EdgeNode {
@@ -388,10 +578,103 @@ pub struct DnsRecord {
     pub provider_record_id: Option<String>,
     /// DNS provider, e.g. `cloudflare`, `route53`, `powerdns`.
     pub provider: Name,
+    /// The zone it was created in, for records made by the DNS manager.
+    #[serde(default)]
+    pub zone_id: Option<DnsZoneId>,
     /// The edge whose address the record points at; none for records such as ACME
     /// challenges that belong to no edge.
     pub edge_node_id: Option<EdgeNodeId>,
     /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// Where a certificate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CertificateSource {
+    /// Ordered from an ACME server.
+    Acme,
+    /// Uploaded by an administrator.
+    Manual,
+    /// Issued by Cloudflare's Origin CA.
+    CloudflareOriginCa,
+}
+
+impl CertificateSource {
+    /// The word used in the API and the database, e.g. `acme`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Acme => "acme",
+            Self::Manual => "manual",
+            Self::CloudflareOriginCa => "cloudflare_origin_ca",
+        }
+    }
+}
+
+/// A TLS certificate the control plane manages for a set of host names, and its status.
+///
+/// A certificate that was asked for but not issued yet has no chain: then `last_error`
+/// says why, and `next_renewal` when the next attempt is. The private key is kept sealed
+/// by the store, apart from this type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// Its id.
+    pub id: CertificateId,
+    /// The names it covers (the subject alternative names); unique across certificates.
+    pub names: BTreeSet<Hostname>,
+    /// Where it comes from.
+    pub source: CertificateSource,
+    /// How control of the names is proven, for ACME certificates.
+    pub method: CertificateMode,
+    /// Its issuer, as the certificate names it.
+    pub issuer: Option<String>,
+    /// Start of validity.
+    pub not_before: Option<Timestamp>,
+    /// End of validity.
+    pub not_after: Option<Timestamp>,
+    /// SHA-256 of `chain_pem`, which edges compare with their copy.
+    pub sha256: Option<ContentHash>,
+    /// The chain, leaf first, in PEM.
+    pub chain_pem: Option<String>,
+    /// When it is renewed (or, before the first issue, ordered again).
+    pub next_renewal: Option<Timestamp>,
+    /// Failed orders in a row.
+    pub failures: u32,
+    /// Why the last order failed.
+    pub last_error: Option<String>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+impl Certificate {
+    /// Whether it has been issued and covers `hostname` (exactly or by a wildcard).
+    pub fn serves(&self, hostname: &Hostname) -> bool {
+        self.chain_pem.is_some() && self.names.iter().any(|n| n.covers(hostname))
+    }
+}
+
+/// A DNS zone the DNS manager keeps records in, with the provider that holds it.
+///
+/// Credentials are kept sealed by the store, apart from this type; `settings` holds only
+/// what is not secret (a server address, a project id, a key name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsZone {
+    /// Its id.
+    pub id: DnsZoneId,
+    /// The zone apex, e.g. `hoge.com`; unique.
+    pub name: Hostname,
+    /// The provider, e.g. `cloudflare`, `powerdns`, `rfc2136`.
+    pub provider: Name,
+    /// The provider's id of the zone, once looked up.
+    pub provider_zone_id: Option<String>,
+    /// The provider's settings that are not secret, a JSON object.
+    pub settings: serde_json::Value,
+    /// TTL of the records it manages, in seconds.
+    pub ttl: u32,
+    /// When it was added.
     pub created_at: Timestamp,
 }
 
@@ -411,6 +694,9 @@ pub enum CheckStatus {
 pub struct HealthCheck {
     /// The edge checked.
     pub edge_node_id: EdgeNodeId,
+    /// Which check: `http`, `end_to_end`, `tls_certificate`, ...
+    #[serde(default = "default_check")]
+    pub check: String,
     /// Outcome.
     pub status: CheckStatus,
     /// How long the answer took, when there was one.
@@ -419,6 +705,10 @@ pub struct HealthCheck {
     pub error_message: Option<String>,
     /// When the check ran.
     pub checked_at: Timestamp,
+}
+
+fn default_check() -> String {
+    "http".to_owned()
 }
 
 /// What a user may do.
@@ -582,6 +872,8 @@ mod tests {
             health_check_failures: 0,
             created_at: Timestamp::from_unix(1_737_455_400).unwrap(),
             deleted_at: None,
+            instance_id: None,
+            lifecycle: EdgeLifecycle::default(),
         }
     }
 
@@ -690,7 +982,7 @@ mod tests {
         let mut record = json!({
             "id": "dns_1", "hostname": "app.hoge.com", "record_type": "A",
             "value": "203.0.113.10", "provider_record_id": "abc", "provider": "cloudflare",
-            "edge_node_id": "edg_1", "created_at": "2025-01-21T10:30:00Z",
+            "edge_node_id": "edg_1", "created_at": "2025-01-21T10:30:00Z", "zone_id": null,
         });
         let parsed: DnsRecord = serde_json::from_value(record.clone()).unwrap();
         assert_eq!(parsed.data, RecordData::A(Ipv4Addr::new(203, 0, 113, 10)));

@@ -18,7 +18,7 @@ use base64::{
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
-use crate::{ContentHash, EdgeNodeId, Error, OriginId};
+use crate::{CertificateId, ContentHash, DnsZoneId, EdgeNodeId, Error, OriginId};
 
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -151,6 +151,22 @@ pub fn origin_key_context(origin: &OriginId) -> String {
 /// The context the private key of an edge's tunnel to an origin is sealed for.
 pub fn tunnel_key_context(edge: &EdgeNodeId, origin: &OriginId) -> String {
     format!("tunnel:{edge}:{origin}:wg-private-key")
+}
+
+/// The context a certificate's private key is sealed for.
+pub fn certificate_key_context(certificate: &CertificateId) -> String {
+    format!("certificate:{certificate}:private-key")
+}
+
+/// The context a DNS zone's provider credentials are sealed for.
+pub fn dns_zone_credentials_context(zone: &DnsZoneId) -> String {
+    format!("dns-zone:{zone}:credentials")
+}
+
+/// The context of a secret kept in the store's small shared values (an ACME account key,
+/// a notification sink's password), named by its namespace and key.
+pub fn value_context(namespace: &str, key: &str) -> String {
+    format!("value:{namespace}:{key}")
 }
 
 /// A secret sealed by [`MasterKey::seal`]: base64 of the nonce followed by the ciphertext

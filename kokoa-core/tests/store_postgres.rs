@@ -1,4 +1,4 @@
-//! The store conformance suite against `PostgresStore`, each check in a new schema.
+//! The store conformance suite against PostgreSQL, each check in a new schema.
 //!
 //! Needs a PostgreSQL server: `KOKOA_TEST_POSTGRES_URL` names one whose user may create
 //! databases (`scripts/start-postgres` starts one and prints the URL).
@@ -8,7 +8,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use kokoa_core::store::{Store, conformance, postgres::PostgresStore};
+use kokoa_core::store::{SqlStore, Store, conformance, postgres};
 use sqlx::{Connection, Executor, PgConnection};
 
 /// The server URL, or `None` when the run explicitly skips PostgreSQL.
@@ -65,8 +65,8 @@ impl Schemas {
         in_schema(&self.server, &name)
     }
 
-    async fn fresh_store(&self) -> PostgresStore {
-        PostgresStore::connect(&self.fresh().await)
+    async fn fresh_store(&self) -> SqlStore {
+        postgres::connect(&self.fresh().await)
             .await
             .expect("connect to the test schema")
     }
@@ -121,7 +121,7 @@ async fn control_planes_sharing_a_database_allocate_distinct_subnets() {
     let url = schemas.fresh().await;
     // Two control planes starting at once on one database: one migrates, the other waits
     // for it and finds the schema up to date.
-    let (first, second) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
+    let (first, second) = tokio::join!(postgres::connect(&url), postgres::connect(&url));
     let (first, second) = (first.expect("first store"), second.expect("second store"));
     conformance::concurrent_origins_get_distinct_subnets(Arc::new(first)).await;
     assert_eq!(second.list_origins().await.expect("list").len(), 8);

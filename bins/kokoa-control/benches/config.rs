@@ -20,7 +20,7 @@ use std::{
 use kokoa_control::{AppState, api, payload};
 use kokoa_core::{
     EdgeNodeId, Hostname, MasterKey, Name, OriginId, Port, Role, Route, RouteId, SubnetPool,
-    Timestamp, store::sqlite::SqliteStore,
+    Timestamp, store::sqlite,
 };
 use serde_json::{Value, json};
 
@@ -49,7 +49,7 @@ async fn main() {
     let routes = env_usize("KOKOA_BENCH_ROUTES", 10_000);
     let edges = env_usize("KOKOA_BENCH_EDGES", 1_000);
     let dir = tempfile::tempdir().expect("temporary directory");
-    let store = SqliteStore::open(dir.path().join("kokoa.db"))
+    let store = sqlite::open(dir.path().join("kokoa.db"))
         .await
         .expect("SQLite store");
     let state = AppState::new(
@@ -93,6 +93,7 @@ async fn main() {
                 hostname: Hostname::parse(&format!("app-{i}.example{}.com", i % 97)).unwrap(),
                 origin_id: origin_ids[i % ORIGINS].clone(),
                 target_port: Port::new(8000 + (i % 1000) as u16).unwrap(),
+                certificate: Default::default(),
                 created_at: Timestamp::now(),
             })
             .await

@@ -68,12 +68,8 @@ use config::{Database, Settings};
 /// Opens (and migrates) the database.
 pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, Error> {
     Ok(match database {
-        Database::Sqlite(path) => {
-            Arc::new(kokoa_core::store::sqlite::SqliteStore::open(path).await?)
-        }
-        Database::Postgres(url) => {
-            Arc::new(kokoa_core::store::postgres::PostgresStore::connect(url).await?)
-        }
+        Database::Sqlite(path) => Arc::new(kokoa_core::store::sqlite::open(path).await?),
+        Database::Postgres(url) => Arc::new(kokoa_core::store::postgres::connect(url).await?),
     })
 }
 

@@ -622,13 +622,17 @@ async fn nodes_enroll_once_report_ready_and_send_heartbeats() {
         {
             s.state
                 .store()
-                .add_health_check(&HealthCheck {
-                    edge_node_id: id.clone(),
-                    status,
-                    response_time_ms: Some(40 + i as u32),
-                    error_message: None,
-                    checked_at: Timestamp::from_unix(1_737_455_400 + i as i64).unwrap(),
-                })
+                .record_health_check(
+                    &HealthCheck {
+                        edge_node_id: id.clone(),
+                        check: "http".into(),
+                        status,
+                        response_time_ms: Some(40 + i as u32),
+                        error_message: None,
+                        checked_at: Timestamp::from_unix(1_737_455_400 + i as i64).unwrap(),
+                    },
+                    0,
+                )
                 .await
                 .unwrap();
         }

@@ -313,6 +313,7 @@ async fn a_change_made_by_another_control_plane_is_seen_within_the_snapshot_age(
                 hostname: kokoa_core::Hostname::parse("other.hoge.com").unwrap(),
                 origin_id: kokoa_core::OriginId::parse(origin["id"].as_str().unwrap()).unwrap(),
                 target_port: kokoa_core::Port::new(8080).unwrap(),
+                certificate: Default::default(),
                 created_at: kokoa_core::Timestamp::now(),
             })
             .await

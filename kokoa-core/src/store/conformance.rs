@@ -11,10 +11,12 @@ use serde_json::json;
 
 use super::{FIRST_LISTEN_PORT, NewOrigin, NewService, NewTunnel, Store};
 use crate::{
-    ApiToken, ApiTokenId, CheckStatus, DnsRecord, DnsRecordId, EdgeNode, EdgeNodeId, EdgeStatus,
-    Email, Enrollment, EnrollmentId, Error, HealthCheck, HealthCheckPath, Hostname, MasterKey,
-    Name, NodeCredentialId, NodeRef, Origin, OriginId, OriginStatus, Port, Protocol, RecordData,
-    Role, Route, RouteId, SubnetPool, Timestamp, User, UserId, WgPublicKey,
+    ApiToken, ApiTokenId, Certificate, CertificateId, CertificateMode, CertificateSource,
+    CheckStatus, ContentHash, DnsRecord, DnsRecordId, DnsZone, DnsZoneId, EdgeLifecycle, EdgeNode,
+    EdgeNodeId, EdgePhase, EdgeStatus, Email, Enrollment, EnrollmentId, Error, EventFilter,
+    EventKind, HealthCheck, HealthCheckPath, Hostname, MasterKey, Name, NewEvent, NodeCredentialId,
+    NodeRef, Origin, OriginId, OriginStatus, Port, Protocol, RecordData, RemovalReason, Role,
+    Route, RouteId, Sealed, Severity, SubnetPool, Timestamp, User, UserId, WgPublicKey,
     secret::{self, TokenHash},
 };
 
@@ -41,6 +43,11 @@ where
     dns_records_round_trip(&*fresh().await).await;
     health_history_is_newest_first(&*fresh().await).await;
     users_round_trip(&*fresh().await).await;
+    certificates_round_trip(&*fresh().await).await;
+    dns_zones_round_trip(&*fresh().await).await;
+    events_are_numbered_and_filtered(&*fresh().await).await;
+    shared_values_expire(&*fresh().await).await;
+    leases_have_one_holder(fresh().await).await;
 }
 
 fn at(seconds: i64) -> Timestamp {
@@ -106,6 +113,7 @@ fn route(origin: &OriginId, hostname: &str, target: u16) -> Route {
         hostname: host(hostname),
         origin_id: origin.clone(),
         target_port: port(target),
+        certificate: CertificateMode::Http01,
         created_at: at(1),
     }
 }
@@ -124,6 +132,8 @@ fn edge(n: &str, origin: Option<&OriginId>, created: i64) -> EdgeNode {
         health_check_failures: 0,
         created_at: at(created),
         deleted_at: None,
+        instance_id: None,
+        lifecycle: EdgeLifecycle::default(),
     }
 }
 
@@ -664,7 +674,10 @@ pub async fn edges_round_trip(store: &dyn Store) {
 
     let mut changed = dedicated.clone();
     changed.public_ip = Some("203.0.113.10".parse().expect("an address"));
-    changed.health_check_failures = 2;
+    changed.instance_id = Some("12345".to_owned());
+    changed.lifecycle.enter(EdgePhase::Draining, at(30));
+    changed.lifecycle.removal = Some(RemovalReason::Manual);
+    changed.lifecycle.failed("provider answered 503", at(35));
     changed
         .set_status(EdgeStatus::Unhealthy, at(20))
         .expect("legal");
@@ -674,11 +687,14 @@ pub async fn edges_round_trip(store: &dyn Store) {
     let mut attempt = changed.clone();
     attempt.origin_id = None;
     attempt.created_at = at(999);
+    // Heartbeats and the failure count have their own writers; a copy's are ignored.
+    attempt.health_check_failures = 7;
+    attempt.last_heartbeat = Some(at(998));
     store.update_edge(&attempt).await.expect("update");
     assert_eq!(
         store.get_edge(&dedicated.id).await.expect("get"),
         changed,
-        "origin and creation time kept"
+        "origin, creation time, heartbeat and failure count kept"
     );
 
     let metrics = json!({"connections_active": 42, "tunnel_rtt_ms": 23});
@@ -1064,6 +1080,7 @@ pub async fn dns_records_round_trip(store: &dyn Store) {
         data,
         provider_record_id: Some("abc123".to_owned()),
         provider: name("cloudflare"),
+        zone_id: None,
         edge_node_id: edge.cloned(),
         created_at: at(3),
     };
@@ -1125,6 +1142,7 @@ pub async fn health_history_is_newest_first(store: &dyn Store) {
     store.create_edge(&other).await.expect("edge");
     let check = |edge: &EdgeNodeId, seconds, ms: Option<u32>| HealthCheck {
         edge_node_id: edge.clone(),
+        check: if seconds == 20 { "end_to_end" } else { "http" }.to_owned(),
         status: if ms.is_some() {
             CheckStatus::Success
         } else {
@@ -1143,7 +1161,7 @@ pub async fn health_history_is_newest_first(store: &dyn Store) {
         check(&watched.id, 30, Some(60)),
     ];
     for c in &checks {
-        store.add_health_check(c).await.expect("add");
+        store.record_health_check(c, 0).await.expect("add");
     }
     let history = store.health_history(&watched.id, 3).await.expect("history");
     assert_eq!(
@@ -1165,9 +1183,22 @@ pub async fn health_history_is_newest_first(store: &dyn Store) {
     );
     assert_not_found(
         store
-            .add_health_check(&check(&EdgeNodeId::new(), 1, None))
+            .record_health_check(&check(&EdgeNodeId::new(), 1, None), 1)
             .await,
         "edge node",
+    );
+    store
+        .record_health_check(&check(&watched.id, 50, None), 3)
+        .await
+        .expect("add");
+    assert_eq!(
+        store
+            .get_edge(&watched.id)
+            .await
+            .expect("get")
+            .health_check_failures,
+        3,
+        "the failure count is written with the check"
     );
 }
 
@@ -1201,4 +1232,430 @@ pub async fn users_round_trip(store: &dyn Store) {
             .expect("find"),
         None
     );
+}
+
+/// Certificates: stored, replaced by id (keeping the key unless a new one is given), names
+/// unique, listed by names.
+pub async fn certificates_round_trip(store: &dyn Store) {
+    let key = MasterKey::from_bytes([7; 32]);
+    let pending = Certificate {
+        id: CertificateId::new(),
+        names: [host("wiki.fuga.com")].into(),
+        source: CertificateSource::Acme,
+        method: CertificateMode::Http01,
+        issuer: None,
+        not_before: None,
+        not_after: None,
+        sha256: None,
+        chain_pem: None,
+        next_renewal: Some(at(60)),
+        failures: 1,
+        last_error: Some("the CA could not reach the edges".to_owned()),
+        created_at: at(0),
+        updated_at: at(0),
+    };
+    store.put_certificate(&pending, None).await.expect("put");
+    assert_eq!(
+        store.get_certificate(&pending.id).await.expect("get"),
+        pending
+    );
+    assert_eq!(store.certificate_key(&pending.id).await.expect("key"), None);
+
+    let chain = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let issued = Certificate {
+        issuer: Some("CN=Pebble Intermediate CA".to_owned()),
+        not_before: Some(at(100)),
+        not_after: Some(at(100 + 90 * 86_400)),
+        sha256: Some(ContentHash::of(chain.as_bytes())),
+        chain_pem: Some(chain.to_owned()),
+        next_renewal: Some(at(100 + 60 * 86_400)),
+        failures: 0,
+        last_error: None,
+        updated_at: at(100),
+        ..pending.clone()
+    };
+    let context = secret::certificate_key_context(&issued.id);
+    let sealed = key.seal("-----BEGIN PRIVATE KEY-----", &context);
+    store
+        .put_certificate(&issued, Some(&sealed))
+        .await
+        .expect("replace");
+    assert_eq!(
+        store.get_certificate(&issued.id).await.expect("get"),
+        issued
+    );
+    let renewed = Certificate {
+        updated_at: at(200),
+        ..issued.clone()
+    };
+    store.put_certificate(&renewed, None).await.expect("touch");
+    let kept = store.certificate_key(&issued.id).await.expect("key");
+    assert_eq!(
+        kept.as_ref()
+            .map(|k| key.open(k, &context).expect("opens").to_string()),
+        Some("-----BEGIN PRIVATE KEY-----".to_owned()),
+        "the key is kept when none is given"
+    );
+
+    let app = Certificate {
+        id: CertificateId::new(),
+        names: [host("app.hoge.com"), host("*.hoge.com")].into(),
+        ..pending.clone()
+    };
+    store.put_certificate(&app, None).await.expect("second");
+    let twin = Certificate {
+        id: CertificateId::new(),
+        ..app.clone()
+    };
+    assert_conflict(
+        store.put_certificate(&twin, None).await,
+        "certificate names",
+        "*.hoge.com,app.hoge.com",
+    );
+    let listed = store.list_certificates().await.expect("list");
+    assert_eq!(listed, [app.clone(), renewed], "by names");
+    store.delete_certificate(&app.id).await.expect("delete");
+    assert_not_found(store.get_certificate(&app.id).await, "certificate");
+    assert_not_found(store.delete_certificate(&app.id).await, "certificate");
+    assert_not_found(store.certificate_key(&app.id).await, "certificate");
+}
+
+/// DNS zones: names unique, credentials kept apart and replaced only when given, in use
+/// while records made in them are recorded.
+pub async fn dns_zones_round_trip(store: &dyn Store) {
+    let key = MasterKey::from_bytes([7; 32]);
+    let zone = DnsZone {
+        id: DnsZoneId::new(),
+        name: host("hoge.com"),
+        provider: name("powerdns"),
+        provider_zone_id: None,
+        settings: json!({"url": "http://127.0.0.1:8081"}),
+        ttl: 30,
+        created_at: at(0),
+    };
+    let context = secret::dns_zone_credentials_context(&zone.id);
+    let credentials = key.seal(r#"{"api_key":"k1"}"#, &context);
+    store
+        .create_dns_zone(&zone, Some(&credentials))
+        .await
+        .expect("create");
+    let other = DnsZone {
+        id: DnsZoneId::new(),
+        name: host("fuga.com"),
+        provider: name("manual"),
+        settings: json!({}),
+        ..zone.clone()
+    };
+    store.create_dns_zone(&other, None).await.expect("second");
+    assert_conflict(
+        store
+            .create_dns_zone(
+                &DnsZone {
+                    id: DnsZoneId::new(),
+                    ..zone.clone()
+                },
+                None,
+            )
+            .await,
+        "zone name",
+        "hoge.com",
+    );
+    assert_eq!(store.get_dns_zone(&zone.id).await.expect("get"), zone);
+    assert_eq!(
+        store.list_dns_zones().await.expect("list"),
+        [other.clone(), zone.clone()],
+        "by name"
+    );
+    assert_eq!(
+        store.dns_zone_credentials(&other.id).await.expect("none"),
+        None
+    );
+
+    let mut changed = zone.clone();
+    changed.provider_zone_id = Some("hoge.com.".to_owned());
+    changed.ttl = 60;
+    changed.name = host("ignored.com");
+    store.update_dns_zone(&changed, None).await.expect("update");
+    changed.name = zone.name.clone();
+    assert_eq!(store.get_dns_zone(&zone.id).await.expect("get"), changed);
+    let open =
+        |sealed: Option<Sealed>| sealed.map(|s| key.open(&s, &context).expect("opens").to_string());
+    assert_eq!(
+        open(store.dns_zone_credentials(&zone.id).await.expect("kept")),
+        Some(r#"{"api_key":"k1"}"#.to_owned())
+    );
+    let replaced = key.seal(r#"{"api_key":"k2"}"#, &context);
+    store
+        .update_dns_zone(&changed, Some(&replaced))
+        .await
+        .expect("update");
+    assert_eq!(
+        open(
+            store
+                .dns_zone_credentials(&zone.id)
+                .await
+                .expect("replaced")
+        ),
+        Some(r#"{"api_key":"k2"}"#.to_owned())
+    );
+
+    let record = DnsRecord {
+        id: DnsRecordId::new(),
+        hostname: host("app.hoge.com"),
+        data: RecordData::A(Ipv4Addr::new(203, 0, 113, 10)),
+        provider_record_id: Some("app.hoge.com./A/203.0.113.10".to_owned()),
+        provider: name("powerdns"),
+        zone_id: Some(zone.id.clone()),
+        edge_node_id: None,
+        created_at: at(5),
+    };
+    store.add_dns_record(&record).await.expect("record");
+    assert_eq!(
+        store.list_dns_records(None).await.expect("list")[0].zone_id,
+        Some(zone.id.clone())
+    );
+    match store.delete_dns_zone(&zone.id).await {
+        Err(Error::InUse { count: 1, .. }) => {}
+        other => panic!("expected the zone to be in use by one record, got {other:?}"),
+    }
+    store
+        .delete_dns_record(&record.id)
+        .await
+        .expect("delete record");
+    store.delete_dns_zone(&zone.id).await.expect("delete");
+    assert_not_found(store.get_dns_zone(&zone.id).await, "DNS zone");
+    assert_not_found(store.delete_dns_zone(&zone.id).await, "DNS zone");
+    assert_not_found(store.update_dns_zone(&zone, None).await, "DNS zone");
+}
+
+/// Events: numbered in order, listed newest first or (after a number) oldest first,
+/// filtered by kind, subject and severity, pruned by age.
+pub async fn events_are_numbered_and_filtered(store: &dyn Store) {
+    let new = |kind: &str, severity, subject: Option<&str>, seconds| NewEvent {
+        kind: EventKind::parse(kind).expect("a valid kind"),
+        severity,
+        subject: subject.map(str::to_owned),
+        message: format!("{kind} happened"),
+        data: json!({"n": seconds}),
+        created_at: at(seconds),
+    };
+    let mut recorded = Vec::new();
+    for e in [
+        new("edge.provisioned", Severity::Info, Some("edg_1"), 0),
+        new("edge_node_unhealthy", Severity::Warning, Some("edg_1"), 10),
+        new(
+            "dns.record.removed",
+            Severity::Info,
+            Some("app.hoge.com"),
+            11,
+        ),
+        new("edge.ready", Severity::Info, Some("edg_2"), 20),
+        new("edge.no_healthy_left", Severity::Critical, None, 30),
+    ] {
+        let event = store.append_event(&e).await.expect("append");
+        assert_eq!(
+            (&event.kind, &event.data, event.created_at),
+            (&e.kind, &e.data, e.created_at)
+        );
+        recorded.push(event);
+    }
+    let ids: Vec<i64> = recorded.iter().map(|e| e.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "increasing: {ids:?}");
+
+    let list = |filter: EventFilter| async move {
+        store
+            .list_events(&filter)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+    };
+    let newest: Vec<i64> = ids.iter().rev().copied().collect();
+    assert_eq!(list(EventFilter::default()).await, newest);
+    assert_eq!(
+        list(EventFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await,
+        newest[..2]
+    );
+    assert_eq!(
+        list(EventFilter {
+            after: Some(ids[1]),
+            limit: 2,
+            ..Default::default()
+        })
+        .await,
+        ids[2..4],
+        "oldest first after a number"
+    );
+    assert_eq!(
+        list(EventFilter {
+            before: Some(ids[2]),
+            ..Default::default()
+        })
+        .await,
+        [ids[1], ids[0]]
+    );
+    assert_eq!(
+        list(EventFilter {
+            kind: Some("edge.*".to_owned()),
+            ..Default::default()
+        })
+        .await,
+        [ids[4], ids[3], ids[0]],
+        "a prefix; `edge_node_unhealthy` is not under `edge.`"
+    );
+    assert_eq!(
+        list(EventFilter {
+            kind: Some("edge_node_unhealthy".to_owned()),
+            ..Default::default()
+        })
+        .await,
+        [ids[1]]
+    );
+    assert_eq!(
+        list(EventFilter {
+            subject: Some("edg_1".to_owned()),
+            ..Default::default()
+        })
+        .await,
+        [ids[1], ids[0]]
+    );
+    assert_eq!(
+        list(EventFilter {
+            min_severity: Some(Severity::Warning),
+            ..Default::default()
+        })
+        .await,
+        [ids[4], ids[1]]
+    );
+    assert_eq!(store.prune_events(at(11)).await.expect("prune"), 2);
+    assert_eq!(list(EventFilter::default()).await, newest[..3]);
+    let next = store
+        .append_event(&new("edge.ready", Severity::Info, None, 40))
+        .await
+        .expect("append");
+    assert!(next.id > ids[4], "numbers are not reused after pruning");
+}
+
+/// Shared values: put, get, list by key, delete; expired ones are gone.
+pub async fn shared_values_expire(store: &dyn Store) {
+    store
+        .kv_put("settings", "modules", r#"{"dns":true}"#, None)
+        .await
+        .expect("put");
+    store
+        .kv_put("acme-http-01", "tok2", "tok2.thumb", Some(at(100)))
+        .await
+        .expect("put");
+    store
+        .kv_put("acme-http-01", "tok1", "tok1.thumb", Some(at(50)))
+        .await
+        .expect("put");
+    assert_eq!(
+        store
+            .kv_get("settings", "modules", at(0))
+            .await
+            .expect("get")
+            .as_deref(),
+        Some(r#"{"dns":true}"#)
+    );
+    assert_eq!(
+        store
+            .kv_get("settings", "nothing", at(0))
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        store.kv_list("acme-http-01", at(10)).await.expect("list"),
+        [
+            ("tok1".to_owned(), "tok1.thumb".to_owned()),
+            ("tok2".to_owned(), "tok2.thumb".to_owned())
+        ]
+    );
+    assert_eq!(
+        store.kv_list("acme-http-01", at(50)).await.expect("list"),
+        [("tok2".to_owned(), "tok2.thumb".to_owned())],
+        "expired at its time"
+    );
+    assert_eq!(
+        store
+            .kv_get("acme-http-01", "tok1", at(60))
+            .await
+            .expect("get"),
+        None
+    );
+    store
+        .kv_put("settings", "modules", r#"{"dns":false}"#, None)
+        .await
+        .expect("replace");
+    assert_eq!(
+        store
+            .kv_get("settings", "modules", at(0))
+            .await
+            .expect("get")
+            .as_deref(),
+        Some(r#"{"dns":false}"#)
+    );
+    assert!(
+        store
+            .kv_delete("settings", "modules")
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !store
+            .kv_delete("settings", "modules")
+            .await
+            .expect("delete again")
+    );
+    assert!(
+        store
+            .kv_list("settings", at(0))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+/// A lease has one holder until it expires; the holder renews it; anyone takes it after.
+pub async fn leases_have_one_holder(store: Arc<dyn Store>) {
+    let claim = |who: &'static str, now, until| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .kv_claim("leases", "leader", who, at(now), at(until))
+                .await
+                .expect("claim")
+        }
+    };
+    assert!(claim("cp-a", 0, 10).await, "free: taken");
+    assert!(!claim("cp-b", 5, 15).await, "held by another");
+    assert!(claim("cp-a", 8, 18).await, "renewed by its holder");
+    assert!(!claim("cp-b", 17, 27).await, "still held after the renewal");
+    assert!(claim("cp-b", 18, 28).await, "expired: taken over");
+    assert!(!claim("cp-a", 19, 29).await, "the old holder lost it");
+
+    // Racing for a free lease: exactly one wins.
+    let tasks: Vec<_> = ["x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8"]
+        .into_iter()
+        .map(|who| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .kv_claim("leases", "race", who, at(0), at(10))
+                    .await
+                    .expect("claim")
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.expect("task"));
+    }
+    assert_eq!(winners, 1, "one holder among racers");
 }

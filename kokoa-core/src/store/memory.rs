@@ -1,16 +1,19 @@
 //! The in-memory store: a mutex over plain collections, with the same rules as the SQL
 //! backends (unique values, references, ordering).
 
-use std::sync::{Mutex, MutexGuard};
+use std::{
+    collections::BTreeMap,
+    sync::{Mutex, MutexGuard},
+};
 
 use async_trait::async_trait;
 
 use super::{NewOrigin, NewTunnel, Store, allocate_tunnel, sort};
 use crate::{
-    ApiToken, ApiTokenId, DnsRecord, DnsRecordId, EdgeNode, EdgeNodeId, EdgeTunnel, Email,
-    Enrollment, Error, HealthCheck, Hostname, NodeCredential, NodeCredentialId, NodeRef, Origin,
-    OriginId, OriginService, OriginStatus, Route, RouteId, ServiceId, SubnetPool, Timestamp, User,
-    origin_address,
+    ApiToken, ApiTokenId, Certificate, CertificateId, DnsRecord, DnsRecordId, DnsZone, DnsZoneId,
+    EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
+    Hostname, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin, OriginId, OriginService,
+    OriginStatus, Route, RouteId, ServiceId, SubnetPool, Timestamp, User, origin_address,
     secret::{Sealed, TokenHash},
 };
 
@@ -36,6 +39,24 @@ struct State {
     dns_records: Vec<DnsRecord>,
     health_checks: Vec<HealthCheck>,
     users: Vec<(User, String)>,
+    certificates: Vec<(Certificate, Option<Sealed>)>,
+    dns_zones: Vec<(DnsZone, Option<Sealed>)>,
+    events: Vec<Event>,
+    values: BTreeMap<(String, String), (String, Option<Timestamp>)>,
+}
+
+/// Whether a value that expires at `expires` is still there at `now`.
+fn live(expires: Option<Timestamp>, now: Timestamp) -> bool {
+    expires.is_none_or(|at| now < at)
+}
+
+/// Certificate names as one text, for conflict messages.
+fn names(names: &std::collections::BTreeSet<Hostname>) -> String {
+    names
+        .iter()
+        .map(Hostname::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn not_found(kind: &'static str, id: impl ToString) -> Error {
@@ -317,6 +338,9 @@ impl Store for MemoryStore {
             id: stored.id.clone(),
             origin_id: stored.origin_id.clone(),
             created_at: stored.created_at,
+            last_heartbeat: stored.last_heartbeat,
+            last_metrics: stored.last_metrics.take(),
+            health_check_failures: stored.health_check_failures,
             ..edge.clone()
         };
         Ok(())
@@ -615,9 +639,13 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn add_health_check(&self, check: &HealthCheck) -> Result<(), Error> {
+    async fn record_health_check(
+        &self,
+        check: &HealthCheck,
+        consecutive_failures: u32,
+    ) -> Result<(), Error> {
         let mut state = self.lock()?;
-        state.edge_mut(&check.edge_node_id)?;
+        state.edge_mut(&check.edge_node_id)?.health_check_failures = consecutive_failures;
         state.health_checks.push(check.clone());
         Ok(())
     }
@@ -664,6 +692,274 @@ impl Store for MemoryStore {
             .iter()
             .find(|(u, _)| &u.email == email)
             .cloned())
+    }
+
+    async fn put_certificate(&self, cert: &Certificate, key: Option<&Sealed>) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let taken = state
+            .certificates
+            .iter()
+            .any(|(c, _)| c.names == cert.names && c.id != cert.id);
+        unique(taken, "certificate names", names(&cert.names))?;
+        match state.certificates.iter_mut().find(|(c, _)| c.id == cert.id) {
+            Some((stored, stored_key)) => {
+                *stored = cert.clone();
+                if let Some(key) = key {
+                    *stored_key = Some(key.clone());
+                }
+            }
+            None => state.certificates.push((cert.clone(), key.cloned())),
+        }
+        Ok(())
+    }
+
+    async fn get_certificate(&self, id: &CertificateId) -> Result<Certificate, Error> {
+        self.lock()?
+            .certificates
+            .iter()
+            .find(|(c, _)| &c.id == id)
+            .map(|(c, _)| c.clone())
+            .ok_or_else(|| not_found("certificate", id))
+    }
+
+    async fn list_certificates(&self) -> Result<Vec<Certificate>, Error> {
+        let mut all: Vec<Certificate> = self
+            .lock()?
+            .certificates
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect();
+        sort::certificates(&mut all);
+        Ok(all)
+    }
+
+    async fn certificate_key(&self, id: &CertificateId) -> Result<Option<Sealed>, Error> {
+        self.lock()?
+            .certificates
+            .iter()
+            .find(|(c, _)| &c.id == id)
+            .map(|(_, key)| key.clone())
+            .ok_or_else(|| not_found("certificate", id))
+    }
+
+    async fn delete_certificate(&self, id: &CertificateId) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let before = state.certificates.len();
+        state.certificates.retain(|(c, _)| &c.id != id);
+        if state.certificates.len() == before {
+            return Err(not_found("certificate", id));
+        }
+        Ok(())
+    }
+
+    async fn create_dns_zone(
+        &self,
+        zone: &DnsZone,
+        credentials: Option<&Sealed>,
+    ) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        unique(
+            state.dns_zones.iter().any(|(z, _)| z.name == zone.name),
+            "zone name",
+            &zone.name,
+        )?;
+        unique(
+            state.dns_zones.iter().any(|(z, _)| z.id == zone.id),
+            "DNS zone id",
+            &zone.id,
+        )?;
+        state.dns_zones.push((zone.clone(), credentials.cloned()));
+        Ok(())
+    }
+
+    async fn get_dns_zone(&self, id: &DnsZoneId) -> Result<DnsZone, Error> {
+        self.lock()?
+            .dns_zones
+            .iter()
+            .find(|(z, _)| &z.id == id)
+            .map(|(z, _)| z.clone())
+            .ok_or_else(|| not_found("DNS zone", id))
+    }
+
+    async fn list_dns_zones(&self) -> Result<Vec<DnsZone>, Error> {
+        let mut all: Vec<DnsZone> = self
+            .lock()?
+            .dns_zones
+            .iter()
+            .map(|(z, _)| z.clone())
+            .collect();
+        sort::dns_zones(&mut all);
+        Ok(all)
+    }
+
+    async fn update_dns_zone(
+        &self,
+        zone: &DnsZone,
+        credentials: Option<&Sealed>,
+    ) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let (stored, stored_credentials) = state
+            .dns_zones
+            .iter_mut()
+            .find(|(z, _)| z.id == zone.id)
+            .ok_or_else(|| not_found("DNS zone", &zone.id))?;
+        stored.provider_zone_id.clone_from(&zone.provider_zone_id);
+        stored.settings.clone_from(&zone.settings);
+        stored.ttl = zone.ttl;
+        if let Some(credentials) = credentials {
+            *stored_credentials = Some(credentials.clone());
+        }
+        Ok(())
+    }
+
+    async fn dns_zone_credentials(&self, id: &DnsZoneId) -> Result<Option<Sealed>, Error> {
+        self.lock()?
+            .dns_zones
+            .iter()
+            .find(|(z, _)| &z.id == id)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| not_found("DNS zone", id))
+    }
+
+    async fn delete_dns_zone(&self, id: &DnsZoneId) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        if !state.dns_zones.iter().any(|(z, _)| &z.id == id) {
+            return Err(not_found("DNS zone", id));
+        }
+        let count = state
+            .dns_records
+            .iter()
+            .filter(|r| r.zone_id.as_ref() == Some(id))
+            .count() as u64;
+        if count > 0 {
+            return Err(Error::InUse {
+                kind: "DNS zone",
+                id: id.to_string(),
+                by: "DNS records",
+                count,
+            });
+        }
+        state.dns_zones.retain(|(z, _)| &z.id != id);
+        Ok(())
+    }
+
+    async fn append_event(&self, event: &NewEvent) -> Result<Event, Error> {
+        let mut state = self.lock()?;
+        let id = state.events.last().map_or(1, |e| e.id + 1);
+        let event = Event {
+            id,
+            kind: event.kind.clone(),
+            severity: event.severity,
+            subject: event.subject.clone(),
+            message: event.message.clone(),
+            data: event.data.clone(),
+            created_at: event.created_at,
+        };
+        state.events.push(event.clone());
+        Ok(event)
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>, Error> {
+        let state = self.lock()?;
+        let admitted = |e: &&Event| filter.admits(e);
+        let limit = filter.limit as usize;
+        Ok(if filter.after.is_some() {
+            state
+                .events
+                .iter()
+                .filter(admitted)
+                .take(limit)
+                .cloned()
+                .collect()
+        } else {
+            state
+                .events
+                .iter()
+                .rev()
+                .filter(admitted)
+                .take(limit)
+                .cloned()
+                .collect()
+        })
+    }
+
+    async fn prune_events(&self, before: Timestamp) -> Result<u64, Error> {
+        let mut state = self.lock()?;
+        let count = state.events.len();
+        state.events.retain(|e| e.created_at >= before);
+        Ok((count - state.events.len()) as u64)
+    }
+
+    async fn kv_get(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<String>, Error> {
+        Ok(self
+            .lock()?
+            .values
+            .get(&(namespace.to_owned(), key.to_owned()))
+            .filter(|(_, expires)| live(*expires, now))
+            .map(|(value, _)| value.clone()))
+    }
+
+    async fn kv_list(
+        &self,
+        namespace: &str,
+        now: Timestamp,
+    ) -> Result<Vec<(String, String)>, Error> {
+        Ok(self
+            .lock()?
+            .values
+            .iter()
+            .filter(|((ns, _), (_, expires))| ns == namespace && live(*expires, now))
+            .map(|((_, key), (value, _))| (key.clone(), value.clone()))
+            .collect())
+    }
+
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), Error> {
+        self.lock()?.values.insert(
+            (namespace.to_owned(), key.to_owned()),
+            (value.to_owned(), expires_at),
+        );
+        Ok(())
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool, Error> {
+        Ok(self
+            .lock()?
+            .values
+            .remove(&(namespace.to_owned(), key.to_owned()))
+            .is_some())
+    }
+
+    async fn kv_claim(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<bool, Error> {
+        let mut state = self.lock()?;
+        let slot = (namespace.to_owned(), key.to_owned());
+        let free = state
+            .values
+            .get(&slot)
+            .is_none_or(|(held, expires)| held == value || !live(*expires, now));
+        if free {
+            state
+                .values
+                .insert(slot, (value.to_owned(), Some(expires_at)));
+        }
+        Ok(free)
     }
 }
 

@@ -1,9 +1,10 @@
 //! Where the control plane keeps its state: the [`Store`] trait and its backends.
 //!
 //! - [`MemoryStore`]: always compiled; for tests and trials. Nothing survives a restart.
-//! - `sqlite::SqliteStore` (feature `sqlite`): one file, for a single control plane.
-//! - `postgres::PostgresStore` (feature `postgres`): for several control planes on one
-//!   database (SPEC §11).
+//! - `SqlStore` from `sqlite::open` (feature `sqlite`): one file, for a single control
+//!   plane.
+//! - `SqlStore` from `postgres::connect` (feature `postgres`): for several control planes
+//!   on one database (SPEC §11).
 //!
 //! Every backend gives the same answers, which `conformance` (feature `test-util`) checks:
 //! unique values are refused with [`Error::Conflict`] naming the field, missing records give
@@ -53,10 +54,11 @@ use std::{fmt, net::Ipv4Addr};
 use async_trait::async_trait;
 
 use crate::{
-    ApiToken, ApiTokenId, DnsRecord, DnsRecordId, EdgeNode, EdgeNodeId, EdgeTunnel, Email,
-    Enrollment, Error, HealthCheck, HealthCheckPath, Hostname, Name, NodeCredential,
-    NodeCredentialId, NodeRef, Origin, OriginId, OriginService, OriginStatus, Port, Protocol,
-    Route, RouteId, SubnetPool, Timestamp, User, WgPublicKey,
+    ApiToken, ApiTokenId, Certificate, CertificateId, DnsRecord, DnsRecordId, DnsZone, DnsZoneId,
+    EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
+    HealthCheckPath, Hostname, Name, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin,
+    OriginId, OriginService, OriginStatus, Port, Protocol, Route, RouteId, SubnetPool, Timestamp,
+    User, WgPublicKey,
     secret::{Sealed, TokenHash},
 };
 
@@ -74,6 +76,9 @@ mod sql;
 pub mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use sql::SqlStore;
 
 /// The first WireGuard listen port of an edge; its tunnels take the next free ones upward.
 pub const FIRST_LISTEN_PORT: u16 = 51820;
@@ -203,9 +208,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// All edge nodes, deleted ones included, by creation time then id.
     async fn list_edges(&self) -> Result<Vec<EdgeNode>, Error>;
 
-    /// Writes the changeable fields of an edge node: name, provider, region, public
-    /// address, status, heartbeat, metrics, failure count, deletion time. Its id, origin
-    /// and creation time stay.
+    /// Writes what the control plane changes of an edge node: name, provider, region,
+    /// public address, status, deletion time, instance id and lifecycle. Its id, origin and
+    /// creation time stay; its heartbeat and metrics are written only by
+    /// [`record_edge_heartbeat`](Self::record_edge_heartbeat) and its failure count only by
+    /// [`record_health_check`](Self::record_health_check), so neither is lost to a write
+    /// made from an older copy.
     async fn update_edge(&self, edge: &EdgeNode) -> Result<(), Error>;
 
     /// Records a heartbeat of an edge node: time and the `metrics` object sent.
@@ -320,8 +328,13 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     // --- health check history ---
 
-    /// Appends a health check result. [`Error::NotFound`] for an unknown edge.
-    async fn add_health_check(&self, check: &HealthCheck) -> Result<(), Error>;
+    /// Appends a health check result to the edge's history and sets its count of failed
+    /// checks in a row, in one step. [`Error::NotFound`] for an unknown edge.
+    async fn record_health_check(
+        &self,
+        check: &HealthCheck,
+        consecutive_failures: u32,
+    ) -> Result<(), Error>;
 
     /// The latest `limit` checks of an edge, newest first (checks with the same time in
     /// reverse order of adding).
@@ -339,6 +352,111 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// A user and their password hash.
     async fn find_user_by_email(&self, email: &Email) -> Result<Option<(User, String)>, Error>;
+
+    // --- certificates ---
+
+    /// Stores a certificate, replacing the one with its id; `key` (sealed for
+    /// [`certificate_key_context`](crate::secret::certificate_key_context)) replaces its
+    /// private key when given. [`Error::Conflict`] (`certificate names`) when another
+    /// certificate covers exactly the same names.
+    async fn put_certificate(&self, cert: &Certificate, key: Option<&Sealed>) -> Result<(), Error>;
+
+    /// One certificate.
+    async fn get_certificate(&self, id: &CertificateId) -> Result<Certificate, Error>;
+
+    /// Every certificate, by names.
+    async fn list_certificates(&self) -> Result<Vec<Certificate>, Error>;
+
+    /// The sealed private key of a certificate, if it has one yet.
+    async fn certificate_key(&self, id: &CertificateId) -> Result<Option<Sealed>, Error>;
+
+    /// Deletes a certificate and its key.
+    async fn delete_certificate(&self, id: &CertificateId) -> Result<(), Error>;
+
+    // --- DNS zones ---
+
+    /// Adds a zone with its sealed credentials (for
+    /// [`dns_zone_credentials_context`](crate::secret::dns_zone_credentials_context)).
+    /// [`Error::Conflict`] (`zone name`) on a zone already there.
+    async fn create_dns_zone(
+        &self,
+        zone: &DnsZone,
+        credentials: Option<&Sealed>,
+    ) -> Result<(), Error>;
+
+    /// One zone.
+    async fn get_dns_zone(&self, id: &DnsZoneId) -> Result<DnsZone, Error>;
+
+    /// Every zone, by name.
+    async fn list_dns_zones(&self) -> Result<Vec<DnsZone>, Error>;
+
+    /// Writes a zone's provider zone id, settings and TTL; `credentials` replace the
+    /// stored ones when given. Its name, provider and creation time stay.
+    async fn update_dns_zone(
+        &self,
+        zone: &DnsZone,
+        credentials: Option<&Sealed>,
+    ) -> Result<(), Error>;
+
+    /// The sealed credentials of a zone, if it has any.
+    async fn dns_zone_credentials(&self, id: &DnsZoneId) -> Result<Option<Sealed>, Error>;
+
+    /// Deletes a zone. [`Error::InUse`] while DNS records made in it are recorded: the DNS
+    /// manager removes them from the provider first.
+    async fn delete_dns_zone(&self, id: &DnsZoneId) -> Result<(), Error>;
+
+    // --- events ---
+
+    /// Records an event and returns it with its number, larger than every earlier one.
+    async fn append_event(&self, event: &NewEvent) -> Result<Event, Error>;
+
+    /// The events that pass `filter`: newest first, or oldest first when
+    /// [`EventFilter::after`] is set.
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>, Error>;
+
+    /// Deletes the events created before `before`; returns how many.
+    async fn prune_events(&self, before: Timestamp) -> Result<u64, Error>;
+
+    // --- small shared values: settings, leases, challenge responses ---
+
+    /// The value at `key` in `namespace`, unless missing or expired at `now`.
+    async fn kv_get(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<String>, Error>;
+
+    /// Every key and value in `namespace` not expired at `now`, by key.
+    async fn kv_list(
+        &self,
+        namespace: &str,
+        now: Timestamp,
+    ) -> Result<Vec<(String, String)>, Error>;
+
+    /// Sets `key` in `namespace` to `value`, until `expires_at` if given.
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), Error>;
+
+    /// Deletes `key` from `namespace`; returns whether it was there.
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool, Error>;
+
+    /// A lease: sets `key` to `value` until `expires_at`, unless it holds another value
+    /// that has not expired at `now`. Returns whether `key` now holds `value`. Atomic, so of
+    /// several callers with different values only one holds the lease at a time.
+    async fn kv_claim(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<bool, Error>;
 }
 
 /// The first free edge address of `origin`'s subnet and the first free listen port of the
@@ -382,7 +500,10 @@ fn check_redeemable(enrollment: &Enrollment, now: Timestamp) -> Result<(), Error
 /// The orders lists come in, applied after loading so that every backend (and every
 /// database collation) agrees.
 mod sort {
-    use crate::{ApiToken, DnsRecord, EdgeNode, EdgeTunnel, Origin, OriginService, Route};
+    use crate::{
+        ApiToken, Certificate, DnsRecord, DnsZone, EdgeNode, EdgeTunnel, Origin, OriginService,
+        Route,
+    };
 
     pub(super) fn origins(v: &mut [Origin]) {
         v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -410,5 +531,13 @@ mod sort {
 
     pub(super) fn dns_records(v: &mut [DnsRecord]) {
         v.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
+    }
+
+    pub(super) fn certificates(v: &mut [Certificate]) {
+        v.sort_by(|a, b| a.names.cmp(&b.names));
+    }
+
+    pub(super) fn dns_zones(v: &mut [DnsZone]) {
+        v.sort_by(|a, b| a.name.cmp(&b.name));
     }
 }

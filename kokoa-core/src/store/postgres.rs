@@ -9,48 +9,40 @@ use sqlx::{
     postgres::{PgDatabaseError, PgPoolOptions, PgRow},
 };
 
-use super::sql::{Backend, Conn, Db, DbError, Row, Value, forward_store, migrate};
+use super::sql::{Backend, Conn, DbError, Row, SqlStore, Value, migrate};
 use crate::Error;
 
 /// The schema migrations, in order; migration `i` makes schema version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_initial.sql"),
+    include_str!("migrations/postgres/0002_operations.sql"),
+];
 
 /// Taken inside the migration transaction, so that control planes starting together
 /// migrate one after the other. The number is arbitrary, fixed for Kokoa.
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(5701210422)";
 
-/// A [`Store`](super::Store) in a PostgreSQL database, through a connection pool.
+/// Connects to the PostgreSQL database at `url` (`postgres://user:password@host:5432/dbname`,
+/// with `?sslmode=require` for TLS) through a pool of connections, and brings its schema up
+/// to date.
 ///
 /// Transactions run at PostgreSQL's default isolation (read committed); allocations that
 /// must be unique (origin subnets, tunnel addresses and ports) rely on unique constraints
 /// and are retried when a concurrent control plane took the same value first.
-#[derive(Debug)]
-pub struct PostgresStore {
-    db: Db,
+pub async fn connect(url: &str) -> Result<SqlStore, Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(|e| {
+            // The URL may hold a password, so it is not repeated.
+            Error::Storage(format!("cannot connect to PostgreSQL: {e}").into())
+        })?;
+    let backend = Postgres { pool };
+    migrate(&backend, MIGRATIONS, Some(MIGRATION_LOCK)).await?;
+    Ok(SqlStore::new(Box::new(backend)))
 }
-
-impl PostgresStore {
-    /// Connects to the database at `url` (`postgres://user:password@host:5432/dbname`,
-    /// with `?sslmode=require` for TLS) and brings its schema up to date.
-    pub async fn connect(url: &str) -> Result<Self, Error> {
-        let pool = PgPoolOptions::new()
-            .max_connections(10)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await
-            .map_err(|e| {
-                // The URL may hold a password, so it is not repeated.
-                Error::Storage(format!("cannot connect to PostgreSQL: {e}").into())
-            })?;
-        let backend = Postgres { pool };
-        migrate(&backend, MIGRATIONS, Some(MIGRATION_LOCK)).await?;
-        Ok(Self {
-            db: Db::new(Box::new(backend)),
-        })
-    }
-}
-
-forward_store!(PostgresStore);
 
 #[derive(Debug)]
 struct Postgres {

@@ -5,7 +5,7 @@
 //! apart. Statements are written with `$1`-style placeholders, which the SQLite backend
 //! rewrites. Both schemas use the same table and column names.
 
-use std::{error::Error as StdError, fmt, net::Ipv4Addr, str::FromStr};
+use std::{collections::BTreeSet, error::Error as StdError, fmt, net::Ipv4Addr, str::FromStr};
 
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
@@ -13,10 +13,11 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{NewOrigin, NewTunnel, Store, allocate_tunnel, sort};
 use crate::{
-    ApiToken, ApiTokenId, DnsRecord, DnsRecordId, EdgeNode, EdgeNodeId, EdgeTunnel, Email,
-    Enrollment, Error, HealthCheck, Hostname, NodeCredential, NodeCredentialId, NodeRef, Origin,
-    OriginId, OriginService, OriginStatus, Port, RecordData, Route, RouteId, ServiceId, SubnetPool,
-    Timestamp, User, origin_address,
+    ApiToken, ApiTokenId, Certificate, CertificateId, DnsRecord, DnsRecordId, DnsZone, DnsZoneId,
+    EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
+    Hostname, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin, OriginId, OriginService,
+    OriginStatus, Port, RecordData, Route, RouteId, ServiceId, Severity, SubnetPool, Timestamp,
+    User, origin_address,
     secret::{Sealed, TokenHash},
 };
 
@@ -70,6 +71,13 @@ fn word(v: &impl Serialize) -> Result<Value, Error> {
 
 fn json(v: &Option<serde_json::Value>) -> Value {
     opt_text(v.as_ref())
+}
+
+/// A record as JSON text.
+fn to_json(v: &impl Serialize) -> Result<Value, Error> {
+    serde_json::to_string(v)
+        .map(|s| Value::Text(Some(s)))
+        .map_err(|e| Error::Storage(Box::new(e)))
 }
 
 /// A result row.
@@ -165,8 +173,20 @@ impl Reader<'_> {
         self.opt_parse()
     }
 
+    /// A JSON column holding a record; NULL (a row from before the column) is the default.
+    fn json_or_default<T: DeserializeOwned + Default>(&mut self) -> Result<T, Error> {
+        match self.opt_text()? {
+            Some(s) => serde_json::from_str(s).map_err(|e| corrupt(format_args!("{s:?}: {e}"))),
+            None => Ok(T::default()),
+        }
+    }
+
     fn sealed(&mut self) -> Result<Sealed, Error> {
         Sealed::parse(self.text()?)
+    }
+
+    fn opt_sealed(&mut self) -> Result<Option<Sealed>, Error> {
+        self.opt_text()?.map(Sealed::parse).transpose()
     }
 
     fn node(&mut self) -> Result<NodeRef, Error> {
@@ -249,9 +269,11 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     async fn connect(&self, transaction: bool) -> Result<Box<dyn Conn>, Error>;
 }
 
-/// The store over a backend.
+/// A [`Store`] in an SQL database: SQLite ([`sqlite::open`](super::sqlite::open), feature
+/// `sqlite`) or PostgreSQL ([`postgres::connect`](super::postgres::connect), feature
+/// `postgres`). Both run the same statements.
 #[derive(Debug)]
-pub(crate) struct Db {
+pub struct SqlStore {
     backend: Box<dyn Backend>,
 }
 
@@ -300,7 +322,7 @@ fn service(row: &Row) -> Result<OriginService, Error> {
 
 macro_rules! route_columns {
     () => {
-        "id, hostname, origin_id, target_port, created_at"
+        "id, hostname, origin_id, target_port, certificate, created_at"
     };
 }
 
@@ -311,6 +333,7 @@ fn route(row: &Row) -> Result<Route, Error> {
         hostname: r.parse()?,
         origin_id: r.parse()?,
         target_port: r.port()?,
+        certificate: r.parse()?,
         created_at: r.time()?,
     })
 }
@@ -318,7 +341,7 @@ fn route(row: &Row) -> Result<Route, Error> {
 macro_rules! edge_columns {
     () => {
         "id, name, origin_id, provider, region, public_ip, status, last_heartbeat, \
-         last_metrics, health_check_failures, created_at, deleted_at"
+         last_metrics, health_check_failures, created_at, deleted_at, instance_id, lifecycle"
     };
 }
 
@@ -337,6 +360,8 @@ fn edge(row: &Row) -> Result<EdgeNode, Error> {
         health_check_failures: r.u32()?,
         created_at: r.time()?,
         deleted_at: r.opt_time()?,
+        instance_id: r.opt_text()?.map(str::to_owned),
+        lifecycle: r.json_or_default()?,
     })
 }
 
@@ -408,7 +433,7 @@ fn credential(row: &Row) -> Result<NodeCredential, Error> {
 macro_rules! dns_record_columns {
     () => {
         "id, hostname, record_type, value, provider_record_id, provider, edge_node_id, \
-         created_at"
+         created_at, zone_id"
     };
 }
 
@@ -425,6 +450,80 @@ fn dns_record(row: &Row) -> Result<DnsRecord, Error> {
         provider: r.parse()?,
         edge_node_id: r.opt_parse()?,
         created_at: r.time()?,
+        zone_id: r.opt_parse()?,
+    })
+}
+
+macro_rules! certificate_columns {
+    () => {
+        "id, names, source, method, issuer, not_before, not_after, sha256, chain_pem, \
+         next_renewal, failures, last_error, created_at, updated_at"
+    };
+}
+
+/// The names of a certificate as stored: sorted, joined by commas (no host name holds one).
+fn certificate_names(names: &BTreeSet<Hostname>) -> String {
+    names
+        .iter()
+        .map(Hostname::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn certificate(row: &Row) -> Result<Certificate, Error> {
+    let mut r = row.reader();
+    Ok(Certificate {
+        id: r.parse()?,
+        names: r
+            .text()?
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(Hostname::parse)
+            .collect::<Result<_, _>>()?,
+        source: r.word()?,
+        method: r.parse()?,
+        issuer: r.opt_text()?.map(str::to_owned),
+        not_before: r.opt_time()?,
+        not_after: r.opt_time()?,
+        sha256: r.opt_parse()?,
+        chain_pem: r.opt_text()?.map(str::to_owned),
+        next_renewal: r.opt_time()?,
+        failures: r.u32()?,
+        last_error: r.opt_text()?.map(str::to_owned),
+        created_at: r.time()?,
+        updated_at: r.time()?,
+    })
+}
+
+macro_rules! dns_zone_columns {
+    () => {
+        "id, name, provider, provider_zone_id, settings, ttl, created_at"
+    };
+}
+
+fn dns_zone(row: &Row) -> Result<DnsZone, Error> {
+    let mut r = row.reader();
+    Ok(DnsZone {
+        id: r.parse()?,
+        name: r.parse()?,
+        provider: r.parse()?,
+        provider_zone_id: r.opt_text()?.map(str::to_owned),
+        settings: r.parse()?,
+        ttl: r.u32()?,
+        created_at: r.time()?,
+    })
+}
+
+fn event(row: &Row) -> Result<Event, Error> {
+    let mut r = row.reader();
+    Ok(Event {
+        id: r.int()?,
+        kind: r.parse()?,
+        severity: r.word()?,
+        subject: r.opt_text()?.map(str::to_owned),
+        message: r.text()?.to_owned(),
+        data: r.parse()?,
+        created_at: r.time()?,
     })
 }
 
@@ -432,6 +531,7 @@ fn health_check(row: &Row) -> Result<HealthCheck, Error> {
     let mut r = row.reader();
     Ok(HealthCheck {
         edge_node_id: r.parse()?,
+        check: r.text()?.to_owned(),
         status: r.word()?,
         response_time_ms: r
             .opt_int()?
@@ -556,7 +656,7 @@ pub(crate) async fn migrate(
     Ok(conn.commit().await?)
 }
 
-impl Db {
+impl SqlStore {
     pub(crate) fn new(backend: Box<dyn Backend>) -> Self {
         Self { backend }
     }
@@ -763,7 +863,7 @@ impl Db {
 }
 
 #[async_trait]
-impl Store for Db {
+impl Store for SqlStore {
     async fn create_origin(&self, pool: &SubnetPool, new: NewOrigin) -> Result<Origin, Error> {
         for _ in 0..ALLOCATION_ATTEMPTS {
             if let Some(origin) = self.try_create_origin(pool, &new).await? {
@@ -885,13 +985,14 @@ impl Store for Db {
             concat!(
                 "INSERT INTO routes (",
                 route_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5)"
+                ") VALUES ($1, $2, $3, $4, $5, $6)"
             ),
             vec![
                 text(&r.id),
                 text(&r.hostname),
                 text(&r.origin_id),
                 int(r.target_port.get()),
+                text(r.certificate),
                 time(r.created_at),
             ],
         )
@@ -929,12 +1030,14 @@ impl Store for Db {
         check_origin(&mut *conn, &r.origin_id).await?;
         let rows = conn
             .execute(
-                "UPDATE routes SET hostname = $2, origin_id = $3, target_port = $4 WHERE id = $1",
+                "UPDATE routes SET hostname = $2, origin_id = $3, target_port = $4, \
+                 certificate = $5 WHERE id = $1",
                 vec![
                     text(&r.id),
                     text(&r.hostname),
                     text(&r.origin_id),
                     int(r.target_port.get()),
+                    text(r.certificate),
                 ],
             )
             .await
@@ -959,7 +1062,7 @@ impl Store for Db {
             concat!(
                 "INSERT INTO edge_nodes (",
                 edge_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
             ),
             vec![
                 text(&e.id),
@@ -974,6 +1077,8 @@ impl Store for Db {
                 int(e.health_check_failures),
                 time(e.created_at),
                 opt_time(e.deleted_at),
+                opt_text(e.instance_id.as_ref()),
+                to_json(&e.lifecycle)?,
             ],
         )
         .await
@@ -1007,8 +1112,7 @@ impl Store for Db {
         let rows = self
             .execute(
                 "UPDATE edge_nodes SET name = $2, provider = $3, region = $4, public_ip = $5, \
-                 status = $6, last_heartbeat = $7, last_metrics = $8, \
-                 health_check_failures = $9, deleted_at = $10 WHERE id = $1",
+                 status = $6, deleted_at = $7, instance_id = $8, lifecycle = $9 WHERE id = $1",
                 vec![
                     text(&e.id),
                     text(&e.name),
@@ -1016,10 +1120,9 @@ impl Store for Db {
                     text(&e.region),
                     opt_text(e.public_ip),
                     word(&e.status)?,
-                    opt_time(e.last_heartbeat),
-                    json(&e.last_metrics),
-                    int(e.health_check_failures),
                     opt_time(e.deleted_at),
+                    opt_text(e.instance_id.as_ref()),
+                    to_json(&e.lifecycle)?,
                 ],
             )
             .await?;
@@ -1373,7 +1476,7 @@ impl Store for Db {
             concat!(
                 "INSERT INTO dns_records (",
                 dns_record_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             vec![
                 text(&r.id),
@@ -1384,6 +1487,7 @@ impl Store for Db {
                 text(&r.provider),
                 opt_text(r.edge_node_id.as_ref()),
                 time(r.created_at),
+                opt_text(r.zone_id.as_ref()),
             ],
         )
         .await
@@ -1414,14 +1518,25 @@ impl Store for Db {
         changed(rows, "DNS record", id)
     }
 
-    async fn add_health_check(&self, c: &HealthCheck) -> Result<(), Error> {
+    async fn record_health_check(
+        &self,
+        c: &HealthCheck,
+        consecutive_failures: u32,
+    ) -> Result<(), Error> {
         let mut conn = self.write().await?;
-        check_edge(&mut *conn, &c.edge_node_id).await?;
+        let rows = conn
+            .execute(
+                "UPDATE edge_nodes SET health_check_failures = $2 WHERE id = $1",
+                vec![text(&c.edge_node_id), int(consecutive_failures)],
+            )
+            .await?;
+        changed(rows, "edge node", &c.edge_node_id)?;
         conn.execute(
-            "INSERT INTO health_checks (edge_node_id, status, response_time_ms, error_message, \
-             checked_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO health_checks (edge_node_id, check_name, status, response_time_ms, \
+             error_message, checked_at) VALUES ($1, $2, $3, $4, $5, $6)",
             vec![
                 text(&c.edge_node_id),
+                text(&c.check),
                 word(&c.status)?,
                 opt_int(c.response_time_ms),
                 opt_text(c.error_message.as_ref()),
@@ -1439,8 +1554,8 @@ impl Store for Db {
     ) -> Result<Vec<HealthCheck>, Error> {
         let rows = self
             .query(
-                "SELECT edge_node_id, status, response_time_ms, error_message, checked_at \
-                 FROM health_checks WHERE edge_node_id = $1 \
+                "SELECT edge_node_id, check_name, status, response_time_ms, error_message, \
+                 checked_at FROM health_checks WHERE edge_node_id = $1 \
                  ORDER BY checked_at DESC, id DESC LIMIT $2",
                 vec![text(edge), int(limit)],
             )
@@ -1481,246 +1596,397 @@ impl Store for Db {
             .await?;
         rows.first().map(user).transpose()
     }
-}
 
-/// Implements [`Store`] for a public backend type by handing every call to its `db` field.
-macro_rules! forward_store {
-    ($ty:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::store::Store for $ty {
-            async fn create_origin(
-                &self,
-                pool: &$crate::SubnetPool,
-                new: $crate::store::NewOrigin,
-            ) -> Result<$crate::Origin, $crate::Error> {
-                self.db.create_origin(pool, new).await
-            }
-            async fn get_origin(
-                &self,
-                id: &$crate::OriginId,
-            ) -> Result<$crate::Origin, $crate::Error> {
-                self.db.get_origin(id).await
-            }
-            async fn list_origins(&self) -> Result<Vec<$crate::Origin>, $crate::Error> {
-                self.db.list_origins().await
-            }
-            async fn origin_services(
-                &self,
-                id: &$crate::OriginId,
-            ) -> Result<Vec<$crate::OriginService>, $crate::Error> {
-                self.db.origin_services(id).await
-            }
-            async fn origin_private_key(
-                &self,
-                id: &$crate::OriginId,
-            ) -> Result<$crate::Sealed, $crate::Error> {
-                self.db.origin_private_key(id).await
-            }
-            async fn delete_origin(
-                &self,
-                id: &$crate::OriginId,
-                force: bool,
-            ) -> Result<(), $crate::Error> {
-                self.db.delete_origin(id, force).await
-            }
-            async fn record_origin_heartbeat(
-                &self,
-                id: &$crate::OriginId,
-                at: $crate::Timestamp,
-                status: $crate::OriginStatus,
-                metrics: Option<serde_json::Value>,
-            ) -> Result<(), $crate::Error> {
-                self.db
-                    .record_origin_heartbeat(id, at, status, metrics)
-                    .await
-            }
-            async fn create_route(&self, route: &$crate::Route) -> Result<(), $crate::Error> {
-                self.db.create_route(route).await
-            }
-            async fn get_route(
-                &self,
-                id: &$crate::RouteId,
-            ) -> Result<$crate::Route, $crate::Error> {
-                self.db.get_route(id).await
-            }
-            async fn list_routes(&self) -> Result<Vec<$crate::Route>, $crate::Error> {
-                self.db.list_routes().await
-            }
-            async fn update_route(&self, route: &$crate::Route) -> Result<(), $crate::Error> {
-                self.db.update_route(route).await
-            }
-            async fn delete_route(&self, id: &$crate::RouteId) -> Result<(), $crate::Error> {
-                self.db.delete_route(id).await
-            }
-            async fn create_edge(&self, edge: &$crate::EdgeNode) -> Result<(), $crate::Error> {
-                self.db.create_edge(edge).await
-            }
-            async fn get_edge(
-                &self,
-                id: &$crate::EdgeNodeId,
-            ) -> Result<$crate::EdgeNode, $crate::Error> {
-                self.db.get_edge(id).await
-            }
-            async fn list_edges(&self) -> Result<Vec<$crate::EdgeNode>, $crate::Error> {
-                self.db.list_edges().await
-            }
-            async fn update_edge(&self, edge: &$crate::EdgeNode) -> Result<(), $crate::Error> {
-                self.db.update_edge(edge).await
-            }
-            async fn record_edge_heartbeat(
-                &self,
-                id: &$crate::EdgeNodeId,
-                at: $crate::Timestamp,
-                metrics: Option<serde_json::Value>,
-            ) -> Result<(), $crate::Error> {
-                self.db.record_edge_heartbeat(id, at, metrics).await
-            }
-            async fn create_tunnel(
-                &self,
-                new: $crate::store::NewTunnel,
-            ) -> Result<$crate::EdgeTunnel, $crate::Error> {
-                self.db.create_tunnel(new).await
-            }
-            async fn list_tunnels(
-                &self,
-                edge: Option<&$crate::EdgeNodeId>,
-                origin: Option<&$crate::OriginId>,
-            ) -> Result<Vec<$crate::EdgeTunnel>, $crate::Error> {
-                self.db.list_tunnels(edge, origin).await
-            }
-            async fn tunnel_private_key(
-                &self,
-                edge: &$crate::EdgeNodeId,
-                origin: &$crate::OriginId,
-            ) -> Result<$crate::Sealed, $crate::Error> {
-                self.db.tunnel_private_key(edge, origin).await
-            }
-            async fn tunnels_with_keys(
-                &self,
-                edge: &$crate::EdgeNodeId,
-            ) -> Result<Vec<($crate::EdgeTunnel, $crate::Sealed)>, $crate::Error> {
-                self.db.tunnels_with_keys(edge).await
-            }
-            async fn delete_tunnels_of_edge(
-                &self,
-                edge: &$crate::EdgeNodeId,
-            ) -> Result<u64, $crate::Error> {
-                self.db.delete_tunnels_of_edge(edge).await
-            }
-            async fn create_api_token(
-                &self,
-                token: &$crate::ApiToken,
-                hash: &$crate::TokenHash,
-            ) -> Result<(), $crate::Error> {
-                self.db.create_api_token(token, hash).await
-            }
-            async fn find_api_token(
-                &self,
-                hash: &$crate::TokenHash,
-            ) -> Result<Option<$crate::ApiToken>, $crate::Error> {
-                self.db.find_api_token(hash).await
-            }
-            async fn touch_api_token(
-                &self,
-                id: &$crate::ApiTokenId,
-                at: $crate::Timestamp,
-            ) -> Result<(), $crate::Error> {
-                self.db.touch_api_token(id, at).await
-            }
-            async fn list_api_tokens(&self) -> Result<Vec<$crate::ApiToken>, $crate::Error> {
-                self.db.list_api_tokens().await
-            }
-            async fn revoke_api_token(
-                &self,
-                id: &$crate::ApiTokenId,
-                at: $crate::Timestamp,
-            ) -> Result<(), $crate::Error> {
-                self.db.revoke_api_token(id, at).await
-            }
-            async fn create_enrollment(
-                &self,
-                enrollment: &$crate::Enrollment,
-                hash: &$crate::TokenHash,
-            ) -> Result<(), $crate::Error> {
-                self.db.create_enrollment(enrollment, hash).await
-            }
-            async fn find_enrollment(
-                &self,
-                hash: &$crate::TokenHash,
-                now: $crate::Timestamp,
-            ) -> Result<Option<$crate::Enrollment>, $crate::Error> {
-                self.db.find_enrollment(hash, now).await
-            }
-            async fn redeem_enrollment(
-                &self,
-                hash: &$crate::TokenHash,
-                now: $crate::Timestamp,
-                credential_id: &$crate::NodeCredentialId,
-                credential_hash: &$crate::TokenHash,
-            ) -> Result<$crate::NodeCredential, $crate::Error> {
-                self.db
-                    .redeem_enrollment(hash, now, credential_id, credential_hash)
-                    .await
-            }
-            async fn find_node_credential(
-                &self,
-                hash: &$crate::TokenHash,
-            ) -> Result<Option<$crate::NodeCredential>, $crate::Error> {
-                self.db.find_node_credential(hash).await
-            }
-            async fn revoke_node_credentials(
-                &self,
-                node: &$crate::NodeRef,
-                at: $crate::Timestamp,
-            ) -> Result<u64, $crate::Error> {
-                self.db.revoke_node_credentials(node, at).await
-            }
-            async fn add_dns_record(
-                &self,
-                record: &$crate::DnsRecord,
-            ) -> Result<(), $crate::Error> {
-                self.db.add_dns_record(record).await
-            }
-            async fn list_dns_records(
-                &self,
-                hostname: Option<&$crate::Hostname>,
-            ) -> Result<Vec<$crate::DnsRecord>, $crate::Error> {
-                self.db.list_dns_records(hostname).await
-            }
-            async fn delete_dns_record(
-                &self,
-                id: &$crate::DnsRecordId,
-            ) -> Result<(), $crate::Error> {
-                self.db.delete_dns_record(id).await
-            }
-            async fn add_health_check(
-                &self,
-                check: &$crate::HealthCheck,
-            ) -> Result<(), $crate::Error> {
-                self.db.add_health_check(check).await
-            }
-            async fn health_history(
-                &self,
-                edge: &$crate::EdgeNodeId,
-                limit: u32,
-            ) -> Result<Vec<$crate::HealthCheck>, $crate::Error> {
-                self.db.health_history(edge, limit).await
-            }
-            async fn create_user(
-                &self,
-                user: &$crate::User,
-                password_hash: &str,
-            ) -> Result<(), $crate::Error> {
-                self.db.create_user(user, password_hash).await
-            }
-            async fn find_user_by_email(
-                &self,
-                email: &$crate::Email,
-            ) -> Result<Option<($crate::User, String)>, $crate::Error> {
-                self.db.find_user_by_email(email).await
-            }
+    async fn put_certificate(&self, c: &Certificate, key: Option<&Sealed>) -> Result<(), Error> {
+        let names = certificate_names(&c.names);
+        self.read()
+            .await?
+            .execute(
+                concat!(
+                    "INSERT INTO certificates (",
+                    certificate_columns!(),
+                    ", private_key_encrypted) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (id) DO UPDATE SET names = excluded.names, \
+                 source = excluded.source, method = excluded.method, issuer = excluded.issuer, \
+                 not_before = excluded.not_before, not_after = excluded.not_after, \
+                 sha256 = excluded.sha256, chain_pem = excluded.chain_pem, \
+                 next_renewal = excluded.next_renewal, failures = excluded.failures, \
+                 last_error = excluded.last_error, updated_at = excluded.updated_at, \
+                 private_key_encrypted = COALESCE(excluded.private_key_encrypted, \
+                 certificates.private_key_encrypted)"
+                ),
+                vec![
+                    text(&c.id),
+                    text(&names),
+                    word(&c.source)?,
+                    text(c.method),
+                    opt_text(c.issuer.as_ref()),
+                    opt_time(c.not_before),
+                    opt_time(c.not_after),
+                    opt_text(c.sha256.as_ref()),
+                    opt_text(c.chain_pem.as_ref()),
+                    opt_time(c.next_renewal),
+                    int(c.failures),
+                    opt_text(c.last_error.as_ref()),
+                    time(c.created_at),
+                    time(c.updated_at),
+                    opt_text(key.map(Sealed::as_str)),
+                ],
+            )
+            .await
+            .map_err(|e| e.conflict(&[("certificates.names", "certificate names", &names)]))?;
+        Ok(())
+    }
+
+    async fn get_certificate(&self, id: &CertificateId) -> Result<Certificate, Error> {
+        let rows = self
+            .query(
+                concat!(
+                    "SELECT ",
+                    certificate_columns!(),
+                    " FROM certificates WHERE id = $1"
+                ),
+                vec![text(id)],
+            )
+            .await?;
+        one(&rows, certificate, "certificate", id)
+    }
+
+    async fn list_certificates(&self) -> Result<Vec<Certificate>, Error> {
+        let rows = self
+            .query(
+                concat!("SELECT ", certificate_columns!(), " FROM certificates"),
+                vec![],
+            )
+            .await?;
+        let mut all = all(&rows, certificate)?;
+        sort::certificates(&mut all);
+        Ok(all)
+    }
+
+    async fn certificate_key(&self, id: &CertificateId) -> Result<Option<Sealed>, Error> {
+        let rows = self
+            .query(
+                "SELECT private_key_encrypted FROM certificates WHERE id = $1",
+                vec![text(id)],
+            )
+            .await?;
+        one(&rows, |row| row.reader().opt_sealed(), "certificate", id)
+    }
+
+    async fn delete_certificate(&self, id: &CertificateId) -> Result<(), Error> {
+        let rows = self
+            .execute("DELETE FROM certificates WHERE id = $1", vec![text(id)])
+            .await?;
+        changed(rows, "certificate", id)
+    }
+
+    async fn create_dns_zone(
+        &self,
+        z: &DnsZone,
+        credentials: Option<&Sealed>,
+    ) -> Result<(), Error> {
+        self.read()
+            .await?
+            .execute(
+                concat!(
+                    "INSERT INTO dns_zones (",
+                    dns_zone_columns!(),
+                    ", credentials_encrypted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ),
+                vec![
+                    text(&z.id),
+                    text(&z.name),
+                    text(&z.provider),
+                    opt_text(z.provider_zone_id.as_ref()),
+                    text(&z.settings),
+                    int(z.ttl),
+                    time(z.created_at),
+                    opt_text(credentials.map(Sealed::as_str)),
+                ],
+            )
+            .await
+            .map_err(|e| {
+                e.conflict(&[
+                    ("dns_zones.name", "zone name", z.name.as_str()),
+                    ("dns_zones.id", "DNS zone id", z.id.as_str()),
+                ])
+            })?;
+        Ok(())
+    }
+
+    async fn get_dns_zone(&self, id: &DnsZoneId) -> Result<DnsZone, Error> {
+        let rows = self
+            .query(
+                concat!(
+                    "SELECT ",
+                    dns_zone_columns!(),
+                    " FROM dns_zones WHERE id = $1"
+                ),
+                vec![text(id)],
+            )
+            .await?;
+        one(&rows, dns_zone, "DNS zone", id)
+    }
+
+    async fn list_dns_zones(&self) -> Result<Vec<DnsZone>, Error> {
+        let rows = self
+            .query(
+                concat!("SELECT ", dns_zone_columns!(), " FROM dns_zones"),
+                vec![],
+            )
+            .await?;
+        let mut all = all(&rows, dns_zone)?;
+        sort::dns_zones(&mut all);
+        Ok(all)
+    }
+
+    async fn update_dns_zone(
+        &self,
+        z: &DnsZone,
+        credentials: Option<&Sealed>,
+    ) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE dns_zones SET provider_zone_id = $2, settings = $3, ttl = $4, \
+                 credentials_encrypted = COALESCE($5, credentials_encrypted) WHERE id = $1",
+                vec![
+                    text(&z.id),
+                    opt_text(z.provider_zone_id.as_ref()),
+                    text(&z.settings),
+                    int(z.ttl),
+                    opt_text(credentials.map(Sealed::as_str)),
+                ],
+            )
+            .await?;
+        changed(rows, "DNS zone", &z.id)
+    }
+
+    async fn dns_zone_credentials(&self, id: &DnsZoneId) -> Result<Option<Sealed>, Error> {
+        let rows = self
+            .query(
+                "SELECT credentials_encrypted FROM dns_zones WHERE id = $1",
+                vec![text(id)],
+            )
+            .await?;
+        one(&rows, |row| row.reader().opt_sealed(), "DNS zone", id)
+    }
+
+    async fn delete_dns_zone(&self, id: &DnsZoneId) -> Result<(), Error> {
+        let mut conn = self.write().await?;
+        let records = conn
+            .query(
+                "SELECT COUNT(*) FROM dns_records WHERE zone_id = $1",
+                vec![text(id)],
+            )
+            .await?;
+        let count = records
+            .first()
+            .map(|r| r.reader().int())
+            .transpose()?
+            .unwrap_or(0);
+        let exists = conn
+            .query("SELECT 1 FROM dns_zones WHERE id = $1", vec![text(id)])
+            .await?;
+        changed(exists.len() as u64, "DNS zone", id)?;
+        if count > 0 {
+            return Err(Error::InUse {
+                kind: "DNS zone",
+                id: id.to_string(),
+                by: "DNS records",
+                count: u64::try_from(count).unwrap_or(0),
+            });
         }
-    };
-}
+        conn.execute("DELETE FROM dns_zones WHERE id = $1", vec![text(id)])
+            .await?;
+        Ok(conn.commit().await?)
+    }
 
-pub(crate) use forward_store;
+    async fn append_event(&self, e: &NewEvent) -> Result<Event, Error> {
+        let mut conn = self.write().await?;
+        let rows = conn
+            .query(
+                "INSERT INTO events (kind, severity, subject, message, data, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                vec![
+                    text(&e.kind),
+                    word(&e.severity)?,
+                    opt_text(e.subject.as_ref()),
+                    text(&e.message),
+                    text(&e.data),
+                    time(e.created_at),
+                ],
+            )
+            .await?;
+        let id = rows
+            .first()
+            .ok_or_else(|| corrupt("INSERT ... RETURNING gave no row"))?
+            .reader()
+            .int()?;
+        conn.commit().await?;
+        Ok(Event {
+            id,
+            kind: e.kind.clone(),
+            severity: e.severity,
+            subject: e.subject.clone(),
+            message: e.message.clone(),
+            data: e.data.clone(),
+            created_at: e.created_at,
+        })
+    }
+
+    async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>, Error> {
+        macro_rules! select {
+            ($order:literal) => {
+                concat!(
+                    "SELECT id, kind, severity, subject, message, data, created_at FROM events \
+                     WHERE ($1 IS NULL OR id > $1) AND ($2 IS NULL OR id < $2) \
+                     AND ($3 IS NULL OR subject = $3) AND ($4 IS NULL OR kind = $4) \
+                     AND ($5 IS NULL OR substr(kind, 1, length($5)) = $5) \
+                     AND (CASE severity WHEN 'info' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END) \
+                     >= $6 ORDER BY id ",
+                    $order,
+                    " LIMIT $7"
+                )
+            };
+        }
+        let (exact, prefix) = match f.kind.as_deref() {
+            Some(pattern) => match pattern.strip_suffix('*') {
+                Some(prefix) => (None, Some(prefix)),
+                None => (Some(pattern), None),
+            },
+            None => (None, None),
+        };
+        let rank = match f.min_severity {
+            None | Some(Severity::Info) => 0,
+            Some(Severity::Warning) => 1,
+            Some(_) => 2,
+        };
+        let sql = if f.after.is_some() {
+            select!("ASC")
+        } else {
+            select!("DESC")
+        };
+        let rows = self
+            .query(
+                sql,
+                vec![
+                    opt_int(f.after),
+                    opt_int(f.before),
+                    opt_text(f.subject.as_ref()),
+                    opt_text(exact),
+                    opt_text(prefix),
+                    int(rank),
+                    int(f.limit),
+                ],
+            )
+            .await?;
+        all(&rows, event)
+    }
+
+    async fn prune_events(&self, before: Timestamp) -> Result<u64, Error> {
+        self.execute(
+            "DELETE FROM events WHERE created_at < $1",
+            vec![time(before)],
+        )
+        .await
+    }
+
+    async fn kv_get(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<String>, Error> {
+        let rows = self
+            .query(
+                "SELECT value FROM shared_values WHERE namespace = $1 AND key = $2 \
+                 AND (expires_at IS NULL OR expires_at > $3)",
+                vec![text(namespace), text(key), time(now)],
+            )
+            .await?;
+        rows.first()
+            .map(|row| Ok(row.reader().text()?.to_owned()))
+            .transpose()
+    }
+
+    async fn kv_list(
+        &self,
+        namespace: &str,
+        now: Timestamp,
+    ) -> Result<Vec<(String, String)>, Error> {
+        let rows = self
+            .query(
+                "SELECT key, value FROM shared_values WHERE namespace = $1 \
+                 AND (expires_at IS NULL OR expires_at > $2)",
+                vec![text(namespace), time(now)],
+            )
+            .await?;
+        let mut pairs = all(&rows, |row| {
+            let mut r = row.reader();
+            Ok((r.text()?.to_owned(), r.text()?.to_owned()))
+        })?;
+        pairs.sort();
+        Ok(pairs)
+    }
+
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), Error> {
+        self.execute(
+            "INSERT INTO shared_values (namespace, key, value, expires_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (namespace, key) \
+             DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+            vec![
+                text(namespace),
+                text(key),
+                text(value),
+                opt_time(expires_at),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool, Error> {
+        let rows = self
+            .execute(
+                "DELETE FROM shared_values WHERE namespace = $1 AND key = $2",
+                vec![text(namespace), text(key)],
+            )
+            .await?;
+        Ok(rows > 0)
+    }
+
+    async fn kv_claim(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<bool, Error> {
+        let rows = self
+            .execute(
+                "INSERT INTO shared_values (namespace, key, value, expires_at) \
+                 VALUES ($1, $2, $3, $5) ON CONFLICT (namespace, key) \
+                 DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at \
+                 WHERE shared_values.value = excluded.value \
+                 OR (shared_values.expires_at IS NOT NULL AND shared_values.expires_at <= $4)",
+                vec![
+                    text(namespace),
+                    text(key),
+                    text(value),
+                    time(now),
+                    time(expires_at),
+                ],
+            )
+            .await?;
+        Ok(rows > 0)
+    }
+}

@@ -1,10 +1,6 @@
 //! The SQLite backend: one database file, for a single control plane.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use rusqlite::{
@@ -13,16 +9,20 @@ use rusqlite::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::sql::{Backend, Conn, Db, DbError, Row, Value, forward_store, migrate};
+use super::sql::{Backend, Conn, DbError, Row, SqlStore, Value, migrate};
 use crate::Error;
 
 /// The schema migrations, in order; migration `i` makes schema version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/sqlite/0001_initial.sql"),
+    include_str!("migrations/sqlite/0002_operations.sql"),
+];
 
 /// How long a statement waits for another process holding the database lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A [`Store`](super::Store) in an SQLite database file.
+/// Opens the SQLite database at `path`, creating the file if needed, and brings its schema
+/// up to date.
 ///
 /// The database runs in WAL mode with foreign keys enforced. One connection serves every
 /// call, in turn: SQLite allows a single writer anyway, and a control plane's load is far
@@ -31,56 +31,36 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use kokoa_core::store::{Store, sqlite::SqliteStore};
+/// use kokoa_core::store::{Store, sqlite};
 ///
 /// let dir = tempfile::tempdir()?;
-/// let store = SqliteStore::open(dir.path().join("kokoa.db")).await?;
+/// let store = sqlite::open(dir.path().join("kokoa.db")).await?;
 /// assert!(store.list_routes().await?.is_empty());
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
-pub struct SqliteStore {
-    db: Db,
-    path: PathBuf,
+pub async fn open(path: impl AsRef<Path>) -> Result<SqlStore, Error> {
+    let path = path.as_ref().to_owned();
+    let opened = path.clone();
+    let conn = tokio::task::spawn_blocking(move || -> rusqlite::Result<Connection> {
+        let conn = Connection::open(&opened)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        // Readers do not block the writer and a crash mid-write cannot corrupt the file.
+        let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        Ok(conn)
+    })
+    .await
+    .map_err(|e| Error::Storage(Box::new(e)))?
+    .map_err(|e| {
+        Error::Storage(format!("cannot open SQLite database {}: {e}", path.display()).into())
+    })?;
+    let backend = Sqlite {
+        conn: Arc::new(Mutex::new(conn)),
+    };
+    migrate(&backend, MIGRATIONS, None).await?;
+    Ok(SqlStore::new(Box::new(backend)))
 }
-
-impl SqliteStore {
-    /// Opens the database at `path`, creating the file if needed, and brings its schema
-    /// up to date.
-    pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
-        let path = path.as_ref().to_owned();
-        let opened = path.clone();
-        let conn = tokio::task::spawn_blocking(move || -> rusqlite::Result<Connection> {
-            let conn = Connection::open(&opened)?;
-            conn.busy_timeout(BUSY_TIMEOUT)?;
-            conn.pragma_update(None, "foreign_keys", true)?;
-            // Readers do not block the writer and a crash mid-write cannot corrupt the file.
-            let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-            Ok(conn)
-        })
-        .await
-        .map_err(|e| Error::Storage(Box::new(e)))?
-        .map_err(|e| {
-            Error::Storage(format!("cannot open SQLite database {}: {e}", path.display()).into())
-        })?;
-        let backend = Sqlite {
-            conn: Arc::new(Mutex::new(conn)),
-        };
-        migrate(&backend, MIGRATIONS, None).await?;
-        Ok(Self {
-            db: Db::new(Box::new(backend)),
-            path,
-        })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-forward_store!(SqliteStore);
 
 #[derive(Debug)]
 struct Sqlite {

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use axum::{Json, extract::State, http::StatusCode};
 use kokoa_core::{
-    EdgeNode, EdgeNodeId, EdgeStatus, EdgeTunnel, Name, NodeRef, OriginId, Timestamp,
-    store::NewTunnel,
+    EdgeLifecycle, EdgeNode, EdgeNodeId, EdgeStatus, EdgeTunnel, Name, NodeRef, OriginId,
+    Timestamp, store::NewTunnel,
 };
 
 use super::{
@@ -199,6 +199,12 @@ pub(super) async fn create_edge(
         health_check_failures: 0,
         created_at: now,
         deleted_at: None,
+        instance_id: None,
+        lifecycle: EdgeLifecycle {
+            size: body.size.clone(),
+            ssh_key_id: body.ssh_key.clone(),
+            ..EdgeLifecycle::default()
+        },
     };
     store.create_edge(&edge).await?;
     for origin in &origins {

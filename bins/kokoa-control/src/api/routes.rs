@@ -17,6 +17,7 @@ impl From<Route> for RouteView {
             hostname: r.hostname,
             origin_id: r.origin_id,
             target_port: r.target_port,
+            certificate: r.certificate,
             created_at: r.created_at,
         }
     }
@@ -29,6 +30,12 @@ fn route(body: RouteRequest, id: RouteId, created_at: Timestamp) -> Result<Route
         hostname: valid("hostname", Hostname::parse(&body.hostname))?,
         origin_id: valid("origin_id", OriginId::parse(&body.origin_id))?,
         target_port: valid("target_port", Port::try_from(body.target_port))?,
+        certificate: body
+            .certificate
+            .as_deref()
+            .map(|c| valid("certificate", c.parse()))
+            .transpose()?
+            .unwrap_or_default(),
         created_at,
     })
 }

@@ -41,6 +41,11 @@ pub struct RouteRequest {
     /// Port of the service on the origin, 1–65535.
     #[schema(example = 8080, minimum = 1, maximum = 65535)]
     pub target_port: i64,
+    /// How its certificate is obtained: `http-01` (the default) or `dns-01` over ACME,
+    /// `manual` upload, or `none` (edges present their fallback certificate).
+    #[serde(default)]
+    #[schema(example = "http-01", pattern = "^(http-01|dns-01|manual|none)$")]
+    pub certificate: Option<String>,
 }
 
 /// `POST /api/v1/origins`.
@@ -219,6 +224,9 @@ pub struct RouteView {
     /// Port on the origin.
     #[schema(value_type = u16)]
     pub target_port: kokoa_core::Port,
+    /// How its certificate is obtained.
+    #[schema(value_type = String, example = "http-01")]
+    pub certificate: kokoa_core::CertificateMode,
     /// When it was created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
