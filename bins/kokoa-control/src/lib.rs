@@ -56,6 +56,7 @@ pub mod auth;
 pub mod bundle;
 pub mod config;
 pub mod error;
+pub mod events;
 mod keys;
 pub mod payload;
 mod state;

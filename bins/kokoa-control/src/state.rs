@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 use kokoa_core::{MasterKey, RateLimits, SubnetPool, store::Store};
 use tokio::sync::{Mutex, watch};
 
-use crate::{error::ApiError, payload::Snapshot};
+use crate::{error::ApiError, events::EventBus, payload::Snapshot};
 
 /// The shared state of the API: the store, the master key, settings, and the change
 /// signal that wakes long-polling nodes. Cheap to clone.
@@ -16,6 +16,7 @@ pub struct AppState {
 
 struct Inner {
     store: Arc<dyn Store>,
+    events: EventBus,
     master_key: MasterKey,
     subnet_pool: SubnetPool,
     public_url: String,
@@ -51,6 +52,7 @@ impl AppState {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                events: EventBus::new(Arc::clone(&store)),
                 store,
                 master_key,
                 subnet_pool,
@@ -66,6 +68,16 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &dyn Store {
         &*self.inner.store
+    }
+
+    /// The event bus.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    /// The store, shared.
+    pub fn store_arc(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.inner.store)
     }
 
     /// The key sealing private keys at rest.

@@ -159,6 +159,13 @@ async fn every_endpoint_checks_its_bearer_token() {
                 Some(json!({"type": "edge.ready", "data": {}})),
                 Audience::Admin,
             ),
+            (Method::GET, "/api/v1/events".into(), None, Audience::Reader),
+            (
+                Method::GET,
+                "/api/v1/events/stream".into(),
+                None,
+                Audience::Reader,
+            ),
             (
                 Method::GET,
                 "/api/v1/edge-nodes/me/config".into(),

@@ -21,6 +21,7 @@ use crate::{
 mod agent;
 mod conditional;
 mod edges;
+mod events;
 mod extract;
 mod origins;
 mod routes;
@@ -174,6 +175,8 @@ fn build() -> (Router<AppState>, openapi::OpenApi) {
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(tokens::create_enrollment))
-        .routes(routes!(system::post_event))
+        .routes(routes!(events::post_event))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::stream_events))
         .split_for_parts()
 }
