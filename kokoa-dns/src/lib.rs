@@ -63,6 +63,7 @@
 //! | `cloudflare` | yes | [`cloudflare::CloudflareProvider`]: Cloudflare API v4 with an API token. |
 //! | `powerdns` | no | [`powerdns::PowerDnsProvider`]: the PowerDNS Authoritative HTTP API. |
 //! | `digitalocean` | no | [`digitalocean::DigitalOceanProvider`]: DigitalOcean DNS. |
+//! | `local-powerdns` | no | [`local::LocalPowerDns`]: runs a PowerDNS Authoritative server on this machine, for tests and labs. |
 //!
 //! Each HTTP provider has a constructor taking a `reqwest::Client` and a base URL, so tests
 //! and proxies can point it elsewhere, next to the one for the real API.
@@ -84,6 +85,9 @@ pub mod cloudflare;
 #[cfg(feature = "digitalocean")]
 #[cfg_attr(docsrs, doc(cfg(feature = "digitalocean")))]
 pub mod digitalocean;
+#[cfg(feature = "local-powerdns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "local-powerdns")))]
+pub mod local;
 #[cfg(feature = "powerdns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "powerdns")))]
 pub mod powerdns;

@@ -59,6 +59,7 @@ pub mod error;
 pub mod events;
 mod keys;
 pub mod payload;
+pub mod runtime;
 mod state;
 
 pub use error::{ApiError, Error};
@@ -168,12 +169,21 @@ pub async fn serve(
         "serving the API"
     );
     let router = api::router(state.clone());
-    axum::serve(listener, router)
+    let (stop_duties, duties_stopped) = tokio::sync::oneshot::channel::<()>();
+    let duties = tokio::spawn(runtime::run(state.clone(), async move {
+        let _ = duties_stopped.await;
+    }));
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down");
             state.begin_shutdown();
         })
         .await
-        .map_err(Error::Serve)
+        .map_err(Error::Serve);
+    let _ = stop_duties.send(());
+    if let Err(e) = duties.await {
+        tracing::error!(error = %e, "the control plane's duties ended abnormally");
+    }
+    served
 }

@@ -5,7 +5,12 @@ use std::{fmt, sync::Arc};
 use kokoa_core::{MasterKey, RateLimits, SubnetPool, store::Store};
 use tokio::sync::{Mutex, watch};
 
-use crate::{error::ApiError, events::EventBus, payload::Snapshot};
+use crate::{
+    error::ApiError,
+    events::EventBus,
+    payload::Snapshot,
+    runtime::{self, Leader, Modules, Wakers, dns},
+};
 
 /// The shared state of the API: the store, the master key, settings, and the change
 /// signal that wakes long-polling nodes. Cheap to clone.
@@ -17,6 +22,11 @@ pub struct AppState {
 struct Inner {
     store: Arc<dyn Store>,
     events: EventBus,
+    leader: Arc<Leader>,
+    modules: Modules,
+    wakers: Wakers,
+    dns_limiters: dns::Limiters,
+    dns_gate: dns::Gate,
     master_key: MasterKey,
     subnet_pool: SubnetPool,
     public_url: String,
@@ -50,9 +60,15 @@ impl AppState {
         subnet_pool: SubnetPool,
         public_url: impl Into<String>,
     ) -> Self {
+        let (leader, modules, wakers) = runtime::new_parts(Default::default());
         Self {
             inner: Arc::new(Inner {
                 events: EventBus::new(Arc::clone(&store)),
+                leader,
+                modules,
+                wakers,
+                dns_limiters: dns::Limiters::default(),
+                dns_gate: dns::Gate::default(),
                 store,
                 master_key,
                 subnet_pool,
@@ -73,6 +89,35 @@ impl AppState {
     /// The event bus.
     pub fn events(&self) -> &EventBus {
         &self.inner.events
+    }
+
+    /// Whether this control plane leads (SPEC §11).
+    pub fn leader(&self) -> &Arc<Leader> {
+        &self.inner.leader
+    }
+
+    /// The modules' switches and states.
+    pub fn modules(&self) -> &Modules {
+        &self.inner.modules
+    }
+
+    /// Wakes the duties (see [`runtime`]).
+    pub fn wakers(&self) -> &Wakers {
+        &self.inner.wakers
+    }
+
+    /// The rate limiter shared by the zones of one DNS provider.
+    pub fn dns_limiter(
+        &self,
+        provider: &str,
+        limit: Option<kokoa_dns::RateLimit>,
+    ) -> Option<kokoa_dns::RateLimiter> {
+        self.inner.dns_limiters.get(provider, limit)
+    }
+
+    /// Taken while a DNS reconciliation runs.
+    pub(crate) fn dns_gate(&self) -> &dns::Gate {
+        &self.inner.dns_gate
     }
 
     /// The store, shared.
