@@ -60,6 +60,8 @@ const ZONES_PER_PAGE: &str = "100";
 const SETS_PER_PAGE: &str = "300";
 /// Bound on pages read in one listing: 300 000 record sets at 300 a page.
 const MAX_PAGES: u32 = 1000;
+/// The shortest wait between two GetChange calls, whatever [`ChangeWait`] says.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Codes of refused credentials (HTTP 403 mostly).
 const AUTH_CODES: [&str; 7] = [
     "SignatureDoesNotMatch",
@@ -79,8 +81,8 @@ const THROTTLE_CODES: [&str; 3] = [
 
 /// How long to wait for a change to reach all of Route 53's name servers.
 ///
-/// `GetChange` is asked every `poll_interval` until it answers `INSYNC`, for at most
-/// `max_wait`; a change still `PENDING` then is a [`Error::Transient`] (it was accepted and
+/// `GetChange` is asked every `poll_interval` (10 ms at least) until it answers `INSYNC`,
+/// for at most `max_wait`; a change still `PENDING` then is a [`Error::Transient`] (it was accepted and
 /// will still apply). A `max_wait` of zero returns as soon as Route 53 accepted the change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangeWait {
@@ -205,6 +207,10 @@ impl Route53Provider {
         };
         let body = body.map(String::into_bytes);
         let xml = [("content-type", "application/xml")];
+        // Waiting for a token comes before signing: the signature holds the time.
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire().await;
+        }
         let signed = sigv4::sign(
             &self.credentials,
             REGION,
@@ -232,9 +238,6 @@ impl Route53Provider {
         }
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, xml[0].1).body(body);
-        }
-        if let Some(limiter) = &self.limiter {
-            limiter.acquire().await;
         }
         let transport = |e: reqwest::Error| {
             let e = e.without_url();
@@ -382,11 +385,18 @@ impl Route53Provider {
         self.wait_for(answer.change_info).await
     }
 
+    /// Polls GetChange until `INSYNC`: at most every [`MIN_POLL_INTERVAL`], so the number
+    /// of calls is bounded as well as the time.
     async fn wait_for(&self, mut info: ChangeInfo) -> Result<(), Error> {
         let id = info.id.trim_start_matches("/change/").to_owned();
-        let deadline = Instant::now() + self.wait.max_wait;
-        while info.status != "INSYNC" && Instant::now() < deadline {
-            sleep(self.wait.poll_interval.min(deadline - Instant::now())).await;
+        let started = Instant::now();
+        let interval = self.wait.poll_interval.max(MIN_POLL_INTERVAL);
+        while info.status != "INSYNC" {
+            let left = self.wait.max_wait.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            sleep(interval.min(left)).await;
             let answer: ChangeAnswer = self.xml(Method::GET, &["change", &id], &[], None).await?;
             info = answer.change_info;
         }
