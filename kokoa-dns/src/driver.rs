@@ -30,6 +30,12 @@ impl RateLimit {
         requests: 1200,
         per: Duration::from_secs(300),
     };
+
+    /// Route53's documented API limit: 5 requests per second per account.
+    pub const ROUTE53: Self = Self {
+        requests: 5,
+        per: Duration::from_secs(1),
+    };
 }
 
 /// A token bucket: full at start (`requests` tokens), refilled evenly over `per`. Cheap to

@@ -3,7 +3,8 @@
 //!
 //! - [`DnsProvider`]: the provider interface (zones, records, optional health checks), held
 //!   as `Arc<dyn DnsProvider>`. Providers: [`MemoryProvider`] (always), Cloudflare,
-//!   PowerDNS and DigitalOcean (features), and [`manual`] instructions for a person.
+//!   PowerDNS, DigitalOcean and Route 53 (features), and [`manual`] instructions for a
+//!   person.
 //! - [`plan()`]: the pure core. From the [`DesiredState`] (routed host names, every edge with
 //!   its [`EdgeState`]), the zone's records and the ids the manager owns, it plans the
 //!   creates, TTL updates and deletes. Foreign records are never touched, and a host name
@@ -64,6 +65,7 @@
 //! | `powerdns` | no | [`powerdns::PowerDnsProvider`]: the PowerDNS Authoritative HTTP API. |
 //! | `digitalocean` | no | [`digitalocean::DigitalOceanProvider`]: DigitalOcean DNS. |
 //! | `local-powerdns` | no | [`local::LocalPowerDns`]: runs a PowerDNS Authoritative server on this machine, for tests and labs. |
+//! | `route53` | no | [`route53::Route53Provider`]: Amazon Route 53, requests signed with AWS Signature Version 4 (`kokoa-core/sigv4`). |
 //!
 //! Each HTTP provider has a constructor taking a `reqwest::Client` and a base URL, so tests
 //! and proxies can point it elsewhere, next to the one for the real API.
@@ -76,8 +78,15 @@ mod memory;
 mod provider;
 mod reconcile;
 
-#[cfg(any(feature = "cloudflare", feature = "powerdns", feature = "digitalocean"))]
+#[cfg(any(
+    feature = "cloudflare",
+    feature = "powerdns",
+    feature = "digitalocean",
+    feature = "route53"
+))]
 mod http;
+#[cfg(any(feature = "powerdns", feature = "route53"))]
+mod rrset;
 
 #[cfg(feature = "cloudflare")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cloudflare")))]
@@ -91,6 +100,9 @@ pub mod local;
 #[cfg(feature = "powerdns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "powerdns")))]
 pub mod powerdns;
+#[cfg(feature = "route53")]
+#[cfg_attr(docsrs, doc(cfg(feature = "route53")))]
+pub mod route53;
 
 pub use driver::{ApplyReport, RateLimit, RateLimiter, Reconciler, RetryPolicy};
 pub use error::Error;
