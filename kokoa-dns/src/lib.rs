@@ -63,6 +63,7 @@
 //! | `cloudflare` | yes | [`cloudflare::CloudflareProvider`]: Cloudflare API v4 with an API token. |
 //! | `powerdns` | no | [`powerdns::PowerDnsProvider`]: the PowerDNS Authoritative HTTP API. |
 //! | `digitalocean` | no | [`digitalocean::DigitalOceanProvider`]: DigitalOcean DNS. |
+//! | `rfc2136` | no | [`rfc2136::Rfc2136Provider`]: dynamic updates signed with TSIG, for BIND, Knot, PowerDNS. |
 //!
 //! Each HTTP provider has a constructor taking a `reqwest::Client` and a base URL, so tests
 //! and proxies can point it elsewhere, next to the one for the real API.
@@ -87,6 +88,11 @@ pub mod digitalocean;
 #[cfg(feature = "powerdns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "powerdns")))]
 pub mod powerdns;
+#[cfg(feature = "rfc2136")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rfc2136")))]
+pub mod rfc2136;
+#[cfg(feature = "rfc2136")]
+mod rrset;
 
 pub use driver::{ApplyReport, RateLimit, RateLimiter, Reconciler, RetryPolicy};
 pub use error::Error;
