@@ -63,6 +63,7 @@
 //! | `cloudflare` | yes | [`cloudflare::CloudflareProvider`]: Cloudflare API v4 with an API token. |
 //! | `powerdns` | no | [`powerdns::PowerDnsProvider`]: the PowerDNS Authoritative HTTP API. |
 //! | `digitalocean` | no | [`digitalocean::DigitalOceanProvider`]: DigitalOcean DNS. |
+//! | `google` | no | [`google::GoogleCloudDns`]: Google Cloud DNS as a service account (JSON key). |
 //! | `rfc2136` | no | [`rfc2136::Rfc2136Provider`]: dynamic updates signed with TSIG, for BIND, Knot, PowerDNS. |
 //!
 //! Each HTTP provider has a constructor taking a `reqwest::Client` and a base URL, so tests
@@ -76,7 +77,12 @@ mod memory;
 mod provider;
 mod reconcile;
 
-#[cfg(any(feature = "cloudflare", feature = "powerdns", feature = "digitalocean"))]
+#[cfg(any(
+    feature = "cloudflare",
+    feature = "powerdns",
+    feature = "digitalocean",
+    feature = "google"
+))]
 mod http;
 
 #[cfg(feature = "cloudflare")]
@@ -85,13 +91,16 @@ pub mod cloudflare;
 #[cfg(feature = "digitalocean")]
 #[cfg_attr(docsrs, doc(cfg(feature = "digitalocean")))]
 pub mod digitalocean;
+#[cfg(feature = "google")]
+#[cfg_attr(docsrs, doc(cfg(feature = "google")))]
+pub mod google;
 #[cfg(feature = "powerdns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "powerdns")))]
 pub mod powerdns;
 #[cfg(feature = "rfc2136")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rfc2136")))]
 pub mod rfc2136;
-#[cfg(feature = "rfc2136")]
+#[cfg(any(feature = "google", feature = "rfc2136"))]
 mod rrset;
 
 pub use driver::{ApplyReport, RateLimit, RateLimiter, Reconciler, RetryPolicy};

@@ -344,6 +344,7 @@ fn describe(body: &[u8]) -> Described {
     Described {
         message,
         conflict: false,
+        rate_limited: false,
     }
 }
 
