@@ -310,6 +310,7 @@ fn describe(body: &[u8]) -> Described {
     Described {
         message,
         conflict: false,
+        rate_limited: false,
     }
 }
 

@@ -18,10 +18,12 @@ pub(crate) fn record_type(kind: &str) -> Option<RecordType> {
     .find(|t| t.as_str() == kind)
 }
 
+/// The id of the value `data` in the set `name`.
 pub(crate) fn record_id(name: &Hostname, data: &RecordData) -> RecordId {
     RecordId::new(format!("{name}|{}|{}", data.record_type(), data.value()))
 }
 
+/// The name and value an id of [`record_id`] stands for.
 pub(crate) fn parse_id(
     provider: &'static str,
     id: &RecordId,
@@ -63,6 +65,7 @@ mod tests {
         for data in [
             RecordData::parse(RecordType::A, "203.0.113.10")?,
             RecordData::parse(RecordType::Aaaa, "2001:db8::1")?,
+            RecordData::parse(RecordType::Cname, "edge.hoge.com")?,
             RecordData::parse(RecordType::Txt, "a|b c")?,
         ] {
             let id = record_id(&name, &data);
