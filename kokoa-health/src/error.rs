@@ -55,4 +55,30 @@ pub enum Error {
         /// The offending status.
         status: u16,
     },
+    /// `netns` is neither a namespace name nor an absolute path.
+    #[error(
+        "netns {netns:?} is neither a namespace name (as `ip netns add` takes) nor an absolute path to a namespace file"
+    )]
+    InvalidNetns {
+        /// The offending value.
+        netns: String,
+    },
+    /// An option was set that this kind of check cannot honour.
+    #[error("the {kind} check does not take `{field}`: {instead}")]
+    UnusedField {
+        /// The kind of the check.
+        kind: CheckKind,
+        /// The option, as written.
+        field: &'static str,
+        /// What to do instead.
+        instead: &'static str,
+    },
+    /// A trusted root given to the executor is not a PEM certificate rustls accepts.
+    #[error("trusted root certificate {index} of the PEM given is unusable: {reason}")]
+    InvalidRootCertificate {
+        /// Position of the certificate in the PEM text, from 0.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

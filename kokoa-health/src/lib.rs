@@ -80,22 +80,34 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod check;
+mod checker;
 mod edge;
 mod error;
+#[cfg(feature = "executors")]
+mod executor;
 mod heartbeat;
 mod origin;
 mod secs;
+mod shard;
 mod state;
 
 use serde::{Deserialize, Serialize};
 
 pub use check::{CheckConfig, CheckExecutor, CheckKind, CheckOutcome};
+#[cfg(feature = "checker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "checker")))]
+pub use checker::Checker;
+pub use checker::{CheckReport, CheckSink, Target, TargetCheck};
 pub use edge::{EdgeAction, EdgeCondition, EdgeObservation, EdgeRules, EdgeVerdict};
 pub use error::Error;
+#[cfg(feature = "executors")]
+#[cfg_attr(docsrs, doc(cfg(feature = "executors")))]
+pub use executor::DefaultExecutor;
 pub use heartbeat::{CpuRule, CpuTracker, TunnelStatus, is_stale};
 pub use origin::{
     OriginAction, OriginCondition, OriginObservation, OriginRules, OriginVerdict, Scope,
 };
+pub use shard::Ring;
 pub use state::{CheckStatus, HealthState, HealthTracker, Thresholds, Transition};
 
 /// How loud an alert is.
