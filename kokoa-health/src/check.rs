@@ -399,7 +399,7 @@ impl CheckOutcome {
 /// An executor never returns an error: anything that goes wrong is a failed
 /// [`CheckOutcome`] carrying the reason, because to the state machine it is one failure.
 /// It must end within `check.timeout` per attempt, and may be cancelled (dropped) at any
-/// await point, as the [`Checker`](crate::Checker) does when a check is removed.
+/// await point, as the checker does when a check is removed.
 #[async_trait]
 pub trait CheckExecutor: Send + Sync {
     /// Runs `check` once.

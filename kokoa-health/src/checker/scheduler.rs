@@ -49,38 +49,40 @@ use crate::{CheckConfig, CheckExecutor, HealthTracker, shard::stable_hash};
 /// use async_trait::async_trait;
 /// use kokoa_health::{
 ///     CheckConfig, CheckExecutor, CheckOutcome, Checker, HealthState, Target, TargetCheck,
+///     Transition,
 /// };
 /// use tokio::sync::{mpsc, watch};
 ///
+/// /// An edge that stopped answering.
 /// #[derive(Debug)]
-/// struct AlwaysDown;
+/// struct Down;
 ///
 /// #[async_trait]
-/// impl CheckExecutor for AlwaysDown {
+/// impl CheckExecutor for Down {
 ///     async fn check(&self, _: &CheckConfig) -> CheckOutcome {
 ///         CheckOutcome::failure(5_000, "timed out after 5 s")
 ///     }
 /// }
 ///
-/// # #[tokio::main(flavor = "current_thread")]
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
-/// let edge = Target::new(
-///     "edg_7f3a",
-///     [TargetCheck::new("http", CheckConfig::https("https://203.0.113.7/health"))
-///         .starting(HealthState::Healthy)],
-/// );
-/// let (_targets, watch) = watch::channel(vec![edge]);
+/// // Restored as healthy after a restart of the control plane.
+/// let check = TargetCheck::new("http", CheckConfig::https("https://203.0.113.7/health"))
+///     .starting(HealthState::Healthy);
+/// let (_targets, watch) = watch::channel(vec![Target::new("edg_7f3a", [check])]);
 /// let (reports, mut received) = mpsc::channel(16);
-/// let checker = Checker::new(Arc::new(AlwaysDown), Arc::new(reports));
-/// let run = checker.run(watch, tokio::time::sleep(Duration::from_secs(25)));
-/// let ((), flips) = tokio::join!(run, async {
-///     let mut flips = Vec::new();
-///     while let Some(report) = received.recv().await {
-///         flips.extend(report.transition);
-///     }
-///     flips
-/// });
-/// # let _ = flips; }
+/// let checker = Checker::new(Arc::new(Down), Arc::new(reports));
+/// // Runs at about 0 s, 10 s and 20 s, then stops.
+/// checker.run(watch, tokio::time::sleep(Duration::from_secs(25))).await;
+/// drop(checker);
+///
+/// let mut flips = Vec::new();
+/// while let Some(report) = received.recv().await {
+///     flips.extend(report.transition.map(|flip| (report.consecutive_failures, flip)));
+/// }
+/// let unhealthy = Transition { from: HealthState::Healthy, to: HealthState::Unhealthy };
+/// assert_eq!(flips, [(3, unhealthy)]);
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct Checker {

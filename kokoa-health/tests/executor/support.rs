@@ -25,23 +25,23 @@ use rustls::{
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What a test server answers, and what it saw.
 #[derive(Debug)]
-pub struct Behaviour {
-    pub status: u16,
-    pub body: String,
+pub(crate) struct Behaviour {
+    pub(crate) status: u16,
+    pub(crate) body: String,
     /// `Host` header and path of every request, in order.
-    pub requests: Vec<(String, String)>,
+    pub(crate) requests: Vec<(String, String)>,
     /// SNI of every TLS handshake (`None`: no SNI sent).
-    pub sni: Vec<Option<String>>,
+    pub(crate) sni: Vec<Option<String>>,
 }
 
 /// An HTTP (or HTTPS) server on 127.0.0.1, stopped when dropped.
-pub struct Server {
-    pub addr: SocketAddr,
-    pub behaviour: Arc<Mutex<Behaviour>>,
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) behaviour: Arc<Mutex<Behaviour>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -53,13 +53,13 @@ impl Drop for Server {
 
 impl Server {
     /// A plain HTTP server answering `status` with `body`.
-    pub async fn http(status: u16, body: &str) -> Self {
+    pub(crate) async fn http(status: u16, body: &str) -> Self {
         Self::start(status, body, None).await
     }
 
     /// An HTTPS server presenting the certificate `certificates` maps the SNI to (the
     /// `""` entry without SNI or for an unknown name).
-    pub async fn https(
+    pub(crate) async fn https(
         status: u16,
         body: &str,
         certificates: Vec<(&str, Arc<CertifiedKey>)>,
@@ -102,28 +102,28 @@ impl Server {
         }
     }
 
-    pub fn set(&self, status: u16, body: &str) {
+    pub(crate) fn set(&self, status: u16, body: &str) {
         let mut behaviour = self.behaviour.lock().unwrap();
         behaviour.status = status;
         behaviour.body = body.to_owned();
     }
 
-    pub fn requests(&self) -> Vec<(String, String)> {
+    pub(crate) fn requests(&self) -> Vec<(String, String)> {
         self.behaviour.lock().unwrap().requests.clone()
     }
 
-    pub fn sni(&self) -> Vec<Option<String>> {
+    pub(crate) fn sni(&self) -> Vec<Option<String>> {
         self.behaviour.lock().unwrap().sni.clone()
     }
 
-    pub fn url(&self, scheme: &str, path: &str) -> String {
+    pub(crate) fn url(&self, scheme: &str, path: &str) -> String {
         format!("{scheme}://{}{path}", self.addr)
     }
 }
 
 /// Serves HTTP/1.1 on `listener` (over TLS with `acceptor`) until aborted; used by tests
 /// that bring a server up again on the same port.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
     behaviour: Arc<Mutex<Behaviour>>,
@@ -198,12 +198,12 @@ impl ResolvesServerCert for BySni {
 }
 
 /// A private certificate authority.
-pub struct Ca {
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Ca {
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut params = CertificateParams::default();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -211,19 +211,24 @@ impl Ca {
         Self { issuer }
     }
 
-    pub fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// An executor trusting this CA only.
-    pub fn executor(&self) -> DefaultExecutor {
+    pub(crate) fn executor(&self) -> DefaultExecutor {
         DefaultExecutor::without_system_roots()
             .with_root_pem(self.pem().as_bytes())
             .expect("the CA is a valid root")
     }
 
     /// A certificate for `names`, valid from `not_before` to `not_after` (from now).
-    pub fn leaf(&self, names: &[&str], not_before: Offset, not_after: Offset) -> Arc<CertifiedKey> {
+    pub(crate) fn leaf(
+        &self,
+        names: &[&str],
+        not_before: Offset,
+        not_after: Offset,
+    ) -> Arc<CertifiedKey> {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
@@ -242,7 +247,7 @@ impl Ca {
     }
 
     /// A certificate for `names` valid from a day ago for `days` days from now.
-    pub fn valid_for(&self, names: &[&str], days: u32) -> Arc<CertifiedKey> {
+    pub(crate) fn valid_for(&self, names: &[&str], days: u32) -> Arc<CertifiedKey> {
         self.leaf(
             names,
             Offset::Past(DAY),
@@ -253,7 +258,7 @@ impl Ca {
 
 /// A time relative to now.
 #[derive(Debug, Clone, Copy)]
-pub enum Offset {
+pub(crate) enum Offset {
     Past(Duration),
     Future(Duration),
 }
@@ -268,7 +273,7 @@ fn since_epoch(offset: Offset) -> Duration {
 
 /// A port on 127.0.0.1 that refuses connections: bound, so no other test can take it
 /// meanwhile, but not listening. Keep the socket alive while using the port.
-pub fn refusing_port() -> (tokio::net::TcpSocket, SocketAddr) {
+pub(crate) fn refusing_port() -> (tokio::net::TcpSocket, SocketAddr) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = socket.local_addr().unwrap();
