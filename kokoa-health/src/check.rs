@@ -313,6 +313,14 @@ impl CheckConfig {
             .iter()
             .filter_map(|scheme| url.strip_prefix(scheme))
             .any(|rest| !rest.is_empty() && !rest.starts_with(['/', '?', '#']));
+        let authority = schemes
+            .iter()
+            .find_map(|scheme| url.strip_prefix(scheme))
+            .and_then(|rest| rest.split(['/', '?', '#']).next());
+        if authority.is_some_and(|authority| authority.contains('@')) {
+            // Not echoed: the URL holds a password.
+            return Err(Error::CredentialsInUrl { kind: self.kind });
+        }
         if !names_host {
             return Err(Error::InvalidUrl {
                 kind: self.kind,

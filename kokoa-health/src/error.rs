@@ -49,6 +49,15 @@ pub enum Error {
         /// The scheme(s) accepted for this kind.
         expected: &'static str,
     },
+    /// The URL carries a user name or password, which would end up in every message and
+    /// in the check history.
+    #[error(
+        "the url of the {kind} check carries credentials (`user:password@`); health URLs must not, since they are logged and stored"
+    )]
+    CredentialsInUrl {
+        /// The kind of the check.
+        kind: CheckKind,
+    },
     /// `expected_status` is not an HTTP status code.
     #[error("expected_status {status} is not an HTTP status code; use 100-599")]
     InvalidStatus {

@@ -22,7 +22,7 @@ mod tls;
 /// | `tls_certificate` | TLS handshake with `host:port` (443), SNI = `host` | chain valid against the roots, not expired, names `host`, at least `min_days_left` days left |
 /// | `tcp` | connect to `host:port` | accepted |
 /// | `icmp`, `wireguard` | one echo request to `host` / `wireguard_ip` | answered |
-/// | `command` | runs `command` without a shell; killed (with its process group) at the timeout | exit status 0 |
+/// | `command` | runs `command` without a shell, in its own process group, killed with it at the timeout | exit status 0; a failure carries the end of stderr (1 KiB) and names the program, not its arguments |
 ///
 /// Each attempt is bounded by `timeout`; a failed attempt is retried at once up to
 /// `retries` times, while another attempt still ends within `interval` of the run's start.
@@ -135,24 +135,19 @@ impl DefaultExecutor {
                 let ip = net::resolve_one(host, progress).await?;
                 icmp::echo(ip, netns, progress).await
             }
-            CheckKind::Wireguard => match check.wireguard_ip {
-                Some(ip) => icmp::echo(ip, netns, progress).await,
-                None => Err(missing(check)),
-            },
+            CheckKind::Wireguard => {
+                let ip = check
+                    .wireguard_ip
+                    .ok_or("the wireguard check needs `wireguard_ip`")?;
+                icmp::echo(ip, netns, progress).await
+            }
             CheckKind::Command => command::run(&check.command, progress).await,
         }
     }
 }
 
-fn missing(check: &CheckConfig) -> String {
-    match check.validate() {
-        Err(error) => error.to_string(),
-        Ok(()) => format!("the {} check is incomplete", check.kind),
-    }
-}
-
 /// What an attempt was doing, for the message when it times out, and what it learnt.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Progress {
     doing: String,
     certificate_days_left: Option<i64>,
@@ -175,7 +170,10 @@ impl CheckExecutor for DefaultExecutor {
         loop {
             attempts += 1;
             let started = Instant::now();
-            let mut progress = Progress::default();
+            let mut progress = Progress {
+                doing: format!("running the {} check", check.kind),
+                certificate_days_left: None,
+            };
             let result = tokio::time::timeout(check.timeout, self.attempt(check, &mut progress))
                 .await
                 .unwrap_or_else(|_| {

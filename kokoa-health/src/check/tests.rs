@@ -191,6 +191,23 @@ fn url_scheme_must_fit_the_kind() {
 }
 
 #[test]
+fn credentials_in_a_url_are_refused_without_echoing_them() {
+    let error = error_of(&CheckConfig::https(
+        "https://admin:hunter2@203.0.113.7/health",
+    ));
+    assert!(!error.contains("hunter2"), "{error}");
+    assert_eq!(
+        error,
+        "the url of the https check carries credentials (`user:password@`); health URLs must not, since they are logged and stored"
+    );
+    assert!(
+        CheckConfig::http("http://10.0.1.1/health?by=a@b")
+            .validate()
+            .is_ok()
+    );
+}
+
+#[test]
 fn expected_status_must_be_an_http_status() {
     let mut check = CheckConfig::http("http://10.0.1.1/health");
     check.expected_status = 99;

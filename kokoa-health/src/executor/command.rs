@@ -15,10 +15,11 @@ const DRAIN: Duration = Duration::from_millis(100);
 /// Runs `argv` in a process group of its own. When the program exits, or the caller drops
 /// this future at the timeout, the group is killed: nothing it started outlives the check.
 pub(super) async fn run(argv: &[String], progress: &mut Progress) -> Result<(), String> {
-    let shown = argv.join(" ");
     let Some((program, args)) = argv.split_first() else {
         return Err("the command check needs `command`".into());
     };
+    // Messages name the program only: arguments may carry a password.
+    let shown = program;
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())

@@ -50,94 +50,81 @@ pub(super) async fn get(
         .map_err(|e| format!("cannot build a request for {url:?}: {e}"))?;
 
     let tcp = net::connect(host, port, check.address, check.netns.as_deref(), progress).await?;
-    let exchange = Exchange {
-        url,
-        check,
-        progress,
-    };
     if secure {
         let stream = tls
-            .handshake(tcp, host, check.verify_certificate, exchange.progress)
+            .handshake(tcp, host, check.verify_certificate, progress)
             .await?;
-        exchange.run(stream, request).await
+        progress.doing(format_args!("waiting for the answer to GET {url}"));
+        exchange(stream, request, url, check).await
     } else {
-        exchange.run(tcp, request).await
+        progress.doing(format_args!("waiting for the answer to GET {url}"));
+        exchange(tcp, request, url, check).await
     }
 }
 
-struct Exchange<'a> {
-    url: &'a str,
-    check: &'a CheckConfig,
-    progress: &'a mut Progress,
-}
-
-impl Exchange<'_> {
-    async fn run<S>(self, stream: S, request: Request<Empty<Bytes>>) -> Result<(), String>
-    where
-        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        let url = self.url;
-        let failed = |what: &str, e: hyper::Error| format!("GET {url}: {what}: {e}");
-        self.progress
-            .doing(format_args!("waiting for the answer to GET {url}"));
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+/// Sends `request` over `stream` and judges the answer by `check`.
+async fn exchange<S>(
+    stream: S,
+    request: Request<Empty<Bytes>>,
+    url: &str,
+    check: &CheckConfig,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let failed = |what: &str, e: hyper::Error| format!("GET {url}: {what}: {e}");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed("cannot start HTTP", e))?;
+    let expected = check.expected_status;
+    let wanted = check.expected_body.as_deref().map(str::as_bytes);
+    let exchange = async {
+        let response = sender
+            .send_request(request)
             .await
-            .map_err(|e| failed("cannot start HTTP", e))?;
-        let expected = self.check.expected_status;
-        let wanted = self.check.expected_body.as_deref().map(str::as_bytes);
-        let exchange = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| failed("no answer", e))?;
-            let status = response.status().as_u16();
-            if status != expected {
-                return Err(format!(
-                    "GET {url}: expected status {expected}, got {status}"
-                ));
-            }
-            let Some(wanted) = wanted else {
-                return Ok(());
-            };
-            let mut body = response.into_body();
-            let mut read = Vec::new();
-            while read.len() < BODY_LIMIT {
-                match body.frame().await {
-                    None => break,
-                    Some(Err(e)) => return Err(failed("cannot read the body", e)),
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            let room = BODY_LIMIT - read.len();
-                            read.extend_from_slice(&data[..data.len().min(room)]);
-                        }
+            .map_err(|e| failed("no answer", e))?;
+        let status = response.status().as_u16();
+        if status != expected {
+            return Err(format!(
+                "GET {url}: expected status {expected}, got {status}"
+            ));
+        }
+        let Some(wanted) = wanted.filter(|w| !w.is_empty()) else {
+            return Ok(());
+        };
+        let mut body = response.into_body();
+        let mut read = Vec::new();
+        while read.len() < BODY_LIMIT {
+            match body.frame().await {
+                None => break,
+                Some(Err(e)) => return Err(failed("cannot read the body", e)),
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        let room = BODY_LIMIT - read.len();
+                        read.extend_from_slice(&data[..data.len().min(room)]);
                     }
                 }
             }
-            if read
-                .windows(wanted.len().max(1))
-                .any(|window| window == wanted)
-                || wanted.is_empty()
-            {
-                Ok(())
-            } else {
-                let limit = if read.len() >= BODY_LIMIT {
-                    " (searched the first 64 KiB)"
-                } else {
-                    ""
-                };
-                Err(format!(
-                    "GET {url}: body does not contain {:?}{limit}",
-                    String::from_utf8_lossy(wanted)
-                ))
-            }
-        };
-        // The connection must be driven while the answer is read; it may end first (the
-        // server closes after answering), and then the answer is complete or failed.
-        let mut exchange = pin!(exchange);
-        let mut connection = pin!(connection);
-        tokio::select! {
-            result = &mut exchange => result,
-            _ = &mut connection => exchange.await,
         }
+        if read.windows(wanted.len()).any(|window| window == wanted) {
+            return Ok(());
+        }
+        let limit = if read.len() >= BODY_LIMIT {
+            " (searched the first 64 KiB)"
+        } else {
+            ""
+        };
+        Err(format!(
+            "GET {url}: body does not contain {:?}{limit}",
+            String::from_utf8_lossy(wanted)
+        ))
+    };
+    // The connection must be driven while the answer is read; it may end first (the server
+    // closes after answering), and then the answer is complete or has failed.
+    let mut exchange = pin!(exchange);
+    let mut connection = pin!(connection);
+    tokio::select! {
+        result = &mut exchange => result,
+        _ = &mut connection => exchange.await,
     }
 }

@@ -37,11 +37,11 @@ pub(super) async fn echo(
     let inside = netns
         .map(|ns| format!(" in network namespace {ns}"))
         .unwrap_or_default();
+    progress.doing(format_args!("waiting for an echo reply from {ip}{inside}"));
     socket
         .send_to(&request.bytes, SocketAddr::new(ip, 0))
         .await
         .map_err(|e| format!("cannot send an echo request to {ip}{inside}: {}", plain(&e)))?;
-    progress.doing(format_args!("waiting for an echo reply from {ip}{inside}"));
     let mut buffer = [0u8; 1500];
     loop {
         let (length, _) = socket

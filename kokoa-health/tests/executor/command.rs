@@ -21,7 +21,7 @@ async fn exit_status_zero_passes() {
 }
 
 #[tokio::test]
-async fn a_failure_carries_the_status_and_the_end_of_stderr() {
+async fn a_failure_carries_the_status_and_the_end_of_stderr_but_not_the_arguments() {
     let check = command(&[
         "sh",
         "-c",
@@ -29,9 +29,7 @@ async fn a_failure_carries_the_status_and_the_end_of_stderr() {
     ]);
     assert_eq!(
         DefaultExecutor::new().check(&check).await.error.as_deref(),
-        Some(
-            "`sh -c echo connecting >&2; echo 'database down' >&2; exit 3` exited with status 3: connecting\ndatabase down"
-        )
+        Some("`sh` exited with status 3: connecting\ndatabase down")
     );
     let check = command(&[
         "sh",
@@ -40,10 +38,10 @@ async fn a_failure_carries_the_status_and_the_end_of_stderr() {
     ]);
     let error = DefaultExecutor::new().check(&check).await.error.unwrap();
     assert!(
-        error.ends_with(": …xxx the end") || error.contains("…"),
+        error.starts_with("`sh` exited with status 1: …xxx"),
         "{error}"
     );
-    assert!(error.ends_with("the end"), "{error}");
+    assert!(error.ends_with("x the end"), "{error}");
     assert!(
         error.len() < 1200,
         "the tail is bounded: {} bytes",
@@ -55,7 +53,12 @@ async fn a_failure_carries_the_status_and_the_end_of_stderr() {
 async fn arguments_are_not_interpreted_by_a_shell() {
     let check = command(&["test", "$HOME", "=", "$HOME;false"]);
     let error = DefaultExecutor::new().check(&check).await.error.unwrap();
-    assert_eq!(error, "`test $HOME = $HOME;false` exited with status 1");
+    assert_eq!(error, "`test` exited with status 1");
+    let check = command(&["test", "a;b", "=", "a;b"]);
+    assert_eq!(
+        DefaultExecutor::new().check(&check).await.status,
+        CheckStatus::Success
+    );
 }
 
 #[tokio::test]
@@ -67,7 +70,7 @@ async fn a_missing_program_is_named() {
         .unwrap();
     assert_eq!(
         error,
-        "cannot start `/nonexistent/check-db --quick`: No such file or directory"
+        "cannot start `/nonexistent/check-db`: No such file or directory"
     );
 }
 
@@ -83,10 +86,7 @@ async fn a_hanging_command_is_killed_with_what_it_started() {
     let took = started.elapsed();
     assert_eq!(
         outcome.error.as_deref(),
-        Some(
-            format!("timed out after 1 s while running `sh -c {script}`, which was killed")
-                .as_str()
-        )
+        Some("timed out after 1 s while running `sh`, which was killed")
     );
     assert!(took < Duration::from_secs(2), "{took:?}");
     // The `sleep` the shell started was in the command's process group, so it died too.
