@@ -14,12 +14,11 @@ const DRAIN: Duration = Duration::from_millis(100);
 
 /// Runs `argv` in a process group of its own. When the program exits, or the caller drops
 /// this future at the timeout, the group is killed: nothing it started outlives the check.
+/// Messages name the program only, since arguments may carry a password.
 pub(super) async fn run(argv: &[String], progress: &mut Progress) -> Result<(), String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("the command check needs `command`".into());
     };
-    // Messages name the program only: arguments may carry a password.
-    let shown = program;
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -28,12 +27,12 @@ pub(super) async fn run(argv: &[String], progress: &mut Progress) -> Result<(), 
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start `{shown}`: {}", plain(&e)))?;
+        .map_err(|e| format!("cannot start `{program}`: {}", plain(&e)))?;
     let group = child
         .id()
         .and_then(|id| Pid::from_raw(id.try_into().ok()?))
         .map(KillOnDrop);
-    progress.doing(format_args!("running `{shown}`, which was killed"));
+    progress.doing(format_args!("running `{program}`, which was killed"));
 
     let mut tail = Vec::new();
     let status = {
@@ -52,7 +51,7 @@ pub(super) async fn run(argv: &[String], progress: &mut Progress) -> Result<(), 
             // Whatever the program left running was killed above, closing the pipe.
             let _ = tokio::time::timeout(DRAIN, &mut read).await;
         }
-        status.map_err(|e| format!("cannot wait for `{shown}`: {}", plain(&e)))?
+        status.map_err(|e| format!("cannot wait for `{program}`: {}", plain(&e)))?
     };
     if status.success() {
         return Ok(());
@@ -65,10 +64,10 @@ pub(super) async fn run(argv: &[String], progress: &mut Progress) -> Result<(), 
     let stderr = String::from_utf8_lossy(&tail);
     let stderr = stderr.trim();
     if stderr.is_empty() {
-        Err(format!("`{shown}` {how}"))
+        Err(format!("`{program}` {how}"))
     } else {
         let cut = if tail.len() >= STDERR_TAIL { "…" } else { "" };
-        Err(format!("`{shown}` {how}: {cut}{stderr}"))
+        Err(format!("`{program}` {how}: {cut}{stderr}"))
     }
 }
 
