@@ -12,6 +12,7 @@
 //! - [`bundle`]: the origin's `origin-config.tar.gz`.
 //! - [`payload`]: the configuration each edge and origin pulls.
 //! - [`config`]: command line, environment and configuration file.
+//! - [`notify`]: notification sinks (webhook, Slack, e-mail) and their delivery.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -57,6 +58,7 @@ pub mod bundle;
 pub mod config;
 pub mod error;
 mod keys;
+pub mod notify;
 pub mod payload;
 mod state;
 
