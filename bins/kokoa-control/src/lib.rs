@@ -12,6 +12,7 @@
 //! - [`bundle`]: the origin's `origin-config.tar.gz`.
 //! - [`payload`]: the configuration each edge and origin pulls.
 //! - [`config`]: command line, environment and configuration file.
+//! - [`notify`]: notification sinks (webhook, Slack, e-mail) and their delivery.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -58,6 +59,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 mod keys;
+pub mod notify;
 pub mod payload;
 pub mod runtime;
 mod state;

@@ -1,5 +1,6 @@
 //! A PowerDNS Authoritative server started by a test on loopback ([`LocalPowerDns`]), its
 //! API, and `dig` to read what it serves. Shared by the PowerDNS and RFC 2136 tests.
+#![allow(dead_code)] // each test file uses its own part of the harness
 
 use std::process::Command;
 
