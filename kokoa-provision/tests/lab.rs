@@ -146,6 +146,7 @@ impl Net {
             "eth0",
         ]);
         ip(&["-n", probe, "link", "set", "eth0", "up"]);
+        ip(&["-n", probe, "link", "set", "lo", "up"]);
         net
     }
 

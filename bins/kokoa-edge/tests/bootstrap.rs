@@ -16,10 +16,12 @@
 //! writes (`/etc/kokoa-edge/bootstrap.conf`, the script) are written under the test's
 //! directory and the command is run with those paths. Needs root.
 
+mod common;
+
 use std::{
-    fs::{self, File},
-    net::{Ipv4Addr, TcpListener},
-    os::{fd::AsFd as _, unix::fs::PermissionsExt as _},
+    fs,
+    net::TcpListener,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command as StdCommand,
     sync::Arc,
@@ -27,6 +29,7 @@ use std::{
 };
 
 use axum::{Router, http::StatusCode, routing::get};
+use common::netns::{Namespaces, listen_in};
 use kokoa_control::{AppState, api, config::Database};
 use kokoa_core::{MasterKey, Name, Role, SubnetPool};
 use kokoa_provision::{AgentSource, EdgeBootstrap, Secret, render_user_data};
@@ -67,10 +70,6 @@ esac
 "#;
 
 fn require_tools() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "this test runs the bootstrap script in network and mount namespaces of its own: run it as root"
-    );
     for (tool, package) in [
         ("/usr/bin/curl", "curl"),
         ("/usr/bin/jq", "jq"),
@@ -86,72 +85,6 @@ fn require_tools() {
         StdCommand::new("ip").arg("-V").output().is_ok(),
         "ip not found: apt-get install -y --no-install-recommends iproute2"
     );
-}
-
-/// A network namespace with only `lo`, deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!("kteb{}", std::process::id());
-        let _ = StdCommand::new("ip").args(["netns", "del", &name]).output();
-        let ns = Self(name);
-        for args in [
-            vec!["netns", "add", &ns.0],
-            vec!["-n", &ns.0, "link", "set", "lo", "up"],
-        ] {
-            let out = StdCommand::new("ip").args(&args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        ns
-    }
-
-    /// Binds `127.0.0.1:PORT` for each port inside the namespace: a thread moves into it
-    /// just to make the sockets, which stay there.
-    fn listen(&self, ports: &[u16]) -> Vec<TcpListener> {
-        let path = Path::new("/run/netns").join(&self.0);
-        let ports = ports.to_vec();
-        std::thread::spawn(move || {
-            let ns = File::open(&path).unwrap();
-            rustix::thread::move_into_link_name_space(
-                ns.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .expect("setns into the test's network namespace");
-            ports
-                .into_iter()
-                .map(|port| {
-                    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-                        .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port} in the namespace: {e}"));
-                    listener.set_nonblocking(true).unwrap();
-                    listener
-                })
-                .collect()
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Ok(out) = StdCommand::new("ip")
-            .args(["netns", "pids", &self.0])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = StdCommand::new("kill").args(["-9", pid]).output();
-            }
-        }
-        let _ = StdCommand::new("ip")
-            .args(["netns", "del", &self.0])
-            .output();
-    }
 }
 
 fn serve(listener: TcpListener, router: Router) {
@@ -179,13 +112,18 @@ fn sha256(path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
+    let namespaces = Namespaces::new("eb");
     require_tools();
-    let netns = Netns::new();
+    let netns = namespaces.add("");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
 
     // The control plane: agents reach it inside the namespace, the test from here.
-    let [agents, health] = <[TcpListener; 2]>::try_from(netns.listen(&[0, 80])).unwrap();
+    let addresses = [
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:80".parse().unwrap(),
+    ];
+    let [agents, health] = <[TcpListener; 2]>::try_from(listen_in(&netns, &addresses)).unwrap();
     let port = agents.local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
     let store = kokoa_control::open_store(&Database::Sqlite(dir.path().join("kokoa.db")))
@@ -318,7 +256,7 @@ async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
         .args([
             "netns",
             "exec",
-            &netns.0,
+            &netns,
             "unshare",
             "-m",
             "--propagation",

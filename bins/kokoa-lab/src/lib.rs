@@ -5,8 +5,9 @@
 //!
 //! The pieces: [`plan`] (who lives at which address), [`net`] (namespaces, bridge, probes),
 //! [`supervisor`] (the child processes), [`state`] (the state file and the guard that
-//! removes everything), [`lab::Lab`] (the running scenario), [`check`] (its steps) and
-//! [`app`] (the tiny HTTP app each origin serves).
+//! removes everything), [`lab::Lab`] (the running scenario), [`check`] (its steps),
+//! [`app`] (the tiny HTTP app each origin serves) and [`vps`] (the edge provisioner whose
+//! VPSes are namespaces on the lab's bridge).
 //!
 //! ```
 //! use kokoa_lab::plan::{self, Role};
@@ -28,5 +29,6 @@ pub mod net;
 pub mod plan;
 pub mod state;
 pub mod supervisor;
+pub mod vps;
 
 pub use error::Error;
