@@ -393,6 +393,7 @@ fn runtime_settings(file: &FileConfig) -> Result<RuntimeSettings, Error> {
     edge_rules.cpu.percent = h.cpu_percent.unwrap_or(edge_rules.cpu.percent);
     edge_rules.cpu.window = secs(h.cpu_window, edge_rules.cpu.window);
     let health = HealthSettings {
+        edge_https_port: defaults.edge_https_port,
         timeout: secs(h.timeout, defaults.timeout),
         recovery_threshold: h.recovery_threshold.unwrap_or(defaults.recovery_threshold),
         workers: h.workers.unwrap_or(defaults.workers),

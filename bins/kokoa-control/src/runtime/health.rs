@@ -123,7 +123,10 @@ async fn targets(state: &AppState, ring: &Ring) -> Result<Vec<Target>, kokoa_cor
                 .get(&format!("{}/{name}", edge.id))
                 .map_or(HealthState::Unknown, |s| s.state)
         };
-        let mut http = CheckConfig::https(format!("https://{}/health", url_host(ip)));
+        let mut http = CheckConfig::https(match health.edge_https_port {
+            443 => format!("https://{}/health", url_host(ip)),
+            port => format!("https://{}:{port}/health", url_host(ip)),
+        });
         // By address the edge presents its self-signed fallback certificate.
         http.verify_certificate = false;
         http.interval = Duration::from_secs(management.health_check_interval.max(1));

@@ -10,6 +10,8 @@ use kokoa_provision::{AgentSource, EdgeNodeManagement, Provisioner};
 /// check's interval and failure threshold).
 #[derive(Debug, Clone)]
 pub struct HealthSettings {
+    /// The port of every edge's HTTPS `/health` (443; another one only for tests).
+    pub edge_https_port: u16,
     /// Longest wait for one check attempt (SPEC: 5 s).
     pub timeout: Duration,
     /// Successful checks in a row before an edge counts as healthy (SPEC: 3).
@@ -36,6 +38,7 @@ pub struct HealthSettings {
 impl Default for HealthSettings {
     fn default() -> Self {
         Self {
+            edge_https_port: 443,
             timeout: Duration::from_secs(5),
             recovery_threshold: 3,
             workers: 10,
