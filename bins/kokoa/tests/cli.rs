@@ -230,7 +230,7 @@ fn manage_origins_and_routes() {
     assert!(removed.contains(&wiki), "{removed}");
     assert_eq!(
         server.ok(&["route", "list"]),
-        "ID  HOSTNAME  ORIGIN  PORT\n"
+        "ID  HOSTNAME  ORIGIN  PORT  CERTIFICATE\n"
     );
     let gone = server.run(&["route", "rm", "app.hoge.com"]);
     assert_eq!(
