@@ -52,7 +52,48 @@ Configuration file (TOML, every key optional):
   edge_burst = 20
   edge_connections_per_address = 10
 
-Logs go to stderr; KOKOA_LOG sets the level (e.g. KOKOA_LOG=debug).";
+  [modules.health_checker]                     # every module starts on; switch at run
+  enabled = true                               # time with PUT /api/v1/modules/NAME
+
+  [edge_node_management]                       # SPEC §9, these are the defaults
+  health_check_failure_threshold = 3
+  health_check_interval = 10
+  auto_destroy_unhealthy_vps = true
+  destroy_delay = 60
+  auto_replace_unhealthy_nodes = true
+  replace_delay = 5
+  min_active_nodes = 2
+  max_nodes = 10
+  [edge_node_management.replacement_strategy]
+  change_provider = true
+  change_region = true
+  preferred_providers = [\"vultr\", \"digitalocean\", \"hetzner\"]
+  preferred_regions = [\"nrt\", \"sgp\", \"fra\"]
+
+  [health]                                     # seconds; SPEC §8.4 defaults
+  timeout = 5
+  recovery_threshold = 3
+  end_to_end_interval = 30
+  trusted_ca_file = \"/etc/kokoa/private-ca.pem\"  # beyond the system's roots
+
+  [[provisioners]]                             # providers new edges are created at
+  kind = \"digitalocean\"                        # digitalocean, vultr, hetzner or aws
+  token_env = \"DO_API_TOKEN\"
+  image = \"debian-12-x64\"
+  size = \"s-1vcpu-1gb\"
+  ssh_key_id = \"12345\"
+
+  [edge_agent]                                 # how a new VPS gets kokoa-edge
+  package = \"kokoa-edge\"                       # or url = \"https://…\" with sha256 = \"…\"
+
+  [[notifications.sinks]]                      # where events are told to people
+  kind = \"slack\"                               # webhook, slack or email
+  url = \"https://hooks.slack.com/services/…\"
+  events = [\"edge.*\", \"edge_node_unhealthy\"]
+  min_severity = \"warning\"
+
+DNS zones are added through the API (`kokoa dns add-zone`), their credentials sealed in
+the database. Logs go to stderr; KOKOA_LOG sets the level (e.g. KOKOA_LOG=debug).";
 
 /// `kokoa-control`: the reference control plane of Kokoa Proxy.
 #[derive(Debug, Parser)]
@@ -700,6 +741,23 @@ mod tests {
             "PostgreSQL",
             "no password in logs"
         );
+    }
+
+    #[test]
+    fn the_documented_file_is_valid() {
+        let start = EXAMPLES.find("Configuration file").unwrap();
+        let end = EXAMPLES.find("DNS zones are added").unwrap();
+        let toml: String = EXAMPLES[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.strip_prefix("  ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file: FileConfig = toml::from_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        assert_eq!(file.provisioners.len(), 1);
+        assert_eq!(file.notifications.unwrap().sinks.len(), 1);
+        let management = file.edge_node_management.unwrap();
+        assert_eq!(management, EdgeNodeManagement::default());
     }
 
     #[test]

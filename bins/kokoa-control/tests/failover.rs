@@ -2,7 +2,7 @@
 //! answer `https://<address>/health` and send heartbeats like the agent) come up through
 //! the edge automation and go into a real PowerDNS zone; one stops answering and leaves
 //! DNS within the check period, its records the only ones touched; it recovers and comes
-//! back; a manual delete removes it in the safe order.
+//! back; a manual delete removes it in the safe order. The warning reaches a webhook.
 
 mod common;
 
@@ -15,6 +15,7 @@ use std::{
 
 use kokoa_control::{
     AppState, api,
+    notify::{Notifier, NotifySettings},
     runtime::{self, RuntimeSettings},
 };
 use kokoa_core::{MasterKey, Name, Role, SubnetPool};
@@ -143,6 +144,26 @@ fn dig(pdns: &LocalPowerDns, name: &str) -> Vec<String> {
     lines
 }
 
+/// A local webhook receiver: its URL and what it received.
+async fn webhook_receiver() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let received: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let keep = Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let keep = Arc::clone(&keep);
+            async move {
+                keep.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
 async fn until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();
     loop {
@@ -187,6 +208,15 @@ async fn an_edge_that_stops_answering_leaves_dns_and_comes_back() {
     let (_, admin) = api::issue_api_token(&state, Name::parse("admin").unwrap(), Role::Admin)
         .await
         .unwrap();
+    // Warnings about edges go to a webhook, as `[notifications]` would set it up.
+    let (hook_url, received) = webhook_receiver().await;
+    let notifications: NotifySettings = toml::from_str(&format!(
+        "[[sinks]]\nkind = \"webhook\"\nurl = \"{hook_url}\"\nevents = [\"edge_node_unhealthy\", \"edge.recovered\"]\n"
+    ))
+    .unwrap();
+    state
+        .events()
+        .forward_to(Notifier::from_settings(&notifications, reqwest::Client::new()).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = api::router(state.clone());
@@ -354,6 +384,14 @@ async fn an_edge_that_stops_answering_leaves_dns_and_comes_back() {
             .any(|c| c["status"] == "failure"),
         "{history}"
     );
+
+    let told = until("the webhook told of it", Duration::from_secs(10), || {
+        received.lock().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(told["kind"], "edge_node_unhealthy", "{told}");
+    assert_eq!(told["subject"], edges[0].0.as_str());
+    assert_eq!(told["severity"], "warning");
 
     // It answers again: two good checks and it is back.
     edges[0].2 = health_server(SocketAddr::new(IpAddr::V4(edges[0].1), port)).await;
