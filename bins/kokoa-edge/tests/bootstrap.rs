@@ -2,19 +2,24 @@
 //! it, the test writes the files it names and runs its command against a real control
 //! plane (kokoa-control's API over SQLite, started by the test) with the real
 //! `kokoa-edge enroll`, `install`, `sha256sum`, `jq` and `curl`. Stand-ins replace only what
-//! would change this machine or reach the Internet: `apt-get`, `systemctl`, and the
-//! agent's download, which hands over the `kokoa-edge` binary under test.
+//! would change this machine or reach the Internet: `apt-get` (installs nothing),
+//! `systemctl` (starting `kokoa-edge.service` runs the unit's `ExecStart` in the
+//! background, so the real agent and nginx answer the script's `/health` wait and send
+//! heartbeats), and the agent's download, which hands over the `kokoa-edge` binary under
+//! test. The edge ends up noted ready by the control plane's own duties.
 //!
 //! Where the script runs: in a network namespace the test made, so `http://127.0.0.1/health`
-//! and the control plane's `http://127.0.0.1:PORT` are the test's own (both are bound inside
-//! it), and in a private mount namespace with the test's directories bound over
-//! `/usr/local/bin` and `/var/lib`. The script runs unchanged, with its real paths: it
-//! installs the agent as `/usr/local/bin/kokoa-edge`, and reads the credential from
-//! `/var/lib/kokoa-edge/credential.json`, where `kokoa-edge enroll` writes it by default.
-//! Overriding those paths with environment variables instead would leave the agreement
-//! between the script's paths and the agent's defaults untested. The files the user data
-//! writes (`/etc/kokoa-edge/bootstrap.conf`, the script) are written under the test's
-//! directory and the command is run with those paths. Needs root.
+//! and the control plane's `http://127.0.0.1:PORT` are the test's own (the control plane's
+//! socket is bound inside it), and in a private mount namespace with the test's directories
+//! bound over `/usr/local/bin` and `/var/lib`. The script runs unchanged, with its real
+//! paths: it installs the agent as `/usr/local/bin/kokoa-edge` (where the unit runs it), and
+//! reads the credential from `/var/lib/kokoa-edge/credential.json`, where `kokoa-edge
+//! enroll` writes it by default. Overriding those paths with environment variables instead
+//! would leave the agreement between the script's paths, the unit and the agent's defaults
+//! untested. The files the user data writes (`/etc/kokoa-edge/bootstrap.conf`, the script,
+//! the unit) are written under the test's directory and the command is run with those
+//! paths. Needs root and nginx. The script's `/health` wait takes one retry (5 s): the
+//! agent starts nginx a moment after `systemctl` returns.
 
 mod common;
 
@@ -24,12 +29,11 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command as StdCommand,
-    sync::Arc,
     time::Duration,
 };
 
-use axum::{Router, http::StatusCode, routing::get};
-use common::netns::{Namespaces, listen_in};
+use axum::Router;
+use common::netns::{Namespaces, Seen, listen_in};
 use kokoa_control::{AppState, api, config::Database};
 use kokoa_core::{MasterKey, Name, Role, SubnetPool};
 use kokoa_provision::{AgentSource, EdgeBootstrap, Secret, render_user_data};
@@ -45,9 +49,13 @@ echo "apt-get $*" >>"$LOG"
 "#;
 
 const SYSTEMCTL: &str = r#"#!/bin/sh
-# Stand-in for systemctl: starting the agent is noted, for the /health stand-in.
+# Stand-in for systemctl: starting kokoa-edge.service runs the unit's ExecStart in the
+# background, as systemd would; nothing else is done.
 echo "systemctl $*" >>"$LOG"
-if [ "$*" = "enable --now kokoa-edge.service" ]; then : >"$AGENT_STARTED"; fi
+if [ "$*" = "enable --now kokoa-edge.service" ]; then
+    exec_start=$(sed -n 's/^ExecStart=//p' "$UNIT")
+    $exec_start </dev/null >>"$AGENT_LOG" 2>&1 &
+fi
 "#;
 
 const CURL: &str = r#"#!/bin/sh
@@ -75,6 +83,7 @@ fn require_tools() {
         ("/usr/bin/jq", "jq"),
         ("/usr/bin/unshare", "util-linux"),
         ("/usr/bin/sha256sum", "coreutils"),
+        ("/usr/sbin/nginx", "nginx"),
     ] {
         assert!(
             Path::new(tool).exists(),
@@ -119,11 +128,8 @@ async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
     let root = dir.path().join("root");
 
     // The control plane: agents reach it inside the namespace, the test from here.
-    let addresses = [
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:80".parse().unwrap(),
-    ];
-    let [agents, health] = <[TcpListener; 2]>::try_from(listen_in(&netns, &addresses)).unwrap();
+    let [agents] =
+        <[TcpListener; 1]>::try_from(listen_in(&netns, &["127.0.0.1:0".parse().unwrap()])).unwrap();
     let port = agents.local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
     let store = kokoa_control::open_store(&Database::Sqlite(dir.path().join("kokoa.db")))
@@ -133,31 +139,13 @@ async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
     let (_, admin) = api::issue_api_token(&state, Name::parse("admin").unwrap(), Role::Admin)
         .await
         .unwrap();
-    let router = api::router(state);
-    serve(agents, router.clone());
+    let router = api::router(state.clone());
+    let seen = Seen::default();
+    serve(agents, seen.record(router.clone()));
     let here = TcpListener::bind("127.0.0.1:0").unwrap();
     here.set_nonblocking(true).unwrap();
     let here_url = format!("http://{}", here.local_addr().unwrap());
     serve(here, router);
-    // /health as the agent's nginx answers it, once systemctl "started" the agent.
-    let started = dir.path().join("agent-started");
-    let flag = Arc::new(started.clone());
-    serve(
-        health,
-        Router::new().route(
-            "/health",
-            get(move || {
-                let flag = Arc::clone(&flag);
-                async move {
-                    match flag.exists() {
-                        true => (StatusCode::OK, "ok\n"),
-                        false => (StatusCode::SERVICE_UNAVAILABLE, "agent not started\n"),
-                    }
-                }
-            }),
-        ),
-    );
-
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -179,26 +167,21 @@ async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
             )
         }
     };
-    // An edge as the edge automation creates one: stored as provisioning, then an
-    // enrollment token for the VPS's user data.
+    // An edge registered by hand: the API answers with its single-use enrollment token,
+    // which the user data carries to the VPS.
     let (status, edge) = call(
         reqwest::Method::POST,
         "/api/v1/edge-nodes",
         Some(admin.as_str()),
-        Some(json!({"provider": "lab", "region": "lab-a", "name": "edge-boot-01"})),
+        Some(json!({
+            "provider": "manual", "region": "lab-a", "name": "edge-boot-01",
+            "public_ip": "127.0.0.1",
+        })),
     )
     .await;
     assert_eq!(status, 202, "{edge}");
     let id = edge["id"].as_str().unwrap().to_owned();
-    let (status, enrollment) = call(
-        reqwest::Method::POST,
-        "/api/v1/enrollments",
-        Some(admin.as_str()),
-        Some(json!({"node_kind": "edge", "node_id": id})),
-    )
-    .await;
-    assert_eq!(status, 201, "{enrollment}");
-    let token = enrollment["token"].as_str().unwrap().to_owned();
+    let token = edge["enrollment_token"].as_str().unwrap().to_owned();
 
     let user_data = render_user_data(&EdgeBootstrap {
         control_plane_url: url.clone(),
@@ -248,6 +231,7 @@ async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
         fs::create_dir_all(root.join(path)).unwrap();
     }
     let log = dir.path().join("log");
+    let agent_log = dir.path().join("agent.log");
     let tmp = root.join("tmp");
     let mounts = "mount --bind \"$0/usr/local/bin\" /usr/local/bin \
                   && mount --bind \"$0/var/lib\" /var/lib && exec \"$@\"";
@@ -276,7 +260,8 @@ async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
         .env("HOME", dir.path())
         .env("TMPDIR", &tmp)
         .env("LOG", &log)
-        .env("AGENT_STARTED", &started)
+        .env("UNIT", root.join("etc/systemd/system/kokoa-edge.service"))
+        .env("AGENT_LOG", &agent_log)
         .env("AGENT_BINARY", EDGE)
         .kill_on_drop(true);
     let begun = std::time::Instant::now();
@@ -351,16 +336,42 @@ async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
     assert_eq!(credential["control_plane_url"], url.as_str());
     let credential = credential["credential"].as_str().unwrap().to_owned();
 
-    // The control plane: the edge is ready (active), the token used up, the credential good.
-    let (status, edge) = call(
-        reqwest::Method::GET,
-        &format!("/api/v1/edge-nodes/{id}"),
-        Some(admin.as_str()),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{edge}");
-    assert_eq!(edge["status"], "active", "{edge}");
+    // The control plane accepted the enrollment, the script's ready call (curl) and the
+    // agent's calls with the credential.
+    let lines = seen.lines();
+    assert_eq!(lines[0], "POST /api/v1/enroll 200 kokoa-edge", "{lines:?}");
+    let ready = format!("POST /api/v1/edge-nodes/{id}/ready 200 curl");
+    assert!(lines.contains(&ready), "{lines:?}");
+    // Its duties, a round at a time, note the edge enrolled (heartbeats) and ready.
+    let waiting = std::time::Instant::now();
+    let edge = loop {
+        kokoa_control::runtime::tick(&state).await.unwrap();
+        let (status, edge) = call(
+            reqwest::Method::GET,
+            &format!("/api/v1/edge-nodes/{id}"),
+            Some(admin.as_str()),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{edge}");
+        if edge["lifecycle"]["steps"]["reported_ready"].is_string() {
+            break edge;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(15),
+            "the edge is not noted ready after 15 s: {edge}\nagent:\n{}",
+            fs::read_to_string(&agent_log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(edge["lifecycle"]["steps"]["enrolled"].is_string(), "{edge}");
+    assert!(edge["last_heartbeat"].is_string(), "{edge}");
+    let lines = seen.lines();
+    assert!(
+        lines.contains(&"POST /api/v1/heartbeat 200 kokoa-edge".to_owned()),
+        "{lines:?}"
+    );
+
     let (status, body) = call(
         reqwest::Method::POST,
         "/api/v1/enroll",

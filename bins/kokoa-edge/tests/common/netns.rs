@@ -113,3 +113,39 @@ pub(crate) fn listen_in(ns: &str, addresses: &[SocketAddr]) -> Vec<TcpListener> 
     .join()
     .unwrap()
 }
+
+/// The requests a router answered, as `METHOD PATH STATUS CLIENT` (the product of the
+/// `User-Agent`, e.g. `curl`, `kokoa-edge`).
+#[derive(Clone, Default)]
+pub(crate) struct Seen(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Seen {
+    /// `router`, noting each request it answers.
+    pub(crate) fn record(&self, router: axum::Router) -> axum::Router {
+        let seen = self.clone();
+        router.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let seen = seen.clone();
+                async move {
+                    let client = request
+                        .headers()
+                        .get(axum::http::header::USER_AGENT)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.split('/').next())
+                        .unwrap_or("-")
+                        .to_owned();
+                    let line = format!("{} {}", request.method(), request.uri().path());
+                    let response = next.run(request).await;
+                    let line = format!("{line} {} {client}", response.status().as_u16());
+                    seen.0.lock().unwrap().push(line);
+                    response
+                }
+            },
+        ))
+    }
+
+    /// The requests so far.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
