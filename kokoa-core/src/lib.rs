@@ -57,6 +57,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+mod dns_name;
 mod event;
 mod hostname;
 mod id;
@@ -72,6 +73,7 @@ mod time;
 mod value;
 
 pub use error::{Error, HostnameProblem};
+pub use dns_name::DnsName;
 pub use event::{Event, EventFilter, EventKind, NewEvent, Severity};
 pub use hostname::Hostname;
 pub use id::{
