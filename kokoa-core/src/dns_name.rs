@@ -188,7 +188,10 @@ mod tests {
     #[test]
     fn normalises_and_refuses_with_the_reason() {
         for (input, want) in [
-            ("_acme-challenge.app.hoge.com", "_acme-challenge.app.hoge.com"),
+            (
+                "_acme-challenge.app.hoge.com",
+                "_acme-challenge.app.hoge.com",
+            ),
             ("_ACME-challenge.Hoge.COM.", "_acme-challenge.hoge.com"),
             ("*.fuga.com", "*.fuga.com"),
             ("_dmarc.hoge.com", "_dmarc.hoge.com"),
@@ -213,9 +216,19 @@ mod tests {
             assert!(err.contains(&format!("{input:?}")), "{input:?}: {err}");
         }
         let long = format!("{}.com", vec!["a".repeat(60); 5].join("."));
-        assert!(DnsName::parse(&long).unwrap_err().to_string().contains("253"));
+        assert!(
+            DnsName::parse(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("253")
+        );
         let label = format!("{}.com", "a".repeat(64));
-        assert!(DnsName::parse(&label).unwrap_err().to_string().contains("63"));
+        assert!(
+            DnsName::parse(&label)
+                .unwrap_err()
+                .to_string()
+                .contains("63")
+        );
     }
 
     #[test]

@@ -56,8 +56,8 @@
 //! [`store::MemoryStore`] and [`secret`] are always there.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod error;
 mod dns_name;
+mod error;
 mod event;
 mod hostname;
 mod id;
@@ -72,8 +72,8 @@ mod subnet;
 mod time;
 mod value;
 
-pub use error::{Error, HostnameProblem};
 pub use dns_name::DnsName;
+pub use error::{Error, HostnameProblem};
 pub use event::{Event, EventFilter, EventKind, NewEvent, Severity};
 pub use hostname::Hostname;
 pub use id::{

@@ -587,10 +587,14 @@ async fn record(
     let now = Timestamp::now();
     let known: BTreeSet<&EdgeNodeId> = world.edges.iter().map(|e| &e.id).collect();
     for (id, create) in &report.created {
+        // The reconciler creates address records at routed host names only.
+        let Some(hostname) = create.spec.name.to_hostname() else {
+            continue;
+        };
         store
             .add_dns_record(&DnsRecord {
                 id: DnsRecordId::new(),
-                hostname: create.spec.name.clone(),
+                hostname,
                 data: create.spec.data.clone(),
                 provider_record_id: Some(id.as_str().to_owned()),
                 provider: zone.provider.clone(),
