@@ -164,6 +164,9 @@ pub async fn serve(
         settings.public_url.clone(),
     );
     state.set_rate_limits(settings.rate_limits);
+    if let Some(acme) = &settings.acme {
+        state.set_acme(acme.clone());
+    }
     tracing::info!(
         listen = %listener.local_addr().map_err(Error::Serve)?,
         database = %settings.database,

@@ -16,8 +16,8 @@ use std::{
 
 use ipnet::Ipv4Net;
 use kokoa_core::{
-    ContentHash, EdgeConfig, EdgeContent, EdgeNodeId, EdgeStatus, Hostname, Origin, OriginId, Port,
-    Tunnel,
+    CertificateRef, ContentHash, EdgeConfig, EdgeContent, EdgeNodeId, EdgeStatus, Hostname, Origin,
+    OriginId, Port, Tunnel,
 };
 use kokoa_wg::{Direction, Format, Host, Topology};
 use tokio::time::Instant;
@@ -27,6 +27,7 @@ use crate::{
     bundle,
     error::ApiError,
     keys::{self, KeyOwner},
+    runtime::certs,
     state::AppState,
 };
 
@@ -44,6 +45,10 @@ pub struct Snapshot {
     origins: HashMap<OriginId, Origin>,
     /// Each origin's routes, by host name.
     routes: HashMap<OriginId, Vec<(Hostname, Port)>>,
+    /// The issued certificates, as edges refer to them.
+    certificates: Vec<CertificateRef>,
+    /// Pending ACME HTTP-01 responses: token, the host name validated, key authorization.
+    challenges: Vec<(String, Option<Hostname>, String)>,
 }
 
 impl Snapshot {
@@ -68,11 +73,31 @@ impl Snapshot {
                 .or_default()
                 .push((route.hostname, route.target_port));
         }
+        let certificates = store
+            .list_certificates()
+            .await?
+            .into_iter()
+            .filter(|c| c.chain_pem.is_some())
+            .filter_map(|c| {
+                Some(CertificateRef {
+                    name: certs::ref_name(&c.id)?,
+                    hostnames: c.names,
+                    sha256: c.sha256?,
+                })
+            })
+            .collect();
+        let challenges = certs::pending_challenges(state)
+            .await?
+            .into_iter()
+            .map(|(token, c)| (token, c.hostname, c.key_authorization))
+            .collect();
         Ok(Self {
             generation,
             taken: Instant::now(),
             origins,
             routes,
+            certificates,
+            challenges,
         })
     }
 
@@ -135,6 +160,24 @@ pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConf
             }
         }
     }
+    // Only the certificates and challenge responses of the names this edge serves.
+    content.certificates = snapshot
+        .certificates
+        .iter()
+        .filter(|c| {
+            content
+                .routes
+                .keys()
+                .any(|h| c.hostnames.iter().any(|n| n.covers(h)))
+        })
+        .cloned()
+        .collect();
+    content.acme_challenges = snapshot
+        .challenges
+        .iter()
+        .filter(|(_, h, _)| h.as_ref().is_none_or(|h| content.routes.contains_key(h)))
+        .map(|(token, _, key)| (token.clone(), key.clone()))
+        .collect();
     EdgeConfig::new(content).map_err(|e| ApiError::internal(&e))
 }
 

@@ -24,6 +24,7 @@ use tokio::{sync::Notify, task::JoinSet};
 
 use crate::{events::kinds, state::AppState};
 
+pub mod certs;
 pub mod dns;
 
 /// How long the leader lease lasts without renewal (SPEC §11: 10 s).
@@ -280,6 +281,7 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
     let mut duties = JoinSet::new();
     duties.spawn(lease_loop(state.clone(), stopped.clone()));
     duties.spawn(dns::run(state.clone(), stopped.clone()));
+    duties.spawn(certs::run(state.clone(), stopped.clone()));
     shutdown.await;
     let _ = stop.send(true);
     while let Some(result) = duties.join_next().await {
