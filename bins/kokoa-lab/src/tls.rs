@@ -10,7 +10,6 @@ use std::{
 };
 
 use kokoa_dns::local::{LocalPowerDns, Options};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::json;
 
 use crate::{
@@ -29,7 +28,7 @@ pub const ACME_PORT: u16 = 14000;
 const MANAGEMENT_PORT: u16 = 15000;
 
 const INSTALL: &str = "apt-get install -y --no-install-recommends pebble pdns-server \
-                       pdns-backend-sqlite3 sqlite3 curl";
+                       pdns-backend-sqlite3 sqlite3 curl openssl";
 
 /// pebble and PowerDNS, as the lab runs them.
 #[derive(Debug)]
@@ -69,22 +68,74 @@ impl Tls {
         fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
         let acme_ca = dir.join("pebble-tls-ca.pem");
         let (cert, key) = (dir.join("pebble-tls.pem"), dir.join("pebble-tls.key"));
-        let tls_error = |e: rcgen::Error| fail("make pebble's TLS certificate", e.to_string());
-        let mut ca_params = CertificateParams::default();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(tls_error)?)
-            .map_err(tls_error)?;
-        let server_key = KeyPair::generate().map_err(tls_error)?;
-        let server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-            .map_err(tls_error)?
-            .signed_by(&server_key, &ca)
-            .map_err(tls_error)?;
-        for (path, text) in [
-            (&acme_ca, ca.pem()),
-            (&cert, server.pem()),
-            (&key, server_key.serialize_pem()),
+        // pebble ships no TLS certificate: a CA and a certificate for 127.0.0.1 (made with
+        // openssl, whose output pebble, curl and rustls all accept).
+        let ca_key = dir.join("pebble-tls-ca.key");
+        let (csr, ext) = (dir.join("pebble-tls.csr"), dir.join("pebble-tls.ext"));
+        fs::write(
+            &ext,
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .map_err(Error::io("write", &ext))?;
+        let p = |path: &PathBuf| path.display().to_string();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for argv in [
+            [
+                &["openssl", "req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &p(&ca_key),
+                    "-out",
+                    &p(&acme_ca),
+                    "-days",
+                    "30",
+                    "-subj",
+                    "/CN=kokoa lab pebble TLS CA",
+                ],
+            ]
+            .concat(),
+            [
+                &["openssl", "req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &p(&key),
+                    "-out",
+                    &p(&csr),
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+            vec![
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                &p(&csr),
+                "-CA",
+                &p(&acme_ca),
+                "-CAkey",
+                &p(&ca_key),
+                "-CAcreateserial",
+                "-out",
+                &p(&cert),
+                "-days",
+                "30",
+                "-extfile",
+                &p(&ext),
+            ],
         ] {
-            fs::write(path, text).map_err(Error::io("write", path))?;
+            net::run(&Spec::root(argv.into_iter().map(String::from).collect()))
+                .await
+                .map_err(|e| fail("make pebble's TLS certificate", e.to_string()))?;
         }
         let config = dir.join("pebble.json");
         let body = json!({ "pebble": {
@@ -111,19 +162,48 @@ impl Tls {
         let root = dir.join("pebble-root.pem");
         let ca_file = acme_ca.display().to_string();
         let url = format!("https://127.0.0.1:{MANAGEMENT_PORT}/roots/0");
+        let last = std::sync::Mutex::new(String::new());
         let pem = wait_for(
             "pebble to serve its root certificate",
             Duration::from_secs(20),
             Duration::from_millis(100),
             || async {
-                let argv = ["curl", "-sf", "--max-time", "2", "--cacert", &ca_file, &url];
-                net::run(&Spec::root(argv.map(String::from).to_vec()))
-                    .await
-                    .ok()
-                    .filter(|pem| pem.contains("BEGIN CERTIFICATE"))
+                let argv = [
+                    "curl",
+                    "-sSf",
+                    "--max-time",
+                    "2",
+                    "--cacert",
+                    &ca_file,
+                    &url,
+                ];
+                match net::run(&Spec::root(argv.map(String::from).to_vec())).await {
+                    Ok(pem) if pem.contains("BEGIN CERTIFICATE") => Some(pem),
+                    Ok(other) => {
+                        *last
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = other;
+                        None
+                    }
+                    Err(e) => {
+                        *last
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = e.to_string();
+                        None
+                    }
+                }
             },
         )
-        .await?;
+        .await
+        .map_err(|e| Error::Command {
+            command: format!("curl {url}"),
+            message: format!(
+                "{e}; last answer: {}; pebble's log: {}",
+                last.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                crate::supervisor::tail(&supervisor.log_path("pebble"), 5)
+            ),
+        })?;
         fs::write(&root, pem).map_err(Error::io("write", &root))?;
         Ok(Self { dns, acme_ca, root })
     }
