@@ -223,13 +223,13 @@ mod tests {
         };
         for inside in ["hoge.com", "a.hoge.com", "*.b.hoge.com"] {
             assert!(
-                zone.contains(&Hostname::parse(inside).expect("test name")),
+                zone.contains(Hostname::parse(inside).expect("test name")),
                 "{inside}"
             );
         }
         for outside in ["xhoge.com", "hoge.co", "hoge.com.evil.net"] {
             assert!(
-                !zone.contains(&Hostname::parse(outside).expect("test name")),
+                !zone.contains(Hostname::parse(outside).expect("test name")),
                 "{outside}"
             );
         }

@@ -650,7 +650,7 @@ async fn certificates(lab: &mut Lab) -> Step {
         .json(
             Method::PUT,
             "/api/v1/certificates/settings",
-            Some(serde_json::json!({"renew_days_before": 36500})),
+            Some(serde_json::json!({"renew_days_before": 3650})),
             StatusCode::OK,
         )
         .await
