@@ -7,9 +7,9 @@
 //! - Orders run on the leader only, through one ACME account kept sealed in the store's
 //!   shared values. HTTP-01 responses are put into the shared values too; every edge
 //!   serving the name gets them with its configuration and writes them where nginx
-//!   answers `/.well-known/acme-challenge/`, and [`EdgePublisher`] returns only once each
+//!   answers `/.well-known/acme-challenge/`, and the publisher returns only once each
 //!   of those edges answers. DNS-01 goes through the DNS provider of the zone holding the
-//!   name ([`ZoneSolver`]) and waits until the zone's authoritative servers answer.
+//!   name and waits until the zone's authoritative servers answer.
 //! - Renewal: `renew_days_before` (the `[acme]` default, or the runtime setting of
 //!   `PUT /api/v1/certificates/settings`), or the CA's renewal window (ARI) where offered.
 //!   A failed order keeps the old chain serving, records the error and backs off.
@@ -192,7 +192,7 @@ pub fn due(certs: &[Certificate], now: Timestamp) -> Vec<&Certificate> {
 }
 
 /// How long to sleep after a step at `now`: until the earliest planned renewal, at least
-/// a second and at most [`PERIOD`].
+/// a second and at most a minute.
 pub fn next_wake(certs: &[Certificate], now: Timestamp) -> Duration {
     let soonest = certs
         .iter()
