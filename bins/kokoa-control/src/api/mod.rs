@@ -32,8 +32,10 @@ mod system;
 mod tokens;
 mod views;
 
+pub(crate) use edges::create_tunnel;
 pub use extract::{ApiJson, ApiPath, ApiQuery, parse_json};
 pub use tokens::issue_api_token;
+pub(crate) use tokens::issue_enrollment;
 pub use views::*;
 
 /// The name of the bearer security scheme in the OpenAPI document.
