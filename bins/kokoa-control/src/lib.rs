@@ -165,6 +165,9 @@ pub async fn serve(
         settings.runtime.clone(),
     );
     state.set_rate_limits(settings.rate_limits);
+    if let Some(acme) = &settings.acme {
+        state.set_acme(acme.clone());
+    }
     if let Some(notifications) = &settings.notifications {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))

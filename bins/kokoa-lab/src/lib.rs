@@ -6,8 +6,9 @@
 //! The pieces: [`plan`] (who lives at which address), [`net`] (namespaces, bridge, probes),
 //! [`supervisor`] (the child processes), [`state`] (the state file and the guard that
 //! removes everything), [`lab::Lab`] (the running scenario), [`check`] (its steps),
-//! [`app`] (the tiny HTTP app each origin serves) and [`vps`] (the edge provisioner whose
-//! VPSes are namespaces on the lab's bridge).
+//! [`app`] (the tiny HTTP app each origin serves), [`tls`] (pebble and the DNS server
+//! that give the edges real certificates) and [`vps`] (the edge provisioner whose VPSes
+//! are namespaces on the lab's bridge).
 //!
 //! ```
 //! use kokoa_lab::plan::{self, Role};
@@ -29,6 +30,7 @@ pub mod net;
 pub mod plan;
 pub mod state;
 pub mod supervisor;
+pub mod tls;
 pub mod vps;
 
 pub use error::Error;
