@@ -330,9 +330,11 @@ impl LabProvisioner {
 
     /// The log of instance `id`: what the provisioner did and what `kokoa-edge` printed.
     pub fn log_path(&self, id: &InstanceId) -> PathBuf {
-        self.inner.host_dir(id).join("edge.log")
+        self.inner.log_path(id)
     }
+}
 
+impl Inner {
     /// Makes the namespace of a recorded instance and its link to the bridge.
     async fn make_network(&self, id: &InstanceId, address: Ipv4Addr) -> Result<(), Error> {
         let LabConfig {
@@ -341,7 +343,7 @@ impl LabProvisioner {
             network,
             gateway,
             ..
-        } = &self.inner.config;
+        } = &self.config;
         let ns = id.as_str();
         let cidr = format!("{address}/{}", network.prefix_len());
         ip(&["netns", "add", ns]).await?;
@@ -361,9 +363,7 @@ impl LabProvisioner {
         }
         Ok(())
     }
-}
 
-impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere cannot leave the map half-changed: every change is one insert,
         // update or removal.
@@ -400,9 +400,13 @@ impl Inner {
         self.config.dir.join(id.as_str())
     }
 
+    fn log_path(&self, id: &InstanceId) -> PathBuf {
+        self.host_dir(id).join("edge.log")
+    }
+
     /// Appends a line of the provisioner's own to the instance's log.
     fn note(&self, id: &InstanceId, line: &str) {
-        let path = self.host_dir(id).join("edge.log");
+        let path = self.log_path(id);
         let written = File::options()
             .create(true)
             .append(true)
@@ -416,7 +420,7 @@ impl Inner {
     /// A `kokoa-edge` command run inside the instance's namespace and directory, with only
     /// `PATH` set and its output appended to the instance's log.
     fn edge_command(&self, id: &InstanceId, args: &[&str]) -> Result<Command, Error> {
-        let path = self.host_dir(id).join("edge.log");
+        let path = self.log_path(id);
         let log = File::options()
             .create(true)
             .append(true)
@@ -553,7 +557,7 @@ impl Inner {
         if self.lock().instances.get(&id).is_none_or(|h| h.destroying) {
             return;
         }
-        let log = self.host_dir(&id).join("edge.log");
+        let log = self.log_path(&id);
         tracing::warn!(instance = %id, log = %log.display(), "lab instance {id} stopped: {reason}");
         self.note(&id, &reason);
         self.update(&id, |host| host.stopped = Some(reason));
@@ -630,7 +634,7 @@ impl Provisioner for LabProvisioner {
 
         let made = async {
             make_dir(&self.inner.host_dir(&id))?;
-            self.make_network(&id, address).await
+            self.inner.make_network(&id, address).await
         };
         if let Err(e) = made.await {
             let _ = ip(&["netns", "del", id.as_str()]).await;
