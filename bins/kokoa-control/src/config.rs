@@ -255,7 +255,7 @@ struct ProvisioningFile {
 struct ProvisionerFile {
     /// The provider name edges carry (default: the kind).
     name: Option<String>,
-    /// `digitalocean`, `vultr`, `hetzner` or `aws`.
+    /// `digitalocean`, `vultr`, `hetzner`, `aws` or `lab`.
     kind: String,
     /// The API token (DigitalOcean, Vultr, Hetzner) — better from the environment.
     token: Option<String>,
@@ -276,6 +276,9 @@ struct ProvisionerFile {
     size: String,
     /// The SSH key id installed when an edge asks for none.
     ssh_key_id: Option<String>,
+    /// `kind = "lab"`: network namespaces on this machine as edge VPSes, for labs and
+    /// tests (`[provisioners.lab]`, see kokoa-provision's `LabConfig`).
+    lab: Option<kokoa_provision::lab::LabConfig>,
 }
 
 /// `[edge_agent]`: where new VPSes get `kokoa-edge`: a binary by URL with its SHA-256, or
@@ -779,9 +782,15 @@ fn provisioner(p: &ProvisionerFile) -> Result<ProvisionerEntry, Error> {
                     .map_err(error)?,
             )
         }
+        "lab" => {
+            let config = p.lab.clone().ok_or_else(|| {
+                fail("provider \"lab\": its [provisioners.lab] table is missing".to_owned())
+            })?;
+            Arc::new(kokoa_provision::lab::LabProvisioner::new(config).map_err(error)?)
+        }
         other => {
             return Err(fail(format!(
-                "unknown provider kind {other:?}; use digitalocean, vultr, hetzner or aws"
+                "unknown provider kind {other:?}; use digitalocean, vultr, hetzner, aws or lab"
             )));
         }
     };
