@@ -25,7 +25,13 @@ pub const DEFAULT_LISTEN: SocketAddr =
 const EXAMPLES: &str = "\
 Examples:
   # Create the data directory: SQLite database, master key, first admin token (shown once)
-  kokoa-control init --data-dir /var/lib/kokoa
+  # and the first Web UI admin (the password is asked for, or read from stdin)
+  kokoa-control init --data-dir /var/lib/kokoa --admin-email admin@example.com
+
+  # More people for the Web UI; list them; make one set up the second factor again
+  kokoa-control user add --data-dir /var/lib/kokoa viewer@example.com --role viewer
+  kokoa-control user list --data-dir /var/lib/kokoa
+  kokoa-control user reset-totp --data-dir /var/lib/kokoa viewer@example.com
 
   # Serve the API
   kokoa-control serve --data-dir /var/lib/kokoa --listen 127.0.0.1:8080 \\
@@ -61,26 +67,75 @@ pub enum Command {
     /// Create a new data directory: database, master key and the first admin API token.
     #[command(after_help = EXAMPLES)]
     Init(InitArgs),
-    /// Serve the REST API until SIGINT or SIGTERM.
+    /// Serve the REST API and the Web UI until SIGINT or SIGTERM.
     #[command(after_help = EXAMPLES)]
     Serve(ServeArgs),
+    /// Manage the people who sign in to the Web UI.
+    #[command(after_help = EXAMPLES)]
+    User(UserArgs),
+}
+
+/// `user` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct UserArgs {
+    /// Common settings.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+/// The `user` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Add a user. The password is asked for (or read from the first line of stdin); they
+    /// set up their second factor at their first sign-in.
+    Add {
+        /// E-mail address, the sign-in name.
+        email: String,
+        /// `admin` or `viewer` (read only).
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// No password: the user signs in only through the OpenID provider.
+        #[arg(long)]
+        no_password: bool,
+    },
+    /// List users.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user and end their sessions.
+    Remove {
+        /// E-mail address.
+        email: String,
+    },
+    /// Remove a user's second factor (a lost phone) and end their sessions; they set it up
+    /// again at their next sign-in.
+    ResetTotp {
+        /// E-mail address.
+        email: String,
+    },
 }
 
 /// Settings both subcommands take.
 #[derive(Debug, Clone, Default, Args)]
 pub struct CommonArgs {
     /// TOML configuration file.
-    #[arg(long, env = "KOKOA_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "KOKOA_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Directory holding the SQLite database and `master.key`.
-    #[arg(long, env = "KOKOA_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "KOKOA_DATA_DIR", value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL (`postgres://user@host/db`) instead of SQLite in the data directory.
     #[arg(
         long = "database",
         env = "KOKOA_DATABASE_URL",
         value_name = "URL",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub database_url: Option<String>,
 }
@@ -94,6 +149,10 @@ pub struct InitArgs {
     /// Print the admin token as JSON: `{"admin_token":"…"}`.
     #[arg(long)]
     pub json: bool,
+    /// Also create this Web UI admin; the password is asked for, or read from the first
+    /// line of stdin.
+    #[arg(long, value_name = "EMAIL")]
+    pub admin_email: Option<String>,
 }
 
 /// `serve` arguments.
@@ -327,7 +386,7 @@ mod tests {
         full.extend_from_slice(argv);
         match Cli::try_parse_from(full).unwrap().command {
             Command::Serve(args) => args,
-            Command::Init(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 

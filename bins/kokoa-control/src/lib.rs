@@ -47,7 +47,7 @@ use std::{
     sync::Arc,
 };
 
-use kokoa_core::{MasterKey, Name, Role, store::Store};
+use kokoa_core::{Email, MasterKey, Name, Role, User, store::Store};
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
@@ -59,6 +59,7 @@ pub mod error;
 mod keys;
 pub mod payload;
 mod state;
+pub mod ui;
 
 pub use error::{ApiError, Error};
 pub use state::AppState;
@@ -81,8 +82,23 @@ pub struct Initialised {
 }
 
 /// `kokoa-control init`: creates `data_dir` (refusing one that holds files), the database,
-/// the master key file (`master.key`, mode 0600) and a first admin API token.
-pub async fn init(data_dir: &Path, database: &Database) -> Result<Initialised, Error> {
+/// the master key file (`master.key`, mode 0600), a first admin API token and, given
+/// `admin` (e-mail address and password), the first Web UI admin.
+pub async fn init(
+    data_dir: &Path,
+    database: &Database,
+    admin: Option<(&str, &str)>,
+) -> Result<Initialised, Error> {
+    let admin = admin
+        .map(|(email, password)| {
+            let email = Email::parse(email)?;
+            auth::password::check_new(password).map_err(|message| Error::Setting {
+                setting: "password",
+                message,
+            })?;
+            Ok::<_, Error>((email, password))
+        })
+        .transpose()?;
     let io = |what| {
         move |source| Error::Io {
             what,
@@ -126,7 +142,29 @@ pub async fn init(data_dir: &Path, database: &Database) -> Result<Initialised, E
     let state = AppState::new(store, key, Default::default(), "");
     let name = Name::parse("admin")?;
     let (_, admin_token) = api::issue_api_token(&state, name, Role::Admin).await?;
+    if let Some((email, password)) = admin {
+        add_user(state.store(), email, Role::Admin, Some(password)).await?;
+    }
     Ok(Initialised { admin_token })
+}
+
+/// Adds a Web UI user (`kokoa-control user add`).
+pub async fn add_user(
+    store: &dyn Store,
+    email: Email,
+    role: Role,
+    password: Option<&str>,
+) -> Result<User, Error> {
+    api::create_user(store, email, role, password)
+        .await
+        .map_err(|e| Error::Setting {
+            setting: if e.field() == Some("password") {
+                "password"
+            } else {
+                "email"
+            },
+            message: e.message().to_owned(),
+        })
 }
 
 /// Reads the master key written by [`init`].
@@ -167,12 +205,15 @@ pub async fn serve(
         "serving the API"
     );
     let router = api::router(state.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            state.begin_shutdown();
-        })
-        .await
-        .map_err(Error::Serve)
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        state.begin_shutdown();
+    })
+    .await
+    .map_err(Error::Serve)
 }

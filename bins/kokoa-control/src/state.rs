@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 use kokoa_core::{MasterKey, RateLimits, SubnetPool, store::Store};
 use tokio::sync::{Mutex, watch};
 
-use crate::{error::ApiError, payload::Snapshot};
+use crate::{auth::limit::LoginLimiter, error::ApiError, payload::Snapshot};
 
 /// The shared state of the API: the store, the master key, settings, and the change
 /// signal that wakes long-polling nodes. Cheap to clone.
@@ -19,6 +19,8 @@ struct Inner {
     master_key: MasterKey,
     subnet_pool: SubnetPool,
     public_url: String,
+    /// Login attempts left per client address.
+    login_limiter: LoginLimiter,
     /// The per client limits written into every edge's configuration.
     rate_limits: watch::Sender<RateLimits>,
     /// A counter bumped after every change that can alter a node's configuration; the
@@ -55,6 +57,7 @@ impl AppState {
                 master_key,
                 subnet_pool,
                 public_url: public_url.into(),
+                login_limiter: LoginLimiter::default(),
                 rate_limits: watch::Sender::new(RateLimits::default()),
                 changes: watch::Sender::new(0),
                 shutdown: watch::Sender::new(false),
@@ -93,6 +96,17 @@ impl AppState {
     /// The URL nodes reach this control plane at.
     pub fn public_url(&self) -> &str {
         &self.inner.public_url
+    }
+
+    /// Whether session cookies get the `Secure` attribute: when the public URL is
+    /// `https://` (the browser reaches the control plane over TLS).
+    pub fn secure_cookies(&self) -> bool {
+        self.inner.public_url.starts_with("https://")
+    }
+
+    /// Login attempts left per client address.
+    pub fn login_limiter(&self) -> &LoginLimiter {
+        &self.inner.login_limiter
     }
 
     /// Wakes every long poll so it recomputes its node's configuration.

@@ -68,7 +68,7 @@ pub(super) async fn post_event(
         ));
     }
     let fields: Vec<&str> = event.data.keys().map(String::as_str).collect();
-    tracing::info!(event = %event.kind, ?fields, by = %caller.id, "event received");
+    tracing::info!(event = %event.kind, ?fields, by = %caller.id(), "event received");
     Ok((
         StatusCode::ACCEPTED,
         Json(EventAccepted {
