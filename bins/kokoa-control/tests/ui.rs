@@ -1,0 +1,566 @@
+//! The Web UI in a real headless Chromium driven over WebDriver (chromedriver): sign in
+//! with password and TOTP (the code computed here), create an origin and a route, see the
+//! route listed with its status, a viewer changes nothing, sign-out ends the session.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`. With `KOKOA_SCREENSHOTS=DIR` the
+//! screenshots of the main pages are written to DIR (`scripts/screenshots` refreshes
+//! `docs/screenshots`).
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use kokoa_control::{AppState, api, auth::totp};
+use kokoa_core::{CheckStatus, Email, HealthCheck, MasterKey, Role, SubnetPool, Timestamp};
+use serde_json::{Value, json};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// chromedriver, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_driver() -> Driver {
+    for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
+        assert!(
+            Path::new(path).exists(),
+            "{path} is missing: install it with `apt-get install -y --no-install-recommends \
+             {package}` (scripts/install-deps does)"
+        );
+    }
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let driver = Driver {
+        child,
+        url,
+        _profile: tempfile::tempdir().unwrap(),
+    };
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(r) = http.get(format!("{}/status", driver.url)).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "chromedriver did not answer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    driver
+}
+
+/// A new browser window (its own profile, so no cookies are shared).
+async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
+    let profile = tempfile::tempdir().unwrap().keep();
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                "--disable-default-apps", "--disable-extensions", "--hide-scrollbars",
+                format!("--user-data-dir={}", profile.display()),
+                format!("--window-size={width},{height}"),
+            ],
+        }
+    });
+    let Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
+/// The control plane with its UI on 127.0.0.1, public URL `http://` (no `Secure` cookies).
+struct Plane {
+    base: String,
+    state: AppState,
+    _dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn plane() -> Plane {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = common::open_store(&common::Backend::Sqlite, dir.path()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let base = format!("http://{addr}");
+    let state = AppState::new(
+        store,
+        MasterKey::generate(),
+        SubnetPool::default(),
+        base.clone(),
+    );
+    let router = api::router(state.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Plane {
+        base,
+        state,
+        _dir: dir,
+        task,
+    }
+}
+
+async fn fill(c: &Client, css: &str, text: &str) {
+    let field = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits until the element `css` holds `want` in its text (ignoring case: headings are
+/// shown in capitals).
+async fn wait_text(c: &Client, css: &str, want: &str) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await
+            && let Ok(text) = e.text().await
+            && text.to_lowercase().contains(&want.to_lowercase())
+        {
+            return text;
+        }
+        if started.elapsed() > WAIT {
+            let page = c.source().await.unwrap_or_default();
+            panic!("{css} never showed {want:?}; the page: {page}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Opens an application page and waits until its data is drawn.
+async fn open(c: &Client, base: &str, path: &str) {
+    c.goto(&format!("{base}{path}")).await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#app[data-ready]"))
+        .await
+        .unwrap_or_else(|e| panic!("{path} did not finish drawing: {e}"));
+}
+
+async fn path_of(c: &Client) -> String {
+    c.current_url().await.unwrap().path().to_owned()
+}
+
+/// Writes a screenshot to `$KOKOA_SCREENSHOTS/name.png` when that is set; always checks
+/// that the browser produced a PNG.
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    if let Some(dir) = std::env::var_os("KOKOA_SCREENSHOTS") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+/// Signs in with password and TOTP; returns the TOTP secret. `secret`: the one set up
+/// before with the time step to use, or `None` to set it up (first sign-in).
+async fn sign_in(
+    c: &Client,
+    base: &str,
+    email: &str,
+    password: &str,
+    secret: Option<(&str, u64)>,
+) -> String {
+    c.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(
+        path_of(c).await,
+        "/login",
+        "signed-out pages send to /login"
+    );
+    fill(c, "#email", email).await;
+    fill(c, "#password", password).await;
+    click(c, "button[type=submit]").await;
+    let secret = match secret {
+        Some((known, step)) => {
+            c.wait()
+                .at_most(WAIT)
+                .for_element(Locator::Css("form[action='/login/second-factor']"))
+                .await
+                .unwrap();
+            fill(c, "#code", &totp::code_at_step(known, step).unwrap()).await;
+            click(c, "button[type=submit]").await;
+            known.to_owned()
+        }
+        None => {
+            let key = c
+                .wait()
+                .at_most(WAIT)
+                .for_element(Locator::Css("#totp-secret"))
+                .await
+                .unwrap();
+            let secret = key.attr("data-secret").await.unwrap().unwrap();
+            assert!(
+                c.find(Locator::Css("img.qr")).await.is_ok(),
+                "the QR code is on the page"
+            );
+            if email.starts_with("admin") {
+                screenshot(c, "enroll").await;
+            }
+            let code = totp::code_at_step(&secret, totp::step_of(Timestamp::now())).unwrap();
+            fill(c, "#code", &code).await;
+            click(c, "button[type=submit]").await;
+            let codes = c
+                .wait()
+                .at_most(WAIT)
+                .for_element(Locator::Css("#recovery-codes"))
+                .await
+                .unwrap();
+            let shown = codes.find_all(Locator::Css("li")).await.unwrap();
+            assert_eq!(
+                shown.len(),
+                totp::RECOVERY_CODES,
+                "recovery codes shown once"
+            );
+            click(c, "a.button").await;
+            secret
+        }
+    };
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#app[data-ready]"))
+        .await
+        .unwrap();
+    assert_eq!(path_of(c).await, "/");
+    secret
+}
+
+async fn sign_out(c: &Client) {
+    click(c, "header form[action='/logout'] button").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#email"))
+        .await
+        .unwrap();
+}
+
+/// Runs `fetch` inside the page with the page's CSRF token; returns the answer's status.
+async fn fetch_status(c: &Client, method: &str, path: &str, body: Value, csrf: bool) -> u64 {
+    let script = "const [method, path, body, csrf, done] = arguments;
+        const headers = {'Content-Type': 'application/json'};
+        if (csrf) headers['X-CSRF-Token'] = document.querySelector('meta[name=csrf-token]').content;
+        fetch(path, {method, headers, body: JSON.stringify(body)}).then(r => done(r.status));";
+    c.execute_async(script, vec![json!(method), json!(path), body, json!(csrf)])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_person_runs_the_control_plane_from_the_browser() {
+    let plane = plane().await;
+    let base = plane.base.as_str();
+    let store = plane.state.store();
+    for (email, role) in [
+        ("admin@kokoa.test", Role::Admin),
+        ("viewer@kokoa.test", Role::Viewer),
+    ] {
+        kokoa_control::add_user(
+            store,
+            Email::parse(email).unwrap(),
+            role,
+            Some("correct horse battery staple"),
+        )
+        .await
+        .unwrap();
+    }
+    let driver = start_driver().await;
+    let c = browser(&driver, 1280, 860).await;
+
+    // The sign-in page, then password and first TOTP set-up.
+    c.goto(&format!("{base}/login")).await.unwrap();
+    wait_text(&c, "h1", "Sign in").await;
+    screenshot(&c, "login").await;
+    fill(&c, "#email", "admin@kokoa.test").await;
+    fill(&c, "#password", "wrong password here").await;
+    click(&c, "button[type=submit]").await;
+    wait_text(&c, ".error", "Sign-in failed").await;
+    let secret = sign_in(
+        &c,
+        base,
+        "admin@kokoa.test",
+        "correct horse battery staple",
+        None,
+    )
+    .await;
+
+    // An origin with a service.
+    open(&c, base, "/ui/origins").await;
+    fill(&c, "[data-field=name]", "home-server").await;
+    fill(&c, "[data-field=domain]", "app.kokoa.test").await;
+    fill(&c, "[data-field='services[0].name']", "web").await;
+    fill(&c, "[data-field='services[0].port']", "8080").await;
+    click(&c, "form[aria-label='New origin'] button[type=submit]").await;
+    wait_text(&c, "#app table", "home-server").await;
+    wait_text(&c, ".notice", "Download its configuration bundle").await;
+
+    // A route: the API's validation error is shown at the field, then it is listed.
+    open(&c, base, "/ui/routes").await;
+    fill(&c, "[data-field=hostname]", "not a host name").await;
+    fill(&c, "[data-field=target_port]", "8080").await;
+    click(&c, "form[aria-label='New route'] button[type=submit]").await;
+    let error = wait_text(&c, "[data-error-for=hostname]", "invalid hostname").await;
+    assert!(error.contains("not a host name"), "{error}");
+    fill(&c, "[data-field=hostname]", "app.kokoa.test").await;
+    click(&c, "form[aria-label='New route'] button[type=submit]").await;
+    let row = wait_text(&c, "#app table tbody", "app.kokoa.test").await;
+    assert!(
+        row.contains("home-server") && row.contains("8080") && row.contains("http-01"),
+        "{row}"
+    );
+    // Certificate and DNS columns say what this control plane knows.
+    let headers = wait_text(&c, "#app table thead", "Certificate").await;
+    assert!(headers.to_lowercase().contains("dns"), "{headers}");
+    let routes = api_get(&plane, "/api/v1/routes").await;
+    assert_eq!(routes["routes"][0]["hostname"], "app.kokoa.test");
+
+    // A state-changing request without the session's CSRF token is refused.
+    let body = json!({"hostname": "csrf.kokoa.test", "origin_id": routes["routes"][0]["origin_id"], "target_port": 1});
+    assert_eq!(
+        fetch_status(&c, "POST", "/api/v1/routes", body.clone(), false).await,
+        403
+    );
+
+    // A manual edge: the enrollment command is shown once.
+    open(&c, base, "/ui/edges").await;
+    fill(&c, "[data-field=region]", "lab").await;
+    fill(&c, "[data-field=public_ip]", "192.0.2.10").await;
+    click(&c, "form[aria-label='New edge node'] button[type=submit]").await;
+    let command = wait_text(&c, "code.enroll-command", "kokoa-edge enroll").await;
+    assert!(command.contains("kk_enr_"), "{command}");
+    wait_text(&c, "#app table", "edge-lab-01").await;
+    screenshot(&c, "edges").await;
+
+    // Health history drawn as a chart on the edge's page.
+    let edge = store.list_edges().await.unwrap().remove(0);
+    let now = Timestamp::now().as_unix();
+    for i in 0..30i64 {
+        let failed = (18..21).contains(&i);
+        store
+            .record_health_check(
+                &HealthCheck {
+                    edge_node_id: edge.id.clone(),
+                    check: "http".into(),
+                    status: if failed {
+                        CheckStatus::Failure
+                    } else {
+                        CheckStatus::Success
+                    },
+                    response_time_ms: (!failed).then_some(40 + ((i * 37) % 25) as u32),
+                    error_message: failed.then(|| "timed out after 5 s".to_owned()),
+                    checked_at: Timestamp::from_unix(now - 300 + i * 10).unwrap(),
+                },
+                0,
+            )
+            .await
+            .unwrap();
+    }
+    open(&c, base, &format!("/ui/edges/{}", edge.id)).await;
+    wait_text(&c, "figcaption", "30 checks, 3 failed").await;
+    assert!(c.find(Locator::Css("svg.chart path.line")).await.is_ok());
+    screenshot(&c, "edge").await;
+
+    open(&c, base, "/ui/routes").await;
+    screenshot(&c, "routes").await;
+    open(&c, base, "/ui/origins").await;
+    screenshot(&c, "origins").await;
+    open(&c, base, "/ui/users").await;
+    wait_text(&c, "#app", "viewer@kokoa.test").await;
+    screenshot(&c, "users").await;
+    open(&c, base, "/").await;
+    wait_text(&c, ".grid", "Routes").await;
+    screenshot(&c, "dashboard").await;
+
+    // Sign-out ends the session on the server: its cookie no longer works.
+    let cookie = c.get_named_cookie("kokoa_session").await.unwrap();
+    assert_eq!(cookie.http_only(), Some(true));
+    assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
+    let token = cookie.value().to_owned();
+    sign_out(&c).await;
+    let after = reqwest::Client::new()
+        .get(format!("{base}/api/v1/routes"))
+        .header("cookie", format!("kokoa_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401);
+    c.goto(&format!("{base}/ui/routes")).await.unwrap();
+    assert_eq!(path_of(&c).await, "/login");
+
+    // The same person again: password, then a TOTP code. The code of the step used at
+    // set-up is spent, so the code of the next step (accepted one step ahead) is typed.
+    let (admin, secrets) = store
+        .find_user_by_email(&Email::parse("admin@kokoa.test").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let spent = secrets.totp_last_step.expect("the set-up code was used");
+    let step = (spent + 1).max(totp::step_of(Timestamp::now()));
+    sign_in(
+        &c,
+        base,
+        "admin@kokoa.test",
+        "correct horse battery staple",
+        Some((&secret, step)),
+    )
+    .await;
+    assert_eq!(
+        store.get_user(&admin.id).await.unwrap().1.totp_last_step,
+        Some(step)
+    );
+
+    // Readable at phone width.
+    c.set_window_size(390, 844).await.unwrap();
+    open(&c, base, "/ui/routes").await;
+    wait_text(&c, "#app table", "app.kokoa.test").await;
+    screenshot(&c, "routes-phone").await;
+    let overflow = c
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        overflow,
+        json!(false),
+        "no sideways scrolling at phone width"
+    );
+    c.set_window_size(1280, 860).await.unwrap();
+    sign_out(&c).await;
+
+    // A viewer sees everything and can change nothing, in the page or behind it.
+    sign_in(
+        &c,
+        base,
+        "viewer@kokoa.test",
+        "correct horse battery staple",
+        None,
+    )
+    .await;
+    open(&c, base, "/ui/routes").await;
+    wait_text(&c, "#app table", "app.kokoa.test").await;
+    for css in [
+        "form[aria-label='New route']",
+        "[data-edit]",
+        "button.danger",
+    ] {
+        assert!(
+            c.find(Locator::Css(css)).await.is_err(),
+            "a viewer sees {css}"
+        );
+    }
+    assert_eq!(
+        fetch_status(&c, "POST", "/api/v1/routes", body, true).await,
+        403
+    );
+    let route_id = routes["routes"][0]["id"].as_str().unwrap();
+    let path = format!("/api/v1/routes/{route_id}");
+    assert_eq!(
+        fetch_status(&c, "DELETE", &path, json!(null), true).await,
+        403
+    );
+    assert_eq!(
+        api_get(&plane, "/api/v1/routes").await["routes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    open(&c, base, "/ui/users").await;
+    assert!(
+        c.find(Locator::Css("form[aria-label='New API token']"))
+            .await
+            .is_err()
+    );
+    sign_out(&c).await;
+    c.close().await.unwrap();
+}
+
+/// A GET with a fresh admin API token, as the CLI would do it.
+async fn api_get(plane: &Plane, path: &str) -> Value {
+    let (_, token) = api::issue_api_token(
+        &plane.state,
+        kokoa_core::Name::parse("check").unwrap(),
+        Role::Viewer,
+    )
+    .await
+    .unwrap();
+    reqwest::Client::new()
+        .get(format!("{}{path}", plane.base))
+        .bearer_auth(token.as_str())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
