@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use kokoa_core::{RateLimits, SubnetPool};
 use serde::Deserialize;
 
-use crate::error::Error;
+use crate::{auth::oidc::OidcConfig, error::Error};
 
 /// The default listen address: local only, so a fresh install is not exposed by accident.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -49,6 +49,13 @@ Configuration file (TOML, every key optional):
   edge_requests_per_second = 10                # per client address, at every edge
   edge_burst = 20
   edge_connections_per_address = 10
+
+  [oidc]                                       # optional: sign-in through an OpenID provider
+  issuer = \"https://id.example.com/realms/ops\"
+  client_id = \"kokoa\"                         # secret: KOKOA_OIDC_CLIENT_SECRET
+  allowed_groups = [\"ops\"]                    # and/or allowed_emails = [...]
+  admin_groups = [\"ops-admins\"]               # new users: admin; others: default_role
+  # redirect URI to register: PUBLIC_URL/login/oidc/callback
 
 Logs go to stderr; KOKOA_LOG sets the level (e.g. KOKOA_LOG=debug).";
 
@@ -200,6 +207,7 @@ struct FileConfig {
     edge_requests_per_second: Option<NonZeroU32>,
     edge_burst: Option<u32>,
     edge_connections_per_address: Option<NonZeroU32>,
+    oidc: Option<OidcConfig>,
 }
 
 impl FileConfig {
@@ -258,6 +266,8 @@ pub struct Settings {
     pub subnet_pool: SubnetPool,
     /// The per client limits every edge enforces.
     pub rate_limits: RateLimits,
+    /// Sign-in through an OpenID provider, if configured (`[oidc]` in the file).
+    pub oidc: Option<OidcConfig>,
 }
 
 impl Settings {
@@ -281,6 +291,16 @@ impl Settings {
             args.common.database_url.clone().or(file.database_url),
         )?;
         let listen = args.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN);
+        let oidc = match file.oidc {
+            Some(mut oidc) => {
+                if let Ok(secret) = std::env::var("KOKOA_OIDC_CLIENT_SECRET") {
+                    oidc.client_secret = Some(zeroize::Zeroizing::new(secret));
+                }
+                oidc.check()?;
+                Some(oidc)
+            }
+            None => None,
+        };
         let public_url = match args.public_url.clone().or(file.public_url) {
             Some(url) => check_public_url(&url)?,
             None => format!("http://{listen}"),
@@ -313,6 +333,7 @@ impl Settings {
                     connections_per_address: connections,
                 }
             },
+            oidc,
         })
     }
 }

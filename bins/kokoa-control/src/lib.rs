@@ -198,6 +198,11 @@ pub async fn serve(
         settings.public_url.clone(),
     );
     state.set_rate_limits(settings.rate_limits);
+    if let Some(config) = &settings.oidc {
+        let oidc = auth::oidc::Oidc::with_default_client(config.clone(), state.public_url())?;
+        tracing::info!(issuer = %config.issuer, redirect_uri = %oidc.redirect_uri(), "single sign-on enabled");
+        state.set_oidc(oidc);
+    }
     tracing::info!(
         listen = %listener.local_addr().map_err(Error::Serve)?,
         database = %settings.database,

@@ -1,11 +1,18 @@
 //! What every request handler shares.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+};
 
 use kokoa_core::{MasterKey, RateLimits, SubnetPool, store::Store};
 use tokio::sync::{Mutex, watch};
 
-use crate::{auth::limit::LoginLimiter, error::ApiError, payload::Snapshot};
+use crate::{
+    auth::{limit::LoginLimiter, oidc::Oidc},
+    error::ApiError,
+    payload::Snapshot,
+};
 
 /// The shared state of the API: the store, the master key, settings, and the change
 /// signal that wakes long-polling nodes. Cheap to clone.
@@ -21,6 +28,8 @@ struct Inner {
     public_url: String,
     /// Login attempts left per client address.
     login_limiter: LoginLimiter,
+    /// The OpenID provider people may sign in with, if one is configured.
+    oidc: OnceLock<Arc<Oidc>>,
     /// The per client limits written into every edge's configuration.
     rate_limits: watch::Sender<RateLimits>,
     /// A counter bumped after every change that can alter a node's configuration; the
@@ -58,6 +67,7 @@ impl AppState {
                 subnet_pool,
                 public_url: public_url.into(),
                 login_limiter: LoginLimiter::default(),
+                oidc: OnceLock::new(),
                 rate_limits: watch::Sender::new(RateLimits::default()),
                 changes: watch::Sender::new(0),
                 shutdown: watch::Sender::new(false),
@@ -107,6 +117,16 @@ impl AppState {
     /// Login attempts left per client address.
     pub fn login_limiter(&self) -> &LoginLimiter {
         &self.inner.login_limiter
+    }
+
+    /// Offers sign-in through `oidc`; false if a provider was set already.
+    pub fn set_oidc(&self, oidc: Oidc) -> bool {
+        self.inner.oidc.set(Arc::new(oidc)).is_ok()
+    }
+
+    /// The OpenID provider, if one is configured.
+    pub fn oidc(&self) -> Option<&Arc<Oidc>> {
+        self.inner.oidc.get()
     }
 
     /// Wakes every long poll so it recomputes its node's configuration.

@@ -2,6 +2,9 @@
 //! with password and TOTP (the code computed here), create an origin and a route, see the
 //! route listed with its status, a viewer changes nothing, sign-out ends the session.
 //!
+//! Single sign-on runs against a real OpenID provider started here (the npm package
+//! `oidc-provider`, installed by `scripts/install-test-npm`).
+//!
 //! Needs Debian's `chromium` and `chromium-driver`. With `KOKOA_SCREENSHOTS=DIR` the
 //! screenshots of the main pages are written to DIR (`scripts/screenshots` refreshes
 //! `docs/screenshots`).
@@ -95,6 +98,8 @@ async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
                 "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
                 "--disable-default-apps", "--disable-extensions", "--hide-scrollbars",
+                // Nothing but loopback resolves, so no page can reach beyond this machine.
+                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
                 format!("--user-data-dir={}", profile.display()),
                 format!("--window-size={width},{height}"),
             ],
@@ -125,9 +130,20 @@ impl Drop for Plane {
 }
 
 async fn plane() -> Plane {
+    plane_with(|_| {}).await
+}
+
+async fn plane_with(configure: impl FnOnce(&AppState)) -> Plane {
+    plane_on(0, configure).await
+}
+
+/// The control plane on `port` (0: any free one).
+async fn plane_on(port: u16, configure: impl FnOnce(&AppState)) -> Plane {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = common::open_store(&common::Backend::Sqlite, dir.path()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let base = format!("http://{addr}");
     let state = AppState::new(
@@ -136,6 +152,7 @@ async fn plane() -> Plane {
         SubnetPool::default(),
         base.clone(),
     );
+    configure(&state);
     let router = api::router(state.clone());
     let task = tokio::spawn(async move {
         axum::serve(
@@ -563,4 +580,173 @@ async fn api_get(plane: &Plane, path: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// The local OpenID provider (node), stopped when dropped.
+struct Provider {
+    child: Child,
+    issuer: String,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const CLIENT_ID: &str = "kokoa-control";
+const CLIENT_SECRET: &str = "a-client-secret-for-this-test-only";
+
+async fn start_provider(redirect_uri: &str, groups: Value) -> Provider {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
+    assert!(
+        dir.join("node_modules/oidc-provider").is_dir(),
+        "the OpenID provider package is not installed: run scripts/install-test-npm \
+         (needs node and npm: apt-get install -y --no-install-recommends nodejs npm)"
+    );
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let child = Command::new("node")
+        .arg("provider.mjs")
+        .current_dir(&dir)
+        .env("ISSUER", &issuer)
+        .env("PORT", port.to_string())
+        .env("CLIENT_ID", CLIENT_ID)
+        .env("CLIENT_SECRET", CLIENT_SECRET)
+        .env("REDIRECT_URI", redirect_uri)
+        .env("GROUPS", groups.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs (apt-get install -y --no-install-recommends nodejs)");
+    let provider = Provider { child, issuer };
+    let discovery = format!("{}/.well-known/openid-configuration", provider.issuer);
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(&discovery).await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the OpenID provider did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    provider
+}
+
+/// Signs in at the provider as `login` from the control plane's sign-in page, through
+/// its login and consent pages; returns once back at the control plane.
+async fn single_sign_on(c: &Client, base: &str, login: &str) {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    click(c, "a[href='/login/oidc']").await;
+    fill(c, "input[name=login]", login).await;
+    fill(
+        c,
+        "input[name=password]",
+        "not checked by the test provider",
+    )
+    .await;
+    click(c, "button[type=submit]").await;
+    let started = Instant::now();
+    loop {
+        let url = c.current_url().await.unwrap();
+        if url.as_str().starts_with(base) {
+            return;
+        }
+        // The consent page: continue.
+        if let Ok(button) = c.find(Locator::Css("button[type=submit]")).await {
+            let _ = button.click().await;
+        }
+        assert!(started.elapsed() < WAIT, "stuck at the provider: {url}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn single_sign_on_through_a_local_openid_provider() {
+    use kokoa_control::auth::oidc::{Oidc, OidcConfig};
+    // The control plane's address is needed before the provider starts, and the
+    // provider's before the control plane's sign-in is configured: reserve the port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cp_port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let redirect = format!("http://127.0.0.1:{cp_port}/login/oidc/callback");
+    let provider = start_provider(
+        &redirect,
+        json!({"amy@kokoa.test": ["ops", "ops-admins"], "bob@kokoa.test": ["ops"]}),
+    )
+    .await;
+    let config = OidcConfig {
+        issuer: provider.issuer.clone(),
+        client_id: CLIENT_ID.into(),
+        client_secret: Some(CLIENT_SECRET.to_owned().into()),
+        allowed_emails: vec!["carol@kokoa.test".into()],
+        allowed_groups: vec!["ops".into()],
+        admin_groups: vec!["ops-admins".into()],
+        default_role: "viewer".into(),
+        groups_claim: "groups".into(),
+        require_totp: false,
+        label: "Sign in with the test provider".into(),
+    };
+    config.check().unwrap();
+    let plane = plane_on(cp_port, |state| {
+        assert!(state.set_oidc(Oidc::with_default_client(config, state.public_url()).unwrap()));
+    })
+    .await;
+    let base = plane.base.as_str();
+    let store = plane.state.store();
+    let driver = start_driver().await;
+
+    // A member of the admin group: a new admin, signed in, no password of ours.
+    let c = browser(&driver, 1280, 860).await;
+    c.goto(&format!("{base}/login")).await.unwrap();
+    wait_text(&c, "a[href='/login/oidc']", "test provider").await;
+    screenshot(&c, "login-sso").await;
+    single_sign_on(&c, base, "amy@kokoa.test").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#app[data-ready]"))
+        .await
+        .expect("the dashboard after single sign-on");
+    wait_text(&c, ".who", "amy@kokoa.test").await;
+    let (amy, secrets) = store
+        .find_user_by_email(&Email::parse("amy@kokoa.test").unwrap())
+        .await
+        .unwrap()
+        .expect("the user was created");
+    assert_eq!(amy.role, Role::Admin);
+    assert_eq!(secrets.password_hash, None);
+    // The session works for the API behind the pages.
+    let body = json!({"name": "from-sso"});
+    assert_eq!(
+        fetch_status(&c, "POST", "/api/v1/origins", body, true).await,
+        201
+    );
+    c.close().await.unwrap();
+
+    // A member of an allowed group only: a viewer.
+    let c = browser(&driver, 1280, 860).await;
+    single_sign_on(&c, base, "bob@kokoa.test").await;
+    wait_text(&c, ".who", "viewer").await;
+    c.close().await.unwrap();
+
+    // Someone neither listed nor in an allowed group is refused, and no user is made.
+    let c = browser(&driver, 1280, 860).await;
+    single_sign_on(&c, base, "eve@kokoa.test").await;
+    wait_text(&c, ".error", "not allowed").await;
+    assert_eq!(path_of(&c).await, "/login/oidc/callback");
+    c.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(path_of(&c).await, "/login", "no session");
+    assert!(
+        store
+            .find_user_by_email(&Email::parse("eve@kokoa.test").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    c.close().await.unwrap();
 }

@@ -32,6 +32,7 @@ use kokoa_core::{
 use crate::{error::ApiError, state::AppState};
 
 pub mod limit;
+pub mod oidc;
 pub mod password;
 pub mod session;
 pub mod totp;

@@ -45,6 +45,8 @@ pub(super) fn routes() -> Router<AppState> {
             get(second_factor_page).post(second_factor),
         )
         .route("/login/enroll", get(enroll_page).post(enroll))
+        .route("/login/oidc", get(oidc_start))
+        .route("/login/oidc/callback", get(oidc_callback))
 }
 
 /// The client's address, when the server was started with connection info.
@@ -100,7 +102,22 @@ fn page(status: StatusCode, title: &str, body: String) -> Response {
     response
 }
 
-fn login_form(status: StatusCode, csrf: &str, email: &str, message: Option<&str>) -> Response {
+fn login_form(
+    state: &AppState,
+    status: StatusCode,
+    csrf: &str,
+    email: &str,
+    message: Option<&str>,
+) -> Response {
+    let sso = state
+        .oidc()
+        .map(|o| {
+            format!(
+                "<p class=\"or\">or</p><p><a class=\"button secondary wide\" href=\"/login/oidc\">{}</a></p>",
+                esc(&o.config().label)
+            )
+        })
+        .unwrap_or_default();
     let form = format!(
         "<form method=\"post\" action=\"/login\" class=\"stack\">\
            <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
@@ -111,7 +128,7 @@ fn login_form(status: StatusCode, csrf: &str, email: &str, message: Option<&str>
            <input id=\"password\" name=\"password\" type=\"password\" \
              autocomplete=\"current-password\" required>\
            <button type=\"submit\">Sign in</button>\
-         </form>",
+         </form>{sso}",
         csrf = esc(csrf),
         email = esc(email),
     );
@@ -135,7 +152,7 @@ async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Respon
             (t, Some(c))
         }
     };
-    let mut response = login_form(StatusCode::OK, &token, "", None);
+    let mut response = login_form(&state, StatusCode::OK, &token, "", None);
     if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().insert(header::SET_COOKIE, c);
     }
@@ -166,6 +183,7 @@ async fn login(
         ));
     if !same {
         return Ok(login_form(
+            &state,
             StatusCode::FORBIDDEN,
             cookie,
             &form.email,
@@ -174,6 +192,7 @@ async fn login(
     }
     if let Err(wait) = state.login_limiter().attempt(ip, Instant::now()) {
         return Ok(login_form(
+            &state,
             StatusCode::TOO_MANY_REQUESTS,
             cookie,
             &form.email,
@@ -190,6 +209,7 @@ async fn login(
         password::verify(&form.password, None);
         tracing::info!(%ip, "sign-in refused: unknown e-mail address");
         return Ok(login_form(
+            &state,
             StatusCode::UNAUTHORIZED,
             cookie,
             &form.email,
@@ -202,6 +222,7 @@ async fn login(
         }
         tracing::info!(user = %user.id, %ip, "sign-in refused: wrong password or locked");
         return Ok(login_form(
+            &state,
             StatusCode::UNAUTHORIZED,
             cookie,
             &form.email,
@@ -538,4 +559,145 @@ pub(super) async fn logout(
         Redirect::to("/login"),
         session::clear_cookie(&state),
     ))
+}
+
+/// The cookie that ties a sign-in at the provider to this browser. `SameSite=Lax`: the
+/// provider's redirect back is a cross-site navigation, which a `Strict` cookie would miss.
+const OIDC_COOKIE: &str = "kokoa_oidc";
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+fn sso_failed(message: &str) -> Response {
+    page(
+        StatusCode::UNAUTHORIZED,
+        "Single sign-on failed",
+        card(
+            "Single sign-on failed",
+            Some(message),
+            "<p><a class=\"button\" href=\"/login\">Back to sign-in</a></p>",
+        ),
+    )
+}
+
+/// Sends the browser to the provider, remembering the sign-in.
+async fn oidc_start(State(state): State<AppState>) -> Response {
+    let Some(oidc) = state.oidc() else {
+        return Redirect::to("/login").into_response();
+    };
+    match oidc.start(state.store()).await {
+        Ok((url, pending)) => {
+            let mut cookie = format!(
+                "{OIDC_COOKIE}={pending}; Path=/login/oidc; HttpOnly; SameSite=Lax; Max-Age={}",
+                crate::auth::oidc::PENDING_SECONDS
+            );
+            if state.secure_cookies() {
+                cookie.push_str("; Secure");
+            }
+            match HeaderValue::from_str(&cookie) {
+                Ok(c) => with_cookie(Redirect::to(&url), c),
+                Err(_) => sso_failed("the sign-in could not be started"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "single sign-on cannot start");
+            sso_failed(&e.to_string())
+        }
+    }
+}
+
+/// Where the provider sends the browser back: the identity is checked, the user found or
+/// created, and a session started.
+async fn oidc_callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<CallbackQuery>,
+) -> Result<Response, ApiError> {
+    let Some(oidc) = state.oidc() else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    if let Some(error) = &query.error {
+        let detail = query.error_description.as_deref().unwrap_or_default();
+        return Ok(sso_failed(&format!(
+            "the provider answered {error}: {detail}"
+        )));
+    }
+    let (Some(code), Some(pending)) = (&query.code, &query.state) else {
+        return Ok(sso_failed("the provider sent no code; start again"));
+    };
+    let store = state.store();
+    let identity = match oidc
+        .finish(
+            store,
+            session::cookie_value(&headers, OIDC_COOKIE),
+            pending,
+            code,
+        )
+        .await
+        .and_then(|who| oidc.allows(&who).map(|()| who))
+    {
+        Ok(who) => who,
+        Err(e) => {
+            tracing::warn!(error = %e, "single sign-on refused");
+            return Ok(sso_failed(&e.to_string()));
+        }
+    };
+    let Ok(email) = Email::parse(&identity.email) else {
+        return Ok(sso_failed(&format!(
+            "the provider's e-mail address {:?} cannot be used",
+            identity.email
+        )));
+    };
+    let user = match store.find_user_by_email(&email).await? {
+        Some((user, _)) => user,
+        None => {
+            let user = User::new(email, oidc.role_of(&identity), Timestamp::now());
+            store.create_user(&user, None).await?;
+            tracing::info!(user = %user.id, email = %user.email, role = ?user.role, "user created at first single sign-on");
+            user
+        }
+    };
+    if user.is_locked(Timestamp::now()) {
+        return Ok(sso_failed(
+            "this account is locked after too many failed sign-ins; try again in 15 minutes",
+        ));
+    }
+    let second_factor = user.totp_enabled || oidc.config().require_totp;
+    let (stage, next) = match (second_factor, user.totp_enabled) {
+        (false, _) => (SessionStage::Full, "/"),
+        (true, true) => (SessionStage::SecondFactor, "/login/second-factor"),
+        (true, false) => (SessionStage::SecondFactor, "/login/enroll"),
+    };
+    if stage == SessionStage::Full {
+        store.record_login_success(&user.id).await?;
+        tracing::info!(user = %user.id, subject = %identity.subject, "signed in through single sign-on");
+    }
+    let (_, token) = session::create(&state, &user.id, stage).await?;
+    // A page rather than a redirect: the browser arrived here from the provider's site, and
+    // only a navigation started by this site's own page sends the SameSite=Strict cookie.
+    let content = format!(
+        "<p>Signed in as {}.</p><p><a class=\"button\" id=\"continue\" href=\"{next}\">Continue</a></p>",
+        esc(user.email.as_str())
+    );
+    let mut response = page(
+        StatusCode::OK,
+        "Signed in",
+        card("Signed in", None, &content),
+    );
+    if let Ok(refresh) = HeaderValue::from_str(&format!("0; url={next}")) {
+        response.headers_mut().insert("refresh", refresh);
+    }
+    let mut clear = format!("{OIDC_COOKIE}=; Path=/login/oidc; HttpOnly; SameSite=Lax; Max-Age=0");
+    if state.secure_cookies() {
+        clear.push_str("; Secure");
+    }
+    if let Ok(c) = HeaderValue::from_str(&clear) {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    Ok(with_cookie(response, session::set_cookie(&state, &token)))
 }

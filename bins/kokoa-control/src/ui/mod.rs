@@ -3,7 +3,7 @@
 //! current by the control plane's event stream. Everything is embedded in the binary and
 //! nothing is loaded from elsewhere.
 //!
-//! Every response carries the security headers of [`security_headers`]: a content security
+//! Every response carries security headers: a content security
 //! policy that allows scripts, styles and connections to this server only (no inline
 //! script), no framing, and no referrer.
 
