@@ -2,8 +2,10 @@
 
 use std::{collections::BTreeSet, fmt};
 
+use instant_acme::CertificateIdentifier;
 use kokoa_core::{Hostname, Timestamp};
 use rcgen::KeyPair;
+use rustls::pki_types::CertificateDer;
 use x509_parser::{certificate::X509Certificate, extensions::GeneralName, pem::Pem};
 use zeroize::Zeroizing;
 
@@ -102,6 +104,25 @@ impl IssuedCertificate {
     /// one label below it).
     pub fn covers(&self, hostname: &Hostname) -> bool {
         self.domains.iter().any(|name| name.covers(hostname))
+    }
+
+    /// The certificate's identifier for ACME Renewal Information (RFC 9773 §4.1):
+    /// base64url of the authority key identifier's `keyIdentifier`, a dot, base64url of the
+    /// serial number's DER content bytes. Fails for a certificate without that extension.
+    pub fn ari_certificate_id(&self) -> Result<String, Error> {
+        Ok(self.certificate_id()?.to_string())
+    }
+
+    pub(crate) fn certificate_id(&self) -> Result<CertificateIdentifier<'static>, Error> {
+        let no_id = |detail: String| Error::NoCertificateId {
+            names: self.names(),
+            detail,
+        };
+        // `from_pem` checked the chain, so its first block is there and is X.509.
+        let leaf = pem_blocks(&self.chain_pem)?.swap_remove(0);
+        CertificateIdentifier::try_from(&CertificateDer::from(leaf.contents))
+            .map(CertificateIdentifier::into_owned)
+            .map_err(no_id)
     }
 
     fn names(&self) -> Vec<Hostname> {

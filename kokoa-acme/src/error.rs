@@ -118,11 +118,52 @@ pub enum Error {
         /// Directory URL of the configured issuer.
         configured: String,
     },
+    /// The ACME server creates accounts only with an external account binding, and none
+    /// was configured.
+    #[error(
+        "the ACME server {directory_url} requires an external account binding to create an \
+         account: configure the key id and HMAC key shown in the CA's account dashboard"
+    )]
+    ExternalAccountRequired {
+        /// The directory URL of the server.
+        directory_url: String,
+    },
+    /// The ACME server refused the external account binding: unknown key id, or an HMAC
+    /// key that does not belong to it.
+    #[error(
+        "the ACME server refused the external account binding with key id {key_id}: {detail}; \
+         check that the key id and HMAC key are the pair the CA issued (the HMAC key is not \
+         shown here)"
+    )]
+    ExternalAccountRejected {
+        /// The key id that was sent.
+        key_id: String,
+        /// The server's explanation.
+        detail: String,
+    },
     /// The HMAC key of an external account binding is not base64url.
     #[error("the HMAC key of the external account binding {key_id} is not base64url text")]
     InvalidEabKey {
         /// The key id the HMAC key came with.
         key_id: String,
+    },
+    /// A certificate has no identifier for ACME Renewal Information: it lacks the authority
+    /// key identifier extension that the identifier is made of (RFC 9773 §4.1).
+    #[error(
+        "cannot ask the CA for the renewal window of the certificate for {}: {detail}",
+        names_or_none(.names)
+    )]
+    NoCertificateId {
+        /// The DNS names in the certificate.
+        names: Vec<Hostname>,
+        /// Why no identifier could be made.
+        detail: String,
+    },
+    /// The CA's renewal information cannot be used.
+    #[error("the CA's renewal information cannot be used: {detail}")]
+    InvalidRenewalInfo {
+        /// What is wrong with it.
+        detail: String,
     },
     /// The certificate chain is not PEM encoded X.509.
     #[error("the certificate chain is not valid: {detail}")]

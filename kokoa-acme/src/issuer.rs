@@ -31,7 +31,7 @@ pub enum Issuer {
     LetsEncryptStaging,
     /// ZeroSSL, which requires an external account binding from its dashboard.
     ZeroSsl(ExternalAccountBinding),
-    /// Any other ACME server, e.g. step-ca or pebble.
+    /// Any other ACME server, e.g. step-ca, pebble, Google Trust Services or SSL.com.
     Custom {
         /// The directory URL, e.g. `https://ca.internal:9000/acme/acme/directory`.
         directory_url: String,
@@ -39,6 +39,8 @@ pub enum Issuer {
         /// given, it is the only root trusted for talking to the server (only the first
         /// certificate of the file is read); otherwise the system's roots are used.
         trusted_root: Option<PathBuf>,
+        /// The external account binding, for servers that require one to create an account.
+        external_account: Option<ExternalAccountBinding>,
     },
 }
 
@@ -54,8 +56,18 @@ impl Issuer {
     }
 
     pub(crate) fn external_account_key(&self) -> Option<ExternalAccountKey> {
+        self.external_account_binding()
+            .map(|eab| ExternalAccountKey::new(eab.key_id.clone(), &eab.hmac_key))
+    }
+
+    /// The external account binding new accounts are created with, if any.
+    pub fn external_account_binding(&self) -> Option<&ExternalAccountBinding> {
         match self {
-            Self::ZeroSsl(eab) => Some(ExternalAccountKey::new(eab.key_id.clone(), &eab.hmac_key)),
+            Self::ZeroSsl(eab)
+            | Self::Custom {
+                external_account: Some(eab),
+                ..
+            } => Some(eab),
             _ => None,
         }
     }
@@ -154,6 +166,7 @@ mod tests {
         let custom = Issuer::Custom {
             directory_url: "https://127.0.0.1:14000/dir".into(),
             trusted_root: None,
+            external_account: None,
         };
         assert_eq!(custom.directory_url(), "https://127.0.0.1:14000/dir");
     }

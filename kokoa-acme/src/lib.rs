@@ -10,8 +10,9 @@
 //! - [`parse_manual`] checks an uploaded chain and key: it parses, the key matches, the names
 //!   cover the host, it is valid now.
 //! - [`RenewalPolicy`] and [`CertificateStatus`] plan renewals on an injected clock:
-//!   `renew_days_before` ahead of expiry (or in the CA's renewal window), with a doubling
-//!   backoff after failures.
+//!   `renew_days_before` ahead of expiry, or at a random time in the CA's renewal window
+//!   (ACME Renewal Information, RFC 9773: [`CertificateManager::refresh_renewal`]), with
+//!   a doubling backoff after failures.
 //! - `cloudflare::OriginCaClient` (feature `cloudflare-origin-ca`) gets certificates from
 //!   Cloudflare's Origin CA, for origins behind Cloudflare's proxy.
 //!
@@ -27,7 +28,7 @@
 //! let issued = Timestamp::parse_rfc3339("2025-01-21T10:30:00Z")?;
 //! let expires = Timestamp::parse_rfc3339("2025-04-21T10:30:00Z")?;
 //! let mut status = CertificateStatus::new(
-//!     ["app.hoge.com".parse()?].into(), "CN=R11".into(), issued, expires, &policy, None);
+//!     ["app.hoge.com".parse()?].into(), "CN=R11".into(), issued, expires, &policy);
 //!
 //! // Thirty days before expiry, not a second earlier.
 //! assert_eq!(status.next_renewal.to_string(), "2025-03-22T10:30:00Z");
@@ -70,8 +71,9 @@ pub use error::{BoxError, Error};
 pub use issuer::{ExternalAccountBinding, Issuer};
 pub use manager::{
     AccountSecret, AlwaysLeader, CertificateManager, CertificateManagerBuilder, Leadership,
+    RandomSource,
 };
-pub use renewal::{AriWindow, CertificateStatus, RenewalPolicy};
+pub use renewal::{AriWindow, CertificateStatus, RenewalInfo, RenewalPolicy};
 
 /// Runs the README's example as a doctest so it cannot drift from the API.
 #[cfg(doctest)]

@@ -8,13 +8,20 @@ use std::{
 };
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, Identifier, NewAccount, NewOrder, Order,
-    OrderStatus, RetryPolicy,
+    Account, AccountBuilder, AccountCredentials, AuthorizationStatus, HttpClient, Identifier,
+    NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
 };
-use kokoa_core::{Email, Hostname};
+use kokoa_core::{Email, Hostname, Timestamp};
+use rand_core::RngCore as _;
 use zeroize::Zeroizing;
 
-use crate::{ChallengeMethod, Dns01Solver, Error, Http01Publisher, IssuedCertificate, Issuer};
+use crate::{
+    AriWindow, CertificateStatus, ChallengeMethod, Dns01Solver, Error, Http01Publisher,
+    IssuedCertificate, Issuer, RenewalInfo, RenewalPolicy,
+};
+
+/// Where the random numbers that spread renewals over the CA's window come from.
+pub type RandomSource = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Tells whether this instance may order certificates. With several control plane
 /// instances only the leader orders, so that Let's Encrypt's rate limits are not spent
@@ -71,6 +78,7 @@ pub struct CertificateManager {
 
 struct Inner {
     account: Account,
+    random: RandomSource,
     http01: Option<Arc<dyn Http01Publisher>>,
     dns01: Option<Arc<dyn Dns01Solver>>,
     leadership: Arc<dyn Leadership>,
@@ -105,7 +113,6 @@ impl fmt::Debug for CertificateManager {
 /// println!("valid until {}", cert.not_after);
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct CertificateManagerBuilder {
     issuer: Issuer,
     contact: Option<Email>,
@@ -113,6 +120,22 @@ pub struct CertificateManagerBuilder {
     dns01: Option<Arc<dyn Dns01Solver>>,
     leadership: Arc<dyn Leadership>,
     order_timeout: Duration,
+    http: Option<Box<dyn HttpClient>>,
+    random: RandomSource,
+}
+
+impl fmt::Debug for CertificateManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateManagerBuilder")
+            .field("issuer", &self.issuer)
+            .field("contact", &self.contact)
+            .field("http01", &self.http01)
+            .field("dns01", &self.dns01)
+            .field("leadership", &self.leadership)
+            .field("order_timeout", &self.order_timeout)
+            .field("http", &self.http.as_ref().map(|_| "custom"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for dyn Http01Publisher {
@@ -137,6 +160,8 @@ impl CertificateManager {
             dns01: None,
             leadership: Arc::new(AlwaysLeader),
             order_timeout: Duration::from_secs(120),
+            http: None,
+            random: Arc::new(|| rand_core::OsRng.next_u64()),
         }
     }
 }
@@ -173,13 +198,34 @@ impl CertificateManagerBuilder {
         self
     }
 
+    /// Sends every request to the ACME server through `http` instead of the built-in
+    /// HTTPS client (which trusts the issuer's `trusted_root` or the system's roots): e.g.
+    /// through a proxy, or to a test server over plain HTTP.
+    pub fn http_client(mut self, http: Box<dyn HttpClient>) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// Where the random numbers come from that pick a renewal time inside the CA's window
+    /// (default: the operating system's generator). Tests pass a fixed one.
+    pub fn random_source(mut self, random: RandomSource) -> Self {
+        self.random = random;
+        self
+    }
+
+    fn account_builder(&mut self) -> Result<AccountBuilder, Error> {
+        match self.http.take() {
+            Some(http) => Ok(Account::builder_with_http(http)),
+            None => self.issuer.account_builder(),
+        }
+    }
+
     /// Registers a new account with the issuer, agreeing to its terms of service. Returns
     /// the manager and the account's secret to store.
-    pub async fn create_account(self) -> Result<(CertificateManager, AccountSecret), Error> {
+    pub async fn create_account(mut self) -> Result<(CertificateManager, AccountSecret), Error> {
         let contact = self.contact.as_ref().map(|email| format!("mailto:{email}"));
         let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
         let (account, credentials) = self
-            .issuer
             .account_builder()?
             .create(
                 &NewAccount {
@@ -191,17 +237,14 @@ impl CertificateManagerBuilder {
                 self.issuer.external_account_key().as_ref(),
             )
             .await
-            .map_err(|source| Error::Acme {
-                step: "account creation",
-                source,
-            })?;
+            .map_err(|source| account_error(&self.issuer, source))?;
         let secret = serde_json::to_string(&credentials).map_err(Error::InvalidAccountSecret)?;
         Ok((self.build(account), AccountSecret::new(secret)))
     }
 
     /// Uses the account created earlier, from its stored secret. Fails when the account
     /// was created at another issuer than the configured one.
-    pub async fn restore(self, secret: &AccountSecret) -> Result<CertificateManager, Error> {
+    pub async fn restore(mut self, secret: &AccountSecret) -> Result<CertificateManager, Error> {
         /// The one field of the stored credentials we look at ourselves.
         #[derive(serde::Deserialize)]
         struct Stored {
@@ -221,7 +264,6 @@ impl CertificateManagerBuilder {
         let credentials: AccountCredentials =
             serde_json::from_str(text).map_err(Error::InvalidAccountSecret)?;
         let account = self
-            .issuer
             .account_builder()?
             .from_credentials(credentials)
             .await
@@ -236,6 +278,7 @@ impl CertificateManagerBuilder {
         CertificateManager {
             inner: Arc::new(Inner {
                 account,
+                random: self.random,
                 http01: self.http01,
                 dns01: self.dns01,
                 leadership: self.leadership,
@@ -246,10 +289,111 @@ impl CertificateManagerBuilder {
     }
 }
 
+/// Tells external account binding problems apart from other failures of account creation.
+fn account_error(issuer: &Issuer, source: instant_acme::Error) -> Error {
+    const PREFIX: &str = "urn:ietf:params:acme:error:";
+    if let instant_acme::Error::Api(problem) = &source {
+        let kind = problem
+            .r#type
+            .as_deref()
+            .and_then(|t| t.strip_prefix(PREFIX));
+        match (kind, issuer.external_account_binding()) {
+            (Some("externalAccountRequired"), _) => {
+                return Error::ExternalAccountRequired {
+                    directory_url: issuer.directory_url().to_owned(),
+                };
+            }
+            (Some("unauthorized" | "malformed"), Some(eab)) => {
+                return Error::ExternalAccountRejected {
+                    key_id: eab.key_id().to_owned(),
+                    detail: problem
+                        .detail
+                        .clone()
+                        .unwrap_or_else(|| problem.to_string()),
+                };
+            }
+            _ => {}
+        }
+    }
+    Error::Acme {
+        step: "account creation",
+        source,
+    }
+}
+
 impl CertificateManager {
     /// The account's URL at the ACME server, which identifies it there.
     pub fn account_id(&self) -> &str {
         self.inner.account.id()
+    }
+
+    /// Asks the CA when to renew `cert` (ACME Renewal Information, RFC 9773): a plain GET
+    /// of `<renewalInfo>/<certificate id>`. `Ok(None)` when the CA's directory has no
+    /// `renewalInfo`: it offers no window, and the renewal policy decides alone.
+    ///
+    /// An answer without `Retry-After`, any error status (404 for a certificate the CA does
+    /// not know, 5xx) and a body without a window are errors
+    /// ([`Error::Acme`], step "renewal info").
+    pub async fn renewal_info(
+        &self,
+        cert: &IssuedCertificate,
+    ) -> Result<Option<RenewalInfo>, Error> {
+        let id = cert.certificate_id()?;
+        let (info, retry_after) = match self.inner.account.renewal_info(&id).await {
+            Ok(answer) => answer,
+            Err(instant_acme::Error::Unsupported(_)) => return Ok(None),
+            Err(source) => {
+                return Err(Error::Acme {
+                    step: "renewal info",
+                    source,
+                });
+            }
+        };
+        let time = |seconds: i64| {
+            Timestamp::from_unix(seconds).map_err(|e| Error::InvalidRenewalInfo {
+                detail: format!("the suggested window is out of range: {e}"),
+            })
+        };
+        Ok(Some(RenewalInfo {
+            window: AriWindow {
+                start: time(info.suggested_window.start.unix_timestamp())?,
+                end: time(info.suggested_window.end.unix_timestamp())?,
+            },
+            explanation_url: info.explanation_url,
+            // instant-acme measures from its own clock a moment after the answer came:
+            // `Retry-After: 21600` arrives as 21599.99… seconds.
+            retry_after: Duration::from_secs(
+                retry_after.as_secs() + u64::from(retry_after.subsec_millis() >= 500),
+            ),
+        }))
+    }
+
+    /// Asks the CA for `cert`'s renewal window at `now` and plans `status` by the answer
+    /// ([`CertificateStatus::record_renewal_info`], with a number from the builder's
+    /// [`random_source`](CertificateManagerBuilder::random_source)). On an error the
+    /// renewal plan stays as it was, the next check backs off, and the error is returned
+    /// for the caller to log.
+    pub async fn refresh_renewal(
+        &self,
+        cert: &IssuedCertificate,
+        status: &mut CertificateStatus,
+        policy: &RenewalPolicy,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        match self.renewal_info(cert).await {
+            Ok(Some(info)) => {
+                status.record_renewal_info(policy, info, now, (self.inner.random)());
+                Ok(())
+            }
+            Ok(None) => {
+                status.record_no_renewal_info();
+                Ok(())
+            }
+            Err(error) => {
+                status.record_renewal_info_failure(policy, now);
+                Err(error)
+            }
+        }
     }
 
     /// Orders a certificate for `domains` with a fresh key, proving control with `method`.

@@ -20,8 +20,8 @@ use std::{
 
 use async_trait::async_trait;
 use kokoa_acme::{
-    BoxError, CertificateManager, ChallengeMethod, Dns01Solver, Error, Http01Publisher, Issuer,
-    Leadership, parse_manual,
+    BoxError, CertificateManager, ChallengeMethod, Dns01Solver, Error, ExternalAccountBinding,
+    Http01Publisher, Issuer, Leadership, parse_manual,
 };
 use kokoa_core::{Email, Hostname, Timestamp};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -125,6 +125,17 @@ struct Pebble {
 impl Pebble {
     /// Starts pebble validating HTTP-01 on `http_port` of 127.0.0.1.
     async fn start(http_port: u16) -> Self {
+        Self::launch(http_port, &[]).await
+    }
+
+    /// Starts pebble refusing to create accounts without an external account binding to
+    /// one of `eab_keys` (key id, base64url HMAC key).
+    async fn requiring_eab(eab_keys: &[(&str, &str)]) -> Self {
+        assert!(!eab_keys.is_empty());
+        Self::launch(free_port(), eab_keys).await
+    }
+
+    async fn launch(http_port: u16, eab_keys: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path();
 
@@ -152,7 +163,11 @@ impl Pebble {
             "httpPort": http_port,
             "tlsPort": free_port(),
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
+            "externalAccountBindingRequired": !eab_keys.is_empty(),
+            "externalAccountMACKeys": eab_keys
+                .iter()
+                .map(|(kid, key)| (kid.to_string(), serde_json::Value::from(*key)))
+                .collect::<serde_json::Map<_, _>>(),
         }});
         fs::write(path.join("pebble.json"), config.to_string()).unwrap();
 
@@ -222,9 +237,14 @@ impl Pebble {
     }
 
     fn issuer(&self) -> Issuer {
+        self.issuer_with(None)
+    }
+
+    fn issuer_with(&self, external_account: Option<ExternalAccountBinding>) -> Issuer {
         Issuer::Custom {
             directory_url: format!("https://127.0.0.1:{}/dir", self.acme_port),
             trusted_root: Some(self.ca_file.clone()),
+            external_account,
         }
     }
 
@@ -618,6 +638,7 @@ async fn dns01_wildcard_order_and_a_restored_account() {
     let elsewhere = Issuer::Custom {
         directory_url: "https://127.0.0.1:1/dir".into(),
         trusted_root: None,
+        external_account: None,
     };
     let err = CertificateManager::builder(elsewhere)
         .restore(&secret)
@@ -703,5 +724,61 @@ async fn one_order_per_name_set_only_on_the_leader_and_cleanup_when_cancelled() 
     )
     .await;
     assert!(again.is_err(), "{again:?}");
+    pebble.assert_running();
+}
+
+#[tokio::test]
+async fn external_account_binding_is_required_checked_and_then_orders() {
+    // pebble reads the HMAC keys as unpadded base64url, as CAs' dashboards show them.
+    const KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    const WRONG: &str = "b3RoZXIta2V5LW9mLXRoZS1zYW1lLWxlbmd0aC10aGFuLXRoZS1yaWdodC1vbmU";
+    let mut pebble = Pebble::requiring_eab(&[("kid-1", KEY)]).await;
+    let solver = pebble.solver(None);
+    let create = |eab: Option<ExternalAccountBinding>| {
+        CertificateManager::builder(pebble.issuer_with(eab))
+            .dns01(solver.clone())
+            .create_account()
+    };
+    let eab = |kid: &str, key: &str| Some(ExternalAccountBinding::new(kid, key).unwrap());
+
+    let err = create(None).await.unwrap_err();
+    assert!(
+        matches!(err, Error::ExternalAccountRequired { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("requires an external account binding"),
+        "{err}"
+    );
+
+    // A key that is not the one issued with the key id, and a key id pebble does not
+    // know: refused, naming the key id and never the key.
+    for (kid, key) in [("kid-1", WRONG), ("kid-2", KEY)] {
+        let err = create(eab(kid, key)).await.unwrap_err();
+        let Error::ExternalAccountRejected { key_id, detail } = &err else {
+            panic!("expected a refused binding for {kid}, got {err:?}");
+        };
+        assert_eq!(key_id, kid);
+        assert!(!detail.is_empty());
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains(kid), "{shown}");
+        assert!(
+            !shown.contains(key) && !shown.contains(&key[..12]),
+            "{shown}"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    let (manager, _secret) = create(eab("kid-1", KEY)).await.unwrap();
+    let names = [host("eab.fuga.test")];
+    let cert = manager
+        .obtain(&names, ChallengeMethod::Dns01)
+        .await
+        .unwrap();
+    assert_eq!(cert.domains, names.into());
+
+    // pebble 2.4 offers no renewal information: no window, not an error.
+    assert_eq!(manager.renewal_info(&cert).await.unwrap(), None);
     pebble.assert_running();
 }

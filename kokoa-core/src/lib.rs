@@ -17,6 +17,7 @@
 //!   [`TokenHash`] is all that is kept of a token.
 //! - [`store`]: the [`Store`](store::Store) trait with in-memory, SQLite and PostgreSQL
 //!   backends.
+//! - `sigv4` (feature `sigv4`): AWS Signature Version 4, the request signing of AWS APIs.
 //!
 //! # Example
 //!
@@ -50,6 +51,7 @@
 //! | `sqlite` | no | `store::sqlite::open`, an `SqlStore` in an SQLite file (rusqlite, SQLite compiled in) |
 //! | `postgres` | no | `store::postgres::connect`, an `SqlStore` in PostgreSQL (sqlx; TLS with rustls) |
 //! | `test-util` | no | `store::conformance`, the test suite every `Store` backend must pass |
+//! | `sigv4` | no | `sigv4`: AWS Signature Version 4 request signing (HMAC-SHA256), for the Route53 and EC2 clients |
 //!
 //! [`store::MemoryStore`] and [`secret`] are always there.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -61,6 +63,9 @@ mod id;
 mod model;
 mod payload;
 pub mod secret;
+#[cfg(feature = "sigv4")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sigv4")))]
+pub mod sigv4;
 pub mod store;
 mod subnet;
 mod time;

@@ -56,6 +56,24 @@ impl Timestamp {
         self.0
     }
 
+    /// The time `seconds` later (earlier when negative), held within the years 0000–9999.
+    ///
+    /// ```
+    /// use kokoa_core::Timestamp;
+    /// let t = Timestamp::from_unix(1_737_455_400)?;
+    /// assert_eq!(t.plus_secs(30).to_string(), "2025-01-21T10:30:30Z");
+    /// assert_eq!(t.plus_secs(-30).seconds_since(t), -30);
+    /// # Ok::<(), kokoa_core::Error>(())
+    /// ```
+    pub fn plus_secs(self, seconds: i64) -> Self {
+        Self(self.0.saturating_add(seconds).clamp(MIN, MAX))
+    }
+
+    /// Seconds from `earlier` to this time (negative when `earlier` is later).
+    pub fn seconds_since(self, earlier: Self) -> i64 {
+        self.0 - earlier.0
+    }
+
     /// Parses RFC 3339: `YYYY-MM-DDTHH:MM:SS`, optional fraction (dropped), then `Z` or an
     /// offset `±HH:MM`. Leap seconds (`:60`) are not accepted.
     pub fn parse_rfc3339(input: &str) -> Result<Self, Error> {

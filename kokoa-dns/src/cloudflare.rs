@@ -320,10 +320,12 @@ fn describe(body: &[u8]) -> Described {
                 .errors
                 .iter()
                 .any(|e| CONFLICT_CODES.contains(&e.code)),
+            rate_limited: false,
         },
         Err(_) => Described {
             message: snippet(body),
             conflict: false,
+            rate_limited: false,
         },
     }
 }

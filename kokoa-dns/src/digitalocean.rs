@@ -282,5 +282,6 @@ fn describe(body: &[u8]) -> Described {
     Described {
         message,
         conflict: false,
+        rate_limited: false,
     }
 }

@@ -30,6 +30,12 @@ impl RateLimit {
         requests: 1200,
         per: Duration::from_secs(300),
     };
+
+    /// Route53's documented API limit: 5 requests per second per account.
+    pub const ROUTE53: Self = Self {
+        requests: 5,
+        per: Duration::from_secs(1),
+    };
 }
 
 /// A token bucket: full at start (`requests` tokens), refilled evenly over `per`. Cheap to
@@ -266,7 +272,7 @@ impl Reconciler {
             }
             let id = &delete.record.id;
             let result = self
-                .call(async || self.provider.delete_record(&self.zone, id).await)
+                .call(|| self.provider.delete_record(&self.zone, id))
                 .await;
             match result.0 {
                 // Gone already is what we wanted.
@@ -284,10 +290,7 @@ impl Reconciler {
         for update in plan.updates {
             let old = &update.current.id;
             let result = self
-                .call(async || {
-                    let spec = &update.spec;
-                    self.provider.update_record(&self.zone, old, spec).await
-                })
+                .call(|| self.provider.update_record(&self.zone, old, &update.spec))
                 .await;
             match result.0 {
                 Ok(id) => {
@@ -310,7 +313,7 @@ impl Reconciler {
     async fn create(&self, create: &Create) -> Result<RecordId, Error> {
         let spec = &create.spec;
         let (result, attempts) = self
-            .call(async || self.provider.create_record(&self.zone, spec).await)
+            .call(|| self.provider.create_record(&self.zone, spec))
             .await;
         match result {
             Err(Error::Conflict { .. }) if attempts > 1 => self
@@ -327,17 +330,27 @@ impl Reconciler {
         }
     }
 
+    /// Every A, AAAA, CNAME and TXT record of the zone, listed under the rate limiter and
+    /// the retry policy: the `current` input of [`plan`](crate::plan()) for callers that
+    /// plan several parts of one zone from a single listing.
+    pub async fn records(&self) -> Result<Vec<ProviderRecord>, Error> {
+        self.list(None).await
+    }
+
     async fn list(&self, name: Option<&Hostname>) -> Result<Vec<ProviderRecord>, Error> {
-        self.call(async || self.provider.list_records(&self.zone, name).await)
+        self.call(|| self.provider.list_records(&self.zone, name))
             .await
             .0
     }
 
     /// Runs `op` under the rate limiter and retry policy; also returns how many calls were
     /// made.
-    async fn call<T>(
+    async fn call<T, F: Future<Output = Result<T, Error>>>(
         &self,
-        mut op: impl AsyncFnMut() -> Result<T, Error>,
+        // A plain closure returning a future rather than an async closure: futures built
+        // from async closures are not `Send` for every lifetime (a compiler limitation),
+        // and callers spawn reconciliations onto the runtime.
+        mut op: impl FnMut() -> F,
     ) -> (Result<T, Error>, u32) {
         let mut retry = 0;
         loop {

@@ -1,5 +1,12 @@
 //! HTTP plumbing shared by the API providers: URLs, the credential header, and the mapping
 //! of HTTP answers to [`Error`] variants.
+//!
+//! Route 53 signs each request itself and uses only the functions at the end; built with that
+//! provider alone, `Api` is unused.
+#![cfg_attr(
+    not(any(feature = "cloudflare", feature = "powerdns", feature = "digitalocean")),
+    allow(dead_code, unused_imports)
+)]
 
 use std::time::Duration;
 
@@ -26,6 +33,9 @@ pub(crate) struct Described {
     pub(crate) message: String,
     /// Whether the provider says the record clashes with an existing one, whatever the status.
     pub(crate) conflict: bool,
+    /// Whether the provider says the request came too fast, whatever the status (Google
+    /// answers some rate limits with 403 `rateLimitExceeded`).
+    pub(crate) rate_limited: bool,
 }
 
 /// One provider's API endpoint and credential.
@@ -33,7 +43,9 @@ pub(crate) struct Api {
     pub(crate) provider: &'static str,
     client: Client,
     base: Url,
-    auth: (HeaderName, HeaderValue),
+    /// The credential header, unless the provider sets one per request (a token that
+    /// expires).
+    auth: Option<(HeaderName, HeaderValue)>,
     describe: fn(&[u8]) -> Described,
 }
 
@@ -50,11 +62,31 @@ impl std::fmt::Debug for Api {
 impl Api {
     /// `base_url` is the API root, e.g. `https://api.example.net/client/v4`; `auth` the
     /// header that carries the credential and its value.
+    #[cfg(any(feature = "cloudflare", feature = "powerdns", feature = "digitalocean"))]
     pub(crate) fn new(
         provider: &'static str,
         client: Client,
         base_url: &str,
         auth: (HeaderName, &str),
+        describe: fn(&[u8]) -> Described,
+    ) -> Result<Self, Error> {
+        let mut value = HeaderValue::from_str(auth.1).map_err(|_| Error::Auth {
+            provider,
+            // The value itself is a secret: say what is wrong, not what it is.
+            detail: "the credential holds characters an HTTP header cannot carry".into(),
+        })?;
+        value.set_sensitive(true);
+        Ok(Self {
+            auth: Some((auth.0, value)),
+            ..Self::without_credential(provider, client, base_url, describe)?
+        })
+    }
+
+    /// An endpoint whose requests get their credential from the caller.
+    pub(crate) fn without_credential(
+        provider: &'static str,
+        client: Client,
+        base_url: &str,
         describe: fn(&[u8]) -> Described,
     ) -> Result<Self, Error> {
         let other = |message: String| Error::Other {
@@ -68,17 +100,11 @@ impl Api {
                 "invalid API base URL {base_url:?}: not an http(s) URL"
             )));
         }
-        let mut value = HeaderValue::from_str(auth.1).map_err(|_| Error::Auth {
-            provider,
-            // The value itself is a secret: say what is wrong, not what it is.
-            detail: "the credential holds characters an HTTP header cannot carry".into(),
-        })?;
-        value.set_sensitive(true);
         Ok(Self {
             provider,
             client,
             base,
-            auth: (auth.0, value),
+            auth: None,
             describe,
         })
     }
@@ -102,9 +128,11 @@ impl Api {
 
     /// A request with the credential header.
     pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
-        self.client
-            .request(method, url)
-            .header(self.auth.0.clone(), self.auth.1.clone())
+        let request = self.client.request(method, url);
+        match &self.auth {
+            Some((name, value)) => request.header(name.clone(), value.clone()),
+            None => request,
+        }
     }
 
     /// Sends `request` and returns the body of a 2xx answer; any other answer becomes the
@@ -130,6 +158,10 @@ impl Api {
         let described = (self.describe)(&body);
         let detail = format!("{call}: HTTP {}: {}", status.as_u16(), described.message);
         Err(match status {
+            _ if described.rate_limited => Error::RateLimited {
+                provider,
+                retry_after,
+            },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Auth { provider, detail },
             StatusCode::NOT_FOUND => Error::NotFound { provider, detail },
             StatusCode::TOO_MANY_REQUESTS => Error::RateLimited {

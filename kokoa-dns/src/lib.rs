@@ -3,7 +3,8 @@
 //!
 //! - [`DnsProvider`]: the provider interface (zones, records, optional health checks), held
 //!   as `Arc<dyn DnsProvider>`. Providers: [`MemoryProvider`] (always), Cloudflare,
-//!   PowerDNS and DigitalOcean (features), and [`manual`] instructions for a person.
+//!   PowerDNS, DigitalOcean and Route 53 (features), and [`manual`] instructions for a
+//!   person.
 //! - [`plan()`]: the pure core. From the [`DesiredState`] (routed host names, every edge with
 //!   its [`EdgeState`]), the zone's records and the ids the manager owns, it plans the
 //!   creates, TTL updates and deletes. Foreign records are never touched, and a host name
@@ -63,6 +64,10 @@
 //! | `cloudflare` | yes | [`cloudflare::CloudflareProvider`]: Cloudflare API v4 with an API token. |
 //! | `powerdns` | no | [`powerdns::PowerDnsProvider`]: the PowerDNS Authoritative HTTP API. |
 //! | `digitalocean` | no | [`digitalocean::DigitalOceanProvider`]: DigitalOcean DNS. |
+//! | `local-powerdns` | no | [`local::LocalPowerDns`]: runs a PowerDNS Authoritative server on this machine, for tests and labs. |
+//! | `route53` | no | [`route53::Route53Provider`]: Amazon Route 53, requests signed with AWS Signature Version 4 (`kokoa-core/sigv4`). |
+//! | `google` | no | [`google::GoogleCloudDns`]: Google Cloud DNS as a service account (JSON key). |
+//! | `rfc2136` | no | [`rfc2136::Rfc2136Provider`]: dynamic updates signed with TSIG, for BIND, Knot, PowerDNS. |
 //!
 //! Each HTTP provider has a constructor taking a `reqwest::Client` and a base URL, so tests
 //! and proxies can point it elsewhere, next to the one for the real API.
@@ -75,8 +80,21 @@ mod memory;
 mod provider;
 mod reconcile;
 
-#[cfg(any(feature = "cloudflare", feature = "powerdns", feature = "digitalocean"))]
+#[cfg(any(
+    feature = "cloudflare",
+    feature = "powerdns",
+    feature = "digitalocean",
+    feature = "route53",
+    feature = "google"
+))]
 mod http;
+#[cfg(any(
+    feature = "powerdns",
+    feature = "route53",
+    feature = "google",
+    feature = "rfc2136"
+))]
+mod rrset;
 
 #[cfg(feature = "cloudflare")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cloudflare")))]
@@ -84,9 +102,21 @@ pub mod cloudflare;
 #[cfg(feature = "digitalocean")]
 #[cfg_attr(docsrs, doc(cfg(feature = "digitalocean")))]
 pub mod digitalocean;
+#[cfg(feature = "google")]
+#[cfg_attr(docsrs, doc(cfg(feature = "google")))]
+pub mod google;
+#[cfg(feature = "local-powerdns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "local-powerdns")))]
+pub mod local;
 #[cfg(feature = "powerdns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "powerdns")))]
 pub mod powerdns;
+#[cfg(feature = "rfc2136")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rfc2136")))]
+pub mod rfc2136;
+#[cfg(feature = "route53")]
+#[cfg_attr(docsrs, doc(cfg(feature = "route53")))]
+pub mod route53;
 
 pub use driver::{ApplyReport, RateLimit, RateLimiter, Reconciler, RetryPolicy};
 pub use error::Error;

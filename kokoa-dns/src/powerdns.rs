@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::{
     DnsProvider, Error, ProviderRecord, RecordId, RecordSpec, Zone,
     http::{Api, Described, default_client, snippet},
+    rrset::{self, record_id, record_type},
 };
 
 const NAME: &str = "powerdns";
@@ -288,47 +289,12 @@ fn fqdn(name: &Hostname) -> String {
     format!("{name}.")
 }
 
-fn record_type(kind: &str) -> Option<RecordType> {
-    [
-        RecordType::A,
-        RecordType::Aaaa,
-        RecordType::Cname,
-        RecordType::Txt,
-    ]
-    .into_iter()
-    .find(|t| t.as_str() == kind)
-}
-
-fn record_id(name: &Hostname, data: &RecordData) -> RecordId {
-    RecordId::new(format!("{name}|{}|{}", data.record_type(), data.value()))
-}
-
 fn parse_id(id: &RecordId) -> Result<(Hostname, RecordData), Error> {
-    let invalid = |reason| Error::InvalidRecordId {
-        provider: NAME,
-        id: id.as_str().chars().take(300).collect(),
-        reason,
-    };
-    let mut parts = id.as_str().splitn(3, '|');
-    let (Some(name), Some(kind), Some(value)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(invalid("PowerDNS record ids are name|type|value"));
-    };
-    let name = Hostname::parse(name).map_err(|_| invalid("the name is not a host name"))?;
-    let kind = record_type(kind).ok_or_else(|| invalid("the type is not A, AAAA, CNAME or TXT"))?;
-    let data =
-        RecordData::parse(kind, value).map_err(|_| invalid("the value does not fit the type"))?;
-    Ok((name, data))
+    rrset::parse_id(NAME, id)
 }
 
 fn not_found(name: &Hostname, data: &RecordData) -> Error {
-    Error::NotFound {
-        provider: NAME,
-        detail: format!(
-            "no {} record {} at {name}",
-            data.record_type(),
-            data.value()
-        ),
-    }
+    rrset::not_found(NAME, name, data)
 }
 
 /// PowerDNS answers errors as `{"error": "..."}`; a 401 comes as plain text.
@@ -344,39 +310,13 @@ fn describe(body: &[u8]) -> Described {
     Described {
         message,
         conflict: false,
+        rate_limited: false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_round_trip_and_bad_ones_are_refused() -> Result<(), Box<dyn std::error::Error>> {
-        let name = Hostname::parse("app.hoge.com")?;
-        for data in [
-            RecordData::parse(RecordType::A, "203.0.113.10")?,
-            RecordData::parse(RecordType::Aaaa, "2001:db8::1")?,
-            RecordData::parse(RecordType::Txt, "a|b c")?,
-        ] {
-            let id = record_id(&name, &data);
-            assert_eq!(parse_id(&id)?, (name.clone(), data));
-        }
-        assert_eq!(
-            record_id(&name, &RecordData::parse(RecordType::A, "203.0.113.10")?).as_str(),
-            "app.hoge.com|A|203.0.113.10"
-        );
-        for bad in [
-            "app.hoge.com|A",
-            "app.hoge.com|MX|mail.hoge.com",
-            "app.hoge.com|A|2001:db8::1",
-            "-x|A|1.2.3.4",
-        ] {
-            let error = parse_id(&RecordId::new(bad)).expect_err(bad);
-            assert!(error.to_string().contains(bad), "{error}");
-        }
-        Ok(())
-    }
 
     #[test]
     fn contents_are_read_as_powerdns_writes_them() -> Result<(), Box<dyn std::error::Error>> {

@@ -53,7 +53,8 @@ impl fmt::Display for CheckKind {
 }
 
 /// One configured check, with the defaults of the specification: every 10 s, 5 s timeout,
-/// 3 retries, unhealthy after 3 failures and healthy again after 3 successes, status 200.
+/// 3 retries, unhealthy after 3 failures and healthy again after 3 successes, status 200;
+/// certificates verified, and at least 7 days of validity left.
 ///
 /// Fields a kind does not use are ignored. Durations are written in seconds.
 ///
@@ -108,6 +109,24 @@ pub struct CheckConfig {
     /// Program and arguments of `command` checks (run without a shell).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    /// Address to connect to instead of resolving the host of `url` or `host`, used by
+    /// `http`, `https`, `end_to_end`, `tls_certificate` and `tcp` checks. The name is still
+    /// the one sent (SNI, `Host`) and verified, so an `end_to_end` check can reach a
+    /// hostname's origin through one given edge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    /// Whether `https` and `end_to_end` checks verify the server's certificate (default
+    /// `true`). Turn it off only for an address that presents a self-signed certificate on
+    /// purpose, such as an edge's fallback certificate on `https://<edge_ip>/health`.
+    pub verify_certificate: bool,
+    /// Whole days of validity a `tls_certificate` check requires to remain (default 7).
+    pub min_days_left: u32,
+    /// Network namespace the check runs from: a name under `/run/netns` (as `ip netns add`
+    /// creates) or an absolute path such as `/proc/<pid>/ns/net`. A tunnel address is only
+    /// reachable from the host that has the tunnel; this lets a `wireguard` (or any network)
+    /// check run from there. Names are still resolved in the checker's own namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 impl Default for CheckConfig {
@@ -127,6 +146,10 @@ impl Default for CheckConfig {
             port: None,
             wireguard_ip: None,
             command: Vec::new(),
+            address: None,
+            verify_certificate: true,
+            min_days_left: 7,
+            netns: None,
         }
     }
 }
@@ -216,8 +239,9 @@ impl CheckConfig {
     ///
     /// # Errors
     /// The first problem found, naming the offending value: a zero interval, timeout or
-    /// threshold, a timeout longer than the interval, port 0, a field the kind needs that is
-    /// missing, a URL whose scheme does not fit the kind, or a status outside 100-599.
+    /// threshold, a timeout longer than the interval, port 0, a malformed `netns`, an option
+    /// the kind cannot honour, a field the kind needs that is missing, a URL whose scheme
+    /// does not fit the kind, or a status outside 100-599.
     pub fn validate(&self) -> Result<(), Error> {
         for (name, value) in [("interval", self.interval), ("timeout", self.timeout)] {
             if value.is_zero() {
@@ -233,6 +257,28 @@ impl CheckConfig {
         self.thresholds()?;
         if self.port == Some(0) {
             return Err(Error::PortZero);
+        }
+        if let Some(netns) = &self.netns {
+            validate_netns(netns)?;
+        }
+        let unused = |field, instead| {
+            Err(Error::UnusedField {
+                kind: self.kind,
+                field,
+                instead,
+            })
+        };
+        if self.kind == CheckKind::Command && self.netns.is_some() {
+            return unused(
+                "netns",
+                "run the program through `ip netns exec <name>` in `command` instead",
+            );
+        }
+        if self.kind == CheckKind::TlsCertificate && !self.verify_certificate {
+            return unused(
+                "verify_certificate: false",
+                "it always verifies; use an https check to reach a server without verifying",
+            );
         }
         let missing = |field| {
             Err(Error::MissingField {
@@ -267,6 +313,14 @@ impl CheckConfig {
             .iter()
             .filter_map(|scheme| url.strip_prefix(scheme))
             .any(|rest| !rest.is_empty() && !rest.starts_with(['/', '?', '#']));
+        let authority = schemes
+            .iter()
+            .find_map(|scheme| url.strip_prefix(scheme))
+            .and_then(|rest| rest.split(['/', '?', '#']).next());
+        if authority.is_some_and(|authority| authority.contains('@')) {
+            // Not echoed: the URL holds a password.
+            return Err(Error::CredentialsInUrl { kind: self.kind });
+        }
         if !names_host {
             return Err(Error::InvalidUrl {
                 kind: self.kind,
@@ -283,16 +337,41 @@ impl CheckConfig {
     }
 }
 
+/// A namespace name as `ip netns` takes it, or an absolute path to a namespace file.
+fn validate_netns(netns: &str) -> Result<(), Error> {
+    let valid = !netns.contains('\0')
+        && if netns.contains('/') {
+            netns.starts_with('/')
+        } else {
+            !matches!(netns, "" | "." | "..")
+        };
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidNetns {
+            netns: netns.to_owned(),
+        })
+    }
+}
+
 /// What one check run found, as kept in the check history.
+///
+/// Built with [`success`](Self::success) or [`failure`](Self::failure); fields added later
+/// are optional in the serialised form, so older records still read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CheckOutcome {
     /// Success or failure.
     pub status: CheckStatus,
-    /// How long the run took, in milliseconds.
+    /// How long the attempt reported took (the last one, after retries), in milliseconds.
     pub response_time_ms: u64,
     /// Why it failed; `None` on success.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whole days the server's certificate has left (negative once expired), when the check
+    /// saw one: `tls_certificate` checks, and `https` and `end_to_end` checks that verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_days_left: Option<i64>,
 }
 
 impl CheckOutcome {
@@ -302,6 +381,7 @@ impl CheckOutcome {
             status: CheckStatus::Success,
             response_time_ms,
             error: None,
+            certificate_days_left: None,
         }
     }
 
@@ -311,7 +391,14 @@ impl CheckOutcome {
             status: CheckStatus::Failure,
             response_time_ms,
             error: Some(error.into()),
+            certificate_days_left: None,
         }
+    }
+
+    /// The same outcome, recording the days the certificate seen has left.
+    pub fn with_certificate_days_left(mut self, days: i64) -> Self {
+        self.certificate_days_left = Some(days);
+        self
     }
 }
 
@@ -319,7 +406,8 @@ impl CheckOutcome {
 ///
 /// An executor never returns an error: anything that goes wrong is a failed
 /// [`CheckOutcome`] carrying the reason, because to the state machine it is one failure.
-/// It must end within `check.timeout` per attempt.
+/// It must end within `check.timeout` per attempt, and may be cancelled (dropped) at any
+/// await point, as the checker does when a check is removed.
 #[async_trait]
 pub trait CheckExecutor: Send + Sync {
     /// Runs `check` once.

@@ -49,10 +49,45 @@ pub enum Error {
         /// The scheme(s) accepted for this kind.
         expected: &'static str,
     },
+    /// The URL carries a user name or password, which would end up in every message and
+    /// in the check history.
+    #[error(
+        "the url of the {kind} check carries credentials (`user:password@`); health URLs must not, since they are logged and stored"
+    )]
+    CredentialsInUrl {
+        /// The kind of the check.
+        kind: CheckKind,
+    },
     /// `expected_status` is not an HTTP status code.
     #[error("expected_status {status} is not an HTTP status code; use 100-599")]
     InvalidStatus {
         /// The offending status.
         status: u16,
+    },
+    /// `netns` is neither a namespace name nor an absolute path.
+    #[error(
+        "netns {netns:?} is neither a namespace name (as `ip netns add` takes) nor an absolute path to a namespace file"
+    )]
+    InvalidNetns {
+        /// The offending value.
+        netns: String,
+    },
+    /// An option was set that this kind of check cannot honour.
+    #[error("the {kind} check does not take `{field}`: {instead}")]
+    UnusedField {
+        /// The kind of the check.
+        kind: CheckKind,
+        /// The option, as written.
+        field: &'static str,
+        /// What to do instead.
+        instead: &'static str,
+    },
+    /// A trusted root given to the executor is not a PEM certificate rustls accepts.
+    #[error("trusted root certificate {index} of the PEM given is unusable: {reason}")]
+    InvalidRootCertificate {
+        /// Position of the certificate in the PEM text, from 0.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
     },
 }

@@ -1,8 +1,9 @@
-//! Health logic of Kokoa Proxy: the per-target state machine, heartbeat staleness, the edge
-//! and origin decision tables, check configuration and the trait check executors implement.
+//! Health checks of Kokoa Proxy: the per-target state machine, heartbeat staleness, the edge
+//! and origin decision tables, check configuration, the executor that runs checks, the
+//! checker that schedules them, and the ring that splits targets between checker instances.
 //!
-//! Everything here is pure and synchronous except [`CheckExecutor`]: time is passed in, no
-//! clock is read, so a control plane (or a test) decides exactly when "now" is.
+//! The core is pure and synchronous: time is passed in, no clock is read, so a control
+//! plane (or a test) decides exactly when "now" is. The networked parts are behind features.
 //!
 //! - [`HealthTracker`] turns check results into [`HealthState`]: 3 failures in a row make a
 //!   target unhealthy, 3 successes in a row healthy again (both configurable), and the flip
@@ -14,6 +15,13 @@
 //!   about the change from the verdict last acted on, recovery included.
 //! - [`CheckConfig`] describes a check with the specification's defaults and validates it;
 //!   [`CheckExecutor`] runs one and returns a [`CheckOutcome`].
+//! - [`DefaultExecutor`] (feature `executors`) runs every [`CheckKind`]: HTTP(S) and end to
+//!   end through a given edge, TLS certificates (chain, expiry, name, days left), TCP, ICMP
+//!   and WireGuard echoes (also from inside a network namespace), and commands.
+//! - [`Checker`] (feature `checker`) runs a changing set of [`Target`]s' checks on their
+//!   intervals with bounded concurrency, feeds each result to the check's tracker and hands
+//!   a [`CheckReport`] to a [`CheckSink`].
+//! - [`Ring`] splits targets between several checker instances by consistent hashing.
 //!
 //! # Example
 //!
@@ -73,29 +81,65 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Several checker instances each keep their share of the targets, and hand it to their
+//! [`Checker`]; when an instance joins or leaves, each sends its new share and only the
+//! targets that changed hands start or stop:
+//!
+//! ```
+//! use kokoa_health::{CheckConfig, Ring, Target, TargetCheck};
+//!
+//! let edges: Vec<Target> = (0..100)
+//!     .map(|i| {
+//!         let check = CheckConfig::https(format!("https://203.0.113.{i}/health"));
+//!         Target::new(format!("edg_{i}"), [TargetCheck::new("http", check)])
+//!     })
+//!     .collect();
+//! let live = ["checker-0", "checker-1", "checker-2", "checker-3", "checker-4"];
+//! let ring = Ring::new(live);
+//! let mine: Vec<&Target> = edges.iter().filter(|t| ring.owns("checker-2", &t.id)).collect();
+//! assert!((10..=30).contains(&mine.len()), "about 100 / 5");
+//! ```
+//!
 //! # Crate features
 //!
-//! This crate has no Cargo features: it is pure logic with a handful of small dependencies
-//! (`serde`, `thiserror`, `async-trait`), so there is nothing to switch off.
+//! The pure core (state machine, decision tables, configuration, [`Ring`], the [`Target`]
+//! and [`CheckSink`] types) needs only `serde`, `thiserror` and `async-trait`.
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `checker` | yes | [`Checker`], the scheduler (tokio), and [`CheckSink`] for a tokio `mpsc::Sender` |
+//! | `executors` | yes | [`DefaultExecutor`] (tokio, hyper, rustls with aws-lc-rs, x509-parser, rustix) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod check;
+mod checker;
 mod edge;
 mod error;
+#[cfg(feature = "executors")]
+mod executor;
 mod heartbeat;
 mod origin;
 mod secs;
+mod shard;
 mod state;
 
 use serde::{Deserialize, Serialize};
 
 pub use check::{CheckConfig, CheckExecutor, CheckKind, CheckOutcome};
+#[cfg(feature = "checker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "checker")))]
+pub use checker::Checker;
+pub use checker::{CheckReport, CheckSink, Target, TargetCheck};
 pub use edge::{EdgeAction, EdgeCondition, EdgeObservation, EdgeRules, EdgeVerdict};
 pub use error::Error;
+#[cfg(feature = "executors")]
+#[cfg_attr(docsrs, doc(cfg(feature = "executors")))]
+pub use executor::DefaultExecutor;
 pub use heartbeat::{CpuRule, CpuTracker, TunnelStatus, is_stale};
 pub use origin::{
     OriginAction, OriginCondition, OriginObservation, OriginRules, OriginVerdict, Scope,
 };
+pub use shard::Ring;
 pub use state::{CheckStatus, HealthState, HealthTracker, Thresholds, Transition};
 
 /// How loud an alert is.

@@ -75,6 +75,18 @@ pub enum Error {
         detail: String,
     },
 
+    /// The account may not have more servers (or vCPUs) there: a limit the provider only
+    /// raises on request. Retrying soon will not help; another provider or region may.
+    #[error(
+        "{provider}: account limit reached: {detail}; ask the provider to raise the limit, or place the edge at another provider or region"
+    )]
+    Quota {
+        /// Provider name.
+        provider: &'static str,
+        /// The call, the provider's message and what was asked for.
+        detail: String,
+    },
+
     /// The instance has no address to reach yet (or any more).
     #[error("instance {instance} is {status}, not running with a public address")]
     NotRunning {

@@ -1,5 +1,12 @@
 //! HTTP plumbing shared by the cloud providers: URLs, the bearer token, and the mapping of
 //! HTTP answers to [`Error`] variants.
+//!
+//! EC2 signs each request itself and uses only the client, the timeout and [`Failure`];
+//! built with that provider alone, `Api` is unused.
+#![cfg_attr(
+    not(any(feature = "digitalocean", feature = "vultr", feature = "hetzner")),
+    allow(dead_code, unused_imports)
+)]
 
 use std::{
     fmt,
@@ -15,7 +22,7 @@ use serde::de::DeserializeOwned;
 use crate::{Error, Secret};
 
 /// Longest wait for one API call: a stuck provider must not hold a replacement forever.
-const TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A client for a provider's real API: a connect timeout, our user agent. (Every request
 /// gets [`TIMEOUT`] whatever the client.)
@@ -33,7 +40,7 @@ pub(crate) fn default_client(provider: &'static str) -> Result<Client, Error> {
 /// A provider failure that fits no other variant, carried in [`Error::Other`].
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct Failure(String);
+pub(crate) struct Failure(pub(crate) String);
 
 /// One provider's API root and token.
 pub(crate) struct Api {

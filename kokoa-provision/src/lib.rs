@@ -2,8 +2,8 @@
 //! edges, and decides where an attacked edge's replacement goes (SPEC §8.2, §9).
 //!
 //! - [`Provisioner`]: the provider interface (create, destroy, status, SSH access), held as
-//!   `Arc<dyn Provisioner>`. Providers: [`Manual`] (always), DigitalOcean, Vultr and
-//!   Hetzner Cloud (features).
+//!   `Arc<dyn Provisioner>`. Providers: [`Manual`] (always), DigitalOcean, Vultr,
+//!   Hetzner Cloud and Amazon EC2 (features).
 //! - [`render_user_data`]: the cloud-init user data that installs WireGuard, nginx and the
 //!   `kokoa-edge` agent on a new VPS, enrolls it and reports it ready.
 //! - [`EdgeNodeManagement`]: the replacement settings with the spec's defaults;
@@ -40,10 +40,11 @@
 //! | `digitalocean` | yes | `digitalocean::DigitalOcean`: droplets through the DigitalOcean API v2. |
 //! | `vultr` | no | `vultr::Vultr`: instances through the Vultr API v2. |
 //! | `hetzner` | no | `hetzner::Hetzner`: servers through the Hetzner Cloud API v1. |
+//! | `ec2` | no | `ec2::Ec2`: Amazon EC2 instances through the EC2 Query API, requests signed with AWS Signature Version 4 (`kokoa-core/sigv4`); provider name `aws`. |
 //!
 //! Each cloud provider has a constructor for the real API (`new`) and one taking a
 //! `reqwest::Client` and a base URL (`with_client`), so tests can point it at a local
-//! server. AWS EC2, named in the spec, has no provider yet.
+//! server.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cloud_init;
@@ -52,12 +53,20 @@ mod manual;
 mod provider;
 mod strategy;
 
-#[cfg(any(feature = "digitalocean", feature = "vultr", feature = "hetzner"))]
+#[cfg(any(
+    feature = "digitalocean",
+    feature = "vultr",
+    feature = "hetzner",
+    feature = "ec2"
+))]
 mod http;
 
 #[cfg(feature = "digitalocean")]
 #[cfg_attr(docsrs, doc(cfg(feature = "digitalocean")))]
 pub mod digitalocean;
+#[cfg(feature = "ec2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ec2")))]
+pub mod ec2;
 #[cfg(feature = "hetzner")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hetzner")))]
 pub mod hetzner;

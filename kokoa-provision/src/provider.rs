@@ -38,7 +38,8 @@ impl fmt::Debug for Secret {
 }
 
 /// A provider's id of an instance: a number at DigitalOcean and Hetzner, a UUID at Vultr,
-/// the address for a VPS registered by hand.
+/// `region:instance` at EC2 (`ap-southeast-1:i-0123456789abcdef0`), the address for a VPS
+/// registered by hand.
 ///
 /// Accepted: 1–128 characters of `A-Z`, `a-z`, `0-9`, `.`, `_`, `:` and `-`, other than `.`
 /// and `..`. The id ends up in API paths, so the rule keeps out anything that could add a
@@ -166,7 +167,12 @@ impl InstanceConfig {
 
     /// Refuses an [`address`](Self::address): a cloud provider creates a new VPS and
     /// learns its address, so one given here is a mistake.
-    #[cfg(any(feature = "digitalocean", feature = "vultr", feature = "hetzner"))]
+    #[cfg(any(
+        feature = "digitalocean",
+        feature = "vultr",
+        feature = "hetzner",
+        feature = "ec2"
+    ))]
     pub(crate) fn check_no_address(&self) -> Result<(), Error> {
         match self.address {
             Some(address) => Err(Error::invalid(
@@ -248,7 +254,7 @@ pub struct SshConfig {
 #[async_trait]
 pub trait Provisioner: Send + Sync + fmt::Debug {
     /// The provider's name, as in [`InstanceConfig::provider`]: `digitalocean`, `vultr`,
-    /// `hetzner`, `manual`.
+    /// `hetzner`, `aws`, `manual`.
     fn name(&self) -> &str;
 
     /// Creates an instance. It usually answers [`InstanceStatus::Provisioning`]; poll

@@ -7,19 +7,22 @@
 //! while each provider has its own codes. [`region_code`] maps an area to a provider's
 //! code and [`region_area`] maps back:
 //!
-//! | area | digitalocean | vultr | hetzner |
-//! |---|---|---|---|
-//! | `nrt` Tokyo | — | `nrt` | — |
-//! | `sgp` Singapore | `sgp1` | `sgp` | `sin` |
-//! | `fra` Frankfurt / central Germany | `fra1` | `fra` | `nbg1` (Nuremberg) |
-//! | `ams` Amsterdam | `ams3` | `ams` | — |
-//! | `lon` London | `lon1` | `lhr` | — |
-//! | `nyc` New York | `nyc3` | `ewr` | — |
-//! | `sfo` San Francisco Bay | `sfo3` | `sjc` | — |
-//! | `tor` Toronto | `tor1` | `yto` | — |
-//! | `syd` Sydney | `syd1` | `syd` | — |
-//! | `blr` Bangalore | `blr1` | `blr` | — |
-//! | `hel` Helsinki | — | — | `hel1` |
+//! | area | digitalocean | vultr | hetzner | aws |
+//! |---|---|---|---|---|
+//! | `nrt` Tokyo | — | `nrt` | — | `ap-northeast-1` |
+//! | `sgp` Singapore | `sgp1` | `sgp` | `sin` | `ap-southeast-1` |
+//! | `fra` Frankfurt / central Germany | `fra1` | `fra` | `nbg1` (Nuremberg) | `eu-central-1` |
+//! | `ams` Amsterdam | `ams3` | `ams` | — | — |
+//! | `lon` London | `lon1` | `lhr` | — | `eu-west-2` |
+//! | `nyc` New York / US east coast | `nyc3` | `ewr` | — | `us-east-1` (N. Virginia) |
+//! | `sfo` San Francisco Bay | `sfo3` | `sjc` | — | `us-west-1` (N. California) |
+//! | `tor` Toronto | `tor1` | `yto` | — | — |
+//! | `syd` Sydney | `syd1` | `syd` | — | `ap-southeast-2` |
+//! | `blr` Bangalore | `blr1` | `blr` | — | — |
+//! | `hel` Helsinki | — | — | `hel1` | — |
+//!
+//! `aws` is Amazon EC2; its regions nearest Toronto (Montreal), Bangalore (Mumbai,
+//! Hyderabad) and Helsinki (Stockholm) are too far off to count as the same area.
 //!
 //! Any other provider (`manual`, a custom one) uses the area names as its codes.
 
@@ -29,21 +32,40 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 
 /// Providers with their own region codes, in the column order of [`REGIONS`].
-const PROVIDERS: [&str; 3] = ["digitalocean", "vultr", "hetzner"];
+const PROVIDERS: [&str; 4] = ["digitalocean", "vultr", "hetzner", "aws"];
 
 /// Each area and its code at each of [`PROVIDERS`]; `None` where it has no data centre.
-const REGIONS: &[(&str, [Option<&str>; 3])] = &[
-    ("nrt", [None, Some("nrt"), None]),
-    ("sgp", [Some("sgp1"), Some("sgp"), Some("sin")]),
-    ("fra", [Some("fra1"), Some("fra"), Some("nbg1")]),
-    ("ams", [Some("ams3"), Some("ams"), None]),
-    ("lon", [Some("lon1"), Some("lhr"), None]),
-    ("nyc", [Some("nyc3"), Some("ewr"), None]),
-    ("sfo", [Some("sfo3"), Some("sjc"), None]),
-    ("tor", [Some("tor1"), Some("yto"), None]),
-    ("syd", [Some("syd1"), Some("syd"), None]),
-    ("blr", [Some("blr1"), Some("blr"), None]),
-    ("hel", [None, None, Some("hel1")]),
+const REGIONS: &[(&str, [Option<&str>; 4])] = &[
+    ("nrt", [None, Some("nrt"), None, Some("ap-northeast-1")]),
+    (
+        "sgp",
+        [
+            Some("sgp1"),
+            Some("sgp"),
+            Some("sin"),
+            Some("ap-southeast-1"),
+        ],
+    ),
+    (
+        "fra",
+        [
+            Some("fra1"),
+            Some("fra"),
+            Some("nbg1"),
+            Some("eu-central-1"),
+        ],
+    ),
+    ("ams", [Some("ams3"), Some("ams"), None, None]),
+    ("lon", [Some("lon1"), Some("lhr"), None, Some("eu-west-2")]),
+    ("nyc", [Some("nyc3"), Some("ewr"), None, Some("us-east-1")]),
+    ("sfo", [Some("sfo3"), Some("sjc"), None, Some("us-west-1")]),
+    ("tor", [Some("tor1"), Some("yto"), None, None]),
+    (
+        "syd",
+        [Some("syd1"), Some("syd"), None, Some("ap-southeast-2")],
+    ),
+    ("blr", [Some("blr1"), Some("blr"), None, None]),
+    ("hel", [None, None, Some("hel1"), None]),
 ];
 
 /// `provider`'s code for the region `area` (`("digitalocean", "sgp")` → `sgp1`), or
@@ -74,7 +96,7 @@ pub fn region_area<'a>(provider: &str, code: &'a str) -> &'a str {
 /// Where an edge runs: a provider and that provider's region code.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Placement {
-    /// `digitalocean`, `vultr`, `hetzner`, `manual`, ...
+    /// `digitalocean`, `vultr`, `hetzner`, `aws`, `manual`, ...
     pub provider: Name,
     /// The provider's region code, e.g. `sgp1`.
     pub region: Name,

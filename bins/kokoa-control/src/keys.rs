@@ -51,3 +51,46 @@ pub(crate) fn open(
 pub(crate) fn to_wg(key: &WgPrivateKey) -> Result<kokoa_wg::PrivateKey, ApiError> {
     kokoa_wg::PrivateKey::from_base64(key.expose_secret()).map_err(|e| ApiError::internal(&e))
 }
+
+/// Whose secret settings (a JSON object of credentials): the context bound into its seal.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SealedJson<'a> {
+    /// A DNS zone's provider credentials.
+    Zone(&'a kokoa_core::DnsZoneId),
+}
+
+impl SealedJson<'_> {
+    fn context(self) -> String {
+        match self {
+            Self::Zone(zone) => secret::dns_zone_credentials_context(zone),
+        }
+    }
+}
+
+/// Seals a JSON object of credentials for `owner`.
+pub(crate) fn seal_json(
+    master: &MasterKey,
+    owner: SealedJson<'_>,
+    value: &serde_json::Map<String, serde_json::Value>,
+) -> Sealed {
+    let text = zeroize::Zeroizing::new(serde_json::Value::Object(value.clone()).to_string());
+    master.seal(&text, &owner.context())
+}
+
+/// Opens the credentials sealed by [`seal_json`].
+pub(crate) fn open_json(
+    master: &MasterKey,
+    owner: SealedJson<'_>,
+    sealed: &Sealed,
+) -> Result<serde_json::Map<String, serde_json::Value>, kokoa_core::Error> {
+    let text = master.open(sealed, &owner.context())?;
+    serde_json::from_str(&text).map_err(|_| {
+        kokoa_core::Error::Storage(
+            format!(
+                "the sealed credentials of {} are not a JSON object",
+                owner.context()
+            )
+            .into(),
+        )
+    })
+}

@@ -12,6 +12,7 @@
 //! - [`bundle`]: the origin's `origin-config.tar.gz`.
 //! - [`payload`]: the configuration each edge and origin pulls.
 //! - [`config`]: command line, environment and configuration file.
+//! - [`notify`]: notification sinks (webhook, Slack, e-mail) and their delivery.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -56,8 +57,11 @@ pub mod auth;
 pub mod bundle;
 pub mod config;
 pub mod error;
+pub mod events;
 mod keys;
+pub mod notify;
 pub mod payload;
+pub mod runtime;
 mod state;
 pub mod ui;
 
@@ -210,7 +214,11 @@ pub async fn serve(
         "serving the API"
     );
     let router = api::router(state.clone());
-    axum::serve(
+    let (stop_duties, duties_stopped) = tokio::sync::oneshot::channel::<()>();
+    let duties = tokio::spawn(runtime::run(state.clone(), async move {
+        let _ = duties_stopped.await;
+    }));
+    let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
@@ -220,5 +228,10 @@ pub async fn serve(
         state.begin_shutdown();
     })
     .await
-    .map_err(Error::Serve)
+    .map_err(Error::Serve);
+    let _ = stop_duties.send(());
+    if let Err(e) = duties.await {
+        tracing::error!(error = %e, "the control plane's duties ended abnormally");
+    }
+    served
 }

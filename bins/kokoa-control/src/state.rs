@@ -11,7 +11,9 @@ use tokio::sync::{Mutex, watch};
 use crate::{
     auth::{limit::LoginLimiter, oidc::Oidc},
     error::ApiError,
+    events::EventBus,
     payload::Snapshot,
+    runtime::{self, Leader, Modules, Wakers, dns},
 };
 
 /// The shared state of the API: the store, the master key, settings, and the change
@@ -23,6 +25,12 @@ pub struct AppState {
 
 struct Inner {
     store: Arc<dyn Store>,
+    events: EventBus,
+    leader: Arc<Leader>,
+    modules: Modules,
+    wakers: Wakers,
+    dns_limiters: dns::Limiters,
+    dns_gate: dns::Gate,
     master_key: MasterKey,
     subnet_pool: SubnetPool,
     public_url: String,
@@ -60,8 +68,15 @@ impl AppState {
         subnet_pool: SubnetPool,
         public_url: impl Into<String>,
     ) -> Self {
+        let (leader, modules, wakers) = runtime::new_parts(Default::default());
         Self {
             inner: Arc::new(Inner {
+                events: EventBus::new(Arc::clone(&store)),
+                leader,
+                modules,
+                wakers,
+                dns_limiters: dns::Limiters::default(),
+                dns_gate: dns::Gate::default(),
                 store,
                 master_key,
                 subnet_pool,
@@ -79,6 +94,45 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &dyn Store {
         &*self.inner.store
+    }
+
+    /// The event bus.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    /// Whether this control plane leads (SPEC §11).
+    pub fn leader(&self) -> &Arc<Leader> {
+        &self.inner.leader
+    }
+
+    /// The modules' switches and states.
+    pub fn modules(&self) -> &Modules {
+        &self.inner.modules
+    }
+
+    /// Wakes the duties (see [`runtime`]).
+    pub fn wakers(&self) -> &Wakers {
+        &self.inner.wakers
+    }
+
+    /// The rate limiter shared by the zones of one DNS provider.
+    pub fn dns_limiter(
+        &self,
+        provider: &str,
+        limit: Option<kokoa_dns::RateLimit>,
+    ) -> Option<kokoa_dns::RateLimiter> {
+        self.inner.dns_limiters.get(provider, limit)
+    }
+
+    /// Taken while a DNS reconciliation runs.
+    pub(crate) fn dns_gate(&self) -> &dns::Gate {
+        &self.inner.dns_gate
+    }
+
+    /// The store, shared.
+    pub fn store_arc(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.inner.store)
     }
 
     /// The key sealing private keys at rest.

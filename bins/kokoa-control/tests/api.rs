@@ -797,7 +797,12 @@ async fn tokens_enrollments_events_and_unknown_endpoints() {
                 202,
             )
             .await;
-        assert_eq!(accepted, json!({"message": "Event accepted"}));
+        assert_eq!(accepted["message"], "Event accepted");
+        let listed = s
+            .admin(Method::GET, "/api/v1/events?type=dns.*", None, 200)
+            .await;
+        assert_eq!(listed["events"][0]["id"], accepted["id"], "{listed}");
+        assert_eq!(listed["events"][0]["data"]["hostname"], "app.hoge.com");
         let answer = s
             .admin(
                 Method::POST,

@@ -195,6 +195,67 @@ async fn every_endpoint_checks_its_bearer_token() {
                 Some(json!({"type": "edge.ready", "data": {}})),
                 Audience::Admin,
             ),
+            (Method::GET, "/api/v1/events".into(), None, Audience::Reader),
+            (
+                Method::GET,
+                "/api/v1/modules".into(),
+                None,
+                Audience::Reader,
+            ),
+            (
+                Method::PUT,
+                "/api/v1/modules/dns_manager".into(),
+                Some(json!({"enabled": true})),
+                Audience::Admin,
+            ),
+            (
+                Method::GET,
+                "/api/v1/dns/zones".into(),
+                None,
+                Audience::Reader,
+            ),
+            (
+                Method::POST,
+                "/api/v1/dns/zones".into(),
+                Some(json!({"name": "hoge.com", "provider": "manual"})),
+                Audience::Admin,
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/dns/zones/dnz_1".into(),
+                None,
+                Audience::Admin,
+            ),
+            (
+                Method::GET,
+                "/api/v1/dns/records".into(),
+                None,
+                Audience::Reader,
+            ),
+            (
+                Method::GET,
+                "/api/v1/dns/plan".into(),
+                None,
+                Audience::Reader,
+            ),
+            (
+                Method::POST,
+                "/api/v1/dns/reconcile".into(),
+                None,
+                Audience::Admin,
+            ),
+            (
+                Method::GET,
+                "/api/v1/dns/instructions".into(),
+                None,
+                Audience::Reader,
+            ),
+            (
+                Method::GET,
+                "/api/v1/events/stream".into(),
+                None,
+                Audience::Reader,
+            ),
             (
                 Method::GET,
                 "/api/v1/edge-nodes/me/config".into(),
@@ -255,7 +316,9 @@ async fn every_endpoint_checks_its_bearer_token() {
                     .replace(&edge_id, "{id}")
                     .replace(route_id, "{id}")
                     .replace(&token_id, "{id}")
-                    .replace(&user_id, "{id}");
+                    .replace(&user_id, "{id}")
+                    .replace("dnz_1", "{id}")
+                    .replace("dns_manager", "{name}");
                 let template = if template.ends_with("/{id}/edge-nodes") {
                     template.replace("{id}", "{origin_id}")
                 } else {

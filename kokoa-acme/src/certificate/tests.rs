@@ -230,3 +230,66 @@ fn the_private_key_never_shows_in_debug_output() {
     assert!(debug.contains("PrivateKeyPem(<redacted>)"), "{debug}");
     assert!(!debug.contains("PRIVATE KEY"), "{debug}");
 }
+
+/// A leaf signed by a CA whose key identifier is `key_id`, with serial number `serial`.
+fn leaf_with(key_id: Vec<u8>, serial: &[u8]) -> IssuedCertificate {
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(key_id);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["app.hoge.com".into()]).unwrap();
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
+    params.use_authority_key_identifier_extension = true;
+    let leaf = params.signed_by(&key, &ca).unwrap();
+    IssuedCertificate::from_pem(&format!("{}{}", leaf.pem(), ca.pem()), &key.serialize_pem())
+        .unwrap()
+}
+
+#[test]
+fn the_ari_certificate_id_is_the_one_of_rfc_9773() {
+    // RFC 9773 §4.1: keyIdentifier 69:88:5B:...:D4 and serial 0x87654321, whose DER
+    // encoding needs a leading zero byte.
+    let key_id = hex_bytes("69885b6b87464041e1b37b847ba0ae2cde01c8d4");
+    let cert = leaf_with(key_id, &[0x00, 0x87, 0x65, 0x43, 0x21]);
+    assert_eq!(
+        cert.ari_certificate_id().unwrap(),
+        "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+    );
+}
+
+#[test]
+fn the_ari_certificate_id_is_base64url_of_key_id_and_serial() {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    // Bytes that base64url spells with `-` and `_`, and no padding.
+    let key_id = vec![0xfb, 0xff, 0xbf, 0x01, 0x02];
+    let serial = [0x3e, 0xff, 0xfe, 0x10];
+    let cert = leaf_with(key_id.clone(), &serial);
+    let expected = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(&key_id),
+        URL_SAFE_NO_PAD.encode(serial)
+    );
+    assert_eq!(expected, "-_-_AQI.Pv_-EA");
+    assert_eq!(cert.ari_certificate_id().unwrap(), expected);
+}
+
+#[test]
+fn a_certificate_without_authority_key_id_has_no_ari_id() {
+    let pki = pki(&["app.hoge.com"]);
+    let cert = IssuedCertificate::from_pem(&pki.chain(), &pki.key()).unwrap();
+    let err = cert.ari_certificate_id().unwrap_err();
+    assert!(matches!(err, Error::NoCertificateId { .. }), "{err:?}");
+    assert!(err.to_string().contains("app.hoge.com"), "{err}");
+    assert!(
+        err.to_string().contains("Authority Key Identifier"),
+        "{err}"
+    );
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}

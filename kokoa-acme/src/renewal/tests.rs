@@ -23,56 +23,172 @@ fn status(
         not_before,
         not_after,
         policy,
-        None,
     )
 }
 
 #[test]
 fn a_90_day_certificate_renews_30_days_before_expiry_by_default() {
-    let renewal = RenewalPolicy::default().next_renewal(
-        at("2025-01-01T00:00:00Z"),
-        at("2025-04-01T00:00:00Z"),
-        None,
-    );
+    let renewal = RenewalPolicy::default()
+        .next_renewal(at("2025-01-01T00:00:00Z"), at("2025-04-01T00:00:00Z"));
     assert_eq!(renewal, at("2025-03-02T00:00:00Z"));
 }
 
 #[test]
 fn short_lived_certificates_renew_at_two_thirds_of_their_life() {
     // A 6-day certificate with "30 days before" would be renewed forever; it waits 4 days.
-    let renewal = RenewalPolicy::default().next_renewal(
-        at("2025-01-01T00:00:00Z"),
-        at("2025-01-07T00:00:00Z"),
-        None,
-    );
+    let renewal = RenewalPolicy::default()
+        .next_renewal(at("2025-01-01T00:00:00Z"), at("2025-01-07T00:00:00Z"));
     assert_eq!(renewal, at("2025-01-05T00:00:00Z"));
 }
 
+fn window(start: &str, end: &str) -> AriWindow {
+    AriWindow {
+        start: at(start),
+        end: at(end),
+    }
+}
+
+fn info(window: AriWindow, retry_after: u64) -> RenewalInfo {
+    RenewalInfo {
+        window,
+        explanation_url: None,
+        retry_after: Duration::from_secs(retry_after),
+    }
+}
+
 #[test]
-fn the_ca_window_wins_when_given_but_never_past_expiry() {
+fn the_ca_window_wins_but_never_past_expiry() {
     let policy = RenewalPolicy::default();
     let (issued, expires) = (at("2025-01-01T00:00:00Z"), at("2025-04-01T00:00:00Z"));
-    let window = AriWindow {
-        start: at("2025-01-10T00:00:00Z"),
-        end: at("2025-01-11T00:00:00Z"),
-    };
-    assert_eq!(
-        policy.next_renewal(issued, expires, Some(window)),
-        window.start
+    let mut s = status(issued, expires, &policy);
+    let now = at("2025-01-01T00:00:10Z");
+    assert!(s.is_renewal_info_due(now), "asked right after issuance");
+
+    let early = window("2025-01-10T00:00:00Z", "2025-01-11T00:00:00Z");
+    s.record_renewal_info(&policy, info(early, 3600), now, 0);
+    assert_eq!(s.next_renewal, early.start);
+    assert_eq!(s.ari_window, Some(early));
+    assert_eq!(s.ari_next_check, Some(at("2025-01-01T01:00:10Z")));
+
+    let late = window("2025-05-01T00:00:00Z", "2025-05-02T00:00:00Z");
+    s.record_renewal_info(&policy, info(late, 3600), now, 12345);
+    assert_eq!(s.next_renewal, expires);
+}
+
+#[test]
+fn the_same_window_keeps_its_time_and_a_new_one_is_picked_again() {
+    let policy = RenewalPolicy::default();
+    let mut s = status(
+        at("2025-01-01T00:00:00Z"),
+        at("2025-04-01T00:00:00Z"),
+        &policy,
     );
-    let late = AriWindow {
-        start: at("2025-05-01T00:00:00Z"),
-        end: at("2025-05-02T00:00:00Z"),
-    };
-    assert_eq!(policy.next_renewal(issued, expires, Some(late)), expires);
+    let now = at("2025-01-02T00:00:00Z");
+    let first = window("2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z");
+    s.record_renewal_info(&policy, info(first, 21600), now, 7200);
+    assert_eq!(s.next_renewal, at("2025-03-01T02:00:00Z"));
+    // Six hours later the CA says the same: the time picked before stays.
+    s.record_renewal_info(
+        &policy,
+        info(first, 21600),
+        at("2025-01-02T06:00:00Z"),
+        50_000,
+    );
+    assert_eq!(s.next_renewal, at("2025-03-01T02:00:00Z"));
+    // The CA moves the window forward (e.g. before a revocation): renew in the new one.
+    let urgent = window("2025-01-02T06:00:00Z", "2025-01-02T12:00:00Z");
+    s.record_renewal_info(&policy, info(urgent, 21600), at("2025-01-02T07:00:00Z"), 60);
+    assert_eq!(s.next_renewal, at("2025-01-02T06:01:00Z"));
+    assert!(s.is_due(at("2025-01-02T07:00:00Z")));
+}
+
+#[test]
+fn retry_after_is_kept_between_a_minute_and_a_day() {
+    let policy = RenewalPolicy::default();
+    let mut s = status(
+        at("2025-01-01T00:00:00Z"),
+        at("2025-04-01T00:00:00Z"),
+        &policy,
+    );
+    let w = window("2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z");
+    let now = at("2025-01-02T00:00:00Z");
+    for (retry_after, next) in [
+        (0, "2025-01-02T00:01:00Z"),
+        (59, "2025-01-02T00:01:00Z"),
+        (21600, "2025-01-02T06:00:00Z"),
+        (86_400, "2025-01-03T00:00:00Z"),
+        (30 * 86_400, "2025-01-03T00:00:00Z"),
+    ] {
+        s.record_renewal_info(&policy, info(w, retry_after), now, 0);
+        assert_eq!(
+            s.ari_next_check,
+            Some(at(next)),
+            "Retry-After {retry_after}"
+        );
+    }
+}
+
+#[test]
+fn failed_checks_keep_the_plan_and_back_off() {
+    let policy = RenewalPolicy::default();
+    let mut s = status(
+        at("2025-01-01T00:00:00Z"),
+        at("2025-04-01T00:00:00Z"),
+        &policy,
+    );
+    let w = window("2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z");
+    s.record_renewal_info(&policy, info(w, 21600), at("2025-01-02T00:00:00Z"), 3600);
+    let planned = s.clone();
+    let now = at("2025-01-02T06:00:00Z");
+    s.record_renewal_info_failure(&policy, now);
+    s.record_renewal_info_failure(&policy, now);
+    assert_eq!(s.next_renewal, planned.next_renewal);
+    assert_eq!(s.ari_window, planned.ari_window);
+    assert_eq!(s.ari_failures, 2);
+    assert_eq!(s.ari_next_check, Some(at("2025-01-02T06:02:00Z")));
+    // An invalid window (end not after start) is no answer at all.
     let backwards = AriWindow {
-        start: window.end,
-        end: window.start,
+        start: w.end,
+        end: w.start,
     };
-    assert_eq!(
-        policy.next_renewal(issued, expires, Some(backwards)),
-        policy.next_renewal(issued, expires, None)
+    s.record_renewal_info(&policy, info(backwards, 60), now, 0);
+    assert_eq!(s.next_renewal, planned.next_renewal);
+    assert_eq!(s.ari_failures, 3);
+    // A good answer resets the count.
+    s.record_renewal_info(&policy, info(w, 21600), now, 0);
+    assert_eq!(s.ari_failures, 0);
+    // A CA without renewal information is not asked again; the plan stays.
+    s.record_no_renewal_info();
+    assert!(!s.is_renewal_info_due(at("2030-01-01T00:00:00Z")));
+    assert_eq!(s.next_renewal, planned.next_renewal);
+}
+
+#[test]
+fn a_window_does_not_undo_the_backoff_of_a_failed_renewal() {
+    let policy = RenewalPolicy::default();
+    let mut s = status(
+        at("2025-01-01T00:00:00Z"),
+        at("2025-04-01T00:00:00Z"),
+        &policy,
     );
+    let now = at("2025-03-02T00:00:00Z");
+    s.record_failure(&policy, "rate limited", now);
+    s.record_failure(&policy, "rate limited", now);
+    let retry = s.next_renewal;
+    assert_eq!(retry, at("2025-03-02T00:02:00Z"));
+    let past = window("2025-03-01T00:00:00Z", "2025-03-01T01:00:00Z");
+    s.record_renewal_info(&policy, info(past, 21600), now, 0);
+    assert_eq!(s.next_renewal, retry);
+}
+
+#[test]
+fn old_statuses_without_renewal_information_still_load() {
+    let json = r#"{"domains":["app.hoge.com"],"issuer":"CN=R11",
+        "not_before":"2025-01-01T00:00:00Z","not_after":"2025-04-01T00:00:00Z",
+        "next_renewal":"2025-03-02T00:00:00Z","failures":0,"last_error":null}"#;
+    let s: CertificateStatus = serde_json::from_str(json).unwrap();
+    assert_eq!(s.ari_window, None);
+    assert_eq!(s.ari_failures, 0);
 }
 
 #[test]
@@ -124,7 +240,7 @@ proptest! {
     #[test]
     fn renewal_lies_inside_its_window((start, end) in validity(), days in 0u32..400) {
         let policy = RenewalPolicy::renew_days_before(days);
-        let renewal = policy.next_renewal(ts(start), ts(end), None).as_unix();
+        let renewal = policy.next_renewal(ts(start), ts(end)).as_unix();
         prop_assert!(renewal <= end);
         prop_assert!(renewal >= start + (end - start) * 2 / 3);
         prop_assert!(renewal >= end - i64::from(days) * DAY_SECS);
@@ -141,6 +257,19 @@ proptest! {
         let s = status(ts(start), ts(end), &policy);
         let now = ts(s.next_renewal.as_unix() + offset);
         prop_assert_eq!(s.is_due(now), offset >= 0);
+    }
+
+    /// Any random number picks a time inside the window, and every second of a small
+    /// window can be picked.
+    #[test]
+    fn a_picked_time_lies_inside_the_window(start in 0i64..4_102_444_800, span in 1i64..400 * DAY_SECS, random: u64) {
+        let window = AriWindow { start: ts(start), end: ts(start + span) };
+        let picked = window.pick(random).unwrap().as_unix();
+        prop_assert!(start <= picked && picked < start + span);
+        prop_assert_eq!(picked - start, (random % span as u64) as i64);
+        let backwards = AriWindow { start: window.end, end: window.start };
+        let empty = AriWindow { start: window.start, end: window.start };
+        prop_assert!(backwards.pick(random).is_none() && empty.pick(random).is_none());
     }
 
     /// Backoff never shrinks, starts at `first_retry` and stays at most `max_retry`.

@@ -25,6 +25,9 @@ fn defaults_are_the_specifications() {
     assert_eq!(check.recovery_threshold, 3);
     assert_eq!(check.expected_status, 200);
     assert_eq!(check.expected_body, None);
+    assert!(check.verify_certificate);
+    assert_eq!(check.min_days_left, 7);
+    assert_eq!((check.address, check.netns.as_deref()), (None, None));
     assert_eq!(check, CheckConfig::http("http://10.0.1.1/health"));
     check.validate().expect("defaults are valid");
 }
@@ -188,6 +191,23 @@ fn url_scheme_must_fit_the_kind() {
 }
 
 #[test]
+fn credentials_in_a_url_are_refused_without_echoing_them() {
+    let error = error_of(&CheckConfig::https(
+        "https://admin:hunter2@203.0.113.7/health",
+    ));
+    assert!(!error.contains("hunter2"), "{error}");
+    assert_eq!(
+        error,
+        "the url of the https check carries credentials (`user:password@`); health URLs must not, since they are logged and stored"
+    );
+    assert!(
+        CheckConfig::http("http://10.0.1.1/health?by=a@b")
+            .validate()
+            .is_ok()
+    );
+}
+
+#[test]
 fn expected_status_must_be_an_http_status() {
     let mut check = CheckConfig::http("http://10.0.1.1/health");
     check.expected_status = 99;
@@ -199,6 +219,68 @@ fn expected_status_must_be_an_http_status() {
     assert_eq!(check.validate(), Err(Error::InvalidStatus { status: 600 }));
     check.expected_status = 204;
     assert_eq!(check.validate(), Ok(()));
+}
+
+#[test]
+fn netns_is_a_name_or_an_absolute_path() {
+    let mut check = CheckConfig::wireguard(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 12)));
+    for valid in [
+        "edge1",
+        "kokoa-origin-a",
+        "/proc/1234/ns/net",
+        "/run/netns/edge1",
+    ] {
+        check.netns = Some(valid.into());
+        assert_eq!(check.validate(), Ok(()), "{valid}");
+    }
+    for invalid in ["", "..", ".", "netns/edge1", "edge\0one"] {
+        check.netns = Some(invalid.into());
+        assert_eq!(
+            check.validate(),
+            Err(Error::InvalidNetns {
+                netns: invalid.into()
+            }),
+            "{invalid}"
+        );
+    }
+    check.netns = Some("../etc".into());
+    assert_eq!(
+        error_of(&check),
+        r#"netns "../etc" is neither a namespace name (as `ip netns add` takes) nor an absolute path to a namespace file"#
+    );
+}
+
+#[test]
+fn options_a_kind_cannot_honour_are_refused() {
+    let mut command = CheckConfig::command(["/usr/local/bin/check-db"]);
+    command.netns = Some("origin-a".into());
+    assert_eq!(
+        error_of(&command),
+        "the command check does not take `netns`: run the program through `ip netns exec <name>` in `command` instead"
+    );
+    let mut certificate = CheckConfig::tls_certificate("app.hoge.com");
+    certificate.verify_certificate = false;
+    assert_eq!(
+        error_of(&certificate),
+        "the tls_certificate check does not take `verify_certificate: false`: it always verifies; use an https check to reach a server without verifying"
+    );
+}
+
+#[test]
+fn outcomes_stored_before_days_left_existed_still_read() {
+    let old: CheckOutcome =
+        serde_json::from_str(r#"{"status":"success","response_time_ms":12}"#).expect("parses");
+    assert_eq!(old, CheckOutcome::success(12));
+    let new = CheckOutcome::success(40).with_certificate_days_left(61);
+    assert_eq!(
+        serde_json::to_value(&new).expect("serialises"),
+        serde_json::json!({"status": "success", "response_time_ms": 40, "certificate_days_left": 61})
+    );
+    assert_eq!(
+        serde_json::to_value(CheckOutcome::success(1)).expect("serialises"),
+        serde_json::json!({"status": "success", "response_time_ms": 1}),
+        "absent when unknown"
+    );
 }
 
 #[test]
@@ -233,9 +315,26 @@ fn any_check() -> impl Strategy<Value = CheckConfig> {
         proptest::option::of(any::<u16>()),
         proptest::option::of(any::<[u8; 4]>()),
         proptest::collection::vec("[a-z -]{0,8}", 0..3),
+        (
+            proptest::option::of(any::<[u8; 16]>()),
+            any::<bool>(),
+            any::<u32>(),
+            proptest::option::of("[a-z0-9/-]{1,12}"),
+        ),
     )
         .prop_map(
-            |(kind, interval_ms, timeout_ms, retries, url, status, port, ip, command)| {
+            |(
+                kind,
+                interval_ms,
+                timeout_ms,
+                retries,
+                url,
+                status,
+                port,
+                ip,
+                command,
+                (address, verify_certificate, min_days_left, netns),
+            )| {
                 CheckConfig {
                     kind,
                     interval: Duration::from_millis(interval_ms),
@@ -246,6 +345,10 @@ fn any_check() -> impl Strategy<Value = CheckConfig> {
                     port,
                     wireguard_ip: ip.map(IpAddr::from),
                     command,
+                    address: address.map(IpAddr::from),
+                    verify_certificate,
+                    min_days_left,
+                    netns,
                     ..CheckConfig::default()
                 }
             },

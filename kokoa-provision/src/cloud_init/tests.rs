@@ -174,15 +174,23 @@ name=${0##*/}
 line=$name
 for arg in "$@"; do line="$line $arg"; done
 if [ "$name" = kokoa-edge ]; then line="$line (token ${KOKOA_ENROLL_TOKEN:-unset})"; fi
-printf '%s\n' "$line" >>"$LOG"
+# The commands of a pipeline start together: read all of the input before logging, so the
+# command feeding it has logged its line first and the log keeps the script's order.
+input=
+previous=
+for arg in "$@"; do
+    if [ "$name" = curl ] && [ "$previous" = -K ] && [ "$arg" = - ]; then
+        while IFS= read -r part; do input="$input  stdin: $part
+"; done
+    fi
+    previous=$arg
+done
+printf '%s\n%s' "$line" "$input" >>"$LOG"
 case $name in
 curl)
     previous=
     for arg in "$@"; do
         if [ "$previous" = -o ] && [ "$arg" != /dev/null ]; then printf 'agent binary\n' >"$arg"; fi
-        if [ "$previous" = -K ] && [ "$arg" = - ]; then
-            while IFS= read -r input; do printf '  stdin: %s\n' "$input" >>"$LOG"; done
-        fi
         previous=$arg
     done
     ;;

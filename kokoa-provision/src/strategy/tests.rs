@@ -82,6 +82,11 @@ fn region_table_maps_both_ways() {
     assert_eq!(region_code("hetzner", "sgp"), Some("sin"));
     assert_eq!(region_code("digitalocean", "nrt"), None);
     assert_eq!(region_code("manual", "home"), Some("home"));
+    assert_eq!(region_code("aws", "sgp"), Some("ap-southeast-1"));
+    assert_eq!(region_code("aws", "nrt"), Some("ap-northeast-1"));
+    assert_eq!(region_code("aws", "fra"), Some("eu-central-1"));
+    assert_eq!(region_code("aws", "ams"), None);
+    assert_eq!(region_area("aws", "ap-northeast-1"), "nrt");
     assert_eq!(region_area("hetzner", "nbg1"), "fra");
     assert_eq!(region_area("digitalocean", "xyz9"), "xyz9");
     for (area, codes) in REGIONS {
@@ -132,6 +137,27 @@ fn successive_replacements_rotate() {
 }
 
 #[test]
+fn replacements_rotate_to_aws_when_it_is_preferred() {
+    let strategy = ReplacementStrategy {
+        preferred_providers: vec![name("vultr"), name("aws")],
+        ..ReplacementStrategy::default()
+    };
+    let settings = EdgeNodeManagement {
+        replacement_strategy: strategy.clone(),
+        ..EdgeNodeManagement::default()
+    };
+    settings.validate().unwrap();
+    // Vultr in Tokyo is attacked: the replacement goes to AWS, in Singapore.
+    let choice = choose_replacement(&at("vultr", "nrt"), &[at("vultr", "fra")], &strategy);
+    assert_eq!(choice, at("aws", "ap-southeast-1"));
+    assert_eq!(choice.area(), "sgp");
+    // And back: AWS in Singapore fails, Vultr in Tokyo takes over.
+    let live = [at("vultr", "fra"), at("aws", "ap-northeast-1")];
+    let choice = choose_replacement(&at("aws", "ap-southeast-1"), &live, &strategy);
+    assert_eq!(choice, at("vultr", "nrt"));
+}
+
+#[test]
 fn falls_back_when_the_lists_cannot_change_everything() {
     let strategy = ReplacementStrategy {
         preferred_providers: vec![name("vultr")],
@@ -166,10 +192,21 @@ fn creates_up_to_the_minimum_within_the_maximum() {
     assert_eq!(nodes_to_create(1, 0, &tight), 2);
 }
 
-const PROVIDER_POOL: [&str; 4] = ["digitalocean", "vultr", "hetzner", "manual"];
+const PROVIDER_POOL: [&str; 5] = ["digitalocean", "vultr", "hetzner", "aws", "manual"];
 const AREA_POOL: [&str; 5] = ["nrt", "sgp", "fra", "ams", "hel"];
-const CODE_POOL: [&str; 10] = [
-    "nrt", "sgp1", "sgp", "sin", "fra1", "fra", "nbg1", "ams3", "hel1", "xyz1",
+const CODE_POOL: [&str; 12] = [
+    "nrt",
+    "sgp1",
+    "sgp",
+    "sin",
+    "fra1",
+    "fra",
+    "nbg1",
+    "ams3",
+    "hel1",
+    "xyz1",
+    "ap-northeast-1",
+    "eu-central-1",
 ];
 
 fn placement() -> impl Strategy<Value = Placement> {
@@ -184,7 +221,7 @@ fn strategy() -> impl Strategy<Value = ReplacementStrategy> {
     (
         any::<bool>(),
         any::<bool>(),
-        subsequence(&PROVIDER_POOL[..], 0..=4).prop_shuffle(),
+        subsequence(&PROVIDER_POOL[..], 0..=5).prop_shuffle(),
         subsequence(&AREA_POOL[..], 0..=5).prop_shuffle(),
     )
         .prop_map(

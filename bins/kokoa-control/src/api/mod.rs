@@ -20,8 +20,11 @@ use crate::{
 
 mod agent;
 mod conditional;
+mod dns;
 mod edges;
+mod events;
 mod extract;
+mod modules;
 mod origins;
 mod routes;
 mod system;
@@ -54,6 +57,7 @@ const BEARER: &str = "bearer";
         (name = "agents", description = "Called by edge and origin agents"),
         (name = "tokens", description = "API tokens and node enrollment"),
         (name = "users", description = "People who sign in to the Web UI"),
+        (name = "dns", description = "DNS zones and the records of the healthy edges"),
         (name = "system", description = "Health, events and this document"),
     )
 )]
@@ -184,6 +188,16 @@ fn build() -> (Router<AppState>, openapi::OpenApi) {
         .routes(routes!(users::create, users::list))
         .routes(routes!(users::update, users::delete))
         .routes(routes!(users::reset_totp))
-        .routes(routes!(system::post_event))
+        .routes(routes!(events::post_event))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::stream_events))
+        .routes(routes!(modules::list_modules))
+        .routes(routes!(modules::set_module))
+        .routes(routes!(dns::create_zone, dns::list_zones))
+        .routes(routes!(dns::delete_zone))
+        .routes(routes!(dns::list_records))
+        .routes(routes!(dns::plan))
+        .routes(routes!(dns::reconcile))
+        .routes(routes!(dns::instructions))
         .split_for_parts()
 }

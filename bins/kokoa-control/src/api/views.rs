@@ -205,6 +205,47 @@ pub struct EventRequest {
     /// The event's data.
     #[schema(value_type = Object)]
     pub data: Map<String, Value>,
+    /// `info` (the default), `warning` or `critical`.
+    #[serde(default)]
+    #[schema(example = "info", pattern = "^(info|warning|critical)$")]
+    pub severity: Option<String>,
+    /// What it is about, e.g. an edge node id.
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub subject: Option<String>,
+    /// One sentence for a person.
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    pub message: Option<String>,
+}
+
+/// `GET /api/v1/events` and `/api/v1/events/stream`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// Only events numbered above this one, oldest first.
+    pub after: Option<i64>,
+    /// Only events numbered below this one.
+    pub before: Option<i64>,
+    /// Only this type, or types starting with the text before a trailing `*` (`edge.*`).
+    #[serde(rename = "type")]
+    #[param(rename = "type", example = "edge.*")]
+    pub kind: Option<String>,
+    /// Only events about this subject (an id, a host name).
+    pub subject: Option<String>,
+    /// Only events at least this severe: `info`, `warning`, `critical`.
+    pub severity: Option<String>,
+    /// At most this many (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
+/// `GET /api/v1/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    /// The events: `id`, `type`, `severity`, `subject`, `message`, `data`, `created_at`.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<kokoa_core::Event>,
 }
 
 /// `?force=`.
@@ -564,6 +605,8 @@ pub struct EnrollmentCreated {
 pub struct EventAccepted {
     /// `Event accepted`.
     pub message: String,
+    /// The number the event was recorded under.
+    pub id: i64,
 }
 
 /// A route as the origin sees it.

@@ -157,6 +157,14 @@ impl Caller {
         }
     }
 
+    /// The token's name or the user's e-mail address.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Token(t) => t.name.as_str(),
+            Self::User(u) => u.0.email.as_str(),
+        }
+    }
+
     /// The signed-in user, if it is one.
     pub fn user(&self) -> Option<&User> {
         match self {

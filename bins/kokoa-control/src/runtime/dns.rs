@@ -1,0 +1,725 @@
+//! The DNS manager (SPEC §8.1): for every routed host name in a managed zone, one A (or
+//! AAAA) record per edge that serves it and is healthy, at the zone's provider.
+//!
+//! Zones, with their provider and sealed credentials, are kept in the store. Each
+//! reconciliation reads the routes, the edges and the records the manager owns (the
+//! `dns_records` table), lists the zone, plans with [`kokoa_dns::plan()`] and applies only
+//! the difference, then records what it now owns. A host name in no managed zone (or in a
+//! zone whose provider is `manual`) is reported with the exact records a person must set.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use kokoa_core::{
+    DnsRecord, DnsRecordId, DnsZone, EdgeNode, EdgeNodeId, EdgePhase, EdgeStatus, Hostname, Name,
+    Route, Severity, Timestamp,
+};
+use kokoa_dns::{
+    ApplyReport, Change, DesiredState, DnsProvider, EdgeState, EdgeTarget, Plan, RateLimiter,
+    Reconciler, RecordId, Zone,
+};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::{Mutex, watch};
+
+use super::{Module, wait_or_stop};
+use crate::{
+    events::kinds,
+    keys::{self, SealedJson},
+    state::AppState,
+};
+
+/// How often every zone is reconciled when nothing asks for it sooner: it also repairs
+/// records changed at the provider behind the manager's back.
+const PERIOD: Duration = Duration::from_secs(60);
+
+/// The providers a zone can name.
+pub const PROVIDERS: &[&str] = &["cloudflare", "powerdns", "digitalocean", "manual"];
+
+/// Why a zone's provider cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    /// The zone's settings or credentials do not fit its provider.
+    #[error("{0}")]
+    Config(String),
+    /// The provider answered with an error.
+    #[error(transparent)]
+    Provider(#[from] kokoa_dns::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] kokoa_core::Error),
+}
+
+fn text<'a>(map: &'a Map<String, Value>, key: &str, what: &str) -> Result<&'a str, ZoneError> {
+    map.get(key).and_then(Value::as_str).ok_or_else(|| {
+        ZoneError::Config(format!("{what} {key:?} is missing (a string is expected)"))
+    })
+}
+
+fn optional<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    map.get(key).and_then(Value::as_str)
+}
+
+/// The provider a zone names, built from its settings and credentials; `None` for
+/// `manual`, which has no API.
+pub fn build_provider(
+    zone: &DnsZone,
+    credentials: &Map<String, Value>,
+) -> Result<Option<Arc<dyn DnsProvider>>, ZoneError> {
+    let settings = zone.settings.as_object().cloned().unwrap_or_default();
+    let client = || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ZoneError::Config(format!("cannot build an HTTP client: {e}")))
+    };
+    let secret = |key| text(credentials, key, "credential");
+    let provider: Arc<dyn DnsProvider> = match zone.provider.as_str() {
+        "manual" => return Ok(None),
+        "cloudflare" => {
+            let token = secret("api_token")?;
+            Arc::new(match optional(&settings, "base_url") {
+                Some(url) => {
+                    kokoa_dns::cloudflare::CloudflareProvider::with_client(client()?, url, token)?
+                }
+                None => kokoa_dns::cloudflare::CloudflareProvider::new(token)?,
+            })
+        }
+        "powerdns" => Arc::new(kokoa_dns::powerdns::PowerDnsProvider::with_client(
+            client()?,
+            text(&settings, "url", "setting")?,
+            secret("api_key")?,
+        )?),
+        "digitalocean" => {
+            let token = secret("token")?;
+            Arc::new(match optional(&settings, "base_url") {
+                Some(url) => kokoa_dns::digitalocean::DigitalOceanProvider::with_client(
+                    client()?,
+                    url,
+                    token,
+                )?,
+                None => kokoa_dns::digitalocean::DigitalOceanProvider::new(token)?,
+            })
+        }
+        other => {
+            return Err(ZoneError::Config(format!(
+                "unknown DNS provider {other:?}; use one of {}",
+                PROVIDERS.join(", ")
+            )));
+        }
+    };
+    Ok(Some(provider))
+}
+
+/// A managed zone, ready to reconcile.
+struct OpenZone {
+    zone: DnsZone,
+    provider: Arc<dyn DnsProvider>,
+    reconciler: Reconciler,
+}
+
+/// The provider and the provider's zone of `zone`; `None` for a manual zone. Looks the
+/// zone up at the provider (and remembers its id) the first time.
+async fn open(state: &AppState, zone: &DnsZone) -> Result<Option<OpenZone>, ZoneError> {
+    let credentials = match state.store().dns_zone_credentials(&zone.id).await? {
+        Some(sealed) => keys::open_json(state.master_key(), SealedJson::Zone(&zone.id), &sealed)?,
+        None => Map::new(),
+    };
+    let Some(provider) = build_provider(zone, &credentials)? else {
+        return Ok(None);
+    };
+    let provider_zone = match &zone.provider_zone_id {
+        Some(id) => Zone {
+            id: id.clone(),
+            name: zone.name.clone(),
+        },
+        None => {
+            let found = provider.find_zone(&zone.name).await?;
+            let mut updated = zone.clone();
+            updated.provider_zone_id = Some(found.id.clone());
+            state.store().update_dns_zone(&updated, None).await?;
+            found
+        }
+    };
+    let limiter = state.dns_limiter(zone.provider.as_str(), provider.rate_limit());
+    let reconciler =
+        Reconciler::new(Arc::clone(&provider), provider_zone).with_rate_limiter(limiter);
+    Ok(Some(OpenZone {
+        zone: zone.clone(),
+        provider,
+        reconciler,
+    }))
+}
+
+/// Shares one rate limiter between the zones of one provider (its limit is per account).
+#[derive(Debug, Default)]
+pub struct Limiters(std::sync::Mutex<HashMap<String, RateLimiter>>);
+
+impl Limiters {
+    /// The limiter of `provider`, made on first use from its documented `limit`.
+    pub fn get(&self, provider: &str, limit: Option<kokoa_dns::RateLimit>) -> Option<RateLimiter> {
+        let limit = limit?;
+        let mut all = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(
+            all.entry(provider.to_owned())
+                .or_insert_with(|| RateLimiter::new(limit))
+                .clone(),
+        )
+    }
+}
+
+/// How the DNS manager sees an edge.
+fn edge_state(edge: &EdgeNode) -> EdgeState {
+    match edge.status {
+        // Withdrawn on purpose (deleted by hand, or about to be destroyed): its records go
+        // even if they are a name's last.
+        _ if matches!(
+            edge.lifecycle.phase,
+            EdgePhase::Draining | EdgePhase::Destroying | EdgePhase::Destroyed
+        ) =>
+        {
+            EdgeState::Deleted
+        }
+        EdgeStatus::Active => EdgeState::Serving,
+        EdgeStatus::Unhealthy => EdgeState::Unhealthy,
+        EdgeStatus::Deleted => EdgeState::Deleted,
+        _ => EdgeState::Provisioning,
+    }
+}
+
+/// The zone of `hostname`: the managed zone with the longest apex containing it.
+fn zone_of<'a>(zones: &'a [DnsZone], hostname: &Hostname) -> Option<&'a DnsZone> {
+    zones
+        .iter()
+        .filter(|z| {
+            Zone {
+                id: String::new(),
+                name: z.name.clone(),
+            }
+            .contains(hostname)
+        })
+        .max_by_key(|z| z.name.as_str().len())
+}
+
+/// Everything the desired state of the zones is made of, read once.
+struct World {
+    zones: Vec<DnsZone>,
+    routes: Vec<Route>,
+    edges: Vec<EdgeNode>,
+    /// Which edges reach each origin (a tunnel exists).
+    reach: HashMap<kokoa_core::OriginId, BTreeSet<EdgeNodeId>>,
+    records: Vec<DnsRecord>,
+}
+
+impl World {
+    async fn read(state: &AppState) -> Result<Self, kokoa_core::Error> {
+        let store = state.store();
+        let mut reach: HashMap<_, BTreeSet<_>> = HashMap::new();
+        for tunnel in store.list_tunnels(None, None).await? {
+            reach
+                .entry(tunnel.origin_id)
+                .or_default()
+                .insert(tunnel.edge_node_id);
+        }
+        Ok(Self {
+            zones: store.list_dns_zones().await?,
+            routes: store.list_routes().await?,
+            edges: store.list_edges().await?,
+            reach,
+            records: store.list_dns_records(None).await?,
+        })
+    }
+
+    /// The desired states of `zone`: one per set of edges that serve the same host names
+    /// (edges created for one origin serve only its routes), and the names to retire.
+    fn desired(&self, zone: &DnsZone) -> Vec<DesiredState> {
+        let mut groups: BTreeMap<BTreeSet<EdgeNodeId>, BTreeSet<Hostname>> = BTreeMap::new();
+        let routed: BTreeSet<&Hostname> = self.routes.iter().map(|r| &r.hostname).collect();
+        for route in &self.routes {
+            if zone_of(&self.zones, &route.hostname).map(|z| &z.id) != Some(&zone.id) {
+                continue;
+            }
+            let serving = self
+                .reach
+                .get(&route.origin_id)
+                .cloned()
+                .unwrap_or_default();
+            groups
+                .entry(serving)
+                .or_default()
+                .insert(route.hostname.clone());
+        }
+        let retired: BTreeSet<Hostname> = self
+            .records
+            .iter()
+            .filter(|r| r.zone_id.as_ref() == Some(&zone.id) && !routed.contains(&r.hostname))
+            .map(|r| r.hostname.clone())
+            .collect();
+        let mut states: Vec<DesiredState> = groups
+            .into_iter()
+            .map(|(serving, hostnames)| DesiredState {
+                hostnames,
+                retired: BTreeSet::new(),
+                edges: self
+                    .edges
+                    .iter()
+                    .filter(|e| serving.contains(&e.id) || e.status == EdgeStatus::Deleted)
+                    .map(target)
+                    .collect(),
+                ttl: zone.ttl,
+            })
+            .collect();
+        if !retired.is_empty() {
+            states.push(DesiredState {
+                hostnames: BTreeSet::new(),
+                retired,
+                edges: self.edges.iter().map(target).collect(),
+                ttl: zone.ttl,
+            });
+        }
+        states
+    }
+
+    /// The provider ids the manager owns in `zone`.
+    fn owned(&self, zone: &DnsZone) -> BTreeSet<RecordId> {
+        self.records
+            .iter()
+            .filter(|r| r.zone_id.as_ref() == Some(&zone.id))
+            .filter_map(|r| r.provider_record_id.as_deref().map(RecordId::new))
+            .collect()
+    }
+
+    /// Host names set by hand: those in no managed zone or in a manual one.
+    fn manual(&self) -> Vec<ManualName> {
+        let mut out = Vec::new();
+        for route in &self.routes {
+            let zone = zone_of(&self.zones, &route.hostname);
+            if zone.is_some_and(|z| z.provider.as_str() != "manual") {
+                continue;
+            }
+            let serving = self
+                .reach
+                .get(&route.origin_id)
+                .cloned()
+                .unwrap_or_default();
+            let desired = DesiredState {
+                hostnames: [route.hostname.clone()].into(),
+                retired: BTreeSet::new(),
+                edges: self
+                    .edges
+                    .iter()
+                    .filter(|e| serving.contains(&e.id))
+                    .map(target)
+                    .collect(),
+                ttl: zone.map_or(kokoa_dns::DEFAULT_TTL, |z| z.ttl),
+            };
+            out.push(ManualName {
+                hostname: route.hostname.clone(),
+                zone: zone.map(|z| z.name.clone()),
+                records: kokoa_dns::manual::instructions(&desired)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect(),
+            });
+        }
+        out
+    }
+}
+
+fn target(edge: &EdgeNode) -> EdgeTarget {
+    EdgeTarget {
+        state: edge_state(edge),
+        ..EdgeTarget::from(edge)
+    }
+}
+
+/// Merges the plans of one zone's parts, made from one listing.
+fn merge(plans: Vec<Plan>) -> Plan {
+    let mut merged = Plan::default();
+    for p in plans {
+        merged.creates.extend(p.creates);
+        merged.deletes.extend(p.deletes);
+        merged.updates.extend(p.updates);
+        merged.owned.extend(p.owned);
+    }
+    merged
+}
+
+/// One planned or made change, for the API and the events.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeView {
+    /// `create`, `update` or `delete`.
+    pub action: &'static str,
+    /// The record as a zone file line.
+    pub record: String,
+    /// Why, for deletes; the edge, for creates.
+    pub reason: String,
+}
+
+impl From<&Change> for ChangeView {
+    fn from(change: &Change) -> Self {
+        match change {
+            Change::Create(c) => Self {
+                action: "create",
+                record: c.spec.to_string(),
+                reason: format!("edge {} serves", c.edge),
+            },
+            Change::Update(u) => Self {
+                action: "update",
+                record: u.spec.to_string(),
+                reason: format!("TTL {} -> {}", u.current.spec.ttl, u.spec.ttl),
+            },
+            Change::Delete(d) => Self {
+                action: "delete",
+                record: d.record.spec.to_string(),
+                reason: d.reason.to_string(),
+            },
+            _ => Self {
+                action: "other",
+                record: change.to_string(),
+                reason: String::new(),
+            },
+        }
+    }
+}
+
+/// What happened (or would happen) in one zone.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZoneOutcome {
+    /// The zone's apex.
+    pub zone: Hostname,
+    /// The provider.
+    pub provider: Name,
+    /// The changes planned (a dry run) or made.
+    pub changes: Vec<ChangeView>,
+    /// Changes that failed, with the error.
+    pub failed: Vec<String>,
+    /// Why the zone could not be planned at all.
+    pub error: Option<String>,
+}
+
+/// A host name whose records a person sets.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManualName {
+    /// The host name.
+    pub hostname: Hostname,
+    /// Its zone, when one is configured with the `manual` provider.
+    pub zone: Option<Hostname>,
+    /// The records to set, as zone file lines.
+    pub records: Vec<String>,
+}
+
+/// The outcome of a reconciliation or a dry run over every zone.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Per managed zone.
+    pub zones: Vec<ZoneOutcome>,
+    /// Host names to set by hand.
+    pub manual: Vec<ManualName>,
+}
+
+/// Serialises reconciliations: the loop, the API and the health checker's immediate
+/// removals never apply two plans to one zone at once.
+#[derive(Debug, Default)]
+pub struct Gate(Mutex<()>);
+
+/// Plans every zone and, unless `dry_run`, applies the plans and records what the manager
+/// owns afterwards.
+pub async fn reconcile(state: &AppState, dry_run: bool) -> Result<Outcome, kokoa_core::Error> {
+    let _turn = state.dns_gate().0.lock().await;
+    let world = World::read(state).await?;
+    let mut zones = Vec::new();
+    let (mut managed, mut records, mut failures) = (0u64, 0u64, 0u64);
+    for zone in world
+        .zones
+        .iter()
+        .filter(|z| z.provider.as_str() != "manual")
+    {
+        managed += 1;
+        let outcome = reconcile_zone(state, &world, zone, dry_run).await;
+        failures += u64::from(outcome.error.is_some() || !outcome.failed.is_empty());
+        zones.push(outcome);
+    }
+    if !dry_run {
+        records = state
+            .store()
+            .list_dns_records(None)
+            .await
+            .map_or(0, |r| r.len() as u64);
+    }
+    let manual = world.manual();
+    state.modules().report(Module::DnsManager, |s| {
+        let mut providers: Vec<&str> = world.zones.iter().map(|z| z.provider.as_str()).collect();
+        providers.sort_unstable();
+        providers.dedup();
+        s.provider = (!providers.is_empty()).then(|| providers.join(", "));
+        if managed > 0 {
+            s.connected = Some(failures == 0);
+        }
+        s.detail = zones
+            .iter()
+            .find_map(|z| z.error.clone().or_else(|| z.failed.first().cloned()));
+        s.counts.insert("zones".into(), world.zones.len() as u64);
+        s.counts
+            .insert("manual_hostnames".into(), manual.len() as u64);
+        if !dry_run {
+            s.counts.insert("records".into(), records);
+        }
+    });
+    Ok(Outcome { zones, manual })
+}
+
+async fn reconcile_zone(
+    state: &AppState,
+    world: &World,
+    zone: &DnsZone,
+    dry_run: bool,
+) -> ZoneOutcome {
+    let mut outcome = ZoneOutcome {
+        zone: zone.name.clone(),
+        provider: zone.provider.clone(),
+        changes: Vec::new(),
+        failed: Vec::new(),
+        error: None,
+    };
+    let open = match open(state, zone).await {
+        Ok(Some(open)) => open,
+        Ok(None) => return outcome,
+        Err(e) => {
+            outcome.error = Some(e.to_string());
+            return outcome;
+        }
+    };
+    let current = match open.reconciler.records().await {
+        Ok(current) => current,
+        Err(e) => {
+            outcome.error = Some(e.to_string());
+            return outcome;
+        }
+    };
+    let owned = world.owned(zone);
+    let plan = merge(
+        world
+            .desired(zone)
+            .iter()
+            .map(|d| kokoa_dns::plan(d, &current, &owned))
+            .collect(),
+    );
+    if dry_run {
+        outcome.changes = plan.changes().map(|c| ChangeView::from(&c)).collect();
+        return outcome;
+    }
+    if plan.is_empty() && plan.owned == owned {
+        return outcome;
+    }
+    let report = open.reconciler.apply(plan).await;
+    outcome.changes = made(&report);
+    outcome.failed = report
+        .failed
+        .iter()
+        .map(|(change, e)| format!("{change}: {e}"))
+        .collect();
+    if let Err(e) = record(state, world, &open, &report).await {
+        outcome.error = Some(format!("the changes were made but not recorded: {e}"));
+    }
+    announce(state, &open, &report).await;
+    outcome
+}
+
+fn made(report: &ApplyReport) -> Vec<ChangeView> {
+    let creates = report
+        .created
+        .iter()
+        .map(|(_, c)| ChangeView::from(&Change::Create(c.clone())));
+    let deletes = report
+        .deleted
+        .iter()
+        .map(|d| ChangeView::from(&Change::Delete(d.clone())));
+    let updates = report
+        .updated
+        .iter()
+        .map(|(_, u)| ChangeView::from(&Change::Update(u.clone())));
+    creates.chain(deletes).chain(updates).collect()
+}
+
+/// Brings the `dns_records` rows of the zone in line with what the manager owns now.
+async fn record(
+    state: &AppState,
+    world: &World,
+    open: &OpenZone,
+    report: &ApplyReport,
+) -> Result<(), kokoa_core::Error> {
+    let store = state.store();
+    let zone = &open.zone;
+    let rows: Vec<&DnsRecord> = world
+        .records
+        .iter()
+        .filter(|r| r.zone_id.as_ref() == Some(&zone.id))
+        .collect();
+    // Rows of records no longer owned (deleted, or gone at the provider), and rows whose
+    // record changed id.
+    let renamed: HashMap<&str, (&RecordId, &kokoa_dns::Update)> = report
+        .updated
+        .iter()
+        .map(|(id, u)| (u.current.id.as_str(), (id, u)))
+        .collect();
+    for row in &rows {
+        let id = row.provider_record_id.as_deref().unwrap_or_default();
+        if let Some((new_id, _)) = renamed.get(id) {
+            store.delete_dns_record(&row.id).await?;
+            store
+                .add_dns_record(&DnsRecord {
+                    id: DnsRecordId::new(),
+                    provider_record_id: Some(new_id.as_str().to_owned()),
+                    ..(*row).clone()
+                })
+                .await?;
+        } else if !report.owned.contains(&RecordId::new(id)) {
+            store.delete_dns_record(&row.id).await?;
+        }
+    }
+    let now = Timestamp::now();
+    let known: BTreeSet<&EdgeNodeId> = world.edges.iter().map(|e| &e.id).collect();
+    for (id, create) in &report.created {
+        store
+            .add_dns_record(&DnsRecord {
+                id: DnsRecordId::new(),
+                hostname: create.spec.name.clone(),
+                data: create.spec.data.clone(),
+                provider_record_id: Some(id.as_str().to_owned()),
+                provider: zone.provider.clone(),
+                zone_id: Some(zone.id.clone()),
+                edge_node_id: known.contains(&create.edge).then(|| create.edge.clone()),
+                created_at: now,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+async fn announce(state: &AppState, open: &OpenZone, report: &ApplyReport) {
+    let events = state.events();
+    let zone = open.zone.name.as_str();
+    for (id, create) in &report.created {
+        let line = create.spec.to_string();
+        events
+            .emit(
+                kinds::DNS_RECORD_ADDED,
+                Severity::Info,
+                Some(create.spec.name.as_str()),
+                format!("added {line} for edge {} in zone {zone}", create.edge),
+                json!({
+                    "hostname": create.spec.name, "type": create.spec.data.record_type(),
+                    "value": create.spec.data.value(), "ttl": create.spec.ttl,
+                    "edge_node_id": create.edge, "zone": zone, "record_id": id.as_str(),
+                    "provider": open.provider.name(),
+                }),
+            )
+            .await;
+    }
+    for delete in &report.deleted {
+        let spec = &delete.record.spec;
+        events
+            .emit(
+                kinds::DNS_RECORD_REMOVED,
+                Severity::Info,
+                Some(spec.name.as_str()),
+                format!("removed {spec} from zone {zone}: {}", delete.reason),
+                json!({
+                    "hostname": spec.name, "type": spec.data.record_type(),
+                    "value": spec.data.value(), "zone": zone,
+                    "record_id": delete.record.id.as_str(), "reason": delete.reason.to_string(),
+                    "provider": open.provider.name(),
+                }),
+            )
+            .await;
+    }
+    for (id, update) in &report.updated {
+        events
+            .emit(
+                kinds::DNS_RECORD_UPDATED,
+                Severity::Info,
+                Some(update.spec.name.as_str()),
+                format!("set {} in zone {zone}", update.spec),
+                json!({"hostname": update.spec.name, "zone": zone, "record_id": id.as_str(), "ttl": update.spec.ttl}),
+            )
+            .await;
+    }
+    for (change, error) in &report.failed {
+        events
+            .emit(
+                kinds::DNS_RECONCILE_FAILED,
+                Severity::Warning,
+                Some(zone),
+                format!("could not apply {change} in zone {zone}: {error}"),
+                json!({"zone": zone, "change": change.to_string(), "error": error.to_string(), "retryable": error.is_retryable()}),
+            )
+            .await;
+    }
+}
+
+/// The records a person must set: host names in no managed zone, or in a manual one.
+pub async fn instructions(state: &AppState) -> Result<Vec<ManualName>, kokoa_core::Error> {
+    Ok(World::read(state).await?.manual())
+}
+
+/// Deletes at the provider every record the manager made in `zone`, and their rows; a
+/// record already gone at the provider counts as deleted.
+pub async fn remove_zone_records(state: &AppState, zone: &DnsZone) -> Result<(), ZoneError> {
+    let _turn = state.dns_gate().0.lock().await;
+    let store = state.store();
+    let rows: Vec<DnsRecord> = store
+        .list_dns_records(None)
+        .await?
+        .into_iter()
+        .filter(|r| r.zone_id.as_ref() == Some(&zone.id))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let open = open(state, zone).await?;
+    for row in rows {
+        if let (Some(open), Some(id)) = (&open, &row.provider_record_id) {
+            let zone = Zone {
+                id: open.zone.provider_zone_id.clone().unwrap_or_default(),
+                name: open.zone.name.clone(),
+            };
+            match open
+                .provider
+                .delete_record(&zone, &RecordId::new(id.as_str()))
+                .await
+            {
+                Ok(()) | Err(kokoa_dns::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        store.delete_dns_record(&row.id).await?;
+    }
+    Ok(())
+}
+
+/// Reconciles every zone when woken, and every [`PERIOD`] anyway, on the leader while the
+/// DNS manager is on.
+pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+    loop {
+        if state.leader().is_leader() && state.modules().enabled(&state, Module::DnsManager).await {
+            match reconcile(&state, false).await {
+                Ok(outcome) => {
+                    for zone in outcome.zones.iter().filter(|z| z.error.is_some()) {
+                        tracing::warn!(zone = %zone.zone, error = ?zone.error, "DNS reconciliation failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "DNS reconciliation could not read the store"),
+            }
+        }
+        if wait_or_stop(PERIOD, &state.wakers().dns, &mut stop).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! What the control plane does on its own, next to answering requests: lead (SPEC §11),
+//! keep DNS in step (§8.1), obtain certificates (§8.3), check health (§8.4) and create,
+//! withdraw and replace edges (§8.2, §9).
+//!
+//! Every duty that changes the outside world runs only on the leader: the control plane
+//! holding the `leader` lease in the store. On SQLite there is one control plane and it
+//! always leads; on PostgreSQL several share the database and one leads, the others take
+//! over within the lease's TTL when it stops renewing. Each duty reads what it needs from
+//! the store at every step, so nothing is lost when the leader changes or restarts.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use kokoa_core::{Severity, Timestamp};
+use serde::{Deserialize, Serialize};
+use tokio::{sync::Notify, task::JoinSet};
+
+use crate::{events::kinds, state::AppState};
+
+pub mod dns;
+
+/// How long the leader lease lasts without renewal (SPEC §11: 10 s).
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often the lease is renewed (or asked for).
+const LEASE_RENEW: Duration = Duration::from_secs(3);
+
+/// Whether this control plane leads, and its name in the lease.
+#[derive(Debug)]
+pub struct Leader {
+    instance: String,
+    leading: AtomicBool,
+}
+
+impl Leader {
+    fn new() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        let random = kokoa_core::ApiTokenId::new();
+        let suffix = &random.as_str()[4..12];
+        Self {
+            instance: format!("{host}-{}-{suffix}", std::process::id()),
+            leading: AtomicBool::new(false),
+        }
+    }
+
+    /// This control plane's name in the lease: host name, process id and a random part.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Whether this control plane held the lease when it last asked.
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    /// Asks for (or renews) the lease; returns whether this control plane leads now.
+    pub async fn claim(&self, state: &AppState) -> bool {
+        let now = Timestamp::now();
+        let until = now.plus_secs(LEASE_TTL.as_secs() as i64);
+        let leading = match state
+            .store()
+            .kv_claim("leases", "leader", &self.instance, now, until)
+            .await
+        {
+            Ok(leading) => leading,
+            Err(e) => {
+                // Leading on a store we cannot reach could mean two leaders: stop.
+                tracing::warn!(error = %e, "cannot renew the leader lease; not leading");
+                false
+            }
+        };
+        let was = self.leading.swap(leading, Ordering::AcqRel);
+        if leading && !was {
+            state
+                .events()
+                .emit(
+                    kinds::LEADER_ELECTED,
+                    Severity::Info,
+                    Some(&self.instance),
+                    format!("control plane {} leads", self.instance),
+                    serde_json::json!({ "instance": self.instance }),
+                )
+                .await;
+        } else if was && !leading {
+            tracing::warn!(instance = %self.instance, "no longer the leader");
+        }
+        leading
+    }
+}
+
+impl kokoa_acme::Leadership for Leader {
+    fn is_leader(&self) -> bool {
+        Leader::is_leader(self)
+    }
+}
+
+/// The modules of SPEC §8, each switched on or off at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Module {
+    /// Keeps the A/AAAA records of the healthy edges (§8.1).
+    DnsManager,
+    /// Creates and destroys edge VPSes (§8.2).
+    EdgeProvisioner,
+    /// Obtains, renews and distributes certificates (§8.3).
+    SslManager,
+    /// Checks edges and origins and acts on the results (§8.4).
+    HealthChecker,
+    /// Traffic statistics (§8.5); not part of this build.
+    MetricsCollector,
+    /// Outbound traffic through the edges (§8.6); not part of this build.
+    OutboundRouter,
+}
+
+impl Module {
+    /// Every module, in the order the spec lists them.
+    pub const ALL: [Module; 6] = [
+        Self::DnsManager,
+        Self::EdgeProvisioner,
+        Self::SslManager,
+        Self::HealthChecker,
+        Self::MetricsCollector,
+        Self::OutboundRouter,
+    ];
+
+    /// The name used in the API and the configuration, e.g. `dns_manager`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DnsManager => "dns_manager",
+            Self::EdgeProvisioner => "edge_provisioner",
+            Self::SslManager => "ssl_manager",
+            Self::HealthChecker => "health_checker",
+            Self::MetricsCollector => "metrics_collector",
+            Self::OutboundRouter => "outbound_router",
+        }
+    }
+
+    /// Whether this build has the module at all.
+    pub fn available(self) -> bool {
+        !matches!(self, Self::MetricsCollector | Self::OutboundRouter)
+    }
+
+    /// The module called `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+impl fmt::Display for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a module reports about itself (the Settings > Modules page, SPEC §8).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ModuleStatus {
+    /// The provider(s) in use, e.g. `powerdns` or `pebble, lab`.
+    pub provider: Option<String>,
+    /// Whether its last call to the outside world worked; `None` before the first.
+    pub connected: Option<bool>,
+    /// One line about its state, e.g. the last error.
+    pub detail: Option<String>,
+    /// What it handles, e.g. `{"zones": 2, "records": 8}`.
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// The switches and reported states of the modules. The switches live in the store, so
+/// every control plane on one database sees the same; a switched-off module does nothing
+/// from its next step on.
+#[derive(Debug, Default)]
+pub struct Modules {
+    defaults: BTreeMap<Module, bool>,
+    status: Mutex<BTreeMap<Module, ModuleStatus>>,
+}
+
+/// Where the switches are kept.
+const SWITCHES: (&str, &str) = ("settings", "modules");
+
+impl Modules {
+    /// Modules with their switches' defaults (from the configuration file): available
+    /// modules are on unless said otherwise.
+    pub fn new(defaults: BTreeMap<Module, bool>) -> Self {
+        Self {
+            defaults,
+            status: Mutex::default(),
+        }
+    }
+
+    fn default_for(&self, module: Module) -> bool {
+        module.available() && self.defaults.get(&module).copied().unwrap_or(true)
+    }
+
+    /// Every module's switch.
+    pub async fn switches(&self, state: &AppState) -> BTreeMap<Module, bool> {
+        let stored: BTreeMap<Module, bool> = match state
+            .store()
+            .kv_get(SWITCHES.0, SWITCHES.1, Timestamp::now())
+            .await
+        {
+            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring unreadable module switches");
+                BTreeMap::new()
+            }),
+            Ok(None) => BTreeMap::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the module switches; using the defaults");
+                BTreeMap::new()
+            }
+        };
+        Module::ALL
+            .into_iter()
+            .map(|m| {
+                let on = m.available() && stored.get(&m).copied().unwrap_or(self.default_for(m));
+                (m, on)
+            })
+            .collect()
+    }
+
+    /// Whether `module` is on.
+    pub async fn enabled(&self, state: &AppState, module: Module) -> bool {
+        self.switches(state).await[&module]
+    }
+
+    /// Switches `module` on or off for every control plane on this database.
+    pub async fn set(
+        &self,
+        state: &AppState,
+        module: Module,
+        on: bool,
+    ) -> Result<(), kokoa_core::Error> {
+        let mut switches = self.switches(state).await;
+        switches.insert(module, on);
+        let text = serde_json::to_string(&switches).map_err(|e| {
+            kokoa_core::Error::Storage(format!("cannot write module switches: {e}").into())
+        })?;
+        state
+            .store()
+            .kv_put(SWITCHES.0, SWITCHES.1, &text, None)
+            .await
+    }
+
+    /// What `module` last reported.
+    pub fn status(&self, module: Module) -> ModuleStatus {
+        self.lock().get(&module).cloned().unwrap_or_default()
+    }
+
+    /// Records what `module` reports.
+    pub fn report(&self, module: Module, update: impl FnOnce(&mut ModuleStatus)) {
+        update(self.lock().entry(module).or_default());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Module, ModuleStatus>> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Wakes a duty before its next periodic step, when something it acts on changed.
+#[derive(Debug, Default)]
+pub struct Wakers {
+    /// The DNS manager: an edge's state or a route changed.
+    pub dns: Notify,
+    /// The certificate manager: a route or certificate changed.
+    pub certificates: Notify,
+    /// The edge automation: an edge was created, reported ready or is to be deleted.
+    pub edges: Notify,
+}
+
+/// Runs every duty until `shutdown` resolves.
+pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut duties = JoinSet::new();
+    duties.spawn(lease_loop(state.clone(), stopped.clone()));
+    duties.spawn(dns::run(state.clone(), stopped.clone()));
+    shutdown.await;
+    let _ = stop.send(true);
+    while let Some(result) = duties.join_next().await {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "a duty of the control plane failed");
+        }
+    }
+    // Let another control plane take over at once rather than after the TTL.
+    if state.leader().is_leader() {
+        let _ = state.store().kv_delete("leases", "leader").await;
+    }
+}
+
+async fn lease_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let was = state.leader().is_leader();
+        if state.leader().claim(&state).await && !was {
+            // A new leader looks at everything at once.
+            state.wakers().dns.notify_one();
+            state.wakers().certificates.notify_one();
+            state.wakers().edges.notify_one();
+        }
+        if sleep_or_stop(LEASE_RENEW, &mut stop).await {
+            return;
+        }
+    }
+}
+
+/// Sleeps for `period` or until the stop signal; returns whether to stop.
+pub(crate) async fn sleep_or_stop(
+    period: Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(period) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+/// Waits for `period`, an early wake-up by `waker`, or the stop signal; returns whether to
+/// stop.
+pub(crate) async fn wait_or_stop(
+    period: Duration,
+    waker: &Notify,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(period) => *stop.borrow(),
+        () = waker.notified() => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+/// A leader and modules for a new [`AppState`].
+pub(crate) fn new_parts(defaults: BTreeMap<Module, bool>) -> (Arc<Leader>, Modules, Wakers) {
+    (
+        Arc::new(Leader::new()),
+        Modules::new(defaults),
+        Wakers::default(),
+    )
+}
