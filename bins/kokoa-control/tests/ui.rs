@@ -15,12 +15,16 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use kokoa_control::{AppState, api, auth::totp};
-use kokoa_core::{CheckStatus, Email, HealthCheck, MasterKey, Role, SubnetPool, Timestamp};
+use kokoa_core::{
+    CheckStatus, EdgeStatus, Email, HealthCheck, MasterKey, Role, Severity, SubnetPool, Timestamp,
+    store::Store,
+};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -119,6 +123,8 @@ async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
 struct Plane {
     base: String,
     state: AppState,
+    store: Arc<dyn Store>,
+    key: MasterKey,
     _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
 }
@@ -130,11 +136,7 @@ impl Drop for Plane {
 }
 
 async fn plane() -> Plane {
-    plane_with(|_| {}).await
-}
-
-async fn plane_with(configure: impl FnOnce(&AppState)) -> Plane {
-    plane_on(0, configure).await
+    plane_on(0, |_| {}).await
 }
 
 /// The control plane on `port` (0: any free one).
@@ -144,13 +146,31 @@ async fn plane_on(port: u16, configure: impl FnOnce(&AppState)) -> Plane {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let base = format!("http://{addr}");
-    let state = AppState::new(
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let key = MasterKey::generate();
+    let (state, task) = serve(listener, &store, &key, &base, configure);
+    Plane {
+        base,
+        state,
         store,
-        MasterKey::generate(),
+        key,
+        _dir: dir,
+        task,
+    }
+}
+
+fn serve(
+    listener: tokio::net::TcpListener,
+    store: &Arc<dyn Store>,
+    key: &MasterKey,
+    base: &str,
+    configure: impl FnOnce(&AppState),
+) -> (AppState, tokio::task::JoinHandle<()>) {
+    let state = AppState::new(
+        Arc::clone(store),
+        key.clone(),
         SubnetPool::default(),
-        base.clone(),
+        base.to_owned(),
     );
     configure(&state);
     let router = api::router(state.clone());
@@ -162,11 +182,30 @@ async fn plane_on(port: u16, configure: impl FnOnce(&AppState)) -> Plane {
         .await
         .unwrap();
     });
-    Plane {
-        base,
-        state,
-        _dir: dir,
-        task,
+    (state, task)
+}
+
+impl Plane {
+    /// Stops the control plane (its event streams end) and starts it again on the same
+    /// address and database, as a restart does.
+    async fn restart(&mut self) {
+        self.state.begin_shutdown();
+        self.task.abort();
+        let address = self.base.trim_start_matches("http://").to_owned();
+        let started = Instant::now();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(&address).await {
+                Ok(l) => break l,
+                Err(e) if started.elapsed() < WAIT => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot listen on {address} again: {e}"),
+            }
+        };
+        let (state, task) = serve(listener, &self.store, &self.key, &self.base, |_| {});
+        self.state = state;
+        self.task = task;
     }
 }
 
@@ -207,6 +246,24 @@ async fn wait_text(c: &Client, css: &str, want: &str) -> String {
             let page = c.source().await.unwrap_or_default();
             panic!("{css} never showed {want:?}; the page: {page}");
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the element `css` holds exactly `want`.
+async fn wait_exact(c: &Client, css: &str, want: &str) {
+    let started = Instant::now();
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await
+            && let Ok(text) = e.text().await
+            && text.trim() == want
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{css} never showed exactly {want:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -748,5 +805,90 @@ async fn single_sign_on_through_a_local_openid_provider() {
             .unwrap()
             .is_none()
     );
+    c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn pages_follow_the_event_stream_across_a_restart() {
+    let mut plane = plane().await;
+    let base = plane.base.clone();
+    kokoa_control::add_user(
+        plane.state.store(),
+        Email::parse("admin@kokoa.test").unwrap(),
+        Role::Admin,
+        Some("correct horse battery staple"),
+    )
+    .await
+    .unwrap();
+    let driver = start_driver().await;
+    let c = browser(&driver, 1280, 860).await;
+    sign_in(
+        &c,
+        &base,
+        "admin@kokoa.test",
+        "correct horse battery staple",
+        None,
+    )
+    .await;
+    open(&c, &base, "/ui/edges").await;
+    fill(&c, "[data-field=region]", "lab").await;
+    click(&c, "form[aria-label='New edge node'] button[type=submit]").await;
+    wait_text(&c, "code.enroll-command", "kokoa-edge enroll").await;
+    let mut edge = plane.store.list_edges().await.unwrap().remove(0);
+    let health = format!("[data-edge-health='{}']", edge.id);
+    wait_text(&c, &health, "unknown").await;
+    wait_text(&c, "#live", "Live").await;
+    // A mark in the page: it stays as long as the page is not loaded again.
+    c.execute("window.kokoaMark = 'same page';", vec![])
+        .await
+        .unwrap();
+    let same_page = || async {
+        c.execute("return window.kokoaMark || null;", vec![])
+            .await
+            .unwrap()
+            == json!("same page")
+    };
+
+    // The health checker's verdict reaches the open page through the event stream.
+    edge.set_status(EdgeStatus::Active, Timestamp::now())
+        .unwrap();
+    edge.set_status(EdgeStatus::Unhealthy, Timestamp::now())
+        .unwrap();
+    plane.store.update_edge(&edge).await.unwrap();
+    plane
+        .state
+        .events()
+        .emit(
+            "edge_node_unhealthy",
+            Severity::Critical,
+            Some(edge.id.as_str()),
+            "edge-lab-01 failed 3 checks in a row",
+            json!({"failure_count": 3}),
+        )
+        .await
+        .expect("recorded");
+    wait_text(&c, &health, "unhealthy").await;
+    assert!(same_page().await, "updated without a reload");
+
+    // After a restart of the control plane the page reconnects and follows again.
+    plane.restart().await;
+    wait_text(&c, "#live", "Live").await;
+    edge.set_status(EdgeStatus::Active, Timestamp::now())
+        .unwrap();
+    plane.store.update_edge(&edge).await.unwrap();
+    plane
+        .state
+        .events()
+        .emit(
+            "edge.recovered",
+            Severity::Info,
+            Some(edge.id.as_str()),
+            "edge-lab-01 passes its checks again",
+            json!({}),
+        )
+        .await
+        .expect("recorded");
+    wait_exact(&c, &health, "healthy").await;
+    assert!(same_page().await, "updated without a reload");
     c.close().await.unwrap();
 }

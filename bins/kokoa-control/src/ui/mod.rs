@@ -130,7 +130,8 @@ async fn shell(
          <main id=\"main\" tabindex=\"-1\">\
            <div class=\"heading\"><h1 id=\"title\">{title}</h1>\
              <span id=\"live\" class=\"live\" role=\"status\" aria-live=\"polite\"></span></div>\
-           <div id=\"app\" data-page=\"{page}\" data-role=\"{role}\" data-id=\"{id}\">\
+           <div id=\"app\" data-page=\"{page}\" data-role=\"{role}\" data-id=\"{id}\" \
+             data-event-kinds=\"{kinds}\">\
              <p class=\"muted\">Loading…</p></div>\
            <noscript><p>These pages need JavaScript (a script of this server only).</p></noscript>\
          </main>",
@@ -138,6 +139,7 @@ async fn shell(
         csrf = esc(&session.csrf_token),
         title = esc(title),
         id = esc(id.unwrap_or_default()),
+        kinds = crate::events::kinds::ALL.join(" "),
     );
     document(title, &body, Some(&session.csrf_token))
 }

@@ -189,20 +189,9 @@
 
   // ------------------------------------------------------------------ live updates
 
-  // Event types the control plane emits (SPEC §8.7 and the modules'); a stream names each
+  // The event types the control plane emits, listed by the server: a stream names each
   // event by its type, and EventSource has no wildcard, so each is listened for.
-  const EVENT_TYPES = [
-    'message', 'edge.created', 'edge.provisioned', 'edge.provisioning', 'edge.ready',
-    'edge.active', 'edge.unhealthy', 'edge.healthy', 'edge.recovered', 'edge.deleted',
-    'edge.deleting', 'edge.destroyed', 'edge.replaced', 'edge.step', 'edge.failed',
-    'edge.dns_removed', 'edge.heartbeat_lost', 'edge_node_unhealthy', 'origin.connected',
-    'origin.disconnected', 'origin.created', 'origin.deleted', 'origin.service.down',
-    'origin.service.up', 'route.created', 'route.updated', 'route.deleted',
-    'dns.record.added', 'dns.record.removed', 'dns.zone.added', 'dns.zone.removed',
-    'dns.reconciled', 'dns.failed', 'certificate.issued', 'certificate.renewed',
-    'certificate.failed', 'certificate.expiring', 'certificate.uploaded', 'module.enabled',
-    'module.disabled', 'health.check.failed', 'health.check.recovered',
-  ];
+  const EVENT_TYPES = ['message', ...(app.dataset.eventKinds || '').split(' ').filter(Boolean)];
 
   const listeners = [];
   const onEvent = (f) => listeners.push(f);
@@ -211,8 +200,11 @@
     const status = document.getElementById('live');
     let wasOpen = false;
     let delay = 2000;
+    let source = null;
+    // Leaving the page frees its connection at once (browsers allow few per server).
+    window.addEventListener('pagehide', () => { if (source) source.close(); });
     const connect = () => {
-      const source = new EventSource('/api/v1/events/stream');
+      source = new EventSource('/api/v1/events/stream');
       source.onopen = () => {
         if (wasOpen) refresh();
         wasOpen = true;
