@@ -453,6 +453,8 @@ async fn a_person_runs_the_control_plane_from_the_browser() {
     // Certificate and DNS columns say what this control plane knows.
     let headers = wait_text(&c, "#app table thead", "Certificate").await;
     assert!(headers.to_lowercase().contains("dns"), "{headers}");
+    // Outside every managed DNS zone, the route's records are to be set by hand.
+    wait_text(&c, "#app table tbody", "set by hand").await;
     let routes = api_get(&plane, "/api/v1/routes").await;
     assert_eq!(routes["routes"][0]["hostname"], "app.kokoa.test");
 
@@ -509,8 +511,39 @@ async fn a_person_runs_the_control_plane_from_the_browser() {
     open(&c, base, "/ui/users").await;
     wait_text(&c, "#app", "viewer@kokoa.test").await;
     screenshot(&c, "users").await;
+    open(&c, base, "/ui/dns").await;
+    wait_text(&c, "#app", "Set these records by hand").await;
+    wait_text(&c, "#app", "app.kokoa.test").await;
+    screenshot(&c, "dns").await;
+
+    // Settings > Modules: switching one off takes effect at once, and is an event.
+    open(&c, base, "/ui/settings/modules").await;
+    wait_text(&c, "#app table", "dns manager").await;
+    screenshot(&c, "modules").await;
+    let enabled = |modules: &Value| {
+        modules["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "health_checker")
+            .unwrap()["enabled"]
+            .as_bool()
+            .unwrap()
+    };
+    let before = enabled(&api_get(&plane, "/api/v1/modules").await);
+    click(&c, "input[aria-label='health_checker enabled']").await;
+    let started = Instant::now();
+    while enabled(&api_get(&plane, "/api/v1/modules").await) == before {
+        assert!(started.elapsed() < WAIT, "the switch did not reach the server");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    open(&c, base, "/ui/events").await;
+    wait_text(&c, "#app table", "module.changed").await;
+    screenshot(&c, "events").await;
+
     open(&c, base, "/").await;
     wait_text(&c, ".grid", "Routes").await;
+    wait_text(&c, ".attention", "must be set by hand").await;
     screenshot(&c, "dashboard").await;
 
     // Sign-out ends the session on the server: its cookie no longer works.

@@ -259,7 +259,7 @@
       const [origins, routes, edges, certs, plan] = await Promise.all([
         api('GET', '/api/v1/origins'), api('GET', '/api/v1/routes'),
         api('GET', '/api/v1/edge-nodes'), optional('/api/v1/certificates'),
-        optional('/api/v1/dns/plan'),
+        optional('/api/v1/dns/instructions'),
       ]);
       const live = edges.edge_nodes.filter((e) => e.status !== 'deleted');
       const healthy = live.filter((e) => e.health === 'healthy').length;
@@ -359,10 +359,11 @@
     };
   };
 
-  // The certificate and DNS state of each host name, from the endpoints that exist.
+  // The certificate and DNS state of each host name, from the endpoints that exist. (Not
+  // the DNS plan: it is a dry run that asks every provider, too costly for every redraw.)
   async function hostnameStatus() {
-    const [certs, plan, records] = await Promise.all([
-      optional('/api/v1/certificates'), optional('/api/v1/dns/plan'), optional('/api/v1/dns/records')]);
+    const [certs, manual, records] = await Promise.all([
+      optional('/api/v1/certificates'), optional('/api/v1/dns/instructions'), optional('/api/v1/dns/records')]);
     const cert = (hostname) => {
       if (!certs) return h('span', { class: 'muted' }, 'n/a');
       const c = certs.certificates.find((x) => x.names.includes(hostname) ||
@@ -370,9 +371,10 @@
       return c ? h('span', {}, badge(c.status), c.days_left !== undefined && c.days_left !== null ? ` ${c.days_left} d` : '') : badge('none');
     };
     const dns = (hostname) => {
-      if (!plan && !records) return h('span', { class: 'muted' }, 'n/a');
-      if (plan && (plan.manual || []).some((m) => m.hostname === hostname)) return h('span', { class: 'badge warn' }, 'set by hand');
-      if (plan && (plan.changes || []).some((c) => (c.record && c.record.name === hostname) || c.hostname === hostname)) return badge('pending');
+      if (!manual && !records) return h('span', { class: 'muted' }, 'n/a');
+      if (manual && (manual.manual || []).some((m) => m.hostname === hostname)) {
+        return h('a', { href: '/ui/dns', class: 'badge warn' }, 'set by hand');
+      }
       const n = records ? (records.records || []).filter((r) => r.hostname === hostname).length : 0;
       return n ? h('span', { class: 'badge ok' }, `${n} record${n > 1 ? 's' : ''}`) : badge('none');
     };
@@ -605,18 +607,28 @@
       const [z, p, r] = await Promise.all([optional('/api/v1/dns/zones'), optional('/api/v1/dns/plan'), optional('/api/v1/dns/records')]);
       if (form) form.hidden = !z;
       if (reconcile) reconcile.hidden = !p;
-      replace(zones, z ? table(['Zone', 'Provider', 'TTL', ''], (z.zones || []).map((zone) => [zone.name, zone.provider, zone.ttl,
-        admin ? confirmButton('Delete', `Delete zone ${zone.name}?`, async () => { await api('DELETE', `/api/v1/dns/zones/${encodeURIComponent(zone.id)}`); refresh(); }) : '']), 'No zones: every host name is set by hand.') : notAvailable('DNS zone management'));
+      replace(zones, z ? table(['Zone', 'Provider', 'TTL', 'Credentials', ''], (z.zones || []).map((zone) => [zone.name, zone.provider, `${zone.ttl} s`,
+        zone.has_credentials ? 'stored (sealed)' : 'none',
+        admin ? confirmButton('Delete', `Delete zone ${zone.name}?`, async () => { await api('DELETE', `/api/v1/dns/zones/${encodeURIComponent(zone.id)}`); refresh(); }) : '']),
+      'No zones: every host name is set by hand.') : notAvailable('DNS zone management'));
       if (!p) replace(plan, notAvailable('The DNS plan'));
       else {
-        replace(plan,
-          table(['Action', 'Zone', 'Record', 'Why'], (p.changes || []).map((c) => [c.action, c.zone || '—',
-            c.record ? `${c.record.name || ''} ${c.record.type || ''} ${c.record.value || c.record.content || ''}` : '—', c.reason || '']), 'DNS is up to date.'),
-          (p.manual || []).length ? h('div', {}, h('h3', {}, 'Set these records by hand'), (p.manual || []).map((m) =>
-            h('div', { class: 'notice' }, h('strong', {}, m.hostname), h('ul', {}, (m.records || []).map((rec) =>
-              h('li', {}, h('code', {}, typeof rec === 'string' ? rec : `${rec.name || m.hostname} ${rec.ttl || ''} ${rec.type || ''} ${rec.value || rec.content || ''}`))))))) : null);
+        const changes = [];
+        const problems = [];
+        for (const zone of p.zones || []) {
+          for (const c of zone.changes || []) changes.push([c.action, zone.zone, h('code', {}, c.record), c.reason]);
+          if (zone.error) problems.push(h('p', { class: 'notice bad' }, `${zone.zone} (${zone.provider}): ${zone.error}`));
+          for (const f of zone.failed || []) problems.push(h('p', { class: 'notice bad' }, `${zone.zone}: ${f}`));
+        }
+        replace(plan, problems, table(['Action', 'Zone', 'Record', 'Why'], changes, 'The managed zones are up to date.'),
+          (p.manual || []).length ? h('div', {}, h('h3', {}, 'Set these records by hand'),
+            h('p', { class: 'muted' }, 'These host names are outside every managed zone: create the records at their DNS provider.'),
+            (p.manual || []).map((m) => h('div', { class: 'notice' }, h('strong', {}, m.hostname),
+              (m.records || []).length ? h('ul', {}, m.records.map((rec) => h('li', {}, h('code', {}, rec))))
+                : h('p', { class: 'muted' }, 'No edge serves it yet, so there is nothing to point it at.')))) : null);
       }
-      replace(records, r ? table(['Host name', 'Type', 'Value', 'Provider'], (r.records || []).map((rec) => [rec.hostname, rec.record_type || rec.type, rec.value, rec.provider]), 'No records.') : notAvailable('The DNS record list'));
+      replace(records, r ? table(['Host name', 'Type', 'Value', 'Zone', 'Provider'], (r.records || []).map((rec) =>
+        [rec.hostname, rec.type, h('code', {}, rec.value), rec.zone || '—', rec.provider]), 'No records.') : notAvailable('The DNS record list'));
     };
   };
 
@@ -655,7 +667,7 @@
       replace(list, table(['Module', 'Enabled', 'Provider', 'Connection', 'Detail', 'Counts'], modules.modules.map((m) => [
         h('strong', {}, m.name.replace(/_/g, ' ')),
         h('label', {}, h('input', {
-          type: 'checkbox', checked: m.enabled, disabled: !admin, 'aria-label': `${m.name} enabled`,
+          type: 'checkbox', checked: m.enabled, disabled: !admin || m.available === false, 'aria-label': `${m.name} enabled`,
           onchange: async (e) => {
             e.target.disabled = true;
             try { await api('PUT', `/api/v1/modules/${encodeURIComponent(m.name)}`, { enabled: e.target.checked }); } catch (err) { window.alert(err.message); }
