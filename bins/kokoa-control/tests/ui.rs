@@ -93,6 +93,11 @@ async fn start_driver() -> Driver {
 
 /// A new browser window (its own profile, so no cookies are shared).
 async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
+    browser_with(driver, width, height, &[]).await
+}
+
+/// A new browser window with extra command-line switches.
+async fn browser_with(driver: &Driver, width: u32, height: u32, extra: &[&str]) -> Client {
     let profile = tempfile::tempdir().unwrap().keep();
     let caps = json!({
         "goog:chromeOptions": {
@@ -109,6 +114,9 @@ async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
             ],
         }
     });
+    let mut caps = caps;
+    let args = caps["goog:chromeOptions"]["args"].as_array_mut().unwrap();
+    args.extend(extra.iter().map(|a| json!(a)));
     let Value::Object(caps) = caps else {
         unreachable!()
     };
@@ -534,7 +542,10 @@ async fn a_person_runs_the_control_plane_from_the_browser() {
     click(&c, "input[aria-label='health_checker enabled']").await;
     let started = Instant::now();
     while enabled(&api_get(&plane, "/api/v1/modules").await) == before {
-        assert!(started.elapsed() < WAIT, "the switch did not reach the server");
+        assert!(
+            started.elapsed() < WAIT,
+            "the switch did not reach the server"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     open(&c, base, "/ui/events").await;
@@ -854,7 +865,8 @@ async fn pages_follow_the_event_stream_across_a_restart() {
     .await
     .unwrap();
     let driver = start_driver().await;
-    let c = browser(&driver, 1280, 860).await;
+    // The system asks for dark colours: the pages follow (prefers-color-scheme).
+    let c = browser_with(&driver, 1280, 860, &["--force-dark-mode"]).await;
     sign_in(
         &c,
         &base,
@@ -902,6 +914,15 @@ async fn pages_follow_the_event_stream_across_a_restart() {
         .expect("recorded");
     wait_text(&c, &health, "unhealthy").await;
     assert!(same_page().await, "updated without a reload");
+    let background = c
+        .execute(
+            "return getComputedStyle(document.documentElement).backgroundColor;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(background, json!("rgb(22, 20, 19)"), "the dark theme");
+    screenshot(&c, "edges-dark").await;
 
     // After a restart of the control plane the page reconnects and follows again.
     plane.restart().await;
