@@ -1,14 +1,16 @@
 //! The reference control plane of Kokoa Proxy: the REST API of SPEC §6 over a
-//! [`Store`], node enrollment, and the configuration edges and
+//! [`Store`], the Web UI, node enrollment, and the configuration edges and
 //! origins pull.
 //!
 //! The binary `kokoa-control` is a thin shell over this library: `init` ([`init`]) creates a
-//! data directory, `serve` ([`serve`]) runs [`api::router`]. Tests build the same router
+//! data directory (and the first Web UI admin), `serve` ([`serve`]) runs [`api::router`]. Tests build the same router
 //! over any store and call it over real HTTP.
 //!
 //! - [`api`]: the endpoints, their request and response bodies, and the OpenAPI document
 //!   generated from them ([`api::openapi`]).
-//! - [`auth`]: bearer tokens (API tokens with a role, node credentials, enrollment tokens).
+//! - [`auth`]: bearer tokens (API tokens with a role, node credentials, enrollment tokens)
+//!   and people: passwords, TOTP, sessions with CSRF tokens, single sign-on (OIDC).
+//! - [`ui`]: the Web UI (sign-in pages, and the pages a small script fills from the API).
 //! - [`bundle`]: the origin's `origin-config.tar.gz`.
 //! - [`payload`]: the configuration each edge and origin pulls.
 //! - [`config`]: command line, environment and configuration file.
@@ -25,11 +27,14 @@
 //!     SubnetPool::default(),
 //!     "https://control.example.com",
 //! );
-//! let router = api::router(state); // serve with axum::serve(listener, router)
+//! // The API and the Web UI; serve with `axum::serve(listener,
+//! // router.into_make_service_with_connect_info::<std::net::SocketAddr>())`.
+//! let router = api::router(state);
 //! # drop(router);
 //!
 //! let doc = serde_json::to_value(api::openapi())?;
 //! assert!(doc["paths"]["/api/v1/routes"]["post"].is_object());
+//! assert!(doc["paths"]["/api/v1/users"]["post"].is_object());
 //! assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

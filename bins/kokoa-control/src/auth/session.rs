@@ -50,8 +50,10 @@ pub async fn create(
         last_seen: now,
         expires_at: after(now, lifetime),
     };
-    state
-        .store()
+    let store = state.store();
+    // Each sign-in sweeps away the sessions that ended.
+    store.prune_sessions(now).await?;
+    store
         .create_session(&session, &TokenHash::of(&token))
         .await?;
     Ok((session, token))
