@@ -49,6 +49,7 @@ Configuration file (TOML, every key optional):
   edge_requests_per_second = 10                # per client address, at every edge
   edge_burst = 20
   edge_connections_per_address = 10
+  trusted_proxies = [\"127.0.0.1\"]            # TLS proxy in front: its X-Forwarded-For counts
 
   [oidc]                                       # optional: sign-in through an OpenID provider
   issuer = \"https://id.example.com/realms/ops\"
@@ -186,6 +187,15 @@ pub struct ServeArgs {
     /// Connections each client address may hold open at every edge [default: 10].
     #[arg(long, env = "KOKOA_EDGE_CONNECTIONS_PER_ADDRESS", value_name = "N")]
     pub edge_connections_per_address: Option<NonZeroU32>,
+    /// A reverse proxy in front of this server whose X-Forwarded-For names the client
+    /// (repeat, or separate with commas).
+    #[arg(
+        long = "trusted-proxy",
+        env = "KOKOA_TRUSTED_PROXIES",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 fn parse_pool(text: &str) -> Result<SubnetPool, String> {
@@ -208,6 +218,7 @@ struct FileConfig {
     edge_burst: Option<u32>,
     edge_connections_per_address: Option<NonZeroU32>,
     oidc: Option<OidcConfig>,
+    trusted_proxies: Option<Vec<std::net::IpAddr>>,
 }
 
 impl FileConfig {
@@ -268,6 +279,8 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     /// Sign-in through an OpenID provider, if configured (`[oidc]` in the file).
     pub oidc: Option<OidcConfig>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Settings {
@@ -334,6 +347,11 @@ impl Settings {
                 }
             },
             oidc,
+            trusted_proxies: if args.trusted_proxies.is_empty() {
+                file.trusted_proxies.unwrap_or_default()
+            } else {
+                args.trusted_proxies.clone()
+            },
         })
     }
 }

@@ -207,6 +207,7 @@ pub async fn serve(
         settings.public_url.clone(),
     );
     state.set_rate_limits(settings.rate_limits);
+    state.set_trusted_proxies(settings.trusted_proxies.clone());
     if let Some(config) = &settings.oidc {
         let oidc = auth::oidc::Oidc::with_default_client(config.clone(), state.public_url())?;
         tracing::info!(issuer = %config.issuer, redirect_uri = %oidc.redirect_uri(), "single sign-on enabled");

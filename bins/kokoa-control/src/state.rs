@@ -38,6 +38,8 @@ struct Inner {
     login_limiter: LoginLimiter,
     /// The OpenID provider people may sign in with, if one is configured.
     oidc: OnceLock<Arc<Oidc>>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    trusted_proxies: OnceLock<Vec<std::net::IpAddr>>,
     /// The per client limits written into every edge's configuration.
     rate_limits: watch::Sender<RateLimits>,
     /// A counter bumped after every change that can alter a node's configuration; the
@@ -83,6 +85,7 @@ impl AppState {
                 public_url: public_url.into(),
                 login_limiter: LoginLimiter::default(),
                 oidc: OnceLock::new(),
+                trusted_proxies: OnceLock::new(),
                 rate_limits: watch::Sender::new(RateLimits::default()),
                 changes: watch::Sender::new(0),
                 shutdown: watch::Sender::new(false),
@@ -176,6 +179,17 @@ impl AppState {
     /// Offers sign-in through `oidc`; false if a provider was set already.
     pub fn set_oidc(&self, oidc: Oidc) -> bool {
         self.inner.oidc.set(Arc::new(oidc)).is_ok()
+    }
+
+    /// Trusts the `X-Forwarded-For` header of requests from `proxies` to name the client
+    /// (for the sign-in rate limit); false if set already.
+    pub fn set_trusted_proxies(&self, proxies: Vec<std::net::IpAddr>) -> bool {
+        self.inner.trusted_proxies.set(proxies).is_ok()
+    }
+
+    /// The reverse proxies trusted to name the client.
+    pub fn trusted_proxies(&self) -> &[std::net::IpAddr] {
+        self.inner.trusted_proxies.get().map_or(&[], Vec::as_slice)
     }
 
     /// The OpenID provider, if one is configured.

@@ -6,7 +6,10 @@
 //! account for [`LOCK_SECONDS`]. The sign-in form is protected against cross-site
 //! submission by a double-submit cookie; later forms by the session's CSRF token.
 
-use std::{net::SocketAddr, time::Instant};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Instant,
+};
 
 use axum::{
     Form, Router,
@@ -49,18 +52,50 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/login/oidc/callback", get(oidc_callback))
 }
 
-/// The client's address, when the server was started with connection info.
-struct ClientIp(std::net::IpAddr);
+/// The client's address: the peer of the connection (when the server was started with
+/// connection info), or, when that peer is a trusted reverse proxy, the address it
+/// reports in `X-Forwarded-For`.
+struct ClientIp(IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
-        Ok(Self(ip))
+            .map_or(Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
+        Ok(Self(client_ip(
+            peer,
+            &parts.headers,
+            state.trusted_proxies(),
+        )))
     }
+}
+
+/// The first address from the right of `X-Forwarded-For` that is not one of `trusted`,
+/// when the request came through one of them; else `peer`. (Entries further left were
+/// written by the client itself and prove nothing.)
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    forwarded
+        .iter()
+        .rev()
+        .find(|a| !trusted.contains(a))
+        .or(forwarded.first())
+        .copied()
+        .unwrap_or(peer)
 }
 
 #[derive(Deserialize)]
@@ -700,4 +735,29 @@ async fn oidc_callback(
         response.headers_mut().append(header::SET_COOKIE, c);
     }
     Ok(with_cookie(response, session::set_cookie(&state, &token)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let proxy = ip("127.0.0.1");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "198.51.100.7, 203.0.113.5".parse().unwrap(),
+        );
+        assert_eq!(
+            client_ip(ip("192.0.2.1"), &headers, &[proxy]),
+            ip("192.0.2.1")
+        );
+        assert_eq!(client_ip(proxy, &headers, &[]), proxy);
+        assert_eq!(client_ip(proxy, &headers, &[proxy]), ip("203.0.113.5"));
+        let chain = [proxy, ip("203.0.113.5")];
+        assert_eq!(client_ip(proxy, &headers, &chain), ip("198.51.100.7"));
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &[proxy]), proxy);
+    }
 }
