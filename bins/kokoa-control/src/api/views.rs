@@ -356,6 +356,9 @@ pub struct OriginView {
     pub wireguard_public_key: kokoa_core::WgPublicKey,
     /// Its services.
     pub services: Vec<ServiceView>,
+    /// The names of the services its last heartbeat reported down (the others were up,
+    /// if it sent a heartbeat).
+    pub services_down: Vec<String>,
     /// When it was created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,

@@ -348,7 +348,9 @@
         origins.map((o) => [
           h('span', {}, h('strong', {}, o.name), o.domain ? h('div', { class: 'muted' }, o.domain) : null),
           badge(o.status), ago(o.last_heartbeat), o.edge_nodes_count,
-          o.services.length ? o.services.map((s) => h('div', {}, `${s.name} :${s.port} ${s.protocol}`)) : h('span', { class: 'muted' }, 'none'),
+          o.services.length ? o.services.map((s) => h('div', {}, `${s.name} :${s.port} ${s.protocol} `,
+            !o.last_heartbeat ? null : o.services_down.includes(s.name) ? h('span', { class: 'badge bad' }, 'down') : h('span', { class: 'badge ok' }, 'up')))
+            : h('span', { class: 'muted' }, 'none'),
           h('span', { class: 'mono' }, o.network_cidr),
           h('span', {}, admin ? h('a', { class: 'button secondary', href: o.config_download_url, download: 'origin-config.tar.gz' }, 'Download config') : null, ' ',
             admin ? confirmButton('Delete', `Delete origin ${o.name}? Its routes go too.`, async () => {
