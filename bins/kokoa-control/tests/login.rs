@@ -378,3 +378,63 @@ async fn wrong_passwords_lock_the_account_and_one_address_is_slowed_down() {
             .is_locked(Timestamp::now())
     );
 }
+
+#[tokio::test]
+async fn wrong_codes_lock_the_account_and_end_the_half_signed_in_session() {
+    let s = Server::start(&Backend::Sqlite).await;
+    let store = s.state.store();
+    let user = kokoa_control::add_user(
+        store,
+        Email::parse("admin@example.com").unwrap(),
+        Role::Admin,
+        Some("a long admin passphrase"),
+    )
+    .await
+    .unwrap();
+    let secret = totp::new_secret();
+    let sealed = s
+        .state
+        .master_key()
+        .seal(&secret, &kokoa_core::secret::totp_secret_context(&user.id));
+    store
+        .set_user_totp(&user.id, Some(&sealed), true, &[])
+        .await
+        .unwrap();
+    let signin = Signin::new(&s).await;
+    let answer = signin
+        .password("admin@example.com", "a long admin passphrase")
+        .await;
+    assert_eq!(answer.headers()["location"], "/login/second-factor");
+    let pending = value_of(&set_cookie(&answer, "kokoa_session"));
+    let now = totp::step_of(Timestamp::now());
+    let wrong = (0..1_000_000u32)
+        .map(|n| format!("{n:06}"))
+        .find(|c| (now - 1..=now + 1).all(|step| totp::code_at_step(&secret, step).unwrap() != *c))
+        .unwrap();
+    for _ in 0..4 {
+        let answer = signin.code("/login/second-factor", &pending, &wrong).await;
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    }
+    let last = signin.code("/login/second-factor", &pending, &wrong).await;
+    assert_eq!(last.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        store
+            .get_user(&user.id)
+            .await
+            .unwrap()
+            .0
+            .is_locked(Timestamp::now())
+    );
+    let gone = signin
+        .client
+        .get(format!("{}/login/second-factor", s.base))
+        .header(header::COOKIE, format!("kokoa_session={pending}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.headers()["location"],
+        "/login",
+        "the session ended with the lock"
+    );
+}

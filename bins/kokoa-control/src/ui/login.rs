@@ -299,6 +299,9 @@ async fn failure(state: &AppState, user: &User) -> Result<(), ApiError> {
 /// The session of a sign-in waiting for its second factor.
 async fn pending(state: &AppState, headers: &HeaderMap) -> Result<(Session, User), Response> {
     match session::current(headers, state).await {
+        Ok(Some((_, u))) if u.is_locked(Timestamp::now()) => {
+            Err(Redirect::to("/login").into_response())
+        }
         Ok(Some((s, u))) if s.stage == SessionStage::SecondFactor => Ok((s, u)),
         Ok(Some(_)) => Err(Redirect::to("/").into_response()),
         Ok(None) => Err(Redirect::to("/login").into_response()),
