@@ -374,6 +374,9 @@ pub struct EdgeLifecycle {
     pub replaces: Option<EdgeNodeId>,
     /// The edge that replaces it.
     pub replaced_by: Option<EdgeNodeId>,
+    /// When each step of its setup and removal was done, by step name (`instance_created`,
+    /// `enrolled`, `tunnels_up`, `checks_passed`, `dns_removed`, `destroyed`, ...).
+    pub steps: std::collections::BTreeMap<String, Timestamp>,
 }
 
 impl EdgeLifecycle {

@@ -6,17 +6,26 @@
 //! not silently fall back to a default).
 
 use std::{
+    collections::BTreeMap,
     fmt,
     net::{Ipv4Addr, SocketAddr},
     num::NonZeroU32,
     path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
 };
 
 use clap::{Args, Parser, Subcommand};
 use kokoa_core::{RateLimits, SubnetPool};
+use kokoa_provision::{AgentSource, EdgeNodeManagement};
 use serde::Deserialize;
 
-use crate::{auth::oidc::OidcConfig, error::Error};
+use crate::{
+    auth::oidc::OidcConfig,
+    error::Error,
+    notify::NotifySettings,
+    runtime::{EdgeSettings, HealthSettings, Module, ProvisionerEntry, RuntimeSettings},
+};
 
 /// The default listen address: local only, so a fresh install is not exposed by accident.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -219,6 +228,93 @@ struct FileConfig {
     edge_connections_per_address: Option<NonZeroU32>,
     oidc: Option<OidcConfig>,
     trusted_proxies: Option<Vec<std::net::IpAddr>>,
+    #[serde(default)]
+    modules: BTreeMap<String, ModuleFile>,
+    #[serde(default)]
+    health: HealthFile,
+    edge_node_management: Option<EdgeNodeManagement>,
+    #[serde(default)]
+    provisioners: Vec<ProvisionerFile>,
+    edge_agent: Option<AgentFile>,
+    #[serde(default)]
+    edge_provisioning: ProvisioningFile,
+    notifications: Option<NotifySettings>,
+}
+
+/// `[modules.NAME]`: whether a module starts switched on (SPEC §8).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModuleFile {
+    enabled: Option<bool>,
+}
+
+/// `[health]`: how edges and origins are checked (SPEC §8.4); the HTTP check's interval
+/// and threshold are in `[edge_node_management]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthFile {
+    timeout: Option<u64>,
+    recovery_threshold: Option<u32>,
+    workers: Option<usize>,
+    end_to_end_interval: Option<u64>,
+    certificate_interval: Option<u64>,
+    certificate_min_days: Option<u32>,
+    trusted_ca_file: Option<PathBuf>,
+    edge_heartbeat_timeout: Option<u64>,
+    origin_heartbeat_timeout: Option<u64>,
+    error_rate_percent: Option<f64>,
+    cpu_percent: Option<f64>,
+    cpu_window: Option<u64>,
+    origin_disk_percent: Option<f64>,
+}
+
+/// `[edge_provisioning]`: timing of new edges.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProvisioningFile {
+    /// Seconds a new VPS has to come up before it is destroyed and replaced.
+    timeout: Option<u64>,
+    /// Seconds a new VPS's enrollment token stays valid.
+    enrollment_ttl: Option<u64>,
+}
+
+/// `[[provisioners]]`: a VPS provider the edge automation may use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProvisionerFile {
+    /// The provider name edges carry (default: the kind).
+    name: Option<String>,
+    /// `digitalocean`, `vultr`, `hetzner` or `aws`.
+    kind: String,
+    /// The API token (DigitalOcean, Vultr, Hetzner) — better from the environment.
+    token: Option<String>,
+    /// The environment variable holding the API token, e.g. `DO_API_TOKEN`.
+    token_env: Option<String>,
+    /// AWS: the environment variables of the access key (default `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, and `AWS_SESSION_TOKEN` when set).
+    access_key_id_env: Option<String>,
+    secret_access_key_env: Option<String>,
+    /// AWS: security groups of new instances.
+    #[serde(default)]
+    security_groups: Vec<String>,
+    /// Another API endpoint (a proxy, a test server).
+    base_url: Option<String>,
+    /// The image new edges boot.
+    image: String,
+    /// The size or plan when an edge asks for none.
+    size: String,
+    /// The SSH key id installed when an edge asks for none.
+    ssh_key_id: Option<String>,
+}
+
+/// `[edge_agent]`: where new VPSes get `kokoa-edge`: a binary by URL with its SHA-256, or
+/// a package of the image's repositories.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    url: Option<String>,
+    sha256: Option<String>,
+    package: Option<String>,
 }
 
 impl FileConfig {
@@ -281,6 +377,10 @@ pub struct Settings {
     pub oidc: Option<OidcConfig>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The duties' settings: health checks, edge automation, providers, modules.
+    pub runtime: RuntimeSettings,
+    /// Where events are told to people.
+    pub notifications: Option<NotifySettings>,
 }
 
 impl Settings {
@@ -293,6 +393,8 @@ impl Settings {
     /// file over the defaults.
     pub fn resolve(args: &ServeArgs) -> Result<Self, Error> {
         let file = FileConfig::load(args.common.config.as_deref())?;
+        let runtime = runtime_settings(&file)?;
+        let notifications = file.notifications.clone();
         let data_dir = args
             .common
             .data_dir
@@ -301,7 +403,10 @@ impl Settings {
             .ok_or(Error::NoDataDir)?;
         let database = database(
             &data_dir,
-            args.common.database_url.clone().or(file.database_url),
+            args.common
+                .database_url
+                .clone()
+                .or(file.database_url.clone()),
         )?;
         let listen = args.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN);
         let oidc = match file.oidc {
@@ -314,7 +419,7 @@ impl Settings {
             }
             None => None,
         };
-        let public_url = match args.public_url.clone().or(file.public_url) {
+        let public_url = match args.public_url.clone().or(file.public_url.clone()) {
             Some(url) => check_public_url(&url)?,
             None => format!("http://{listen}"),
         };
@@ -352,8 +457,229 @@ impl Settings {
             } else {
                 args.trusted_proxies.clone()
             },
+            runtime,
+            notifications,
         })
     }
+}
+
+/// The duties' settings from the file (and the environment, for providers' secrets).
+fn runtime_settings(file: &FileConfig) -> Result<RuntimeSettings, Error> {
+    let setting = |setting: &'static str, message: String| Error::Setting { setting, message };
+    let mut modules = BTreeMap::new();
+    for (name, module) in &file.modules {
+        let known = Module::parse(name).ok_or_else(|| {
+            setting(
+                "modules",
+                format!(
+                    "unknown module {name:?}; the modules are {}",
+                    Module::ALL.map(Module::as_str).join(", ")
+                ),
+            )
+        })?;
+        if let Some(enabled) = module.enabled {
+            modules.insert(known, enabled);
+        }
+    }
+    let h = &file.health;
+    let defaults = HealthSettings::default();
+    let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+    let mut edge_rules = defaults.edge;
+    edge_rules.heartbeat_timeout = secs(h.edge_heartbeat_timeout, edge_rules.heartbeat_timeout);
+    edge_rules.error_rate_percent = h
+        .error_rate_percent
+        .unwrap_or(edge_rules.error_rate_percent);
+    edge_rules.cpu.percent = h.cpu_percent.unwrap_or(edge_rules.cpu.percent);
+    edge_rules.cpu.window = secs(h.cpu_window, edge_rules.cpu.window);
+    let health = HealthSettings {
+        edge_https_port: defaults.edge_https_port,
+        timeout: secs(h.timeout, defaults.timeout),
+        recovery_threshold: h.recovery_threshold.unwrap_or(defaults.recovery_threshold),
+        workers: h.workers.unwrap_or(defaults.workers),
+        end_to_end_interval: secs(h.end_to_end_interval, defaults.end_to_end_interval),
+        certificate_interval: secs(h.certificate_interval, defaults.certificate_interval),
+        certificate_min_days: h
+            .certificate_min_days
+            .unwrap_or(defaults.certificate_min_days),
+        trusted_ca_file: h.trusted_ca_file.clone(),
+        origin_heartbeat_timeout: secs(
+            h.origin_heartbeat_timeout,
+            defaults.origin_heartbeat_timeout,
+        ),
+        origin_disk_percent: h
+            .origin_disk_percent
+            .unwrap_or(defaults.origin_disk_percent),
+        edge: edge_rules,
+    };
+    if health.timeout.is_zero() || health.workers == 0 || health.recovery_threshold == 0 {
+        return Err(setting(
+            "health",
+            "timeout, workers and recovery_threshold must be at least 1".to_owned(),
+        ));
+    }
+    let management = file.edge_node_management.clone().unwrap_or_default();
+    let mut provisioners = BTreeMap::new();
+    for p in &file.provisioners {
+        let name = p.name.clone().unwrap_or_else(|| p.kind.clone());
+        if name == "manual" || provisioners.contains_key(&name) {
+            return Err(setting(
+                "provisioners",
+                format!("provider name {name:?} is reserved or used twice"),
+            ));
+        }
+        provisioners.insert(name, provisioner(p)?);
+    }
+    // Providers the automation may place edges at must be configured.
+    let mut management = management;
+    if !provisioners.is_empty() {
+        let strategy = &mut management.replacement_strategy;
+        strategy
+            .preferred_providers
+            .retain(|p| provisioners.contains_key(p.as_str()));
+    }
+    management
+        .validate()
+        .map_err(|e| setting("edge_node_management", e.to_string()))?;
+    let agent = match &file.edge_agent {
+        None => None,
+        Some(AgentFile {
+            url: Some(url),
+            sha256: Some(sha256),
+            package: None,
+        }) => Some(AgentSource::Download {
+            url: url.clone(),
+            sha256: sha256.clone(),
+        }),
+        Some(AgentFile {
+            url: None,
+            sha256: None,
+            package: Some(name),
+        }) => Some(AgentSource::Package { name: name.clone() }),
+        Some(_) => {
+            return Err(setting(
+                "edge_agent",
+                "give either `url` and `sha256`, or `package`".to_owned(),
+            ));
+        }
+    };
+    let provisioning_defaults = EdgeSettings::default();
+    let edges = EdgeSettings {
+        management,
+        provisioners,
+        agent,
+        provision_timeout: secs(
+            file.edge_provisioning.timeout,
+            provisioning_defaults.provision_timeout,
+        ),
+        enrollment_ttl: secs(
+            file.edge_provisioning.enrollment_ttl,
+            provisioning_defaults.enrollment_ttl,
+        ),
+    };
+    Ok(RuntimeSettings {
+        health,
+        edges,
+        modules,
+    })
+}
+
+/// A provider's client from its `[[provisioners]]` entry.
+fn provisioner(p: &ProvisionerFile) -> Result<ProvisionerEntry, Error> {
+    use kokoa_provision::Secret;
+    let fail = |message: String| Error::Setting {
+        setting: "provisioners",
+        message,
+    };
+    let from_env = |var: &str| {
+        std::env::var(var).map_err(|_| {
+            fail(format!(
+                "provider {:?}: the environment variable {var} is not set",
+                p.kind
+            ))
+        })
+    };
+    let token = || -> Result<Secret, Error> {
+        match (&p.token, &p.token_env) {
+            (Some(token), None) => Ok(Secret::new(token.clone())),
+            (None, Some(var)) => Ok(Secret::new(from_env(var)?)),
+            _ => Err(fail(format!(
+                "provider {:?}: give the API token with `token_env` (or `token`)",
+                p.kind
+            ))),
+        }
+    };
+    let client = || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| fail(format!("cannot build an HTTP client: {e}")))
+    };
+    let error = |e: kokoa_provision::Error| fail(format!("provider {:?}: {e}", p.kind));
+    let provisioner: Arc<dyn kokoa_provision::Provisioner> = match p.kind.as_str() {
+        "digitalocean" => Arc::new(
+            match &p.base_url {
+                Some(url) => kokoa_provision::digitalocean::DigitalOcean::with_client(
+                    client()?,
+                    url,
+                    &token()?,
+                ),
+                None => kokoa_provision::digitalocean::DigitalOcean::new(&token()?),
+            }
+            .map_err(error)?,
+        ),
+        "vultr" => Arc::new(
+            match &p.base_url {
+                Some(url) => kokoa_provision::vultr::Vultr::with_client(client()?, url, &token()?),
+                None => kokoa_provision::vultr::Vultr::new(&token()?),
+            }
+            .map_err(error)?,
+        ),
+        "hetzner" => Arc::new(
+            match &p.base_url {
+                Some(url) => {
+                    kokoa_provision::hetzner::Hetzner::with_client(client()?, url, &token()?)
+                }
+                None => kokoa_provision::hetzner::Hetzner::new(&token()?),
+            }
+            .map_err(error)?,
+        ),
+        "aws" => {
+            let id = from_env(
+                p.access_key_id_env
+                    .as_deref()
+                    .unwrap_or("AWS_ACCESS_KEY_ID"),
+            )?;
+            let key = from_env(
+                p.secret_access_key_env
+                    .as_deref()
+                    .unwrap_or("AWS_SECRET_ACCESS_KEY"),
+            )?;
+            let mut credentials = kokoa_core::sigv4::Credentials::new(id, key);
+            if let Ok(session) = std::env::var("AWS_SESSION_TOKEN") {
+                credentials = credentials.with_session_token(session);
+            }
+            let ec2 = match &p.base_url {
+                Some(url) => kokoa_provision::ec2::Ec2::with_client(client()?, url, credentials),
+                None => kokoa_provision::ec2::Ec2::new(credentials),
+            }
+            .map_err(error)?;
+            Arc::new(
+                ec2.with_security_groups(p.security_groups.clone())
+                    .map_err(error)?,
+            )
+        }
+        other => {
+            return Err(fail(format!(
+                "unknown provider kind {other:?}; use digitalocean, vultr, hetzner or aws"
+            )));
+        }
+    };
+    Ok(ProvisionerEntry {
+        provisioner,
+        image: p.image.clone(),
+        size: p.size.clone(),
+        ssh_key_id: p.ssh_key_id.clone(),
+    })
 }
 
 /// The data directory and database `init` uses.

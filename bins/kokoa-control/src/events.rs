@@ -10,7 +10,9 @@ use std::sync::{Arc, OnceLock};
 
 use kokoa_core::{Event, EventKind, NewEvent, Severity, Timestamp, store::Store};
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
+
+use crate::notify::{Notification, Notifier};
 
 /// The event types the control plane itself emits. Modules may report others through
 /// `POST /api/v1/internal/events`.
@@ -111,7 +113,7 @@ pub struct EventBus {
 struct Inner {
     store: Arc<dyn Store>,
     tx: broadcast::Sender<Event>,
-    sink: OnceLock<mpsc::Sender<Event>>,
+    notifier: OnceLock<Notifier>,
 }
 
 impl EventBus {
@@ -121,17 +123,23 @@ impl EventBus {
             inner: Arc::new(Inner {
                 store,
                 tx: broadcast::Sender::new(BROADCAST_CAPACITY),
-                sink: OnceLock::new(),
+                notifier: OnceLock::new(),
             }),
         }
     }
 
-    /// Also hands every event to `sink` (the notification sinks), without waiting: a full
-    /// sink loses the event there (it stays recorded). Only the first call has an effect.
-    pub fn forward_to(&self, sink: mpsc::Sender<Event>) {
-        if self.inner.sink.set(sink).is_err() {
+    /// Also hands every event to the notification sinks of `notifier`, without waiting (a
+    /// full queue loses the event there; it stays recorded). Only the first call has an
+    /// effect.
+    pub fn forward_to(&self, notifier: Notifier) {
+        if self.inner.notifier.set(notifier).is_err() {
             tracing::warn!("events are forwarded to notification sinks already");
         }
+    }
+
+    /// The notifier events are forwarded to, if any.
+    pub fn notifier(&self) -> Option<&Notifier> {
+        self.inner.notifier.get()
     }
 
     /// Records an event and announces it. `kind` is one of [`kinds`] or another
@@ -178,13 +186,8 @@ impl EventBus {
                 }
                 // Nobody listening is fine.
                 let _ = self.inner.tx.send(event.clone());
-                if let Some(sink) = self.inner.sink.get()
-                    && sink.try_send(event.clone()).is_err()
-                {
-                    tracing::warn!(
-                        event = event.id,
-                        "the notification queue is full; event not delivered to sinks"
-                    );
+                if let Some(notifier) = self.inner.notifier.get() {
+                    notifier.notify(Notification::from(&event));
                 }
                 Some(event)
             }

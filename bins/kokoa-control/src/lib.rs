@@ -200,11 +200,12 @@ pub async fn serve(
             address: settings.listen,
             source,
         })?;
-    let state = AppState::new(
+    let state = AppState::with_settings(
         store,
         master_key,
         settings.subnet_pool,
         settings.public_url.clone(),
+        settings.runtime.clone(),
     );
     state.set_rate_limits(settings.rate_limits);
     state.set_trusted_proxies(settings.trusted_proxies.clone());
@@ -213,6 +214,21 @@ pub async fn serve(
         tracing::info!(issuer = %config.issuer, redirect_uri = %oidc.redirect_uri(), "single sign-on enabled");
         state.set_oidc(oidc);
     }
+    if let Some(notifications) = &settings.notifications {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Setting {
+                setting: "notifications",
+                message: format!("cannot build an HTTP client: {e}"),
+            })?;
+        let notifier =
+            notify::Notifier::from_settings(notifications, client).map_err(|e| Error::Setting {
+                setting: "notifications",
+                message: e.to_string(),
+            })?;
+        state.events().forward_to(notifier);
+    }
     tracing::info!(
         listen = %listener.local_addr().map_err(Error::Serve)?,
         database = %settings.database,
@@ -220,6 +236,7 @@ pub async fn serve(
         "serving the API"
     );
     let router = api::router(state.clone());
+    let state_for_shutdown = state.clone();
     let (stop_duties, duties_stopped) = tokio::sync::oneshot::channel::<()>();
     let duties = tokio::spawn(runtime::run(state.clone(), async move {
         let _ = duties_stopped.await;
@@ -238,6 +255,11 @@ pub async fn serve(
     let _ = stop_duties.send(());
     if let Err(e) = duties.await {
         tracing::error!(error = %e, "the control plane's duties ended abnormally");
+    }
+    if let Some(notifier) = state_for_shutdown.events().notifier()
+        && !notifier.shutdown(std::time::Duration::from_secs(10)).await
+    {
+        tracing::warn!("some notifications were not delivered before shutting down");
     }
     served
 }

@@ -86,28 +86,9 @@ pub const EVENT_HEADER: &str = "x-kokoa-event";
 /// The header carrying the notification's id, the same on every retry of it.
 pub const DELIVERY_HEADER: &str = "x-kokoa-delivery";
 
-/// How important a notification is. Ordered: `info < warning < critical`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Something worth knowing: an edge became ready, a record was added.
-    #[default]
-    Info,
-    /// Something that may need attention soon.
-    Warning,
-    /// Something broken: an edge is unhealthy, a certificate could not be renewed.
-    Critical,
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Info => "info",
-            Self::Warning => "warning",
-            Self::Critical => "critical",
-        })
-    }
-}
+/// How important a notification is (the event's severity). Ordered:
+/// `info < warning < critical`.
+pub use kokoa_core::Severity;
 
 /// One event, told to people. This is the webhook's JSON body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +108,20 @@ pub struct Notification {
     pub data: serde_json::Value,
     /// When it happened.
     pub created_at: Timestamp,
+}
+
+impl From<&kokoa_core::Event> for Notification {
+    fn from(event: &kokoa_core::Event) -> Self {
+        Self {
+            id: event.id,
+            kind: event.kind.to_string(),
+            severity: event.severity,
+            subject: event.subject.clone(),
+            message: event.message.clone(),
+            data: event.data.clone(),
+            created_at: event.created_at,
+        }
+    }
 }
 
 impl Notification {
@@ -645,9 +640,9 @@ impl SlackSink {
     /// (its formatting treats them as markup), and an emoji by severity.
     pub fn text(notification: &Notification) -> String {
         let icon = match notification.severity {
-            Severity::Info => ":information_source:",
             Severity::Warning => ":warning:",
             Severity::Critical => ":rotating_light:",
+            _ => ":information_source:",
         };
         let escaped = notification
             .summary()

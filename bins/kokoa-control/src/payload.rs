@@ -8,7 +8,7 @@
 //! edge's own part (its tunnels and keys) is read on every request.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     net::{Ipv4Addr, SocketAddrV4},
     num::NonZeroU16,
     time::Duration,
@@ -27,6 +27,7 @@ use crate::{
     bundle,
     error::ApiError,
     keys::{self, KeyOwner},
+    runtime,
     state::AppState,
 };
 
@@ -44,6 +45,9 @@ pub struct Snapshot {
     origins: HashMap<OriginId, Origin>,
     /// Each origin's routes, by host name.
     routes: HashMap<OriginId, Vec<(Hostname, Port)>>,
+    /// The origins whose every route edges answer with 503 (SPEC §8.4: the tunnel is down
+    /// at every edge, or the application fails its checks).
+    down: HashSet<OriginId>,
 }
 
 impl Snapshot {
@@ -68,11 +72,18 @@ impl Snapshot {
                 .or_default()
                 .push((route.hostname, route.target_port));
         }
+        let down = runtime::health::origin_verdicts(state)
+            .await?
+            .into_iter()
+            .filter(|(_, verdict)| runtime::health::origin_down(Some(verdict)))
+            .map(|(id, _)| id)
+            .collect();
         Ok(Self {
             generation,
             taken: Instant::now(),
             origins,
             routes,
+            down,
         })
     }
 
@@ -125,12 +136,14 @@ pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConf
             .get(origin)
             .map(|o| ports_down(o.last_metrics.as_ref()))
             .unwrap_or_default();
+        let origin_down = snapshot.down.contains(origin);
         for (hostname, port) in snapshot.routes_of(origin) {
             content
                 .routes
                 .insert(hostname.clone(), SocketAddrV4::new(ip, port.get()));
-            // One service down: 503 for the routes to that service only (SPEC §8.4).
-            if down.contains(&port.get()) {
+            // The origin down: 503 for all its routes; one service down: for the routes to
+            // that service only (SPEC §8.4).
+            if origin_down || down.contains(&port.get()) {
                 content.unavailable.insert(hostname.clone());
             }
         }

@@ -13,7 +13,7 @@ use crate::{
     error::ApiError,
     events::EventBus,
     payload::Snapshot,
-    runtime::{self, Leader, Modules, Wakers, dns},
+    runtime::{self, Leader, Modules, RuntimeSettings, Wakers, dns},
 };
 
 /// The shared state of the API: the store, the master key, settings, and the change
@@ -31,6 +31,8 @@ struct Inner {
     wakers: Wakers,
     dns_limiters: dns::Limiters,
     dns_gate: dns::Gate,
+    edge_writes: Mutex<()>,
+    settings: RuntimeSettings,
     master_key: MasterKey,
     subnet_pool: SubnetPool,
     public_url: String,
@@ -64,13 +66,31 @@ impl fmt::Debug for AppState {
 
 impl AppState {
     /// State over `store`; `public_url` (no trailing `/`) is what nodes are told to call.
+    /// The duties run with their default settings (see [`with_settings`](Self::with_settings)).
     pub fn new(
         store: Arc<dyn Store>,
         master_key: MasterKey,
         subnet_pool: SubnetPool,
         public_url: impl Into<String>,
     ) -> Self {
-        let (leader, modules, wakers) = runtime::new_parts(Default::default());
+        Self::with_settings(
+            store,
+            master_key,
+            subnet_pool,
+            public_url,
+            RuntimeSettings::default(),
+        )
+    }
+
+    /// Like [`new`](Self::new), with the duties' settings.
+    pub fn with_settings(
+        store: Arc<dyn Store>,
+        master_key: MasterKey,
+        subnet_pool: SubnetPool,
+        public_url: impl Into<String>,
+        settings: RuntimeSettings,
+    ) -> Self {
+        let (leader, modules, wakers) = runtime::new_parts(settings.modules.clone());
         Self {
             inner: Arc::new(Inner {
                 events: EventBus::new(Arc::clone(&store)),
@@ -79,6 +99,8 @@ impl AppState {
                 wakers,
                 dns_limiters: dns::Limiters::default(),
                 dns_gate: dns::Gate::default(),
+                edge_writes: Mutex::new(()),
+                settings,
                 store,
                 master_key,
                 subnet_pool,
@@ -97,6 +119,17 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &dyn Store {
         &*self.inner.store
+    }
+
+    /// Held by the duties while they read and write an edge's row, so the health judge and
+    /// the edge automation never write from stale copies.
+    pub(crate) fn edge_writes(&self) -> &Mutex<()> {
+        &self.inner.edge_writes
+    }
+
+    /// The duties' settings.
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.inner.settings
     }
 
     /// The event bus.

@@ -433,9 +433,17 @@ async fn edge_nodes_follow_the_spec_and_get_a_tunnel_per_origin() {
             .await;
         assert_eq!(assert_error(&answer, "not_found")["field"], "origin_id");
 
-        // SPEC §6 deletion answer; the edge is marked deleted and loses its tunnels and
-        // its credential.
+        // SPEC §6 deletion answer; in the safe order the edge leaves DNS, the TTL runs out
+        // (the longest of the zones': 1 s here), then it is marked deleted and loses its
+        // tunnels and its credential.
         let credential = s.enroll(token).await;
+        s.admin(
+            Method::POST,
+            "/api/v1/dns/zones",
+            Some(json!({"name": "example.com", "provider": "manual", "ttl": 1})),
+            201,
+        )
+        .await;
         let deleted = s
             .admin(
                 Method::DELETE,
@@ -447,8 +455,28 @@ async fn edge_nodes_follow_the_spec_and_get_a_tunnel_per_origin() {
         assert_eq!(
             deleted,
             json!({"message": "Edge node deletion initiated",
-                   "steps": ["Remove from DNS", "Wait for TTL expiration (30s)", "Destroy VPS"]})
+                   "steps": ["Remove from DNS", "Wait for TTL expiration (1s)", "Destroy VPS"]})
         );
+        kokoa_control::runtime::tick(&s.state).await.unwrap();
+        let draining = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/edge-nodes/{shared}"),
+                None,
+                200,
+            )
+            .await;
+        // Out of DNS at once; destroyed only once the TTL has run out.
+        assert_eq!(draining["lifecycle"]["removal"], "manual", "{draining}");
+        assert!(
+            draining["lifecycle"]["steps"]["dns_removed"].is_string(),
+            "{draining}"
+        );
+        assert_ne!(draining["status"], "deleted", "{draining}");
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        for _ in 0..3 {
+            kokoa_control::runtime::tick(&s.state).await.unwrap();
+        }
         let edge = s
             .admin(
                 Method::GET,
@@ -569,7 +597,9 @@ async fn nodes_enroll_once_report_ready_and_send_heartbeats() {
         assert_eq!(status, 422);
         assert_eq!(assert_error(&body, "invalid_value")["field"], "status");
 
-        // Ready → active.
+        // Ready is noted; the edge automation then waits for the tunnels, the current
+        // configuration applied and (health checker off here) no checks, and puts the edge
+        // into service. Each step is an event.
         let (status, body) = s
             .call(
                 Method::POST,
@@ -579,9 +609,85 @@ async fn nodes_enroll_once_report_ready_and_send_heartbeats() {
             )
             .await;
         assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "provisioning", "{body}");
+        s.admin(
+            Method::PUT,
+            "/api/v1/modules/health_checker",
+            Some(json!({"enabled": false})),
+            200,
+        )
+        .await;
+        let (_, config) = s
+            .call(
+                Method::GET,
+                "/api/v1/edge-nodes/me/config",
+                Some(credential),
+                None,
+            )
+            .await;
+        let tunnels: Vec<Value> = config["tunnels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| json!({"origin_id": t["origin_id"], "interface": "kk0", "status": "up"}))
+            .collect();
+        let (status, _) = s
+            .call(
+                Method::POST,
+                "/api/v1/heartbeat",
+                Some(credential),
+                Some(
+                    json!({"node_id": edge_id, "status": "healthy", "tunnels": tunnels,
+                            "config_hash": config["config_hash"]}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 200);
+        for _ in 0..3 {
+            kokoa_control::runtime::tick(&s.state).await.unwrap();
+        }
+        let edge = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/edge-nodes/{edge_id}"),
+                None,
+                200,
+            )
+            .await;
         assert_eq!(
-            (body["status"].as_str(), body["health"].as_str()),
-            (Some("active"), Some("healthy"))
+            (
+                edge["status"].as_str(),
+                edge["health"].as_str(),
+                edge["lifecycle"]["phase"].as_str()
+            ),
+            (Some("active"), Some("healthy"), Some("serving")),
+            "{edge}"
+        );
+        let events = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/events?subject={edge_id}&after=0"),
+                None,
+                200,
+            )
+            .await;
+        let kinds: Vec<&str> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "edge.enrolled",
+                "edge.reported_ready",
+                "edge.tunnels_up",
+                "edge.certificates_installed",
+                "edge.ready"
+            ],
+            "[{}]",
+            s.backend
         );
 
         // Origins beat every 30 s and turn active.
@@ -652,7 +758,7 @@ async fn nodes_enroll_once_report_ready_and_send_heartbeats() {
                         error_message: None,
                         checked_at: Timestamp::from_unix(1_737_455_400 + i as i64).unwrap(),
                     },
-                    0,
+                    None,
                 )
                 .await
                 .unwrap();

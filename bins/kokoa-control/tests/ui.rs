@@ -502,7 +502,7 @@ async fn a_person_runs_the_control_plane_from_the_browser() {
                     error_message: failed.then(|| "timed out after 5 s".to_owned()),
                     checked_at: Timestamp::from_unix(now - 300 + i * 10).unwrap(),
                 },
-                0,
+                None,
             )
             .await
             .unwrap();

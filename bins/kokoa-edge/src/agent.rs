@@ -296,13 +296,17 @@ impl<P: DataPlane> Ctx<P> {
             .await;
             let (returned, sample, tunnels, serving) = observed;
             sampler = returned;
-            let last_error = self.shared().last_error.clone();
+            let (last_error, applied) = {
+                let shared = self.shared();
+                (shared.last_error.clone(), shared.applied.clone())
+            };
             let heartbeat = Heartbeat::new(
                 self.client.node_id().clone(),
                 serving,
                 last_error,
                 sample,
                 tunnels,
+                applied,
             );
             let plane = Arc::clone(&self.plane);
             let body = heartbeat.health_body();

@@ -1,7 +1,7 @@
 //! What the edge reports every few seconds (SPEC §8.4), and the body of its `/health` page.
 
 use kokoa_agent::{LinkState, NodeStatus, Sample};
-use kokoa_core::EdgeNodeId;
+use kokoa_core::{ContentHash, EdgeNodeId};
 use serde::Serialize;
 
 use crate::plane::TunnelReport;
@@ -40,6 +40,10 @@ pub struct Heartbeat {
     /// Why the edge is degraded by a configuration, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The `config_hash` of the configuration serving now: the control plane compares it
+    /// with the current one to know the edge applied it (certificates included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<ContentHash>,
 }
 
 impl Heartbeat {
@@ -50,6 +54,7 @@ impl Heartbeat {
         last_error: Option<String>,
         sample: Sample,
         tunnels: Vec<TunnelReport>,
+        config_hash: Option<ContentHash>,
     ) -> Self {
         let tunnel_status = if tunnels.iter().all(|t| t.status == LinkState::Up) {
             LinkState::Up
@@ -80,6 +85,7 @@ impl Heartbeat {
             },
             tunnels,
             last_error,
+            config_hash,
         }
     }
 
@@ -124,6 +130,7 @@ mod tests {
             error.map(str::to_owned),
             Sample::default(),
             tunnels,
+            None,
         )
     }
 

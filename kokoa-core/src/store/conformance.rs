@@ -1162,7 +1162,7 @@ pub async fn health_history_is_newest_first(store: &dyn Store) {
         check(&watched.id, 30, Some(60)),
     ];
     for c in &checks {
-        store.record_health_check(c, 0).await.expect("add");
+        store.record_health_check(c, None).await.expect("add");
     }
     let history = store.health_history(&watched.id, 3).await.expect("history");
     assert_eq!(
@@ -1184,12 +1184,12 @@ pub async fn health_history_is_newest_first(store: &dyn Store) {
     );
     assert_not_found(
         store
-            .record_health_check(&check(&EdgeNodeId::new(), 1, None), 1)
+            .record_health_check(&check(&EdgeNodeId::new(), 1, None), Some(1))
             .await,
         "edge node",
     );
     store
-        .record_health_check(&check(&watched.id, 50, None), 3)
+        .record_health_check(&check(&watched.id, 50, None), Some(3))
         .await
         .expect("add");
     assert_eq!(
@@ -1200,6 +1200,19 @@ pub async fn health_history_is_newest_first(store: &dyn Store) {
             .health_check_failures,
         3,
         "the failure count is written with the check"
+    );
+    store
+        .record_health_check(&check(&watched.id, 60, Some(5)), None)
+        .await
+        .expect("add");
+    assert_eq!(
+        store
+            .get_edge(&watched.id)
+            .await
+            .expect("get")
+            .health_check_failures,
+        3,
+        "a check of another kind leaves the count"
     );
 }
 

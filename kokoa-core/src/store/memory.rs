@@ -659,10 +659,13 @@ impl Store for MemoryStore {
     async fn record_health_check(
         &self,
         check: &HealthCheck,
-        consecutive_failures: u32,
+        consecutive_failures: Option<u32>,
     ) -> Result<(), Error> {
         let mut state = self.lock()?;
-        state.edge_mut(&check.edge_node_id)?.health_check_failures = consecutive_failures;
+        let edge = state.edge_mut(&check.edge_node_id)?;
+        if let Some(failures) = consecutive_failures {
+            edge.health_check_failures = failures;
+        }
         state.health_checks.push(check.clone());
         Ok(())
     }

@@ -328,12 +328,12 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     // --- health check history ---
 
-    /// Appends a health check result to the edge's history and sets its count of failed
-    /// checks in a row, in one step. [`Error::NotFound`] for an unknown edge.
+    /// Appends a health check result to the edge's history and, when given, sets its count
+    /// of failed checks in a row, in one step. [`Error::NotFound`] for an unknown edge.
     async fn record_health_check(
         &self,
         check: &HealthCheck,
-        consecutive_failures: u32,
+        consecutive_failures: Option<u32>,
     ) -> Result<(), Error>;
 
     /// The latest `limit` checks of an edge, newest first (checks with the same time in

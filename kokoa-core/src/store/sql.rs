@@ -1568,13 +1568,14 @@ impl Store for SqlStore {
     async fn record_health_check(
         &self,
         c: &HealthCheck,
-        consecutive_failures: u32,
+        consecutive_failures: Option<u32>,
     ) -> Result<(), Error> {
         let mut conn = self.write().await?;
         let rows = conn
             .execute(
-                "UPDATE edge_nodes SET health_check_failures = $2 WHERE id = $1",
-                vec![text(&c.edge_node_id), int(consecutive_failures)],
+                "UPDATE edge_nodes SET health_check_failures = \
+                 COALESCE($2, health_check_failures) WHERE id = $1",
+                vec![text(&c.edge_node_id), opt_int(consecutive_failures)],
             )
             .await?;
         changed(rows, "edge node", &c.edge_node_id)?;

@@ -19,6 +19,7 @@ use crate::{
     auth::{Bearer, EdgeAgent, NODE_CREDENTIAL_PREFIX, NodeAgent, Principal},
     error::{ApiError, ErrorBody},
     payload,
+    runtime::lifecycle,
     state::AppState,
 };
 
@@ -172,7 +173,8 @@ pub(super) async fn edge_bundle(
     }))
 }
 
-/// The edge reports that it is up: it becomes `active`.
+/// The edge reports that it applied its configuration and serves. The edge automation
+/// then waits for its tunnels and its checks before it becomes `active` and goes into DNS.
 #[utoipa::path(
     post,
     path = "/api/v1/edge-nodes/{id}/ready",
@@ -180,7 +182,7 @@ pub(super) async fn edge_bundle(
     params(("id" = String, Path, description = "Edge node id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The edge, now active", body = EdgeView),
+        (status = 200, description = "The edge", body = EdgeView),
         (status = 404, description = "Unknown edge node", body = ErrorBody),
         (status = 409, description = "The edge was deleted", body = ErrorBody),
     )
@@ -196,13 +198,27 @@ pub(super) async fn edge_ready(
         )));
     }
     let store = state.store();
-    let mut edge = store.get_edge(&caller).await?;
+    let edge = store.get_edge(&caller).await?;
+    if edge.status == EdgeStatus::Deleted {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "conflict",
+            format!("edge node {caller} was deleted; it cannot report ready"),
+        ));
+    }
     let now = Timestamp::now();
-    let was = edge.status;
-    edge.set_status(EdgeStatus::Active, now)?;
-    store.update_edge(&edge).await?;
-    if was != EdgeStatus::Active {
-        tracing::info!(edge = %caller, from = %was, "edge node ready");
+    // Noted apart from the edge's row, which the edge automation alone writes: it moves the
+    // edge on from here (tunnels up, checks passed, into DNS).
+    let first = store
+        .kv_get(lifecycle::READY, caller.as_str(), now)
+        .await?
+        .is_none();
+    store
+        .kv_put(lifecycle::READY, caller.as_str(), &now.to_string(), None)
+        .await?;
+    if first {
+        tracing::info!(edge = %caller, "edge node reported ready");
+        state.wakers().edges.notify_one();
     }
     let tunnels = store.list_tunnels(Some(&caller), None).await?;
     Ok(Json(edge_view(edge, tunnels, now)))

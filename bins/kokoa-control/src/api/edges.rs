@@ -4,18 +4,18 @@ use std::net::IpAddr;
 
 use axum::{Json, extract::State, http::StatusCode};
 use kokoa_core::{
-    EdgeLifecycle, EdgeNode, EdgeNodeId, EdgeStatus, EdgeTunnel, Name, NodeRef, OriginId,
-    Timestamp, store::NewTunnel,
+    EdgeNode, EdgeNodeId, EdgeStatus, EdgeTunnel, Name, OriginId, Timestamp, store::NewTunnel,
 };
 
 use super::{
     ApiJson, ApiPath, ApiQuery, CheckView, DeletionStarted, EdgeCreated, EdgeList, EdgeRequest,
-    EdgeView, HealthHistory, LimitQuery, TunnelView, path_id, tokens::issue_enrollment, valid,
+    EdgeView, HealthHistory, LimitQuery, TunnelView, path_id, valid,
 };
 use crate::{
     auth::{Admin, Reader},
     error::{ApiError, ErrorBody},
     keys::{self, KeyOwner},
+    runtime::lifecycle::{self, NewEdge},
     state::AppState,
 };
 
@@ -28,7 +28,7 @@ const MAX_PROVISIONING_TEXT: usize = 16 * 1024;
 
 /// Creates the edge's tunnel to an origin: a new key pair (private key sealed), the
 /// address and listen port allocated by the store.
-pub(super) async fn create_tunnel(
+pub(crate) async fn create_tunnel(
     state: &AppState,
     edge: &EdgeNodeId,
     origin: &OriginId,
@@ -87,6 +87,8 @@ pub(super) fn edge_view(edge: EdgeNode, tunnels: Vec<EdgeTunnel>, now: Timestamp
         created_at: edge.created_at,
         deleted_at: edge.deleted_at,
         tunnels: tunnels.into_iter().map(Into::into).collect(),
+        instance_id: edge.instance_id,
+        lifecycle: edge.lifecycle,
     }
 }
 
@@ -123,9 +125,9 @@ fn optional_text(field: &str, value: Option<&str>) -> Result<(), ApiError> {
 /// Registers an edge node and creates its tunnels: one per origin it serves.
 ///
 /// For `provider: "manual"` the answer carries a single-use enrollment token and the command
-/// to run on the server. For cloud providers the edge is stored as `provisioning`; creating
-/// the VPS (with `size` and `ssh_key`) is the edge provisioner's job, which picks up
-/// provisioning edges.
+/// to run on the server. For a configured cloud provider the edge automation creates the VPS
+/// (with `size` and `ssh_key`, the provider's SSH key id), follows it until it enrolls, its
+/// tunnels are up and its checks pass, then puts it into DNS; each step is an event.
 #[utoipa::path(
     post,
     path = "/api/v1/edge-nodes",
@@ -164,83 +166,35 @@ pub(super) async fn create_edge(
             })
         })
         .transpose()?;
-    let store = state.store();
-    let origins = match &origin_id {
-        Some(id) => vec![
-            store
-                .get_origin(id)
-                .await
-                .map_err(|e| ApiError::from(e).with_field("origin_id"))?
-                .id,
-        ],
-        None => store
-            .list_origins()
-            .await?
-            .into_iter()
-            .map(|o| o.id)
-            .collect(),
-    };
-    let id = EdgeNodeId::new();
-    let name = match body.name.as_deref() {
-        Some(n) => valid("name", Name::parse(n))?,
-        None => default_name(&state, &region, &id).await?,
-    };
-    let now = Timestamp::now();
-    let mut edge = EdgeNode {
-        id: id.clone(),
-        name,
-        origin_id,
-        provider,
-        region,
-        public_ip,
-        status: EdgeStatus::Provisioning,
-        last_heartbeat: None,
-        last_metrics: None,
-        health_check_failures: 0,
-        created_at: now,
-        deleted_at: None,
-        instance_id: None,
-        lifecycle: EdgeLifecycle {
-            size: body.size.clone(),
-            ssh_key_id: body.ssh_key.clone(),
-            ..EdgeLifecycle::default()
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| valid("name", Name::parse(n)))
+        .transpose()?;
+    let (edge, token) = lifecycle::register(
+        &state,
+        NewEdge {
+            name,
+            origin_id,
+            provider,
+            region,
+            public_ip,
+            size: body.size,
+            ssh_key_id: body.ssh_key,
+            replaces: None,
         },
-    };
-    store.create_edge(&edge).await?;
-    for origin in &origins {
-        if let Err(e) = create_tunnel(&state, &id, origin).await {
-            // Undo: the edge never served, so it is marked deleted without tunnels.
-            let undo = async {
-                store.delete_tunnels_of_edge(&id).await?;
-                edge.set_status(EdgeStatus::Deleted, Timestamp::now())?;
-                store.update_edge(&edge).await
-            };
-            if let Err(undo) = undo.await {
-                tracing::error!(edge = %id, error = %undo, "cannot undo edge creation");
-            }
-            return Err(e);
-        }
-    }
-    let manual = edge.provider.as_str() == "manual";
-    let (enrollment_token, enroll_command) = if manual {
-        let (_, token) = issue_enrollment(
-            &state,
-            NodeRef::Edge(id.clone()),
-            MANUAL_ENROLLMENT_SECONDS,
-            1,
-        )
-        .await?;
-        let command = format!(
+        MANUAL_ENROLLMENT_SECONDS,
+    )
+    .await?;
+    let id = edge.id;
+    let enroll_command = token.as_ref().map(|token| {
+        format!(
             "kokoa-edge enroll --control-plane {} --token {}",
             state.public_url(),
             token.as_str()
-        );
-        (Some(token.to_string()), Some(command))
-    } else {
-        (None, None)
-    };
-    state.notify_changed();
-    tracing::info!(edge = %id, name = %edge.name, provider = %edge.provider, tunnels = origins.len(), "edge node registered");
+        )
+    });
+    let enrollment_token = token.map(|t| t.to_string());
     Ok((
         StatusCode::ACCEPTED,
         Json(EdgeCreated {
@@ -251,24 +205,6 @@ pub(super) async fn create_edge(
             enroll_command,
         }),
     ))
-}
-
-/// `edge-<region>-<NN>`, NN counting the region's edges; a region too long for that gets
-/// `edge-<first 8 hex digits of the id>`.
-async fn default_name(state: &AppState, region: &Name, id: &EdgeNodeId) -> Result<Name, ApiError> {
-    let in_region = state
-        .store()
-        .list_edges()
-        .await?
-        .iter()
-        .filter(|e| e.region == *region)
-        .count();
-    Name::parse(&format!("edge-{region}-{:02}", in_region + 1))
-        .or_else(|_| {
-            let hex = id.as_str().trim_start_matches("edg_");
-            Name::parse(&format!("edge-{}", &hex[..hex.len().min(8)]))
-        })
-        .map_err(|e| ApiError::internal(&e))
 }
 
 /// Lists every edge node, deleted ones included.
@@ -313,9 +249,10 @@ pub(super) async fn get_edge(
     Ok(Json(edge_view(edge, tunnels, Timestamp::now())))
 }
 
-/// Deletes an edge node: marks it deleted, revokes its credentials and removes its
-/// tunnels, so it drops out of every origin's configuration at once. Removing its DNS
-/// records and destroying the VPS are the DNS manager's and the provisioner's steps.
+/// Deletes an edge node in the safe order (SPEC §9): it leaves DNS at once, the records'
+/// TTL runs out, then its VPS is destroyed, its credentials revoked and its tunnels
+/// removed. Each step is an event (`edge.removal_started`, `edge.destroyed`) and shows in
+/// the edge's `lifecycle`.
 #[utoipa::path(
     delete,
     path = "/api/v1/edge-nodes/{id}",
@@ -333,28 +270,13 @@ pub(super) async fn delete_edge(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<DeletionStarted>), ApiError> {
     let id: EdgeNodeId = path_id("edge node", &id)?;
-    let store = state.store();
-    let mut edge = store.get_edge(&id).await?;
-    let now = Timestamp::now();
-    edge.set_status(EdgeStatus::Deleted, now)?;
-    store.update_edge(&edge).await?;
-    store
-        .revoke_node_credentials(&NodeRef::Edge(id.clone()), now)
-        .await?;
-    store.delete_tunnels_of_edge(&id).await?;
-    state.notify_changed();
-    tracing::info!(edge = %id, "edge node deleted");
+    lifecycle::request_removal(&state, &id).await?;
+    tracing::info!(edge = %id, "edge node deletion requested");
     Ok((
         StatusCode::ACCEPTED,
         Json(DeletionStarted {
             message: "Edge node deletion initiated".into(),
-            steps: [
-                "Remove from DNS",
-                "Wait for TTL expiration (30s)",
-                "Destroy VPS",
-            ]
-            .map(String::from)
-            .into(),
+            steps: lifecycle::removal_steps(&state).await,
         }),
     ))
 }

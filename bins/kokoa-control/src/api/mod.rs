@@ -32,8 +32,10 @@ mod tokens;
 mod users;
 mod views;
 
+pub(crate) use edges::create_tunnel;
 pub use extract::{ApiJson, ApiPath, ApiQuery, parse_json};
 pub use tokens::issue_api_token;
+pub(crate) use tokens::issue_enrollment;
 pub use users::{create_user, reset_second_factor};
 pub use views::*;
 

@@ -59,7 +59,7 @@ pub async fn issue_api_token(
 }
 
 /// Issues an enrollment token for `node`, valid for `lifetime_seconds` and `uses` uses.
-pub(super) async fn issue_enrollment(
+pub(crate) async fn issue_enrollment(
     state: &AppState,
     node: NodeRef,
     lifetime_seconds: i64,

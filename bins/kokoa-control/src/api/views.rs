@@ -452,6 +452,14 @@ pub struct EdgeView {
     pub deleted_at: Option<Timestamp>,
     /// Its interfaces, one per origin it serves.
     pub tunnels: Vec<TunnelView>,
+    /// The provider's id of its VPS.
+    pub instance_id: Option<String>,
+    /// Where the automation is with it: `phase` (`create_instance`, `booting`,
+    /// `enrolled`, `verifying`, `serving`, `draining`, `destroying`, `destroyed`),
+    /// `phase_since`, `steps` (step → when it was done), `last_error`, `attempts`,
+    /// `removal`, `replaces`, `replaced_by`, `withdrawn_at`.
+    #[schema(value_type = Object)]
+    pub lifecycle: kokoa_core::EdgeLifecycle,
 }
 
 /// `GET /api/v1/edge-nodes` and `GET /api/v1/origins/{origin_id}/edge-nodes`.

@@ -186,6 +186,9 @@ fn edge_state(edge: &EdgeNode) -> EdgeState {
         {
             EdgeState::Deleted
         }
+        // Taken out by the health judge (a tunnel down, waiting for its checks): its
+        // records go even when they are a name's last.
+        EdgeStatus::Active if edge.lifecycle.withdrawn_at.is_some() => EdgeState::Unhealthy,
         EdgeStatus::Active => EdgeState::Serving,
         EdgeStatus::Unhealthy => EdgeState::Unhealthy,
         EdgeStatus::Deleted => EdgeState::Deleted,
@@ -214,6 +217,9 @@ struct World {
     edges: Vec<EdgeNode>,
     /// Which edges reach each origin (a tunnel exists).
     reach: HashMap<kokoa_core::OriginId, BTreeSet<EdgeNodeId>>,
+    /// The edges whose tunnel to an origin is down while another edge's is up: out of DNS
+    /// for that origin's host names only.
+    cut_off: HashMap<kokoa_core::OriginId, BTreeSet<EdgeNodeId>>,
     records: Vec<DnsRecord>,
 }
 
@@ -227,11 +233,15 @@ impl World {
                 .or_default()
                 .insert(tunnel.edge_node_id);
         }
+        let edges = store.list_edges().await?;
+        let cut_off =
+            super::health::cut_off(&edges, state.settings().health.edge.heartbeat_timeout);
         Ok(Self {
             zones: store.list_dns_zones().await?,
             routes: store.list_routes().await?,
-            edges: store.list_edges().await?,
+            edges,
             reach,
+            cut_off,
             records: store.list_dns_records(None).await?,
         })
     }
@@ -239,7 +249,8 @@ impl World {
     /// The desired states of `zone`: one per set of edges that serve the same host names
     /// (edges created for one origin serve only its routes), and the names to retire.
     fn desired(&self, zone: &DnsZone) -> Vec<DesiredState> {
-        let mut groups: BTreeMap<BTreeSet<EdgeNodeId>, BTreeSet<Hostname>> = BTreeMap::new();
+        type Group = (BTreeSet<EdgeNodeId>, BTreeSet<EdgeNodeId>);
+        let mut groups: BTreeMap<Group, BTreeSet<Hostname>> = BTreeMap::new();
         let routed: BTreeSet<&Hostname> = self.routes.iter().map(|r| &r.hostname).collect();
         for route in &self.routes {
             if zone_of(&self.zones, &route.hostname).map(|z| &z.id) != Some(&zone.id) {
@@ -250,8 +261,13 @@ impl World {
                 .get(&route.origin_id)
                 .cloned()
                 .unwrap_or_default();
+            let cut = self
+                .cut_off
+                .get(&route.origin_id)
+                .cloned()
+                .unwrap_or_default();
             groups
-                .entry(serving)
+                .entry((serving, cut))
                 .or_default()
                 .insert(route.hostname.clone());
         }
@@ -263,14 +279,21 @@ impl World {
             .collect();
         let mut states: Vec<DesiredState> = groups
             .into_iter()
-            .map(|(serving, hostnames)| DesiredState {
+            .map(|((serving, cut), hostnames)| DesiredState {
                 hostnames,
                 retired: BTreeSet::new(),
                 edges: self
                     .edges
                     .iter()
                     .filter(|e| serving.contains(&e.id) || e.status == EdgeStatus::Deleted)
-                    .map(target)
+                    .map(|e| EdgeTarget {
+                        state: if cut.contains(&e.id) {
+                            EdgeState::Unhealthy
+                        } else {
+                            edge_state(e)
+                        },
+                        ..EdgeTarget::from(e)
+                    })
                     .collect(),
                 ttl: zone.ttl,
             })

@@ -25,6 +25,11 @@ use tokio::{sync::Notify, task::JoinSet};
 use crate::{events::kinds, state::AppState};
 
 pub mod dns;
+pub mod health;
+pub mod lifecycle;
+mod settings;
+
+pub use settings::{EdgeSettings, HealthSettings, ProvisionerEntry, RuntimeSettings};
 
 /// How long the leader lease lasts without renewal (SPEC §11: 10 s).
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
@@ -272,6 +277,8 @@ pub struct Wakers {
     pub certificates: Notify,
     /// The edge automation: an edge was created, reported ready or is to be deleted.
     pub edges: Notify,
+    /// The health judge: a check's state flipped.
+    pub health: Notify,
 }
 
 /// Runs every duty until `shutdown` resolves.
@@ -280,6 +287,9 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
     let mut duties = JoinSet::new();
     duties.spawn(lease_loop(state.clone(), stopped.clone()));
     duties.spawn(dns::run(state.clone(), stopped.clone()));
+    duties.spawn(health::run_checker(state.clone(), stopped.clone()));
+    duties.spawn(health::run_judge(state.clone(), stopped.clone()));
+    duties.spawn(lifecycle::run(state.clone(), stopped.clone()));
     shutdown.await;
     let _ = stop.send(true);
     while let Some(result) = duties.join_next().await {
@@ -291,10 +301,46 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
     if state.leader().is_leader() {
         let _ = state.store().kv_delete("leases", "leader").await;
     }
+    let _ = state
+        .store()
+        .kv_delete(health::INSTANCES, state.leader().instance())
+        .await;
+}
+
+/// One round of every duty, at once: the lease, the edge automation, the health judge and
+/// a DNS reconciliation (the checks themselves run only in [`run`]). For tests and tools
+/// that drive the control plane step by step; [`run`] does the same on its own clock.
+pub async fn tick(state: &AppState) -> Result<(), kokoa_core::Error> {
+    if !state.leader().claim(state).await {
+        return Ok(());
+    }
+    lifecycle::step_all(state).await?;
+    if state.modules().enabled(state, Module::HealthChecker).await {
+        health::judge(state, &health::JudgeMemory::default()).await?;
+    }
+    if state.modules().enabled(state, Module::DnsManager).await {
+        dns::reconcile(state, false).await?;
+    }
+    Ok(())
 }
 
 async fn lease_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
+        // Announce this control plane, so the checks are shared among the live ones.
+        let now = Timestamp::now();
+        let until = now.plus_secs(LEASE_TTL.as_secs() as i64);
+        if let Err(e) = state
+            .store()
+            .kv_put(
+                health::INSTANCES,
+                state.leader().instance(),
+                "",
+                Some(until),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "cannot announce this control plane");
+        }
         let was = state.leader().is_leader();
         if state.leader().claim(&state).await && !was {
             // A new leader looks at everything at once.

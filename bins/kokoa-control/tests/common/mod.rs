@@ -13,7 +13,10 @@ use std::{
     sync::Arc,
 };
 
-use kokoa_control::{AppState, api};
+use kokoa_control::{
+    AppState, api,
+    runtime::{ProvisionerEntry, RuntimeSettings},
+};
 use kokoa_core::{MasterKey, Name, Role, SubnetPool, store::Store};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -158,15 +161,57 @@ pub fn sqlite_path(dir: &Path) -> PathBuf {
     dir.join("kokoa.db")
 }
 
+/// The duties' settings of a test server: DigitalOcean and Vultr are configured (pointed
+/// at a closed port: the duties run only when a test ticks them, and no test here makes
+/// them create a VPS).
+pub fn settings() -> RuntimeSettings {
+    let mut settings = RuntimeSettings::default();
+    // Tests that tick the automation create the edges they want themselves.
+    settings.edges.management.min_active_nodes = 0;
+    let token = kokoa_provision::Secret::new("test-token");
+    let client = reqwest::Client::new();
+    let closed = "http://127.0.0.1:9";
+    let entries: [(&str, Arc<dyn kokoa_provision::Provisioner>); 2] = [
+        (
+            "digitalocean",
+            Arc::new(
+                kokoa_provision::digitalocean::DigitalOcean::with_client(
+                    client.clone(),
+                    closed,
+                    &token,
+                )
+                .unwrap(),
+            ),
+        ),
+        (
+            "vultr",
+            Arc::new(kokoa_provision::vultr::Vultr::with_client(client, closed, &token).unwrap()),
+        ),
+    ];
+    for (name, provisioner) in entries {
+        settings.edges.provisioners.insert(
+            name.to_owned(),
+            ProvisionerEntry {
+                provisioner,
+                image: "debian-12".into(),
+                size: "small".into(),
+                ssh_key_id: None,
+            },
+        );
+    }
+    settings
+}
+
 impl Server {
     pub async fn start(backend: &Backend) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let (store, pg) = open_store(backend, dir.path()).await;
-        let state = AppState::new(
+        let state = AppState::with_settings(
             store,
             MasterKey::generate(),
             SubnetPool::default(),
             "https://cp.example.com",
+            settings(),
         );
         let (_, admin) = api::issue_api_token(&state, Name::parse("admin").unwrap(), Role::Admin)
             .await

@@ -1,0 +1,852 @@
+//! The health checker (SPEC §8.4): checks every edge, judges edges and origins with the
+//! decision tables of kokoa-health, and acts on what changed.
+//!
+//! Two halves, so that several control planes can share the checks (SPEC §12):
+//! - the **checker** runs on every control plane, each taking its share of the edges by
+//!   consistent hashing over the live control planes ([`Ring`]); every result goes into
+//!   the edge's history and, with the check's state, into the store;
+//! - the **judge** runs on the leader: every second it reads the checks' states, the
+//!   heartbeats and the verdicts it acted on last, and acts on what changed — out of DNS
+//!   and `unhealthy` on three failed checks, back on three successful ones, 503 for the
+//!   routes of an origin no edge reaches, alerts for CPU, error rate, disk and missing
+//!   heartbeats. Verdicts are kept in the store, so a restart acts on nothing twice.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    num::NonZeroUsize,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use kokoa_core::{
+    CheckStatus, EdgeNode, EdgePhase, EdgeStatus, HealthCheck, Origin, OriginId, Severity,
+    Timestamp,
+};
+use kokoa_health::{
+    CheckConfig, CheckReport, CheckSink, Checker, CpuTracker, DefaultExecutor, EdgeAction,
+    EdgeCondition, EdgeObservation, EdgeVerdict, HealthState, OriginAction, OriginCondition,
+    OriginObservation, OriginRules, OriginVerdict, Ring, Scope, Target, TargetCheck, TunnelStatus,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::{Module, sleep_or_stop};
+use crate::{events::kinds, state::AppState};
+
+/// Where each check's last state is kept: key `<edge id>/<check name>`.
+const CHECK_STATES: &str = "health-checks";
+/// Where the verdict last acted on is kept, per edge id.
+const EDGE_VERDICTS: &str = "edge-verdicts";
+/// Where the verdict last acted on is kept, per origin id.
+pub(crate) const ORIGIN_VERDICTS: &str = "origin-verdicts";
+/// Where the live control planes announce themselves (for sharding).
+pub(crate) const INSTANCES: &str = "instances";
+/// How often the checker reads the edges again.
+const TARGETS_PERIOD: Duration = Duration::from_secs(2);
+/// How often the judge looks.
+const JUDGE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The name of the check of an edge's own `/health`.
+pub const HTTP_CHECK: &str = "http";
+
+/// A check's state, as the checker leaves it in the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CheckState {
+    pub(crate) state: HealthState,
+    pub(crate) failures: u32,
+    pub(crate) error: Option<String>,
+    pub(crate) at: Timestamp,
+}
+
+fn system_time(t: Timestamp) -> SystemTime {
+    let secs = u64::try_from(t.as_unix()).unwrap_or(0);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Timestamp::from_unix(i64::try_from(secs).unwrap_or(0)).unwrap_or_else(|_| Timestamp::now())
+}
+
+/// A URL host part: IPv6 addresses go in brackets.
+fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// Whether the checker looks at `edge`: it has an address and is between enrollment and
+/// removal.
+fn checked(edge: &EdgeNode) -> bool {
+    edge.public_ip.is_some()
+        && edge.status != EdgeStatus::Deleted
+        && matches!(
+            edge.lifecycle.phase,
+            EdgePhase::Booting | EdgePhase::Enrolled | EdgePhase::Verifying | EdgePhase::Serving
+        )
+        && edge.last_heartbeat.is_some()
+}
+
+/// The checks of every edge this control plane checks.
+async fn targets(state: &AppState, ring: &Ring) -> Result<Vec<Target>, kokoa_core::Error> {
+    let settings = state.settings();
+    let health = &settings.health;
+    let management = &settings.edges.management;
+    let store = state.store();
+    let now = Timestamp::now();
+    let stored: HashMap<String, CheckState> = store
+        .kv_list(CHECK_STATES, now)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, serde_json::from_str(&v).ok()?)))
+        .collect();
+    let routes = store.list_routes().await?;
+    let tunnels = store.list_tunnels(None, None).await?;
+    let certificates = store.list_certificates().await?;
+    let instance = state.leader().instance();
+    let mut out = Vec::new();
+    for edge in store.list_edges().await? {
+        let (Some(ip), true) = (edge.public_ip, checked(&edge)) else {
+            continue;
+        };
+        if !ring.owns(instance, edge.id.as_str()) {
+            continue;
+        }
+        let initial = |name: &str| {
+            stored
+                .get(&format!("{}/{name}", edge.id))
+                .map_or(HealthState::Unknown, |s| s.state)
+        };
+        let mut http = CheckConfig::https(match health.edge_https_port {
+            443 => format!("https://{}/health", url_host(ip)),
+            port => format!("https://{}:{port}/health", url_host(ip)),
+        });
+        // By address the edge presents its self-signed fallback certificate.
+        http.verify_certificate = false;
+        http.interval = Duration::from_secs(management.health_check_interval.max(1));
+        http.timeout = health.timeout.min(http.interval);
+        http.retries = 0;
+        http.threshold = management.health_check_failure_threshold.max(1);
+        http.recovery_threshold = health.recovery_threshold.max(1);
+        let mut checks = vec![TargetCheck::new(HTTP_CHECK, http).starting(initial(HTTP_CHECK))];
+        // One end-to-end check per origin the edge reaches, on one of its host names, and
+        // one certificate check per certificate the edge serves.
+        let reached: BTreeSet<&OriginId> = tunnels
+            .iter()
+            .filter(|t| t.edge_node_id == edge.id)
+            .map(|t| &t.origin_id)
+            .collect();
+        for origin in reached {
+            let Some(route) = routes.iter().find(|r| &r.origin_id == origin) else {
+                continue;
+            };
+            let hostname = &route.hostname;
+            if hostname.is_wildcard() {
+                continue;
+            }
+            let certified = certificates.iter().any(|c| c.serves(hostname));
+            let mut e2e = CheckConfig::end_to_end(format!("https://{hostname}/health"));
+            e2e.address = Some(ip);
+            e2e.verify_certificate = certified;
+            e2e.interval = health.end_to_end_interval;
+            e2e.timeout = health.timeout.min(e2e.interval);
+            let name = format!("end_to_end:{hostname}");
+            checks.push(TargetCheck::new(name.clone(), e2e).starting(initial(&name)));
+        }
+        for certificate in certificates.iter().filter(|c| c.chain_pem.is_some()) {
+            let Some(hostname) = certificate
+                .names
+                .iter()
+                .find(|n| !n.is_wildcard() && routes.iter().any(|r| &r.hostname == *n))
+            else {
+                continue;
+            };
+            let mut tls = CheckConfig::tls_certificate(hostname.to_string());
+            tls.address = Some(ip);
+            tls.interval = health.certificate_interval;
+            tls.timeout = health.timeout.min(tls.interval);
+            tls.min_days_left = health.certificate_min_days;
+            let name = format!("certificate:{hostname}");
+            checks.push(TargetCheck::new(name.clone(), tls).starting(initial(&name)));
+        }
+        out.push(Target::new(edge.id.as_str(), checks));
+    }
+    Ok(out)
+}
+
+/// Writes every result into the edge's history and the check's state into the store.
+struct Recorder {
+    state: AppState,
+}
+
+#[async_trait]
+impl CheckSink for Recorder {
+    async fn record(&self, report: CheckReport) {
+        let Ok(edge) = kokoa_core::EdgeNodeId::parse(&report.target) else {
+            return;
+        };
+        let at = timestamp(report.at);
+        let check = HealthCheck {
+            edge_node_id: edge,
+            check: report.check.clone(),
+            status: match report.outcome.status {
+                kokoa_health::CheckStatus::Success => CheckStatus::Success,
+                _ => CheckStatus::Failure,
+            },
+            response_time_ms: u32::try_from(report.outcome.response_time_ms).ok(),
+            error_message: report.outcome.error.clone(),
+            checked_at: at,
+        };
+        let failures = (report.check == HTTP_CHECK).then_some(report.consecutive_failures);
+        let store = self.state.store();
+        if let Err(e) = store.record_health_check(&check, failures).await {
+            // The edge may have been deleted meanwhile.
+            tracing::debug!(edge = %report.target, error = %e, "check result not recorded");
+            return;
+        }
+        let saved = CheckState {
+            state: report.state,
+            failures: report.consecutive_failures,
+            error: report.outcome.error.clone(),
+            at,
+        };
+        if let Ok(text) = serde_json::to_string(&saved) {
+            let key = format!("{}/{}", report.target, report.check);
+            if let Err(e) = store.kv_put(CHECK_STATES, &key, &text, None).await {
+                tracing::warn!(error = %e, "cannot record a check's state");
+            }
+        }
+        if report.transition.is_some() {
+            self.state.wakers().health.notify_one();
+        }
+    }
+}
+
+/// The executor of every check: the system's roots and the configured extra ones.
+fn executor(state: &AppState) -> DefaultExecutor {
+    let executor = DefaultExecutor::new();
+    let Some(path) = &state.settings().health.trusted_ca_file else {
+        return executor;
+    };
+    match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| {
+            executor
+                .clone()
+                .with_root_pem(&pem)
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(with_roots) => with_roots,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot trust the health checks' CA file");
+            executor
+        }
+    }
+}
+
+/// Runs this control plane's share of the checks while the health checker is on.
+pub(super) async fn run_checker(state: AppState, mut stop: watch::Receiver<bool>) {
+    let (targets_tx, targets_rx) = watch::channel(Vec::new());
+    let workers =
+        NonZeroUsize::new(state.settings().health.workers).unwrap_or(Checker::DEFAULT_WORKERS);
+    let checker = Checker::new(
+        Arc::new(executor(&state)),
+        Arc::new(Recorder {
+            state: state.clone(),
+        }),
+    )
+    .with_workers(workers);
+    let mut stop_checker = stop.clone();
+    let checking = tokio::spawn(async move {
+        checker
+            .run(targets_rx, async move {
+                let _ = stop_checker.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    loop {
+        let list = if state.modules().enabled(&state, Module::HealthChecker).await {
+            let ring = live_ring(&state).await;
+            match targets(&state, &ring).await {
+                Ok(list) => Some(list),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the edges to check");
+                    None
+                }
+            }
+        } else {
+            Some(Vec::new())
+        };
+        if let Some(list) = list {
+            let running: u64 = list.iter().map(|t| t.checks.len() as u64).sum();
+            state.modules().report(Module::HealthChecker, |s| {
+                s.counts.insert("running_checks".into(), running);
+                s.counts
+                    .insert("edges_checked_here".into(), list.len() as u64);
+            });
+            targets_tx.send_if_modified(|current| {
+                let changed = *current != list;
+                if changed {
+                    *current = list;
+                }
+                changed
+            });
+        }
+        if sleep_or_stop(TARGETS_PERIOD, &mut stop).await {
+            break;
+        }
+    }
+    let _ = checking.await;
+}
+
+/// The ring over the control planes alive now (this one at least).
+async fn live_ring(state: &AppState) -> Ring {
+    let me = state.leader().instance().to_owned();
+    let mut live: Vec<String> = state
+        .store()
+        .kv_list(INSTANCES, Timestamp::now())
+        .await
+        .map(|all| all.into_iter().map(|(k, _)| k).collect())
+        .unwrap_or_default();
+    if !live.contains(&me) {
+        live.push(me);
+    }
+    Ring::new(live)
+}
+
+/// What the judge keeps between rounds (CPU windows need every heartbeat's figure).
+#[derive(Debug, Default)]
+pub struct JudgeMemory {
+    cpu: Mutex<HashMap<String, (Option<Timestamp>, CpuTracker)>>,
+}
+
+/// A number from an edge's or origin's heartbeat metrics.
+fn metric(metrics: Option<&Value>, path: &[&str]) -> Option<f64> {
+    let mut value = metrics?;
+    for key in path {
+        value = value.get(key)?;
+    }
+    value.as_f64()
+}
+
+/// Each origin's tunnel as each edge with a fresh heartbeat reports it.
+fn tunnel_reports(
+    edges: &[EdgeNode],
+    now: SystemTime,
+    fresh_for: Duration,
+) -> HashMap<OriginId, Vec<(kokoa_core::EdgeNodeId, TunnelStatus)>> {
+    let mut out: HashMap<OriginId, Vec<_>> = HashMap::new();
+    for edge in edges.iter().filter(|e| e.status != EdgeStatus::Deleted) {
+        let fresh = edge
+            .last_heartbeat
+            .is_some_and(|t| !kokoa_health::is_stale(system_time(t), now, fresh_for));
+        if !fresh {
+            continue;
+        }
+        let tunnels = edge
+            .last_metrics
+            .as_ref()
+            .and_then(|m| m.get("tunnels"))
+            .and_then(Value::as_array);
+        for tunnel in tunnels.into_iter().flatten() {
+            let (Some(origin), Some(status)) = (
+                tunnel
+                    .get("origin_id")
+                    .and_then(Value::as_str)
+                    .and_then(|o| OriginId::parse(o).ok()),
+                tunnel.get("status").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            let status = if status == "up" {
+                TunnelStatus::Up
+            } else {
+                TunnelStatus::Down
+            };
+            out.entry(origin)
+                .or_default()
+                .push((edge.id.clone(), status));
+        }
+    }
+    out
+}
+
+/// Per origin, the edges whose tunnel to it is down while another edge's is up (by fresh
+/// heartbeats): the edge is at fault, not the origin.
+pub(crate) fn cut_off(
+    edges: &[EdgeNode],
+    fresh_for: Duration,
+) -> HashMap<OriginId, BTreeSet<kokoa_core::EdgeNodeId>> {
+    tunnel_reports(edges, SystemTime::now(), fresh_for)
+        .into_iter()
+        .filter_map(|(origin, seen)| {
+            let any_up = seen.iter().any(|(_, s)| *s == TunnelStatus::Up);
+            let down: BTreeSet<_> = seen
+                .into_iter()
+                .filter(|(_, s)| *s == TunnelStatus::Down)
+                .map(|(e, _)| e)
+                .collect();
+            (any_up && !down.is_empty()).then_some((origin, down))
+        })
+        .collect()
+}
+
+/// Whether the edge's tunnels are at fault as a whole: every tunnel it reports is down,
+/// while another edge reaches one of those origins. (One tunnel down among others takes
+/// the edge out of DNS for that origin's host names only, see [`cut_off`]; every edge's
+/// tunnel to an origin down is the origin's fault: 503.)
+fn edge_tunnel(
+    edge: &EdgeNode,
+    reports: &HashMap<OriginId, Vec<(kokoa_core::EdgeNodeId, TunnelStatus)>>,
+) -> TunnelStatus {
+    let mine: Vec<(&OriginId, TunnelStatus)> = reports
+        .iter()
+        .filter_map(|(origin, seen)| {
+            seen.iter()
+                .find(|(e, _)| e == &edge.id)
+                .map(|(_, s)| (origin, *s))
+        })
+        .collect();
+    let all_down = !mine.is_empty() && mine.iter().all(|(_, s)| *s == TunnelStatus::Down);
+    let others_up = mine.iter().any(|(origin, _)| {
+        reports[*origin]
+            .iter()
+            .any(|(e, s)| e != &edge.id && *s == TunnelStatus::Up)
+    });
+    if all_down && others_up {
+        TunnelStatus::Down
+    } else {
+        TunnelStatus::Up
+    }
+}
+
+/// The verdict to compare the first one with, for an edge never judged (or judged by a
+/// control plane that kept no record): what its status says.
+fn assumed(edge: &EdgeNode) -> EdgeVerdict {
+    match edge.status {
+        EdgeStatus::Active => EdgeVerdict {
+            conditions: BTreeSet::new(),
+        },
+        EdgeStatus::Unhealthy => EdgeVerdict {
+            conditions: BTreeSet::from([EdgeCondition::HttpCheckFailing]),
+        },
+        _ => EdgeVerdict::pending(),
+    }
+}
+
+/// Judges every edge and origin once and acts on what changed.
+pub(crate) async fn judge(state: &AppState, memory: &JudgeMemory) -> Result<(), kokoa_core::Error> {
+    let store = state.store();
+    let now_ts = Timestamp::now();
+    let now = system_time(now_ts);
+    let rules = state.settings().health.edge;
+    let checks: HashMap<String, CheckState> = store
+        .kv_list(CHECK_STATES, now_ts)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, serde_json::from_str(&v).ok()?)))
+        .collect();
+    let verdicts: HashMap<String, EdgeVerdict> = store
+        .kv_list(EDGE_VERDICTS, now_ts)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, serde_json::from_str(&v).ok()?)))
+        .collect();
+    let edges = store.list_edges().await?;
+    let reports = tunnel_reports(&edges, now, rules.heartbeat_timeout);
+    let mut dns_changed = false;
+    let (mut unhealthy, mut judged) = (0u64, 0u64);
+    for edge in edges.iter().filter(|e| checked(e)) {
+        judged += 1;
+        let http = checks.get(&format!("{}/{HTTP_CHECK}", edge.id));
+        let cpu_overloaded = {
+            let mut cpu = memory.cpu.lock().unwrap_or_else(PoisonError::into_inner);
+            let (seen, tracker) = cpu
+                .entry(edge.id.to_string())
+                .or_insert_with(|| (None, CpuTracker::new(rules.cpu)));
+            if *seen != edge.last_heartbeat
+                && let (Some(at), Some(percent)) = (
+                    edge.last_heartbeat,
+                    metric(edge.last_metrics.as_ref(), &["cpu_percent"]),
+                )
+            {
+                tracker.record(system_time(at), percent);
+                *seen = edge.last_heartbeat;
+            }
+            tracker.is_overloaded()
+        };
+        let observation = EdgeObservation {
+            at: now,
+            last_heartbeat: edge.last_heartbeat.map_or(now, system_time),
+            http: http.map_or(HealthState::Unknown, |c| c.state),
+            tunnel: edge_tunnel(edge, &reports),
+            cpu_overloaded,
+            error_rate_percent: metric(edge.last_metrics.as_ref(), &["error_rate"]).unwrap_or(0.0),
+        };
+        let verdict = EdgeVerdict::judge(&observation, &rules);
+        let previous = verdicts
+            .get(edge.id.as_str())
+            .cloned()
+            .unwrap_or_else(|| assumed(edge));
+        let actions = verdict.actions_since(&previous);
+        if verdict.health() == HealthState::Unhealthy {
+            unhealthy += 1;
+        }
+        if actions.is_empty() && verdicts.contains_key(edge.id.as_str()) {
+            continue;
+        }
+        dns_changed |= act(state, edge, &verdict, &actions, http).await?;
+        let text =
+            serde_json::to_string(&verdict).map_err(|e| kokoa_core::Error::Storage(Box::new(e)))?;
+        store
+            .kv_put(EDGE_VERDICTS, edge.id.as_str(), &text, None)
+            .await?;
+    }
+    state.modules().report(Module::HealthChecker, |s| {
+        s.counts.insert("edges_judged".into(), judged);
+        s.counts.insert("edges_unhealthy".into(), unhealthy);
+        s.connected = Some(true);
+    });
+    let served_changed = judge_origins(state, &edges, &reports, now).await?;
+    if dns_changed {
+        state.wakers().dns.notify_one();
+        state.wakers().edges.notify_one();
+    }
+    if dns_changed || served_changed {
+        state.notify_changed();
+    }
+    Ok(())
+}
+
+/// Acts on one edge's actions; returns whether its place in DNS changed.
+async fn act(
+    state: &AppState,
+    edge: &EdgeNode,
+    verdict: &EdgeVerdict,
+    actions: &[EdgeAction],
+    http: Option<&CheckState>,
+) -> Result<bool, kokoa_core::Error> {
+    let store = state.store();
+    let events = state.events();
+    let now = Timestamp::now();
+    // One writer of edges at a time in this process (the edge automation takes this too),
+    // and a fresh read under it.
+    let _writing = state.edge_writes().lock().await;
+    let mut edge = store.get_edge(&edge.id).await?;
+    if edge.status == EdgeStatus::Deleted {
+        return Ok(false);
+    }
+    let subject = edge.id.to_string();
+    let mut dns = false;
+    for action in actions {
+        match action {
+            EdgeAction::RemoveFromDns => {
+                edge.lifecycle.withdrawn_at = Some(now);
+                dns = true;
+                let why: Vec<String> = verdict
+                    .conditions
+                    .iter()
+                    .filter(|c| c.removes_from_dns())
+                    .map(|c| format!("{c:?}"))
+                    .collect();
+                tracing::warn!(edge = %edge.id, conditions = ?why, "edge out of DNS");
+            }
+            EdgeAction::AddToDns => {
+                edge.lifecycle.withdrawn_at = None;
+                dns = true;
+                if edge.status == EdgeStatus::Provisioning {
+                    edge.set_status(EdgeStatus::Active, now)?;
+                    edge.lifecycle.enter(EdgePhase::Serving, now);
+                    edge.lifecycle.steps.insert("checks_passed".into(), now);
+                    events
+                        .emit(
+                            kinds::EDGE_READY,
+                            Severity::Info,
+                            Some(&subject),
+                            format!("edge {} passed its checks and goes into DNS", edge.name),
+                            json!({
+                                "edge_node_id": edge.id, "public_ip": edge.public_ip,
+                                "provider": edge.provider, "region": edge.region,
+                                "seconds_since_created": now.seconds_since(edge.created_at),
+                            }),
+                        )
+                        .await;
+                }
+            }
+            EdgeAction::MarkUnhealthy => {
+                let was = edge.status;
+                edge.set_status(EdgeStatus::Unhealthy, now)?;
+                let (failures, error) = http.map_or((0, None), |c| (c.failures, c.error.clone()));
+                events
+                    .emit(
+                        kinds::EDGE_UNHEALTHY,
+                        Severity::Warning,
+                        Some(&subject),
+                        format!(
+                            "edge {} is unhealthy ({}) and leaves DNS",
+                            edge.name,
+                            error.as_deref().unwrap_or("no heartbeat")
+                        ),
+                        json!({
+                            "edge_node_id": edge.id, "failure_count": failures,
+                            "last_error": error, "was": was,
+                            "conditions": verdict.conditions,
+                        }),
+                    )
+                    .await;
+            }
+            EdgeAction::MarkHealthy if edge.status == EdgeStatus::Unhealthy => {
+                edge.set_status(EdgeStatus::Active, now)?;
+                events
+                    .emit(
+                        kinds::EDGE_RECOVERED,
+                        Severity::Info,
+                        Some(&subject),
+                        format!("edge {} is healthy again", edge.name),
+                        json!({"edge_node_id": edge.id}),
+                    )
+                    .await;
+            }
+            EdgeAction::Alert {
+                condition,
+                severity,
+            } => {
+                let severity = match severity {
+                    kokoa_health::Severity::Critical => Severity::Critical,
+                    _ => Severity::Warning,
+                };
+                events
+                    .emit(
+                        kinds::EDGE_ALERT,
+                        severity,
+                        Some(&subject),
+                        format!("edge {}: {}", edge.name, describe_edge(*condition)),
+                        json!({"edge_node_id": edge.id, "condition": condition, "raised": true,
+                               "metrics": edge.last_metrics}),
+                    )
+                    .await;
+            }
+            EdgeAction::ResolveAlert(condition) => {
+                events
+                    .emit(
+                        kinds::EDGE_ALERT,
+                        Severity::Info,
+                        Some(&subject),
+                        format!(
+                            "edge {}: no longer {}",
+                            edge.name,
+                            describe_edge(*condition)
+                        ),
+                        json!({"edge_node_id": edge.id, "condition": condition, "raised": false}),
+                    )
+                    .await;
+            }
+            _ => {}
+        }
+    }
+    store.update_edge(&edge).await?;
+    Ok(dns)
+}
+
+fn describe_edge(condition: EdgeCondition) -> &'static str {
+    match condition {
+        EdgeCondition::CpuOverloaded => "CPU above the limit for the whole window",
+        EdgeCondition::HighErrorRate => "error rate above the limit",
+        EdgeCondition::TunnelDown => "a tunnel is down",
+        EdgeCondition::HeartbeatMissing => "no heartbeat",
+        EdgeCondition::HttpCheckFailing => "its health check fails",
+        _ => "waiting for its checks",
+    }
+}
+
+/// The stored origin verdicts: what edges serve as unavailable.
+pub(crate) async fn origin_verdicts(
+    state: &AppState,
+) -> Result<HashMap<OriginId, OriginVerdict>, kokoa_core::Error> {
+    Ok(state
+        .store()
+        .kv_list(ORIGIN_VERDICTS, Timestamp::now())
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| Some((OriginId::parse(&k).ok()?, serde_json::from_str(&v).ok()?)))
+        .collect())
+}
+
+/// Judges each origin; returns whether what edges must serve as unavailable changed.
+async fn judge_origins(
+    state: &AppState,
+    edges: &[EdgeNode],
+    reports: &HashMap<OriginId, Vec<(kokoa_core::EdgeNodeId, TunnelStatus)>>,
+    now: SystemTime,
+) -> Result<bool, kokoa_core::Error> {
+    let settings = &state.settings().health;
+    let rules = OriginRules {
+        heartbeat_timeout: settings.origin_heartbeat_timeout,
+        disk_percent: settings.origin_disk_percent,
+    };
+    let store = state.store();
+    let previous = origin_verdicts(state).await?;
+    let mut changed = false;
+    let _ = edges;
+    for origin in store.list_origins().await? {
+        let observation = observe_origin(&origin, reports.get(&origin.id), now);
+        let verdict = OriginVerdict::judge(&observation, &rules);
+        let before = previous.get(&origin.id).cloned().unwrap_or_default();
+        let actions = verdict.actions_since(&before);
+        if actions.is_empty() {
+            continue;
+        }
+        for action in &actions {
+            announce_origin(state, &origin, action).await;
+            changed |= matches!(
+                action,
+                OriginAction::ServeUnavailable(_) | OriginAction::ServeNormally(_)
+            );
+        }
+        let text =
+            serde_json::to_string(&verdict).map_err(|e| kokoa_core::Error::Storage(Box::new(e)))?;
+        store
+            .kv_put(ORIGIN_VERDICTS, origin.id.as_str(), &text, None)
+            .await?;
+    }
+    Ok(changed)
+}
+
+fn observe_origin(
+    origin: &Origin,
+    tunnels: Option<&Vec<(kokoa_core::EdgeNodeId, TunnelStatus)>>,
+    now: SystemTime,
+) -> OriginObservation {
+    // Down only when every edge that reports the tunnel sees it down: the origin, not an
+    // edge, is then at fault.
+    let tunnel = match tunnels {
+        Some(seen) if !seen.is_empty() && seen.iter().all(|(_, s)| *s == TunnelStatus::Down) => {
+            TunnelStatus::Down
+        }
+        _ => TunnelStatus::Up,
+    };
+    let services: BTreeMap<String, HealthState> = origin
+        .last_metrics
+        .as_ref()
+        .and_then(|m| m.get("services"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            let name = s.get("name")?.as_str()?.to_owned();
+            let state = match s.get("status")?.as_str()? {
+                "down" => HealthState::Unhealthy,
+                "up" => HealthState::Healthy,
+                _ => HealthState::Unknown,
+            };
+            Some((name, state))
+        })
+        .collect();
+    OriginObservation {
+        at: now,
+        last_heartbeat: origin
+            .last_heartbeat
+            .map_or(system_time(origin.created_at), system_time),
+        tunnel,
+        // The origin agent's own checks (reported per service) stand for the application.
+        application: HealthState::Unknown,
+        services,
+        disk_percent: metric(origin.last_metrics.as_ref(), &["disk_percent"]).unwrap_or(0.0),
+    }
+}
+
+async fn announce_origin(state: &AppState, origin: &Origin, action: &OriginAction) {
+    let subject = origin.id.to_string();
+    let events = state.events();
+    let scope = |s: &Scope| match s {
+        Scope::Service(name) => format!("service {name}"),
+        _ => "every route".to_owned(),
+    };
+    match action {
+        OriginAction::ServeUnavailable(s) => {
+            events
+                .emit(
+                    kinds::ORIGIN_UNAVAILABLE,
+                    Severity::Warning,
+                    Some(&subject),
+                    format!("origin {}: edges answer 503 for {}", origin.name, scope(s)),
+                    json!({"origin_id": origin.id, "scope": s}),
+                )
+                .await;
+        }
+        OriginAction::ServeNormally(s) => {
+            events
+                .emit(
+                    kinds::ORIGIN_AVAILABLE,
+                    Severity::Info,
+                    Some(&subject),
+                    format!("origin {}: {} served again", origin.name, scope(s)),
+                    json!({"origin_id": origin.id, "scope": s}),
+                )
+                .await;
+        }
+        OriginAction::Alert {
+            condition,
+            severity,
+        } => {
+            let severity = match severity {
+                kokoa_health::Severity::Critical => Severity::Critical,
+                _ => Severity::Warning,
+            };
+            let what = match condition {
+                OriginCondition::HeartbeatMissing => "no heartbeat".to_owned(),
+                OriginCondition::DiskFull => "disk almost full".to_owned(),
+                other => format!("{other:?}"),
+            };
+            events
+                .emit(
+                    kinds::ORIGIN_ALERT,
+                    severity,
+                    Some(&subject),
+                    format!("origin {}: {what}", origin.name),
+                    json!({"origin_id": origin.id, "condition": condition, "raised": true}),
+                )
+                .await;
+        }
+        OriginAction::ResolveAlert(condition) => {
+            events
+                .emit(
+                    kinds::ORIGIN_ALERT,
+                    Severity::Info,
+                    Some(&subject),
+                    format!("origin {}: alert closed", origin.name),
+                    json!({"origin_id": origin.id, "condition": condition, "raised": false}),
+                )
+                .await;
+        }
+        _ => {}
+    }
+}
+
+/// Whether every route of `origin` is unavailable by the stored verdict (its tunnel is down
+/// at every edge, or its application check fails).
+pub(crate) fn origin_down(verdict: Option<&OriginVerdict>) -> bool {
+    verdict.is_some_and(|v| v.unavailable().contains(&Scope::Origin))
+}
+
+/// Judges on the leader while the health checker is on.
+pub(super) async fn run_judge(state: AppState, mut stop: watch::Receiver<bool>) {
+    let memory = JudgeMemory::default();
+    loop {
+        if state.leader().is_leader()
+            && state.modules().enabled(&state, Module::HealthChecker).await
+            && let Err(e) = judge(&state, &memory).await
+        {
+            tracing::warn!(error = %e, "the health judge could not read the store");
+        }
+        if super::wait_or_stop(JUDGE_PERIOD, &state.wakers().health, &mut stop).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,1032 @@
+//! The edge automation (SPEC §8.2, §9): creates an edge's VPS, follows it until it serves,
+//! takes it out safely, destroys it, and replaces it elsewhere — with no human.
+//!
+//! Every edge carries its step ([`EdgePhase`]) and what the step needs in its
+//! [`EdgeLifecycle`], in the store; the leader looks at every edge each second and moves
+//! each one step when it can. A restart (or a new leader) picks up where the last left off:
+//!
+//! ```text
+//! create_instance ─ VPS created ─▶ booting ─ heartbeat ─▶ enrolled ─ ready, tunnels up,
+//!   certificates installed ─▶ verifying ─ checks pass (health judge) ─▶ serving
+//! serving ─ unhealthy for destroy_delay ─▶ destroying ─▶ destroyed ─ replace_delay ─▶ a
+//!   replacement at another provider and region (create_instance)
+//! DELETE /api/v1/edge-nodes/{id} ─▶ draining (out of DNS) ─ TTL ─▶ destroying ─▶ destroyed
+//! ```
+
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
+
+use kokoa_core::{
+    EdgeLifecycle, EdgeNode, EdgeNodeId, EdgePhase, EdgeStatus, Name, NodeRef, OriginId,
+    RemovalReason, Severity, Timestamp,
+};
+use kokoa_provision::{
+    AgentSource, EdgeBootstrap, InstanceConfig, InstanceId, InstanceStatus, Placement, Secret,
+    choose_replacement, nodes_to_create, render_user_data,
+};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::{Module, wait_or_stop};
+use crate::{error::ApiError, events::kinds, payload, state::AppState};
+
+/// How often every edge is looked at when nothing wakes the automation sooner.
+const PERIOD: Duration = Duration::from_secs(1);
+/// Where an edge's `POST .../ready` is noted, per edge id (kept apart from the edge's row,
+/// which only the leader writes).
+pub(crate) const READY: &str = "edge-ready";
+/// Failed attempts at one step before the edge is given up (and replaced).
+const MAX_ATTEMPTS: u32 = 8;
+/// Replacements of replacements that never came up before the automation stops trying.
+const MAX_FAILED_CHAIN: usize = 3;
+
+/// A request for a new edge.
+#[derive(Debug, Clone)]
+pub struct NewEdge {
+    /// Its name; a default from the region when `None`.
+    pub name: Option<Name>,
+    /// The only origin it serves, or every origin.
+    pub origin_id: Option<OriginId>,
+    /// `manual` or a configured provider.
+    pub provider: Name,
+    /// The provider's region.
+    pub region: Name,
+    /// The address of an existing VPS (manual edges).
+    pub public_ip: Option<IpAddr>,
+    /// The provider's size code.
+    pub size: Option<String>,
+    /// The provider's SSH key id.
+    pub ssh_key_id: Option<String>,
+    /// The edge it replaces.
+    pub replaces: Option<EdgeNodeId>,
+}
+
+/// Registers an edge and its tunnels (one per origin it serves). A manual edge gets a
+/// single-use enrollment token, returned; a cloud edge's VPS is created by the automation.
+pub async fn register(
+    state: &AppState,
+    request: NewEdge,
+    manual_token_seconds: i64,
+) -> Result<(EdgeNode, Option<zeroize::Zeroizing<String>>), ApiError> {
+    let store = state.store();
+    let manual = request.provider.as_str() == "manual";
+    if !manual
+        && !state
+            .settings()
+            .edges
+            .provisioners
+            .contains_key(request.provider.as_str())
+    {
+        let known: Vec<&str> = state
+            .settings()
+            .edges
+            .provisioners
+            .keys()
+            .map(String::as_str)
+            .chain(["manual"])
+            .collect();
+        return Err(ApiError::invalid(
+            "provider",
+            format!(
+                "no provisioner is configured for provider {:?}; this control plane knows {} \
+                 (add one under [[provisioners]] in its configuration file)",
+                request.provider.as_str(),
+                known.join(", ")
+            ),
+        ));
+    }
+    let origins = match &request.origin_id {
+        Some(id) => vec![
+            store
+                .get_origin(id)
+                .await
+                .map_err(|e| ApiError::from(e).with_field("origin_id"))?
+                .id,
+        ],
+        None => store
+            .list_origins()
+            .await?
+            .into_iter()
+            .map(|o| o.id)
+            .collect(),
+    };
+    let id = EdgeNodeId::new();
+    let name = match request.name {
+        Some(name) => name,
+        None => default_name(state, &request.region, &id).await?,
+    };
+    let now = Timestamp::now();
+    let mut lifecycle = EdgeLifecycle {
+        size: request.size,
+        ssh_key_id: request.ssh_key_id,
+        replaces: request.replaces,
+        ..EdgeLifecycle::default()
+    };
+    // An existing VPS has nothing to create.
+    lifecycle.enter(
+        if manual {
+            EdgePhase::Booting
+        } else {
+            EdgePhase::CreateInstance
+        },
+        now,
+    );
+    let mut edge = EdgeNode {
+        id: id.clone(),
+        name,
+        origin_id: request.origin_id,
+        provider: request.provider,
+        region: request.region,
+        public_ip: request.public_ip,
+        status: EdgeStatus::Provisioning,
+        last_heartbeat: None,
+        last_metrics: None,
+        health_check_failures: 0,
+        created_at: now,
+        deleted_at: None,
+        instance_id: None,
+        lifecycle,
+    };
+    store.create_edge(&edge).await?;
+    for origin in &origins {
+        if let Err(e) = crate::api::create_tunnel(state, &id, origin).await {
+            // Undo: the edge never served, so it is marked deleted without tunnels.
+            let undo = async {
+                store.delete_tunnels_of_edge(&id).await?;
+                edge.set_status(EdgeStatus::Deleted, Timestamp::now())?;
+                edge.lifecycle.enter(EdgePhase::Destroyed, Timestamp::now());
+                store.update_edge(&edge).await
+            };
+            if let Err(undo) = undo.await {
+                tracing::error!(edge = %id, error = %undo, "cannot undo edge creation");
+            }
+            return Err(e);
+        }
+    }
+    let token = if manual {
+        let (_, token) =
+            crate::api::issue_enrollment(state, NodeRef::Edge(id.clone()), manual_token_seconds, 1)
+                .await?;
+        Some(token)
+    } else {
+        None
+    };
+    state.notify_changed();
+    state.wakers().edges.notify_one();
+    tracing::info!(edge = %id, name = %edge.name, provider = %edge.provider, tunnels = origins.len(), "edge node registered");
+    Ok((edge, token))
+}
+
+/// `edge-<region>-<NN>`, NN counting the region's edges; a region too long for that gets
+/// `edge-<first 8 hex digits of the id>`.
+async fn default_name(state: &AppState, region: &Name, id: &EdgeNodeId) -> Result<Name, ApiError> {
+    let in_region = state
+        .store()
+        .list_edges()
+        .await?
+        .iter()
+        .filter(|e| e.region == *region)
+        .count();
+    Name::parse(&format!("edge-{region}-{:02}", in_region + 1))
+        .or_else(|_| {
+            let hex = id.as_str().trim_start_matches("edg_");
+            Name::parse(&format!("edge-{}", &hex[..hex.len().min(8)]))
+        })
+        .map_err(|e| ApiError::internal(&e))
+}
+
+/// Where removals asked through the API wait for the leader, per edge id: the edge's row
+/// is written by the leader alone.
+pub(crate) const REMOVALS: &str = "edge-removals";
+
+/// Asks for the safe removal of an edge (SPEC §9): out of DNS at once, destroyed once the
+/// records' TTL has run out. The leader starts it within a second; asking again changes
+/// nothing.
+pub async fn request_removal(state: &AppState, id: &EdgeNodeId) -> Result<(), ApiError> {
+    let edge = state.store().get_edge(id).await?;
+    if edge.status != EdgeStatus::Deleted {
+        let reason = serde_json::to_string(&RemovalReason::Manual).unwrap_or_default();
+        state
+            .store()
+            .kv_put(REMOVALS, id.as_str(), &reason, None)
+            .await?;
+        state.wakers().edges.notify_one();
+    }
+    Ok(())
+}
+
+/// The steps of a removal, for the API's answer.
+pub async fn removal_steps(state: &AppState) -> Vec<String> {
+    vec![
+        "Remove from DNS".to_owned(),
+        format!("Wait for TTL expiration ({}s)", max_ttl(state).await),
+        "Destroy VPS".to_owned(),
+    ]
+}
+
+/// Starts the removals asked for.
+async fn start_removals(state: &AppState) -> Result<(), kokoa_core::Error> {
+    let store = state.store();
+    let now = Timestamp::now();
+    for (id, reason) in store.kv_list(REMOVALS, now).await? {
+        let reason: RemovalReason = serde_json::from_str(&reason).unwrap_or(RemovalReason::Manual);
+        let Ok(id) = EdgeNodeId::parse(&id) else {
+            store.kv_delete(REMOVALS, &id).await?;
+            continue;
+        };
+        let _writing = state.edge_writes().lock().await;
+        let mut edge = match store.get_edge(&id).await {
+            Ok(edge) => edge,
+            Err(kokoa_core::Error::NotFound { .. }) => {
+                store.kv_delete(REMOVALS, id.as_str()).await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let underway = edge.status == EdgeStatus::Deleted
+            || matches!(
+                edge.lifecycle.phase,
+                EdgePhase::Draining | EdgePhase::Destroying | EdgePhase::Destroyed
+            );
+        if !underway {
+            edge.lifecycle.removal = Some(reason);
+            edge.lifecycle.withdrawn_at.get_or_insert(now);
+            edge.lifecycle.enter(EdgePhase::Draining, now);
+            store.update_edge(&edge).await?;
+            state
+                .events()
+                .emit(
+                    kinds::EDGE_REMOVAL_STARTED,
+                    Severity::Info,
+                    Some(edge.id.as_str()),
+                    format!(
+                        "removal of edge {} started: out of DNS, then destroyed",
+                        edge.name
+                    ),
+                    json!({"edge_node_id": edge.id, "reason": reason,
+                           "steps": removal_steps(state).await}),
+                )
+                .await;
+            state.wakers().dns.notify_one();
+        }
+        store.kv_delete(REMOVALS, id.as_str()).await?;
+    }
+    Ok(())
+}
+
+/// Runs the automation on the leader.
+pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+    loop {
+        if state.leader().is_leader()
+            && let Err(e) = step_all(&state).await
+        {
+            tracing::warn!(error = %e, "the edge automation could not read the store");
+        }
+        if wait_or_stop(PERIOD, &state.wakers().edges, &mut stop).await {
+            return;
+        }
+    }
+}
+
+/// Moves every edge one step where it can, then keeps the number of edges.
+pub(crate) async fn step_all(state: &AppState) -> Result<(), kokoa_core::Error> {
+    start_removals(state).await?;
+    let provisioning = state
+        .modules()
+        .enabled(state, Module::EdgeProvisioner)
+        .await;
+    let checking = state.modules().enabled(state, Module::HealthChecker).await;
+    let zones_ttl = max_ttl(state).await;
+    for listed in state.store().list_edges().await? {
+        if listed.lifecycle.phase == EdgePhase::Destroyed && !wants_replacement(state, &listed) {
+            continue;
+        }
+        // One writer of edges at a time in this process: the health judge takes this too.
+        let _writing = state.edge_writes().lock().await;
+        let edge = state.store().get_edge(&listed.id).await?;
+        let mut step = Step {
+            state,
+            edge,
+            provisioning,
+            checking,
+            zones_ttl,
+            changed: false,
+        };
+        step.go().await;
+        if step.changed
+            && let Err(e) = state.store().update_edge(&step.edge).await
+        {
+            tracing::warn!(edge = %step.edge.id, error = %e, "cannot record the edge's step");
+        }
+    }
+    if provisioning {
+        keep_minimum(state).await?;
+    }
+    let edges = state.store().list_edges().await?;
+    state.modules().report(Module::EdgeProvisioner, |s| {
+        let providers: Vec<&str> = state
+            .settings()
+            .edges
+            .provisioners
+            .keys()
+            .map(String::as_str)
+            .collect();
+        s.provider = (!providers.is_empty()).then(|| providers.join(", "));
+        let count = |f: &dyn Fn(&EdgeNode) -> bool| edges.iter().filter(|e| f(e)).count() as u64;
+        s.counts
+            .insert("active".into(), count(&|e| e.status == EdgeStatus::Active));
+        s.counts.insert(
+            "provisioning".into(),
+            count(&|e| e.status == EdgeStatus::Provisioning),
+        );
+        s.counts.insert(
+            "unhealthy".into(),
+            count(&|e| e.status == EdgeStatus::Unhealthy),
+        );
+        s.detail = edges
+            .iter()
+            .rev()
+            .filter(|e| e.status != EdgeStatus::Deleted)
+            .find_map(|e| {
+                e.lifecycle
+                    .last_error
+                    .as_ref()
+                    .map(|m| format!("{}: {m}", e.name))
+            });
+    });
+    Ok(())
+}
+
+/// The longest TTL of the managed zones, in seconds.
+async fn max_ttl(state: &AppState) -> u64 {
+    state
+        .store()
+        .list_dns_zones()
+        .await
+        .ok()
+        .and_then(|zones| zones.iter().map(|z| z.ttl).max())
+        .map_or(u64::from(kokoa_dns::DEFAULT_TTL), u64::from)
+}
+
+/// Whether a destroyed edge is still to be replaced.
+fn wants_replacement(state: &AppState, edge: &EdgeNode) -> bool {
+    state
+        .settings()
+        .edges
+        .management
+        .auto_replace_unhealthy_nodes
+        && edge.lifecycle.replaced_by.is_none()
+        && matches!(
+            edge.lifecycle.removal,
+            Some(RemovalReason::Unhealthy | RemovalReason::ProvisioningFailed)
+        )
+}
+
+/// One edge's step.
+struct Step<'a> {
+    state: &'a AppState,
+    edge: EdgeNode,
+    provisioning: bool,
+    checking: bool,
+    zones_ttl: u64,
+    changed: bool,
+}
+
+impl Step<'_> {
+    async fn go(&mut self) {
+        let now = Timestamp::now();
+        if !self.edge.lifecycle.due(now) {
+            return;
+        }
+        let result = match self.edge.lifecycle.phase {
+            EdgePhase::CreateInstance => self.create_instance(now).await,
+            EdgePhase::Booting => self.booting(now).await,
+            EdgePhase::Enrolled => self.enrolled(now).await,
+            EdgePhase::Verifying => self.verifying(now).await,
+            EdgePhase::Serving => self.serving(now).await,
+            EdgePhase::Draining => self.draining(now).await,
+            EdgePhase::Destroying => self.destroying(now).await,
+            EdgePhase::Destroyed => self.replace(now).await,
+            _ => Ok(()),
+        };
+        if let Err(message) = result {
+            self.fail(now, message).await;
+        }
+    }
+
+    fn enter(&mut self, phase: EdgePhase, now: Timestamp) {
+        self.edge.lifecycle.enter(phase, now);
+        self.changed = true;
+    }
+
+    /// Notes a step done once, with an event.
+    async fn done(&mut self, step: &str, kind: &str, message: String, now: Timestamp) {
+        if self.edge.lifecycle.steps.contains_key(step) {
+            return;
+        }
+        self.edge.lifecycle.steps.insert(step.to_owned(), now);
+        self.changed = true;
+        self.state
+            .events()
+            .emit(
+                kind,
+                Severity::Info,
+                Some(self.edge.id.as_str()),
+                message,
+                json!({
+                    "edge_node_id": self.edge.id, "step": step,
+                    "seconds_since_created": now.seconds_since(self.edge.created_at),
+                    "provider": self.edge.provider, "region": self.edge.region,
+                    "public_ip": self.edge.public_ip, "instance_id": self.edge.instance_id,
+                }),
+            )
+            .await;
+    }
+
+    /// A failed attempt: retried with a doubling delay; given up after [`MAX_ATTEMPTS`].
+    async fn fail(&mut self, now: Timestamp, message: String) {
+        let attempts = self.edge.lifecycle.attempts + 1;
+        let delay = 2_i64.saturating_pow(attempts.min(8)).min(300);
+        self.edge
+            .lifecycle
+            .failed(message.clone(), now.plus_secs(delay));
+        self.changed = true;
+        let give_up = attempts >= MAX_ATTEMPTS
+            && matches!(
+                self.edge.lifecycle.phase,
+                EdgePhase::CreateInstance | EdgePhase::Booting
+            );
+        self.state
+            .events()
+            .emit(
+                kinds::EDGE_STEP_FAILED,
+                if give_up {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                Some(self.edge.id.as_str()),
+                format!(
+                    "edge {}: {} failed (attempt {attempts}): {message}",
+                    self.edge.name, self.edge.lifecycle.phase
+                ),
+                json!({"edge_node_id": self.edge.id, "phase": self.edge.lifecycle.phase,
+                       "attempt": attempts, "error": message, "retry_in_seconds": delay}),
+            )
+            .await;
+        if give_up {
+            self.edge.lifecycle.removal = Some(RemovalReason::ProvisioningFailed);
+            self.enter(EdgePhase::Destroying, now);
+        }
+    }
+
+    /// A VPS that has not come up in time is taken away (and replaced).
+    fn timed_out(&mut self, now: Timestamp) -> bool {
+        let limit = self.state.settings().edges.provision_timeout.as_secs() as i64;
+        if now.seconds_since(self.edge.created_at) <= limit {
+            return false;
+        }
+        tracing::warn!(edge = %self.edge.id, "edge did not come up in {limit} s; removing it");
+        self.edge.lifecycle.removal = Some(RemovalReason::ProvisioningFailed);
+        self.edge.lifecycle.last_error = Some(format!("did not come up within {limit} s"));
+        self.enter(EdgePhase::Destroying, now);
+        true
+    }
+
+    async fn create_instance(&mut self, now: Timestamp) -> Result<(), String> {
+        if !self.provisioning {
+            return Ok(());
+        }
+        let settings = &self.state.settings().edges;
+        let entry = settings
+            .provisioners
+            .get(self.edge.provider.as_str())
+            .ok_or_else(|| {
+                format!(
+                    "no provisioner is configured for provider {}",
+                    self.edge.provider
+                )
+            })?
+            .clone();
+        let (_, token) = crate::api::issue_enrollment(
+            self.state,
+            NodeRef::Edge(self.edge.id.clone()),
+            settings.enrollment_ttl.as_secs() as i64,
+            1,
+        )
+        .await
+        .map_err(|e| e.message().to_owned())?;
+        let user_data = render_user_data(&EdgeBootstrap {
+            control_plane_url: self.state.public_url().to_owned(),
+            node_id: self.edge.id.clone(),
+            enrollment_token: Secret::new(token.as_str()),
+            agent: settings.agent.clone().unwrap_or(AgentSource::Package {
+                name: "kokoa-edge".into(),
+            }),
+        })
+        .map_err(|e| e.to_string())?;
+        let size = self
+            .edge
+            .lifecycle
+            .size
+            .clone()
+            .unwrap_or_else(|| entry.size.clone());
+        let config = InstanceConfig {
+            provider: self.edge.provider.clone(),
+            region: self.edge.region.clone(),
+            size: Name::parse(&size).map_err(|e| e.to_string())?,
+            image: entry.image.clone(),
+            ssh_key_id: self
+                .edge
+                .lifecycle
+                .ssh_key_id
+                .clone()
+                .or_else(|| entry.ssh_key_id.clone()),
+            user_data,
+            name: self.edge.name.clone(),
+            tags: vec![Name::parse("kokoa").map_err(|e| e.to_string())?],
+            address: None,
+        };
+        let instance = entry
+            .provisioner
+            .create_instance(&config)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.edge.instance_id = Some(instance.id.as_str().to_owned());
+        if let Some(ip) = instance.status.address() {
+            self.edge.public_ip = Some(ip);
+        }
+        self.enter(EdgePhase::Booting, now);
+        let message = format!(
+            "VPS {} created at {} in {} for edge {}",
+            instance.id, self.edge.provider, self.edge.region, self.edge.name
+        );
+        self.done("instance_created", kinds::EDGE_CREATED, message, now)
+            .await;
+        Ok(())
+    }
+
+    async fn booting(&mut self, now: Timestamp) -> Result<(), String> {
+        if self.timed_out(now) || !self.provisioned(now).await? {
+            return Ok(());
+        }
+        if self.edge.last_heartbeat.is_some() {
+            let message = format!("edge {} enrolled and sends heartbeats", self.edge.name);
+            self.done("enrolled", kinds::EDGE_ENROLLED, message, now)
+                .await;
+            self.enter(EdgePhase::Enrolled, now);
+        }
+        Ok(())
+    }
+
+    /// Whether the edge's VPS runs, learning its address from the provider the first time
+    /// (a manual edge has no VPS of ours and its address already).
+    async fn provisioned(&mut self, now: Timestamp) -> Result<bool, String> {
+        let Some(instance) = self.edge.instance_id.clone() else {
+            return Ok(true);
+        };
+        if self.edge.lifecycle.steps.contains_key("provisioned") {
+            return Ok(true);
+        }
+        let Some(entry) = self
+            .state
+            .settings()
+            .edges
+            .provisioners
+            .get(self.edge.provider.as_str())
+            .cloned()
+        else {
+            return Err(format!(
+                "no provisioner is configured for provider {}",
+                self.edge.provider
+            ));
+        };
+        let id = InstanceId::parse(&instance).map_err(|e| e.to_string())?;
+        let status = entry
+            .provisioner
+            .instance_status(&id)
+            .await
+            .map_err(|e| e.to_string())?;
+        match status {
+            InstanceStatus::Running { .. } => {
+                if let Some(ip) = status.address()
+                    && self.edge.public_ip != Some(ip)
+                {
+                    self.edge.public_ip = Some(ip);
+                    self.changed = true;
+                    // Origins add the new peer.
+                    self.state.notify_changed();
+                }
+                let address = self
+                    .edge
+                    .public_ip
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default();
+                let message = format!("VPS of edge {} runs at {address}", self.edge.name);
+                self.done("provisioned", kinds::EDGE_PROVISIONED, message, now)
+                    .await;
+                Ok(true)
+            }
+            InstanceStatus::Gone => Err(format!("the provider no longer knows VPS {instance}")),
+            _ => Ok(false),
+        }
+    }
+
+    async fn enrolled(&mut self, now: Timestamp) -> Result<(), String> {
+        if self.timed_out(now) {
+            return Ok(());
+        }
+        let ready = self
+            .state
+            .store()
+            .kv_get(READY, self.edge.id.as_str(), now)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some();
+        if ready {
+            let message = format!("edge {} applied its configuration", self.edge.name);
+            self.done("reported_ready", kinds::EDGE_REPORTED_READY, message, now)
+                .await;
+        }
+        let expected = self
+            .state
+            .store()
+            .list_tunnels(Some(&self.edge.id), None)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|t| t.origin_id)
+            .collect::<BTreeSet<_>>();
+        let up = tunnels_up(&self.edge);
+        if expected.iter().all(|o| up.contains(o)) {
+            let message = format!(
+                "every tunnel of edge {} is up ({})",
+                self.edge.name,
+                expected.len()
+            );
+            self.done("tunnels_up", kinds::EDGE_TUNNELS_UP, message, now)
+                .await;
+        }
+        let applied = self
+            .edge
+            .last_metrics
+            .as_ref()
+            .and_then(|m| m.get("config_hash"))
+            .and_then(|h| h.as_str())
+            .map(str::to_owned);
+        let current = payload::edge_config(self.state, &self.edge.id)
+            .await
+            .map_err(|e| e.message().to_owned())?;
+        if applied.as_deref() == Some(current.config_hash().as_str()) {
+            let count = current.content().certificates.len();
+            let message = format!(
+                "edge {} serves its current configuration with its {count} certificate(s)",
+                self.edge.name
+            );
+            self.done(
+                "certificates_installed",
+                kinds::EDGE_CERTIFICATES_INSTALLED,
+                message,
+                now,
+            )
+            .await;
+        }
+        let steps = &self.edge.lifecycle.steps;
+        if ["reported_ready", "tunnels_up", "certificates_installed"]
+            .iter()
+            .all(|s| steps.contains_key(*s))
+        {
+            self.enter(EdgePhase::Verifying, now);
+            // The checks start; the health judge takes it from here.
+            self.state.wakers().health.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn verifying(&mut self, now: Timestamp) -> Result<(), String> {
+        if self.timed_out(now) {
+            return Ok(());
+        }
+        if !self.checking {
+            // Nobody checks: the edge goes into DNS as it is.
+            self.edge
+                .set_status(EdgeStatus::Active, now)
+                .map_err(|e| e.to_string())?;
+            self.enter(EdgePhase::Serving, now);
+            let message = format!("edge {} serves (the health checker is off)", self.edge.name);
+            self.done("checks_passed", kinds::EDGE_READY, message, now)
+                .await;
+            self.state.wakers().dns.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn serving(&mut self, now: Timestamp) -> Result<(), String> {
+        let management = &self.state.settings().edges.management;
+        if self.edge.status != EdgeStatus::Unhealthy || !management.auto_destroy_unhealthy_vps {
+            return Ok(());
+        }
+        let since = self.edge.lifecycle.withdrawn_at.unwrap_or(now);
+        if now.seconds_since(since) >= management.destroy_delay as i64 {
+            self.edge.lifecycle.removal = Some(RemovalReason::Unhealthy);
+            self.enter(EdgePhase::Destroying, now);
+            self.state
+                .events()
+                .emit(
+                    kinds::EDGE_REMOVAL_STARTED,
+                    Severity::Warning,
+                    Some(self.edge.id.as_str()),
+                    format!(
+                        "edge {} is still unhealthy {} s after leaving DNS: destroying it",
+                        self.edge.name, management.destroy_delay
+                    ),
+                    json!({"edge_node_id": self.edge.id, "reason": RemovalReason::Unhealthy}),
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn draining(&mut self, now: Timestamp) -> Result<(), String> {
+        let since = self.edge.lifecycle.withdrawn_at.unwrap_or(now);
+        if !self.edge.lifecycle.steps.contains_key("dns_removed") {
+            let message = format!("edge {} is out of DNS", self.edge.name);
+            self.done("dns_removed", kinds::EDGE_REMOVAL_STARTED, message, now)
+                .await;
+        }
+        if now.seconds_since(since) >= self.zones_ttl as i64 {
+            self.enter(EdgePhase::Destroying, now);
+        }
+        Ok(())
+    }
+
+    async fn destroying(&mut self, now: Timestamp) -> Result<(), String> {
+        if let Some(instance) = self.edge.instance_id.clone() {
+            let Some(entry) = self
+                .state
+                .settings()
+                .edges
+                .provisioners
+                .get(self.edge.provider.as_str())
+                .cloned()
+            else {
+                return Err(format!(
+                    "no provisioner is configured for provider {}; destroy VPS {instance} by hand",
+                    self.edge.provider
+                ));
+            };
+            if !self.provisioning {
+                return Ok(());
+            }
+            let id = InstanceId::parse(&instance).map_err(|e| e.to_string())?;
+            entry
+                .provisioner
+                .destroy_instance(&id)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let store = self.state.store();
+        self.edge
+            .set_status(EdgeStatus::Deleted, now)
+            .map_err(|e| e.to_string())?;
+        store
+            .revoke_node_credentials(&NodeRef::Edge(self.edge.id.clone()), now)
+            .await
+            .map_err(|e| e.to_string())?;
+        store
+            .delete_tunnels_of_edge(&self.edge.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.enter(EdgePhase::Destroyed, now);
+        let message = match &self.edge.instance_id {
+            Some(instance) => format!("edge {} destroyed (VPS {instance})", self.edge.name),
+            None => format!("edge {} removed", self.edge.name),
+        };
+        self.done("destroyed", kinds::EDGE_DESTROYED, message, now)
+            .await;
+        self.state.notify_changed();
+        self.state.wakers().dns.notify_one();
+        Ok(())
+    }
+
+    async fn replace(&mut self, now: Timestamp) -> Result<(), String> {
+        if !self.provisioning || !wants_replacement(self.state, &self.edge) {
+            return Ok(());
+        }
+        let management = &self.state.settings().edges.management;
+        if now.seconds_since(self.edge.lifecycle.phase_since.unwrap_or(now))
+            < management.replace_delay as i64
+        {
+            return Ok(());
+        }
+        let edges = self
+            .state
+            .store()
+            .list_edges()
+            .await
+            .map_err(|e| e.to_string())?;
+        if failed_chain(&edges, &self.edge) >= MAX_FAILED_CHAIN {
+            self.edge.lifecycle.replaced_by = None;
+            return Err(format!(
+                "{MAX_FAILED_CHAIN} replacements in a row never came up; not replacing again"
+            ));
+        }
+        let live = live_placements(&edges);
+        let failed = Placement {
+            provider: self.edge.provider.clone(),
+            region: self.edge.region.clone(),
+        };
+        let Some(placement) = place(self.state, &failed, &live) else {
+            return Err("no configured provider can take a replacement".to_owned());
+        };
+        let (new, _) = register(
+            self.state,
+            NewEdge {
+                name: None,
+                origin_id: self.edge.origin_id.clone(),
+                provider: placement.provider.clone(),
+                region: placement.region.clone(),
+                public_ip: None,
+                size: None,
+                ssh_key_id: None,
+                replaces: Some(self.edge.id.clone()),
+            },
+            0,
+        )
+        .await
+        .map_err(|e| e.message().to_owned())?;
+        self.edge.lifecycle.replaced_by = Some(new.id.clone());
+        self.changed = true;
+        self.state
+            .events()
+            .emit(
+                kinds::EDGE_REPLACEMENT,
+                Severity::Info,
+                Some(new.id.as_str()),
+                format!(
+                    "edge {} replaces {} at {} in {}",
+                    new.name, self.edge.name, placement.provider, placement.region
+                ),
+                json!({"edge_node_id": new.id, "replaces": self.edge.id,
+                       "provider": placement.provider, "region": placement.region,
+                       "reason": self.edge.lifecycle.removal}),
+            )
+            .await;
+        Ok(())
+    }
+}
+
+/// The origins an edge reports its tunnel up to.
+fn tunnels_up(edge: &EdgeNode) -> BTreeSet<OriginId> {
+    edge.last_metrics
+        .as_ref()
+        .and_then(|m| m.get("tunnels"))
+        .and_then(|t| t.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|t| t.get("status").and_then(|s| s.as_str()) == Some("up"))
+        .filter_map(|t| OriginId::parse(t.get("origin_id")?.as_str()?).ok())
+        .collect()
+}
+
+/// How many edges in a row, following `replaces` back from `edge`, never came up.
+fn failed_chain(edges: &[EdgeNode], edge: &EdgeNode) -> usize {
+    let mut count = 0;
+    let mut current = Some(edge);
+    while let Some(e) = current {
+        if e.lifecycle.removal != Some(RemovalReason::ProvisioningFailed) {
+            break;
+        }
+        count += 1;
+        current = e
+            .lifecycle
+            .replaces
+            .as_ref()
+            .and_then(|id| edges.iter().find(|x| &x.id == id));
+    }
+    count
+}
+
+/// Where the edges that are not on their way out run.
+fn live_placements(edges: &[EdgeNode]) -> Vec<Placement> {
+    edges
+        .iter()
+        .filter(|e| e.status != EdgeStatus::Deleted && e.lifecycle.removal.is_none())
+        .map(|e| Placement {
+            provider: e.provider.clone(),
+            region: e.region.clone(),
+        })
+        .collect()
+}
+
+/// A placement among the configured providers, by the replacement strategy.
+fn place(state: &AppState, failed: &Placement, live: &[Placement]) -> Option<Placement> {
+    let settings = &state.settings().edges;
+    let mut strategy = settings.management.replacement_strategy.clone();
+    strategy
+        .preferred_providers
+        .retain(|p| settings.provisioners.contains_key(p.as_str()));
+    if strategy.preferred_providers.is_empty() {
+        // The configured providers, in name order, when the preferred list names none.
+        strategy.preferred_providers = settings
+            .provisioners
+            .keys()
+            .filter_map(|p| Name::parse(p).ok())
+            .collect();
+    }
+    let chosen = choose_replacement(failed, live, &strategy);
+    settings
+        .provisioners
+        .contains_key(chosen.provider.as_str())
+        .then_some(chosen)
+}
+
+/// Creates edges while fewer than `min_active_nodes` are active or on their way, never
+/// more than `max_nodes` in all.
+async fn keep_minimum(state: &AppState) -> Result<(), kokoa_core::Error> {
+    let settings = &state.settings().edges;
+    if settings.provisioners.is_empty() {
+        return Ok(());
+    }
+    let edges = state.store().list_edges().await?;
+    let active = edges
+        .iter()
+        .filter(|e| e.status == EdgeStatus::Active && e.lifecycle.removal.is_none())
+        .count();
+    // On their way: being set up, and those about to be replaced by the replacement rule.
+    let coming = edges
+        .iter()
+        .filter(|e| {
+            (e.status == EdgeStatus::Provisioning && e.lifecycle.removal.is_none())
+                || (e.lifecycle.removal.is_some()
+                    && e.lifecycle.phase != EdgePhase::Destroyed
+                    && wants_replacement(state, e))
+                || (e.lifecycle.phase == EdgePhase::Destroyed && wants_replacement(state, e))
+        })
+        .count();
+    let existing = edges
+        .iter()
+        .filter(|e| e.status != EdgeStatus::Deleted)
+        .count();
+    let room = (settings.management.max_nodes as usize).saturating_sub(existing);
+    let wanted = nodes_to_create(active, coming, &settings.management).min(room);
+    for _ in 0..wanted {
+        let live = live_placements(&state.store().list_edges().await?);
+        let seed = live.first().cloned().or_else(|| {
+            let provider = settings
+                .management
+                .replacement_strategy
+                .preferred_providers
+                .first()?
+                .clone();
+            Some(Placement {
+                region: provider.clone(),
+                provider,
+            })
+        });
+        let Some(seed) = seed else { break };
+        let Some(placement) = place(state, &seed, &live) else {
+            break;
+        };
+        match register(
+            state,
+            NewEdge {
+                name: None,
+                origin_id: None,
+                provider: placement.provider.clone(),
+                region: placement.region.clone(),
+                public_ip: None,
+                size: None,
+                ssh_key_id: None,
+                replaces: None,
+            },
+            0,
+        )
+        .await
+        {
+            Ok((edge, _)) => {
+                state
+                    .events()
+                    .emit(
+                        kinds::EDGE_REPLACEMENT,
+                        Severity::Info,
+                        Some(edge.id.as_str()),
+                        format!(
+                            "edge {} created at {} in {}: fewer than {} edges were active",
+                            edge.name,
+                            placement.provider,
+                            placement.region,
+                            settings.management.min_active_nodes
+                        ),
+                        json!({"edge_node_id": edge.id, "provider": placement.provider,
+                               "region": placement.region, "reason": "min_active_nodes"}),
+                    )
+                    .await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "cannot create an edge to keep min_active_nodes");
+                break;
+            }
+        }
+    }
+    Ok(())
+}

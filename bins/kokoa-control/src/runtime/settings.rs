@@ -1,0 +1,116 @@
+//! The settings of the control plane's duties: health checks (SPEC §8.4), the edge
+//! automation (`edge_node_management`, SPEC §9) and the VPS providers it may use.
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc, time::Duration};
+
+use kokoa_health::EdgeRules;
+use kokoa_provision::{AgentSource, EdgeNodeManagement, Provisioner};
+
+/// How edges and origins are checked, beyond what `edge_node_management` sets (the HTTP
+/// check's interval and failure threshold).
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    /// The port of every edge's HTTPS `/health` (443; another one only for tests).
+    pub edge_https_port: u16,
+    /// Longest wait for one check attempt (SPEC: 5 s).
+    pub timeout: Duration,
+    /// Successful checks in a row before an edge counts as healthy (SPEC: 3).
+    pub recovery_threshold: u32,
+    /// Checks running at once (SPEC: 10 workers).
+    pub workers: usize,
+    /// Period of the end-to-end check through each edge (SPEC: 30 s).
+    pub end_to_end_interval: Duration,
+    /// Period of the certificate check at each edge (SPEC: daily).
+    pub certificate_interval: Duration,
+    /// A certificate with fewer days left raises an alert.
+    pub certificate_min_days: u32,
+    /// Certificates (PEM) trusted beyond the system's, for the end-to-end and certificate
+    /// checks: a private CA, or a test ACME server's.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// No origin heartbeat for this long raises an alert (SPEC: 60 s).
+    pub origin_heartbeat_timeout: Duration,
+    /// Disk use above this percentage of an origin raises a critical alert (SPEC: 90).
+    pub origin_disk_percent: f64,
+    /// The edge table's thresholds (heartbeat 30 s, error rate 10 %, CPU 90 % for 5 min).
+    pub edge: EdgeRules,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            edge_https_port: 443,
+            timeout: Duration::from_secs(5),
+            recovery_threshold: 3,
+            workers: 10,
+            end_to_end_interval: Duration::from_secs(30),
+            certificate_interval: Duration::from_secs(86_400),
+            certificate_min_days: 7,
+            trusted_ca_file: None,
+            origin_heartbeat_timeout: Duration::from_secs(60),
+            origin_disk_percent: 90.0,
+            edge: EdgeRules::default(),
+        }
+    }
+}
+
+/// A VPS provider the automation may create edges at.
+#[derive(Clone)]
+pub struct ProvisionerEntry {
+    /// The client.
+    pub provisioner: Arc<dyn Provisioner>,
+    /// The image new edges boot (a slug, name or id, as the provider takes it).
+    pub image: String,
+    /// The size or plan used when an edge asks for none.
+    pub size: String,
+    /// The provider's id of the SSH key installed when an edge asks for none.
+    pub ssh_key_id: Option<String>,
+}
+
+impl fmt::Debug for ProvisionerEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProvisionerEntry")
+            .field("provider", &self.provisioner.name())
+            .field("image", &self.image)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the automation creates, replaces and destroys edges.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// SPEC §9 `edge_node_management`.
+    pub management: EdgeNodeManagement,
+    /// The providers, by the name edges carry (`digitalocean`, `lab`, ...).
+    pub provisioners: BTreeMap<String, ProvisionerEntry>,
+    /// Where new VPSes get the `kokoa-edge` agent from.
+    pub agent: Option<AgentSource>,
+    /// A VPS that has not come up (enrolled, tunnels up, checks passed) within this time
+    /// is destroyed and replaced.
+    pub provision_timeout: Duration,
+    /// How long a new VPS's enrollment token stays valid.
+    pub enrollment_ttl: Duration,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        Self {
+            management: EdgeNodeManagement::default(),
+            provisioners: BTreeMap::new(),
+            agent: None,
+            provision_timeout: Duration::from_secs(15 * 60),
+            enrollment_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Everything the duties are configured with.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeSettings {
+    /// Health checks.
+    pub health: HealthSettings,
+    /// The edge automation.
+    pub edges: EdgeSettings,
+    /// Which modules are on until switched at run time (available ones default to on).
+    pub modules: BTreeMap<super::Module, bool>,
+}
