@@ -20,7 +20,11 @@ use std::{
 };
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use kokoa_control::{AppState, api, auth::totp};
+use kokoa_control::{
+    AppState, api,
+    auth::totp,
+    runtime::{self, RuntimeSettings},
+};
 use kokoa_core::{
     CheckStatus, EdgeStatus, Email, HealthCheck, MasterKey, Role, Severity, SubnetPool, Timestamp,
     store::Store,
@@ -135,20 +139,29 @@ struct Plane {
     key: MasterKey,
     _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
+    duties: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Plane {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(duties) = &self.duties {
+            duties.abort();
+        }
     }
 }
 
 async fn plane() -> Plane {
-    plane_on(0, |_| {}).await
+    plane_on(0, None, |_| {}).await
 }
 
-/// The control plane on `port` (0: any free one).
-async fn plane_on(port: u16, configure: impl FnOnce(&AppState)) -> Plane {
+/// The control plane on `port` (0: any free one); with `duties`, its background duties
+/// (health checks, edge automation, DNS) run too.
+async fn plane_on(
+    port: u16,
+    duties: Option<RuntimeSettings>,
+    configure: impl FnOnce(&AppState),
+) -> Plane {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = common::open_store(&common::Backend::Sqlite, dir.path()).await;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -156,7 +169,9 @@ async fn plane_on(port: u16, configure: impl FnOnce(&AppState)) -> Plane {
         .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let key = MasterKey::generate();
-    let (state, task) = serve(listener, &store, &key, &base, configure);
+    let settings = duties.clone().unwrap_or_default();
+    let (state, task) = serve(listener, &store, &key, &base, settings, configure);
+    let duties = duties.map(|_| tokio::spawn(runtime::run(state.clone(), std::future::pending())));
     Plane {
         base,
         state,
@@ -164,6 +179,7 @@ async fn plane_on(port: u16, configure: impl FnOnce(&AppState)) -> Plane {
         key,
         _dir: dir,
         task,
+        duties,
     }
 }
 
@@ -172,13 +188,15 @@ fn serve(
     store: &Arc<dyn Store>,
     key: &MasterKey,
     base: &str,
+    settings: RuntimeSettings,
     configure: impl FnOnce(&AppState),
 ) -> (AppState, tokio::task::JoinHandle<()>) {
-    let state = AppState::new(
+    let state = AppState::with_settings(
         Arc::clone(store),
         key.clone(),
         SubnetPool::default(),
         base.to_owned(),
+        settings,
     );
     configure(&state);
     let router = api::router(state.clone());
@@ -211,7 +229,14 @@ impl Plane {
                 Err(e) => panic!("cannot listen on {address} again: {e}"),
             }
         };
-        let (state, task) = serve(listener, &self.store, &self.key, &self.base, |_| {});
+        let (state, task) = serve(
+            listener,
+            &self.store,
+            &self.key,
+            &self.base,
+            RuntimeSettings::default(),
+            |_| {},
+        );
         self.state = state;
         self.task = task;
     }
@@ -260,6 +285,10 @@ async fn wait_text(c: &Client, css: &str, want: &str) -> String {
 
 /// Waits until the element `css` holds exactly `want`.
 async fn wait_exact(c: &Client, css: &str, want: &str) {
+    wait_exact_within(c, css, want, WAIT).await;
+}
+
+async fn wait_exact_within(c: &Client, css: &str, want: &str, limit: Duration) {
     let started = Instant::now();
     loop {
         if let Ok(e) = c.find(Locator::Css(css)).await
@@ -269,7 +298,7 @@ async fn wait_exact(c: &Client, css: &str, want: &str) {
             return;
         }
         assert!(
-            started.elapsed() < WAIT,
+            started.elapsed() < limit,
             "{css} never showed exactly {want:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -794,7 +823,7 @@ async fn single_sign_on_through_a_local_openid_provider() {
         label: "Sign in with the test provider".into(),
     };
     config.check().unwrap();
-    let plane = plane_on(cp_port, |state| {
+    let plane = plane_on(cp_port, None, |state| {
         assert!(state.set_oidc(Oidc::with_default_client(config, state.public_url()).unwrap()));
     })
     .await;
@@ -944,5 +973,102 @@ async fn pages_follow_the_event_stream_across_a_restart() {
         .expect("recorded");
     wait_exact(&c, &health, "healthy").await;
     assert!(same_page().await, "updated without a reload");
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_stops_answering_turns_unhealthy_on_the_open_page() {
+    // The control plane's duties run with short check periods; the edge is a stand-in
+    // on 127.0.0.11 that answers /health and sends heartbeats like the agent.
+    let port = free_port();
+    let mut settings = RuntimeSettings::default();
+    settings.health.edge_https_port = port;
+    settings.health.timeout = Duration::from_millis(800);
+    settings.health.recovery_threshold = 2;
+    let m = &mut settings.edges.management;
+    m.health_check_interval = 1;
+    m.health_check_failure_threshold = 2;
+    m.auto_destroy_unhealthy_vps = false;
+    m.min_active_nodes = 0;
+    let plane = plane_on(0, Some(settings), |_| {}).await;
+    let base = plane.base.as_str();
+    kokoa_control::add_user(
+        plane.state.store(),
+        Email::parse("admin@kokoa.test").unwrap(),
+        Role::Admin,
+        Some("correct horse battery staple"),
+    )
+    .await
+    .unwrap();
+    let (_, admin) = api::issue_api_token(
+        &plane.state,
+        kokoa_core::Name::parse("setup").unwrap(),
+        Role::Admin,
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(admin.as_str())
+            .json(&body)
+            .send()
+    };
+    post(
+        "/api/v1/origins",
+        json!({"name": "home", "services": [{"name": "web", "port": 8080}]}),
+    )
+    .await
+    .unwrap();
+    let created: Value = post(
+        "/api/v1/edge-nodes",
+        json!({"provider": "manual", "region": "lab", "public_ip": "127.0.0.11"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let enrolled: Value = post(
+        "/api/v1/enroll",
+        json!({"token": created["enrollment_token"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let credential = enrolled["credential"].as_str().unwrap().to_owned();
+    let address = SocketAddr::new(std::net::Ipv4Addr::new(127, 0, 0, 11).into(), port);
+    let health = common::edge::health_server(address).await;
+    let agent = common::edge::agent(base.to_owned(), id.clone(), credential);
+
+    let driver = start_driver().await;
+    let c = browser(&driver, 1280, 860).await;
+    sign_in(
+        &c,
+        base,
+        "admin@kokoa.test",
+        "correct horse battery staple",
+        None,
+    )
+    .await;
+    open(&c, base, "/ui/edges").await;
+    let cell = format!("[data-edge-health='{id}']");
+    c.execute("window.kokoaMark = 'same page';", vec![])
+        .await
+        .unwrap();
+    wait_exact_within(&c, &cell, "healthy", Duration::from_secs(30)).await;
+
+    // The edge stops answering: failed checks make it unhealthy, and the page shows it.
+    health.abort();
+    wait_exact_within(&c, &cell, "unhealthy", Duration::from_secs(30)).await;
+    let mark = c
+        .execute("return window.kokoaMark || null;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(mark, json!("same page"), "updated without a reload");
+    agent.abort();
     c.close().await.unwrap();
 }

@@ -6,6 +6,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each test file uses its own part of the harness
 
+pub mod edge;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
