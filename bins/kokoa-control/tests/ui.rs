@@ -1069,6 +1069,29 @@ async fn an_edge_that_stops_answering_turns_unhealthy_on_the_open_page() {
         .await
         .unwrap();
     assert_eq!(mark, json!("same page"), "updated without a reload");
+
+    // Deleting it shows the safe-order steps, ticked off as they complete.
+    click(
+        &c,
+        &format!("tr:has([data-edge-health='{id}']) button.danger"),
+    )
+    .await;
+    c.accept_alert().await.unwrap();
+    let progress = format!("[data-progress='{id}']");
+    wait_text(&c, &progress, "Remove from DNS").await;
+    let started = Instant::now();
+    while c
+        .find(Locator::Css(&format!("{progress} li.done")))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no step completed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    screenshot(&c, "edge-deletion").await;
     agent.abort();
     c.close().await.unwrap();
 }

@@ -450,20 +450,29 @@
     };
   };
 
-  // Edge events about `id`, shown as they happen.
-  function progress(title, id, steps) {
-    const items = h('ol', { class: 'steps' }, (steps || []).map((s) => h('li', {}, s)));
-    const log = h('ul', { class: 'steps', 'aria-live': 'polite' });
-    onEvent((event) => {
-      if (event.subject !== id) return;
-      log.append(h('li', { class: 'done' }, `${event.type}: ${event.message}`));
-      const lower = `${event.type} ${event.message}`.toLowerCase();
-      for (const li of items.children) {
-        const words = li.textContent.toLowerCase().split(/\W+/).filter((w) => w.length > 3);
-        if (words.some((w) => lower.includes(w))) li.classList.add('done');
-      }
-    });
-    return h('div', { class: 'notice', role: 'status' }, h('strong', {}, title), items, log);
+  // What the automation has done with edge `id`, drawn again whenever an event about it
+  // arrives: its phase, each step with its time, and the last error. `planned`, for a
+  // deletion, are the safe-order steps, ticked off as the phase moves on.
+  const DELETION_PHASES = [['draining', 'destroying', 'destroyed'], ['destroying', 'destroyed'], ['destroyed']];
+  function progress(title, id, planned) {
+    const body = h('div', { 'aria-live': 'polite' });
+    const box = h('div', { class: 'notice', role: 'status', 'data-progress': id }, h('strong', {}, title), body);
+    const draw = async () => {
+      let edge;
+      try { edge = await api('GET', `/api/v1/edge-nodes/${encodeURIComponent(id)}`); } catch (_) { return; }
+      const life = edge.lifecycle || {};
+      const steps = Object.entries(life.steps || {}).sort((a, b) => Date.parse(a[1]) - Date.parse(b[1]));
+      replace(body,
+        h('p', {}, 'Status ', badge(edge.status), life.phase ? [' · phase ', h('code', {}, life.phase)] : null),
+        planned ? h('ol', { class: 'steps' }, planned.map((step, i) =>
+          h('li', { class: (DELETION_PHASES[i] || []).includes(life.phase) ? 'done' : null }, step))) : null,
+        steps.length ? h('ul', { class: 'steps' }, steps.map(([step, at]) =>
+          h('li', { class: 'done' }, `${step.replace(/_/g, ' ')} `, ago(at)))) : (planned ? null : h('p', { class: 'muted' }, 'Waiting for the first step…')),
+        life.last_error ? h('p', { class: 'error' }, life.last_error) : null);
+    };
+    onEvent((event) => { if (event.subject === id) draw(); });
+    draw();
+    return box;
   }
 
   pages.edges = () => {
@@ -488,17 +497,18 @@
           h('p', {}, 'Run this on the new server (the token works once, for a day; it is shown only now):'),
           h('code', { class: 'enroll-command' }, created.enroll_command)));
       } else {
-        notices.prepend(progress(`Provisioning ${created.id}`, created.id, ['Create the server', 'Install the edge', 'Enroll and fetch the configuration', 'Report ready', 'Add to DNS']));
+        notices.prepend(progress(`Provisioning ${created.id}`, created.id, null));
       }
       refresh();
     });
     app.replaceChildren(notices, h('section', { class: 'panel', 'aria-label': 'Edge nodes' }, list), form ? section('New edge node', form) : null);
     return async () => {
       const edges = (await api('GET', '/api/v1/edge-nodes')).edge_nodes;
-      replace(list, table(['Name', 'Provider', 'Region', 'Public IP', 'Status', 'Health', 'Uptime', 'Last heartbeat', ''],
+      replace(list, table(['Name', 'Provider', 'Region', 'Public IP', 'Status', 'Health', 'Phase', 'Uptime', 'Last heartbeat', ''],
         edges.map((e) => [
           h('a', { href: `/ui/edges/${e.id}` }, e.name), e.provider, e.region, e.public_ip || '—',
           h('span', { 'data-edge-status': e.id }, badge(e.status)), h('span', { 'data-edge-health': e.id }, badge(e.health)),
+          e.lifecycle && e.lifecycle.phase ? h('code', {}, e.lifecycle.phase) : '—',
           duration(e.uptime_seconds), ago(e.last_heartbeat),
           admin && e.status !== 'deleted' ? confirmButton('Delete', `Delete edge ${e.name}? It is removed from DNS first, then destroyed.`, async () => {
             const answer = await api('DELETE', `/api/v1/edge-nodes/${encodeURIComponent(e.id)}`);
