@@ -20,6 +20,15 @@ pub enum Error {
         problem: HostnameProblem,
     },
 
+    /// A DNS owner name (a record's name) failed validation.
+    #[error("invalid DNS name {input:?}: {reason}")]
+    InvalidDnsName {
+        /// The text as it was given (cut to 300 characters).
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An id failed validation.
     #[error("invalid {kind} id {input:?}: ids are 1-64 characters of A-Z, a-z, 0-9, '_' and '-'")]
     InvalidId {

@@ -56,6 +56,7 @@
 //! [`store::MemoryStore`] and [`secret`] are always there.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod dns_name;
 mod error;
 mod event;
 mod hostname;
@@ -71,6 +72,7 @@ mod subnet;
 mod time;
 mod value;
 
+pub use dns_name::DnsName;
 pub use error::{Error, HostnameProblem};
 pub use event::{Event, EventFilter, EventKind, NewEvent, Severity};
 pub use hostname::Hostname;

@@ -167,6 +167,43 @@ pub struct EdgeContent {
     pub rate_limits: RateLimits,
     /// Routed host names whose origin or service is down: the edge answers 503 for them.
     pub unavailable: BTreeSet<Hostname>,
+    /// Pending ACME HTTP-01 responses, token → key authorization: the edge serves each as
+    /// `/.well-known/acme-challenge/<token>` on port 80 while the order runs. Public by
+    /// design (the CA fetches them over plain HTTP). Left out of the JSON when empty, so
+    /// payloads without any keep the hash they had before this part existed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub acme_challenges: BTreeMap<String, String>,
+}
+
+/// Longest ACME token or account key thumbprint accepted (pebble and Let's Encrypt send
+/// 43 characters).
+const MAX_ACME_PART: usize = 128;
+
+fn is_base64url(text: &str) -> bool {
+    (1..=MAX_ACME_PART).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks an HTTP-01 response: the token becomes a file name on the edge, so it must be
+/// base64url (RFC 8555 §8.1); the key authorization is `<token>.<base64url thumbprint>`.
+fn check_challenge(token: &str, key_authorization: &str) -> Result<(), String> {
+    if !is_base64url(token) {
+        return Err(format!(
+            "ACME token {:?} is not 1-{MAX_ACME_PART} base64url characters",
+            token.chars().take(MAX_ACME_PART).collect::<String>()
+        ));
+    }
+    let thumbprint = key_authorization
+        .strip_prefix(token)
+        .and_then(|rest| rest.strip_prefix('.'));
+    if !thumbprint.is_some_and(is_base64url) {
+        return Err(format!(
+            "the key authorization of ACME token {token} is not \"{token}.<base64url thumbprint>\""
+        ));
+    }
+    Ok(())
 }
 
 impl EdgeContent {
@@ -180,6 +217,9 @@ impl EdgeContent {
             .find(|h| !self.routes.contains_key(*h))
         {
             return fail(format!("{h} is marked unavailable but has no route"));
+        }
+        for (token, key_authorization) in &self.acme_challenges {
+            check_challenge(token, key_authorization).map_err(Error::InvalidEdgeConfig)?;
         }
         self.tunnels.sort_by(|a, b| a.origin_id.cmp(&b.origin_id));
         self.certificates.sort_by(|a, b| a.name.cmp(&b.name));

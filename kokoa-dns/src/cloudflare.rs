@@ -7,7 +7,7 @@
 //! only on Enterprise zones (1 means "automatic").
 
 use async_trait::async_trait;
-use kokoa_core::{Hostname, RecordData, RecordType};
+use kokoa_core::{DnsName, Hostname, RecordData, RecordType};
 use reqwest::{Client, Method, Url, header::AUTHORIZATION};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
@@ -160,7 +160,7 @@ impl DnsProvider for CloudflareProvider {
     async fn list_records(
         &self,
         zone: &Zone,
-        name: Option<&Hostname>,
+        name: Option<&DnsName>,
     ) -> Result<Vec<ProviderRecord>, Error> {
         let query: Vec<(&str, &str)> = name.map(|n| ("name", n.as_str())).into_iter().collect();
         let records: Vec<RecordEntry> = self
@@ -291,7 +291,7 @@ impl RecordEntry {
         };
         Some(ProviderRecord {
             spec: RecordSpec {
-                name: Hostname::parse(&self.name).ok()?,
+                name: DnsName::parse(&self.name).ok()?,
                 data: RecordData::parse(kind, content).ok()?,
                 ttl: self.ttl,
             },

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kokoa_core::{Hostname, RecordData, RecordType};
+use kokoa_core::{DnsName, Hostname, RecordData, RecordType};
 use reqwest::{Client, Method, Url, header::AUTHORIZATION};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::json;
@@ -130,7 +130,7 @@ impl DnsProvider for DigitalOceanProvider {
     async fn list_records(
         &self,
         zone: &Zone,
-        name: Option<&Hostname>,
+        name: Option<&DnsName>,
     ) -> Result<Vec<ProviderRecord>, Error> {
         let mut url = self.api.url(&["domains", &zone.id, "records"]);
         {
@@ -177,7 +177,7 @@ fn failure(message: String) -> Error {
 }
 
 /// The record name relative to the zone, `@` for the apex.
-fn relative(zone: &Zone, name: &Hostname) -> String {
+fn relative(zone: &Zone, name: &DnsName) -> String {
     let full = name.as_str();
     match full
         .strip_suffix(zone.name.as_str())
@@ -254,8 +254,8 @@ impl DomainRecord {
         .into_iter()
         .find(|t| t.as_str() == self.kind)?;
         let name = match self.name.as_str() {
-            "@" => zone.name.clone(),
-            label => Hostname::parse(&format!("{label}.{}", zone.name)).ok()?,
+            "@" => DnsName::from(&zone.name),
+            label => DnsName::parse(&format!("{label}.{}", zone.name)).ok()?,
         };
         Some(ProviderRecord {
             id: RecordId::new(self.id.to_string()),

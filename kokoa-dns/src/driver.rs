@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use kokoa_core::Hostname;
+use kokoa_core::DnsName;
 use tokio::time::{Instant, sleep};
 
 use crate::{
@@ -233,7 +233,7 @@ impl Reconciler {
         let names = desired.hostnames.iter().chain(&desired.retired);
         if let Some(outside) = names.into_iter().find(|h| !self.zone.contains(h)) {
             return Err(Error::OutsideZone {
-                hostname: outside.clone(),
+                name: outside.into(),
                 zone: self.zone.name.clone(),
             });
         }
@@ -249,7 +249,7 @@ impl Reconciler {
             owned: plan.owned,
             ..ApplyReport::default()
         };
-        let mut failed_names: BTreeSet<Hostname> = BTreeSet::new();
+        let mut failed_names: BTreeSet<DnsName> = BTreeSet::new();
         for create in plan.creates {
             match self.create(&create).await {
                 Ok(id) => {
@@ -337,7 +337,7 @@ impl Reconciler {
         self.list(None).await
     }
 
-    async fn list(&self, name: Option<&Hostname>) -> Result<Vec<ProviderRecord>, Error> {
+    async fn list(&self, name: Option<&DnsName>) -> Result<Vec<ProviderRecord>, Error> {
         self.call(|| self.provider.list_records(&self.zone, name))
             .await
             .0

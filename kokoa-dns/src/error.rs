@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kokoa_core::Hostname;
+use kokoa_core::{DnsName, Hostname};
 
 /// What went wrong talking to a DNS provider or planning records.
 ///
@@ -81,13 +81,13 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// A host name the reconciler was asked to manage lies outside its zone.
+    /// A name the reconciler or a provider was asked to manage lies outside its zone.
     #[error(
-        "{hostname} is not in the zone {zone}: manage it in its own zone or set its records by hand"
+        "{name} is not in the zone {zone}: manage it in its own zone or set its records by hand"
     )]
     OutsideZone {
-        /// The host name.
-        hostname: Hostname,
+        /// The name (a host name, or a record name such as `_acme-challenge.app.hoge.com`).
+        name: DnsName,
         /// The zone the reconciler manages.
         zone: Hostname,
     },

@@ -27,7 +27,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kokoa_core::{Hostname, RecordData, RecordType};
+use kokoa_core::{DnsName, Hostname, RecordData, RecordType};
 use reqwest::{
     Client, Method, Url,
     header::{AUTHORIZATION, HeaderValue},
@@ -199,7 +199,7 @@ impl GoogleCloudDns {
     async fn rrset(
         &self,
         zone: &Zone,
-        name: &Hostname,
+        name: &DnsName,
         kind: RecordType,
     ) -> Result<Option<RrSet>, Error> {
         let fqdn = fqdn(name);
@@ -311,7 +311,7 @@ impl DnsProvider for GoogleCloudDns {
     }
 
     async fn find_zone(&self, name: &Hostname) -> Result<Zone, Error> {
-        let fqdn = fqdn(name);
+        let fqdn = fqdn(&DnsName::from(name));
         self.zones(&[("dnsName", &fqdn)])
             .await?
             .into_iter()
@@ -325,7 +325,7 @@ impl DnsProvider for GoogleCloudDns {
     async fn list_records(
         &self,
         zone: &Zone,
-        name: Option<&Hostname>,
+        name: Option<&DnsName>,
     ) -> Result<Vec<ProviderRecord>, Error> {
         let fqdn = name.map(fqdn);
         let query: Vec<(&str, &str)> = fqdn.iter().map(|n| ("name", n.as_str())).collect();
@@ -333,7 +333,7 @@ impl DnsProvider for GoogleCloudDns {
         let mut records = Vec::new();
         for set in sets {
             // Names and types outside the model (`_acme-challenge`, SOA, MX...) are skipped.
-            let (Ok(set_name), Some(kind)) = (Hostname::parse(&set.name), record_type(&set.kind))
+            let (Ok(set_name), Some(kind)) = (DnsName::parse(&set.name), record_type(&set.kind))
             else {
                 continue;
             };
@@ -414,7 +414,7 @@ struct RrSet {
 }
 
 impl RrSet {
-    fn new(name: &Hostname, kind: RecordType, ttl: u32, rrdatas: Vec<String>) -> Self {
+    fn new(name: &DnsName, kind: RecordType, ttl: u32, rrdatas: Vec<String>) -> Self {
         Self {
             name: fqdn(name),
             kind: kind.as_str().to_owned(),
@@ -431,7 +431,7 @@ struct Change {
     status: String,
 }
 
-fn fqdn(name: &Hostname) -> String {
+fn fqdn(name: &DnsName) -> String {
     format!("{name}.")
 }
 
@@ -458,7 +458,7 @@ fn data(kind: RecordType, value: &str) -> Option<RecordData> {
     RecordData::parse(kind, value).ok()
 }
 
-fn not_found(name: &Hostname, data: &RecordData) -> Error {
+fn not_found(name: &DnsName, data: &RecordData) -> Error {
     Error::NotFound {
         provider: NAME,
         detail: format!(

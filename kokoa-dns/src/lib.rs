@@ -29,7 +29,7 @@
 //! let app = Hostname::parse("app.hoge.com")?;
 //!
 //! // Earlier, the manager created a record for edge-2 and stored its id.
-//! let old = RecordSpec { name: app.clone(), data: RecordData::A("198.51.100.7".parse()?), ttl: 30 };
+//! let old = RecordSpec { name: app.clone().into(), data: RecordData::A("198.51.100.7".parse()?), ttl: 30 };
 //! let owned = BTreeSet::from([runtime.block_on(provider.create_record(&zone, &old))?]);
 //!
 //! let mut desired = DesiredState::default();

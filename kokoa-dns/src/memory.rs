@@ -6,7 +6,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use kokoa_core::Hostname;
+use kokoa_core::DnsName;
 
 use crate::{DnsProvider, Error, ProviderRecord, RecordId, RecordSpec, Zone};
 
@@ -110,7 +110,7 @@ impl DnsProvider for MemoryProvider {
     async fn list_records(
         &self,
         zone: &Zone,
-        name: Option<&Hostname>,
+        name: Option<&DnsName>,
     ) -> Result<Vec<ProviderRecord>, Error> {
         let mut state = self.lock();
         Ok(state

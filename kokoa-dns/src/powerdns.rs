@@ -7,7 +7,7 @@
 //! sets it for the other contents of the set too. Disabled contents are not listed.
 
 use async_trait::async_trait;
-use kokoa_core::{Hostname, RecordData, RecordType};
+use kokoa_core::{DnsName, Hostname, RecordData, RecordType};
 use reqwest::{Client, Method, header::HeaderName};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -68,7 +68,7 @@ impl PowerDnsProvider {
     async fn rrset(
         &self,
         zone: &Zone,
-        name: &Hostname,
+        name: &DnsName,
         kind: RecordType,
     ) -> Result<Option<RrSet>, Error> {
         let fqdn = fqdn(name);
@@ -84,7 +84,7 @@ impl PowerDnsProvider {
     async fn patch(
         &self,
         zone: &Zone,
-        name: &Hostname,
+        name: &DnsName,
         kind: RecordType,
         ttl: u32,
         contents: Vec<Content>,
@@ -165,12 +165,12 @@ impl DnsProvider for PowerDnsProvider {
     async fn list_records(
         &self,
         zone: &Zone,
-        name: Option<&Hostname>,
+        name: Option<&DnsName>,
     ) -> Result<Vec<ProviderRecord>, Error> {
         let mut records = Vec::new();
         for set in self.rrsets(zone).await? {
             // Names and types outside the model (`_acme-challenge`, SOA, MX...) are skipped.
-            let (Ok(set_name), Some(kind)) = (Hostname::parse(&set.name), record_type(&set.kind))
+            let (Ok(set_name), Some(kind)) = (DnsName::parse(&set.name), record_type(&set.kind))
             else {
                 continue;
             };
@@ -285,15 +285,15 @@ fn content(data: &RecordData) -> String {
     }
 }
 
-fn fqdn(name: &Hostname) -> String {
+fn fqdn(name: &DnsName) -> String {
     format!("{name}.")
 }
 
-fn parse_id(id: &RecordId) -> Result<(Hostname, RecordData), Error> {
+fn parse_id(id: &RecordId) -> Result<(DnsName, RecordData), Error> {
     rrset::parse_id(NAME, id)
 }
 
-fn not_found(name: &Hostname, data: &RecordData) -> Error {
+fn not_found(name: &DnsName, data: &RecordData) -> Error {
     rrset::not_found(NAME, name, data)
 }
 

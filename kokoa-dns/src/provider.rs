@@ -3,7 +3,7 @@
 use std::{fmt, time::Duration};
 
 use async_trait::async_trait;
-use kokoa_core::{HealthCheckPath, Hostname, Port, RecordData};
+use kokoa_core::{DnsName, HealthCheckPath, Hostname, Port, RecordData};
 
 use crate::Error;
 
@@ -18,7 +18,7 @@ pub struct Zone {
 }
 
 impl Zone {
-    /// Whether `hostname` is the apex or lies below it.
+    /// Whether `name` (a [`Hostname`] or a [`DnsName`]) is the apex or lies below it.
     ///
     /// ```
     /// use kokoa_core::Hostname;
@@ -28,8 +28,8 @@ impl Zone {
     /// assert!(!zone.contains(&Hostname::parse("apphoge.com")?));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn contains(&self, hostname: &Hostname) -> bool {
-        let (name, apex) = (hostname.as_str(), self.name.as_str());
+    pub fn contains(&self, name: impl AsRef<str>) -> bool {
+        let (name, apex) = (name.as_ref(), self.name.as_str());
         name == apex
             || name
                 .strip_suffix(apex)
@@ -69,8 +69,8 @@ impl fmt::Debug for RecordId {
 /// What a record should be: name, type and value, TTL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RecordSpec {
-    /// The record's name, e.g. `app.hoge.com`.
-    pub name: Hostname,
+    /// The record's name, e.g. `app.hoge.com` or `_acme-challenge.app.hoge.com`.
+    pub name: DnsName,
     /// Type and value.
     pub data: RecordData,
     /// Time to live in seconds.
@@ -155,7 +155,7 @@ pub trait DnsProvider: Send + Sync + fmt::Debug {
     async fn list_records(
         &self,
         zone: &Zone,
-        name: Option<&Hostname>,
+        name: Option<&DnsName>,
     ) -> Result<Vec<ProviderRecord>, Error>;
 
     /// Creates a record and returns its id.
@@ -195,7 +195,7 @@ mod tests {
 
     fn spec(name: &str, data: RecordData) -> RecordSpec {
         RecordSpec {
-            name: Hostname::parse(name).expect("test name"),
+            name: DnsName::parse(name).expect("test name"),
             data,
             ttl: 30,
         }
@@ -223,13 +223,13 @@ mod tests {
         };
         for inside in ["hoge.com", "a.hoge.com", "*.b.hoge.com"] {
             assert!(
-                zone.contains(&Hostname::parse(inside).expect("test name")),
+                zone.contains(Hostname::parse(inside).expect("test name")),
                 "{inside}"
             );
         }
         for outside in ["xhoge.com", "hoge.co", "hoge.com.evil.net"] {
             assert!(
-                !zone.contains(&Hostname::parse(outside).expect("test name")),
+                !zone.contains(Hostname::parse(outside).expect("test name")),
                 "{outside}"
             );
         }

@@ -137,7 +137,7 @@ impl DesiredState {
             .into_iter()
             .map(|((name, ip), edge)| {
                 let spec = RecordSpec {
-                    name,
+                    name: name.into(),
                     data: address_data(ip),
                     ttl: self.ttl,
                 };
@@ -333,14 +333,16 @@ pub fn plan(
     owned: &BTreeSet<RecordId>,
 ) -> Plan {
     let wanted = desired.wanted();
-    let mut records: Vec<(&ProviderRecord, IpAddr)> = current
+    // Address records live at host names; one at a name that is not a host name (such as
+    // `_x.hoge.com`) is not about any edge and is left alone.
+    let mut records: Vec<(&ProviderRecord, Hostname, IpAddr)> = current
         .iter()
-        .filter_map(|r| Some((r, address(&r.spec.data)?)))
+        .filter_map(|r| Some((r, r.spec.name.to_hostname()?, address(&r.spec.data)?)))
         .collect();
     records.sort_by(|a, b| a.0.id.cmp(&b.0.id));
     let (mine, foreign): (Vec<_>, Vec<_>) = records
         .into_iter()
-        .partition(|(r, _)| owned.contains(&r.id));
+        .partition(|(r, _, _)| owned.contains(&r.id));
 
     let mut plan = Plan {
         owned: current
@@ -351,19 +353,19 @@ pub fn plan(
         ..Plan::default()
     };
     // Addresses present at each name, and how many address records each name keeps.
-    let mut present: BTreeSet<(&Hostname, IpAddr)> = BTreeSet::new();
-    let mut kept: BTreeMap<&Hostname, usize> = BTreeMap::new();
-    for (record, ip) in foreign {
-        present.insert((&record.spec.name, ip));
-        *kept.entry(&record.spec.name).or_default() += 1;
+    let mut present: BTreeSet<(Hostname, IpAddr)> = BTreeSet::new();
+    let mut kept: BTreeMap<Hostname, usize> = BTreeMap::new();
+    for (_, name, ip) in foreign {
+        *kept.entry(name.clone()).or_default() += 1;
+        present.insert((name, ip));
     }
     let mut conditional = Vec::new();
-    for (record, ip) in mine {
+    for (record, name, ip) in mine {
         let spec = &record.spec;
-        let verdict = if desired.hostnames.contains(&spec.name) {
-            if !present.insert((&spec.name, ip)) {
+        let verdict = if desired.hostnames.contains(&name) {
+            if !present.insert((name.clone(), ip)) {
                 Verdict::Delete(DeleteReason::Duplicate)
-            } else if wanted.contains_key(&(spec.name.clone(), ip)) {
+            } else if wanted.contains_key(&(name.clone(), ip)) {
                 if spec.ttl != desired.ttl {
                     let to = RecordSpec {
                         ttl: desired.ttl,
@@ -378,13 +380,13 @@ pub fn plan(
             } else {
                 judge(&desired.edges, ip)
             }
-        } else if desired.retired.contains(&spec.name) {
+        } else if desired.retired.contains(&name) {
             Verdict::Delete(DeleteReason::Retired)
         } else {
             Verdict::Keep
         };
         match verdict {
-            Verdict::Keep => *kept.entry(&spec.name).or_default() += 1,
+            Verdict::Keep => *kept.entry(name).or_default() += 1,
             Verdict::Delete(reason) if reason.needs_other_address() => {
                 conditional.push(Delete {
                     record: record.clone(),
@@ -398,11 +400,11 @@ pub fn plan(
         }
     }
     for ((name, ip), edge) in &wanted {
-        if !present.contains(&(name, *ip)) {
-            *kept.entry(name).or_default() += 1;
+        if !present.contains(&(name.clone(), *ip)) {
+            *kept.entry(name.clone()).or_default() += 1;
             plan.creates.push(Create {
                 spec: RecordSpec {
-                    name: name.clone(),
+                    name: name.into(),
                     data: address_data(*ip),
                     ttl: desired.ttl,
                 },
@@ -412,11 +414,14 @@ pub fn plan(
     }
     // A record of a provisioning edge, or of an address no edge has, stays while it is all
     // its name has left.
-    plan.deletes.extend(
-        conditional
-            .into_iter()
-            .filter(|d| kept.get(&d.record.spec.name).is_some_and(|n| *n > 0)),
-    );
+    plan.deletes.extend(conditional.into_iter().filter(|d| {
+        d.record
+            .spec
+            .name
+            .to_hostname()
+            .and_then(|name| kept.get(&name))
+            .is_some_and(|n| *n > 0)
+    }));
     plan
 }
 

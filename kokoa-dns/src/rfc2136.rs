@@ -35,7 +35,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use kokoa_core::{Hostname, RecordData, RecordType};
+use kokoa_core::{DnsName, Hostname, RecordData, RecordType};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -349,13 +349,13 @@ impl DnsProvider for Rfc2136Provider {
     async fn list_records(
         &self,
         zone: &Zone,
-        name: Option<&Hostname>,
+        name: Option<&DnsName>,
     ) -> Result<Vec<ProviderRecord>, Error> {
         let records = self.transfer(zone).await?;
         Ok(records
             .iter()
             .filter_map(|record| {
-                let owner = record.name.to_hostname()?;
+                let owner = record.name.to_dns_name()?;
                 if name.is_some_and(|n| n != &owner) {
                     return None;
                 }
@@ -399,12 +399,12 @@ impl DnsProvider for Rfc2136Provider {
     }
 }
 
-fn inside(zone: &Zone, name: &Hostname) -> Result<(), Error> {
+fn inside(zone: &Zone, name: &DnsName) -> Result<(), Error> {
     if zone.contains(name) {
         Ok(())
     } else {
         Err(Error::OutsideZone {
-            hostname: name.clone(),
+            name: name.clone(),
             zone: zone.name.clone(),
         })
     }
@@ -438,7 +438,7 @@ fn wire_data(data: &RecordData) -> Result<(u16, RData), Error> {
 fn add(spec: &RecordSpec) -> Result<Record, Error> {
     let (kind, data) = wire_data(&spec.data)?;
     Ok(Record {
-        name: Name::from_hostname(&spec.name),
+        name: Name::from_dns_name(&spec.name),
         kind,
         class: CLASS_IN,
         ttl: spec.ttl,
@@ -447,10 +447,10 @@ fn add(spec: &RecordSpec) -> Result<Record, Error> {
 }
 
 /// The update that deletes the value `data` from the set `name` (RFC 2136 §2.5.4).
-fn remove(name: &Hostname, data: &RecordData) -> Result<Record, Error> {
+fn remove(name: &DnsName, data: &RecordData) -> Result<Record, Error> {
     let (kind, data) = wire_data(data)?;
     Ok(Record {
-        name: Name::from_hostname(name),
+        name: Name::from_dns_name(name),
         kind,
         class: CLASS_NONE,
         ttl: 0,
@@ -492,7 +492,7 @@ mod tests {
             RecordData::Txt("v=kokoa token".into()),
         ] {
             let spec = RecordSpec {
-                name: host("app.hoge.com"),
+                name: host("app.hoge.com").into(),
                 data: data.clone(),
                 ttl: 30,
             };
@@ -520,8 +520,10 @@ mod tests {
             id: "hoge.com".into(),
             name: host("hoge.com"),
         };
-        let error = inside(&zone, &host("app.fuga.com")).expect_err("outside");
+        let error = inside(&zone, &host("app.fuga.com").into()).expect_err("outside");
         assert!(matches!(error, Error::OutsideZone { .. }), "{error}");
-        assert!(inside(&zone, &host("app.hoge.com")).is_ok());
+        assert!(inside(&zone, &host("app.hoge.com").into()).is_ok());
+        let challenge = DnsName::parse("_acme-challenge.app.hoge.com").expect("name");
+        assert!(inside(&zone, &challenge).is_ok());
     }
 }

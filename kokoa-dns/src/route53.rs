@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kokoa_core::{
-    Hostname, RecordData, RecordType, Timestamp,
+    DnsName, RecordData, RecordType, Timestamp,
     sigv4::{self, Credentials, Payload},
 };
 use quick_xml::escape::partial_escape as escape;
@@ -286,7 +286,7 @@ impl Route53Provider {
     }
 
     /// Every record set of the zone, or from `name` on while the names are `name`.
-    async fn sets(&self, zone: &Zone, name: Option<&Hostname>) -> Result<Vec<RrSet>, Error> {
+    async fn sets(&self, zone: &Zone, name: Option<&DnsName>) -> Result<Vec<RrSet>, Error> {
         let start = name.map(query_name);
         let mut next: Option<(String, String, Option<String>)> = None;
         let mut all = Vec::new();
@@ -336,7 +336,7 @@ impl Route53Provider {
     async fn set(
         &self,
         zone: &Zone,
-        name: &Hostname,
+        name: &DnsName,
         kind: RecordType,
     ) -> Result<Option<RrSet>, Error> {
         let query_name = query_name(name);
@@ -357,7 +357,7 @@ impl Route53Provider {
             .resource_record_sets
             .sets
             .into_iter()
-            .find(|set| set.kind == kind.as_str() && set.hostname().as_ref() == Some(name))
+            .find(|set| set.kind == kind.as_str() && set.dns_name().as_ref() == Some(name))
         else {
             return Ok(None);
         };
@@ -482,14 +482,14 @@ impl DnsProvider for Route53Provider {
     async fn list_records(
         &self,
         zone: &Zone,
-        name: Option<&Hostname>,
+        name: Option<&DnsName>,
     ) -> Result<Vec<ProviderRecord>, Error> {
         let mut records = Vec::new();
         for set in self.sets(zone, name).await? {
             // Names and types outside the model (SOA, NS, MX...), aliases and routed sets
             // are left out.
             let (Some(set_name), Some(kind), Some(ttl)) =
-                (set.hostname(), record_type(&set.kind), set.ttl)
+                (set.dns_name(), record_type(&set.kind), set.ttl)
             else {
                 continue;
             };
@@ -555,7 +555,7 @@ impl DnsProvider for Route53Provider {
 }
 
 /// `name` as Route 53 lists it: absolute, with the wildcard written `\052`.
-fn query_name(name: &Hostname) -> String {
+fn query_name(name: &DnsName) -> String {
     format!("{}.", name.as_str().replace('*', "\\052"))
 }
 
@@ -728,7 +728,7 @@ impl HostedZone {
             return None;
         }
         Some(Zone {
-            name: hostname(&self.name)?,
+            name: dns_name(&self.name)?.to_hostname()?,
             id: self.id.trim_start_matches("/hostedzone/").to_owned(),
         })
     }
@@ -780,7 +780,7 @@ struct Value {
 }
 
 impl RrSet {
-    fn new(name: &Hostname, kind: RecordType) -> Self {
+    fn new(name: &DnsName, kind: RecordType) -> Self {
         Self {
             name: format!("{name}."),
             kind: kind.as_str().to_owned(),
@@ -792,8 +792,8 @@ impl RrSet {
         }
     }
 
-    fn hostname(&self) -> Option<Hostname> {
-        hostname(&self.name)
+    fn dns_name(&self) -> Option<DnsName> {
+        dns_name(&self.name)
     }
 
     /// Plain values: not an alias, no routing policy.
@@ -846,13 +846,13 @@ impl Value {
     }
 }
 
-/// A name as Route 53 writes it (`\052.hoge.com.`) as a host name, if it is one.
-fn hostname(name: &str) -> Option<Hostname> {
+/// A name as Route 53 writes it (`\052.hoge.com.`) as a DNS name, if it is one.
+fn dns_name(name: &str) -> Option<DnsName> {
     let name = name.strip_suffix('.').unwrap_or(name).replace("\\052", "*");
     if name.contains('\\') {
         return None;
     }
-    Hostname::parse(&name).ok()
+    DnsName::parse(&name).ok()
 }
 
 #[derive(Deserialize)]
@@ -876,12 +876,16 @@ mod tests {
     fn names_and_values_are_read_as_route53_writes_them() -> Result<(), Box<dyn std::error::Error>>
     {
         assert_eq!(
-            hostname("\\052.hoge.com."),
-            Some(Hostname::parse("*.hoge.com")?)
+            dns_name("\\052.hoge.com."),
+            Some(DnsName::parse("*.hoge.com")?)
         );
-        assert_eq!(hostname("a\\100b.hoge.com."), None);
+        assert_eq!(dns_name("a\\100b.hoge.com."), None);
         assert_eq!(
-            query_name(&Hostname::parse("*.hoge.com")?),
+            dns_name("_acme-challenge.hoge.com."),
+            Some(DnsName::parse("_acme-challenge.hoge.com")?)
+        );
+        assert_eq!(
+            query_name(&DnsName::parse("*.hoge.com")?),
             "\\052.hoge.com."
         );
         let txt = Value {
@@ -929,7 +933,7 @@ mod tests {
 
     #[test]
     fn a_change_batch_escapes_its_values() {
-        let mut set = RrSet::new(&Hostname::parse("txt.hoge.com").unwrap(), RecordType::Txt);
+        let mut set = RrSet::new(&DnsName::parse("txt.hoge.com").unwrap(), RecordType::Txt);
         set.ttl = Some(60);
         set.resource_records.records.push(Value {
             value: "\"a<b&c\"".into(),

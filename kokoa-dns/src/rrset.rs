@@ -2,7 +2,7 @@
 //! PowerDNS and Route53. A record is one value of a set, and its id is `name|type|value`,
 //! e.g. `app.hoge.com|A|203.0.113.10`, so the id says which set to change and how.
 
-use kokoa_core::{Hostname, RecordData, RecordType};
+use kokoa_core::{DnsName, RecordData, RecordType};
 
 use crate::{Error, RecordId};
 
@@ -19,7 +19,7 @@ pub(crate) fn record_type(kind: &str) -> Option<RecordType> {
 }
 
 /// The id of the value `data` in the set `name`.
-pub(crate) fn record_id(name: &Hostname, data: &RecordData) -> RecordId {
+pub(crate) fn record_id(name: &DnsName, data: &RecordData) -> RecordId {
     RecordId::new(format!("{name}|{}|{}", data.record_type(), data.value()))
 }
 
@@ -27,7 +27,7 @@ pub(crate) fn record_id(name: &Hostname, data: &RecordData) -> RecordId {
 pub(crate) fn parse_id(
     provider: &'static str,
     id: &RecordId,
-) -> Result<(Hostname, RecordData), Error> {
+) -> Result<(DnsName, RecordData), Error> {
     let invalid = |reason| Error::InvalidRecordId {
         provider,
         id: id.as_str().chars().take(300).collect(),
@@ -37,14 +37,14 @@ pub(crate) fn parse_id(
     let (Some(name), Some(kind), Some(value)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(invalid("record ids of this provider are name|type|value"));
     };
-    let name = Hostname::parse(name).map_err(|_| invalid("the name is not a host name"))?;
+    let name = DnsName::parse(name).map_err(|_| invalid("the name is not a DNS name"))?;
     let kind = record_type(kind).ok_or_else(|| invalid("the type is not A, AAAA, CNAME or TXT"))?;
     let data =
         RecordData::parse(kind, value).map_err(|_| invalid("the value does not fit the type"))?;
     Ok((name, data))
 }
 
-pub(crate) fn not_found(provider: &'static str, name: &Hostname, data: &RecordData) -> Error {
+pub(crate) fn not_found(provider: &'static str, name: &DnsName, data: &RecordData) -> Error {
     Error::NotFound {
         provider,
         detail: format!(
@@ -61,7 +61,7 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_bad_ones_are_refused() -> Result<(), Box<dyn std::error::Error>> {
-        let name = Hostname::parse("app.hoge.com")?;
+        let name = DnsName::parse("app.hoge.com")?;
         for data in [
             RecordData::parse(RecordType::A, "203.0.113.10")?,
             RecordData::parse(RecordType::Aaaa, "2001:db8::1")?,

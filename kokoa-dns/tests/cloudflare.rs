@@ -47,7 +47,7 @@ fn zone() -> Zone {
 
 fn a_record(name: &str, ip: &str, ttl: u32) -> RecordSpec {
     RecordSpec {
-        name: host(name),
+        name: host(name).into(),
         data: RecordData::A(ip.parse().expect("test address")),
         ttl,
     }
@@ -106,7 +106,7 @@ async fn records_are_listed_over_every_page() -> Result<(), Error> {
     }
     let records = provider(&server)
         .await
-        .list_records(&zone(), Some(&host("app.hoge.com")))
+        .list_records(&zone(), Some(&host("app.hoge.com").into()))
         .await?;
     // The MX record is outside the model and left out; the TXT comes without its quotes.
     assert_eq!(records.len(), 2);
@@ -185,7 +185,7 @@ async fn txt_records_are_sent_quoted_and_unproxied() -> Result<(), Error> {
         .mount(&server)
         .await;
     let spec = RecordSpec {
-        name: host("txt.hoge.com"),
+        name: host("txt.hoge.com").into(),
         data: RecordData::Txt("token value".into()),
         ttl: 60,
     };

@@ -93,7 +93,7 @@ async fn domains_and_records_are_listed_over_every_page() -> Result<(), Error> {
             (
                 "3352896".to_owned(),
                 RecordSpec {
-                    name: host("app.hoge.com"),
+                    name: host("app.hoge.com").into(),
                     data: RecordData::A("198.51.100.4".parse().expect("address")),
                     ttl: 30,
                 }
@@ -101,7 +101,7 @@ async fn domains_and_records_are_listed_over_every_page() -> Result<(), Error> {
             (
                 "3352897".to_owned(),
                 RecordSpec {
-                    name: host("hoge.com"),
+                    name: host("hoge.com").into(),
                     data: RecordData::A("192.0.2.7".parse().expect("address")),
                     ttl: 1800,
                 }
@@ -160,7 +160,7 @@ async fn create_update_and_delete_send_the_documented_requests() -> Result<(), E
         .await;
     let digitalocean = provider(&server);
     let spec = |name: &str, ip: &str, ttl| RecordSpec {
-        name: host(name),
+        name: host(name).into(),
         data: RecordData::A(ip.parse().expect("address")),
         ttl,
     };

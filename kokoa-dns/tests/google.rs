@@ -127,7 +127,7 @@ fn zone() -> Zone {
 
 fn a_record(name: &str, ip: &str, ttl: u32) -> RecordSpec {
     RecordSpec {
-        name: host(name),
+        name: host(name).into(),
         data: RecordData::A(ip.parse().expect("test address")),
         ttl,
     }
@@ -277,7 +277,7 @@ async fn records_are_listed_over_every_page() -> Result<(), Error> {
             .await;
     }
     let records = provider(&server)
-        .list_records(&zone(), Some(&host("app.hoge.com")))
+        .list_records(&zone(), Some(&host("app.hoge.com").into()))
         .await?;
     // NS, SOA, MX, the two-string TXT and the geo-routed set are outside the model; the
     // mock's answers are not filtered, so the other names show that the provider filters.

@@ -39,7 +39,7 @@ fn zone() -> Zone {
 
 fn spec(name: &str, data: RecordData, ttl: u32) -> RecordSpec {
     RecordSpec {
-        name: host(name),
+        name: host(name).into(),
         data,
         ttl,
     }
@@ -166,7 +166,7 @@ async fn records_written_by_signed_updates_are_what_dig_answers() -> Result<(), 
         ]
     );
     let only_www = provider
-        .list_records(&zone, Some(&host("www.kokoa.test")))
+        .list_records(&zone, Some(&host("www.kokoa.test").into()))
         .await?;
     assert_eq!(only_www.len(), 1);
 
@@ -213,7 +213,7 @@ async fn every_algorithm_signs_updates_powerdns_accepts() -> Result<(), Error> {
             .create_record(&zone(), &spec("alg.kokoa.test", a(&ip), 30))
             .await?;
         let listed = provider
-            .list_records(&zone(), Some(&host("alg.kokoa.test")))
+            .list_records(&zone(), Some(&host("alg.kokoa.test").into()))
             .await?;
         assert_eq!(listed.len(), index + 1, "{algorithm}");
     }

@@ -72,7 +72,7 @@ fn zone() -> Zone {
 
 fn a_record(name: &str, ip: &str, ttl: u32) -> RecordSpec {
     RecordSpec {
-        name: host(name),
+        name: host(name).into(),
         data: RecordData::A(ip.parse().expect("test address")),
         ttl,
     }
@@ -284,7 +284,7 @@ async fn records_of_one_name_stop_at_the_next_name() -> Result<(), Error> {
     )
     .await;
     let records = provider(&server)
-        .list_records(&zone(), Some(&host("app.hoge.com")))
+        .list_records(&zone(), Some(&host("app.hoge.com").into()))
         .await?;
     assert_eq!(records.len(), 3);
     assert!(records.iter().all(|r| r.spec.name == host("app.hoge.com")));
@@ -336,7 +336,7 @@ async fn a_new_name_gets_a_new_set_with_quoted_txt() -> Result<(), Error> {
     )
     .await;
     let spec = RecordSpec {
-        name: host("txt.hoge.com"),
+        name: host("txt.hoge.com").into(),
         data: RecordData::Txt("token value".into()),
         ttl: 30,
     };

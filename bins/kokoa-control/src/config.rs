@@ -67,7 +67,56 @@ Configuration file (TOML, every key optional):
   admin_groups = [\"ops-admins\"]               # new users: admin; others: default_role
   # redirect URI to register: PUBLIC_URL/login/oidc/callback
 
-Logs go to stderr; KOKOA_LOG sets the level (e.g. KOKOA_LOG=debug).";
+  [modules.health_checker]                     # every module starts on; switch at run
+  enabled = true                               # time with PUT /api/v1/modules/NAME
+
+  [edge_node_management]                       # SPEC §9, these are the defaults
+  health_check_failure_threshold = 3
+  health_check_interval = 10
+  auto_destroy_unhealthy_vps = true
+  destroy_delay = 60
+  auto_replace_unhealthy_nodes = true
+  replace_delay = 5
+  min_active_nodes = 2
+  max_nodes = 10
+  [edge_node_management.replacement_strategy]
+  change_provider = true
+  change_region = true
+  preferred_providers = [\"vultr\", \"digitalocean\", \"hetzner\"]
+  preferred_regions = [\"nrt\", \"sgp\", \"fra\"]
+
+  [health]                                     # seconds; SPEC §8.4 defaults
+  timeout = 5
+  recovery_threshold = 3
+  end_to_end_interval = 30
+  trusted_ca_file = \"/etc/kokoa/private-ca.pem\"  # beyond the system's roots
+
+  [[provisioners]]                             # providers new edges are created at
+  kind = \"digitalocean\"                        # digitalocean, vultr, hetzner or aws
+  token_env = \"DO_API_TOKEN\"
+  image = \"debian-12-x64\"
+  size = \"s-1vcpu-1gb\"
+  ssh_key_id = \"12345\"
+
+  [edge_agent]                                 # how a new VPS gets kokoa-edge
+  package = \"kokoa-edge\"                       # or url = \"https://…\" with sha256 = \"…\"
+
+  [[notifications.sinks]]                      # where events are told to people
+  kind = \"slack\"                               # webhook, slack or email
+  url = \"https://hooks.slack.com/services/…\"
+  events = [\"edge.*\", \"edge_node_unhealthy\"]
+  min_severity = \"warning\"
+
+  [acme]                                       # without it no certificate is ordered
+  directory = \"letsencrypt\"                  # or letsencrypt-staging, zerossl, or a URL
+  contact = \"admin@example.com\"
+  ca_file = \"/etc/kokoa/acme-root.pem\"        # root of the directory's TLS (pebble, step-ca)
+  eab_key_id = \"kid-1\"                        # external account binding (zerossl);
+                                               # HMAC key in KOKOA_ACME_EAB_HMAC_KEY
+  renew_days_before = 30
+
+DNS zones are added through the API (`kokoa dns add-zone`), their credentials sealed in
+the database. Logs go to stderr; KOKOA_LOG sets the level (e.g. KOKOA_LOG=debug).";
 
 /// `kokoa-control`: the reference control plane of Kokoa Proxy.
 #[derive(Debug, Parser)]
@@ -239,6 +288,7 @@ struct FileConfig {
     #[serde(default)]
     edge_provisioning: ProvisioningFile,
     notifications: Option<NotifySettings>,
+    acme: Option<AcmeFile>,
 }
 
 /// `[modules.NAME]`: whether a module starts switched on (SPEC §8).
@@ -317,6 +367,159 @@ struct AgentFile {
     package: Option<String>,
 }
 
+/// The `[acme]` section of the configuration file.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcmeFile {
+    directory: Option<String>,
+    contact: Option<String>,
+    ca_file: Option<PathBuf>,
+    eab_key_id: Option<String>,
+    eab_hmac_key: Option<String>,
+    renew_days_before: Option<u32>,
+    http01_port: Option<u16>,
+}
+
+impl fmt::Debug for AcmeFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcmeFile")
+            .field("directory", &self.directory)
+            .field("eab_key_id", &self.eab_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The environment variable the external account binding's HMAC key may come from, so it
+/// need not be written into the configuration file.
+pub const EAB_HMAC_KEY_ENV: &str = "KOKOA_ACME_EAB_HMAC_KEY";
+
+/// How certificates are ordered over ACME (the `[acme]` section).
+#[derive(Clone)]
+pub struct AcmeSettings {
+    /// The certificate authority.
+    pub issuer: kokoa_acme::Issuer,
+    /// The account's contact address.
+    pub contact: Option<kokoa_core::Email>,
+    /// Renew this many days before expiry (default 30), unless the CA suggests a window.
+    pub renew_days_before: u32,
+    /// The port edges answer HTTP-01 on, checked before the CA is told to look (default
+    /// 80; tests and labs that cannot bind 80 change it).
+    pub http01_port: u16,
+}
+
+impl fmt::Debug for AcmeSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The issuer's own Debug redacts the HMAC key.
+        f.debug_struct("AcmeSettings")
+            .field("issuer", &self.issuer)
+            .field("contact", &self.contact)
+            .field("renew_days_before", &self.renew_days_before)
+            .field("http01_port", &self.http01_port)
+            .finish()
+    }
+}
+
+impl AcmeSettings {
+    /// Settings for `issuer` with the defaults: no contact, renewal 30 days ahead, HTTP-01
+    /// on port 80.
+    pub fn new(issuer: kokoa_acme::Issuer) -> Self {
+        Self {
+            issuer,
+            contact: None,
+            renew_days_before: 30,
+            http01_port: 80,
+        }
+    }
+
+    /// A short name of the certificate authority for status pages: `letsencrypt`, ...
+    /// or the directory URL.
+    pub fn provider(&self) -> String {
+        use kokoa_acme::Issuer;
+        match &self.issuer {
+            Issuer::LetsEncrypt => "letsencrypt".into(),
+            Issuer::LetsEncryptStaging => "letsencrypt-staging".into(),
+            Issuer::ZeroSsl(_) => "zerossl".into(),
+            other => other.directory_url().to_owned(),
+        }
+    }
+
+    fn resolve(file: AcmeFile, env_hmac: Option<String>) -> Result<Self, Error> {
+        use kokoa_acme::{ExternalAccountBinding, Issuer};
+        let setting = |setting, message| Error::Setting { setting, message };
+        let hmac = zeroize::Zeroizing::new(env_hmac.or(file.eab_hmac_key));
+        let eab = match (&file.eab_key_id, hmac.as_deref()) {
+            (Some(kid), Some(key)) => Some(
+                ExternalAccountBinding::new(kid.clone(), key)
+                    .map_err(|e| setting("acme.eab_hmac_key", e.to_string()))?,
+            ),
+            (None, None) => None,
+            (Some(kid), None) => {
+                return Err(setting(
+                    "acme.eab_hmac_key",
+                    format!(
+                        "the external account binding {kid:?} has no HMAC key; set \
+                         eab_hmac_key or {EAB_HMAC_KEY_ENV}"
+                    ),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(setting(
+                    "acme.eab_key_id",
+                    "an HMAC key is given without its key id (eab_key_id)".into(),
+                ));
+            }
+        };
+        let directory = file.directory.unwrap_or_else(|| "letsencrypt".into());
+        let issuer = match directory.as_str() {
+            "letsencrypt" => Issuer::LetsEncrypt,
+            "letsencrypt-staging" => Issuer::LetsEncryptStaging,
+            "zerossl" => Issuer::ZeroSsl(eab.ok_or_else(|| {
+                setting(
+                    "acme.eab_key_id",
+                    "ZeroSSL needs an external account binding: set eab_key_id and \
+                     eab_hmac_key from the ZeroSSL dashboard"
+                        .into(),
+                )
+            })?),
+            url if url.starts_with("https://") || url.starts_with("http://") => {
+                if let Some(ca) = &file.ca_file
+                    && !ca.is_file()
+                {
+                    return Err(setting(
+                        "acme.ca_file",
+                        format!("{} is not a readable file", ca.display()),
+                    ));
+                }
+                Issuer::Custom {
+                    directory_url: url.to_owned(),
+                    trusted_root: file.ca_file,
+                    external_account: eab,
+                }
+            }
+            other => {
+                return Err(setting(
+                    "acme.directory",
+                    format!(
+                        "{other:?} is neither letsencrypt, letsencrypt-staging, zerossl nor \
+                         an https:// directory URL"
+                    ),
+                ));
+            }
+        };
+        let contact = file
+            .contact
+            .map(|c| kokoa_core::Email::parse(&c))
+            .transpose()
+            .map_err(|e| setting("acme.contact", e.to_string()))?;
+        Ok(Self {
+            issuer,
+            contact,
+            renew_days_before: file.renew_days_before.unwrap_or(30),
+            http01_port: file.http01_port.unwrap_or(80),
+        })
+    }
+}
+
 impl FileConfig {
     fn load(path: Option<&Path>) -> Result<Self, Error> {
         let Some(path) = path else {
@@ -377,6 +580,8 @@ pub struct Settings {
     pub oidc: Option<OidcConfig>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How certificates are ordered; `None` without an `[acme]` section.
+    pub acme: Option<AcmeSettings>,
     /// The duties' settings: health checks, edge automation, providers, modules.
     pub runtime: RuntimeSettings,
     /// Where events are told to people.
@@ -419,6 +624,10 @@ impl Settings {
             }
             None => None,
         };
+        let acme = file
+            .acme
+            .map(|acme| AcmeSettings::resolve(acme, std::env::var(EAB_HMAC_KEY_ENV).ok()))
+            .transpose()?;
         let public_url = match args.public_url.clone().or(file.public_url.clone()) {
             Some(url) => check_public_url(&url)?,
             None => format!("http://{listen}"),
@@ -429,6 +638,7 @@ impl Settings {
             listen,
             public_url,
             subnet_pool: args.subnet_pool.or(file.subnet_pool).unwrap_or_default(),
+            acme,
             rate_limits: {
                 let default = RateLimits::default();
                 let connections = args
@@ -799,6 +1009,65 @@ mod tests {
             "PostgreSQL",
             "no password in logs"
         );
+    }
+
+    fn acme(text: &str, env: Option<&str>) -> Result<AcmeSettings, String> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        AcmeSettings::resolve(file.acme.unwrap_or_default(), env.map(str::to_owned))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_acme_section_names_its_issuer_and_keeps_the_hmac_key_out_of_sight() {
+        let s = acme("[acme]\ncontact = \"Ops@Example.com\"\n", None).unwrap();
+        assert_eq!(s.provider(), "letsencrypt");
+        assert_eq!(s.contact.unwrap().as_str(), "ops@example.com");
+        assert_eq!((s.renew_days_before, s.http01_port), (30, 80));
+        let s = acme(
+            "[acme]\ndirectory = \"letsencrypt-staging\"\nrenew_days_before = 10\n",
+            None,
+        )
+        .unwrap();
+        assert!(s.issuer.directory_url().contains("staging"));
+        assert_eq!(s.renew_days_before, 10);
+
+        let zerossl = "[acme]\ndirectory = \"zerossl\"\neab_key_id = \"kid-9\"\n";
+        let err = acme(zerossl, None).unwrap_err();
+        assert!(
+            err.contains("kid-9") && err.contains(EAB_HMAC_KEY_ENV),
+            "{err}"
+        );
+        let s = acme(zerossl, Some("c2VjcmV0LWhtYWM")).unwrap();
+        assert_eq!(s.provider(), "zerossl");
+        assert!(!format!("{s:?}").contains("c2VjcmV0"), "{s:?}");
+        let err = acme("[acme]\ndirectory = \"zerossl\"\n", None).unwrap_err();
+        assert!(err.contains("external account binding"), "{err}");
+
+        let url =
+            "[acme]\ndirectory = \"https://127.0.0.1:14000/dir\"\nca_file = \"/no/such.pem\"\n";
+        let err = acme(url, None).unwrap_err();
+        assert!(err.contains("/no/such.pem"), "{err}");
+        let err = acme("[acme]\ndirectory = \"lets-encrypt\"\n", None).unwrap_err();
+        assert!(err.contains("\"lets-encrypt\""), "{err}");
+        let err = acme("[acme]\nrenew_day_before = 3\n", None).unwrap_err();
+        assert!(err.contains("renew_day_before"), "{err}");
+    }
+
+    #[test]
+    fn the_documented_file_is_valid() {
+        let start = EXAMPLES.find("Configuration file").unwrap();
+        let end = EXAMPLES.find("DNS zones are added").unwrap();
+        let toml: String = EXAMPLES[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.strip_prefix("  ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file: FileConfig = toml::from_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        assert_eq!(file.provisioners.len(), 1);
+        assert_eq!(file.notifications.unwrap().sinks.len(), 1);
+        let management = file.edge_node_management.unwrap();
+        assert_eq!(management, EdgeNodeManagement::default());
     }
 
     #[test]

@@ -214,6 +214,9 @@ pub async fn serve(
         tracing::info!(issuer = %config.issuer, redirect_uri = %oidc.redirect_uri(), "single sign-on enabled");
         state.set_oidc(oidc);
     }
+    if let Some(acme) = &settings.acme {
+        state.set_acme(acme.clone());
+    }
     if let Some(notifications) = &settings.notifications {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))

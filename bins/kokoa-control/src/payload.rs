@@ -16,8 +16,8 @@ use std::{
 
 use ipnet::Ipv4Net;
 use kokoa_core::{
-    ContentHash, EdgeConfig, EdgeContent, EdgeNodeId, EdgeStatus, Hostname, Origin, OriginId, Port,
-    Tunnel,
+    CertificateRef, ContentHash, EdgeConfig, EdgeContent, EdgeNodeId, EdgeStatus, Hostname, Origin,
+    OriginId, Port, Tunnel,
 };
 use kokoa_wg::{Direction, Format, Host, Topology};
 use tokio::time::Instant;
@@ -27,7 +27,7 @@ use crate::{
     bundle,
     error::ApiError,
     keys::{self, KeyOwner},
-    runtime,
+    runtime::{self, certs},
     state::AppState,
 };
 
@@ -45,6 +45,10 @@ pub struct Snapshot {
     origins: HashMap<OriginId, Origin>,
     /// Each origin's routes, by host name.
     routes: HashMap<OriginId, Vec<(Hostname, Port)>>,
+    /// The issued certificates, as edges refer to them.
+    certificates: Vec<CertificateRef>,
+    /// Pending ACME HTTP-01 responses: token, the host name validated, key authorization.
+    challenges: Vec<(String, Option<Hostname>, String)>,
     /// The origins whose every route edges answer with 503 (SPEC §8.4: the tunnel is down
     /// at every edge, or the application fails its checks).
     down: HashSet<OriginId>,
@@ -72,6 +76,24 @@ impl Snapshot {
                 .or_default()
                 .push((route.hostname, route.target_port));
         }
+        let certificates = store
+            .list_certificates()
+            .await?
+            .into_iter()
+            .filter(|c| c.chain_pem.is_some())
+            .filter_map(|c| {
+                Some(CertificateRef {
+                    name: certs::ref_name(&c.id)?,
+                    hostnames: c.names,
+                    sha256: c.sha256?,
+                })
+            })
+            .collect();
+        let challenges = certs::pending_challenges(state)
+            .await?
+            .into_iter()
+            .map(|(token, c)| (token, c.hostname, c.key_authorization))
+            .collect();
         let down = runtime::health::origin_verdicts(state)
             .await?
             .into_iter()
@@ -83,6 +105,8 @@ impl Snapshot {
             taken: Instant::now(),
             origins,
             routes,
+            certificates,
+            challenges,
             down,
         })
     }
@@ -148,6 +172,24 @@ pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConf
             }
         }
     }
+    // Only the certificates and challenge responses of the names this edge serves.
+    content.certificates = snapshot
+        .certificates
+        .iter()
+        .filter(|c| {
+            content
+                .routes
+                .keys()
+                .any(|h| c.hostnames.iter().any(|n| n.covers(h)))
+        })
+        .cloned()
+        .collect();
+    content.acme_challenges = snapshot
+        .challenges
+        .iter()
+        .filter(|(_, h, _)| h.as_ref().is_none_or(|h| content.routes.contains_key(h)))
+        .map(|(token, _, key)| (token.clone(), key.clone()))
+        .collect();
     EdgeConfig::new(content).map_err(|e| ApiError::internal(&e))
 }
 

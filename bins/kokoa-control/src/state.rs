@@ -49,6 +49,8 @@ struct Inner {
     changes: watch::Sender<u64>,
     /// Turns true when the server is shutting down, so long polls answer at once.
     shutdown: watch::Sender<bool>,
+    /// How certificates are ordered, once the configuration said so.
+    acme: OnceLock<crate::config::AcmeSettings>,
     /// The last snapshot of origins and routes. An async mutex so that when many waiting
     /// nodes wake up after a change, one reads the store and the others reuse its result.
     snapshot: Mutex<Option<Arc<Snapshot>>>,
@@ -112,6 +114,7 @@ impl AppState {
                 changes: watch::Sender::new(0),
                 shutdown: watch::Sender::new(false),
                 snapshot: Mutex::new(None),
+                acme: OnceLock::new(),
             }),
         }
     }
@@ -191,6 +194,18 @@ impl AppState {
         if self.inner.rate_limits.send_replace(limits) != limits {
             self.notify_changed();
         }
+    }
+
+    /// Configures ordering certificates over ACME (the `[acme]` section); only the first
+    /// call counts. Without it the SSL manager reports "not configured".
+    pub fn set_acme(&self, settings: crate::config::AcmeSettings) {
+        let _ = self.inner.acme.set(settings);
+        self.inner.wakers.certificates.notify_one();
+    }
+
+    /// How certificates are ordered, if configured.
+    pub fn acme(&self) -> Option<&crate::config::AcmeSettings> {
+        self.inner.acme.get()
     }
 
     /// The URL nodes reach this control plane at.

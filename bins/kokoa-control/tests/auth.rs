@@ -258,6 +258,42 @@ async fn every_endpoint_checks_its_bearer_token() {
             ),
             (
                 Method::GET,
+                "/api/v1/certificates".into(),
+                None,
+                Audience::Reader,
+            ),
+            (
+                Method::POST,
+                "/api/v1/certificates".into(),
+                Some(json!({"certificate_pem": "x", "private_key_pem": "y"})),
+                Audience::Admin,
+            ),
+            (
+                Method::POST,
+                "/api/v1/certificates/crt_1/renew".into(),
+                None,
+                Audience::Admin,
+            ),
+            (
+                Method::GET,
+                "/api/v1/certificates/settings".into(),
+                None,
+                Audience::Reader,
+            ),
+            (
+                Method::PUT,
+                "/api/v1/certificates/settings".into(),
+                Some(json!({"renew_days_before": 30})),
+                Audience::Admin,
+            ),
+            (
+                Method::GET,
+                "/api/v1/edge-nodes/me/certificates/crt-1".into(),
+                None,
+                Audience::Node,
+            ),
+            (
+                Method::GET,
                 "/api/v1/edge-nodes/me/config".into(),
                 None,
                 Audience::Node,
@@ -318,6 +354,8 @@ async fn every_endpoint_checks_its_bearer_token() {
                     .replace(&token_id, "{id}")
                     .replace(&user_id, "{id}")
                     .replace("dnz_1", "{id}")
+                    .replace("crt_1", "{id}")
+                    .replace("crt-1", "{name}")
                     .replace("dns_manager", "{name}");
                 let template = if template.ends_with("/{id}/edge-nodes") {
                     template.replace("{id}", "{origin_id}")
@@ -403,6 +441,12 @@ async fn every_endpoint_checks_its_bearer_token() {
                 Method::GET,
                 "/api/v1/origins/me/config".to_owned(),
                 &edge_credential,
+                None,
+            ),
+            (
+                Method::GET,
+                "/api/v1/edge-nodes/me/certificates/crt-1".to_owned(),
+                &origin_credential,
                 None,
             ),
             (

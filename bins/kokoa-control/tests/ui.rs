@@ -1041,8 +1041,8 @@ async fn an_edge_that_stops_answering_turns_unhealthy_on_the_open_page() {
     .unwrap();
     let credential = enrolled["credential"].as_str().unwrap().to_owned();
     let address = SocketAddr::new(std::net::Ipv4Addr::new(127, 0, 0, 11).into(), port);
-    let health = common::edge::health_server(address).await;
-    let agent = common::edge::agent(base.to_owned(), id.clone(), credential);
+    let health = common::standin::health_server(address).await;
+    let agent = common::standin::agent(base.to_owned(), id.clone(), credential);
 
     let driver = start_driver().await;
     let c = browser(&driver, 1280, 860).await;

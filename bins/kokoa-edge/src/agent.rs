@@ -219,8 +219,14 @@ impl<P: DataPlane> Ctx<P> {
                 }
                 Ok(Fetched::Config(config)) => {
                     let hash = config.config_hash().clone();
-                    match apply_and_save(Arc::clone(&self.plane), self.state.clone(), config).await
-                    {
+                    let applied = match self.install_certificates(&config).await {
+                        Ok(()) => {
+                            apply_and_save(Arc::clone(&self.plane), self.state.clone(), config)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match applied {
                         Ok(()) => {
                             tracing::info!(%hash, "configuration applied");
                             backoff.reset();
@@ -319,6 +325,34 @@ impl<P: DataPlane> Ctx<P> {
             }
             self.send_ready_once().await;
         }
+    }
+
+    /// Fetches and installs every certificate of `config` this host lacks (new ones, and
+    /// renewed ones: new content under the same name), before the configuration that uses
+    /// them is applied.
+    async fn install_certificates(&self, config: &EdgeConfig) -> Result<(), Error> {
+        let plane = Arc::clone(&self.plane);
+        let wanted = config.clone();
+        let missing = blocking(move || plane.missing_certificates(&wanted)).await;
+        for cert in missing {
+            let name =
+                kokoa_nginx::CertName::parse(cert.name.as_str()).map_err(|e| Error::Refused {
+                    hash: config.config_hash().to_string(),
+                    reason: e.to_string(),
+                })?;
+            let pems = self.client.fetch_certificate(&cert).await?;
+            let plane = Arc::clone(&self.plane);
+            blocking(move || {
+                plane.install_certificate(
+                    &name,
+                    pems.chain_pem.as_bytes(),
+                    pems.private_key_pem.as_bytes(),
+                )
+            })
+            .await?;
+            tracing::info!(certificate = %cert.name, sha256 = %cert.sha256, hostnames = ?cert.hostnames, "certificate installed");
+        }
+        Ok(())
     }
 
     /// Tells the control plane the edge is up, once, after a configuration applied.

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use kokoa_agent::{Api, Enrolled, Secret};
-use kokoa_core::{EdgeConfig, EdgeNodeId};
+use kokoa_core::{CertificateRef, ContentHash, EdgeConfig, EdgeNodeId};
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use crate::{Error, state::Credential};
 
@@ -18,6 +19,22 @@ pub enum Fetched {
     NotModified,
     /// `200 OK` with a configuration, parsed and checked against its hash.
     Config(EdgeConfig),
+}
+
+/// A certificate's chain and key as fetched from the control plane. `Debug` hides the key.
+pub struct CertificatePems {
+    /// The chain, leaf first.
+    pub chain_pem: String,
+    /// The private key; wiped from memory when dropped.
+    pub private_key_pem: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for CertificatePems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificatePems")
+            .field("private_key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// A client of the control plane for one enrolled edge.
@@ -86,6 +103,47 @@ impl ControlPlane {
             reason: e.to_string(),
         })?;
         Ok(Fetched::Config(config))
+    }
+
+    /// `GET /api/v1/edge-nodes/me/certificates/{name}`: the chain and key of a certificate
+    /// in this edge's configuration, checked against `sha256`.
+    pub async fn fetch_certificate(&self, cert: &CertificateRef) -> Result<CertificatePems, Error> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            chain_pem: String,
+            private_key_pem: String,
+        }
+        let path = format!("/api/v1/edge-nodes/me/certificates/{}", cert.name);
+        let url = self.api.config_url(&path, None);
+        let bytes = Zeroizing::new(
+            self.api
+                .fetch_config(&path, None, None)
+                .await?
+                .unwrap_or_default(),
+        );
+        // The error says where, never what: the body holds a private key.
+        let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| Error::BadAnswer {
+            url: url.clone(),
+            message: format!(
+                "not a certificate (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        })?;
+        let got = ContentHash::of(answer.chain_pem.as_bytes());
+        if got != cert.sha256 {
+            return Err(Error::BadAnswer {
+                url,
+                message: format!(
+                    "the chain's SHA-256 is {got}, the configuration says {}",
+                    cert.sha256
+                ),
+            });
+        }
+        Ok(CertificatePems {
+            chain_pem: answer.chain_pem,
+            private_key_pem: Zeroizing::new(answer.private_key_pem),
+        })
     }
 
     /// `POST /api/v1/heartbeat`.

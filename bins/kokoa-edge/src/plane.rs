@@ -57,6 +57,18 @@ pub trait DataPlane: Send + Sync + 'static {
     /// Replaces the body of `GET /health`.
     fn set_health(&self, body: &[u8]) -> Result<(), Error>;
 
+    /// The certificates of `config` this host does not have with the right content yet.
+    fn missing_certificates(&self, config: &EdgeConfig) -> Vec<CertificateRef> {
+        let _ = config;
+        Vec::new()
+    }
+
+    /// Installs a certificate's chain and key under `name`, for nginx to pick by SNI.
+    fn install_certificate(&self, name: &CertName, chain: &[u8], key: &[u8]) -> Result<(), Error> {
+        let _ = (name, chain, key);
+        Ok(())
+    }
+
     /// Stops nginx and deletes the tunnels (only on request: normally both outlive the
     /// agent so traffic continues without it).
     fn stop(&self) -> Result<(), Error>;
@@ -107,7 +119,7 @@ impl EdgeHost {
             tunnels: Mutex::new(Vec::new()),
         };
         let (crt, key) = state.fallback_certificate()?;
-        host.install_certificate(&CertName::default(), crt.as_bytes(), key.as_bytes())?;
+        host.write_certificate(&CertName::default(), crt.as_bytes(), key.as_bytes())?;
         Ok(host)
     }
 
@@ -118,7 +130,7 @@ impl EdgeHost {
 
     /// Writes `certs/NAME.crt` (0644) and `certs/NAME.key` (0640, group of the worker user)
     /// unless they already hold these bytes.
-    fn install_certificate(&self, name: &CertName, crt: &[u8], key: &[u8]) -> Result<(), Error> {
+    fn write_certificate(&self, name: &CertName, crt: &[u8], key: &[u8]) -> Result<(), Error> {
         let dir = self.nginx.layout().certs_dir();
         fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
         let (crt_path, key_path) = self.nginx.layout().certificate_files(name);
@@ -144,6 +156,31 @@ impl EdgeHost {
         key.is_file() && fs::read(crt).is_ok_and(|b| ContentHash::of(&b) == cert.sha256)
     }
 
+    /// Makes `acme-challenge/` hold exactly the pending HTTP-01 responses of `config`
+    /// (world-readable: they are public, and nginx's worker serves them).
+    fn write_challenges(&self, config: &EdgeConfig) -> Result<(), Error> {
+        let dir = self.nginx.layout().acme_challenge_dir();
+        fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+        let wanted = &config.content().acme_challenges;
+        // Tokens are checked to be base64url by `EdgeConfig`, so each is a plain file name.
+        for (token, key_authorization) in wanted {
+            let path = dir.join(token);
+            if fs::read(&path).is_ok_and(|b| b == key_authorization.as_bytes()) {
+                continue;
+            }
+            write_atomic(&path, key_authorization.as_bytes(), 0o644)?;
+        }
+        let entries = fs::read_dir(&dir).map_err(Error::io("read directory", &dir))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_str().is_none_or(|n| !wanted.contains_key(n)) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+            }
+        }
+        Ok(())
+    }
+
     fn live_tunnels(&self) -> Vec<TunnelPlan> {
         self.tunnels
             .lock()
@@ -155,6 +192,7 @@ impl EdgeHost {
 impl DataPlane for EdgeHost {
     fn apply(&self, config: &EdgeConfig) -> Result<(), Error> {
         let desired = convert(config, self.listen, &|c| self.installed(c))?;
+        self.write_challenges(config)?;
         let interfaces: Vec<InterfaceConfig> = desired
             .tunnels
             .iter()
@@ -195,6 +233,20 @@ impl DataPlane for EdgeHost {
 
     fn serving(&self) -> bool {
         self.nginx.is_running()
+    }
+
+    fn missing_certificates(&self, config: &EdgeConfig) -> Vec<CertificateRef> {
+        config
+            .content()
+            .certificates
+            .iter()
+            .filter(|c| !self.installed(c))
+            .cloned()
+            .collect()
+    }
+
+    fn install_certificate(&self, name: &CertName, chain: &[u8], key: &[u8]) -> Result<(), Error> {
+        self.write_certificate(name, chain, key)
     }
 
     fn set_health(&self, body: &[u8]) -> Result<(), Error> {

@@ -17,6 +17,7 @@ use crate::{
     lab::{Lab, wait_for},
     net::{self, Reply},
     plan::{self, APPS, Host, Role},
+    tls,
 };
 
 /// Polling period while waiting for a change to reach an edge.
@@ -37,13 +38,14 @@ type Step = Result<String, String>;
 /// Runs every step in order, printing one line each. A failed step does not stop the
 /// others (one run shows every problem); the first failure is returned.
 pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
-    let steps: [(u8, &'static str); 6] = [
+    let steps: [(u8, &'static str); 7] = [
         (1, "routing"),
         (2, "convergence"),
         (3, "isolation"),
         (4, "control plane down"),
         (5, "bad config refused"),
         (6, "origin down"),
+        (7, "certificates"),
     ];
     let mut first_failure = None;
     for (number, name) in steps {
@@ -54,7 +56,8 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
             3 => isolation(lab).await,
             4 => control_plane_down(lab).await,
             5 => bad_config(lab).await,
-            _ => origin_down(lab).await,
+            6 => origin_down(lab).await,
+            _ => certificates(lab).await,
         };
         match result {
             Ok(figure) => {
@@ -580,5 +583,142 @@ async fn origin_down(lab: &mut Lab) -> Step {
         to_503.join(", "),
         app_b.hostname,
         secs(restarted.elapsed())
+    ))
+}
+
+/// What `host` presents through `edge`, verified against pebble's root.
+async fn verified(lab: &Lab, edge: Host, host: &str) -> Result<tls::Verified, String> {
+    tls::https_verified(edge.address, host, "/", &lab.tls.root)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// 7. Both host names over HTTPS through both edges with a certificate pebble issued for
+///    each (checked with `curl --cacert`), two different certificates; a new route gets
+///    its own within the figure given; a renewal forced by a large `renew_days_before`
+///    replaces the certificates on both edges while a stream of requests sees no failure.
+async fn certificates(lab: &mut Lab) -> Step {
+    let mut serials = std::collections::BTreeMap::new();
+    for app in APPS {
+        for (edge, v) in tls::wait_valid(app.hostname, app.origin, &lab.tls.root, CONVERGE_LIMIT)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if !v.subject.contains(app.hostname) || !v.issuer.contains("Pebble") {
+                return Err(format!(
+                    "{} via {edge} presents subject {:?} issued by {:?}",
+                    app.hostname, v.subject, v.issuer
+                ));
+            }
+            serials.insert((edge, app.hostname), v.serial);
+        }
+    }
+    let (a, b) = (APPS[0].hostname, APPS[1].hostname);
+    if serials[&("edge1", a)] == serials[&("edge1", b)] || serials[&("edge1", a)].is_empty() {
+        return Err(format!(
+            "{a} and {b} present the same certificate: {serials:?}"
+        ));
+    }
+
+    // A route created now: from 201 to its first verified HTTPS answer through an edge.
+    let origin_a = lab.origins.get("origin-a").cloned().unwrap_or_default();
+    lab.api
+        .add_route("tls.hoge.test", &origin_a, APPS[0].port)
+        .await
+        .map_err(|e| e.to_string())?;
+    let created = Instant::now();
+    let first = wait_for(
+        "tls.hoge.test to answer over verified HTTPS through an edge",
+        Duration::from_secs(90),
+        Duration::from_millis(100),
+        || async {
+            for edge in edges() {
+                let v = verified(lab, edge, "tls.hoge.test").await.ok()?;
+                if v.reply.is_from("origin-a") {
+                    return Some((edge.name, created.elapsed()));
+                }
+            }
+            None
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+
+    // Forced renewal under a stream of requests.
+    tokio::time::sleep(RATE_REFILL).await;
+    lab.api
+        .json(
+            Method::PUT,
+            "/api/v1/certificates/settings",
+            Some(serde_json::json!({"renew_days_before": 3650})),
+            StatusCode::OK,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let forced = Instant::now();
+    let (mut requests, mut failures) = (0usize, Vec::new());
+    let mut renewed = std::collections::BTreeMap::new();
+    // Bounded: at most 90 s, four requests per round (each edge sees two per 250 ms,
+    // under its 10 per second).
+    while renewed.len() < serials.len() && forced.elapsed() < Duration::from_secs(90) {
+        for edge in edges() {
+            for app in APPS {
+                let v = verified(lab, edge, app.hostname).await?;
+                requests += 1;
+                if !v.reply.is_from(app.origin) {
+                    failures.push(format!(
+                        "{} via {}: {} after {}",
+                        app.hostname,
+                        edge.name,
+                        v.reply.status,
+                        secs(forced.elapsed())
+                    ));
+                } else if v.serial != serials[&(edge.name, app.hostname)] {
+                    renewed
+                        .entry((edge.name, app.hostname))
+                        .or_insert(forced.elapsed());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Back to normal, so the lab does not go on renewing.
+    let _ = lab
+        .api
+        .json(
+            Method::PUT,
+            "/api/v1/certificates/settings",
+            Some(serde_json::json!({"renew_days_before": 30})),
+            StatusCode::OK,
+        )
+        .await;
+    if renewed.len() < serials.len() {
+        return Err(format!(
+            "after {} only {renewed:?} present a new certificate",
+            secs(forced.elapsed())
+        ));
+    }
+    if !failures.is_empty() {
+        return Err(format!(
+            "{} of {requests} requests failed during the renewal: {}",
+            failures.len(),
+            failures
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    let slowest = renewed.values().max().copied().unwrap_or_default();
+    Ok(format!(
+        "both names verified on both edges (issuer Pebble, different serials); lab start: \
+         SSL manager on to all verified {}; new route tls.hoge.test: 201 to first verified \
+         HTTPS answer via {} in {}; forced renewal replaced all 4 in {} with 0 of {requests} \
+         requests failed",
+        lab.tls_ready.map_or_else(|| "n/a".to_owned(), secs),
+        first.0,
+        secs(first.1),
+        secs(slowest)
     ))
 }

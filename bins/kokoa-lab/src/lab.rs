@@ -19,6 +19,7 @@ use crate::{
     plan::{self, APPS, CONTROL_ADDRESS, CONTROL_PORT, Role},
     state::{Ledger, STATE_FILE},
     supervisor::{Spec, Supervisor},
+    tls::{self, Tls},
 };
 
 /// Where the other programs are: next to this one (`target/debug`, `target/release`) or a
@@ -100,6 +101,11 @@ pub struct Lab {
     pub api: Api,
     /// Origin ids by origin host name.
     pub origins: BTreeMap<&'static str, String>,
+    /// pebble and the lab's DNS server, issuing the edges' certificates.
+    pub tls: Tls,
+    /// From the moment routes and edges were ready and the SSL manager was switched on to
+    /// the first verified HTTPS answer of every app through every edge.
+    pub tls_ready: Option<Duration>,
     bins: Bins,
 }
 
@@ -119,8 +125,9 @@ impl Lab {
         // nginx's workers (www-data) read certificates and the health file under it.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
             .map_err(Error::io("set permissions of", &dir))?;
-        let supervisor = Supervisor::new(dir.join("logs"))?;
+        let mut supervisor = Supervisor::new(dir.join("logs"))?;
         net::build(&mut ledger).await?;
+        let tls = Tls::start(&dir.join("pebble"), &mut supervisor, &mut ledger).await?;
 
         let control = dir.join("control");
         let init = net::run(&Spec::root(vec![
@@ -143,6 +150,8 @@ impl Lab {
             dir,
             api,
             origins: BTreeMap::new(),
+            tls,
+            tls_ready: None,
             bins,
         };
         if let Err(e) = lab.start_all().await {
@@ -154,6 +163,9 @@ impl Lab {
 
     async fn start_all(&mut self) -> Result<(), Error> {
         self.start_control().await?;
+        // No orders before the edges serve and DNS points at them: pebble would find
+        // nothing, and each failure backs off.
+        self.switch_ssl_manager(false).await?;
         self.create_origins_and_routes().await?;
         for edge in plan::hosts(Role::Edge) {
             self.start_edge(edge.name, edge.address.to_string()).await?;
@@ -162,12 +174,55 @@ impl Lab {
             self.start_app(app.origin)?;
             self.start_origin(app.origin).await?;
         }
-        self.wait_serving().await
+        self.wait_serving().await?;
+        self.start_certificates().await
+    }
+
+    async fn switch_ssl_manager(&self, on: bool) -> Result<(), Error> {
+        let body = json!({ "enabled": on });
+        self.api
+            .json(
+                Method::PUT,
+                "/api/v1/modules/ssl_manager",
+                Some(body),
+                StatusCode::OK,
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Adds the lab's zones (the DNS manager publishes the edges' addresses in them),
+    /// switches the SSL manager on and waits until every app answers over HTTPS with a
+    /// certificate pebble issued, through every edge.
+    async fn start_certificates(&mut self) -> Result<(), Error> {
+        for zone in tls::ZONES {
+            let body = self.tls.zone_request(zone);
+            self.api
+                .json(
+                    Method::POST,
+                    "/api/v1/dns/zones",
+                    Some(body),
+                    StatusCode::CREATED,
+                )
+                .await?;
+        }
+        self.api
+            .json(Method::POST, "/api/v1/dns/reconcile", None, StatusCode::OK)
+            .await?;
+        let started = Instant::now();
+        self.switch_ssl_manager(true).await?;
+        for app in APPS {
+            tls::wait_valid(app.hostname, app.origin, &self.tls.root, READY_LIMIT).await?;
+        }
+        self.tls_ready = Some(started.elapsed());
+        Ok(())
     }
 
     /// Starts the control plane (root namespace, on [`CONTROL_ADDRESS`]) and waits for it.
     pub async fn start_control(&mut self) -> Result<(), Error> {
         let (pool, len) = plan::SUBNET_POOL;
+        let config = self.dir.join("control.toml");
+        fs::write(&config, self.tls.control_config()).map_err(Error::io("write", &config))?;
         let argv = vec![
             self.bins.path("kokoa-control")?,
             "serve".into(),
@@ -179,6 +234,8 @@ impl Lab {
             control_url(),
             "--subnet-pool".into(),
             format!("{pool}/{len}"),
+            "--config".into(),
+            config.display().to_string(),
         ];
         self.supervisor
             .start(&mut self.ledger, "control", Spec::root(argv))?;
@@ -380,8 +437,14 @@ impl Lab {
 
     /// The curl commands a person can paste to try the lab.
     pub fn hints(&self) -> Vec<String> {
+        let root = self.tls.root.display();
         plan::hosts(Role::Edge)
-            .flat_map(|edge| APPS.map(|app| net::curl_hint(edge.address, app.hostname)))
+            .flat_map(|edge| {
+                APPS.map(|app| {
+                    net::curl_hint(edge.address, app.hostname)
+                        .replace("curl -k", &format!("curl --cacert {root}"))
+                })
+            })
             .collect()
     }
 }

@@ -6,7 +6,8 @@
 //! The pieces: [`plan`] (who lives at which address), [`net`] (namespaces, bridge, probes),
 //! [`supervisor`] (the child processes), [`state`] (the state file and the guard that
 //! removes everything), [`lab::Lab`] (the running scenario), [`check`] (its steps) and
-//! [`app`] (the tiny HTTP app each origin serves).
+//! [`app`] (the tiny HTTP app each origin serves), [`tls`] (pebble and the DNS server
+//! that give the edges real certificates).
 //!
 //! ```
 //! use kokoa_lab::plan::{self, Role};
@@ -28,5 +29,6 @@ pub mod net;
 pub mod plan;
 pub mod state;
 pub mod supervisor;
+pub mod tls;
 
 pub use error::Error;

@@ -33,6 +33,11 @@ Examples:
   kokoa route list --json
   kokoa edge add --provider manual --region sgp1 --public-ip 203.0.113.10
   kokoa enrollment create --kind origin --node org_3f2a...
+  kokoa dns add-zone hoge.com --provider cloudflare --credential api_token=env:CLOUDFLARE_API_TOKEN
+  kokoa dns plan                 # what the DNS manager would change (a dry run)
+  kokoa dns instructions         # records to set by hand outside the managed zones
+  kokoa events --type 'edge.*' --severity warning
+  kokoa module off health_checker
 
 The URL and token can also live in ~/.config/kokoa/config.toml (mode 0600):
   url = \"https://control.example.net\"
@@ -77,6 +82,83 @@ enum Command {
     /// Enrollment tokens, with which a node obtains its credential.
     #[command(subcommand)]
     Enrollment(EnrollmentCommand),
+    /// DNS: the zones the control plane keeps the edges' records in.
+    #[command(subcommand)]
+    Dns(DnsCommand),
+    /// The event log: what the control plane did and why.
+    Events(EventsArgs),
+    /// Modules: switch the DNS manager, provisioner, SSL manager, health checker on or off.
+    #[command(subcommand)]
+    Module(ModuleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DnsCommand {
+    /// List the managed zones.
+    Zones,
+    /// Add a zone: the provider is asked for it at once, so wrong credentials are refused.
+    AddZone {
+        /// The zone apex, e.g. hoge.com.
+        name: String,
+        /// cloudflare, route53, google, powerdns, rfc2136, digitalocean or manual.
+        #[arg(long)]
+        provider: String,
+        /// TTL of the records, in seconds [default: 30].
+        #[arg(long)]
+        ttl: Option<u32>,
+        /// A setting that is not secret, KEY=VALUE (e.g. url=http://127.0.0.1:8081).
+        #[arg(long = "setting", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+        /// A credential, KEY=env:VARIABLE to read it from the environment (a command line
+        /// is visible in `ps`), or KEY=VALUE.
+        #[arg(long = "credential", value_name = "KEY=env:VAR")]
+        credentials: Vec<String>,
+    },
+    /// Remove a zone (its records are deleted at the provider first).
+    RemoveZone {
+        /// The zone's id.
+        id: String,
+    },
+    /// The records the DNS manager made.
+    Records,
+    /// What a reconciliation would change now (nothing is changed).
+    Plan,
+    /// Reconcile every zone now.
+    Apply,
+    /// The records to set by hand for host names outside the managed zones.
+    Instructions,
+}
+
+#[derive(Debug, Args)]
+struct EventsArgs {
+    /// Only this type, or types starting with the text before a trailing `*` (edge.*).
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
+    /// Only events about this subject (an id, a host name).
+    #[arg(long)]
+    subject: Option<String>,
+    /// Only events at least this severe: info, warning, critical.
+    #[arg(long)]
+    severity: Option<String>,
+    /// At most this many [default: 50].
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModuleCommand {
+    /// Every module with its state.
+    List,
+    /// Switch a module on (for every control plane on the database, without a restart).
+    On {
+        /// dns_manager, edge_provisioner, ssl_manager, health_checker.
+        name: String,
+    },
+    /// Switch a module off.
+    Off {
+        /// dns_manager, edge_provisioner, ssl_manager, health_checker.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +207,9 @@ enum RouteCommand {
         /// The port of the service on the origin.
         #[arg(long)]
         port: i64,
+        /// How its certificate is obtained: http-01 (the default), dns-01, manual or none.
+        #[arg(long)]
+        certificate: Option<String>,
     },
     /// List routes.
     List,
@@ -229,6 +314,35 @@ const ROUTE_COLUMNS: &[Column] = &[
     ("HOSTNAME", "hostname"),
     ("ORIGIN", "origin_id"),
     ("PORT", "target_port"),
+    ("CERTIFICATE", "certificate"),
+];
+const ZONE_COLUMNS: &[Column] = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("PROVIDER", "provider"),
+    ("TTL", "ttl"),
+    ("PROVIDER_ZONE", "provider_zone_id"),
+];
+const RECORD_COLUMNS: &[Column] = &[
+    ("HOSTNAME", "hostname"),
+    ("TYPE", "type"),
+    ("VALUE", "value"),
+    ("ZONE", "zone"),
+    ("EDGE", "edge_node_id"),
+];
+const EVENT_COLUMNS: &[Column] = &[
+    ("ID", "id"),
+    ("TIME", "created_at"),
+    ("SEVERITY", "severity"),
+    ("TYPE", "type"),
+    ("MESSAGE", "message"),
+];
+const MODULE_COLUMNS: &[Column] = &[
+    ("MODULE", "name"),
+    ("ENABLED", "enabled"),
+    ("PROVIDER", "provider"),
+    ("CONNECTED", "connected"),
+    ("DETAIL", "detail"),
 ];
 const EDGE_COLUMNS: &[Column] = &[
     ("ID", "id"),
@@ -347,8 +461,10 @@ async fn execute(cli: Cli) -> Result<String, Error> {
                 hostname,
                 origin,
                 port,
+                certificate,
             } => {
-                let body = json!({"hostname": hostname, "origin_id": origin, "target_port": port});
+                let body = json!({"hostname": hostname, "origin_id": origin, "target_port": port,
+                                  "certificate": certificate});
                 let created = api.call(Method::POST, "/api/v1/routes", Some(body)).await?;
                 Ok(show(created, &|v| {
                     table::render(std::slice::from_ref(v), ROUTE_COLUMNS)
@@ -457,6 +573,104 @@ async fn execute(cli: Cli) -> Result<String, Error> {
                 Ok(show(answer, &|_| format!("Revoked token {id}\n")))
             }
         },
+        Command::Dns(command) => match command {
+            DnsCommand::Zones => {
+                let list = api.call(Method::GET, "/api/v1/dns/zones", None).await?;
+                Ok(show(list, &|v| list_table(&v["zones"], ZONE_COLUMNS)))
+            }
+            DnsCommand::AddZone {
+                name,
+                provider,
+                ttl,
+                settings,
+                credentials,
+            } => {
+                let body = json!({
+                    "name": name,
+                    "provider": provider,
+                    "ttl": ttl,
+                    "settings": pairs(&settings, "setting", false)?,
+                    "credentials": pairs(&credentials, "credential", true)?,
+                });
+                let created = api
+                    .call(Method::POST, "/api/v1/dns/zones", Some(body))
+                    .await?;
+                Ok(show(created, &|v| {
+                    table::render(std::slice::from_ref(v), ZONE_COLUMNS)
+                }))
+            }
+            DnsCommand::RemoveZone { id } => {
+                let path = format!("/api/v1/dns/zones/{}", segment(&id)?);
+                let answer = api.call(Method::DELETE, &path, None).await?;
+                Ok(show(answer, &|_| format!("Removed zone {id}\n")))
+            }
+            DnsCommand::Records => {
+                let list = api.call(Method::GET, "/api/v1/dns/records", None).await?;
+                Ok(show(list, &|v| list_table(&v["records"], RECORD_COLUMNS)))
+            }
+            DnsCommand::Plan => {
+                let plan = api.call(Method::GET, "/api/v1/dns/plan", None).await?;
+                Ok(show(plan, &|v| {
+                    dns_outcome(v, "set by hand (outside the managed zones):\n")
+                }))
+            }
+            DnsCommand::Apply => {
+                let done = api
+                    .call(Method::POST, "/api/v1/dns/reconcile", None)
+                    .await?;
+                Ok(show(done, &|v| {
+                    dns_outcome(v, "set by hand (outside the managed zones):\n")
+                }))
+            }
+            DnsCommand::Instructions => {
+                let manual = api
+                    .call(Method::GET, "/api/v1/dns/instructions", None)
+                    .await?;
+                Ok(show(manual, &|v| {
+                    let text = dns_outcome(v, "");
+                    if text.is_empty() {
+                        "Every routed host name is in a managed zone: nothing to set by hand.\n"
+                            .to_owned()
+                    } else {
+                        format!("Set these records at your DNS provider:\n{text}")
+                    }
+                }))
+            }
+        },
+        Command::Events(args) => {
+            let mut query = vec![format!("limit={}", args.limit)];
+            for (key, value) in [
+                ("type", &args.kind),
+                ("subject", &args.subject),
+                ("severity", &args.severity),
+            ] {
+                if let Some(value) = value {
+                    query.push(format!("{key}={}", query_value(value)));
+                }
+            }
+            let path = format!("/api/v1/events?{}", query.join("&"));
+            let list = api.call(Method::GET, &path, None).await?;
+            Ok(show(list, &|v| list_table(&v["events"], EVENT_COLUMNS)))
+        }
+        Command::Module(command) => {
+            let (path, body) = match &command {
+                ModuleCommand::List => ("/api/v1/modules".to_owned(), None),
+                ModuleCommand::On { name } | ModuleCommand::Off { name } => (
+                    format!("/api/v1/modules/{}", segment(name)?),
+                    Some(json!({"enabled": matches!(command, ModuleCommand::On { .. })})),
+                ),
+            };
+            let method = if body.is_some() {
+                Method::PUT
+            } else {
+                Method::GET
+            };
+            let answer = api.call(method, &path, body).await?;
+            Ok(show(answer, &|v| match v.get("modules") {
+                Some(list) => list_table(list, MODULE_COLUMNS),
+                None => table::render(std::slice::from_ref(v), MODULE_COLUMNS),
+            }))
+        }
         Command::Enrollment(EnrollmentCommand::Create {
             kind,
             node,
@@ -497,6 +711,80 @@ async fn execute(cli: Cli) -> Result<String, Error> {
     }
 }
 
+/// `KEY=VALUE` pairs as a JSON object; with `secret`, `KEY=env:VAR` reads the environment.
+fn pairs(items: &[String], flag: &str, secret: bool) -> Result<Value, Error> {
+    let mut map = serde_json::Map::new();
+    for item in items {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(Error::Usage(format!(
+                "--{flag} {:?}: use KEY=VALUE",
+                if secret { "<hidden>" } else { item.as_str() }
+            )));
+        };
+        let value = match value.strip_prefix("env:") {
+            Some(var) if secret => std::env::var(var).map_err(|_| {
+                Error::Usage(format!(
+                    "--{flag} {key}=env:{var}: the environment variable {var} is not set"
+                ))
+            })?,
+            _ => value.to_owned(),
+        };
+        map.insert(key.to_owned(), Value::String(value));
+    }
+    Ok(Value::Object(map))
+}
+
+/// A DNS manager outcome as text: each zone's changes and errors, then the records to set
+/// by hand.
+fn dns_outcome(v: &Value, heading: &str) -> String {
+    let mut out = String::new();
+    for zone in v["zones"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "zone {} ({}):\n",
+            text(&zone["zone"]),
+            text(&zone["provider"])
+        ));
+        if let Some(error) = zone["error"].as_str() {
+            out.push_str(&format!("  error: {error}\n"));
+        }
+        let changes = zone["changes"].as_array().map_or(&[][..], Vec::as_slice);
+        if changes.is_empty() && zone["error"].is_null() {
+            out.push_str("  nothing to change\n");
+        }
+        for change in changes {
+            let sign = match change["action"].as_str() {
+                Some("create") => "+",
+                Some("delete") => "-",
+                _ => "~",
+            };
+            out.push_str(&format!(
+                "  {sign} {}  ({})\n",
+                text(&change["record"]),
+                text(&change["reason"])
+            ));
+        }
+        for failed in zone["failed"].as_array().into_iter().flatten() {
+            out.push_str(&format!("  failed: {}\n", text(failed)));
+        }
+    }
+    let manual = v["manual"].as_array().map_or(&[][..], Vec::as_slice);
+    if !manual.is_empty() {
+        out.push_str(heading);
+        for name in manual {
+            for record in name["records"].as_array().into_iter().flatten() {
+                out.push_str(&format!("  {}\n", text(record)));
+            }
+            if name["records"].as_array().is_none_or(Vec::is_empty) {
+                out.push_str(&format!(
+                    "  {}: no edge serves it yet; nothing to set\n",
+                    text(&name["hostname"])
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The table of a list answer's array.
 fn list_table(items: &Value, columns: &[Column]) -> String {
     table::render(items.as_array().map_or(&[], Vec::as_slice), columns)
@@ -507,6 +795,19 @@ fn text(value: &Value) -> String {
     value
         .as_str()
         .map_or_else(|| value.to_string(), str::to_owned)
+}
+
+/// A query value with the characters that would end or change it escaped.
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'*' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 /// An id as one URL path segment: ids are letters, digits, `_` and `-`, so anything else

@@ -156,8 +156,8 @@ fn manage_origins_and_routes() {
     let port_at = column(lines[0], "PORT");
     assert_eq!(column(lines[1], "app.hoge.com"), hostname_at, "{table}");
     assert_eq!(column(lines[2], "wiki.fuga.com"), hostname_at, "{table}");
-    assert_eq!(&lines[1][port_at..], "8001", "{table}");
-    assert_eq!(&lines[2][port_at..], "8002", "{table}");
+    assert_eq!(&lines[1][port_at..], "8001  http-01", "{table}");
+    assert_eq!(&lines[2][port_at..], "8002  http-01", "{table}");
 
     // --json: the API's own answer.
     let list = server.json(&["route", "list"]);
@@ -230,7 +230,7 @@ fn manage_origins_and_routes() {
     assert!(removed.contains(&wiki), "{removed}");
     assert_eq!(
         server.ok(&["route", "list"]),
-        "ID  HOSTNAME  ORIGIN  PORT\n"
+        "ID  HOSTNAME  ORIGIN  PORT  CERTIFICATE\n"
     );
     let gone = server.run(&["route", "rm", "app.hoge.com"]);
     assert_eq!(
@@ -406,4 +406,113 @@ fn configuration_file_supplies_url_and_token_and_must_be_private() {
         stderr(&env)
     );
     assert!(Path::new(&path).exists());
+}
+
+#[test]
+fn dns_events_and_modules() {
+    let server = Server::start();
+    let origin = server.json(&[
+        "origin",
+        "create",
+        "home",
+        "--service",
+        "web:8001",
+        "--json",
+    ]);
+    let origin_id = origin["id"].as_str().unwrap();
+    server.ok(&[
+        "route",
+        "add",
+        "app.hoge.com",
+        "--origin",
+        origin_id,
+        "--port",
+        "8001",
+        "--certificate",
+        "none",
+    ]);
+    server.ok(&[
+        "route",
+        "add",
+        "wiki.fuga.com",
+        "--origin",
+        origin_id,
+        "--port",
+        "8001",
+    ]);
+
+    // A zone whose records are set by hand; a credential from the environment only.
+    let added = server.run_with(
+        &[
+            ("KOKOA_URL", &server.url),
+            ("KOKOA_TOKEN", &server.admin),
+            ("ZONE_SECRET", "s3cret"),
+        ],
+        &[
+            "dns",
+            "add-zone",
+            "hoge.com",
+            "--provider",
+            "manual",
+            "--ttl",
+            "60",
+            "--credential",
+            "token=env:ZONE_SECRET",
+        ],
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let zones = server.ok(&["dns", "zones"]);
+    assert!(
+        zones.contains("hoge.com") && zones.contains("manual"),
+        "{zones}"
+    );
+    assert!(!zones.contains("s3cret"), "{zones}");
+    let missing = server.run(&[
+        "dns",
+        "add-zone",
+        "x.com",
+        "--provider",
+        "manual",
+        "--credential",
+        "token=env:NOT_SET",
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("NOT_SET"), "{}", stderr(&missing));
+
+    // No edge serves yet: nothing to set, but both host names are named.
+    let instructions = server.ok(&["dns", "instructions"]);
+    assert!(
+        instructions.contains("app.hoge.com: no edge serves it yet")
+            && instructions.contains("wiki.fuga.com: no edge serves it yet"),
+        "{instructions}"
+    );
+    let plan = server.ok(&["dns", "plan"]);
+    assert!(plan.contains("set by hand"), "{plan}");
+    assert_eq!(
+        server.json(&["dns", "records", "--json"])["records"],
+        serde_json::json!([])
+    );
+
+    // Modules: switched off and on, each an event.
+    let off = server.ok(&["module", "off", "health_checker"]);
+    assert!(
+        off.contains("health_checker") && off.contains("false"),
+        "{off}"
+    );
+    let list = server.ok(&["module", "list"]);
+    for module in [
+        "dns_manager",
+        "edge_provisioner",
+        "ssl_manager",
+        "health_checker",
+    ] {
+        assert!(list.contains(module), "{list}");
+    }
+    let unknown = server.run(&["module", "on", "coffee_maker"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let events = server.ok(&["events", "--type", "module.*"]);
+    assert!(
+        events.contains("module health_checker switched off"),
+        "{events}"
+    );
 }

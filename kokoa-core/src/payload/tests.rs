@@ -43,6 +43,7 @@ fn spec_content() -> EdgeContent {
         }],
         rate_limits: RateLimits::default(),
         unavailable: [host("wiki.fuga.com")].into(),
+        acme_challenges: BTreeMap::new(),
     }
 }
 
@@ -276,6 +277,62 @@ proptest! {
         if let Some(t) = content.tunnels.first_mut() {
             t.origin_endpoint = endpoint;
         }
+        let config = EdgeConfig::new(content).unwrap();
+        let text = serde_json::to_string(&config).unwrap();
+        let back: EdgeConfig = serde_json::from_str(&text).unwrap();
+        back.verify_hash().unwrap();
+        prop_assert_eq!(back, config);
+    }
+}
+
+#[test]
+fn acme_challenges_are_checked_and_absent_when_empty() {
+    let without = EdgeConfig::new(spec_content()).unwrap();
+    let v = serde_json::to_value(&without).unwrap();
+    assert!(v.get("acme_challenges").is_none(), "{v}");
+
+    let mut content = spec_content();
+    content
+        .acme_challenges
+        .insert("tok-1_A".into(), "tok-1_A.thumb_print-9".into());
+    let with = EdgeConfig::new(content).unwrap();
+    assert_ne!(with.config_hash(), without.config_hash());
+    let v = serde_json::to_value(&with).unwrap();
+    assert_eq!(
+        v["acme_challenges"],
+        json!({"tok-1_A": "tok-1_A.thumb_print-9"})
+    );
+
+    for (token, key_authorization, needle) in [
+        ("../etc/passwd", "../etc/passwd.x", "\"../etc/passwd\""),
+        ("", ".x", "\"\""),
+        ("tok", "other.thumb", "tok.<base64url thumbprint>"),
+        ("tok", "tok.", "tok.<base64url thumbprint>"),
+        ("tok", "tok.a b", "tok.<base64url thumbprint>"),
+    ] {
+        let mut content = spec_content();
+        content
+            .acme_challenges
+            .insert(token.into(), key_authorization.into());
+        let err = invalid(content);
+        assert!(err.contains(needle), "{token:?}: {err}");
+    }
+    let mut text = serde_json::to_value(&with).unwrap();
+    text["acme_challenges"] = json!({"a/b": "a/b.c"});
+    assert!(serde_json::from_value::<EdgeConfig>(text).is_err());
+}
+
+proptest! {
+    #[test]
+    fn acme_challenges_round_trip(
+        challenges in proptest::collection::btree_map(
+            "[A-Za-z0-9_-]{1,64}", "[A-Za-z0-9_-]{1,64}", 0..6),
+    ) {
+        let mut content = spec_content();
+        content.acme_challenges = challenges
+            .into_iter()
+            .map(|(token, thumbprint)| (token.clone(), format!("{token}.{thumbprint}")))
+            .collect();
         let config = EdgeConfig::new(content).unwrap();
         let text = serde_json::to_string(&config).unwrap();
         let back: EdgeConfig = serde_json::from_str(&text).unwrap();

@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
-use kokoa_core::{EdgeNodeId, RecordData};
+use kokoa_core::{EdgeNodeId, Hostname, RecordData};
 
 use super::*;
 use crate::{EdgeState, EdgeTarget, MemoryProvider};
@@ -28,7 +28,7 @@ impl DnsProvider for Flaky {
     async fn list_records(
         &self,
         zone: &Zone,
-        name: Option<&Hostname>,
+        name: Option<&DnsName>,
     ) -> Result<Vec<ProviderRecord>, Error> {
         self.inner.list_records(zone, name).await
     }
@@ -182,7 +182,7 @@ async fn a_failed_create_holds_deletes_that_would_empty_the_name() -> Result<(),
     let provider = flaky(u32::MAX, false, transient);
     // An old record of an address no edge has: it may go only once the new one exists.
     let old = crate::RecordSpec {
-        name: Hostname::parse("app.hoge.com").expect("test name"),
+        name: Hostname::parse("app.hoge.com").expect("test name").into(),
         data: RecordData::A("198.51.100.1".parse().expect("test address")),
         ttl: 30,
     };

@@ -33,7 +33,7 @@ fn record(id: &str, name: &str, ip: &str, ttl: u32) -> ProviderRecord {
     ProviderRecord {
         id: RecordId::new(id),
         spec: RecordSpec {
-            name: host(name),
+            name: host(name).into(),
             data: address_data(ip),
             ttl,
         },
@@ -293,6 +293,14 @@ fn pool(i: usize) -> IpAddr {
     ADDRESSES[i].parse().expect("test address")
 }
 
+fn name_of(record: &ProviderRecord) -> Hostname {
+    record
+        .spec
+        .name
+        .to_hostname()
+        .expect("only host names are seeded")
+}
+
 fn ip_of(record: &ProviderRecord) -> IpAddr {
     address(&record.spec.data).expect("only address records are seeded")
 }
@@ -332,7 +340,7 @@ fn check(case: Case) -> Result<(), TestCaseError> {
     let mut mine = BTreeSet::new();
     for (name, ip, ttl, is_mine) in &case.seeds {
         let spec = RecordSpec {
-            name: host(NAMES[*name]),
+            name: host(NAMES[*name]).into(),
             data: address_data(pool(*ip)),
             ttl: *ttl,
         };
@@ -400,19 +408,20 @@ fn check(case: Case) -> Result<(), TestCaseError> {
             "{name} lacks {ip}"
         );
     }
-    let mut by_name: BTreeMap<&Hostname, Vec<&ProviderRecord>> = BTreeMap::new();
+    let mut by_name: BTreeMap<Hostname, Vec<&ProviderRecord>> = BTreeMap::new();
     for r in &after {
-        by_name.entry(&r.spec.name).or_default().push(r);
+        by_name.entry(name_of(r)).or_default().push(r);
     }
     for r in after.iter().filter(|r| report.owned.contains(&r.id)) {
         let ip = ip_of(r);
+        let name = name_of(r);
         let same_value = after
             .iter()
             .filter(|o| o.spec.name == r.spec.name && o.spec.data == r.spec.data)
             .count();
-        if state.hostnames.contains(&r.spec.name) {
+        if state.hostnames.contains(&name) {
             prop_assert_eq!(same_value, 1, "duplicate left at {}", r.spec);
-            if wanted.contains_key(&(r.spec.name.clone(), ip)) {
+            if wanted.contains_key(&(name.clone(), ip)) {
                 prop_assert_eq!(r.spec.ttl, state.ttl);
             } else {
                 match forced(&state, ip) {
@@ -420,11 +429,9 @@ fn check(case: Case) -> Result<(), TestCaseError> {
                     Some(false) => {}
                     // Kept only because it is all the name has: nothing else may be there.
                     None => prop_assert!(
-                        by_name[&r.spec.name]
-                            .iter()
-                            .all(|o| report.owned.contains(&o.id)
-                                && !wanted.contains_key(&(o.spec.name.clone(), ip_of(o)))
-                                && forced(&state, ip_of(o)).is_none()),
+                        by_name[&name].iter().all(|o| report.owned.contains(&o.id)
+                            && !wanted.contains_key(&(name_of(o), ip_of(o)))
+                            && forced(&state, ip_of(o)).is_none()),
                         "{} kept although its name has another address",
                         r.spec
                     ),
@@ -432,7 +439,7 @@ fn check(case: Case) -> Result<(), TestCaseError> {
             }
         } else {
             prop_assert!(
-                !state.retired.contains(&r.spec.name),
+                !state.retired.contains(&name),
                 "retired name kept {}",
                 r.spec
             );
@@ -440,8 +447,8 @@ fn check(case: Case) -> Result<(), TestCaseError> {
     }
     // Records at names neither served nor retired stay as they were.
     for r in &before {
-        let unmanaged =
-            !state.hostnames.contains(&r.spec.name) && !state.retired.contains(&r.spec.name);
+        let name = name_of(r);
+        let unmanaged = !state.hostnames.contains(&name) && !state.retired.contains(&name);
         prop_assert!(
             !unmanaged || after.contains(r),
             "record at an unmanaged name changed: {}",

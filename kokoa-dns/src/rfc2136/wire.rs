@@ -23,7 +23,7 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr},
 };
 
-use kokoa_core::Hostname;
+use kokoa_core::{DnsName, Hostname};
 
 /// Type A: an IPv4 address.
 pub const TYPE_A: u16 = 1;
@@ -230,6 +230,28 @@ impl Name {
                 .map(|l| l.as_bytes().to_vec())
                 .collect(),
         }
+    }
+
+    /// The name of a DNS owner name, such as `_acme-challenge.app.hoge.com`.
+    pub fn from_dns_name(name: &DnsName) -> Self {
+        // A DnsName has 1–63 byte labels and at most 253 characters: always a valid name.
+        Self {
+            labels: name
+                .as_str()
+                .split('.')
+                .map(|l| l.as_bytes().to_vec())
+                .collect(),
+        }
+    }
+
+    /// The DNS name this is, if it is one (letters, digits, `-`, `_`, a leading `*`).
+    pub fn to_dns_name(&self) -> Option<DnsName> {
+        let labels: Vec<&str> = self
+            .labels
+            .iter()
+            .map(|l| std::str::from_utf8(l).ok())
+            .collect::<Option<_>>()?;
+        DnsName::parse(&labels.join(".")).ok()
     }
 
     /// The labels, leftmost first.

@@ -19,6 +19,7 @@ use crate::{
 };
 
 mod agent;
+mod certificates;
 mod conditional;
 mod dns;
 mod edges;
@@ -60,6 +61,7 @@ const BEARER: &str = "bearer";
         (name = "tokens", description = "API tokens and node enrollment"),
         (name = "users", description = "People who sign in to the Web UI"),
         (name = "dns", description = "DNS zones and the records of the healthy edges"),
+        (name = "certificates", description = "TLS certificates: ACME orders, uploads, renewal"),
         (name = "system", description = "Health, events and this document"),
     )
 )]
@@ -201,5 +203,15 @@ fn build() -> (Router<AppState>, openapi::OpenApi) {
         .routes(routes!(dns::plan))
         .routes(routes!(dns::reconcile))
         .routes(routes!(dns::instructions))
+        .routes(routes!(
+            certificates::list_certificates,
+            certificates::upload_certificate
+        ))
+        .routes(routes!(certificates::renew_certificate))
+        .routes(routes!(
+            certificates::get_settings,
+            certificates::put_settings
+        ))
+        .routes(routes!(certificates::edge_certificate))
         .split_for_parts()
 }

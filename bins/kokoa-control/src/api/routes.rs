@@ -1,7 +1,7 @@
 //! `/api/v1/routes`: published host names and the origin port each goes to.
 
 use axum::{Json, extract::State, http::StatusCode};
-use kokoa_core::{Hostname, OriginId, Port, Route, RouteId, Timestamp};
+use kokoa_core::{CertificateMode, Hostname, OriginId, Port, Route, RouteId, Timestamp};
 
 use super::{ApiJson, ApiPath, RouteList, RouteRequest, RouteView, path_id, valid};
 use crate::{
@@ -25,7 +25,7 @@ impl From<Route> for RouteView {
 
 /// Validates a request into a route with the given id and creation time.
 fn route(body: RouteRequest, id: RouteId, created_at: Timestamp) -> Result<Route, ApiError> {
-    Ok(Route {
+    let route = Route {
         id,
         hostname: valid("hostname", Hostname::parse(&body.hostname))?,
         origin_id: valid("origin_id", OriginId::parse(&body.origin_id))?,
@@ -37,7 +37,25 @@ fn route(body: RouteRequest, id: RouteId, created_at: Timestamp) -> Result<Route
             .transpose()?
             .unwrap_or_default(),
         created_at,
-    })
+    };
+    if route.hostname.is_wildcard() && route.certificate == CertificateMode::Http01 {
+        return Err(ApiError::invalid(
+            "certificate",
+            format!(
+                "{} is a wildcard name: ACME validates wildcard names only with dns-01; use \
+                 \"certificate\": \"dns-01\" (with the name's zone managed), \"manual\" or \"none\"",
+                route.hostname
+            ),
+        ));
+    }
+    Ok(route)
+}
+
+/// A route changed: edges, DNS and certificates follow at once.
+fn changed(state: &AppState) {
+    state.notify_changed();
+    state.wakers().dns.notify_one();
+    state.wakers().certificates.notify_one();
 }
 
 /// An unknown origin in the body is reported against the `origin_id` field.
@@ -75,7 +93,7 @@ pub(super) async fn create_route(
         .create_route(&route)
         .await
         .map_err(origin_field)?;
-    state.notify_changed();
+    changed(&state);
     tracing::info!(route = %route.id, hostname = %route.hostname, "route created");
     Ok((StatusCode::CREATED, Json(route.into())))
 }
@@ -147,7 +165,7 @@ pub(super) async fn update_route(
         .update_route(&route)
         .await
         .map_err(origin_field)?;
-    state.notify_changed();
+    changed(&state);
     tracing::info!(route = %route.id, hostname = %route.hostname, "route updated");
     Ok(Json(route.into()))
 }
@@ -171,7 +189,7 @@ pub(super) async fn delete_route(
 ) -> Result<StatusCode, ApiError> {
     let id: RouteId = path_id("route", &id)?;
     state.store().delete_route(&id).await?;
-    state.notify_changed();
+    changed(&state);
     tracing::info!(route = %id, "route deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -124,6 +124,25 @@ struct OpenZone {
 /// The provider and the provider's zone of `zone`; `None` for a manual zone. Looks the
 /// zone up at the provider (and remembers its id) the first time.
 async fn open(state: &AppState, zone: &DnsZone) -> Result<Option<OpenZone>, ZoneError> {
+    let Some((provider, provider_zone)) = provider_of(state, zone).await? else {
+        return Ok(None);
+    };
+    let limiter = state.dns_limiter(zone.provider.as_str(), provider.rate_limit());
+    let reconciler =
+        Reconciler::new(Arc::clone(&provider), provider_zone).with_rate_limiter(limiter);
+    Ok(Some(OpenZone {
+        zone: zone.clone(),
+        provider,
+        reconciler,
+    }))
+}
+
+/// The provider of `zone` and the provider's zone; `None` for a manual zone. Looks the
+/// zone up at the provider (and remembers its id) the first time.
+pub(crate) async fn provider_of(
+    state: &AppState,
+    zone: &DnsZone,
+) -> Result<Option<(Arc<dyn DnsProvider>, Zone)>, ZoneError> {
     let credentials = match state.store().dns_zone_credentials(&zone.id).await? {
         Some(sealed) => keys::open_json(state.master_key(), SealedJson::Zone(&zone.id), &sealed)?,
         None => Map::new(),
@@ -144,14 +163,7 @@ async fn open(state: &AppState, zone: &DnsZone) -> Result<Option<OpenZone>, Zone
             found
         }
     };
-    let limiter = state.dns_limiter(zone.provider.as_str(), provider.rate_limit());
-    let reconciler =
-        Reconciler::new(Arc::clone(&provider), provider_zone).with_rate_limiter(limiter);
-    Ok(Some(OpenZone {
-        zone: zone.clone(),
-        provider,
-        reconciler,
-    }))
+    Ok(Some((provider, provider_zone)))
 }
 
 /// Shares one rate limiter between the zones of one provider (its limit is per account).
@@ -610,10 +622,14 @@ async fn record(
     let now = Timestamp::now();
     let known: BTreeSet<&EdgeNodeId> = world.edges.iter().map(|e| &e.id).collect();
     for (id, create) in &report.created {
+        // The reconciler creates address records at routed host names only.
+        let Some(hostname) = create.spec.name.to_hostname() else {
+            continue;
+        };
         store
             .add_dns_record(&DnsRecord {
                 id: DnsRecordId::new(),
-                hostname: create.spec.name.clone(),
+                hostname,
                 data: create.spec.data.clone(),
                 provider_record_id: Some(id.as_str().to_owned()),
                 provider: zone.provider.clone(),

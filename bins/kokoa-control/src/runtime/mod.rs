@@ -24,6 +24,7 @@ use tokio::{sync::Notify, task::JoinSet};
 
 use crate::{events::kinds, state::AppState};
 
+pub mod certs;
 pub mod dns;
 pub mod health;
 pub mod lifecycle;
@@ -287,6 +288,7 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
     let mut duties = JoinSet::new();
     duties.spawn(lease_loop(state.clone(), stopped.clone()));
     duties.spawn(dns::run(state.clone(), stopped.clone()));
+    duties.spawn(certs::run(state.clone(), stopped.clone()));
     duties.spawn(health::run_checker(state.clone(), stopped.clone()));
     duties.spawn(health::run_judge(state.clone(), stopped.clone()));
     duties.spawn(lifecycle::run(state.clone(), stopped.clone()));

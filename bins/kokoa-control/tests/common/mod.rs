@@ -6,7 +6,7 @@
 
 #![allow(dead_code, unreachable_pub)] // each test file uses its own part of the harness
 
-pub mod edge;
+pub mod standin;
 
 use std::{
     net::SocketAddr,

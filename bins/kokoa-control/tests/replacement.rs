@@ -1,0 +1,272 @@
+//! Automatic replacement (SPEC §9) with the control plane's duties running against a
+//! stand-in cloud: `min_active_nodes` edges are created at it; one stops answering, leaves
+//! DNS, is destroyed at the provider after `destroy_delay`, and `replace_delay` later a
+//! replacement in another region comes up through every step and goes into DNS.
+//!
+//! The stand-in cloud does what a VPS provider and cloud-init would: each "VPS" is an
+//! address on loopback answering `/health`, whose agent enrolls with the token from the
+//! rendered user data and reports like the real one.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use common::standin::{Plane, agent, free_port, health_server, until};
+use kokoa_control::runtime::{ProvisionerEntry, RuntimeSettings};
+use kokoa_core::Name;
+use kokoa_provision::{
+    EdgeBootstrap, Error, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+/// One stand-in VPS.
+struct Vps {
+    address: Ipv4Addr,
+    region: String,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A provider whose VPSes are stand-in edges on 127.0.0.40 and up.
+#[derive(Default)]
+struct StandInCloud {
+    port: u16,
+    next: AtomicU8,
+    vpses: Mutex<HashMap<String, Vps>>,
+    destroyed: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for StandInCloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StandInCloud")
+    }
+}
+
+impl StandInCloud {
+    /// Makes the VPS at `address` stop answering its health check.
+    fn break_vps(&self, address: Ipv4Addr) {
+        let vpses = self.vpses.lock().unwrap();
+        let vps = vpses
+            .values()
+            .find(|v| v.address == address)
+            .expect("a VPS there");
+        vps.tasks[0].abort();
+    }
+}
+
+#[async_trait]
+impl Provisioner for StandInCloud {
+    fn name(&self) -> &str {
+        "standin"
+    }
+
+    async fn create_instance(&self, config: &InstanceConfig) -> Result<Instance, Error> {
+        // What cloud-init would read: the control plane, the node and its token.
+        let boot = EdgeBootstrap::from_user_data(&config.user_data)?;
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        let address = Ipv4Addr::new(127, 0, 0, 40 + n);
+        let health = health_server(SocketAddr::new(IpAddr::V4(address), self.port)).await;
+        let enrolled: Value = reqwest::Client::new()
+            .post(format!("{}/api/v1/enroll", boot.control_plane_url))
+            .json(&json!({"token": boot.enrollment_token.expose()}))
+            .send()
+            .await
+            .map_err(|e| Error::Other(Box::new(e)))?
+            .json()
+            .await
+            .map_err(|e| Error::Other(Box::new(e)))?;
+        let credential = enrolled["credential"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let agent = agent(
+            boot.control_plane_url.clone(),
+            boot.node_id.to_string(),
+            credential,
+        );
+        let id = format!("vps-{n}");
+        self.vpses.lock().unwrap().insert(
+            id.clone(),
+            Vps {
+                address,
+                region: config.region.to_string(),
+                tasks: vec![health, agent],
+            },
+        );
+        Ok(Instance {
+            id: InstanceId::parse(&id)?,
+            status: InstanceStatus::Provisioning,
+        })
+    }
+
+    async fn destroy_instance(&self, id: &InstanceId) -> Result<(), Error> {
+        if let Some(vps) = self.vpses.lock().unwrap().remove(id.as_str()) {
+            for task in vps.tasks {
+                task.abort();
+            }
+            self.destroyed.lock().unwrap().push(id.as_str().to_owned());
+        }
+        Ok(())
+    }
+
+    async fn instance_status(&self, id: &InstanceId) -> Result<InstanceStatus, Error> {
+        Ok(match self.vpses.lock().unwrap().get(id.as_str()) {
+            Some(vps) => InstanceStatus::Running {
+                ipv4: Some(vps.address),
+                ipv6: None,
+            },
+            None => InstanceStatus::Gone,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_edge_is_destroyed_and_replaced_in_another_region() {
+    let cloud = Arc::new(StandInCloud {
+        port: free_port(),
+        ..StandInCloud::default()
+    });
+    let mut settings = RuntimeSettings::default();
+    settings.health.edge_https_port = cloud.port;
+    settings.health.timeout = Duration::from_millis(800);
+    settings.health.recovery_threshold = 2;
+    settings.edges.provisioners.insert(
+        "standin".into(),
+        ProvisionerEntry {
+            provisioner: cloud.clone(),
+            image: "debian-12".into(),
+            size: "small".into(),
+            ssh_key_id: None,
+        },
+    );
+    let m = &mut settings.edges.management;
+    m.health_check_interval = 1;
+    m.health_check_failure_threshold = 2;
+    m.destroy_delay = 2;
+    m.replace_delay = 1;
+    m.min_active_nodes = 2;
+    m.max_nodes = 4;
+    m.replacement_strategy.preferred_providers = vec![Name::parse("standin").unwrap()];
+    let (plane, _) = Plane::start(settings, None).await;
+
+    // min_active_nodes: two edges are created, in two regions, and come up.
+    let records = until("two edges in DNS", Duration::from_secs(40), || {
+        let found = plane.dig();
+        (found.len() == 2).then_some(found)
+    })
+    .await;
+    let regions: Vec<String> = cloud
+        .vpses
+        .lock()
+        .unwrap()
+        .values()
+        .map(|v| v.region.clone())
+        .collect();
+    assert_eq!(regions.len(), 2);
+    assert_ne!(regions[0], regions[1], "spread over regions: {regions:?}");
+
+    // The first stops answering.
+    let failing: Ipv4Addr = records[0].parse().unwrap();
+    let failed_region = cloud
+        .vpses
+        .lock()
+        .unwrap()
+        .values()
+        .find(|v| v.address == failing)
+        .unwrap()
+        .region
+        .clone();
+    cloud.break_vps(failing);
+    let broke = Instant::now();
+    until(
+        "the failing edge out of DNS",
+        Duration::from_secs(15),
+        || (!plane.dig().contains(&failing.to_string())).then_some(()),
+    )
+    .await;
+    let out_of_dns = broke.elapsed();
+
+    // Destroyed at the provider after destroy_delay, replaced after replace_delay, and the
+    // replacement passes its checks and goes into DNS.
+    let new_address = until("a replacement in DNS", Duration::from_secs(60), || {
+        plane
+            .dig()
+            .into_iter()
+            .find(|a| a != &failing.to_string() && !records.contains(a))
+    })
+    .await;
+    let replaced = broke.elapsed();
+    eprintln!(
+        "out of DNS {:.1} s after it stopped answering, replacement in DNS after {:.1} s",
+        out_of_dns.as_secs_f64(),
+        replaced.as_secs_f64()
+    );
+    assert_eq!(
+        cloud.destroyed.lock().unwrap().len(),
+        1,
+        "one VPS destroyed"
+    );
+    let new_region = cloud
+        .vpses
+        .lock()
+        .unwrap()
+        .values()
+        .find(|v| v.address.to_string() == new_address)
+        .unwrap()
+        .region
+        .clone();
+    assert_ne!(new_region, failed_region, "the replacement went elsewhere");
+    assert_eq!(plane.dig().len(), 2);
+
+    // The failed edge: deleted, and pointing at its replacement, which went through every
+    // step, each an event in order.
+    let edges = plane
+        .call(Method::GET, "/api/v1/edge-nodes", None, 200)
+        .await;
+    let edges = edges["edge_nodes"].as_array().unwrap();
+    let failed = edges
+        .iter()
+        .find(|e| e["public_ip"] == failing.to_string())
+        .unwrap();
+    assert_eq!(failed["status"], "deleted", "{failed}");
+    assert_eq!(failed["lifecycle"]["removal"], "unhealthy");
+    let replacement_id = failed["lifecycle"]["replaced_by"].as_str().unwrap();
+    let events = plane
+        .call(
+            Method::GET,
+            &format!("/api/v1/events?subject={replacement_id}&after=0"),
+            None,
+            200,
+        )
+        .await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "edge.replacement_requested",
+            "edge.created",
+            "edge.provisioned",
+            "edge.enrolled",
+            "edge.reported_ready",
+            "edge.tunnels_up",
+            "edge.certificates_installed",
+            "edge.ready"
+        ]
+    );
+    plane.stop().await;
+}
