@@ -548,6 +548,26 @@ async fn a_person_runs_the_control_plane_from_the_browser() {
     open(&c, base, "/ui/users").await;
     wait_text(&c, "#app", "viewer@kokoa.test").await;
     screenshot(&c, "users").await;
+    // A certificate uploaded by hand through its page; the route shows it valid.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["app.kokoa.test".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    open(&c, base, "/ui/certificates").await;
+    fill(&c, "[data-field=certificate_pem]", &cert.pem()).await;
+    fill(&c, "[data-field=private_key_pem]", &key.serialize_pem()).await;
+    click(
+        &c,
+        "form[aria-label='Upload a certificate'] button[type=submit]",
+    )
+    .await;
+    let row = wait_text(&c, "#app table tbody", "app.kokoa.test").await;
+    assert!(row.contains("valid") && row.contains("manual"), "{row}");
+    screenshot(&c, "certificates").await;
+    open(&c, base, "/ui/routes").await;
+    wait_text(&c, "#app table tbody", "valid").await;
+
     open(&c, base, "/ui/dns").await;
     wait_text(&c, "#app", "Set these records by hand").await;
     wait_text(&c, "#app", "app.kokoa.test").await;

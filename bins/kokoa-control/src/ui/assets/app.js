@@ -588,10 +588,15 @@
     return async () => {
       const certs = await optional('/api/v1/certificates');
       if (!certs) { replace(list, notAvailable('Certificate management')); if (form) form.hidden = true; return; }
-      replace(list, table(['Names', 'Source', 'Issuer', 'Expires', 'Days left', 'Next renewal', 'Status'],
-        certs.certificates.map((c) => [c.names.join(', '), `${c.source || ''} ${c.method || ''}`, c.issuer || '—',
-          c.not_after || '—', c.days_left !== undefined && c.days_left !== null ? c.days_left : '—', c.next_renewal || '—',
-          h('span', {}, badge(c.status), c.last_error ? h('div', { class: 'error' }, c.last_error) : null)]), 'No certificates yet.'));
+      const when = (t) => (t ? h('time', { datetime: t, title: t }, new Date(t).toLocaleDateString()) : '—');
+      replace(list, table(['Names', 'Source', 'Issuer', 'Expires', 'Days left', 'Next renewal', 'Status', ''],
+        certs.certificates.map((c) => [c.names.join(', '), c.method && c.method !== c.source ? `${c.source} (${c.method})` : c.source, c.issuer || '—',
+          when(c.not_after), c.days_left !== undefined && c.days_left !== null ? c.days_left : '—', when(c.next_renewal),
+          h('span', {}, badge(c.status), c.last_error ? h('div', { class: 'error' }, c.last_error) : null),
+          admin && c.source !== 'manual' ? h('button', {
+            type: 'button', class: 'secondary',
+            onclick: async () => { try { await api('POST', `/api/v1/certificates/${encodeURIComponent(c.id)}/renew`); } catch (e) { window.alert(e.message); } refresh(); },
+          }, 'Renew now') : '']), 'No certificates yet.'));
     };
   };
 
