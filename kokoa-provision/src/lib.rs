@@ -3,9 +3,10 @@
 //!
 //! - [`Provisioner`]: the provider interface (create, destroy, status, SSH access), held as
 //!   `Arc<dyn Provisioner>`. Providers: [`Manual`] (always), DigitalOcean, Vultr,
-//!   Hetzner Cloud and Amazon EC2 (features).
+//!   Hetzner Cloud, Amazon EC2 and the lab's network namespaces (features).
 //! - [`render_user_data`]: the cloud-init user data that installs WireGuard, nginx and the
-//!   `kokoa-edge` agent on a new VPS, enrolls it and reports it ready.
+//!   `kokoa-edge` agent on a new VPS, enrolls it and reports it ready;
+//!   [`EdgeBootstrap::from_user_data`] reads it back.
 //! - [`EdgeNodeManagement`]: the replacement settings with the spec's defaults;
 //!   [`choose_replacement`] picks another provider and region for a replacement,
 //!   [`nodes_to_create`] keeps `min_active_nodes` within `max_nodes`; [`region_code`] maps
@@ -41,6 +42,7 @@
 //! | `vultr` | no | `vultr::Vultr`: instances through the Vultr API v2. |
 //! | `hetzner` | no | `hetzner::Hetzner`: servers through the Hetzner Cloud API v1. |
 //! | `ec2` | no | `ec2::Ec2`: Amazon EC2 instances through the EC2 Query API, requests signed with AWS Signature Version 4 (`kokoa-core/sigv4`); provider name `aws`. |
+//! | `lab` | no | `lab::LabProvisioner`: network namespaces on this Linux machine as edge VPSes (needs root), so the edge automation runs end to end in a lab; provider name `lab`. |
 //!
 //! Each cloud provider has a constructor for the real API (`new`) and one taking a
 //! `reqwest::Client` and a base URL (`with_client`), so tests can point it at a local
@@ -70,6 +72,9 @@ pub mod ec2;
 #[cfg(feature = "hetzner")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hetzner")))]
 pub mod hetzner;
+#[cfg(feature = "lab")]
+#[cfg_attr(docsrs, doc(cfg(feature = "lab")))]
+pub mod lab;
 #[cfg(feature = "vultr")]
 #[cfg_attr(docsrs, doc(cfg(feature = "vultr")))]
 pub mod vultr;

@@ -171,7 +171,8 @@ impl InstanceConfig {
         feature = "digitalocean",
         feature = "vultr",
         feature = "hetzner",
-        feature = "ec2"
+        feature = "ec2",
+        feature = "lab"
     ))]
     pub(crate) fn check_no_address(&self) -> Result<(), Error> {
         match self.address {

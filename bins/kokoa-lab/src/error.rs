@@ -66,6 +66,9 @@ pub enum Error {
         /// What was expected and what was seen.
         message: String,
     },
+    /// The lab's edge provisioner refused its configuration or failed.
+    #[error("lab provisioner: {0}")]
+    Provision(#[from] kokoa_provision::Error),
     /// The state file is unreadable.
     #[error("state file {} is not valid: {message}", path.display())]
     State {

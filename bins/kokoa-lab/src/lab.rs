@@ -435,6 +435,11 @@ impl Lab {
         Ok(())
     }
 
+    /// Where the lab's programs are.
+    pub fn bins(&self) -> &Bins {
+        &self.bins
+    }
+
     /// The curl commands a person can paste to try the lab.
     pub fn hints(&self) -> Vec<String> {
         let root = self.tls.root.display();

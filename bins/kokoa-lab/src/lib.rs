@@ -5,9 +5,10 @@
 //!
 //! The pieces: [`plan`] (who lives at which address), [`net`] (namespaces, bridge, probes),
 //! [`supervisor`] (the child processes), [`state`] (the state file and the guard that
-//! removes everything), [`lab::Lab`] (the running scenario), [`check`] (its steps) and
+//! removes everything), [`lab::Lab`] (the running scenario), [`check`] (its steps),
 //! [`app`] (the tiny HTTP app each origin serves), [`tls`] (pebble and the DNS server
-//! that give the edges real certificates).
+//! that give the edges real certificates) and [`vps`] (the edge provisioner whose VPSes
+//! are namespaces on the lab's bridge).
 //!
 //! ```
 //! use kokoa_lab::plan::{self, Role};
@@ -30,5 +31,6 @@ pub mod plan;
 pub mod state;
 pub mod supervisor;
 pub mod tls;
+pub mod vps;
 
 pub use error::Error;

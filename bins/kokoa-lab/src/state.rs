@@ -11,7 +11,7 @@ use std::{
 use rustix::process::{Pid, Signal, kill_process};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, plan};
+use crate::{Error, plan, vps};
 
 /// Where `up` and `check` record what they make.
 pub const STATE_FILE: &str = "/run/kokoa-lab/state.json";
@@ -110,6 +110,7 @@ pub fn leftovers(path: &Path) -> Result<Option<String>, Error> {
     let existing: Vec<String> = plan::namespaces()
         .into_iter()
         .filter(|ns| Path::new("/run/netns").join(ns).exists())
+        .chain(vps::namespaces())
         .collect();
     if !existing.is_empty() {
         return Ok(Some(format!("namespaces {}", existing.join(", "))));
@@ -158,7 +159,12 @@ impl Ledger {
 
 impl Drop for Ledger {
     fn drop(&mut self) {
-        for problem in clean(&self.state) {
+        let mut state = self.state.clone();
+        // The edge VPSes: the control plane made them, so they are found by name.
+        if state.namespaces.iter().any(|ns| ns == plan::HUB) {
+            state.namespaces.extend(vps::namespaces());
+        }
+        for problem in clean(&state) {
             eprintln!("cleanup: {problem}");
         }
         let _ = fs::remove_file(&self.path);
@@ -174,6 +180,7 @@ pub fn down(path: &Path) -> Result<bool, Error> {
             state.namespaces.push(ns);
         }
     }
+    state.namespaces.extend(vps::namespaces());
     if Path::new("/sys/class/net").join(plan::ROOT_LINK).exists() {
         state.links.push(plan::ROOT_LINK.to_owned());
     }

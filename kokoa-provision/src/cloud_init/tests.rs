@@ -131,10 +131,18 @@ fn a_package_brings_its_own_unit() {
 fn unsafe_values_are_refused() {
     let err = |b: &EdgeBootstrap| render_user_data(b).unwrap_err().to_string();
     let mut b = package();
-    b.control_plane_url = "http://control.example.net".into();
+    b.control_plane_url = "ftp://control.example.net".into();
     assert_eq!(
         err(&b),
-        "invalid control_plane_url \"http://control.example.net\": expected an https:// URL: the VPS sends its token there"
+        "invalid control_plane_url \"ftp://control.example.net\": expected an https:// URL: the VPS sends its token there"
+    );
+    b.control_plane_url = "http://control.example.net".into();
+    assert!(
+        err(&b).contains(
+            "plain http:// is accepted only for an IP address in a loopback or private range"
+        ),
+        "{}",
+        err(&b)
     );
     for bad in [
         "https://",
@@ -159,11 +167,67 @@ fn unsafe_values_are_refused() {
     assert!(err(&b).starts_with("invalid agent sha256 \"abc\""));
     let b = download("https://d.example.net/a;reboot", STUB_AGENT_SHA256);
     assert!(err(&b).starts_with("invalid agent url"));
+    let b = download("http://10.0.0.5/kokoa-edge", STUB_AGENT_SHA256);
+    assert_eq!(
+        err(&b),
+        "invalid agent url \"http://10.0.0.5/kokoa-edge\": expected an https:// URL"
+    );
     let mut b = package();
     b.agent = AgentSource::Package {
         name: "-oAPT::x".into(),
     };
     assert!(err(&b).starts_with("invalid agent package \"-oAPT::x\""));
+}
+
+#[test]
+fn plain_http_only_to_private_ip_literals() {
+    let accepts = |url: &str| {
+        let mut b = package();
+        b.control_plane_url = url.into();
+        render_user_data(&b).is_ok()
+    };
+    for good in [
+        "http://10.99.0.1:8080",
+        "http://127.0.0.1",
+        "http://127.8.9.10:1/",
+        "http://172.16.0.1",
+        "http://172.31.255.254:65535/kokoa",
+        "http://192.168.1.10:8080",
+        "http://100.64.0.1",
+        "http://100.127.255.255",
+        "http://[::1]:8080",
+        "http://[fd00::1]",
+        "http://[fdab:cdef::1]:9000/api",
+        "https://control.example.net",
+        "https://203.0.113.10",
+    ] {
+        assert!(accepts(good), "{good} should be accepted");
+    }
+    for bad in [
+        "http://control.example.net",
+        "http://localhost:8080",
+        "http://203.0.113.10",
+        "http://8.8.8.8",
+        "http://172.32.0.1",
+        "http://100.128.0.1",
+        "http://169.254.1.1",
+        "http://0.0.0.0",
+        "http://010.0.0.1",
+        "http://10.1",
+        "http://10.0.0.1.example.net",
+        "http://10.0.0.1:",
+        "http://10.0.0.1:0",
+        "http://10.0.0.1:65536",
+        "http://10.0.0.1:80:80",
+        "http://[::1",
+        "http://[fe80::1]",
+        "http://[fc00::1]",
+        "http://[2001:db8::1]",
+        "http://[::ffff:10.0.0.1]",
+        "http://::1",
+    ] {
+        assert!(!accepts(bad), "{bad} should be refused");
+    }
 }
 
 /// Writes `name` in `bin`: a stub that logs its arguments to `$LOG`, or a link to the
@@ -351,5 +415,161 @@ proptest! {
         prop_assert_eq!(lines[2], token.as_str());
         prop_assert_eq!(&files[1].2, BOOTSTRAP_SCRIPT);
         prop_assert_eq!(runcmd(&doc), [[SCRIPT_PATH, CONF_PATH]]);
+    }
+}
+
+#[test]
+fn user_data_is_read_back() {
+    let url = "https://downloads.example.net/kokoa-edge?sig=a1+b2&exp=9";
+    let b = download(url, &STUB_AGENT_SHA256.to_uppercase());
+    let parsed = EdgeBootstrap::from_user_data(&render_user_data(&b).unwrap()).unwrap();
+    // As rendered: no trailing '/', the checksum in lower case.
+    let expected = EdgeBootstrap {
+        control_plane_url: "https://control.example.net".into(),
+        ..download(url, STUB_AGENT_SHA256)
+    };
+    assert_eq!(parsed, expected);
+    let b = package();
+    let parsed = EdgeBootstrap::from_user_data(&render_user_data(&b).unwrap()).unwrap();
+    assert_eq!(parsed.agent, b.agent);
+    assert_eq!(parsed.enrollment_token.expose(), "kk_enr_5f1e");
+}
+
+#[test]
+fn malformed_user_data_is_refused() {
+    let good = render_user_data(&package()).unwrap();
+    let good = good.expose();
+    let conf =
+        r#"content: "https://control.example.net\nedg_1\nkk_enr_5f1e\npackage\nkokoa-edge\n\n""#;
+    assert!(good.contains(conf), "{good}");
+    let changed = |from: &str, to: &str| good.replacen(from, to, 1);
+    for (what, text) in [
+        ("empty", String::new()),
+        ("only the header", "#cloud-config\n".to_owned()),
+        ("another command", format!("{good}  - [reboot]\n")),
+        (
+            "another file",
+            changed(
+                "runcmd:\n",
+                "  - path: \"/root/.ssh/authorized_keys\"\n    content: \"ssh-ed25519 AAAA\"\nruncmd:\n",
+            ),
+        ),
+        (
+            "a seventh value",
+            changed("kokoa-edge\\n\\n\"", "kokoa-edge\\n\\nx\\n\""),
+        ),
+        (
+            "five values",
+            changed("kokoa-edge\\n\\n\"", "kokoa-edge\\n\""),
+        ),
+        (
+            "no last newline",
+            changed("kokoa-edge\\n\\n\"", "kokoa-edge\\n\\nx\""),
+        ),
+        ("another source", changed("\\npackage\\n", "\\nscript\\n")),
+        (
+            "a package with a checksum",
+            changed("kokoa-edge\\n\\n\"", "kokoa-edge\\nab\\n\""),
+        ),
+        ("a bad node id", changed("\\nedg_1\\n", "\\nedg 1\\n")),
+        ("a bad token", changed("kk_enr_5f1e", "kk_enr_5f1e;reboot")),
+        (
+            "a single-quoted scalar",
+            changed(conf, &conf.replace('"', "'")),
+        ),
+        ("CRLF line ends", good.replace('\n', "\r\n")),
+        ("an edited script", changed("set -eu\n", "set -u\n")),
+        (
+            "another comment",
+            changed("# Kokoa Proxy edge edg_1", "# Kokoa Proxy edge edg_2"),
+        ),
+    ] {
+        assert_ne!(text, good, "{what}: the change did not apply");
+        let err = EdgeBootstrap::from_user_data(&Secret::new(text))
+            .expect_err(what)
+            .to_string();
+        assert!(
+            !err.contains("kk_enr_5f1e"),
+            "{what}: the token is shown: {err}"
+        );
+        assert!(err.starts_with("invalid "), "{what}: {err}");
+    }
+}
+
+/// Valid values, in the form [`render_user_data`] writes them back.
+fn valid_bootstrap() -> impl Strategy<Value = EdgeBootstrap> {
+    let control_plane = prop_oneof![
+        (
+            "[a-z0-9]{1,12}(\\.[a-z0-9-]{1,12}){0,2}",
+            proptest::option::of(1u16..),
+            "(/[A-Za-z0-9._~%-]{1,10}){0,3}",
+        )
+            .prop_map(|(host, port, path)| {
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                format!("https://{host}{port}{path}")
+            }),
+        (any::<[u8; 3]>(), 1u16..)
+            .prop_map(|([b, c, d], port)| format!("http://10.{b}.{c}.{d}:{port}")),
+        (any::<[u8; 2]>(), 1u16..)
+            .prop_map(|([c, d], port)| format!("http://192.168.{c}.{d}:{port}/cp")),
+        Just("http://[fd00::1]:8080".to_owned()),
+    ];
+    let agent = prop_oneof![
+        (
+            "https://[a-z]{1,10}\\.example\\.net/[A-Za-z0-9._~/?=&+%-]{0,40}",
+            "[0-9a-f]{64}",
+        )
+            .prop_map(|(url, sha256)| AgentSource::Download { url, sha256 }),
+        "[a-z0-9][a-z0-9+.-]{1,40}".prop_map(|name| AgentSource::Package { name }),
+    ];
+    (
+        control_plane,
+        "[A-Za-z0-9_-]{1,64}",
+        "[A-Za-z0-9._~+/=-]{1,100}",
+        agent,
+    )
+        .prop_map(|(control_plane_url, node, token, agent)| EdgeBootstrap {
+            control_plane_url,
+            node_id: EdgeNodeId::parse(&node).unwrap(),
+            enrollment_token: Secret::new(token),
+            agent,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn reading_back_inverts_rendering(b in valid_bootstrap()) {
+        let user_data = render_user_data(&b).unwrap();
+        prop_assert_eq!(EdgeBootstrap::from_user_data(&user_data).unwrap(), b);
+    }
+
+    /// One character removed, added or replaced anywhere: refused, unless the result is
+    /// itself exactly the rendering of other valid values (e.g. another token).
+    #[test]
+    fn changed_user_data_is_refused(
+        b in valid_bootstrap(),
+        at in any::<prop::sample::Index>(),
+        change in 0..3u8,
+        c in any::<char>(),
+    ) {
+        let mut chars: Vec<char> = render_user_data(&b).unwrap().expose().chars().collect();
+        let i = at.index(chars.len());
+        match change {
+            0 => { chars.remove(i); }
+            1 => chars.insert(i, c),
+            _ => chars[i] = c,
+        }
+        let changed: String = chars.into_iter().collect();
+        if let Ok(parsed) = EdgeBootstrap::from_user_data(&Secret::new(changed.clone())) {
+            let again = render_user_data(&parsed).unwrap();
+            prop_assert_eq!(again.expose(), changed.as_str());
+        }
+    }
+
+    #[test]
+    fn arbitrary_text_is_refused(text in "(?s).{0,300}") {
+        prop_assert!(EdgeBootstrap::from_user_data(&Secret::new(text)).is_err());
     }
 }

@@ -4,6 +4,8 @@
 // Each test binary uses a part of these helpers.
 #![allow(dead_code)]
 
+pub(crate) mod netns;
+
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
