@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::standin::{Plane, agent, dig, free_port, health_server, until, webhook_receiver};
+use common::standin::{Plane, agent, free_port, health_server, until, webhook_receiver};
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     time::{Duration, Instant},
@@ -83,7 +83,7 @@ async fn an_edge_that_stops_answering_leaves_dns_and_comes_back() {
         "192.0.2.99".to_owned(),
     ];
     until("both edges in DNS", Duration::from_secs(30), || {
-        (dig(&pdns, "app.kokoa.test") == both).then_some(())
+        (plane.dig() == both).then_some(())
     })
     .await;
     let first = plane
@@ -102,7 +102,7 @@ async fn an_edge_that_stops_answering_leaves_dns_and_comes_back() {
     let stopped_at = Instant::now();
     let one = vec!["127.0.0.12".to_owned(), "192.0.2.99".to_owned()];
     until("edge 1 out of DNS", Duration::from_secs(15), || {
-        (dig(&pdns, "app.kokoa.test") == one).then_some(())
+        (plane.dig() == one).then_some(())
     })
     .await;
     let removal = stopped_at.elapsed();
@@ -160,7 +160,7 @@ async fn an_edge_that_stops_answering_leaves_dns_and_comes_back() {
     // It answers again: two good checks and it is back.
     edges[0].2 = health_server(SocketAddr::new(IpAddr::V4(edges[0].1), port)).await;
     until("edge 1 back in DNS", Duration::from_secs(15), || {
-        (dig(&pdns, "app.kokoa.test") == both).then_some(())
+        (plane.dig() == both).then_some(())
     })
     .await;
 
@@ -175,7 +175,7 @@ async fn an_edge_that_stops_answering_leaves_dns_and_comes_back() {
         .await;
     let only_first = vec!["127.0.0.11".to_owned(), "192.0.2.99".to_owned()];
     until("edge 2 out of DNS", Duration::from_secs(10), || {
-        (dig(&pdns, "app.kokoa.test") == only_first).then_some(())
+        (plane.dig() == only_first).then_some(())
     })
     .await;
     let second_id = edges[1].0.clone();

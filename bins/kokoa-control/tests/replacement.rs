@@ -81,10 +81,16 @@ impl Provisioner for StandInCloud {
             .json(&json!({"token": boot.enrollment_token.expose()}))
             .send()
             .await
-            .map_err(|e| Error::Other(Box::new(e)))?
+            .map_err(|e| Error::Other {
+                provider: "standin",
+                source: Box::new(e),
+            })?
             .json()
             .await
-            .map_err(|e| Error::Other(Box::new(e)))?;
+            .map_err(|e| Error::Other {
+                provider: "standin",
+                source: Box::new(e),
+            })?;
         let credential = enrolled["credential"]
             .as_str()
             .unwrap_or_default()
