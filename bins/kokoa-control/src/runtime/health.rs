@@ -462,7 +462,12 @@ pub(crate) async fn judge(state: &AppState, memory: &JudgeMemory) -> Result<(), 
     let reports = tunnel_reports(&edges, now, rules.heartbeat_timeout);
     let mut dns_changed = false;
     let (mut unhealthy, mut judged) = (0u64, 0u64);
-    for edge in edges.iter().filter(|e| checked(e)) {
+    // An edge still being set up is checked (its streak builds meanwhile) but judged only
+    // from `verifying` on: the edge automation decides when it may go into DNS.
+    let judged_now = |e: &&EdgeNode| {
+        checked(e) && !matches!(e.lifecycle.phase, EdgePhase::Booting | EdgePhase::Enrolled)
+    };
+    for edge in edges.iter().filter(judged_now) {
         judged += 1;
         let http = checks.get(&format!("{}/{HTTP_CHECK}", edge.id));
         let cpu_overloaded = {

@@ -952,15 +952,20 @@ async fn keep_minimum(state: &AppState) -> Result<(), kokoa_core::Error> {
         .iter()
         .filter(|e| e.status == EdgeStatus::Active && e.lifecycle.removal.is_none())
         .count();
-    // On their way: being set up, and those about to be replaced by the replacement rule.
+    // On their way: being set up, and those the replacement rule will replace (an
+    // unhealthy edge that will be destroyed, one being destroyed, one destroyed but not
+    // replaced yet), so the two rules never create two edges for one loss.
+    let management = &settings.management;
+    let replaced_later =
+        management.auto_destroy_unhealthy_vps && management.auto_replace_unhealthy_nodes;
     let coming = edges
         .iter()
         .filter(|e| {
             (e.status == EdgeStatus::Provisioning && e.lifecycle.removal.is_none())
-                || (e.lifecycle.removal.is_some()
-                    && e.lifecycle.phase != EdgePhase::Destroyed
-                    && wants_replacement(state, e))
-                || (e.lifecycle.phase == EdgePhase::Destroyed && wants_replacement(state, e))
+                || (e.status == EdgeStatus::Unhealthy
+                    && e.lifecycle.removal.is_none()
+                    && replaced_later)
+                || (e.lifecycle.removal.is_some() && wants_replacement(state, e))
         })
         .count();
     let existing = edges
