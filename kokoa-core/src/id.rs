@@ -126,6 +126,8 @@ ids! {
     CertificateId => "crt", "certificate";
     /// Identifies a [`User`](crate::User).
     UserId => "usr", "user";
+    /// Identifies a [`Session`](crate::Session) of the Web UI.
+    SessionId => "ses", "session";
     /// Identifies an [`ApiToken`](crate::ApiToken).
     ApiTokenId => "tok", "API token";
     /// Identifies an [`Enrollment`](crate::Enrollment).

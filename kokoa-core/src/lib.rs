@@ -78,13 +78,13 @@ pub use event::{Event, EventFilter, EventKind, NewEvent, Severity};
 pub use hostname::Hostname;
 pub use id::{
     ApiTokenId, CertificateId, DnsRecordId, DnsZoneId, EdgeNodeId, EnrollmentId, NodeCredentialId,
-    OriginId, RouteId, ServiceId, UserId,
+    OriginId, RouteId, ServiceId, SessionId, UserId,
 };
 pub use model::{
     ApiToken, Certificate, CertificateMode, CertificateSource, CheckStatus, DnsRecord, DnsZone,
     EdgeLifecycle, EdgeNode, EdgePhase, EdgeStatus, EdgeTunnel, Enrollment, HealthCheck,
     NodeCredential, NodeRef, Origin, OriginService, OriginStatus, Protocol, RecordData, RecordType,
-    RemovalReason, Role, Route, User,
+    RemovalReason, Role, Route, Session, SessionStage, User, UserSecrets,
 };
 pub use payload::{CertificateRef, ContentHash, EdgeConfig, EdgeContent, RateLimits, Tunnel};
 pub use secret::{MasterKey, Sealed, TokenHash};

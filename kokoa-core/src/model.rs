@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     ApiTokenId, CertificateId, ContentHash, DnsRecordId, DnsZoneId, EdgeNodeId, Email,
     EnrollmentId, Error, HealthCheckPath, Hostname, Name, NodeCredentialId, OriginId, Port,
-    RouteId, ServiceId, Timestamp, UserId, WgPublicKey,
+    RouteId, Sealed, ServiceId, SessionId, Timestamp, UserId, WgPublicKey,
 };
 
 /// Whether an origin is connected: it turns active with its first heartbeat and inactive
@@ -726,8 +726,9 @@ pub enum Role {
     Viewer,
 }
 
-/// An administrator account. The password hash and TOTP secret are kept by the store,
-/// outside this type, so a `User` can be logged and returned by the API as it is.
+/// An account of the Web UI. The password hash and TOTP secret are kept by the store,
+/// outside this type ([`UserSecrets`]), so a `User` can be logged and returned by the API
+/// as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// Its id.
@@ -738,6 +739,134 @@ pub struct User {
     pub role: Role,
     /// When it was created.
     pub created_at: Timestamp,
+    /// Whether the TOTP second factor is set up (and asked for at every password login).
+    #[serde(default)]
+    pub totp_enabled: bool,
+    /// Failed logins in a row since the last success or lockout.
+    #[serde(default)]
+    pub failed_logins: u32,
+    /// Logins are refused until then, after too many failures in a row.
+    #[serde(default)]
+    pub locked_until: Option<Timestamp>,
+}
+
+impl User {
+    /// A new account with no second factor, no failures and no lock.
+    pub fn new(email: Email, role: Role, created_at: Timestamp) -> Self {
+        Self {
+            id: UserId::new(),
+            email,
+            role,
+            created_at,
+            totp_enabled: false,
+            failed_logins: 0,
+            locked_until: None,
+        }
+    }
+
+    /// Whether logins are refused at `now`.
+    pub fn is_locked(&self, now: Timestamp) -> bool {
+        self.locked_until.is_some_and(|until| now < until)
+    }
+}
+
+/// What the store keeps to check a user's login. `Debug` shows none of it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct UserSecrets {
+    /// The password's hash in PHC string form (`$argon2id$…`); `None` for an account that
+    /// signs in only through an OpenID provider.
+    pub password_hash: Option<String>,
+    /// The TOTP secret, sealed for
+    /// [`totp_secret_context`](crate::secret::totp_secret_context): set at enrollment,
+    /// before [`User::totp_enabled`] turns true.
+    pub totp_secret: Option<Sealed>,
+    /// The last TOTP time step a code was accepted for: a code is accepted once.
+    pub totp_last_step: Option<u64>,
+}
+
+impl fmt::Debug for UserSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserSecrets")
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "totp_secret",
+                &self.totp_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("totp_last_step", &self.totp_last_step)
+            .finish()
+    }
+}
+
+/// How far a Web UI session has got through the login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SessionStage {
+    /// The password (or the OpenID provider) was verified; the second factor, or its
+    /// enrollment, is still to come. Such a session may do nothing else.
+    SecondFactor,
+    /// Fully signed in.
+    Full,
+}
+
+impl SessionStage {
+    /// The word stored and shown: `second_factor` or `full`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SecondFactor => "second_factor",
+            Self::Full => "full",
+        }
+    }
+}
+
+impl std::str::FromStr for SessionStage {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "second_factor" => Ok(Self::SecondFactor),
+            "full" => Ok(Self::Full),
+            other => Err(Error::Storage(
+                format!("unknown session stage {other:?}").into(),
+            )),
+        }
+    }
+}
+
+/// A Web UI session. The store keeps it under the hash of the cookie's token; the token
+/// itself is only in the browser. `Debug` hides the CSRF token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Its id.
+    pub id: SessionId,
+    /// Who is signed in.
+    pub user_id: UserId,
+    /// How far the login got.
+    pub stage: SessionStage,
+    /// The token every state-changing request of this session must echo in a header.
+    pub csrf_token: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was last used.
+    pub last_seen: Timestamp,
+    /// When it ends unless used again.
+    pub expires_at: Timestamp,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("stage", &self.stage)
+            .field("csrf_token", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("last_seen", &self.last_seen)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// A token for the management API. The token itself is shown once, at creation; the store
@@ -1021,16 +1150,49 @@ mod tests {
 
     #[test]
     fn a_user_shows_no_secret_because_it_holds_none() {
-        let user = User {
-            id: UserId::new(),
-            email: Email::parse("admin@example.com").unwrap(),
-            role: Role::Admin,
-            created_at: Timestamp::now(),
-        };
+        let user = User::new(
+            Email::parse("admin@example.com").unwrap(),
+            Role::Admin,
+            Timestamp::now(),
+        );
         let json = serde_json::to_value(&user).unwrap();
         let mut keys: Vec<&String> = json.as_object().unwrap().keys().collect();
         keys.sort();
-        assert_eq!(keys, ["created_at", "email", "id", "role"]);
+        assert_eq!(
+            keys,
+            [
+                "created_at",
+                "email",
+                "failed_logins",
+                "id",
+                "locked_until",
+                "role",
+                "totp_enabled"
+            ]
+        );
+        let secrets = UserSecrets {
+            password_hash: Some("$argon2id$v=19$secret".into()),
+            totp_secret: Some(crate::MasterKey::generate().seal("JBSWY3DPEHPK3PXP", "t")),
+            totp_last_step: Some(1),
+        };
+        let shown = format!("{secrets:?}");
+        assert!(
+            !shown.contains("argon2") && !shown.contains("Sealed"),
+            "{shown}"
+        );
+        let session = Session {
+            id: SessionId::new(),
+            user_id: user.id,
+            stage: SessionStage::Full,
+            csrf_token: "csrf-secret".into(),
+            created_at: Timestamp::now(),
+            last_seen: Timestamp::now(),
+            expires_at: Timestamp::now(),
+        };
+        assert!(!format!("{session:?}").contains("csrf-secret"));
+        for stage in [SessionStage::SecondFactor, SessionStage::Full] {
+            assert_eq!(stage.as_str().parse::<SessionStage>().unwrap(), stage);
+        }
     }
 
     proptest! {

@@ -18,7 +18,7 @@ use base64::{
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
-use crate::{CertificateId, ContentHash, DnsZoneId, EdgeNodeId, Error, OriginId};
+use crate::{CertificateId, ContentHash, DnsZoneId, EdgeNodeId, Error, OriginId, UserId};
 
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -161,6 +161,11 @@ pub fn certificate_key_context(certificate: &CertificateId) -> String {
 /// The context a DNS zone's provider credentials are sealed for.
 pub fn dns_zone_credentials_context(zone: &DnsZoneId) -> String {
     format!("dns-zone:{zone}:credentials")
+}
+
+/// The context a user's TOTP secret is sealed for.
+pub fn totp_secret_context(user: &UserId) -> String {
+    format!("user:{user}:totp-secret")
 }
 
 /// The context of a secret kept in the store's small shared values (an ACME account key,

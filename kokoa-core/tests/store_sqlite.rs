@@ -42,7 +42,7 @@ async fn a_database_from_a_newer_version_is_refused() {
         .prepare("SELECT version FROM schema_migrations")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .expect("read versions");
-    assert_eq!(versions, [1, 2], "each migration recorded once");
+    assert_eq!(versions, [1, 2, 3], "each migration recorded once");
     conn.execute(
         "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)",
         [],
@@ -72,7 +72,8 @@ async fn a_version_1_database_is_upgraded_without_losing_rows() {
          INSERT INTO edge_nodes VALUES ('edg_1', 'edge-1', NULL, 'manual', 'lab', '10.99.0.11',
            'active', NULL, NULL, 2, 0, NULL);
          INSERT INTO health_checks (edge_node_id, status, response_time_ms, error_message, checked_at)
-           VALUES ('edg_1', 'failure', NULL, 'timed out', 5);",
+           VALUES ('edg_1', 'failure', NULL, 'timed out', 5);
+         INSERT INTO users VALUES ('usr_1', 'admin@example.com', 'admin', 0, '$argon2id$x');",
     )
     .expect("rows of version 1");
     drop(conn);
@@ -92,4 +93,10 @@ async fn a_version_1_database_is_upgraded_without_losing_rows() {
     let history = store.health_history(&edge.id, 10).await.expect("history");
     assert_eq!(history[0].check, "http");
     assert_eq!(history[0].error_message.as_deref(), Some("timed out"));
+    let (user, secrets) = store
+        .get_user(&kokoa_core::UserId::parse("usr_1").expect("id"))
+        .await
+        .expect("user");
+    assert_eq!((user.totp_enabled, user.failed_logins), (false, 0));
+    assert_eq!(secrets.password_hash.as_deref(), Some("$argon2id$x"));
 }

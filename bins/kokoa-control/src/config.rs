@@ -21,6 +21,7 @@ use kokoa_provision::{AgentSource, EdgeNodeManagement};
 use serde::Deserialize;
 
 use crate::{
+    auth::oidc::OidcConfig,
     error::Error,
     notify::NotifySettings,
     runtime::{EdgeSettings, HealthSettings, Module, ProvisionerEntry, RuntimeSettings},
@@ -33,7 +34,13 @@ pub const DEFAULT_LISTEN: SocketAddr =
 const EXAMPLES: &str = "\
 Examples:
   # Create the data directory: SQLite database, master key, first admin token (shown once)
-  kokoa-control init --data-dir /var/lib/kokoa
+  # and the first Web UI admin (the password is asked for, or read from stdin)
+  kokoa-control init --data-dir /var/lib/kokoa --admin-email admin@example.com
+
+  # More people for the Web UI; list them; make one set up the second factor again
+  kokoa-control user add --data-dir /var/lib/kokoa viewer@example.com --role viewer
+  kokoa-control user list --data-dir /var/lib/kokoa
+  kokoa-control user reset-totp --data-dir /var/lib/kokoa viewer@example.com
 
   # Serve the API
   kokoa-control serve --data-dir /var/lib/kokoa --listen 127.0.0.1:8080 \\
@@ -51,6 +58,14 @@ Configuration file (TOML, every key optional):
   edge_requests_per_second = 10                # per client address, at every edge
   edge_burst = 20
   edge_connections_per_address = 10
+  trusted_proxies = [\"127.0.0.1\"]            # TLS proxy in front: its X-Forwarded-For counts
+
+  [oidc]                                       # optional: sign-in through an OpenID provider
+  issuer = \"https://id.example.com/realms/ops\"
+  client_id = \"kokoa\"                         # secret: KOKOA_OIDC_CLIENT_SECRET
+  allowed_groups = [\"ops\"]                    # and/or allowed_emails = [...]
+  admin_groups = [\"ops-admins\"]               # new users: admin; others: default_role
+  # redirect URI to register: PUBLIC_URL/login/oidc/callback
 
   [modules.health_checker]                     # every module starts on; switch at run
   enabled = true                               # time with PUT /api/v1/modules/NAME
@@ -118,26 +133,75 @@ pub enum Command {
     /// Create a new data directory: database, master key and the first admin API token.
     #[command(after_help = EXAMPLES)]
     Init(InitArgs),
-    /// Serve the REST API until SIGINT or SIGTERM.
+    /// Serve the REST API and the Web UI until SIGINT or SIGTERM.
     #[command(after_help = EXAMPLES)]
     Serve(ServeArgs),
+    /// Manage the people who sign in to the Web UI.
+    #[command(after_help = EXAMPLES)]
+    User(UserArgs),
+}
+
+/// `user` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct UserArgs {
+    /// Common settings.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+/// The `user` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Add a user. The password is asked for (or read from the first line of stdin); they
+    /// set up their second factor at their first sign-in.
+    Add {
+        /// E-mail address, the sign-in name.
+        email: String,
+        /// `admin` or `viewer` (read only).
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// No password: the user signs in only through the OpenID provider.
+        #[arg(long)]
+        no_password: bool,
+    },
+    /// List users.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user and end their sessions.
+    Remove {
+        /// E-mail address.
+        email: String,
+    },
+    /// Remove a user's second factor (a lost phone) and end their sessions; they set it up
+    /// again at their next sign-in.
+    ResetTotp {
+        /// E-mail address.
+        email: String,
+    },
 }
 
 /// Settings both subcommands take.
 #[derive(Debug, Clone, Default, Args)]
 pub struct CommonArgs {
     /// TOML configuration file.
-    #[arg(long, env = "KOKOA_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "KOKOA_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Directory holding the SQLite database and `master.key`.
-    #[arg(long, env = "KOKOA_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "KOKOA_DATA_DIR", value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL (`postgres://user@host/db`) instead of SQLite in the data directory.
     #[arg(
         long = "database",
         env = "KOKOA_DATABASE_URL",
         value_name = "URL",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub database_url: Option<String>,
 }
@@ -151,6 +215,10 @@ pub struct InitArgs {
     /// Print the admin token as JSON: `{"admin_token":"…"}`.
     #[arg(long)]
     pub json: bool,
+    /// Also create this Web UI admin; the password is asked for, or read from the first
+    /// line of stdin.
+    #[arg(long, value_name = "EMAIL")]
+    pub admin_email: Option<String>,
 }
 
 /// `serve` arguments.
@@ -177,6 +245,15 @@ pub struct ServeArgs {
     /// Connections each client address may hold open at every edge [default: 10].
     #[arg(long, env = "KOKOA_EDGE_CONNECTIONS_PER_ADDRESS", value_name = "N")]
     pub edge_connections_per_address: Option<NonZeroU32>,
+    /// A reverse proxy in front of this server whose X-Forwarded-For names the client
+    /// (repeat, or separate with commas).
+    #[arg(
+        long = "trusted-proxy",
+        env = "KOKOA_TRUSTED_PROXIES",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 fn parse_pool(text: &str) -> Result<SubnetPool, String> {
@@ -198,6 +275,8 @@ struct FileConfig {
     edge_requests_per_second: Option<NonZeroU32>,
     edge_burst: Option<u32>,
     edge_connections_per_address: Option<NonZeroU32>,
+    oidc: Option<OidcConfig>,
+    trusted_proxies: Option<Vec<std::net::IpAddr>>,
     #[serde(default)]
     modules: BTreeMap<String, ModuleFile>,
     #[serde(default)]
@@ -500,6 +579,10 @@ pub struct Settings {
     pub subnet_pool: SubnetPool,
     /// The per client limits every edge enforces.
     pub rate_limits: RateLimits,
+    /// Sign-in through an OpenID provider, if configured (`[oidc]` in the file).
+    pub oidc: Option<OidcConfig>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// How certificates are ordered; `None` without an `[acme]` section.
     pub acme: Option<AcmeSettings>,
     /// The duties' settings: health checks, edge automation, providers, modules.
@@ -534,6 +617,16 @@ impl Settings {
                 .or(file.database_url.clone()),
         )?;
         let listen = args.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN);
+        let oidc = match file.oidc {
+            Some(mut oidc) => {
+                if let Ok(secret) = std::env::var("KOKOA_OIDC_CLIENT_SECRET") {
+                    oidc.client_secret = Some(zeroize::Zeroizing::new(secret));
+                }
+                oidc.check()?;
+                Some(oidc)
+            }
+            None => None,
+        };
         let acme = file
             .acme
             .map(|acme| AcmeSettings::resolve(acme, std::env::var(EAB_HMAC_KEY_ENV).ok()))
@@ -570,6 +663,12 @@ impl Settings {
                     burst: args.edge_burst.or(file.edge_burst).unwrap_or(default.burst),
                     connections_per_address: connections,
                 }
+            },
+            oidc,
+            trusted_proxies: if args.trusted_proxies.is_empty() {
+                file.trusted_proxies.unwrap_or_default()
+            } else {
+                args.trusted_proxies.clone()
             },
             runtime,
             notifications,
@@ -871,7 +970,7 @@ mod tests {
         full.extend_from_slice(argv);
         match Cli::try_parse_from(full).unwrap().command {
             Command::Serve(args) => args,
-            Command::Init(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 

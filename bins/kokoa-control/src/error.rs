@@ -219,6 +219,15 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] kokoa_core::Error),
 
+    /// A sign-in through the OpenID provider failed.
+    #[error("single sign-on failed at the {step} step: {message}")]
+    Oidc {
+        /// The step: `discovery`, `token`, `ID token`, `access`, ...
+        step: &'static str,
+        /// What went wrong (never a token or secret).
+        message: String,
+    },
+
     /// The server stopped with an error.
     #[error("server error: {0}")]
     Serve(io::Error),

@@ -67,6 +67,36 @@ pub mod kinds {
     pub const MODULE_CHANGED: &str = "module.changed";
     /// This control plane became the leader (SPEC §11).
     pub const LEADER_ELECTED: &str = "control_plane.leader";
+
+    /// Every type above. The Web UI listens for these on the live stream (an
+    /// `EventSource` cannot listen for "any type"), so a new type belongs here too.
+    pub const ALL: &[&str] = &[
+        EDGE_CREATED,
+        EDGE_PROVISIONED,
+        EDGE_ENROLLED,
+        EDGE_REPORTED_READY,
+        EDGE_TUNNELS_UP,
+        EDGE_CERTIFICATES_INSTALLED,
+        EDGE_READY,
+        EDGE_UNHEALTHY,
+        EDGE_RECOVERED,
+        EDGE_ALERT,
+        EDGE_REMOVAL_STARTED,
+        EDGE_DESTROYED,
+        EDGE_REPLACEMENT,
+        EDGE_STEP_FAILED,
+        DNS_RECORD_ADDED,
+        DNS_RECORD_REMOVED,
+        DNS_RECORD_UPDATED,
+        DNS_RECONCILE_FAILED,
+        CERTIFICATE_ISSUED,
+        CERTIFICATE_FAILED,
+        ORIGIN_UNAVAILABLE,
+        ORIGIN_AVAILABLE,
+        ORIGIN_ALERT,
+        MODULE_CHANGED,
+        LEADER_ELECTED,
+    ];
 }
 
 /// How many "something new" signals a slow listener may fall behind; it then reads the

@@ -1,14 +1,16 @@
 //! The reference control plane of Kokoa Proxy: the REST API of SPEC §6 over a
-//! [`Store`], node enrollment, and the configuration edges and
+//! [`Store`], the Web UI, node enrollment, and the configuration edges and
 //! origins pull.
 //!
 //! The binary `kokoa-control` is a thin shell over this library: `init` ([`init`]) creates a
-//! data directory, `serve` ([`serve`]) runs [`api::router`]. Tests build the same router
+//! data directory (and the first Web UI admin), `serve` ([`serve`]) runs [`api::router`]. Tests build the same router
 //! over any store and call it over real HTTP.
 //!
 //! - [`api`]: the endpoints, their request and response bodies, and the OpenAPI document
 //!   generated from them ([`api::openapi`]).
-//! - [`auth`]: bearer tokens (API tokens with a role, node credentials, enrollment tokens).
+//! - [`auth`]: bearer tokens (API tokens with a role, node credentials, enrollment tokens)
+//!   and people: passwords, TOTP, sessions with CSRF tokens, single sign-on (OIDC).
+//! - [`ui`]: the Web UI (sign-in pages, and the pages a small script fills from the API).
 //! - [`bundle`]: the origin's `origin-config.tar.gz`.
 //! - [`payload`]: the configuration each edge and origin pulls.
 //! - [`config`]: command line, environment and configuration file.
@@ -25,11 +27,14 @@
 //!     SubnetPool::default(),
 //!     "https://control.example.com",
 //! );
-//! let router = api::router(state); // serve with axum::serve(listener, router)
+//! // The API and the Web UI; serve with `axum::serve(listener,
+//! // router.into_make_service_with_connect_info::<std::net::SocketAddr>())`.
+//! let router = api::router(state);
 //! # drop(router);
 //!
 //! let doc = serde_json::to_value(api::openapi())?;
 //! assert!(doc["paths"]["/api/v1/routes"]["post"].is_object());
+//! assert!(doc["paths"]["/api/v1/users"]["post"].is_object());
 //! assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -48,7 +53,7 @@ use std::{
     sync::Arc,
 };
 
-use kokoa_core::{MasterKey, Name, Role, store::Store};
+use kokoa_core::{Email, MasterKey, Name, Role, User, store::Store};
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
@@ -63,6 +68,7 @@ pub mod notify;
 pub mod payload;
 pub mod runtime;
 mod state;
+pub mod ui;
 
 pub use error::{ApiError, Error};
 pub use state::AppState;
@@ -85,8 +91,23 @@ pub struct Initialised {
 }
 
 /// `kokoa-control init`: creates `data_dir` (refusing one that holds files), the database,
-/// the master key file (`master.key`, mode 0600) and a first admin API token.
-pub async fn init(data_dir: &Path, database: &Database) -> Result<Initialised, Error> {
+/// the master key file (`master.key`, mode 0600), a first admin API token and, given
+/// `admin` (e-mail address and password), the first Web UI admin.
+pub async fn init(
+    data_dir: &Path,
+    database: &Database,
+    admin: Option<(&str, &str)>,
+) -> Result<Initialised, Error> {
+    let admin = admin
+        .map(|(email, password)| {
+            let email = Email::parse(email)?;
+            auth::password::check_new(password).map_err(|message| Error::Setting {
+                setting: "password",
+                message,
+            })?;
+            Ok::<_, Error>((email, password))
+        })
+        .transpose()?;
     let io = |what| {
         move |source| Error::Io {
             what,
@@ -130,7 +151,29 @@ pub async fn init(data_dir: &Path, database: &Database) -> Result<Initialised, E
     let state = AppState::new(store, key, Default::default(), "");
     let name = Name::parse("admin")?;
     let (_, admin_token) = api::issue_api_token(&state, name, Role::Admin).await?;
+    if let Some((email, password)) = admin {
+        add_user(state.store(), email, Role::Admin, Some(password)).await?;
+    }
     Ok(Initialised { admin_token })
+}
+
+/// Adds a Web UI user (`kokoa-control user add`).
+pub async fn add_user(
+    store: &dyn Store,
+    email: Email,
+    role: Role,
+    password: Option<&str>,
+) -> Result<User, Error> {
+    api::create_user(store, email, role, password)
+        .await
+        .map_err(|e| Error::Setting {
+            setting: if e.field() == Some("password") {
+                "password"
+            } else {
+                "email"
+            },
+            message: e.message().to_owned(),
+        })
 }
 
 /// Reads the master key written by [`init`].
@@ -165,6 +208,12 @@ pub async fn serve(
         settings.runtime.clone(),
     );
     state.set_rate_limits(settings.rate_limits);
+    state.set_trusted_proxies(settings.trusted_proxies.clone());
+    if let Some(config) = &settings.oidc {
+        let oidc = auth::oidc::Oidc::with_default_client(config.clone(), state.public_url())?;
+        tracing::info!(issuer = %config.issuer, redirect_uri = %oidc.redirect_uri(), "single sign-on enabled");
+        state.set_oidc(oidc);
+    }
     if let Some(acme) = &settings.acme {
         state.set_acme(acme.clone());
     }
@@ -195,14 +244,17 @@ pub async fn serve(
     let duties = tokio::spawn(runtime::run(state.clone(), async move {
         let _ = duties_stopped.await;
     }));
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            state.begin_shutdown();
-        })
-        .await
-        .map_err(Error::Serve);
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        state.begin_shutdown();
+    })
+    .await
+    .map_err(Error::Serve);
     let _ = stop_duties.send(());
     if let Err(e) = duties.await {
         tracing::error!(error = %e, "the control plane's duties ended abnormally");

@@ -1,11 +1,15 @@
 //! What every request handler shares.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+};
 
 use kokoa_core::{MasterKey, RateLimits, SubnetPool, store::Store};
 use tokio::sync::{Mutex, watch};
 
 use crate::{
+    auth::{limit::LoginLimiter, oidc::Oidc},
     error::ApiError,
     events::EventBus,
     payload::Snapshot,
@@ -32,6 +36,12 @@ struct Inner {
     master_key: MasterKey,
     subnet_pool: SubnetPool,
     public_url: String,
+    /// Login attempts left per client address.
+    login_limiter: LoginLimiter,
+    /// The OpenID provider people may sign in with, if one is configured.
+    oidc: OnceLock<Arc<Oidc>>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    trusted_proxies: OnceLock<Vec<std::net::IpAddr>>,
     /// The per client limits written into every edge's configuration.
     rate_limits: watch::Sender<RateLimits>,
     /// A counter bumped after every change that can alter a node's configuration; the
@@ -40,7 +50,7 @@ struct Inner {
     /// Turns true when the server is shutting down, so long polls answer at once.
     shutdown: watch::Sender<bool>,
     /// How certificates are ordered, once the configuration said so.
-    acme: std::sync::OnceLock<crate::config::AcmeSettings>,
+    acme: OnceLock<crate::config::AcmeSettings>,
     /// The last snapshot of origins and routes. An async mutex so that when many waiting
     /// nodes wake up after a change, one reads the store and the others reuse its result.
     snapshot: Mutex<Option<Arc<Snapshot>>>,
@@ -97,11 +107,14 @@ impl AppState {
                 master_key,
                 subnet_pool,
                 public_url: public_url.into(),
+                login_limiter: LoginLimiter::default(),
+                oidc: OnceLock::new(),
+                trusted_proxies: OnceLock::new(),
                 rate_limits: watch::Sender::new(RateLimits::default()),
                 changes: watch::Sender::new(0),
                 shutdown: watch::Sender::new(false),
                 snapshot: Mutex::new(None),
-                acme: std::sync::OnceLock::new(),
+                acme: OnceLock::new(),
             }),
         }
     }
@@ -198,6 +211,38 @@ impl AppState {
     /// The URL nodes reach this control plane at.
     pub fn public_url(&self) -> &str {
         &self.inner.public_url
+    }
+
+    /// Whether session cookies get the `Secure` attribute: when the public URL is
+    /// `https://` (the browser reaches the control plane over TLS).
+    pub fn secure_cookies(&self) -> bool {
+        self.inner.public_url.starts_with("https://")
+    }
+
+    /// Login attempts left per client address.
+    pub fn login_limiter(&self) -> &LoginLimiter {
+        &self.inner.login_limiter
+    }
+
+    /// Offers sign-in through `oidc`; false if a provider was set already.
+    pub fn set_oidc(&self, oidc: Oidc) -> bool {
+        self.inner.oidc.set(Arc::new(oidc)).is_ok()
+    }
+
+    /// Trusts the `X-Forwarded-For` header of requests from `proxies` to name the client
+    /// (for the sign-in rate limit); false if set already.
+    pub fn set_trusted_proxies(&self, proxies: Vec<std::net::IpAddr>) -> bool {
+        self.inner.trusted_proxies.set(proxies).is_ok()
+    }
+
+    /// The reverse proxies trusted to name the client.
+    pub fn trusted_proxies(&self) -> &[std::net::IpAddr] {
+        self.inner.trusted_proxies.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// The OpenID provider, if one is configured.
+    pub fn oidc(&self) -> Option<&Arc<Oidc>> {
+        self.inner.oidc.get()
     }
 
     /// Wakes every long poll so it recomputes its node's configuration.

@@ -710,6 +710,27 @@ async fn nodes_enroll_once_report_ready_and_send_heartbeats() {
             .await;
         assert_eq!(origin["status"], "active");
         assert!(origin["last_heartbeat"].is_string());
+        assert_eq!(origin["services_down"], json!([]));
+        // A service reported down is named in the origin's view (the Origins page).
+        let (status, _) = s
+            .call(
+                Method::POST,
+                "/api/v1/heartbeat",
+                Some(&origin_credential),
+                Some(json!({"node_id": origin_id, "status": "degraded",
+                              "services": [{"name": "web", "port": 8001, "status": "down"}]})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let origin = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/origins/{origin_id}"),
+                None,
+                200,
+            )
+            .await;
+        assert_eq!(origin["services_down"], json!(["web"]), "{origin}");
 
         // Health history: newest first, limited.
         let path = format!("/api/v1/edge-nodes/{edge_id}/health-history");

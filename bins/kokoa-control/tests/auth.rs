@@ -40,6 +40,17 @@ async fn every_endpoint_checks_its_bearer_token() {
             .unwrap()
             .to_owned();
 
+        let user_id = s
+            .admin(
+                Method::POST,
+                "/api/v1/users",
+                Some(json!({"email": "someone@example.com", "role": "viewer"})),
+                201,
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let route_body =
             json!({"hostname": "b.hoge.com", "origin_id": origin_id, "target_port": 1});
         let table: Vec<(Method, String, Option<Value>, Audience)> = vec![
@@ -144,6 +155,31 @@ async fn every_endpoint_checks_its_bearer_token() {
             (
                 Method::DELETE,
                 format!("/api/v1/tokens/{token_id}"),
+                None,
+                Audience::Admin,
+            ),
+            (Method::GET, "/api/v1/users".into(), None, Audience::Reader),
+            (
+                Method::POST,
+                "/api/v1/users".into(),
+                Some(json!({"email": "other@example.com"})),
+                Audience::Admin,
+            ),
+            (
+                Method::PUT,
+                format!("/api/v1/users/{user_id}"),
+                Some(json!({"role": "admin"})),
+                Audience::Admin,
+            ),
+            (
+                Method::POST,
+                format!("/api/v1/users/{user_id}/reset-totp"),
+                None,
+                Audience::Admin,
+            ),
+            (
+                Method::DELETE,
+                format!("/api/v1/users/{user_id}"),
                 None,
                 Audience::Admin,
             ),
@@ -316,6 +352,7 @@ async fn every_endpoint_checks_its_bearer_token() {
                     .replace(&edge_id, "{id}")
                     .replace(route_id, "{id}")
                     .replace(&token_id, "{id}")
+                    .replace(&user_id, "{id}")
                     .replace("dnz_1", "{id}")
                     .replace("crt_1", "{id}")
                     .replace("crt-1", "{name}")

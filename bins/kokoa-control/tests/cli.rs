@@ -199,3 +199,145 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     assert!(stderr.contains("shutting down"), "{stderr}");
     assert!(!stderr.contains(&token), "the log must not show tokens");
 }
+
+/// Runs the binary with `stdin` as its standard input.
+fn run_with_input(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("KOKOA_DATA_DIR")
+        .env_remove("KOKOA_DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn init_adds_the_first_admin_and_user_manages_the_others() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let dir_arg = dir.to_str().unwrap();
+
+    // A short password is refused before anything is created.
+    let out = run_with_input(
+        &[
+            "init",
+            "--data-dir",
+            dir_arg,
+            "--admin-email",
+            "admin@example.com",
+        ],
+        "short\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("at least 12") && !stderr.contains("short"),
+        "{stderr}"
+    );
+    assert!(!dir.exists());
+
+    let out = run_with_input(
+        &[
+            "init",
+            "--data-dir",
+            dir_arg,
+            "--admin-email",
+            "Admin@Example.com",
+        ],
+        "a long admin passphrase\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("sign in as Admin@Example.com"), "{stdout}");
+    assert!(!stdout.contains("passphrase"));
+
+    let out = run_with_input(
+        &[
+            "user",
+            "add",
+            "--data-dir",
+            dir_arg,
+            "viewer@example.com",
+            "--role",
+            "viewer",
+        ],
+        "a viewer passphrase\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = run_with_input(
+        &["user", "add", "--data-dir", dir_arg, "viewer@example.com"],
+        "a viewer passphrase\n",
+    );
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("viewer@example.com"));
+
+    let out = run(&["user", "list", "--data-dir", dir_arg, "--json"]);
+    let users: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let listed: Vec<(&str, &str)> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["email"].as_str().unwrap(), u["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("admin@example.com", "admin"),
+            ("viewer@example.com", "viewer")
+        ]
+    );
+    let text = String::from_utf8(run(&["user", "list", "--data-dir", dir_arg]).stdout).unwrap();
+    assert!(
+        text.contains("viewer@example.com") && text.contains("not set up"),
+        "{text}"
+    );
+    assert!(!text.contains("argon2"), "no hash is printed: {text}");
+
+    let out = run(&[
+        "user",
+        "reset-totp",
+        "--data-dir",
+        dir_arg,
+        "viewer@example.com",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[
+        "user",
+        "remove",
+        "--data-dir",
+        dir_arg,
+        "viewer@example.com",
+    ]);
+    assert!(out.status.success());
+    let out = run(&[
+        "user",
+        "remove",
+        "--data-dir",
+        dir_arg,
+        "viewer@example.com",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user list"));
+}

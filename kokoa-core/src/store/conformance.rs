@@ -16,7 +16,8 @@ use crate::{
     EdgeNodeId, EdgePhase, EdgeStatus, Email, Enrollment, EnrollmentId, Error, EventFilter,
     EventKind, HealthCheck, HealthCheckPath, Hostname, MasterKey, Name, NewEvent, NodeCredentialId,
     NodeRef, Origin, OriginId, OriginStatus, Port, Protocol, RecordData, RemovalReason, Role,
-    Route, RouteId, Sealed, Severity, SubnetPool, Timestamp, User, UserId, WgPublicKey,
+    Route, RouteId, Sealed, Session, SessionId, SessionStage, Severity, SubnetPool, Timestamp,
+    User, UserId, WgPublicKey,
     secret::{self, TokenHash},
 };
 
@@ -43,6 +44,7 @@ where
     dns_records_round_trip(&*fresh().await).await;
     health_history_is_newest_first(&*fresh().await).await;
     users_round_trip(&*fresh().await).await;
+    sessions_expire_and_end(&*fresh().await).await;
     certificates_round_trip(&*fresh().await).await;
     dns_zones_round_trip(&*fresh().await).await;
     events_are_numbered_and_filtered(&*fresh().await).await;
@@ -411,20 +413,19 @@ pub async fn conflicts_are_typed(store: &dyn Store) {
         hash.as_str(),
     );
 
-    let user = |id| User {
-        id,
-        email: Email::parse("admin@example.com").expect("valid address"),
-        role: Role::Admin,
-        created_at: at(0),
+    let user = || {
+        User::new(
+            Email::parse("admin@example.com").expect("valid address"),
+            Role::Admin,
+            at(0),
+        )
     };
     store
-        .create_user(&user(UserId::new()), "$argon2id$one")
+        .create_user(&user(), Some("$argon2id$one"))
         .await
         .expect("user");
     assert_conflict(
-        store
-            .create_user(&user(UserId::new()), "$argon2id$two")
-            .await,
+        store.create_user(&user(), Some("$argon2id$two")).await,
         "e-mail address",
         "admin@example.com",
     );
@@ -1215,35 +1216,292 @@ pub async fn health_history_is_newest_first(store: &dyn Store) {
     );
 }
 
-/// Users: create and find by e-mail address, with their password hash.
+/// Users: created with or without a password, found by e-mail address and id, listed by
+/// address; role, password, second factor, lockout and deletion.
 pub async fn users_round_trip(store: &dyn Store) {
-    let user = User {
-        id: UserId::new(),
-        email: Email::parse("Admin@Example.com").expect("valid address"),
-        role: Role::Viewer,
-        created_at: at(0),
-    };
-    store
-        .create_user(&user, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA")
+    let email = |s: &str| Email::parse(s).expect("valid address");
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+    let user = User::new(email("Zed@Example.com"), Role::Viewer, at(0));
+    store.create_user(&user, Some(hash)).await.expect("create");
+    let oidc = User::new(email("amy@example.com"), Role::Admin, at(1));
+    store.create_user(&oidc, None).await.expect("create");
+    let (found, secrets) = store
+        .find_user_by_email(&email("zed@example.com"))
         .await
-        .expect("create");
-    let found = store
-        .find_user_by_email(&Email::parse("admin@example.com").expect("valid address"))
-        .await
-        .expect("find");
-    assert_eq!(
-        found,
-        Some((
-            user,
-            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned()
-        ))
-    );
+        .expect("find")
+        .expect("the user is there");
+    assert_eq!(found, user);
+    assert_eq!(secrets.password_hash.as_deref(), Some(hash));
+    assert_eq!((secrets.totp_secret, secrets.totp_last_step), (None, None));
+    let (_, secrets) = store.get_user(&oidc.id).await.expect("get");
+    assert_eq!(secrets.password_hash, None, "no password stays no password");
     assert_eq!(
         store
-            .find_user_by_email(&Email::parse("nobody@example.com").expect("valid address"))
+            .find_user_by_email(&email("nobody@example.com"))
             .await
             .expect("find"),
         None
+    );
+    assert_not_found(store.get_user(&UserId::new()).await, "user");
+    let listed: Vec<UserId> = store
+        .list_users()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(
+        listed,
+        [oidc.id.clone(), user.id.clone()],
+        "by e-mail address"
+    );
+
+    store
+        .set_user_role(&user.id, Role::Admin)
+        .await
+        .expect("role");
+    assert_eq!(
+        store.get_user(&user.id).await.expect("get").0.role,
+        Role::Admin
+    );
+    assert_not_found(
+        store.set_user_role(&UserId::new(), Role::Admin).await,
+        "user",
+    );
+
+    // Lockout: the third failure in a row locks and starts the count again.
+    for expected in [1, 2] {
+        let u = store
+            .record_login_failure(&user.id, 3, at(900))
+            .await
+            .expect("failure");
+        assert_eq!((u.failed_logins, u.locked_until), (expected, None));
+    }
+    let locked = store
+        .record_login_failure(&user.id, 3, at(900))
+        .await
+        .expect("failure");
+    assert_eq!(
+        (locked.failed_logins, locked.locked_until),
+        (0, Some(at(900)))
+    );
+    assert!(locked.is_locked(at(899)) && !locked.is_locked(at(900)));
+    store.record_login_success(&user.id).await.expect("success");
+    let u = store.get_user(&user.id).await.expect("get").0;
+    assert_eq!((u.failed_logins, u.locked_until), (0, None));
+    store
+        .record_login_failure(&user.id, 3, at(900))
+        .await
+        .expect("failure");
+    store
+        .set_user_password(&user.id, Some("$argon2id$new"))
+        .await
+        .expect("password");
+    let (u, secrets) = store.get_user(&user.id).await.expect("get");
+    assert_eq!(u.failed_logins, 0, "a new password lifts the failures");
+    assert_eq!(secrets.password_hash.as_deref(), Some("$argon2id$new"));
+
+    // Second factor: a secret, then enabled with recovery codes; each code step and each
+    // recovery code is accepted once.
+    let key = MasterKey::from_bytes([7; 32]);
+    let sealed = key.seal("JBSWY3DPEHPK3PXP", &secret::totp_secret_context(&user.id));
+    store
+        .set_user_totp(&user.id, Some(&sealed), false, &[])
+        .await
+        .expect("pending totp");
+    let (u, secrets) = store.get_user(&user.id).await.expect("get");
+    assert!(!u.totp_enabled);
+    assert_eq!(secrets.totp_secret.as_ref(), Some(&sealed));
+    let codes = [TokenHash::of("code-one"), TokenHash::of("code-two")];
+    store
+        .set_user_totp(&user.id, Some(&sealed), true, &codes)
+        .await
+        .expect("enable totp");
+    assert!(store.get_user(&user.id).await.expect("get").0.totp_enabled);
+    assert_eq!(store.recovery_codes_left(&user.id).await.expect("left"), 2);
+    assert!(store.use_totp_step(&user.id, 100).await.expect("step"));
+    assert!(
+        !store.use_totp_step(&user.id, 100).await.expect("step"),
+        "replay"
+    );
+    assert!(
+        !store.use_totp_step(&user.id, 99).await.expect("step"),
+        "older"
+    );
+    assert!(store.use_totp_step(&user.id, 101).await.expect("step"));
+    assert_eq!(
+        store
+            .get_user(&user.id)
+            .await
+            .expect("get")
+            .1
+            .totp_last_step,
+        Some(101)
+    );
+    assert!(
+        store
+            .use_recovery_code(&user.id, &codes[0])
+            .await
+            .expect("code")
+    );
+    assert!(
+        !store
+            .use_recovery_code(&user.id, &codes[0])
+            .await
+            .expect("code"),
+        "used"
+    );
+    assert!(
+        !store
+            .use_recovery_code(&oidc.id, &codes[1])
+            .await
+            .expect("code"),
+        "not theirs"
+    );
+    assert_eq!(store.recovery_codes_left(&user.id).await.expect("left"), 1);
+    store
+        .set_user_totp(&user.id, None, false, &[])
+        .await
+        .expect("reset totp");
+    let (u, secrets) = store.get_user(&user.id).await.expect("get");
+    assert!(!u.totp_enabled && secrets.totp_secret.is_none() && secrets.totp_last_step.is_none());
+    assert_eq!(store.recovery_codes_left(&user.id).await.expect("left"), 0);
+    assert_not_found(store.use_totp_step(&UserId::new(), 1).await, "user");
+
+    // Deleting a user takes their sessions along.
+    let session = Session {
+        id: SessionId::new(),
+        user_id: user.id.clone(),
+        stage: SessionStage::Full,
+        csrf_token: "csrf".into(),
+        created_at: at(0),
+        last_seen: at(0),
+        expires_at: at(3600),
+    };
+    store
+        .create_session(&session, &TokenHash::of("kk_ses_gone"))
+        .await
+        .expect("session");
+    store.delete_user(&user.id).await.expect("delete");
+    assert_not_found(store.get_user(&user.id).await, "user");
+    assert_eq!(
+        store
+            .find_session(&TokenHash::of("kk_ses_gone"), at(1))
+            .await
+            .expect("find"),
+        None
+    );
+    assert_not_found(store.delete_user(&user.id).await, "user");
+    assert_eq!(store.list_users().await.expect("list").len(), 1);
+}
+
+/// Sessions: found by token hash until they expire, touched, deleted one by one, per user,
+/// or when expired.
+pub async fn sessions_expire_and_end(store: &dyn Store) {
+    let user = User::new(
+        Email::parse("admin@example.com").expect("valid address"),
+        Role::Admin,
+        at(0),
+    );
+    store
+        .create_user(&user, Some("$argon2id$x"))
+        .await
+        .expect("user");
+    let session = |stage, expires| Session {
+        id: SessionId::new(),
+        user_id: user.id.clone(),
+        stage,
+        csrf_token: "csrf-token".into(),
+        created_at: at(0),
+        last_seen: at(0),
+        expires_at: at(expires),
+    };
+    let pending = session(SessionStage::SecondFactor, 300);
+    let full = session(SessionStage::Full, 3600);
+    let (pending_hash, full_hash) = (TokenHash::of("kk_ses_a"), TokenHash::of("kk_ses_b"));
+    store
+        .create_session(&pending, &pending_hash)
+        .await
+        .expect("create");
+    store
+        .create_session(&full, &full_hash)
+        .await
+        .expect("create");
+    assert_conflict(
+        store
+            .create_session(&session(SessionStage::Full, 10), &full_hash)
+            .await,
+        "token hash",
+        full_hash.as_str(),
+    );
+    let stranger = Session {
+        user_id: UserId::new(),
+        ..session(SessionStage::Full, 10)
+    };
+    assert_not_found(
+        store
+            .create_session(&stranger, &TokenHash::of("kk_ses_c"))
+            .await,
+        "user",
+    );
+    let found = store.find_session(&full_hash, at(10)).await.expect("find");
+    assert_eq!(found.as_ref(), Some(&full));
+    assert_eq!(
+        store
+            .find_session(&pending_hash, at(10))
+            .await
+            .expect("find")
+            .map(|s| s.stage),
+        Some(SessionStage::SecondFactor)
+    );
+    assert_eq!(
+        store
+            .find_session(&pending_hash, at(300))
+            .await
+            .expect("find"),
+        None,
+        "expired"
+    );
+    store
+        .touch_session(&full.id, at(3000), at(7000))
+        .await
+        .expect("touch");
+    let touched = store
+        .find_session(&full_hash, at(5000))
+        .await
+        .expect("find")
+        .expect("still there after its first end");
+    assert_eq!(
+        (touched.last_seen, touched.expires_at),
+        (at(3000), at(7000))
+    );
+    assert_not_found(
+        store.touch_session(&SessionId::new(), at(1), at(2)).await,
+        "session",
+    );
+    assert_eq!(
+        store.prune_sessions(at(5000)).await.expect("prune"),
+        1,
+        "the pending one"
+    );
+    assert!(store.delete_session(&full.id).await.expect("delete"));
+    assert!(!store.delete_session(&full.id).await.expect("delete"));
+    assert_eq!(
+        store.find_session(&full_hash, at(10)).await.expect("find"),
+        None
+    );
+    for i in 0..3 {
+        store
+            .create_session(
+                &session(SessionStage::Full, 3600),
+                &TokenHash::of(&format!("kk_ses_{i}")),
+            )
+            .await
+            .expect("create");
+    }
+    assert_eq!(
+        store.delete_user_sessions(&user.id).await.expect("delete"),
+        3
     );
 }
 

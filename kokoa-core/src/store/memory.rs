@@ -13,7 +13,8 @@ use crate::{
     ApiToken, ApiTokenId, Certificate, CertificateId, DnsRecord, DnsRecordId, DnsZone, DnsZoneId,
     EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
     Hostname, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin, OriginId, OriginService,
-    OriginStatus, Route, RouteId, ServiceId, SubnetPool, Timestamp, User, origin_address,
+    OriginStatus, Role, Route, RouteId, ServiceId, Session, SessionId, SubnetPool, Timestamp, User,
+    UserId, UserSecrets, origin_address,
     secret::{Sealed, TokenHash},
 };
 
@@ -38,11 +39,20 @@ struct State {
     credentials: Vec<(NodeCredential, TokenHash)>,
     dns_records: Vec<DnsRecord>,
     health_checks: Vec<HealthCheck>,
-    users: Vec<(User, String)>,
+    users: Vec<StoredUser>,
+    sessions: Vec<(Session, TokenHash)>,
     certificates: Vec<(Certificate, Option<Sealed>)>,
     dns_zones: Vec<(DnsZone, Option<Sealed>)>,
     events: Vec<Event>,
     values: BTreeMap<(String, String), (String, Option<Timestamp>)>,
+}
+
+/// A user with what only the store sees.
+#[derive(Debug)]
+struct StoredUser {
+    user: User,
+    secrets: UserSecrets,
+    recovery_codes: Vec<TokenHash>,
 }
 
 /// Whether a value that expires at `expires` is still there at `now`.
@@ -117,6 +127,13 @@ impl State {
             .iter_mut()
             .find(|e| &e.id == id)
             .ok_or_else(|| not_found("edge node", id))
+    }
+
+    fn user_mut(&mut self, id: &UserId) -> Result<&mut StoredUser, Error> {
+        self.users
+            .iter_mut()
+            .find(|u| &u.user.id == id)
+            .ok_or_else(|| not_found("user", id))
     }
 
     fn check_hostname(&self, route: &Route) -> Result<(), Error> {
@@ -672,29 +689,208 @@ impl Store for MemoryStore {
         Ok(checks)
     }
 
-    async fn create_user(&self, user: &User, password_hash: &str) -> Result<(), Error> {
+    async fn create_user(&self, user: &User, password_hash: Option<&str>) -> Result<(), Error> {
         let mut state = self.lock()?;
         unique(
-            state.users.iter().any(|(u, _)| u.id == user.id),
+            state.users.iter().any(|u| u.user.id == user.id),
             "user id",
             &user.id,
         )?;
         unique(
-            state.users.iter().any(|(u, _)| u.email == user.email),
+            state.users.iter().any(|u| u.user.email == user.email),
             "e-mail address",
             &user.email,
         )?;
-        state.users.push((user.clone(), password_hash.to_owned()));
+        state.users.push(StoredUser {
+            user: user.clone(),
+            secrets: UserSecrets {
+                password_hash: password_hash.map(str::to_owned),
+                ..UserSecrets::default()
+            },
+            recovery_codes: Vec::new(),
+        });
         Ok(())
     }
 
-    async fn find_user_by_email(&self, email: &Email) -> Result<Option<(User, String)>, Error> {
+    async fn find_user_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<(User, UserSecrets)>, Error> {
         Ok(self
             .lock()?
             .users
             .iter()
-            .find(|(u, _)| &u.email == email)
-            .cloned())
+            .find(|u| &u.user.email == email)
+            .map(|u| (u.user.clone(), u.secrets.clone())))
+    }
+
+    async fn get_user(&self, id: &UserId) -> Result<(User, UserSecrets), Error> {
+        let mut state = self.lock()?;
+        let u = state.user_mut(id)?;
+        Ok((u.user.clone(), u.secrets.clone()))
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, Error> {
+        let mut users: Vec<User> = self.lock()?.users.iter().map(|u| u.user.clone()).collect();
+        sort::users(&mut users);
+        Ok(users)
+    }
+
+    async fn set_user_role(&self, id: &UserId, role: Role) -> Result<(), Error> {
+        self.lock()?.user_mut(id)?.user.role = role;
+        Ok(())
+    }
+
+    async fn set_user_password(
+        &self,
+        id: &UserId,
+        password_hash: Option<&str>,
+    ) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let u = state.user_mut(id)?;
+        u.secrets.password_hash = password_hash.map(str::to_owned);
+        u.user.failed_logins = 0;
+        u.user.locked_until = None;
+        Ok(())
+    }
+
+    async fn set_user_totp(
+        &self,
+        id: &UserId,
+        secret: Option<&Sealed>,
+        enabled: bool,
+        recovery_codes: &[TokenHash],
+    ) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let u = state.user_mut(id)?;
+        u.secrets.totp_secret = secret.cloned();
+        u.secrets.totp_last_step = None;
+        u.user.totp_enabled = enabled;
+        u.recovery_codes = recovery_codes.to_vec();
+        Ok(())
+    }
+
+    async fn use_totp_step(&self, id: &UserId, step: u64) -> Result<bool, Error> {
+        let mut state = self.lock()?;
+        let u = state.user_mut(id)?;
+        if u.secrets.totp_last_step.is_some_and(|last| last >= step) {
+            return Ok(false);
+        }
+        u.secrets.totp_last_step = Some(step);
+        Ok(true)
+    }
+
+    async fn use_recovery_code(&self, id: &UserId, code: &TokenHash) -> Result<bool, Error> {
+        let mut state = self.lock()?;
+        let u = state.user_mut(id)?;
+        let before = u.recovery_codes.len();
+        u.recovery_codes.retain(|c| c != code);
+        Ok(u.recovery_codes.len() < before)
+    }
+
+    async fn recovery_codes_left(&self, id: &UserId) -> Result<u32, Error> {
+        let mut state = self.lock()?;
+        Ok(state.user_mut(id)?.recovery_codes.len() as u32)
+    }
+
+    async fn record_login_failure(
+        &self,
+        id: &UserId,
+        threshold: u32,
+        lock_until: Timestamp,
+    ) -> Result<User, Error> {
+        let mut state = self.lock()?;
+        let user = &mut state.user_mut(id)?.user;
+        user.failed_logins += 1;
+        if user.failed_logins >= threshold {
+            user.failed_logins = 0;
+            user.locked_until = Some(lock_until);
+        }
+        Ok(user.clone())
+    }
+
+    async fn record_login_success(&self, id: &UserId) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let user = &mut state.user_mut(id)?.user;
+        user.failed_logins = 0;
+        user.locked_until = None;
+        Ok(())
+    }
+
+    async fn delete_user(&self, id: &UserId) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        state.user_mut(id)?;
+        state.users.retain(|u| &u.user.id != id);
+        state.sessions.retain(|(s, _)| &s.user_id != id);
+        Ok(())
+    }
+
+    async fn create_session(&self, session: &Session, hash: &TokenHash) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        state.user_mut(&session.user_id)?;
+        unique(
+            state.sessions.iter().any(|(_, h)| h == hash),
+            "token hash",
+            hash.as_str(),
+        )?;
+        unique(
+            state.sessions.iter().any(|(s, _)| s.id == session.id),
+            "session id",
+            &session.id,
+        )?;
+        state.sessions.push((session.clone(), hash.clone()));
+        Ok(())
+    }
+
+    async fn find_session(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<Session>, Error> {
+        Ok(self
+            .lock()?
+            .sessions
+            .iter()
+            .find(|(s, h)| h == hash && now < s.expires_at)
+            .map(|(s, _)| s.clone()))
+    }
+
+    async fn touch_session(
+        &self,
+        id: &SessionId,
+        last_seen: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let (session, _) = state
+            .sessions
+            .iter_mut()
+            .find(|(s, _)| &s.id == id)
+            .ok_or_else(|| not_found("session", id))?;
+        session.last_seen = last_seen;
+        session.expires_at = expires_at;
+        Ok(())
+    }
+
+    async fn delete_session(&self, id: &SessionId) -> Result<bool, Error> {
+        let mut state = self.lock()?;
+        let before = state.sessions.len();
+        state.sessions.retain(|(s, _)| &s.id != id);
+        Ok(state.sessions.len() < before)
+    }
+
+    async fn delete_user_sessions(&self, user: &UserId) -> Result<u64, Error> {
+        let mut state = self.lock()?;
+        let before = state.sessions.len();
+        state.sessions.retain(|(s, _)| &s.user_id != user);
+        Ok((before - state.sessions.len()) as u64)
+    }
+
+    async fn prune_sessions(&self, now: Timestamp) -> Result<u64, Error> {
+        let mut state = self.lock()?;
+        let before = state.sessions.len();
+        state.sessions.retain(|(s, _)| now < s.expires_at);
+        Ok((before - state.sessions.len()) as u64)
     }
 
     async fn put_certificate(&self, cert: &Certificate, key: Option<&Sealed>) -> Result<(), Error> {

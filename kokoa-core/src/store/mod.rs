@@ -57,8 +57,8 @@ use crate::{
     ApiToken, ApiTokenId, Certificate, CertificateId, DnsRecord, DnsRecordId, DnsZone, DnsZoneId,
     EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
     HealthCheckPath, Hostname, Name, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin,
-    OriginId, OriginService, OriginStatus, Port, Protocol, Route, RouteId, SubnetPool, Timestamp,
-    User, WgPublicKey,
+    OriginId, OriginService, OriginStatus, Port, Protocol, Role, Route, RouteId, Session,
+    SessionId, SubnetPool, Timestamp, User, UserId, UserSecrets, WgPublicKey,
     secret::{Sealed, TokenHash},
 };
 
@@ -344,14 +344,96 @@ pub trait Store: Send + Sync + fmt::Debug {
         limit: u32,
     ) -> Result<Vec<HealthCheck>, Error>;
 
-    // --- users ---
+    // --- users and their Web UI sessions ---
 
-    /// Creates an administrator with a password hash (in PHC string form). [`Error::Conflict`]
-    /// on a taken `e-mail address`.
-    async fn create_user(&self, user: &User, password_hash: &str) -> Result<(), Error>;
+    /// Creates a user, with a password hash (PHC string form) or none (an account that signs
+    /// in through an OpenID provider only). [`Error::Conflict`] on a taken `e-mail address`.
+    async fn create_user(&self, user: &User, password_hash: Option<&str>) -> Result<(), Error>;
 
-    /// A user and their password hash.
-    async fn find_user_by_email(&self, email: &Email) -> Result<Option<(User, String)>, Error>;
+    /// A user and their secrets, by e-mail address.
+    async fn find_user_by_email(&self, email: &Email)
+    -> Result<Option<(User, UserSecrets)>, Error>;
+
+    /// A user and their secrets.
+    async fn get_user(&self, id: &UserId) -> Result<(User, UserSecrets), Error>;
+
+    /// Every user, by e-mail address.
+    async fn list_users(&self) -> Result<Vec<User>, Error>;
+
+    /// Changes a user's role.
+    async fn set_user_role(&self, id: &UserId, role: Role) -> Result<(), Error>;
+
+    /// Replaces a user's password hash (`None`: no password login); also lifts a lockout.
+    async fn set_user_password(
+        &self,
+        id: &UserId,
+        password_hash: Option<&str>,
+    ) -> Result<(), Error>;
+
+    /// Sets up, confirms or removes a user's second factor, in one step: the sealed TOTP
+    /// secret (`None` removes it), whether it is enabled, and the hashes of the recovery
+    /// codes, which replace the earlier ones. The last accepted TOTP step is forgotten.
+    async fn set_user_totp(
+        &self,
+        id: &UserId,
+        secret: Option<&Sealed>,
+        enabled: bool,
+        recovery_codes: &[TokenHash],
+    ) -> Result<(), Error>;
+
+    /// Accepts a TOTP code's time step once: records `step` and returns true if it is later
+    /// than the last step accepted, returns false otherwise (a replayed or older code).
+    async fn use_totp_step(&self, id: &UserId, step: u64) -> Result<bool, Error>;
+
+    /// Uses up the recovery code with this hash; false if the user has no such code (left).
+    async fn use_recovery_code(&self, id: &UserId, code: &TokenHash) -> Result<bool, Error>;
+
+    /// How many recovery codes a user has left.
+    async fn recovery_codes_left(&self, id: &UserId) -> Result<u32, Error>;
+
+    /// Counts a failed login, in one step: the count goes up by one; when it reaches
+    /// `threshold` the user is locked until `lock_until` and the count starts again from 0.
+    /// Returns the user as it now is.
+    async fn record_login_failure(
+        &self,
+        id: &UserId,
+        threshold: u32,
+        lock_until: Timestamp,
+    ) -> Result<User, Error>;
+
+    /// A successful login: the failure count goes back to 0 and a lock is lifted.
+    async fn record_login_success(&self, id: &UserId) -> Result<(), Error>;
+
+    /// Deletes a user with their recovery codes and sessions.
+    async fn delete_user(&self, id: &UserId) -> Result<(), Error>;
+
+    /// Stores a session under the hash of its cookie token. [`Error::NotFound`] for an
+    /// unknown user; [`Error::Conflict`] on a taken `token hash`.
+    async fn create_session(&self, session: &Session, hash: &TokenHash) -> Result<(), Error>;
+
+    /// The session with this token hash, unless it has expired at `now`.
+    async fn find_session(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<Session>, Error>;
+
+    /// Records that a session was used at `last_seen` and moves its end to `expires_at`.
+    async fn touch_session(
+        &self,
+        id: &SessionId,
+        last_seen: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), Error>;
+
+    /// Deletes a session (logout); false if there was none.
+    async fn delete_session(&self, id: &SessionId) -> Result<bool, Error>;
+
+    /// Deletes every session of a user; returns how many.
+    async fn delete_user_sessions(&self, user: &UserId) -> Result<u64, Error>;
+
+    /// Deletes the sessions that have expired at `now`; returns how many.
+    async fn prune_sessions(&self, now: Timestamp) -> Result<u64, Error>;
 
     // --- certificates ---
 
@@ -502,7 +584,7 @@ fn check_redeemable(enrollment: &Enrollment, now: Timestamp) -> Result<(), Error
 mod sort {
     use crate::{
         ApiToken, Certificate, DnsRecord, DnsZone, EdgeNode, EdgeTunnel, Origin, OriginService,
-        Route,
+        Route, User,
     };
 
     pub(super) fn origins(v: &mut [Origin]) {
@@ -535,6 +617,10 @@ mod sort {
 
     pub(super) fn certificates(v: &mut [Certificate]) {
         v.sort_by(|a, b| a.names.cmp(&b.names));
+    }
+
+    pub(super) fn users(v: &mut [User]) {
+        v.sort_by(|a, b| a.email.cmp(&b.email));
     }
 
     pub(super) fn dns_zones(v: &mut [DnsZone]) {

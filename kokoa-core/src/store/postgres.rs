@@ -16,6 +16,7 @@ use crate::Error;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_initial.sql"),
     include_str!("migrations/postgres/0002_operations.sql"),
+    include_str!("migrations/postgres/0003_users.sql"),
 ];
 
 /// Taken inside the migration transaction, so that control planes starting together

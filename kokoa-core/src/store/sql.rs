@@ -16,8 +16,8 @@ use crate::{
     ApiToken, ApiTokenId, Certificate, CertificateId, DnsRecord, DnsRecordId, DnsZone, DnsZoneId,
     EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
     Hostname, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin, OriginId, OriginService,
-    OriginStatus, Port, RecordData, Route, RouteId, ServiceId, Severity, SubnetPool, Timestamp,
-    User, origin_address,
+    OriginStatus, Port, RecordData, Role, Route, RouteId, ServiceId, Session, SessionId, Severity,
+    SubnetPool, Timestamp, User, UserId, UserSecrets, origin_address,
     secret::{Sealed, TokenHash},
 };
 
@@ -543,15 +543,62 @@ fn health_check(row: &Row) -> Result<HealthCheck, Error> {
     })
 }
 
-fn user(row: &Row) -> Result<(User, String), Error> {
+macro_rules! user_columns {
+    () => {
+        "id, email, role, created_at, totp_enabled, failed_logins, locked_until, \
+         password_hash, totp_secret_encrypted, totp_last_step"
+    };
+}
+
+/// A user row; the password hash is stored as the empty text when there is none, since
+/// the column of schema version 1 cannot be NULL.
+fn user(row: &Row) -> Result<(User, UserSecrets), Error> {
     let mut r = row.reader();
     let user = User {
         id: r.parse()?,
         email: r.parse()?,
         role: r.word()?,
         created_at: r.time()?,
+        totp_enabled: r.int()? != 0,
+        failed_logins: r.u32()?,
+        locked_until: r.opt_time()?,
     };
-    Ok((user, r.text()?.to_owned()))
+    let secrets = UserSecrets {
+        password_hash: Some(r.text()?.to_owned()).filter(|h| !h.is_empty()),
+        totp_secret: r.opt_sealed()?,
+        totp_last_step: r
+            .opt_int()?
+            .map(u64::try_from)
+            .transpose()
+            .map_err(corrupt)?,
+    };
+    Ok((user, secrets))
+}
+
+macro_rules! session_columns {
+    () => {
+        "id, user_id, stage, csrf_token, created_at, last_seen, expires_at"
+    };
+}
+
+fn session(row: &Row) -> Result<Session, Error> {
+    let mut r = row.reader();
+    Ok(Session {
+        id: r.parse()?,
+        user_id: r.parse()?,
+        stage: r.parse()?,
+        csrf_token: r.text()?.to_owned(),
+        created_at: r.time()?,
+        last_seen: r.time()?,
+        expires_at: r.time()?,
+    })
+}
+
+async fn check_user(conn: &mut dyn Conn, id: &UserId) -> Result<(), Error> {
+    let rows = conn
+        .query("SELECT 1 FROM users WHERE id = $1", vec![text(id)])
+        .await?;
+    changed(rows.len() as u64, "user", id)
 }
 
 fn all<T>(rows: &[Row], f: impl Fn(&Row) -> Result<T, Error>) -> Result<Vec<T>, Error> {
@@ -1564,18 +1611,24 @@ impl Store for SqlStore {
         all(&rows, health_check)
     }
 
-    async fn create_user(&self, u: &User, password_hash: &str) -> Result<(), Error> {
+    async fn create_user(&self, u: &User, password_hash: Option<&str>) -> Result<(), Error> {
         self.read()
             .await?
             .execute(
-                "INSERT INTO users (id, email, role, created_at, password_hash) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                concat!(
+                    "INSERT INTO users (",
+                    user_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL)"
+                ),
                 vec![
                     text(&u.id),
                     text(&u.email),
                     word(&u.role)?,
                     time(u.created_at),
-                    text(password_hash),
+                    int(i64::from(u.totp_enabled)),
+                    int(u.failed_logins),
+                    opt_time(u.locked_until),
+                    text(password_hash.unwrap_or_default()),
                 ],
             )
             .await
@@ -1588,14 +1641,275 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn find_user_by_email(&self, email: &Email) -> Result<Option<(User, String)>, Error> {
+    async fn find_user_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<(User, UserSecrets)>, Error> {
         let rows = self
             .query(
-                "SELECT id, email, role, created_at, password_hash FROM users WHERE email = $1",
+                concat!("SELECT ", user_columns!(), " FROM users WHERE email = $1"),
                 vec![text(email)],
             )
             .await?;
         rows.first().map(user).transpose()
+    }
+
+    async fn get_user(&self, id: &UserId) -> Result<(User, UserSecrets), Error> {
+        let rows = self
+            .query(
+                concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"),
+                vec![text(id)],
+            )
+            .await?;
+        one(&rows, user, "user", id)
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, Error> {
+        let rows = self
+            .query(concat!("SELECT ", user_columns!(), " FROM users"), vec![])
+            .await?;
+        let mut users: Vec<User> = all(&rows, user)?.into_iter().map(|(u, _)| u).collect();
+        sort::users(&mut users);
+        Ok(users)
+    }
+
+    async fn set_user_role(&self, id: &UserId, role: Role) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE users SET role = $2 WHERE id = $1",
+                vec![text(id), word(&role)?],
+            )
+            .await?;
+        changed(rows, "user", id)
+    }
+
+    async fn set_user_password(
+        &self,
+        id: &UserId,
+        password_hash: Option<&str>,
+    ) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE users SET password_hash = $2, failed_logins = 0, locked_until = NULL \
+                 WHERE id = $1",
+                vec![text(id), text(password_hash.unwrap_or_default())],
+            )
+            .await?;
+        changed(rows, "user", id)
+    }
+
+    async fn set_user_totp(
+        &self,
+        id: &UserId,
+        secret: Option<&Sealed>,
+        enabled: bool,
+        recovery_codes: &[TokenHash],
+    ) -> Result<(), Error> {
+        let mut conn = self.write().await?;
+        let rows = conn
+            .execute(
+                "UPDATE users SET totp_secret_encrypted = $2, totp_enabled = $3, \
+                 totp_last_step = NULL WHERE id = $1",
+                vec![
+                    text(id),
+                    opt_text(secret.map(Sealed::as_str)),
+                    int(i64::from(enabled)),
+                ],
+            )
+            .await?;
+        changed(rows, "user", id)?;
+        conn.execute(
+            "DELETE FROM user_recovery_codes WHERE user_id = $1",
+            vec![text(id)],
+        )
+        .await?;
+        for code in recovery_codes {
+            conn.execute(
+                "INSERT INTO user_recovery_codes (user_id, code_hash) VALUES ($1, $2)",
+                vec![text(id), text(code.as_str())],
+            )
+            .await
+            .map_err(|e| {
+                e.conflict(&[(
+                    "user_recovery_codes.user_id,code_hash",
+                    "recovery code",
+                    "(a repeated code)",
+                )])
+            })?;
+        }
+        Ok(conn.commit().await?)
+    }
+
+    async fn use_totp_step(&self, id: &UserId, step: u64) -> Result<bool, Error> {
+        let step = i64::try_from(step).map_err(corrupt)?;
+        let rows = self
+            .execute(
+                "UPDATE users SET totp_last_step = $2 WHERE id = $1 \
+                 AND (totp_last_step IS NULL OR totp_last_step < $2)",
+                vec![text(id), int(step)],
+            )
+            .await?;
+        if rows == 0 {
+            self.get_user(id).await?;
+        }
+        Ok(rows > 0)
+    }
+
+    async fn use_recovery_code(&self, id: &UserId, code: &TokenHash) -> Result<bool, Error> {
+        let rows = self
+            .execute(
+                "DELETE FROM user_recovery_codes WHERE user_id = $1 AND code_hash = $2",
+                vec![text(id), text(code.as_str())],
+            )
+            .await?;
+        Ok(rows > 0)
+    }
+
+    async fn recovery_codes_left(&self, id: &UserId) -> Result<u32, Error> {
+        self.get_user(id).await?;
+        let rows = self
+            .query(
+                "SELECT COUNT(*) FROM user_recovery_codes WHERE user_id = $1",
+                vec![text(id)],
+            )
+            .await?;
+        one(&rows, |row| row.reader().u32(), "user", id)
+    }
+
+    async fn record_login_failure(
+        &self,
+        id: &UserId,
+        threshold: u32,
+        lock_until: Timestamp,
+    ) -> Result<User, Error> {
+        let mut conn = self.write().await?;
+        let rows = conn
+            .execute(
+                "UPDATE users SET \
+                 locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END, \
+                 failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END \
+                 WHERE id = $1",
+                vec![text(id), int(threshold), time(lock_until)],
+            )
+            .await?;
+        changed(rows, "user", id)?;
+        let rows = conn
+            .query(
+                concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"),
+                vec![text(id)],
+            )
+            .await?;
+        let (found, _) = one(&rows, user, "user", id)?;
+        conn.commit().await?;
+        Ok(found)
+    }
+
+    async fn record_login_success(&self, id: &UserId) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1",
+                vec![text(id)],
+            )
+            .await?;
+        changed(rows, "user", id)
+    }
+
+    async fn delete_user(&self, id: &UserId) -> Result<(), Error> {
+        let mut conn = self.write().await?;
+        for sql in [
+            "DELETE FROM sessions WHERE user_id = $1",
+            "DELETE FROM user_recovery_codes WHERE user_id = $1",
+        ] {
+            conn.execute(sql, vec![text(id)]).await?;
+        }
+        let rows = conn
+            .execute("DELETE FROM users WHERE id = $1", vec![text(id)])
+            .await?;
+        changed(rows, "user", id)?;
+        Ok(conn.commit().await?)
+    }
+
+    async fn create_session(&self, s: &Session, hash: &TokenHash) -> Result<(), Error> {
+        let mut conn = self.write().await?;
+        check_user(&mut *conn, &s.user_id).await?;
+        conn.execute(
+            concat!(
+                "INSERT INTO sessions (",
+                session_columns!(),
+                ", token_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
+            vec![
+                text(&s.id),
+                text(&s.user_id),
+                text(s.stage.as_str()),
+                text(&s.csrf_token),
+                time(s.created_at),
+                time(s.last_seen),
+                time(s.expires_at),
+                text(hash.as_str()),
+            ],
+        )
+        .await
+        .map_err(|e| {
+            e.conflict(&[
+                ("sessions.id", "session id", s.id.as_str()),
+                ("sessions.token_hash", "token hash", hash.as_str()),
+            ])
+        })?;
+        Ok(conn.commit().await?)
+    }
+
+    async fn find_session(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<Session>, Error> {
+        let rows = self
+            .query(
+                concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM sessions WHERE token_hash = $1 AND expires_at > $2"
+                ),
+                vec![text(hash.as_str()), time(now)],
+            )
+            .await?;
+        rows.first().map(session).transpose()
+    }
+
+    async fn touch_session(
+        &self,
+        id: &SessionId,
+        last_seen: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE sessions SET last_seen = $2, expires_at = $3 WHERE id = $1",
+                vec![text(id), time(last_seen), time(expires_at)],
+            )
+            .await?;
+        changed(rows, "session", id)
+    }
+
+    async fn delete_session(&self, id: &SessionId) -> Result<bool, Error> {
+        let rows = self
+            .execute("DELETE FROM sessions WHERE id = $1", vec![text(id)])
+            .await?;
+        Ok(rows > 0)
+    }
+
+    async fn delete_user_sessions(&self, user: &UserId) -> Result<u64, Error> {
+        self.execute("DELETE FROM sessions WHERE user_id = $1", vec![text(user)])
+            .await
+    }
+
+    async fn prune_sessions(&self, now: Timestamp) -> Result<u64, Error> {
+        self.execute(
+            "DELETE FROM sessions WHERE expires_at <= $1",
+            vec![time(now)],
+        )
+        .await
     }
 
     async fn put_certificate(&self, c: &Certificate, key: Option<&Sealed>) -> Result<(), Error> {

@@ -16,6 +16,7 @@ use crate::Error;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_initial.sql"),
     include_str!("migrations/sqlite/0002_operations.sql"),
+    include_str!("migrations/sqlite/0003_users.sql"),
 ];
 
 /// How long a statement waits for another process holding the database lock.

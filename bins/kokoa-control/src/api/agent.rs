@@ -151,6 +151,7 @@ pub(super) async fn edge_bundle(
 ) -> Result<Json<EdgeBundle>, ApiError> {
     let allowed = match &principal {
         Principal::Api(token) => token.role == kokoa_core::Role::Admin,
+        Principal::User(user) => user.0.role == kokoa_core::Role::Admin,
         Principal::Node(credential) => credential.node.id() == id,
         Principal::Enrollment(enrollment) => enrollment.node.id() == id,
     };

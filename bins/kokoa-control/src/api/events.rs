@@ -94,7 +94,7 @@ pub(super) async fn list_events(
     tag = "system",
     params(EventQuery),
     security(("bearer" = [])),
-    responses((status = 200, description = "A stream of events", content_type = "text/event-stream", body = String))
+    responses((status = 200, description = "A stream of events; the data of each is one event as JSON", content_type = "text/event-stream", body = Object))
 )]
 pub(super) async fn stream_events(
     State(state): State<AppState>,
@@ -202,7 +202,7 @@ pub(super) async fn post_event(
     };
     let message = event
         .message
-        .unwrap_or_else(|| format!("{kind} reported by {}", caller.name));
+        .unwrap_or_else(|| format!("{kind} reported by {}", caller.name()));
     let recorded = state
         .events()
         .emit(

@@ -30,12 +30,14 @@ mod origins;
 mod routes;
 mod system;
 mod tokens;
+mod users;
 mod views;
 
 pub(crate) use edges::create_tunnel;
 pub use extract::{ApiJson, ApiPath, ApiQuery, parse_json};
 pub use tokens::issue_api_token;
 pub(crate) use tokens::issue_enrollment;
+pub use users::{create_user, reset_second_factor};
 pub use views::*;
 
 /// The name of the bearer security scheme in the OpenAPI document.
@@ -57,6 +59,7 @@ const BEARER: &str = "bearer";
         (name = "edge-nodes", description = "Internet-facing nodes"),
         (name = "agents", description = "Called by edge and origin agents"),
         (name = "tokens", description = "API tokens and node enrollment"),
+        (name = "users", description = "People who sign in to the Web UI"),
         (name = "dns", description = "DNS zones and the records of the healthy edges"),
         (name = "certificates", description = "TLS certificates: ACME orders, uploads, renewal"),
         (name = "system", description = "Health, events and this document"),
@@ -135,10 +138,14 @@ pub fn openapi() -> &'static openapi::OpenApi {
     DOC.get_or_init(|| build().1)
 }
 
-/// The router of the whole API, ready to serve.
+/// The router of the whole API and the Web UI ([`crate::ui`]), ready to serve. Serve it
+/// with connection info (`into_make_service_with_connect_info::<SocketAddr>()`) so sign-in
+/// attempts are limited per client address.
 pub fn router(state: AppState) -> Router {
     build()
         .0
+        .merge(crate::ui::routes())
+        .layer(axum::middleware::map_response(crate::ui::security_headers))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -182,6 +189,9 @@ fn build() -> (Router<AppState>, openapi::OpenApi) {
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(tokens::create_enrollment))
+        .routes(routes!(users::create, users::list))
+        .routes(routes!(users::update, users::delete))
+        .routes(routes!(users::reset_totp))
         .routes(routes!(events::post_event))
         .routes(routes!(events::list_events))
         .routes(routes!(events::stream_events))

@@ -120,7 +120,7 @@ pub(super) async fn set_module(
             kinds::MODULE_CHANGED,
             Severity::Info,
             Some(module.as_str()),
-            format!("module {module} switched {word} by {}", caller.name),
+            format!("module {module} switched {word} by {}", caller.name()),
             serde_json::json!({"module": module, "enabled": body.enabled}),
         )
         .await;

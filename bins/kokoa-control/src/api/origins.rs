@@ -51,7 +51,14 @@ fn origin_view(
     services: Vec<OriginService>,
     edge_nodes_count: usize,
 ) -> OriginView {
+    let down = payload::ports_down(origin.last_metrics.as_ref());
+    let services_down = services
+        .iter()
+        .filter(|s| down.contains(&s.port.get()))
+        .map(|s| s.name.to_string())
+        .collect();
     OriginView {
+        services_down,
         config_download_url: format!("/api/v1/origins/{}/config", origin.id),
         id: origin.id,
         name: origin.name,

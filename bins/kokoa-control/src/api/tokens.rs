@@ -96,18 +96,9 @@ pub(super) async fn create_token(
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
     let name = valid("name", Name::parse(&body.name))?;
-    let role = match body.role.as_deref().unwrap_or("admin") {
-        "admin" => Role::Admin,
-        "viewer" => Role::Viewer,
-        other => {
-            return Err(ApiError::invalid(
-                "role",
-                format!("unknown role {other:?}: use \"admin\" or \"viewer\""),
-            ));
-        }
-    };
+    let role = super::users::parse_role("role", body.role.as_deref().unwrap_or("admin"))?;
     let (token, secret) = issue_api_token(&state, name, role).await?;
-    tracing::info!(token = %token.id, name = %token.name, by = %caller.id, "API token created");
+    tracing::info!(token = %token.id, name = %token.name, by = %caller.id(), "API token created");
     Ok((
         StatusCode::CREATED,
         Json(TokenCreated {
@@ -161,7 +152,7 @@ pub(super) async fn revoke_token(
         .store()
         .revoke_api_token(&id, Timestamp::now())
         .await?;
-    tracing::info!(token = %id, by = %caller.id, "API token revoked");
+    tracing::info!(token = %id, by = %caller.id(), "API token revoked");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::Ipv4Net;
 use kokoa_core::{
     ApiTokenId, CheckStatus, EdgeConfig, EdgeNodeId, EdgeStatus, EnrollmentId, Hostname, Name,
-    OriginId, OriginStatus, Protocol, Role, RouteId, ServiceId, Timestamp,
+    OriginId, OriginStatus, Protocol, Role, RouteId, ServiceId, Timestamp, UserId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -151,6 +151,31 @@ pub struct TokenRequest {
     /// `admin` (default) or `viewer` (read only).
     #[schema(pattern = "^(admin|viewer)$")]
     pub role: Option<String>,
+}
+
+/// `POST /api/v1/users`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UserRequest {
+    /// E-mail address, the sign-in name.
+    #[schema(
+        example = "admin@example.com",
+        pattern = "^[a-z0-9._-]{1,30}@[a-z0-9-]{1,20}\\.[a-z]{2,6}$"
+    )]
+    pub email: String,
+    /// `admin` or `viewer` (default: read only).
+    #[schema(pattern = "^(admin|viewer)$")]
+    pub role: Option<String>,
+    /// At least 12 characters; omitted: the user signs in only through the OpenID provider.
+    #[schema(min_length = 12, max_length = 1024)]
+    pub password: Option<String>,
+}
+
+/// `PUT /api/v1/users/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UserRoleRequest {
+    /// `admin` or `viewer`.
+    #[schema(pattern = "^(admin|viewer)$")]
+    pub role: String,
 }
 
 /// `POST /api/v1/enrollments`.
@@ -331,6 +356,9 @@ pub struct OriginView {
     pub wireguard_public_key: kokoa_core::WgPublicKey,
     /// Its services.
     pub services: Vec<ServiceView>,
+    /// The names of the services its last heartbeat reported down (the others were up,
+    /// if it sent a heartbeat).
+    pub services_down: Vec<String>,
     /// When it was created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
@@ -536,6 +564,34 @@ pub struct TokenCreated {
 pub struct TokenList {
     /// Tokens that are not revoked.
     pub tokens: Vec<TokenView>,
+}
+
+/// A user of the Web UI (no password hash, no second-factor secret).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    /// Its id.
+    #[schema(value_type = String)]
+    pub id: UserId,
+    /// E-mail address.
+    pub email: String,
+    /// `admin` or `viewer`.
+    #[schema(value_type = String, example = "admin")]
+    pub role: Role,
+    /// Whether the TOTP second factor is set up.
+    pub totp_enabled: bool,
+    /// Sign-ins are refused until then, after too many failures.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub locked_until: Option<Timestamp>,
+    /// When it was created.
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+/// `GET /api/v1/users`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    /// By e-mail address.
+    pub users: Vec<UserView>,
 }
 
 /// `201` answer of `POST /api/v1/enrollments`.

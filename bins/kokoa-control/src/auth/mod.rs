@@ -1,4 +1,8 @@
-//! Bearer-token authentication (SPEC §10.1).
+//! Authentication (SPEC §10.1): bearer tokens for programs, sessions for people.
+//!
+//! The REST API accepts either a bearer token or a Web UI session (the `kokoa_session`
+//! cookie plus, on state-changing requests, the session's `X-CSRF-Token` header; see
+//! [`session`]). The same role rules apply to both: a viewer reads, an admin changes.
 //!
 //! Three kinds of token, told apart by their prefix so each lookup touches one table:
 //! - `kk_api_…`: API tokens of administrators ([`Role::Admin`]) or read-only viewers
@@ -12,13 +16,26 @@
 //! unknown token is 401; a valid token used where it is not allowed is 403. Handlers state
 //! what they accept through the extractor they take: [`Reader`], [`Admin`], [`EdgeAgent`],
 //! [`NodeAgent`] or [`Bearer`] for the few that decide themselves.
+//!
+//! People sign in with an e-mail address and a password ([`password`]: Argon2id) and a
+//! TOTP second factor ([`totp`]), or through an OpenID provider; [`limit`] slows down
+//! guessing.
+
+use std::fmt;
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use kokoa_core::{
-    ApiToken, EdgeNodeId, Enrollment, NodeCredential, NodeRef, Role, Timestamp, TokenHash,
+    ApiToken, EdgeNodeId, Enrollment, NodeCredential, NodeRef, Role, Session, SessionStage,
+    Timestamp, TokenHash, User,
 };
 
 use crate::{error::ApiError, state::AppState};
+
+pub mod limit;
+pub mod oidc;
+pub mod password;
+pub mod session;
+pub mod totp;
 
 /// Prefix of API tokens.
 pub const API_TOKEN_PREFIX: &str = "kk_api";
@@ -36,11 +53,27 @@ pub enum Principal {
     Node(NodeCredential),
     /// An enrollment token that has not been used up.
     Enrollment(Enrollment),
+    /// A person signed in to the Web UI (both factors).
+    User(Box<(User, Session)>),
 }
 
 impl Principal {
-    /// The caller of this request, from its `Authorization: Bearer` header.
+    /// The caller of this request: from its `Authorization: Bearer` header, or else from
+    /// its session cookie (whose CSRF token a state-changing request must carry).
     pub async fn of(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+        if !parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+            && let Some((session, user)) = session::current(&parts.headers, state).await?
+        {
+            if session.stage != SessionStage::Full {
+                return Err(ApiError::unauthorized(
+                    "the sign-in is not finished: enter the second factor at /login first",
+                ));
+            }
+            session::check_csrf_header(parts, &session)?;
+            return Ok(Self::User(Box::new((user, session))));
+        }
         let token = bearer(parts)?;
         let hash = TokenHash::of(token);
         let store = state.store();
@@ -70,7 +103,8 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| {
             ApiError::unauthorized(
-                "missing Authorization header; send `Authorization: Bearer <token>`",
+                "missing Authorization header; send `Authorization: Bearer <token>` (or sign \
+                 in to the Web UI at /login)",
             )
         })?;
     header
@@ -97,15 +131,68 @@ impl FromRequestParts<AppState> for Bearer {
     }
 }
 
-/// An API token of any role: allowed to read management data.
+/// A person or program allowed to use the management API.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// An API token.
+    Token(ApiToken),
+    /// A Web UI user.
+    User(Box<(User, Session)>),
+}
+
+impl Caller {
+    /// What it may do.
+    pub fn role(&self) -> Role {
+        match self {
+            Self::Token(t) => t.role,
+            Self::User(u) => u.0.role,
+        }
+    }
+
+    /// The id of the token or user, for logs.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Token(t) => t.id.as_str(),
+            Self::User(u) => u.0.id.as_str(),
+        }
+    }
+
+    /// The token's name or the user's e-mail address.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Token(t) => t.name.as_str(),
+            Self::User(u) => u.0.email.as_str(),
+        }
+    }
+
+    /// The signed-in user, if it is one.
+    pub fn user(&self) -> Option<&User> {
+        match self {
+            Self::Token(_) => None,
+            Self::User(u) => Some(&u.0),
+        }
+    }
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Token(t) => write!(f, "API token {:?}", t.name.as_str()),
+            Self::User(u) => write!(f, "user {}", u.0.email),
+        }
+    }
+}
+
+/// An API token or a signed-in user, of any role: allowed to read management data.
 #[derive(Debug)]
-pub struct Reader(pub ApiToken);
+pub struct Reader(pub Caller);
 
 impl FromRequestParts<AppState> for Reader {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match Principal::of(parts, state).await? {
-            Principal::Api(token) => Ok(Self(token)),
+            Principal::Api(token) => Ok(Self(Caller::Token(token))),
+            Principal::User(user) => Ok(Self(Caller::User(user))),
             _ => Err(ApiError::forbidden(
                 "this endpoint needs an API token; node and enrollment tokens cannot use it",
             )),
@@ -113,20 +200,19 @@ impl FromRequestParts<AppState> for Reader {
     }
 }
 
-/// An API token with the admin role: allowed to change things.
+/// An API token or a signed-in user with the admin role: allowed to change things.
 #[derive(Debug)]
-pub struct Admin(pub ApiToken);
+pub struct Admin(pub Caller);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Reader(token) = Reader::from_request_parts(parts, state).await?;
-        if token.role == Role::Admin {
-            Ok(Self(token))
+        let Reader(caller) = Reader::from_request_parts(parts, state).await?;
+        if caller.role() == Role::Admin {
+            Ok(Self(caller))
         } else {
             Err(ApiError::forbidden(format!(
-                "API token {:?} has the viewer role, which may only read (GET)",
-                token.name.as_str()
+                "{caller} has the viewer role, which may only read (GET)"
             )))
         }
     }
