@@ -33,7 +33,30 @@ const RECONNECT_LIMIT: Duration = Duration::from_secs(45);
 const RATE_REFILL: Duration = Duration::from_secs(2);
 
 /// The result of a step: its figure, or why it failed.
-type Step = Result<String, String>;
+pub(crate) type Step = Result<String, String>;
+
+/// Prints a step's line, and keeps the first failure.
+pub(crate) fn report(
+    out: &mut dyn Write,
+    number: u8,
+    name: &'static str,
+    result: Step,
+    first_failure: &mut Option<Error>,
+) {
+    match result {
+        Ok(figure) => {
+            let _ = writeln!(out, "ok  {number} {name}: {figure}");
+        }
+        Err(message) => {
+            let _ = writeln!(out, "FAIL {number} {name}: {message}");
+            first_failure.get_or_insert(Error::Step {
+                step: number,
+                name,
+                message,
+            });
+        }
+    }
+}
 
 /// Runs every step in order, printing one line each. A failed step does not stop the
 /// others (one run shows every problem); the first failure is returned.
@@ -59,19 +82,7 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
             6 => origin_down(lab).await,
             _ => certificates(lab).await,
         };
-        match result {
-            Ok(figure) => {
-                let _ = writeln!(out, "ok  {number} {name}: {figure}");
-            }
-            Err(message) => {
-                let _ = writeln!(out, "FAIL {number} {name}: {message}");
-                first_failure.get_or_insert(Error::Step {
-                    step: number,
-                    name,
-                    message,
-                });
-            }
-        }
+        report(out, number, name, result, &mut first_failure);
     }
     first_failure.map_or(Ok(()), Err)
 }
@@ -528,8 +539,23 @@ async fn bad_config(lab: &mut Lab) -> Step {
 /// 6. With origin-a's app stopped its routes answer Kokoa's 503 page while origin-b's
 ///    answer 200; with the app back, 200 again.
 async fn origin_down(lab: &mut Lab) -> Step {
+    let edges: Vec<(String, Ipv4Addr)> = edges()
+        .into_iter()
+        .map(|e| (e.name.to_owned(), e.address))
+        .collect();
+    origin_down_at(lab, &edges).await
+}
+
+/// origin-a's app stops: every one of `edges` answers 503 with Kokoa's page for its route
+/// while origin-b's still answers 200; it restarts: 200 again.
+pub(crate) async fn origin_down_at(lab: &mut Lab, edges: &[(String, Ipv4Addr)]) -> Step {
     let app_a = APPS[0];
     let app_b = APPS[1];
+    let get = |edge: Ipv4Addr, host: &'static str| async move {
+        net::https_via(edge, host, "/")
+            .await
+            .map_err(|e| e.to_string())
+    };
     let child = Lab::app_child(app_a.origin);
     lab.supervisor
         .stop(&mut lab.ledger, &child)
@@ -537,24 +563,24 @@ async fn origin_down(lab: &mut Lab) -> Step {
         .map_err(|e| e.to_string())?;
     let stopped = Instant::now();
     let mut to_503 = Vec::new();
-    for edge in edges() {
+    for (name, edge) in edges {
         let took = wait_for(
-            format!("{} to answer 503 on {}", app_a.hostname, edge.name),
+            format!("{} to answer 503 on {name}", app_a.hostname),
             CONVERGE_LIMIT,
             POLL,
             || async {
-                let r = get(edge, app_a.hostname).await.ok()?;
+                let r = get(*edge, app_a.hostname).await.ok()?;
                 (r.status == 503 && r.body.contains("Kokoa Proxy")).then(|| stopped.elapsed())
             },
         )
         .await
         .map_err(|e| e.to_string())?;
-        to_503.push(format!("{} {}", edge.name, secs(took)));
-        let other = get(edge, app_b.hostname).await?;
+        to_503.push(format!("{name} {}", secs(took)));
+        let other = get(*edge, app_b.hostname).await?;
         if !other.is_from(app_b.origin) {
             return Err(format!(
-                "{} via {} while origin-a's app is down: {} {:?}",
-                app_b.hostname, edge.name, other.status, other.body
+                "{} via {name} while origin-a's app is down: {} {:?}",
+                app_b.hostname, other.status, other.body
             ));
         }
     }
@@ -562,13 +588,13 @@ async fn origin_down(lab: &mut Lab) -> Step {
         .restart(&mut lab.ledger, &child)
         .map_err(|e| e.to_string())?;
     let restarted = Instant::now();
-    for edge in edges() {
+    for (name, edge) in edges {
         wait_for(
-            format!("{} to answer 200 again on {}", app_a.hostname, edge.name),
+            format!("{} to answer 200 again on {name}", app_a.hostname),
             CONVERGE_LIMIT,
             POLL,
             || async {
-                get(edge, app_a.hostname)
+                get(*edge, app_a.hostname)
                     .await
                     .ok()?
                     .is_from(app_a.origin)

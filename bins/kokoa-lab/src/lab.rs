@@ -206,9 +206,27 @@ impl Lab {
                 )
                 .await?;
         }
-        self.api
-            .json(Method::POST, "/api/v1/dns/reconcile", None, StatusCode::OK)
-            .await?;
+        // The edges go into DNS once they pass their checks; pebble resolves the names
+        // through it, so orders wait for that (a failed order backs off a minute).
+        let dns = self.tls.dns.dns_address();
+        let api = &self.api;
+        wait_for(
+            "both edges in DNS for every host name",
+            READY_LIMIT,
+            Duration::from_millis(250),
+            || async {
+                let _ = api
+                    .json(Method::POST, "/api/v1/dns/reconcile", None, StatusCode::OK)
+                    .await;
+                let mut all = true;
+                for app in APPS {
+                    let found = crate::failover::served_at(dns, app.hostname).await;
+                    all &= plan::hosts(Role::Edge).all(|e| found.contains(&e.address));
+                }
+                all.then_some(())
+            },
+        )
+        .await?;
         let started = Instant::now();
         self.switch_ssl_manager(true).await?;
         for app in APPS {
@@ -222,7 +240,12 @@ impl Lab {
     pub async fn start_control(&mut self) -> Result<(), Error> {
         let (pool, len) = plan::SUBNET_POOL;
         let config = self.dir.join("control.toml");
-        fs::write(&config, self.tls.control_config()).map_err(Error::io("write", &config))?;
+        let text = format!(
+            "{}\n{}",
+            self.tls.control_config(),
+            crate::vps::control_config(&self.dir, &self.bins, &self.tls.root)?
+        );
+        fs::write(&config, text).map_err(Error::io("write", &config))?;
         let argv = vec![
             self.bins.path("kokoa-control")?,
             "serve".into(),

@@ -7,8 +7,8 @@
 //! [`supervisor`] (the child processes), [`state`] (the state file and the guard that
 //! removes everything), [`lab::Lab`] (the running scenario), [`check`] (its steps),
 //! [`app`] (the tiny HTTP app each origin serves), [`tls`] (pebble and the DNS server
-//! that give the edges real certificates) and [`vps`] (the edge provisioner whose VPSes
-//! are namespaces on the lab's bridge).
+//! that give the edges real certificates), [`vps`] (the edge provisioner whose VPSes
+//! are namespaces on the lab's bridge) and [`failover`] (an edge dies; the system heals).
 //!
 //! ```
 //! use kokoa_lab::plan::{self, Role};
@@ -25,6 +25,7 @@ pub mod api;
 pub mod app;
 pub mod check;
 mod error;
+pub mod failover;
 pub mod lab;
 pub mod net;
 pub mod plan;

@@ -20,6 +20,9 @@ Examples:
   # The unattended scenario, one line per step; exit code 1 on any failure
   sudo target/debug/kokoa-lab check
 
+  # Then an edge dies: out of DNS, destroyed, replaced elsewhere, with the figures
+  sudo target/debug/kokoa-lab check --failover
+
   # After a crash: stop what is left and delete the namespaces
   sudo target/debug/kokoa-lab down
 
@@ -47,6 +50,10 @@ enum Command {
         /// Where kokoa-control, kokoa-edge and kokoa-origin are [default: next to kokoa-lab].
         #[arg(long, value_name = "DIR")]
         bin_dir: Option<PathBuf>,
+        /// Then kill edge1 and follow the self-healing: out of DNS, destroyed, replaced in
+        /// another region by the edge automation, no failed request after the TTL.
+        #[arg(long)]
+        failover: bool,
     },
     /// Remove what a crashed lab left: processes, namespaces, links, directories.
     Down,
@@ -65,7 +72,7 @@ enum Command {
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Up { bin_dir } => interruptible(up(bin_dir)).await,
-        Command::Check { bin_dir } => interruptible(check(bin_dir)).await,
+        Command::Check { bin_dir, failover } => interruptible(check(bin_dir, failover)).await,
         Command::Down => down(),
         Command::App { name, listen } => kokoa_lab::app::serve(name, listen, shutdown()).await,
     };
@@ -162,7 +169,7 @@ async fn up(bin_dir: Option<PathBuf>) -> Result<(), Error> {
     Ok(())
 }
 
-async fn check(bin_dir: Option<PathBuf>) -> Result<(), Error> {
+async fn check(bin_dir: Option<PathBuf>, failover: bool) -> Result<(), Error> {
     let bins = preflight(bin_dir).await?;
     let mut out = std::io::stdout();
     let started = std::time::Instant::now();
@@ -172,7 +179,11 @@ async fn check(bin_dir: Option<PathBuf>) -> Result<(), Error> {
         "ok  0 lab up: both host names through both edges after {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let result = kokoa_lab::check::run(&mut lab, &mut out).await;
+    let mut result = kokoa_lab::check::run(&mut lab, &mut out).await;
+    if failover {
+        let healed = kokoa_lab::failover::run(&mut lab, &mut out).await;
+        result = result.and(healed);
+    }
     if result.is_err() {
         eprint!("{}", lab.supervisor.log_tails(25));
     }

@@ -25,6 +25,9 @@ use crate::{
 pub const ZONES: [&str; 2] = ["hoge.test", "fuga.test"];
 /// pebble's ACME directory, on loopback of the root namespace where the control plane runs.
 pub const ACME_PORT: u16 = 14000;
+/// The TTL of the lab zones' records: short, so the failover scenario's client (which
+/// honours it) moves off a removed edge quickly.
+pub const ZONE_TTL: u32 = 5;
 const MANAGEMENT_PORT: u16 = 15000;
 
 const INSTALL: &str = "apt-get install -y --no-install-recommends pebble pdns-server \
@@ -220,7 +223,7 @@ impl Tls {
     /// The body of `POST /api/v1/dns/zones` for `zone`.
     pub fn zone_request(&self, zone: &str) -> serde_json::Value {
         json!({
-            "name": zone, "provider": "powerdns", "ttl": 30,
+            "name": zone, "provider": "powerdns", "ttl": ZONE_TTL,
             "settings": {
                 "url": self.dns.api_url(),
                 "nameservers": [self.dns.dns_address().to_string()],

@@ -61,6 +61,53 @@ pub fn config(lab_dir: &Path, bins: &Bins) -> Result<LabConfig, Error> {
     })
 }
 
+/// The control plane's settings for the edge automation in the lab, as configuration
+/// file sections: the edge provisioner off at first (the lab registers its own two edges;
+/// the failover scenario switches it on), this provisioner as provider `lab`, replacements
+/// rotating over
+/// [`REGIONS`], and checks fast enough for a scenario that must end within a minute
+/// (every 2 s, 2 failures make an edge unhealthy; SPEC §9 names these figures for a quick
+/// failover), `destroy_delay` 5 s (the lab zones' TTL), `replace_delay` 1 s.
+pub fn control_config(lab_dir: &Path, bins: &Bins, trusted_ca: &Path) -> Result<String, Error> {
+    let lab = toml::to_string(&config(lab_dir, bins)?).map_err(|e| Error::Command {
+        command: "lab provisioner".into(),
+        message: format!("its configuration does not serialise: {e}"),
+    })?;
+    let regions = REGIONS.map(|r| format!("\"{r}\"")).join(", ");
+    Ok(format!(
+        "[modules.edge_provisioner]\n\
+         enabled = false\n\
+         \n\
+         [edge_node_management]\n\
+         health_check_failure_threshold = 2\n\
+         health_check_interval = 2\n\
+         destroy_delay = 5\n\
+         replace_delay = 1\n\
+         min_active_nodes = 2\n\
+         max_nodes = 4\n\
+         [edge_node_management.replacement_strategy]\n\
+         preferred_providers = [\"lab\"]\n\
+         preferred_regions = [{regions}]\n\
+         \n\
+         [health]\n\
+         timeout = 1\n\
+         recovery_threshold = 3\n\
+         end_to_end_interval = 10\n\
+         trusted_ca_file = \"{}\"\n\
+         \n\
+         [edge_provisioning]\n\
+         timeout = 120\n\
+         \n\
+         [[provisioners]]\n\
+         kind = \"lab\"\n\
+         image = \"lab\"\n\
+         size = \"lab\"\n\
+         [provisioners.lab]\n\
+         {lab}",
+        trusted_ca.display()
+    ))
+}
+
 /// A [`LabProvisioner`] with [`config`].
 pub fn provisioner(lab_dir: &Path, bins: &Bins) -> Result<LabProvisioner, Error> {
     Ok(LabProvisioner::new(config(lab_dir, bins)?)?)

@@ -310,12 +310,16 @@ pub(crate) async fn step_all(state: &AppState) -> Result<(), kokoa_core::Error> 
             checking,
             zones_ttl,
             changed: false,
+            notify: false,
         };
         step.go().await;
         if step.changed
             && let Err(e) = state.store().update_edge(&step.edge).await
         {
             tracing::warn!(edge = %step.edge.id, error = %e, "cannot record the edge's step");
+        }
+        if step.notify {
+            state.notify_changed();
         }
     }
     if provisioning {
@@ -389,6 +393,8 @@ struct Step<'a> {
     checking: bool,
     zones_ttl: u64,
     changed: bool,
+    /// Whether nodes' configurations change once the edge is written.
+    notify: bool,
 }
 
 impl Step<'_> {
@@ -613,8 +619,8 @@ impl Step<'_> {
                 {
                     self.edge.public_ip = Some(ip);
                     self.changed = true;
-                    // Origins add the new peer.
-                    self.state.notify_changed();
+                    // Origins add the new peer (once the address is written).
+                    self.notify = true;
                 }
                 let address = self
                     .edge
@@ -803,7 +809,7 @@ impl Step<'_> {
         };
         self.done("destroyed", kinds::EDGE_DESTROYED, message, now)
             .await;
-        self.state.notify_changed();
+        self.notify = true;
         self.state.wakers().dns.notify_one();
         Ok(())
     }
