@@ -26,7 +26,8 @@ pub(crate) struct ZoneRequest {
     /// The zone apex, e.g. `hoge.com`.
     #[schema(example = "hoge.com")]
     pub name: String,
-    /// `cloudflare`, `powerdns`, `digitalocean` or `manual`.
+    /// `cloudflare`, `route53`, `google`, `powerdns`, `rfc2136`, `digitalocean` or
+    /// `manual`.
     #[schema(example = "powerdns")]
     pub provider: String,
     /// TTL of the records the manager makes, in seconds (default 30: clients move off a
@@ -38,8 +39,11 @@ pub(crate) struct ZoneRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub settings: Map<String, Value>,
-    /// The provider's credentials, e.g. `{"api_token": "…"}` (Cloudflare), `{"api_key":
-    /// "…"}` (PowerDNS), `{"token": "…"}` (DigitalOcean). Stored encrypted, never shown.
+    /// The provider's credentials, stored encrypted and never shown: `{"api_token"}`
+    /// (Cloudflare), `{"access_key_id", "secret_access_key", "session_token"?}` (Route53),
+    /// `{"service_account": "<the key file's JSON>"}` (Google), `{"api_key"}` (PowerDNS),
+    /// `{"secret": "<base64>"}` (RFC 2136, with settings `server`, `key_name` and
+    /// `algorithm`), `{"token"}` (DigitalOcean).
     #[serde(default)]
     #[schema(value_type = Object)]
     pub credentials: Map<String, Value>,

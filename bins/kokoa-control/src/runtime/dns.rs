@@ -37,7 +37,15 @@ use crate::{
 const PERIOD: Duration = Duration::from_secs(60);
 
 /// The providers a zone can name.
-pub const PROVIDERS: &[&str] = &["cloudflare", "powerdns", "digitalocean", "manual"];
+pub const PROVIDERS: &[&str] = &[
+    "cloudflare",
+    "route53",
+    "google",
+    "powerdns",
+    "rfc2136",
+    "digitalocean",
+    "manual",
+];
 
 /// Why a zone's provider cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +111,55 @@ pub fn build_provider(
                 )?,
                 None => kokoa_dns::digitalocean::DigitalOceanProvider::new(token)?,
             })
+        }
+        "route53" => {
+            let mut keys = kokoa_core::sigv4::Credentials::new(
+                secret("access_key_id")?,
+                secret("secret_access_key")?,
+            );
+            if let Some(token) = optional(credentials, "session_token") {
+                keys = keys.with_session_token(token);
+            }
+            Arc::new(match optional(&settings, "base_url") {
+                Some(url) => {
+                    kokoa_dns::route53::Route53Provider::with_client(client()?, url, keys)?
+                }
+                None => kokoa_dns::route53::Route53Provider::new(keys)?,
+            })
+        }
+        "google" => {
+            let key = kokoa_dns::google::ServiceAccountKey::from_json(secret("service_account")?)?;
+            let provider = match optional(&settings, "base_url") {
+                Some(url) => kokoa_dns::google::GoogleCloudDns::with_client(client()?, url, key)?,
+                None => kokoa_dns::google::GoogleCloudDns::new(key)?,
+            };
+            Arc::new(match optional(&settings, "project") {
+                Some(project) => provider.with_project(project),
+                None => provider,
+            })
+        }
+        "rfc2136" => {
+            let server: std::net::SocketAddr =
+                text(&settings, "server", "setting")?.parse().map_err(|_| {
+                    ZoneError::Config(
+                        "setting \"server\" is not an address and port like \"192.0.2.53:53\""
+                            .to_owned(),
+                    )
+                })?;
+            let algorithm = match optional(&settings, "algorithm") {
+                Some(name) => name.parse()?,
+                None => kokoa_dns::rfc2136::TsigAlgorithm::default(),
+            };
+            let key = kokoa_dns::rfc2136::TsigKey::new(
+                text(&settings, "key_name", "setting")?,
+                algorithm,
+                secret("secret")?,
+            )?;
+            Arc::new(kokoa_dns::rfc2136::Rfc2136Provider::new(
+                server,
+                key,
+                [zone.name.clone()],
+            ))
         }
         other => {
             return Err(ZoneError::Config(format!(
@@ -760,5 +817,86 @@ pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         if wait_or_stop(PERIOD, &state.wakers().dns, &mut stop).await {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn zone(provider: &str, settings: Value) -> DnsZone {
+        DnsZone {
+            id: kokoa_core::DnsZoneId::new(),
+            name: Hostname::parse("hoge.com").unwrap(),
+            provider: Name::parse(provider).unwrap(),
+            provider_zone_id: None,
+            settings,
+            ttl: 30,
+            created_at: Timestamp::now(),
+        }
+    }
+
+    fn build(provider: &str, settings: Value, credentials: Value) -> Result<&'static str, String> {
+        let credentials = credentials.as_object().cloned().unwrap_or_default();
+        match build_provider(&zone(provider, settings), &credentials) {
+            Ok(Some(p)) => Ok(p.name()),
+            Ok(None) => Ok("none"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn every_provider_is_built_from_its_settings_and_credentials() {
+        assert_eq!(build("manual", json!({}), json!({})), Ok("none"));
+        assert_eq!(
+            build("cloudflare", json!({}), json!({"api_token": "t"})),
+            Ok("cloudflare")
+        );
+        assert_eq!(
+            build(
+                "powerdns",
+                json!({"url": "http://127.0.0.1:8081"}),
+                json!({"api_key": "k"})
+            ),
+            Ok("powerdns")
+        );
+        assert_eq!(
+            build("digitalocean", json!({}), json!({"token": "t"})),
+            Ok("digitalocean")
+        );
+        assert_eq!(
+            build(
+                "route53",
+                json!({}),
+                json!({"access_key_id": "AKID", "secret_access_key": "s"})
+            ),
+            Ok("route53")
+        );
+        assert_eq!(
+            build(
+                "rfc2136",
+                json!({"server": "127.0.0.1:53", "key_name": "kokoa", "algorithm": "hmac-sha512"}),
+                json!({"secret": "c2VjcmV0LXNlY3JldC1zZWNyZXQ="})
+            ),
+            Ok("rfc2136")
+        );
+        // What is missing or wrong is named, never a secret's value.
+        let err = build("cloudflare", json!({}), json!({})).unwrap_err();
+        assert!(err.contains("\"api_token\""), "{err}");
+        let err = build("powerdns", json!({}), json!({"api_key": "k"})).unwrap_err();
+        assert!(err.contains("\"url\""), "{err}");
+        let err = build(
+            "rfc2136",
+            json!({"server": "nowhere", "key_name": "k"}),
+            json!({"secret": "c2VjcmV0"}),
+        )
+        .unwrap_err();
+        assert!(err.contains("\"server\""), "{err}");
+        let err = build("google", json!({}), json!({"service_account": "{}"})).unwrap_err();
+        assert!(!err.is_empty());
+        let err = build("bind", json!({}), json!({})).unwrap_err();
+        assert!(err.contains("\"bind\"") && err.contains("rfc2136"), "{err}");
     }
 }
