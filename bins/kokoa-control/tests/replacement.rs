@@ -276,3 +276,71 @@ async fn an_unhealthy_edge_is_destroyed_and_replaced_in_another_region() {
     );
     plane.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automation_picks_up_after_a_restart() {
+    let cloud = Arc::new(StandInCloud {
+        port: free_port(),
+        ..StandInCloud::default()
+    });
+    let mut settings = RuntimeSettings::default();
+    settings.health.edge_https_port = cloud.port;
+    settings.health.timeout = Duration::from_millis(800);
+    settings.health.recovery_threshold = 2;
+    settings.edges.provisioners.insert(
+        "standin".into(),
+        ProvisionerEntry {
+            provisioner: cloud.clone(),
+            image: "debian-12".into(),
+            size: "small".into(),
+            ssh_key_id: None,
+        },
+    );
+    let m = &mut settings.edges.management;
+    m.health_check_interval = 1;
+    m.health_check_failure_threshold = 2;
+    m.min_active_nodes = 1;
+    m.replacement_strategy.preferred_providers = vec![Name::parse("standin").unwrap()];
+    let (mut plane, _) = Plane::start(settings, None).await;
+
+    // The first step is done: a VPS was created for the edge min_active_nodes asks for.
+    until("a VPS created", Duration::from_secs(20), || {
+        (!cloud.vpses.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    // The control plane goes away and comes back: the edge goes on from where it was.
+    plane.restart_duties().await;
+    until("the edge in DNS", Duration::from_secs(40), || {
+        (plane.dig().len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        cloud.vpses.lock().unwrap().len(),
+        1,
+        "no second VPS for the same edge"
+    );
+    let edges = plane
+        .call(Method::GET, "/api/v1/edge-nodes", None, 200)
+        .await;
+    let edges = edges["edge_nodes"].as_array().unwrap();
+    assert_eq!(edges.len(), 1, "{edges:?}");
+    assert_eq!(edges[0]["status"], "active");
+
+    // A removal asked while the duties are down completes once they are back.
+    plane.restart_duties().await;
+    let id = edges[0]["id"].as_str().unwrap();
+    plane
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/edge-nodes/{id}"),
+            None,
+            202,
+        )
+        .await;
+    plane.restart_duties().await;
+    until("the edge destroyed", Duration::from_secs(20), || {
+        (cloud.destroyed.lock().unwrap().len() == 1).then_some(())
+    })
+    .await;
+    plane.stop().await;
+}

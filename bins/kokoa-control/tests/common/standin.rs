@@ -175,7 +175,9 @@ pub struct Plane {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     duties: Option<JoinHandle<()>>,
     server: JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    settings: kokoa_control::runtime::RuntimeSettings,
+    master_key: String,
+    dir: tempfile::TempDir,
 }
 
 impl Plane {
@@ -200,12 +202,14 @@ impl Plane {
         ))
         .await
         .unwrap();
+        let master_key = MasterKey::generate();
+        let key_text = master_key.to_base64().to_string();
         let state = kokoa_control::AppState::with_settings(
             store,
-            MasterKey::generate(),
+            master_key,
             SubnetPool::default(),
             base.clone(),
-            settings,
+            settings.clone(),
         );
         let (_, admin) =
             kokoa_control::api::issue_api_token(&state, Name::parse("admin").unwrap(), Role::Admin)
@@ -216,10 +220,7 @@ impl Plane {
         }
         let router = kokoa_control::api::router(state.clone());
         let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let duties = tokio::spawn(kokoa_control::runtime::run(state.clone(), async move {
-            let _ = stopped.await;
-        }));
+        let (stop, duties) = spawn_duties(state.clone());
         let plane = Self {
             state,
             base,
@@ -229,7 +230,9 @@ impl Plane {
             stop: Some(stop),
             duties: Some(duties),
             server,
-            _dir: dir,
+            settings,
+            master_key: key_text,
+            dir,
         };
         let origin = plane
             .call(
@@ -309,6 +312,34 @@ impl Plane {
         dig(&self.pdns, "app.kokoa.test")
     }
 
+    /// Stops the duties (as a crash of the control plane would, between two steps) and
+    /// starts them again in a new control plane over the same database: nothing they need
+    /// may live in memory. The API keeps being served by the old one, as by a second
+    /// control plane that does not lead.
+    pub async fn restart_duties(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(duties) = self.duties.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), duties).await;
+        }
+        let store = kokoa_control::open_store(&kokoa_control::config::Database::Sqlite(
+            self.dir.path().join("kokoa.db"),
+        ))
+        .await
+        .unwrap();
+        let state = kokoa_control::AppState::with_settings(
+            store,
+            kokoa_core::MasterKey::from_base64(&self.master_key).unwrap(),
+            kokoa_core::SubnetPool::default(),
+            self.base.clone(),
+            self.settings.clone(),
+        );
+        let (stop, duties) = spawn_duties(state);
+        self.stop = Some(stop);
+        self.duties = Some(duties);
+    }
+
     /// Stops the duties and the server.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -320,4 +351,15 @@ impl Plane {
         }
         self.server.abort();
     }
+}
+
+/// Runs the control plane's duties for `state` until the sender is used.
+fn spawn_duties(
+    state: kokoa_control::AppState,
+) -> (tokio::sync::oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let duties = tokio::spawn(kokoa_control::runtime::run(state, async move {
+        let _ = stopped.await;
+    }));
+    (stop, duties)
 }
