@@ -136,8 +136,9 @@ impl Provisioner for StandInCloud {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unhealthy_edge_is_destroyed_and_replaced_in_another_region() {
+/// A stand-in cloud as the only provider, with checks every second (two failures make an
+/// edge unhealthy, two successes healthy).
+fn standin_settings() -> (Arc<StandInCloud>, RuntimeSettings) {
     let cloud = Arc::new(StandInCloud {
         port: free_port(),
         ..StandInCloud::default()
@@ -158,11 +159,18 @@ async fn an_unhealthy_edge_is_destroyed_and_replaced_in_another_region() {
     let m = &mut settings.edges.management;
     m.health_check_interval = 1;
     m.health_check_failure_threshold = 2;
+    m.replacement_strategy.preferred_providers = vec![Name::parse("standin").unwrap()];
+    (cloud, settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_edge_is_destroyed_and_replaced_in_another_region() {
+    let (cloud, mut settings) = standin_settings();
+    let m = &mut settings.edges.management;
     m.destroy_delay = 2;
     m.replace_delay = 1;
     m.min_active_nodes = 2;
     m.max_nodes = 4;
-    m.replacement_strategy.preferred_providers = vec![Name::parse("standin").unwrap()];
     let (plane, _) = Plane::start(settings, None).await;
 
     // min_active_nodes: two edges are created, in two regions, and come up.
@@ -279,28 +287,8 @@ async fn an_unhealthy_edge_is_destroyed_and_replaced_in_another_region() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_automation_picks_up_after_a_restart() {
-    let cloud = Arc::new(StandInCloud {
-        port: free_port(),
-        ..StandInCloud::default()
-    });
-    let mut settings = RuntimeSettings::default();
-    settings.health.edge_https_port = cloud.port;
-    settings.health.timeout = Duration::from_millis(800);
-    settings.health.recovery_threshold = 2;
-    settings.edges.provisioners.insert(
-        "standin".into(),
-        ProvisionerEntry {
-            provisioner: cloud.clone(),
-            image: "debian-12".into(),
-            size: "small".into(),
-            ssh_key_id: None,
-        },
-    );
-    let m = &mut settings.edges.management;
-    m.health_check_interval = 1;
-    m.health_check_failure_threshold = 2;
-    m.min_active_nodes = 1;
-    m.replacement_strategy.preferred_providers = vec![Name::parse("standin").unwrap()];
+    let (cloud, mut settings) = standin_settings();
+    settings.edges.management.min_active_nodes = 1;
     let (mut plane, _) = Plane::start(settings, None).await;
 
     // The first step is done: a VPS was created for the edge min_active_nodes asks for.

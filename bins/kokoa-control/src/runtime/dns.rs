@@ -325,11 +325,7 @@ impl World {
             if zone_of(&self.zones, &route.hostname).map(|z| &z.id) != Some(&zone.id) {
                 continue;
             }
-            let serving = self
-                .reach
-                .get(&route.origin_id)
-                .cloned()
-                .unwrap_or_default();
+            let serving = self.serving(&route.origin_id);
             let cut = self
                 .cut_off
                 .get(&route.origin_id)
@@ -378,6 +374,11 @@ impl World {
         states
     }
 
+    /// The edges with a tunnel to `origin`.
+    fn serving(&self, origin: &kokoa_core::OriginId) -> BTreeSet<EdgeNodeId> {
+        self.reach.get(origin).cloned().unwrap_or_default()
+    }
+
     /// The provider ids the manager owns in `zone`.
     fn owned(&self, zone: &DnsZone) -> BTreeSet<RecordId> {
         self.records
@@ -395,11 +396,7 @@ impl World {
             if zone.is_some_and(|z| z.provider.as_str() != "manual") {
                 continue;
             }
-            let serving = self
-                .reach
-                .get(&route.origin_id)
-                .cloned()
-                .unwrap_or_default();
+            let serving = self.serving(&route.origin_id);
             let desired = DesiredState {
                 hostnames: [route.hostname.clone()].into(),
                 retired: BTreeSet::new(),

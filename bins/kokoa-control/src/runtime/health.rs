@@ -622,14 +622,10 @@ async fn act(
                 condition,
                 severity,
             } => {
-                let severity = match severity {
-                    kokoa_health::Severity::Critical => Severity::Critical,
-                    _ => Severity::Warning,
-                };
                 events
                     .emit(
                         kinds::EDGE_ALERT,
-                        severity,
+                        severity_of(*severity),
                         Some(&subject),
                         format!("edge {}: {}", edge.name, describe_edge(*condition)),
                         json!({"edge_node_id": edge.id, "condition": condition, "raised": true,
@@ -767,70 +763,61 @@ fn observe_origin(
 }
 
 async fn announce_origin(state: &AppState, origin: &Origin, action: &OriginAction) {
-    let subject = origin.id.to_string();
-    let events = state.events();
     let scope = |s: &Scope| match s {
         Scope::Service(name) => format!("service {name}"),
         _ => "every route".to_owned(),
     };
-    match action {
-        OriginAction::ServeUnavailable(s) => {
-            events
-                .emit(
-                    kinds::ORIGIN_UNAVAILABLE,
-                    Severity::Warning,
-                    Some(&subject),
-                    format!("origin {}: edges answer 503 for {}", origin.name, scope(s)),
-                    json!({"origin_id": origin.id, "scope": s}),
-                )
-                .await;
-        }
-        OriginAction::ServeNormally(s) => {
-            events
-                .emit(
-                    kinds::ORIGIN_AVAILABLE,
-                    Severity::Info,
-                    Some(&subject),
-                    format!("origin {}: {} served again", origin.name, scope(s)),
-                    json!({"origin_id": origin.id, "scope": s}),
-                )
-                .await;
-        }
+    let name = &origin.name;
+    let (kind, severity, message, data) = match action {
+        OriginAction::ServeUnavailable(s) => (
+            kinds::ORIGIN_UNAVAILABLE,
+            Severity::Warning,
+            format!("origin {name}: edges answer 503 for {}", scope(s)),
+            json!({"scope": s}),
+        ),
+        OriginAction::ServeNormally(s) => (
+            kinds::ORIGIN_AVAILABLE,
+            Severity::Info,
+            format!("origin {name}: {} served again", scope(s)),
+            json!({"scope": s}),
+        ),
         OriginAction::Alert {
             condition,
             severity,
         } => {
-            let severity = match severity {
-                kokoa_health::Severity::Critical => Severity::Critical,
-                _ => Severity::Warning,
-            };
             let what = match condition {
                 OriginCondition::HeartbeatMissing => "no heartbeat".to_owned(),
                 OriginCondition::DiskFull => "disk almost full".to_owned(),
                 other => format!("{other:?}"),
             };
-            events
-                .emit(
-                    kinds::ORIGIN_ALERT,
-                    severity,
-                    Some(&subject),
-                    format!("origin {}: {what}", origin.name),
-                    json!({"origin_id": origin.id, "condition": condition, "raised": true}),
-                )
-                .await;
+            (
+                kinds::ORIGIN_ALERT,
+                severity_of(*severity),
+                format!("origin {name}: {what}"),
+                json!({"condition": condition, "raised": true}),
+            )
         }
-        OriginAction::ResolveAlert(condition) => {
-            events
-                .emit(
-                    kinds::ORIGIN_ALERT,
-                    Severity::Info,
-                    Some(&subject),
-                    format!("origin {}: alert closed", origin.name),
-                    json!({"origin_id": origin.id, "condition": condition, "raised": false}),
-                )
-                .await;
-        }
-        _ => {}
+        OriginAction::ResolveAlert(condition) => (
+            kinds::ORIGIN_ALERT,
+            Severity::Info,
+            format!("origin {name}: alert closed"),
+            json!({"condition": condition, "raised": false}),
+        ),
+        _ => return,
+    };
+    let mut data = data;
+    data["origin_id"] = json!(origin.id);
+    state
+        .events()
+        .emit(kind, severity, Some(origin.id.as_str()), message, data)
+        .await;
+}
+
+/// An alert's severity as the event log writes it.
+fn severity_of(severity: kokoa_health::Severity) -> Severity {
+    match severity {
+        kokoa_health::Severity::Critical => Severity::Critical,
+        _ => Severity::Warning,
     }
 }
 

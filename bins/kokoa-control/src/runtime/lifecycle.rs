@@ -26,7 +26,7 @@ use kokoa_provision::{
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{Module, wait_or_stop};
+use super::{Module, ProvisionerEntry, wait_or_stop};
 use crate::{error::ApiError, events::kinds, payload, state::AppState};
 
 /// How often every edge is looked at when nothing wakes the automation sooner.
@@ -419,6 +419,22 @@ impl Step<'_> {
         }
     }
 
+    /// The provider of this edge's VPS.
+    fn provisioner(&self) -> Result<ProvisionerEntry, String> {
+        self.state
+            .settings()
+            .edges
+            .provisioners
+            .get(self.edge.provider.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "no provisioner is configured for provider {}",
+                    self.edge.provider
+                )
+            })
+    }
+
     fn enter(&mut self, phase: EdgePhase, now: Timestamp) {
         self.edge.lifecycle.enter(phase, now);
         self.changed = true;
@@ -503,16 +519,7 @@ impl Step<'_> {
             return Ok(());
         }
         let settings = &self.state.settings().edges;
-        let entry = settings
-            .provisioners
-            .get(self.edge.provider.as_str())
-            .ok_or_else(|| {
-                format!(
-                    "no provisioner is configured for provider {}",
-                    self.edge.provider
-                )
-            })?
-            .clone();
+        let entry = self.provisioner()?;
         let (_, token) = crate::api::issue_enrollment(
             self.state,
             NodeRef::Edge(self.edge.id.clone()),
@@ -593,19 +600,7 @@ impl Step<'_> {
         if self.edge.lifecycle.steps.contains_key("provisioned") {
             return Ok(true);
         }
-        let Some(entry) = self
-            .state
-            .settings()
-            .edges
-            .provisioners
-            .get(self.edge.provider.as_str())
-            .cloned()
-        else {
-            return Err(format!(
-                "no provisioner is configured for provider {}",
-                self.edge.provider
-            ));
-        };
+        let entry = self.provisioner()?;
         let id = InstanceId::parse(&instance).map_err(|e| e.to_string())?;
         let status = entry
             .provisioner
@@ -767,19 +762,9 @@ impl Step<'_> {
 
     async fn destroying(&mut self, now: Timestamp) -> Result<(), String> {
         if let Some(instance) = self.edge.instance_id.clone() {
-            let Some(entry) = self
-                .state
-                .settings()
-                .edges
-                .provisioners
-                .get(self.edge.provider.as_str())
-                .cloned()
-            else {
-                return Err(format!(
-                    "no provisioner is configured for provider {}; destroy VPS {instance} by hand",
-                    self.edge.provider
-                ));
-            };
+            let entry = self
+                .provisioner()
+                .map_err(|e| format!("{e}; destroy VPS {instance} by hand"))?;
             if !self.provisioning {
                 return Ok(());
             }
