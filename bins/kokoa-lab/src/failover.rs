@@ -9,7 +9,9 @@
 //! replacement (created by the edge automation in another lab region, through the lab
 //! provisioner) answers the client's first request; the failed requests of the whole run,
 //! none of them allowed once the TTL after the removal has passed; and origin-a's routes
-//! answering 503 at the edges now serving while origin-b's answer 200.
+//! answering 503 at the edges now serving while origin-b's answer 200. Meanwhile a
+//! person has the Web UI's Edge nodes page open in Chromium: edge1 must turn unhealthy there
+//! without a reload.
 
 use std::{
     collections::HashMap,
@@ -17,7 +19,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use reqwest::{Method, StatusCode};
@@ -25,8 +27,9 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
     Error,
+    browser::EdgesPage,
     check::{self, Step},
-    lab::{Lab, wait_for},
+    lab::{Lab, control_url, wait_for},
     net,
     plan::{self, APPS, HUB, Role},
     supervisor::Spec,
@@ -201,7 +204,7 @@ struct Run {
     replacement: Option<(String, Ipv4Addr)>,
 }
 
-/// Runs steps 8–11, one line each; the first failure is returned.
+/// Runs steps 8–12, one line each; the first failure is returned.
 pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
     let edge1 = plan::host("edge1");
     // The lab's two edges serve: from now on the automation keeps two and replaces losses.
@@ -213,6 +216,8 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
             StatusCode::OK,
         )
         .await?;
+    // Someone watches the Edge nodes page; a browser that cannot start fails step 9 only.
+    let page = EdgesPage::open(lab, &control_url(), "edge1").await;
     let (stop, stopped) = watch::channel(false);
     let attempts = Attempts::default();
     let handle = stream(
@@ -225,6 +230,7 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     // edge1 is cut off the network, as a host that died or is flooded.
     net::ip(&["-n", HUB, "link", "set", &edge1.hub_port(), "down"]).await?;
+    let killed_at = SystemTime::now();
     let mut shared = Run {
         killed: Instant::now(),
         removed: None,
@@ -233,23 +239,28 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
         attempts,
         replacement: None,
     };
-    let steps: [(u8, &'static str); 4] = [
+    let steps: [(u8, &'static str); 5] = [
         (8, "edge killed, out of DNS"),
-        (9, "replaced elsewhere"),
-        (10, "requests"),
-        (11, "origin down at the new edges"),
+        (9, "unhealthy on the open Edge nodes page"),
+        (10, "replaced elsewhere"),
+        (11, "requests"),
+        (12, "origin down at the new edges"),
     ];
     let mut first_failure = None;
     for (number, name) in steps {
         let result = match number {
             8 => removed(lab, &mut shared).await,
-            9 => replaced(lab, &mut shared).await,
-            10 => requests(&mut shared).await,
+            9 => seen_on_page(&page, killed_at).await,
+            10 => replaced(lab, &mut shared).await,
+            11 => requests(&mut shared).await,
             _ => origin_down(lab, &shared).await,
         };
         check::report(out, number, name, result, &mut first_failure);
     }
     let _ = shared.stop.send(true);
+    if let Ok(page) = page {
+        page.close(lab).await;
+    }
     first_failure.map_or(Ok(()), Err)
 }
 
@@ -287,8 +298,23 @@ async fn removed(lab: &Lab, run: &mut Run) -> Step {
     ))
 }
 
-/// 9. A replacement in another region passes its checks, goes into DNS and serves the
-///    client.
+/// 9. The Edge nodes page, open since before the kill, showed edge1 unhealthy by itself.
+async fn seen_on_page(page: &Result<EdgesPage, String>, killed: SystemTime) -> Step {
+    let page = page
+        .as_ref()
+        .map_err(|e| format!("the browser did not start: {e}"))?;
+    let after = page
+        .unhealthy_after(killed, Duration::from_secs(30))
+        .await?;
+    Ok(format!(
+        "edge1 shown unhealthy {} after the kill, on the page opened before it (no reload; \
+         the page follows the event stream)",
+        secs(after)
+    ))
+}
+
+/// 10. A replacement in another region passes its checks, goes into DNS and serves the
+///     client.
 async fn replaced(lab: &Lab, run: &mut Run) -> Step {
     let fixed: Vec<Ipv4Addr> = plan::hosts(Role::Edge).map(|h| h.address).collect();
     let address = wait_for(
@@ -399,7 +425,7 @@ async fn replaced(lab: &Lab, run: &mut Run) -> Step {
     ))
 }
 
-/// 10. No request fails once the TTL after the removal has run out.
+/// 11. No request fails once the TTL after the removal has run out.
 async fn requests(run: &mut Run) -> Step {
     // A few more answers through the new set of edges first.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -443,7 +469,7 @@ async fn requests(run: &mut Run) -> Step {
     ))
 }
 
-/// 11. origin-a's app stops: its routes answer 503 at every serving edge (edge2 and the
+/// 12. origin-a's app stops: its routes answer 503 at every serving edge (edge2 and the
 ///     replacement) while origin-b's answer 200; it restarts: 200 again.
 async fn origin_down(lab: &mut Lab, run: &Run) -> Step {
     let Some((name, address)) = run.replacement.clone() else {

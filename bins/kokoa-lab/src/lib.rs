@@ -8,7 +8,8 @@
 //! removes everything), [`lab::Lab`] (the running scenario), [`check`] (its steps),
 //! [`app`] (the tiny HTTP app each origin serves), [`tls`] (pebble and the DNS server
 //! that give the edges real certificates), [`vps`] (the edge provisioner whose VPSes
-//! are namespaces on the lab's bridge) and [`failover`] (an edge dies; the system heals).
+//! are namespaces on the lab's bridge), [`failover`] (an edge dies; the system heals) and
+//! [`browser`] (the Web UI watched in Chromium meanwhile).
 //!
 //! ```
 //! use kokoa_lab::plan::{self, Role};
@@ -23,6 +24,7 @@
 
 pub mod api;
 pub mod app;
+pub mod browser;
 pub mod check;
 mod error;
 pub mod failover;

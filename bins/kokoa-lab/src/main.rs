@@ -50,8 +50,9 @@ enum Command {
         /// Where kokoa-control, kokoa-edge and kokoa-origin are [default: next to kokoa-lab].
         #[arg(long, value_name = "DIR")]
         bin_dir: Option<PathBuf>,
-        /// Then kill edge1 and follow the self-healing: out of DNS, destroyed, replaced in
-        /// another region by the edge automation, no failed request after the TTL.
+        /// Then kill edge1 and follow the self-healing: out of DNS, unhealthy on the Web
+        /// UI's open Edge nodes page (headless Chromium), destroyed, replaced in another
+        /// region by the edge automation, no failed request after the TTL.
         #[arg(long)]
         failover: bool,
     },
