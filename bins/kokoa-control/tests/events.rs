@@ -135,21 +135,22 @@ async fn events_are_listed_filtered_and_streamed() {
             )
             .await;
         assert_eq!(after["events"][0]["type"], "edge_node_unhealthy");
-        for bad in [
-            "limit=0",
-            "limit=1001",
-            "severity=loud",
-            "type=Edge%20Ready",
-        ] {
-            let (status, body) = s
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/events?{bad}"),
-                    Some(&s.admin),
-                    None,
-                )
-                .await;
-            assert_eq!(status, 422, "[{backend}] {bad}: {body}");
+        // The list and the stream refuse the same bad filters (the stream before it starts).
+        for path in ["/api/v1/events", "/api/v1/events/stream"] {
+            for bad in [
+                "limit=0",
+                "limit=1001",
+                "severity=loud",
+                "type=Edge%20Ready",
+            ] {
+                let uri = format!("{path}?{bad}");
+                let call = s.call(Method::GET, &uri, Some(&s.admin), None);
+                // Bounded: a stream that wrongly started would never end.
+                let (status, body) = tokio::time::timeout(Duration::from_secs(5), call)
+                    .await
+                    .unwrap_or_else(|_| panic!("[{backend}] {path}?{bad} was not refused"));
+                assert_eq!(status, 422, "[{backend}] {path}?{bad}: {body}");
+            }
         }
 
         // Live: a stream opened now sees the next edge event (not the older ones, and not

@@ -16,6 +16,8 @@ use crate::{lab::Lab, supervisor::Spec};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// chromedriver's name in the lab's supervisor.
+const CHILD: &str = "chromedriver";
 /// The longest wait for one element or page.
 const WAIT: Duration = Duration::from_secs(20);
 /// The watcher's account: a viewer (it only looks).
@@ -41,9 +43,6 @@ pub struct EdgesPage {
     client: Client,
     edge: String,
 }
-
-/// chromedriver's name in the lab's supervisor.
-const CHILD: &str = "chromedriver";
 
 impl EdgesPage {
     /// Creates the watcher's account, starts chromedriver and Chromium, signs in (password,
