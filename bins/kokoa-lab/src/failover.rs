@@ -51,7 +51,10 @@ const GOAL_REPLACED: Duration = Duration::from_secs(60);
 /// One request of the stream.
 #[derive(Debug, Clone)]
 struct Attempt {
+    /// When it was sent.
     at: Instant,
+    /// When it ended (answered or given up): a request in flight at the kill may fail.
+    done: Instant,
     host: &'static str,
     edge: Option<Ipv4Addr>,
     ok: bool,
@@ -156,6 +159,7 @@ fn stream(
             let attempt = match edge {
                 None => Attempt {
                     at: Instant::now(),
+                    done: Instant::now(),
                     host: app.hostname,
                     edge,
                     ok: false,
@@ -166,13 +170,18 @@ fn stream(
                     match tls::https_verified(address, app.hostname, "/", &root).await {
                         Ok(v) => Attempt {
                             at,
+                            done: Instant::now(),
                             host: app.hostname,
                             edge,
                             ok: v.reply.is_from(app.origin),
-                            detail: format!("{} {:.40}", v.reply.status, v.reply.body),
+                            detail: match v.reply.status {
+                                0 => "no HTTP answer".into(),
+                                status => format!("{status} {:.40}", v.reply.body),
+                            },
                         },
                         Err(e) => Attempt {
                             at,
+                            done: Instant::now(),
                             host: app.hostname,
                             edge,
                             ok: false,
@@ -425,7 +434,8 @@ async fn replaced(lab: &Lab, run: &mut Run) -> Step {
     ))
 }
 
-/// 11. No request fails once the TTL after the removal has run out.
+/// 11. No request fails before the kill (one in flight at that moment may), nor once the
+///     TTL after the removal has run out.
 async fn requests(run: &mut Run) -> Step {
     // A few more answers through the new set of edges first.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -441,21 +451,25 @@ async fn requests(run: &mut Run) -> Step {
     let settled = removed + Duration::from_secs(u64::from(tls::ZONE_TTL));
     let failed: Vec<&Attempt> = attempts.iter().filter(|a| !a.ok).collect();
     let late: Vec<&Attempt> = failed.iter().copied().filter(|a| a.at > settled).collect();
-    let before_kill = failed.iter().filter(|a| a.at < run.killed).count();
+    let early: Vec<&Attempt> = failed
+        .iter()
+        .copied()
+        .filter(|a| a.done < run.killed)
+        .collect();
     let replacement_served = run.replacement.as_ref().map_or(0, |(_, address)| {
         attempts
             .iter()
             .filter(|a| a.ok && a.edge == Some(*address))
             .count()
     });
-    if let Some(first) = late.first().or(failed.first().filter(|_| before_kill > 0)) {
+    if let Some(first) = late.first().or(early.first()) {
         return Err(format!(
             "{} of {} requests failed, {} after the TTL following the removal ({} before the \
              kill); e.g. {} via {:?}: {}",
             failed.len(),
             attempts.len(),
             late.len(),
-            before_kill,
+            early.len(),
             first.host,
             first.edge,
             first.detail
