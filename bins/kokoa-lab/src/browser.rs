@@ -114,10 +114,6 @@ impl EdgesPage {
             .await
             .map_err(|e| format!("open /ui/edges: {e}"))?;
         self.element("#app[data-ready]").await?;
-        self.client
-            .execute(OBSERVE, vec![json!(self.edge)])
-            .await
-            .map_err(|e| format!("watch the page: {e}"))?;
         let cell = format!("[data-edge-health='{}']", self.edge);
         let started = Instant::now();
         while self.text(&cell).await.as_deref() != Some("healthy") {
@@ -129,7 +125,11 @@ impl EdgesPage {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(())
+        self.client
+            .execute(OBSERVE, vec![json!(self.edge)])
+            .await
+            .map(drop)
+            .map_err(|e| format!("watch the page: {e}"))
     }
 
     async fn sign_in(&self, base: &str) -> Result<(), String> {
@@ -158,7 +158,7 @@ impl EdgesPage {
     }
 
     /// Waits until the page has shown the edge unhealthy; returns how long after `since`
-    /// it did. Fails if the page was reloaded meanwhile.
+    /// it did. Fails if the page was reloaded meanwhile or showed it before `since`.
     pub async fn unhealthy_after(
         &self,
         since: SystemTime,
@@ -179,9 +179,15 @@ impl EdgesPage {
             }
             if let Some(at) = seen[1].as_f64() {
                 let since = since.duration_since(UNIX_EPOCH).unwrap_or_default();
-                return Ok(Duration::from_secs_f64(
-                    (at / 1000.0 - since.as_secs_f64()).max(0.0),
-                ));
+                let after = at / 1000.0 - since.as_secs_f64();
+                // Date.now() has millisecond steps; anything earlier is a real mistake.
+                if after < -0.001 {
+                    return Err(format!(
+                        "the page showed the edge unhealthy {:.1} s before the kill",
+                        -after
+                    ));
+                }
+                return Ok(Duration::from_secs_f64(after.max(0.0)));
             }
             if started.elapsed() > limit {
                 return Err(format!(

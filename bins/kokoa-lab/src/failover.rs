@@ -156,39 +156,27 @@ fn stream(
             let addresses = resolver.addresses(app.hostname).await;
             let edge = (!addresses.is_empty()).then(|| addresses[(turn / 2) % addresses.len()]);
             turn += 1;
-            let attempt = match edge {
-                None => Attempt {
-                    at: Instant::now(),
-                    done: Instant::now(),
-                    host: app.hostname,
-                    edge,
-                    ok: false,
-                    detail: "no address in DNS".into(),
-                },
+            let at = Instant::now();
+            let (ok, detail) = match edge {
+                None => (false, "no address in DNS".to_owned()),
                 Some(address) => {
-                    let at = Instant::now();
                     match tls::https_verified(address, app.hostname, "/", &root).await {
-                        Ok(v) => Attempt {
-                            at,
-                            done: Instant::now(),
-                            host: app.hostname,
-                            edge,
-                            ok: v.reply.is_from(app.origin),
-                            detail: match v.reply.status {
-                                0 => "no HTTP answer".into(),
-                                status => format!("{status} {:.40}", v.reply.body),
-                            },
-                        },
-                        Err(e) => Attempt {
-                            at,
-                            done: Instant::now(),
-                            host: app.hostname,
-                            edge,
-                            ok: false,
-                            detail: e.to_string(),
-                        },
+                        Ok(v) if v.reply.status == 0 => (false, "no HTTP answer".to_owned()),
+                        Ok(v) => (
+                            v.reply.is_from(app.origin),
+                            format!("{} {:.40}", v.reply.status, v.reply.body),
+                        ),
+                        Err(e) => (false, e.to_string()),
                     }
                 }
+            };
+            let attempt = Attempt {
+                at,
+                done: Instant::now(),
+                host: app.hostname,
+                edge,
+                ok,
+                detail,
             };
             attempts
                 .lock()
