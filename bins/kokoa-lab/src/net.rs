@@ -113,19 +113,30 @@ impl Reply {
 /// `GET https://HOST/PATH` from the client namespace, sent to `edge` (as if DNS said so),
 /// bounded by curl's `--max-time 5`. A connection failure is status 0, not an error.
 pub async fn https_via(edge: Ipv4Addr, host: &str, path: &str) -> Result<Reply, Error> {
+    curl_via(edge, host, path, &["-k".into()], "").await
+}
+
+/// curl from the client namespace for `https://HOST/PATH` sent to `edge`, with the TLS
+/// options `tls`; `write_out` is printed after the body, then the status code on a line of
+/// its own. The reply's body holds everything before that line (status 0: no answer).
+pub(crate) async fn curl_via(
+    edge: Ipv4Addr,
+    host: &str,
+    path: &str,
+    tls: &[String],
+    write_out: &str,
+) -> Result<Reply, Error> {
     let client = plan::host("client").netns();
-    let argv = [
-        "curl",
-        "-sk",
-        "--max-time",
-        "5",
-        "--resolve",
-        &format!("{host}:443:{edge}"),
-        "-w",
-        "\n%{http_code}",
-        &format!("https://{host}{path}"),
-    ];
-    let spec = Spec::netns(&client, argv.map(String::from).to_vec());
+    let mut argv: Vec<String> = ["curl", "-s", "--max-time", "5"].map(String::from).to_vec();
+    argv.extend_from_slice(tls);
+    argv.extend([
+        "--resolve".into(),
+        format!("{host}:443:{edge}"),
+        "-w".into(),
+        format!("{write_out}\n%{{http_code}}"),
+        format!("https://{host}{path}"),
+    ]);
+    let spec = Spec::netns(&client, argv);
     let started = Instant::now();
     let out = spec.command().output().await.map_err(|e| Error::Command {
         command: spec.command_line().join(" "),

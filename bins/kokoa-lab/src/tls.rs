@@ -6,7 +6,7 @@ use std::{
     fs,
     net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use kokoa_dns::local::{LocalPowerDns, Options};
@@ -254,29 +254,9 @@ pub async fn https_verified(
     path: &str,
     root: &Path,
 ) -> Result<Verified, Error> {
-    let client = plan::host("client").netns();
-    let argv = [
-        "curl",
-        "-s",
-        "--max-time",
-        "5",
-        "--cacert",
-        &root.display().to_string(),
-        "--resolve",
-        &format!("{host}:443:{edge}"),
-        "-w",
-        "\n%{certs}\n%{http_code}",
-        &format!("https://{host}{path}"),
-    ];
-    let spec = Spec::netns(&client, argv.map(String::from).to_vec());
-    let started = Instant::now();
-    let out = spec.command().output().await.map_err(|e| Error::Command {
-        command: spec.command_line().join(" "),
-        message: e.to_string(),
-    })?;
-    let elapsed = started.elapsed();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (rest, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let tls = ["--cacert".to_owned(), root.display().to_string()];
+    let reply = net::curl_via(edge, host, path, &tls, "\n%{certs}").await?;
+    let rest = reply.body.as_str();
     let field = |name: &str| {
         rest.lines()
             .find_map(|l| l.trim().strip_prefix(name))
@@ -285,16 +265,12 @@ pub async fn https_verified(
     };
     // The body comes first, then curl's certificate details: the first certificate
     // (the server's own) starts with "Subject:".
-    let body = rest.split("\nSubject:").next().unwrap_or(rest);
+    let body = rest.split("\nSubject:").next().unwrap_or(rest).to_owned();
     Ok(Verified {
-        reply: net::Reply {
-            status: code.trim().parse().unwrap_or(0),
-            body: body.to_owned(),
-            elapsed,
-        },
         subject: field("Subject:"),
         issuer: field("Issuer:"),
         serial: field("Serial Number:"),
+        reply: net::Reply { body, ..reply },
     })
 }
 
