@@ -300,6 +300,23 @@ pub enum Error {
         context: String,
     },
 
+    /// A leader-only action was refused because the lease term it was taken under is over:
+    /// the lease has expired or another holder took it. The caller is no longer the leader
+    /// and must not carry the action out.
+    #[error(
+        "lease {lease:?} term {token} is over ({}): this control plane no longer leads; \
+         the action was refused",
+        now_term(.current)
+    )]
+    Fenced {
+        /// The lease's name, e.g. `leader`.
+        lease: String,
+        /// The fencing token the action was attempted with.
+        token: u64,
+        /// The token of the term holding the lease now; `None` while nobody holds it.
+        current: Option<u64>,
+    },
+
     /// The storage backend failed: the database is unreachable, a query failed, or a stored
     /// row no longer passes validation.
     #[error("storage failed: {0}")]
@@ -316,6 +333,20 @@ impl Error {
     /// unique value, or a deletion of something still in use (HTTP 409).
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Conflict { .. } | Self::InUse { .. })
+    }
+
+    /// Whether the error says a leader-only action was refused because its lease term is
+    /// over ([`Error::Fenced`]): the caller has lost the leadership and should step down.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Fenced { .. })
+    }
+}
+
+/// The "now" part of [`Error::Fenced`]'s message.
+fn now_term(current: &Option<u64>) -> String {
+    match current {
+        Some(token) => format!("now term {token}"),
+        None => "nobody holds it now".to_owned(),
     }
 }
 

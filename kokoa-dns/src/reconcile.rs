@@ -3,8 +3,11 @@
 //!
 //! The manager owns only the records whose ids it recorded (the control plane's
 //! `dns_records` table); everything else in the zone is foreign and never touched. A host
-//! name never loses its last address record unless the edge behind it was judged unhealthy
-//! or deleted: an edge whose state the control plane could not read keeps its records.
+//! name never loses its last address record unless the edge behind it was withdrawn on
+//! purpose (deleted, or being destroyed): when every edge of a name looks unhealthy, the
+//! observer is more likely wrong than all of them, so they are all published (fail open,
+//! as Route 53 answers with every record when all of a group fail their checks). An edge
+//! whose state the control plane could not read keeps its records.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -29,9 +32,12 @@ pub enum EdgeState {
     /// Still being set up: not added yet. Records left from before are removed only when
     /// the host name keeps another address.
     Provisioning,
-    /// Judged unhealthy: its records go, even the last one of a host name.
+    /// Judged unhealthy: its records go while the host name keeps another address. When
+    /// no edge of a name serves, the checks, not the edges, are the likelier fault: the
+    /// unhealthy edges are published (fail open).
     Unhealthy,
-    /// Destroyed: its records go, even the last one of a host name.
+    /// Withdrawn on purpose (deleted, or about to be destroyed): its records go, even the
+    /// last one of a host name.
     Deleted,
     /// The control plane could not read its state: its records stay as they are.
     Unknown,
@@ -147,10 +153,19 @@ impl DesiredState {
     }
 
     /// (name, address) → the edge that serves it; the first edge wins when two share an
-    /// address.
+    /// address. When no edge serves but some were only judged unhealthy, those are
+    /// published: every edge failing its checks at once is likelier the observer's fault
+    /// than all of theirs, and an empty answer is an outage for sure (fail open, as
+    /// Route 53 answers when every record of a group is unhealthy).
     fn wanted(&self) -> BTreeMap<(Hostname, IpAddr), EdgeNodeId> {
         let mut wanted = BTreeMap::new();
-        let serving = self.edges.iter().filter(|e| e.state == EdgeState::Serving);
+        let any_serving = self.edges.iter().any(|e| e.state == EdgeState::Serving);
+        let publish = if any_serving {
+            EdgeState::Serving
+        } else {
+            EdgeState::Unhealthy
+        };
+        let serving = self.edges.iter().filter(|e| e.state == publish);
         for edge in serving {
             for ip in edge.addresses() {
                 for name in &self.hostnames {
@@ -212,7 +227,10 @@ pub enum DeleteReason {
 impl DeleteReason {
     /// Whether the delete may only happen while the host name keeps another address.
     pub fn needs_other_address(&self) -> bool {
-        matches!(self, Self::EdgeNotServing(_) | Self::NoEdge)
+        matches!(
+            self,
+            Self::EdgeNotServing(_) | Self::NoEdge | Self::EdgeUnhealthy(_)
+        )
     }
 }
 
@@ -309,7 +327,8 @@ fn judge(edges: &[EdgeTarget], ip: IpAddr) -> Verdict {
     holders.sort_by_key(|edge| match edge.state {
         EdgeState::Serving | EdgeState::Unknown => 0,
         EdgeState::Provisioning => 1,
-        EdgeState::Unhealthy | EdgeState::Deleted => 2,
+        EdgeState::Unhealthy => 2,
+        EdgeState::Deleted => 3,
     });
     let Some(edge) = holders.first() else {
         return Verdict::Delete(DeleteReason::NoEdge);
@@ -412,8 +431,8 @@ pub fn plan(
             });
         }
     }
-    // A record of a provisioning edge, or of an address no edge has, stays while it is all
-    // its name has left.
+    // A record of a provisioning or unhealthy edge, or of an address no edge has, stays
+    // while it is all its name has left.
     plan.deletes.extend(conditional.into_iter().filter(|d| {
         d.record
             .spec

@@ -22,6 +22,10 @@
 //!   intervals with bounded concurrency, feeds each result to the check's tracker and hands
 //!   a [`CheckReport`] to a [`CheckSink`].
 //! - [`Ring`] splits targets between several checker instances by consistent hashing.
+//! - [`observed_since`], [`ObserverGuard`] and [`FlapDamper`] keep the automation safe: a
+//!   heartbeat counts as missing only from when the observer could have heard it, many
+//!   edges failing at once point at the observer, and a flapping target changes the
+//!   configuration a bounded number of times per minute.
 //!
 //! # Example
 //!
@@ -119,6 +123,7 @@ mod error;
 mod executor;
 mod heartbeat;
 mod origin;
+mod safety;
 mod secs;
 mod shard;
 mod state;
@@ -139,6 +144,7 @@ pub use heartbeat::{CpuRule, CpuTracker, TunnelStatus, is_stale};
 pub use origin::{
     OriginAction, OriginCondition, OriginObservation, OriginRules, OriginVerdict, Scope,
 };
+pub use safety::{Damped, Damping, FlapDamper, ObserverGuard, observed_since};
 pub use shard::Ring;
 pub use state::{CheckStatus, HealthState, HealthTracker, Thresholds, Transition};
 

@@ -5,6 +5,14 @@
 //! | create | `POST /v2/droplets` | `202 {"droplet":{"id":…,"status":"new",…}}` |
 //! | status | `GET /v2/droplets/{id}` | `200 {"droplet":{…,"networks":{"v4":[…],"v6":[…]}}}` |
 //! | destroy | `DELETE /v2/droplets/{id}` | `204`; `404` counts as already destroyed |
+//! | list | `GET /v2/droplets?tag_name={tag}&per_page=200&page={n}` | `200 {"droplets":[…],"links":{"pages":{"next":…}},"meta":{"total":…}}` |
+//!
+//! The [`InstanceConfig::idempotency_key`] travels as one more tag, `kokoa-key:<key>`
+//! (DigitalOcean tags may hold letters, digits, `:`, `-` and `_`, up to 255 characters, and
+//! are made when first used); a listed droplet's key is read back from it. DigitalOcean has
+//! no idempotent create: look with [`Provisioner::find_instance`] before creating again.
+//! Pages are asked for by number until an answer has no `links.pages.next`; the link
+//! itself is not followed, so the token only ever goes to the configured API.
 //!
 //! Errors come as `{"id":"not_found","message":"…"}`; a 429 carries `Retry-After` or
 //! `ratelimit-reset`.
@@ -16,15 +24,21 @@ use reqwest::{Client, Method};
 use serde::Deserialize;
 use serde_json::json;
 
+use kokoa_core::Name;
+
 use crate::{
-    Error, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner, Secret,
-    http::{Api, default_client, id_or_name, numeric_id},
+    Error, IdempotencyKey, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner,
+    Secret, TaggedInstance,
+    http::{Api, MAX_PAGES, default_client, id_or_name, numeric_id, too_many_pages},
 };
 
 const NAME: &str = "digitalocean";
 
 /// DigitalOcean accepts up to 64 KiB of user data.
 const MAX_USER_DATA: usize = 64 * 1024;
+
+/// The largest page DigitalOcean serves.
+const PER_PAGE: &str = "200";
 
 /// Creates and destroys droplets.
 #[derive(Debug)]
@@ -71,7 +85,31 @@ struct Droplet {
     id: u64,
     status: String,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     networks: Networks,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// One page of `GET /v2/droplets`.
+#[derive(Deserialize)]
+struct Page {
+    droplets: Vec<Droplet>,
+    #[serde(default)]
+    links: Links,
+}
+
+#[derive(Default, Deserialize)]
+struct Links {
+    #[serde(default)]
+    pages: Option<Pages>,
+}
+
+#[derive(Deserialize)]
+struct Pages {
+    #[serde(default)]
+    next: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -112,6 +150,15 @@ impl Droplet {
             }
         }
     }
+
+    fn tagged(&self) -> Result<TaggedInstance, Error> {
+        Ok(TaggedInstance {
+            id: InstanceId::parse(&self.id.to_string())?,
+            status: self.status(),
+            name: self.name.clone(),
+            idempotency_key: IdempotencyKey::from_tags(self.tags.iter().map(String::as_str)),
+        })
+    }
 }
 
 #[async_trait]
@@ -123,13 +170,15 @@ impl Provisioner for DigitalOcean {
     async fn create_instance(&self, config: &InstanceConfig) -> Result<Instance, Error> {
         config.check(NAME, MAX_USER_DATA)?;
         config.check_no_address()?;
+        let mut tags: Vec<String> = config.tags.iter().map(Name::to_string).collect();
+        tags.extend(config.idempotency_key.as_ref().map(IdempotencyKey::to_tag));
         let mut body = json!({
             "name": config.name,
             "region": config.region,
             "size": config.size,
             "image": id_or_name(&config.image),
             "user_data": config.user_data.expose(),
-            "tags": config.tags,
+            "tags": tags,
             "ipv6": true,
         });
         if let Some(key) = &config.ssh_key_id {
@@ -161,6 +210,30 @@ impl Provisioner for DigitalOcean {
             Err(e) if e.is_not_found() => Ok(InstanceStatus::Gone),
             Err(e) => Err(e),
         }
+    }
+
+    async fn list_instances(&self, tag: &Name) -> Result<Vec<TaggedInstance>, Error> {
+        let mut found = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let number = page.to_string();
+            let query = [
+                ("tag_name", tag.as_str()),
+                ("per_page", PER_PAGE),
+                ("page", number.as_str()),
+            ];
+            let answer: Page = self.api.get_page(&["v2", "droplets"], &query).await?;
+            for droplet in &answer.droplets {
+                let instance = droplet.tagged()?;
+                if instance.status != InstanceStatus::Gone {
+                    found.push(instance);
+                }
+            }
+            let next = answer.links.pages.and_then(|p| p.next);
+            if next.is_none() || answer.droplets.is_empty() {
+                return Ok(found);
+            }
+        }
+        Err(too_many_pages(NAME, "GET /v2/droplets"))
     }
 }
 

@@ -7,13 +7,14 @@
 //! | create | `RunInstances` | `<RunInstancesResponse>…<instancesSet><item><instanceId>i-…` |
 //! | status | `DescribeInstances&InstanceId.1=i-…` | `…<instanceState><name>running</name>…<ipAddress>…<ipv6Address>…` |
 //! | destroy | `TerminateInstances&InstanceId.1=i-…` | `InvalidInstanceID.NotFound` counts as already destroyed |
+//! | list | `DescribeRegions` (unless [`Ec2::with_regions`]), then in each region `DescribeInstances&Filter.1.Name=tag-key&Filter.1.Value.1={tag}&Filter.2.Name=instance-state-name&…&MaxResults=1000[&NextToken=…]` | `<regionInfo><item><regionName>…`; `<reservationSet>…<tagSet>…</reservationSet><nextToken>…` |
 //!
 //! The provider is named `aws`, as in placements and [`region_code`](crate::region_code)
 //! (`("aws", "sgp")` → `ap-southeast-1`). [`InstanceConfig::region`] is the AWS region code,
 //! and since every call goes to that region's endpoint, the instance ids this provider
 //! hands out carry it: `ap-southeast-1:i-0123456789abcdef0`.
 //!
-//! - Sizes: an instance type holds a dot, which a [`Name`](kokoa_core::Name) cannot; write
+//! - Sizes: an instance type holds a dot, which a [`Name`] cannot; write
 //!   it as `-`: `t3-micro` is `t3.micro`, `m7i-flex-large` is `m7i-flex.large`,
 //!   `c7i-metal-24xl` is `c7i.metal-24xl`.
 //! - Images: an AMI id (`ami-…`, different in every region) or an SSM parameter that AWS
@@ -21,6 +22,19 @@
 //!   `resolve:ssm:/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id`.
 //! - [`InstanceConfig::ssh_key_id`] is the name of an EC2 key pair (`KeyName`).
 //! - Tags: `Name` is the edge's name; every other tag becomes a tag key with an empty value.
+//! - [`InstanceConfig::idempotency_key`]: sent as the `ClientToken` of `RunInstances` (at
+//!   most 64 ASCII characters), so EC2 answers a repeated call with the instance it launched
+//!   the first time instead of launching another, and as tag `kokoa-key=<key>`, so
+//!   [`Provisioner::find_instance`] finds it. EC2 keeps a token for at least 24 hours after
+//!   its instance terminated and refuses it with other parameters
+//!   (`IdempotentParameterMismatch`, an [`Error::Conflict`]): a repeated call must send the
+//!   same user data, and a new VPS needs a new key.
+//! - Listing: EC2's instances live in regions, so [`list_instances`](Provisioner::list_instances)
+//!   asks each region the account has enabled (`DescribeRegions`, asked in `us-east-1`), or
+//!   only those given to [`Ec2::with_regions`] — quicker, and needed outside the standard
+//!   partition. Each region's `DescribeInstances` filters on the tag key and on the states
+//!   `pending`, `running`, `stopping` and `stopped`, so terminated instances stay out, and
+//!   is read page by page (`NextToken`).
 //! - Security groups: without [`Ec2::with_security_groups`], the VPC's default group
 //!   applies, which lets nothing in from outside. Give one that opens TCP 80 and 443 and
 //!   the WireGuard UDP ports.
@@ -28,7 +42,8 @@
 //!   request forged through the proxy cannot read the instance's metadata.
 //!
 //! Errors come as `<Response><Errors><Error><Code>…</Code><Message>…`: `AuthFailure` and
-//! `UnauthorizedOperation` are [`Error::Auth`]; `InstanceLimitExceeded` and
+//! `UnauthorizedOperation` are [`Error::Auth`]; `IdempotentParameterMismatch`
+//! [`Error::Conflict`]; `InstanceLimitExceeded` and
 //! `VcpuLimitExceeded` [`Error::Quota`]; `InvalidParameterValue`, `InvalidAMIID.*`,
 //! `Unsupported` and other refusals [`Error::Rejected`], naming the region, type and image;
 //! `RequestLimitExceeded` [`Error::RateLimited`]; `InvalidInstanceID.NotFound` an instance
@@ -48,15 +63,24 @@ use reqwest::{
 };
 use serde::{Deserialize, de::DeserializeOwned};
 
+use kokoa_core::Name;
+
 use crate::{
-    Error, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner,
-    http::{Failure, TIMEOUT, default_client},
+    Error, IdempotencyKey, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner,
+    TaggedInstance,
+    http::{Failure, MAX_PAGES, TIMEOUT, default_client, too_many_pages},
 };
 
 const NAME: &str = "aws";
 const SERVICE: &str = "ec2";
 const VERSION: &str = "2016-11-15";
 const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
+/// Where `DescribeRegions` is asked when no regions were given.
+const HOME_REGION: &str = "us-east-1";
+/// The largest page `DescribeInstances` serves.
+const PER_PAGE: &str = "1000";
+/// The states of instances that exist: `shutting-down` and `terminated` ones are gone.
+const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
 
 /// EC2 takes up to 16 KiB of user data before base64.
 const MAX_USER_DATA: usize = 16 * 1024;
@@ -80,6 +104,9 @@ pub struct Ec2 {
     endpoint: String,
     credentials: Credentials,
     security_groups: Vec<String>,
+    /// The regions [`list_instances`](Provisioner::list_instances) asks; empty: every
+    /// region `DescribeRegions` names.
+    regions: Vec<String>,
     clock: fn() -> Timestamp,
 }
 
@@ -88,8 +115,9 @@ impl Ec2 {
     pub const API_URL: &'static str = "https://ec2.{region}.amazonaws.com";
 
     /// A provider for the real API with `credentials` (the policy needs
-    /// `ec2:RunInstances`, `ec2:CreateTags`, `ec2:DescribeInstances` and
-    /// `ec2:TerminateInstances`).
+    /// `ec2:RunInstances`, `ec2:CreateTags`, `ec2:DescribeInstances`,
+    /// `ec2:TerminateInstances`, and `ec2:DescribeRegions` unless
+    /// [`with_regions`](Self::with_regions) is given).
     pub fn new(credentials: Credentials) -> Result<Self, Error> {
         Self::with_client(default_client(NAME)?, Self::API_URL, credentials)
     }
@@ -107,6 +135,7 @@ impl Ec2 {
             endpoint: base_url.trim_end_matches('/').to_owned(),
             credentials,
             security_groups: Vec::new(),
+            regions: Vec::new(),
             clock: Timestamp::now,
         };
         ec2.url("us-east-1")?;
@@ -129,6 +158,25 @@ impl Ec2 {
                 "security group",
                 bad,
                 "expected a security group id such as sg-0123456789abcdef0",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Lists instances in these regions only (`ap-southeast-1`, ...) instead of every region
+    /// the account has enabled: one call fewer per region left out, and no need for
+    /// `ec2:DescribeRegions`. Give every region edges may be placed in, or
+    /// [`find_instance`](Provisioner::find_instance) cannot find theirs.
+    pub fn with_regions<S: Into<String>>(
+        mut self,
+        regions: impl IntoIterator<Item = S>,
+    ) -> Result<Self, Error> {
+        self.regions = regions.into_iter().map(Into::into).collect();
+        if let Some(bad) = self.regions.iter().find(|r| !region_code(r)) {
+            return Err(Error::invalid(
+                "region",
+                bad,
+                "expected an AWS region code such as ap-southeast-1",
             ));
         }
         Ok(self)
@@ -254,6 +302,9 @@ impl Provisioner for Ec2 {
             ("MinCount".into(), "1".into()),
             ("MaxCount".into(), "1".into()),
         ];
+        if let Some(key) = &config.idempotency_key {
+            params.push(("ClientToken".into(), key.to_string()));
+        }
         if let Some(key) = &config.ssh_key_id {
             params.push(("KeyName".into(), key.clone()));
         }
@@ -263,8 +314,13 @@ impl Provisioner for Ec2 {
         params.push(("UserData".into(), user_data));
         params.push(("MetadataOptions.HttpTokens".into(), "required".into()));
         params.push(("TagSpecification.1.ResourceType".into(), "instance".into()));
+        let key = config
+            .idempotency_key
+            .as_ref()
+            .map(|k| (IdempotencyKey::TAG, k.as_str()));
         let tags = std::iter::once(("Name", config.name.as_str()))
-            .chain(config.tags.iter().map(|tag| (tag.as_str(), "")));
+            .chain(config.tags.iter().map(|tag| (tag.as_str(), "")))
+            .chain(key);
         for (n, (key, value)) in tags.enumerate() {
             let prefix = format!("TagSpecification.1.Tag.{}", n + 1);
             params.push((format!("{prefix}.Key"), key.into()));
@@ -328,6 +384,81 @@ impl Provisioner for Ec2 {
             Err(e) => Err(e),
         }
     }
+
+    async fn list_instances(&self, tag: &Name) -> Result<Vec<TaggedInstance>, Error> {
+        let regions = if self.regions.is_empty() {
+            let answer: DescribeRegionsResponse = self
+                .call(HOME_REGION, "DescribeRegions", &[], "regions")
+                .await?;
+            answer
+                .region_info
+                .items
+                .into_iter()
+                .map(|r| r.region_name)
+                .filter(|r| region_code(r))
+                .collect()
+        } else {
+            self.regions.clone()
+        };
+        let mut found = Vec::new();
+        for region in &regions {
+            self.list_in(region, tag, &mut found).await?;
+        }
+        Ok(found)
+    }
+}
+
+impl Ec2 {
+    /// Adds the instances of `region` that carry `tag` to `found`, over every page.
+    async fn list_in(
+        &self,
+        region: &str,
+        tag: &Name,
+        found: &mut Vec<TaggedInstance>,
+    ) -> Result<(), Error> {
+        let mut filters = vec![
+            ("Filter.1.Name".to_owned(), "tag-key".to_owned()),
+            ("Filter.1.Value.1".to_owned(), tag.to_string()),
+            ("Filter.2.Name".to_owned(), "instance-state-name".to_owned()),
+        ];
+        for (n, state) in LIVE_STATES.iter().enumerate() {
+            filters.push((format!("Filter.2.Value.{}", n + 1), (*state).to_owned()));
+        }
+        filters.push(("MaxResults".to_owned(), PER_PAGE.to_owned()));
+        let mut next: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut params: Vec<(&str, &str)> = filters
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            if let Some(token) = &next {
+                params.push(("NextToken", token.as_str()));
+            }
+            let context = format!("instances tagged {tag}");
+            let answer: DescribeInstancesResponse = self
+                .call(region, "DescribeInstances", &params, &context)
+                .await?;
+            for instance in answer
+                .reservation_set
+                .items
+                .into_iter()
+                .flat_map(|reservation| reservation.instances_set.items)
+            {
+                let instance = instance.tagged(region)?;
+                if instance.status != InstanceStatus::Gone {
+                    found.push(instance);
+                }
+            }
+            match answer.next_token.filter(|t| !t.is_empty()) {
+                Some(token) => next = Some(token),
+                None => return Ok(()),
+            }
+        }
+        Err(too_many_pages(
+            NAME,
+            &format!("DescribeInstances in {region}"),
+        ))
+    }
 }
 
 /// The form body: `Action` and `Version`, then `params` in their order, encoded as SigV4
@@ -381,6 +512,12 @@ fn answer_error(call: &str, status: StatusCode, body: &[u8], context: &str) -> E
         "InstanceLimitExceeded" | "VcpuLimitExceeded" => Error::Quota {
             provider,
             detail: format!("{detail} ({context})"),
+        },
+        "IdempotentParameterMismatch" => Error::Conflict {
+            provider,
+            detail: format!(
+                "{detail}: an instance was launched before with this idempotency key and other parameters; find it with find_instance, or give a new VPS a new key"
+            ),
         },
         "RequestLimitExceeded" | "Throttling" => Error::RateLimited {
             provider,
@@ -467,6 +604,22 @@ struct RunInstancesResponse {
 #[serde(rename_all = "camelCase")]
 struct DescribeInstancesResponse {
     reservation_set: Items<Reservation>,
+    /// Present, and not empty, when there is another page.
+    #[serde(default)]
+    next_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeRegionsResponse {
+    #[serde(default)]
+    region_info: Items<RegionItem>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegionItem {
+    region_name: String,
 }
 
 #[derive(Deserialize)]
@@ -498,11 +651,20 @@ struct Ec2Instance {
     ipv6_address: Option<String>,
     #[serde(default)]
     network_interface_set: Items<Interface>,
+    #[serde(default)]
+    tag_set: Items<Tag>,
 }
 
 #[derive(Deserialize)]
 struct State {
     name: String,
+}
+
+#[derive(Deserialize)]
+struct Tag {
+    key: String,
+    #[serde(default)]
+    value: String,
 }
 
 #[derive(Deserialize)]
@@ -536,6 +698,28 @@ impl Ec2Instance {
                 InstanceStatus::Provisioning
             }
         }
+    }
+
+    /// The value of its tag `key`.
+    fn tag(&self, key: &str) -> Option<&str> {
+        self.tag_set
+            .items
+            .iter()
+            .find(|t| t.key == key)
+            .map(|t| t.value.as_str())
+    }
+
+    /// As listed: the id carries `region`, the name is the `Name` tag, the key the
+    /// `kokoa-key` tag.
+    fn tagged(&self, region: &str) -> Result<TaggedInstance, Error> {
+        Ok(TaggedInstance {
+            id: InstanceId::parse(&format!("{region}:{}", self.instance_id))?,
+            status: self.status(),
+            name: self.tag("Name").map(str::to_owned),
+            idempotency_key: self
+                .tag(IdempotencyKey::TAG)
+                .and_then(|key| IdempotencyKey::parse(key).ok()),
+        })
     }
 
     /// The instance's IPv6 address, else the first of its network interfaces'.

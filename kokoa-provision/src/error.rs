@@ -107,6 +107,17 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The provider cannot do this at all, e.g. list its instances by tag: a provider
+    /// written before [`Provisioner::list_instances`](crate::Provisioner::list_instances)
+    /// existed.
+    #[error("{provider}: {operation} is not supported by this provider")]
+    Unsupported {
+        /// Provider name (owned: it comes from [`Provisioner::name`](crate::Provisioner::name)).
+        provider: String,
+        /// What was asked, e.g. `listing instances by tag`.
+        operation: &'static str,
+    },
+
     /// Any other provider failure, e.g. an answer that could not be read.
     #[error("{provider}: {source}")]
     Other {
@@ -131,6 +142,11 @@ impl Error {
     /// Whether the instance or resource does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
+    }
+
+    /// Whether the provider cannot do this at all ([`Unsupported`](Self::Unsupported)).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Self::Unsupported { .. })
     }
 
     /// An [`InvalidConfig`](Self::InvalidConfig) error, cutting `value` so a megabyte of
@@ -176,6 +192,15 @@ mod tests {
             detail: "GET /v1/servers/1: HTTP 401: unauthorized".into(),
         };
         assert!(!auth.is_retryable() && !auth.is_not_found());
+        let unsupported = Error::Unsupported {
+            provider: "custom".into(),
+            operation: "listing instances by tag",
+        };
+        assert!(unsupported.is_unsupported() && !unsupported.is_retryable());
+        assert_eq!(
+            unsupported.to_string(),
+            "custom: listing instances by tag is not supported by this provider"
+        );
     }
 
     #[test]

@@ -5,9 +5,15 @@
 //! | create | `POST /v1/servers` | `201 {"server":{"id":…,"status":"initializing",…},"action":{…}}` |
 //! | status | `GET /v1/servers/{id}` | `200 {"server":{…,"public_net":{"ipv4":{"ip"},"ipv6":{"ip"}}}}` |
 //! | destroy | `DELETE /v1/servers/{id}` | `200 {"action":{…}}`; `404` counts as already destroyed |
+//! | list | `GET /v1/servers?label_selector={tag}&per_page=50&page={n}` | `200 {"servers":[…],"meta":{"pagination":{"next_page":…}}}` |
 //!
 //! [`InstanceConfig::region`] is a location (`nbg1`, `sin`), `size` a server type (`cx22`),
-//! tags become labels with empty values. Errors come as
+//! tags become labels with empty values, and the
+//! [`idempotency_key`](InstanceConfig::idempotency_key) the label `kokoa-key=<key>` (a label
+//! value holds at most 63 characters and starts and ends with a letter or digit, which
+//! every [`IdempotencyKey`] does). Listing selects the tag's label (`label_selector=kokoa`)
+//! and reads the pages until `meta.pagination.next_page` is null. Hetzner has no idempotent
+//! create: look with [`Provisioner::find_instance`] before creating again. Errors come as
 //! `{"error":{"code":"not_found","message":"…"}}`; a duplicate name is a 409
 //! `uniqueness_error`.
 
@@ -18,15 +24,23 @@ use reqwest::{Client, Method};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use std::collections::BTreeMap;
+
+use kokoa_core::Name;
+
 use crate::{
-    Error, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner, Secret,
-    http::{Api, default_client, id_or_name, numeric_id},
+    Error, IdempotencyKey, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner,
+    Secret, TaggedInstance,
+    http::{Api, MAX_PAGES, default_client, id_or_name, numeric_id, too_many_pages},
 };
 
 const NAME: &str = "hetzner";
 
 /// Hetzner Cloud accepts up to 32 KiB of user data.
 const MAX_USER_DATA: usize = 32 * 1024;
+
+/// The largest page Hetzner serves.
+const PER_PAGE: &str = "50";
 
 /// Creates and destroys Hetzner Cloud servers.
 #[derive(Debug)]
@@ -77,7 +91,31 @@ struct Server {
     id: u64,
     status: String,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     public_net: PublicNet,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// One page of `GET /v1/servers`.
+#[derive(Deserialize)]
+struct Page {
+    servers: Vec<Server>,
+    #[serde(default)]
+    meta: Meta,
+}
+
+#[derive(Default, Deserialize)]
+struct Meta {
+    #[serde(default)]
+    pagination: Pagination,
+}
+
+#[derive(Default, Deserialize)]
+struct Pagination {
+    #[serde(default)]
+    next_page: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -125,6 +163,18 @@ impl Server {
             }
         }
     }
+
+    fn tagged(&self) -> Result<TaggedInstance, Error> {
+        Ok(TaggedInstance {
+            id: InstanceId::parse(&self.id.to_string())?,
+            status: self.status(),
+            name: self.name.clone(),
+            idempotency_key: self
+                .labels
+                .get(IdempotencyKey::TAG)
+                .and_then(|key| IdempotencyKey::parse(key).ok()),
+        })
+    }
 }
 
 #[async_trait]
@@ -136,11 +186,14 @@ impl Provisioner for Hetzner {
     async fn create_instance(&self, config: &InstanceConfig) -> Result<Instance, Error> {
         config.check(NAME, MAX_USER_DATA)?;
         config.check_no_address()?;
-        let labels: Map<String, Value> = config
+        let mut labels: Map<String, Value> = config
             .tags
             .iter()
             .map(|tag| (tag.to_string(), Value::from("")))
             .collect();
+        if let Some(key) = &config.idempotency_key {
+            labels.insert(IdempotencyKey::TAG.to_owned(), Value::from(key.as_str()));
+        }
         let mut body = json!({
             "name": config.name,
             "server_type": config.size,
@@ -179,6 +232,31 @@ impl Provisioner for Hetzner {
             Err(e) if e.is_not_found() => Ok(InstanceStatus::Gone),
             Err(e) => Err(e),
         }
+    }
+
+    async fn list_instances(&self, tag: &Name) -> Result<Vec<TaggedInstance>, Error> {
+        let mut found = Vec::new();
+        let mut page = 1;
+        for _ in 0..MAX_PAGES {
+            let number = page.to_string();
+            let query = [
+                ("label_selector", tag.as_str()),
+                ("per_page", PER_PAGE),
+                ("page", number.as_str()),
+            ];
+            let answer: Page = self.api.get_page(&["v1", "servers"], &query).await?;
+            for server in &answer.servers {
+                let instance = server.tagged()?;
+                if instance.status != InstanceStatus::Gone {
+                    found.push(instance);
+                }
+            }
+            match answer.meta.pagination.next_page {
+                Some(next) if next > page && !answer.servers.is_empty() => page = next,
+                _ => return Ok(found),
+            }
+        }
+        Err(too_many_pages(NAME, "GET /v1/servers"))
     }
 }
 

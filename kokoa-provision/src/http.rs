@@ -95,11 +95,14 @@ impl Api {
     }
 
     /// The URL of `segments` below the base, each segment percent-encoded so an id can
-    /// never add a path level or a query.
-    fn url(&self, segments: &[&str]) -> Url {
+    /// never add a path level or a query, with `query` (percent-encoded too).
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
         }
         url
     }
@@ -113,8 +116,30 @@ impl Api {
         segments: &[&str],
         body: Option<&serde_json::Value>,
     ) -> Result<Vec<u8>, Error> {
+        self.request(method, self.url(segments, &[]), body).await
+    }
+
+    /// `GET segments?query` and reads the JSON answer: one page of a list.
+    pub(crate) async fn get_page<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, Error> {
+        let url = self.url(segments, query);
+        let call = format!("GET {}", url.path());
+        let bytes = self.request(Method::GET, url, None).await?;
+        self.read(&call, &bytes)
+    }
+
+    /// [`send`](Self::send)'s work, for a complete URL below the base. The detail of an
+    /// error names the method and path, not the query.
+    async fn request(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Vec<u8>, Error> {
         let provider = self.provider;
-        let url = self.url(segments);
         let call = format!("{method} {}", url.path());
         let mut request = self
             .client
@@ -160,9 +185,14 @@ impl Api {
         segments: &[&str],
         body: Option<&serde_json::Value>,
     ) -> Result<T, Error> {
-        let call = format!("{method} {}", self.url(segments).path());
+        let call = format!("{method} {}", self.url(segments, &[]).path());
         let bytes = self.send(method, segments, body).await?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Other {
+        self.read(&call, &bytes)
+    }
+
+    /// Reads the JSON answer to `call`.
+    fn read<T: DeserializeOwned>(&self, call: &str, bytes: &[u8]) -> Result<T, Error> {
+        serde_json::from_slice(bytes).map_err(|e| Error::Other {
             provider: self.provider,
             source: Box::new(Failure(format!("{call}: unexpected answer: {e}"))),
         })
@@ -178,6 +208,20 @@ impl Api {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The most pages a list is read to: far more than an account holds servers, and a
+/// provider that keeps answering "next page" past it is broken, not busy.
+pub(crate) const MAX_PAGES: usize = 1000;
+
+/// The error for a list that still had pages after [`MAX_PAGES`].
+pub(crate) fn too_many_pages(provider: &'static str, call: &str) -> Error {
+    Error::Other {
+        provider,
+        source: Box::new(Failure(format!(
+            "{call}: still more pages after {MAX_PAGES}; the provider's pagination does not end"
+        ))),
     }
 }
 

@@ -12,12 +12,25 @@
 //! the configured binaries are used as they are.
 //!
 //! What it made is recorded in `DIR/state.json` before it is made, so a provisioner started
-//! later over the same directory reports and destroys instances of an earlier one. One
-//! provisioner at a time may use a directory.
+//! later over the same directory reports and destroys instances of an earlier one. Several
+//! provisioners may use one directory at once — in this process or in others, e.g. two
+//! control planes, a leader and the stand-by that takes over: each operation takes an
+//! exclusive lock on `DIR/lock` (`flock`), reads the state file afresh, and writes it back
+//! atomically (a temporary file, synced, renamed over it), so none works from a stale copy
+//! or sees half a file. An edge's bring-up belongs to the process that created it; should
+//! that process end before the agent started, the others report the instance `Stopped`.
+//!
+//! An [`InstanceConfig::idempotency_key`] is kept with the instance in the state file, and
+//! [`list_instances`](Provisioner::list_instances) reads the instances carrying a tag from
+//! there. Like the cloud providers other than EC2, the lab does not refuse a second
+//! instance with the same key: the caller looks first, with
+//! [`find_instance`](Provisioner::find_instance).
 //!
 //! | file | what |
 //! |---|---|
-//! | `DIR/state.json` | instance id → address, region, edge node, agent pid, why it stopped |
+//! | `DIR/state.json` | instance id → address, region, name, tags, idempotency key, edge node, agent pid, why it stopped |
+//! | `DIR/lock` | the lock every operation holds while it reads and writes `state.json` |
+//! | `DIR/faults/create-timeout` | a fault switch for end-to-end checks: while it exists, the next [`create_instance`](Provisioner::create_instance) makes its instance as usual (recorded, namespace, agent brought up), removes the file, and fails as a provider timeout would ([`Error::Transient`], retryable) — once |
 //! | `DIR/<id>/edge.log` | what the provisioner did, and the output of `kokoa-edge` |
 //! | `DIR/<id>/state/` | the agent's state directory (its credential) |
 //! | `DIR/<id>/nginx/` | nginx's prefix |
@@ -27,10 +40,10 @@ use std::{
     fs::{self, File},
     io::{self, Write as _},
     net::Ipv4Addr,
-    os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -42,7 +55,8 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 use crate::{
-    EdgeBootstrap, Error, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner,
+    EdgeBootstrap, Error, IdempotencyKey, Instance, InstanceConfig, InstanceId, InstanceStatus,
+    Provisioner, TaggedInstance,
 };
 
 const NAME: &str = "lab";
@@ -65,6 +79,11 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 /// namespace on the machine.
 const OWN_WIREGUARD: &str =
     "mkdir -p /run/wireguard && mount -t tmpfs tmpfs /run/wireguard && exec \"$@\"";
+/// The fault switch below `DIR`: see the module documentation.
+const CREATE_TIMEOUT: &str = "faults/create-timeout";
+/// How long the timeout the fault switch plays took, in its message: the cloud clients'
+/// limit for one call.
+const FAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a [`LabProvisioner`] builds its instances. Serde-ready, so it can sit in a
 /// configuration file (unknown fields are refused).
@@ -202,7 +221,8 @@ impl LabConfig {
 /// group and everything else in the namespace (nginx, WireGuard), deletes the namespace
 /// and the instance's directory, and frees the address.
 ///
-/// Needs root and a Tokio runtime. A cheap handle: clones share the instances.
+/// Needs root and a Tokio runtime. A cheap handle: clones share the configuration; every
+/// handle, in this process or another, shares the instances through the directory.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -235,7 +255,30 @@ pub struct LabProvisioner {
 #[derive(Debug)]
 struct Inner {
     config: LabConfig,
-    state: Mutex<State>,
+}
+
+/// The state file as read under the directory's lock, which is held until this is dropped.
+struct Locked {
+    /// The open lock file: closing it releases the lock.
+    _lock: File,
+    state: State,
+    dir: PathBuf,
+}
+
+impl Locked {
+    /// Writes the state file (atomically: beside it, synced, then renamed over it).
+    fn save(&self) -> Result<(), Error> {
+        let path = self.dir.join("state.json");
+        let temp = self.dir.join("state.json.new");
+        let json = serde_json::to_vec_pretty(&self.state).map_err(|e| lab_error(e.to_string()))?;
+        File::create(&temp)
+            .and_then(|mut file| {
+                file.write_all(&json)?;
+                file.sync_all()
+            })
+            .map_err(|e| io_error("write", &temp, &e))?;
+        fs::rename(&temp, &path).map_err(|e| io_error("write", &path, &e))
+    }
 }
 
 /// What the provisioner made, as kept in `state.json`.
@@ -259,6 +302,44 @@ struct Host {
     stopped: Option<String>,
     /// Set when destroying began, so a bring-up still under way starts no agent.
     destroying: bool,
+    /// The tags it was created with, for [`Provisioner::list_instances`].
+    #[serde(default)]
+    tags: Vec<Name>,
+    /// The caller's name for it ([`InstanceConfig::idempotency_key`]).
+    #[serde(default)]
+    idempotency_key: Option<IdempotencyKey>,
+    /// The provisioner's process that brings the edge up: while it lives and no agent runs,
+    /// the instance is provisioning; once it is gone without an agent, the bring-up was cut
+    /// short. `None` in state files of older versions.
+    #[serde(default)]
+    supervisor: Option<Process>,
+}
+
+impl Host {
+    /// Whether its bring-up ended without starting an agent (its process ended).
+    fn cut_short(&self) -> bool {
+        self.agent.is_none()
+            && self.stopped.is_none()
+            && !self.destroying
+            && !self.supervisor.is_some_and(Process::alive)
+    }
+
+    fn status(&self, id: &InstanceId) -> InstanceStatus {
+        if !netns_exists(id.as_str()) {
+            InstanceStatus::Gone
+        } else if self.destroying || self.stopped.is_some() || self.cut_short() {
+            InstanceStatus::Stopped
+        } else {
+            match self.agent {
+                None => InstanceStatus::Provisioning,
+                Some(agent) if agent.alive() => InstanceStatus::Running {
+                    ipv4: Some(self.address),
+                    ipv6: None,
+                },
+                Some(_) => InstanceStatus::Stopped,
+            }
+        }
+    }
 }
 
 /// A process, told apart from a later one with the same pid by its start time.
@@ -286,38 +367,30 @@ impl Process {
 
 impl LabProvisioner {
     /// A provisioner for `config`: checks it, creates its directory (0755) and reads the
-    /// state file an earlier provisioner left there.
+    /// state file earlier provisioners left there (and others may be using).
     ///
-    /// An instance whose bring-up was cut short by the end of that earlier process (no
-    /// agent was started) is reported as [`InstanceStatus::Stopped`].
+    /// An instance whose bring-up was cut short by the end of the process that created it
+    /// (no agent was started) is reported as [`InstanceStatus::Stopped`], the reason
+    /// recorded.
     pub fn new(config: LabConfig) -> Result<Self, Error> {
         config.check()?;
         make_dir(&config.dir)?;
-        let path = config.dir.join("state.json");
-        let mut state: State = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                lab_error(format!(
-                    "state file {} is damaged ({e}); remove it and the namespaces named {}*",
-                    path.display(),
-                    config.netns_prefix
-                ))
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => State::default(),
-            Err(e) => return Err(io_error("read", &path, &e)),
-        };
-        for (id, host) in &mut state.instances {
-            if host.agent.is_none() && host.stopped.is_none() && !host.destroying {
+        let inner = Inner { config };
+        let mut locked = inner.lock()?;
+        let mut changed = false;
+        for (id, host) in &mut locked.state.instances {
+            if host.cut_short() {
                 let reason =
                     "its bring-up was cut short: the provisioner stopped before the agent started";
                 tracing::warn!(instance = %id, "lab instance {id}: {reason}");
                 host.stopped = Some(reason.to_owned());
+                changed = true;
             }
         }
-        let inner = Inner {
-            config,
-            state: Mutex::new(state),
-        };
-        inner.save(&inner.lock())?;
+        if changed {
+            locked.save()?;
+        }
+        drop(locked);
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -364,36 +437,58 @@ impl Inner {
         Ok(())
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic elsewhere cannot leave the map half-changed: every change is one insert,
-        // update or removal.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Writes the state file (atomically: beside it, then renamed).
-    fn save(&self, state: &State) -> Result<(), Error> {
-        let path = self.config.dir.join("state.json");
-        let temp = self.config.dir.join("state.json.new");
-        let json = serde_json::to_vec_pretty(state).map_err(|e| lab_error(e.to_string()))?;
-        fs::write(&temp, json).map_err(|e| io_error("write", &temp, &e))?;
-        fs::rename(&temp, &path).map_err(|e| io_error("write", &path, &e))
+    /// Takes the directory's lock — waiting while another provisioner, of this process or
+    /// another, holds it — and reads the state file afresh.
+    ///
+    /// The lock is held until the answer is dropped, and every holder holds it only for a
+    /// few file operations (never across an `.await`), so the wait is short; it blocks the
+    /// thread, as a file read would.
+    fn lock(&self) -> Result<Locked, Error> {
+        let dir = &self.config.dir;
+        let path = dir.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o644)
+            .open(&path)
+            .map_err(|e| io_error("open", &path, &e))?;
+        // Each call opens the file anew, so the lock also keeps this process's threads
+        // apart: flock(2) locks of separate opens exclude each other.
+        loop {
+            match file.lock() {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error("lock", &path, &e)),
+            }
+        }
+        let state = read_state(&self.config)?;
+        Ok(Locked {
+            _lock: file,
+            state,
+            dir: dir.clone(),
+        })
     }
 
     /// Changes the record of `id`, if it is still there, and saves.
     fn update(&self, id: &InstanceId, change: impl FnOnce(&mut Host)) {
-        let mut state = self.lock();
-        if let Some(host) = state.instances.get_mut(id) {
+        let saved = self.lock().and_then(|mut locked| {
+            let Some(host) = locked.state.instances.get_mut(id) else {
+                return Ok(());
+            };
             change(host);
-            if let Err(e) = self.save(&state) {
-                tracing::error!(instance = %id, error = %e, "cannot record a lab instance's state");
-            }
+            locked.save()
+        });
+        if let Err(e) = saved {
+            tracing::error!(instance = %id, error = %e, "cannot record a lab instance's state");
         }
     }
 
     fn forget(&self, id: &InstanceId) -> Result<(), Error> {
-        let mut state = self.lock();
-        state.instances.remove(id);
-        self.save(&state)
+        let mut locked = self.lock()?;
+        locked.state.instances.remove(id);
+        locked.save()
     }
 
     fn host_dir(&self, id: &InstanceId) -> PathBuf {
@@ -523,16 +618,17 @@ impl Inner {
         unsafe {
             run.pre_exec(|| rustix::process::setsid().map(drop).map_err(io::Error::from));
         }
-        // Started under the lock, so a destroy either sees the agent or stops its start.
-        let mut state = self.lock();
-        let Some(host) = state.instances.get_mut(id).filter(|h| !h.destroying) else {
+        // Started under the lock, so a destroy — by any provisioner over the directory —
+        // either sees the agent or stops its start.
+        let mut locked = self.lock().map_err(|e| e.to_string())?;
+        let Some(host) = locked.state.instances.get_mut(id).filter(|h| !h.destroying) else {
             return Ok(None);
         };
         let child = run
             .spawn()
             .map_err(|e| format!("cannot start `ip netns exec {id} {edge} run`: {e}"))?;
         host.agent = child.id().and_then(Process::of);
-        if let Err(e) = self.save(&state) {
+        if let Err(e) = locked.save() {
             tracing::error!(instance = %id, error = %e, "cannot record a lab instance's agent");
         }
         Ok(Some(child))
@@ -554,13 +650,24 @@ impl Inner {
             }
             Err(reason) => reason,
         };
-        if self.lock().instances.get(&id).is_none_or(|h| h.destroying) {
+        let destroyed = match self.lock() {
+            Ok(locked) => locked.state.instances.get(&id).is_none_or(|h| h.destroying),
+            Err(e) => {
+                tracing::error!(instance = %id, error = %e, "cannot read the lab's state");
+                return;
+            }
+        };
+        if destroyed {
             return;
         }
         let log = self.log_path(&id);
         tracing::warn!(instance = %id, log = %log.display(), "lab instance {id} stopped: {reason}");
         self.note(&id, &reason);
-        self.update(&id, |host| host.stopped = Some(reason));
+        self.update(&id, |host| {
+            if !host.destroying {
+                host.stopped = Some(reason);
+            }
+        });
     }
 }
 
@@ -589,7 +696,8 @@ impl Provisioner for LabProvisioner {
         require_root()?;
 
         let (id, address) = {
-            let mut state = self.inner.lock();
+            let mut locked = self.inner.lock()?;
+            let state = &mut locked.state;
             let used = state.instances.values().map(|h| h.address).collect();
             let address = free_address(lab.first_address, lab.last_address, &used).ok_or_else(|| {
                 Error::Quota {
@@ -625,10 +733,13 @@ impl Provisioner for LabProvisioner {
                 agent: None,
                 stopped: None,
                 destroying: false,
+                tags: config.tags.clone(),
+                idempotency_key: config.idempotency_key.clone(),
+                supervisor: Process::of(std::process::id()),
             };
             // Recorded before anything is made, so a crash leaves nothing unrecorded.
             state.instances.insert(id.clone(), host);
-            self.inner.save(&state)?;
+            locked.save()?;
             (id, address)
         };
 
@@ -651,6 +762,27 @@ impl Provisioner for LabProvisioner {
         );
         tracing::info!(instance = %id, %address, edge = %bootstrap.node_id, "lab instance created");
         tokio::spawn(Arc::clone(&self.inner).supervise(id.clone(), bootstrap));
+
+        // The fault switch: removing the file is what arms it, so it fires once even when
+        // several provisioners share the directory.
+        let fault = lab.dir.join(CREATE_TIMEOUT);
+        if fs::remove_file(&fault).is_ok() {
+            tracing::warn!(instance = %id, fault = %fault.display(), "lab fault: instance {id} was created, answering with a timeout");
+            self.inner.note(
+                &id,
+                &format!(
+                    "fault {}: the create call answers with a timeout",
+                    fault.display()
+                ),
+            );
+            return Err(Error::Transient {
+                provider: NAME,
+                detail: format!(
+                    "create instance: no answer within {} s (operation timed out)",
+                    FAULT_TIMEOUT.as_secs()
+                ),
+            });
+        }
         Ok(Instance {
             id,
             status: InstanceStatus::Provisioning,
@@ -659,14 +791,14 @@ impl Provisioner for LabProvisioner {
 
     async fn destroy_instance(&self, id: &InstanceId) -> Result<(), Error> {
         let host = {
-            let mut state = self.inner.lock();
-            let Some(host) = state.instances.get_mut(id) else {
+            let mut locked = self.inner.lock()?;
+            let Some(host) = locked.state.instances.get_mut(id) else {
                 return Ok(());
             };
             require_root()?;
             host.destroying = true;
             let host = host.clone();
-            self.inner.save(&state)?;
+            locked.save()?;
             host
         };
         let ns = id.as_str();
@@ -699,23 +831,43 @@ impl Provisioner for LabProvisioner {
     }
 
     async fn instance_status(&self, id: &InstanceId) -> Result<InstanceStatus, Error> {
-        let Some(host) = self.inner.lock().instances.get(id).cloned() else {
-            return Ok(InstanceStatus::Gone);
-        };
-        Ok(if !netns_exists(id.as_str()) {
-            InstanceStatus::Gone
-        } else if host.destroying || host.stopped.is_some() {
-            InstanceStatus::Stopped
-        } else {
-            match host.agent {
-                None => InstanceStatus::Provisioning,
-                Some(agent) if agent.alive() => InstanceStatus::Running {
-                    ipv4: Some(host.address),
-                    ipv6: None,
-                },
-                Some(_) => InstanceStatus::Stopped,
-            }
-        })
+        let state = self.inner.lock()?.state;
+        Ok(state
+            .instances
+            .get(id)
+            .map_or(InstanceStatus::Gone, |host| host.status(id)))
+    }
+
+    async fn list_instances(&self, tag: &Name) -> Result<Vec<TaggedInstance>, Error> {
+        let state = self.inner.lock()?.state;
+        Ok(state
+            .instances
+            .iter()
+            .filter(|(_, host)| host.tags.contains(tag))
+            .map(|(id, host)| TaggedInstance {
+                id: id.clone(),
+                status: host.status(id),
+                name: Some(host.name.to_string()),
+                idempotency_key: host.idempotency_key.clone(),
+            })
+            .filter(|instance| instance.status != InstanceStatus::Gone)
+            .collect())
+    }
+}
+
+/// The state file of `config`'s directory; none yet is an empty state.
+fn read_state(config: &LabConfig) -> Result<State, Error> {
+    let path = config.dir.join("state.json");
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            lab_error(format!(
+                "state file {} is damaged ({e}); remove it and the namespaces named {}*",
+                path.display(),
+                config.netns_prefix
+            ))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(io_error("read", &path, &e)),
     }
 }
 

@@ -1,9 +1,12 @@
 //! Edge provisioner of Kokoa Proxy: creates and destroys the disposable VPSes that serve as
 //! edges, and decides where an attacked edge's replacement goes (SPEC §8.2, §9).
 //!
-//! - [`Provisioner`]: the provider interface (create, destroy, status, SSH access), held as
-//!   `Arc<dyn Provisioner>`. Providers: [`Manual`] (always), DigitalOcean, Vultr,
-//!   Hetzner Cloud, Amazon EC2 and the lab's network namespaces (features).
+//! - [`Provisioner`]: the provider interface (create, destroy, status, SSH access, list by
+//!   tag), held as `Arc<dyn Provisioner>`. Providers: [`Manual`] (always), DigitalOcean,
+//!   Vultr, Hetzner Cloud, Amazon EC2 and the lab's network namespaces (features).
+//! - [`IdempotencyKey`]: the caller's name for one VPS, carried on the instance (EC2's
+//!   `ClientToken` too), so that [`Provisioner::find_instance`] finds a VPS whose creation
+//!   timed out or whose id was never stored, and no edge gets a second VPS.
 //! - [`render_user_data`]: the cloud-init user data that installs WireGuard, nginx and the
 //!   `kokoa-edge` agent on a new VPS, enrolls it and reports it ready;
 //!   [`EdgeBootstrap::from_user_data`] reads it back.
@@ -83,7 +86,8 @@ pub use cloud_init::{AgentSource, EdgeBootstrap, render_user_data};
 pub use error::Error;
 pub use manual::Manual;
 pub use provider::{
-    Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner, Secret, SshConfig,
+    IdempotencyKey, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner, Secret,
+    SshConfig, TaggedInstance,
 };
 pub use strategy::{
     EdgeNodeManagement, Placement, ReplacementStrategy, choose_replacement, nodes_to_create,

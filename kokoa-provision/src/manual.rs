@@ -4,7 +4,11 @@ use std::net::IpAddr;
 
 use async_trait::async_trait;
 
-use crate::{Error, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner};
+use kokoa_core::Name;
+
+use crate::{
+    Error, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner, TaggedInstance,
+};
 
 const NAME: &str = "manual";
 
@@ -13,7 +17,9 @@ const NAME: &str = "manual";
 /// creates nothing to call, so it logs a line asking a person to destroy it at their
 /// provider.
 ///
-/// The user data is not applied: the person runs the enrollment command on the VPS.
+/// The user data is not applied: the person runs the enrollment command on the VPS. Nothing
+/// is created, so [`list_instances`](Provisioner::list_instances) finds nothing: a VPS
+/// registered by hand is known by its address alone.
 ///
 /// ```
 /// use kokoa_core::Name;
@@ -29,6 +35,7 @@ const NAME: &str = "manual";
 ///     user_data: Secret::new(""),
 ///     name: Name::parse("edge-home-01")?,
 ///     tags: vec![],
+///     idempotency_key: None,
 ///     address: Some("203.0.113.40".parse()?),
 /// };
 /// let instance = runtime.block_on(Manual.create_instance(&config))?;
@@ -99,12 +106,14 @@ impl Provisioner for Manual {
     async fn instance_status(&self, id: &InstanceId) -> Result<InstanceStatus, Error> {
         address(id).map(running)
     }
+
+    async fn list_instances(&self, _tag: &Name) -> Result<Vec<TaggedInstance>, Error> {
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use kokoa_core::Name;
-
     use super::*;
     use crate::Secret;
 
@@ -118,6 +127,7 @@ mod tests {
             user_data: Secret::new(""),
             name: Name::parse("edge-home-01").unwrap(),
             tags: vec![],
+            idempotency_key: None,
             address,
         }
     }
@@ -139,6 +149,8 @@ mod tests {
                 .address(),
             Some(v6)
         );
+        let tag = Name::parse("kokoa").unwrap();
+        assert_eq!(Manual.list_instances(&tag).await.unwrap(), []);
     }
 
     #[tokio::test]

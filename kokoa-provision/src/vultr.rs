@@ -5,6 +5,12 @@
 //! | create | `POST /v2/instances` | `202 {"instance":{"id":…,"status":"pending",…}}` |
 //! | status | `GET /v2/instances/{id}` | `200 {"instance":{…,"main_ip","v6_main_ip","power_status","server_status"}}` |
 //! | destroy | `DELETE /v2/instances/{id}` | `204`; `404` counts as already destroyed |
+//! | list | `GET /v2/instances?tag={tag}&per_page=500[&cursor={next}]` | `200 {"instances":[…],"meta":{"total":…,"links":{"next":"…","prev":"…"}}}` |
+//!
+//! The [`InstanceConfig::idempotency_key`] travels as one more tag, `kokoa-key:<key>`, and
+//! a listed instance's key is read back from its `tags`. Vultr has no idempotent create:
+//! look with [`Provisioner::find_instance`] before creating again. The list is read page
+//! by page, each `meta.links.next` cursor asking for the next, until it is empty.
 //!
 //! User data travels base64-encoded. A numeric [`InstanceConfig::image`] is sent as
 //! `os_id`, anything else as `image_id` (a marketplace application image). Errors come as
@@ -18,9 +24,12 @@ use reqwest::{Client, Method};
 use serde::Deserialize;
 use serde_json::json;
 
+use kokoa_core::Name;
+
 use crate::{
-    Error, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner, Secret,
-    http::{Api, default_client},
+    Error, IdempotencyKey, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner,
+    Secret, TaggedInstance,
+    http::{Api, MAX_PAGES, default_client, too_many_pages},
 };
 
 const NAME: &str = "vultr";
@@ -28,6 +37,9 @@ const NAME: &str = "vultr";
 /// The cloud-init limit we hold to before encoding (Vultr publishes none; this is the
 /// common cloud limit).
 const MAX_USER_DATA: usize = 64 * 1024;
+
+/// The largest page Vultr serves.
+const PER_PAGE: &str = "500";
 
 /// Creates and destroys Vultr instances.
 #[derive(Debug)]
@@ -79,6 +91,30 @@ struct VultrInstance {
     main_ip: String,
     #[serde(default)]
     v6_main_ip: String,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// One page of `GET /v2/instances`.
+#[derive(Deserialize)]
+struct Page {
+    instances: Vec<VultrInstance>,
+    #[serde(default)]
+    meta: Meta,
+}
+
+#[derive(Default, Deserialize)]
+struct Meta {
+    #[serde(default)]
+    links: Links,
+}
+
+#[derive(Default, Deserialize)]
+struct Links {
+    #[serde(default)]
+    next: Option<String>,
 }
 
 /// An address Vultr reports, or `None` for the `0.0.0.0` / empty it shows before one is
@@ -109,6 +145,15 @@ impl VultrInstance {
             }
         }
     }
+
+    fn tagged(&self) -> Result<TaggedInstance, Error> {
+        Ok(TaggedInstance {
+            id: InstanceId::parse(&self.id)?,
+            status: self.status(),
+            name: self.label.clone().filter(|l| !l.is_empty()),
+            idempotency_key: IdempotencyKey::from_tags(self.tags.iter().map(String::as_str)),
+        })
+    }
 }
 
 #[async_trait]
@@ -120,13 +165,15 @@ impl Provisioner for Vultr {
     async fn create_instance(&self, config: &InstanceConfig) -> Result<Instance, Error> {
         config.check(NAME, MAX_USER_DATA)?;
         config.check_no_address()?;
+        let mut tags: Vec<String> = config.tags.iter().map(Name::to_string).collect();
+        tags.extend(config.idempotency_key.as_ref().map(IdempotencyKey::to_tag));
         let mut body = json!({
             "region": config.region,
             "plan": config.size,
             "label": config.name,
             "hostname": config.name,
             "user_data": STANDARD.encode(config.user_data.expose()),
-            "tags": config.tags,
+            "tags": tags,
             "enable_ipv6": true,
         });
         match config.image.parse::<u64>() {
@@ -161,6 +208,29 @@ impl Provisioner for Vultr {
             Err(e) => Err(e),
         }
     }
+
+    async fn list_instances(&self, tag: &Name) -> Result<Vec<TaggedInstance>, Error> {
+        let mut found = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut query = vec![("tag", tag.as_str()), ("per_page", PER_PAGE)];
+            if let Some(cursor) = &cursor {
+                query.push(("cursor", cursor.as_str()));
+            }
+            let answer: Page = self.api.get_page(&["v2", "instances"], &query).await?;
+            for instance in &answer.instances {
+                let instance = instance.tagged()?;
+                if instance.status != InstanceStatus::Gone {
+                    found.push(instance);
+                }
+            }
+            match answer.meta.links.next.filter(|next| !next.is_empty()) {
+                Some(next) if !answer.instances.is_empty() => cursor = Some(next),
+                _ => return Ok(found),
+            }
+        }
+        Err(too_many_pages(NAME, "GET /v2/instances"))
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +247,8 @@ mod tests {
             server_status: server.into(),
             main_ip: ip.into(),
             v6_main_ip: String::new(),
+            label: None,
+            tags: Vec::new(),
         }
     }
 

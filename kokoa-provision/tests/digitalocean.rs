@@ -7,15 +7,16 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use common::{BEARER, ErrorCases, TOKEN, answer, config};
+use common::{BEARER, ErrorCases, KEY_A, KEY_B, ListErrorCases, TOKEN, answer, config, key, kokoa};
 use kokoa_provision::{
-    Error, InstanceId, InstanceStatus, Provisioner, Secret, digitalocean::DigitalOcean,
+    Error, InstanceId, InstanceStatus, Provisioner, Secret, TaggedInstance,
+    digitalocean::DigitalOcean,
 };
 use reqwest::Client;
 use serde_json::json;
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
-    matchers::{body_json, header, method, path},
+    matchers::{body_json, header, method, path, query_param},
 };
 
 fn provider(base_url: &str) -> DigitalOcean {
@@ -162,4 +163,123 @@ async fn non_numeric_ids_never_reach_the_api() {
     );
     assert!(provider.instance_status(&id).await.is_err());
     assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn create_carries_the_idempotency_key_as_a_tag() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/droplets"))
+        .and(header("authorization", BEARER))
+        .and(body_json(json!({
+            "name": "edge-sgp1-01",
+            "region": "sgp1",
+            "size": "s-1vcpu-1gb",
+            "image": "ubuntu-24-04-x64",
+            "ssh_keys": [512189],
+            "user_data": "#cloud-config\nruncmd: [[echo, kk_enr_secret]]\n",
+            "tags": ["kokoa-edge", format!("kokoa-key:{KEY_A}")],
+            "ipv6": true
+        })))
+        .respond_with(answer(202, "digitalocean", "create"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut config = config("digitalocean", "sgp1", "s-1vcpu-1gb", "ubuntu-24-04-x64");
+    config.idempotency_key = Some(key(KEY_A));
+    let instance = provider(&server.uri())
+        .create_instance(&config)
+        .await
+        .unwrap();
+    assert_eq!(instance.id, droplet());
+}
+
+/// Answers the two pages of droplets tagged `kokoa`, each asked for by number.
+async fn list_server() -> MockServer {
+    let server = MockServer::start().await;
+    for page in ["1", "2"] {
+        Mock::given(method("GET"))
+            .and(path("/v2/droplets"))
+            .and(header("authorization", BEARER))
+            .and(query_param("tag_name", "kokoa"))
+            .and(query_param("per_page", "200"))
+            .and(query_param("page", page))
+            .respond_with(answer(200, "digitalocean", &format!("list_page{page}")))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    server
+}
+
+#[tokio::test]
+async fn list_reads_every_page_and_the_keys() {
+    let server = list_server().await;
+    let listed = provider(&server.uri())
+        .list_instances(&kokoa())
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        [
+            TaggedInstance {
+                id: droplet(),
+                status: InstanceStatus::Running {
+                    ipv4: Some("203.0.113.10".parse().unwrap()),
+                    ipv6: None,
+                },
+                name: Some("edge-sgp1-01".into()),
+                idempotency_key: Some(key(KEY_A)),
+            },
+            TaggedInstance {
+                id: InstanceId::parse("3164495").unwrap(),
+                status: InstanceStatus::Provisioning,
+                name: Some("edge-fra1-01".into()),
+                idempotency_key: Some(key(KEY_B)),
+            },
+            // Tagged by hand, without a key.
+            TaggedInstance {
+                id: InstanceId::parse("3164512").unwrap(),
+                status: InstanceStatus::Stopped,
+                name: Some("edge-by-hand".into()),
+                idempotency_key: None,
+            },
+        ]
+    );
+    // The next page is asked of the configured server, not of the link in the answer.
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn find_instance_finds_by_key() {
+    let server = list_server().await;
+    let found = provider(&server.uri())
+        .find_instance(&kokoa(), &key(KEY_B))
+        .await
+        .unwrap()
+        .expect("the second droplet carries the key");
+    assert_eq!(found.id.as_str(), "3164495");
+    assert_eq!(found.idempotency_key, Some(key(KEY_B)));
+
+    let server = list_server().await;
+    let unknown = key("kokoa-edge-00000000000000000000000000000000");
+    assert_eq!(
+        provider(&server.uri())
+            .find_instance(&kokoa(), &unknown)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn list_error_answers_map_to_error_variants() {
+    ListErrorCases {
+        provider: "digitalocean",
+        make: |base| Box::new(provider(base)),
+        list_path: "/v2/droplets",
+        server_error: 500,
+    }
+    .check()
+    .await;
 }

@@ -10,7 +10,8 @@ use kokoa_core::{
     sigv4::{self, Credentials, Payload},
 };
 use kokoa_provision::{
-    Error, InstanceConfig, InstanceId, InstanceStatus, Provisioner, Secret, ec2::Ec2,
+    Error, IdempotencyKey, InstanceConfig, InstanceId, InstanceStatus, Provisioner, Secret,
+    TaggedInstance, ec2::Ec2,
 };
 use reqwest::Client;
 use wiremock::{
@@ -62,6 +63,7 @@ fn config() -> InstanceConfig {
         user_data: Secret::new(USER_DATA),
         name: name("edge-ap-southeast-1-01"),
         tags: vec![name("kokoa-edge")],
+        idempotency_key: None,
         address: None,
     }
 }
@@ -71,11 +73,17 @@ fn instance() -> InstanceId {
 }
 
 /// Recomputes the signature of every request the server received and compares it with the
-/// `Authorization` header sent.
+/// `Authorization` header sent. A request to `/<region>/` (a base URL with `{region}` in its
+/// path) is signed for that region, any other for [`REGION`].
 async fn assert_signed(server: &MockServer) {
     let requests = server.received_requests().await.expect("recording is on");
     assert!(!requests.is_empty(), "no request was made");
     for request in requests {
+        let region = match request.url.path().trim_matches('/') {
+            "" => REGION.to_owned(),
+            region => region.to_owned(),
+        };
+        let region = region.as_str();
         let header = |name: &str| {
             request
                 .headers
@@ -90,7 +98,7 @@ async fn assert_signed(server: &MockServer) {
         let host = header("host");
         let expected = sigv4::sign(
             &credentials(),
-            REGION,
+            region,
             "ec2",
             fixed_clock(),
             &sigv4::Request {
@@ -106,7 +114,7 @@ async fn assert_signed(server: &MockServer) {
         assert_eq!(Some(authorization.as_str()), expected.get("authorization"));
         assert!(
             authorization.starts_with(&format!(
-                "AWS4-HMAC-SHA256 Credential={KEY_ID}/20250121/{REGION}/ec2/aws4_request, \
+                "AWS4-HMAC-SHA256 Credential={KEY_ID}/20250121/{region}/ec2/aws4_request, \
                  SignedHeaders=content-type;host;x-amz-date, "
             )),
             "{authorization}"
@@ -428,5 +436,283 @@ async fn the_region_picks_the_endpoint() {
     assert!(
         authorization.contains("/eu-central-1/ec2/aws4_request"),
         "{authorization}"
+    );
+}
+
+const KEY_A: &str = "kokoa-edge-3f9a0c5e1b2d4f6a8c0e2b4d6f8a0c2e";
+const KEY_B: &str = "kokoa-edge-7d1e4b9a2c6f8e0d3a5b7c9e1f2a4b6c";
+const KEY_EU: &str = "kokoa-edge-1a2b3c4d5e6f708192a3b4c5d6e7f809";
+
+fn key(key: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(key).expect("a key")
+}
+
+fn kokoa() -> Name {
+    Name::parse("kokoa").expect("a name")
+}
+
+#[tokio::test]
+async fn create_sends_the_key_as_client_token_and_tag() {
+    let server = MockServer::start().await;
+    let user_data = "I2Nsb3VkLWNvbmZpZwpydW5jbWQ6IFtbZWNobywga2tfZW5yX3NlY3JldF1dCg%3D%3D";
+    let body = format!(
+        "Action=RunInstances&Version=2016-11-15&ImageId=ami-0123456789abcdef0\
+         &InstanceType=t3.micro&MinCount=1&MaxCount=1&ClientToken={KEY_A}&KeyName=kokoa-admin\
+         &SecurityGroupId.1=sg-0123456789abcdef0&UserData={user_data}\
+         &MetadataOptions.HttpTokens=required&TagSpecification.1.ResourceType=instance\
+         &TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=edge-ap-southeast-1-01\
+         &TagSpecification.1.Tag.2.Key=kokoa-edge&TagSpecification.1.Tag.2.Value=\
+         &TagSpecification.1.Tag.3.Key=kokoa-key&TagSpecification.1.Tag.3.Value={KEY_A}"
+    );
+    // EC2 answers a repeated call with the same token with the same instance.
+    Mock::given(method("POST"))
+        .and(path("/"))
+        .and(body_string(body))
+        .respond_with(xml(200, "run_instances"))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let mut config = config();
+    config.idempotency_key = Some(key(KEY_A));
+    let ec2 = provider(&server.uri());
+    let first = ec2.create_instance(&config).await.expect("created");
+    let again = ec2.create_instance(&config).await.expect("the same");
+    assert_eq!((first.id.clone(), again.id), (instance(), instance()));
+    assert_signed(&server).await;
+}
+
+#[tokio::test]
+async fn a_repeat_with_other_parameters_is_a_conflict() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(xml(400, "idempotent_parameter_mismatch"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut config = config();
+    config.idempotency_key = Some(key(KEY_A));
+    let err = provider(&server.uri())
+        .create_instance(&config)
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    let shown = err.to_string();
+    assert!(
+        shown.contains("IdempotentParameterMismatch") && shown.contains("find_instance"),
+        "{shown}"
+    );
+    assert!(!shown.contains("kk_enr_secret"), "{shown}");
+}
+
+/// The `DescribeInstances` form of a tagged list, with `extra` (a `NextToken`) at its end.
+fn tagged_body(extra: &str) -> String {
+    format!(
+        "Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=tag-key&Filter.1.Value.1=kokoa\
+         &Filter.2.Name=instance-state-name&Filter.2.Value.1=pending&Filter.2.Value.2=running\
+         &Filter.2.Value.3=stopping&Filter.2.Value.4=stopped&MaxResults=1000{extra}"
+    )
+}
+
+/// A server standing in for three regional endpoints, the region first in the path:
+/// `DescribeRegions` in us-east-1 names ap-southeast-1 (two pages) and eu-central-1 (one).
+/// With `all` false, only eu-central-1 is expected to be asked.
+async fn regions_server(all: bool) -> MockServer {
+    let times = u64::from(all);
+    let server = MockServer::start().await;
+    let answers = [
+        (
+            "/us-east-1/",
+            "Action=DescribeRegions&Version=2016-11-15".to_owned(),
+            "describe_regions",
+            times,
+        ),
+        (
+            "/ap-southeast-1/",
+            tagged_body(""),
+            "describe_tagged_page1",
+            times,
+        ),
+        (
+            "/ap-southeast-1/",
+            // The token holds '+', '/' and '=', which travel escaped.
+            tagged_body("&NextToken=eyJ2IjoiMiIsImMiOiJ%2BbmV4dC9wYWdlIn0%3D"),
+            "describe_tagged_page2",
+            times,
+        ),
+        ("/eu-central-1/", tagged_body(""), "describe_tagged_eu", 1),
+    ];
+    for (region, body, fixture, times) in answers {
+        Mock::given(method("POST"))
+            .and(path(region))
+            .and(header("content-type", FORM))
+            .and(body_string(body))
+            .respond_with(xml(200, fixture))
+            .expect(times)
+            .mount(&server)
+            .await;
+    }
+    server
+}
+
+fn regional(server: &MockServer) -> Ec2 {
+    Ec2::with_client(
+        Client::new(),
+        &format!("{}/{{region}}", server.uri()),
+        credentials(),
+    )
+    .expect("provider")
+    .with_clock(fixed_clock)
+}
+
+#[tokio::test]
+async fn list_asks_every_region_and_page() {
+    let server = regions_server(true).await;
+    let listed = regional(&server)
+        .list_instances(&kokoa())
+        .await
+        .expect("listed");
+    // The terminated instance on the second page is left out.
+    assert_eq!(
+        listed,
+        [
+            TaggedInstance {
+                id: instance(),
+                status: InstanceStatus::Running {
+                    ipv4: Some("203.0.113.10".parse().expect("address")),
+                    ipv6: None,
+                },
+                name: Some("edge-ap-southeast-1-01".into()),
+                idempotency_key: Some(key(KEY_A)),
+            },
+            TaggedInstance {
+                id: InstanceId::parse("ap-southeast-1:i-0a1b2c3d4e5f60718").expect("id"),
+                status: InstanceStatus::Provisioning,
+                name: Some("edge-ap-southeast-1-02".into()),
+                idempotency_key: Some(key(KEY_B)),
+            },
+            TaggedInstance {
+                id: InstanceId::parse("ap-southeast-1:i-0f1e2d3c4b5a69788").expect("id"),
+                status: InstanceStatus::Stopped,
+                name: None,
+                idempotency_key: None,
+            },
+            TaggedInstance {
+                id: InstanceId::parse("eu-central-1:i-0abcdef0123456789").expect("id"),
+                status: InstanceStatus::Stopped,
+                name: Some("edge-eu-central-1-01".into()),
+                idempotency_key: Some(key(KEY_EU)),
+            },
+        ]
+    );
+    assert_signed(&server).await;
+}
+
+#[tokio::test]
+async fn given_regions_are_the_only_ones_asked() {
+    let server = regions_server(false).await;
+    let ec2 = regional(&server)
+        .with_regions(["eu-central-1"])
+        .expect("a region");
+    let listed = ec2.list_instances(&kokoa()).await.expect("listed");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].idempotency_key, Some(key(KEY_EU)));
+    let requests = server.received_requests().await.expect("recording is on");
+    assert_eq!(requests.len(), 1, "no DescribeRegions, no other region");
+    let err = regional(&server)
+        .with_regions(["eu-central-1", "fra1"])
+        .expect_err("not a region");
+    assert!(err.to_string().contains("\"fra1\""), "{err}");
+}
+
+#[tokio::test]
+async fn find_instance_finds_by_key_in_any_region() {
+    for (wanted, expected) in [
+        (KEY_B, Some("ap-southeast-1:i-0a1b2c3d4e5f60718")),
+        (KEY_EU, Some("eu-central-1:i-0abcdef0123456789")),
+        // The terminated instance's key: gone, so not found.
+        ("kokoa-edge-0c1d2e3f405162738495a6b7c8d9e0f1", None),
+        ("kokoa-edge-00000000000000000000000000000000", None),
+    ] {
+        let server = regions_server(true).await;
+        let found = regional(&server)
+            .find_instance(&kokoa(), &key(wanted))
+            .await
+            .expect("looked");
+        assert_eq!(found.as_ref().map(|i| i.id.as_str()), expected, "{wanted}");
+    }
+}
+
+#[tokio::test]
+async fn list_errors_map_to_error_classes() {
+    type Class = fn(&Error) -> bool;
+    let cases: [(u16, &str, Class, &str); 4] = [
+        (
+            401,
+            "auth_failure",
+            |e| matches!(e, Error::Auth { .. }),
+            "DescribeRegions in us-east-1: HTTP 401: AuthFailure",
+        ),
+        (
+            403,
+            "unauthorized_operation",
+            |e| matches!(e, Error::Auth { .. }),
+            "UnauthorizedOperation",
+        ),
+        (
+            503,
+            "request_limit_exceeded",
+            |e| matches!(e, Error::RateLimited { .. }),
+            "rate limited",
+        ),
+        (
+            500,
+            "internal_error",
+            |e| matches!(e, Error::Transient { .. }),
+            "InternalError",
+        ),
+    ];
+    for (status, fixture, class, text) in cases {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(xml(status, fixture))
+            .expect(2)
+            .mount(&server)
+            .await;
+        let ec2 = regional(&server);
+        let err = ec2.list_instances(&kokoa()).await.expect_err(fixture);
+        assert!(class(&err), "{fixture}: {err:?}");
+        assert!(err.to_string().contains(text), "{fixture}: {err}");
+        let found = ec2.find_instance(&kokoa(), &key(KEY_A)).await;
+        assert_eq!(
+            found.map_err(|e| e.to_string()).expect_err(fixture),
+            err.to_string()
+        );
+    }
+
+    // The first page arrives, the second fails: the whole list fails, no partial answer.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_string(tagged_body("")))
+        .respond_with(xml(200, "describe_tagged_page1"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(xml(500, "internal_error"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = provider(&server.uri())
+        .with_regions([REGION])
+        .expect("a region")
+        .list_instances(&kokoa())
+        .await
+        .expect_err("second page failed");
+    assert!(matches!(err, Error::Transient { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("DescribeInstances in ap-southeast-1"),
+        "{err}"
     );
 }

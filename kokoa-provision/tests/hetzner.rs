@@ -2,13 +2,15 @@
 
 mod common;
 
-use common::{BEARER, ErrorCases, TOKEN, answer, config};
-use kokoa_provision::{Error, InstanceId, InstanceStatus, Provisioner, Secret, hetzner::Hetzner};
+use common::{BEARER, ErrorCases, KEY_A, KEY_B, ListErrorCases, TOKEN, answer, config, key, kokoa};
+use kokoa_provision::{
+    Error, InstanceId, InstanceStatus, Provisioner, Secret, TaggedInstance, hetzner::Hetzner,
+};
 use reqwest::Client;
 use serde_json::json;
 use wiremock::{
     Mock, MockServer,
-    matchers::{body_json, header, method, path},
+    matchers::{body_json, header, method, path, query_param},
 };
 
 fn provider(base_url: &str) -> Hetzner {
@@ -130,6 +132,123 @@ async fn error_answers_map_to_error_variants() {
         config: config("hetzner", "nbg1", "cx22", "debian-12"),
         server_error: 503,
         invalid: 400,
+    }
+    .check()
+    .await;
+}
+
+#[tokio::test]
+async fn create_carries_the_idempotency_key_as_a_label() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/servers"))
+        .and(header("authorization", BEARER))
+        .and(body_json(json!({
+            "name": "edge-nbg1-01",
+            "server_type": "cx22",
+            "image": "debian-12",
+            "location": "nbg1",
+            "ssh_keys": [512189],
+            "user_data": "#cloud-config\nruncmd: [[echo, kk_enr_secret]]\n",
+            "labels": {"kokoa-edge": "", "kokoa-key": KEY_A},
+            "public_net": {"enable_ipv4": true, "enable_ipv6": true}
+        })))
+        .respond_with(answer(201, "hetzner", "create"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut config = config("hetzner", "nbg1", "cx22", "debian-12");
+    config.idempotency_key = Some(key(KEY_A));
+    let created = provider(&server.uri())
+        .create_instance(&config)
+        .await
+        .unwrap();
+    assert_eq!(created.id, server_id());
+}
+
+/// Answers the two pages of servers with the label `kokoa`, each asked for by number.
+async fn list_server() -> MockServer {
+    let server = MockServer::start().await;
+    for page in ["1", "2"] {
+        Mock::given(method("GET"))
+            .and(path("/v1/servers"))
+            .and(header("authorization", BEARER))
+            .and(query_param("label_selector", "kokoa"))
+            .and(query_param("per_page", "50"))
+            .and(query_param("page", page))
+            .respond_with(answer(200, "hetzner", &format!("list_page{page}")))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    server
+}
+
+#[tokio::test]
+async fn list_reads_every_page_and_the_keys() {
+    let server = list_server().await;
+    let listed = provider(&server.uri())
+        .list_instances(&kokoa())
+        .await
+        .unwrap();
+    // Server 58 is being deleted: gone, so left out.
+    assert_eq!(
+        listed,
+        [
+            TaggedInstance {
+                id: server_id(),
+                status: InstanceStatus::Running {
+                    ipv4: Some("203.0.113.30".parse().unwrap()),
+                    ipv6: Some("2001:db8:1234::1".parse().unwrap()),
+                },
+                name: Some("edge-nbg1-01".into()),
+                idempotency_key: Some(key(KEY_A)),
+            },
+            TaggedInstance {
+                id: InstanceId::parse("43").unwrap(),
+                status: InstanceStatus::Provisioning,
+                name: Some("edge-hel1-01".into()),
+                idempotency_key: Some(key(KEY_B)),
+            },
+            TaggedInstance {
+                id: InstanceId::parse("57").unwrap(),
+                status: InstanceStatus::Stopped,
+                name: Some("edge-by-hand".into()),
+                idempotency_key: None,
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn find_instance_finds_by_key() {
+    let server = list_server().await;
+    let found = provider(&server.uri())
+        .find_instance(&kokoa(), &key(KEY_B))
+        .await
+        .unwrap()
+        .expect("server 43 carries the key");
+    assert_eq!(found.id.as_str(), "43");
+
+    // The key of a server being deleted is not found.
+    let server = list_server().await;
+    let deleting = key("kokoa-edge-0c1d2e3f405162738495a6b7c8d9e0f1");
+    assert_eq!(
+        provider(&server.uri())
+            .find_instance(&kokoa(), &deleting)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn list_error_answers_map_to_error_variants() {
+    ListErrorCases {
+        provider: "hetzner",
+        make: |base| Box::new(provider(base)),
+        list_path: "/v1/servers",
+        server_error: 503,
     }
     .check()
     .await;

@@ -15,8 +15,8 @@ use std::{
 
 use kokoa_core::{EdgeNodeId, Name};
 use kokoa_provision::{
-    AgentSource, EdgeBootstrap, Error, InstanceConfig, InstanceId, InstanceStatus, Provisioner,
-    Secret,
+    AgentSource, EdgeBootstrap, Error, IdempotencyKey, InstanceConfig, InstanceId, InstanceStatus,
+    Provisioner, Secret,
     lab::{LabConfig, LabProvisioner},
     render_user_data,
 };
@@ -249,6 +249,7 @@ fn instance(region: &str, token: &str) -> InstanceConfig {
         user_data,
         name: Name::parse("edge-lab-a-01").unwrap(),
         tags: vec![],
+        idempotency_key: None,
         address: None,
     }
 }
@@ -569,4 +570,110 @@ fn requests_it_cannot_serve_are_refused_with_what_to_change() {
             .join(format!("{}v0", net.tag))
             .exists()
     );
+}
+
+#[test]
+fn a_timed_out_create_makes_exactly_one_instance_which_any_provisioner_finds_by_its_key() {
+    let net = Net::new('e');
+    let config = net.config(40);
+    let tag = Name::parse("kokoa").unwrap();
+    let key = |k: &str| IdempotencyKey::parse(k).unwrap();
+    let key_a = key("kokoa-edge-3f9a0c5e1b2d4f6a8c0e2b4d6f8a0c2e");
+    let key_b = key("kokoa-edge-7d1e4b9a2c6f8e0d3a5b7c9e1f2a4b6c");
+    let keyed = |region: &str, name: &str, key: &IdempotencyKey| {
+        let mut config = instance(region, TOKEN);
+        config.name = Name::parse(name).unwrap();
+        config.tags = vec![tag.clone()];
+        config.idempotency_key = Some(key.clone());
+        config
+    };
+    runtime().block_on(async {
+        // Two control planes over one directory: the leader and the stand-by.
+        let leader = LabProvisioner::new(config.clone()).unwrap();
+        let standby = LabProvisioner::new(config.clone()).unwrap();
+
+        let first = leader
+            .create_instance(&keyed("lab-a", "edge-lab-a-01", &key_a))
+            .await
+            .unwrap()
+            .id;
+        for lab in [&leader, &standby] {
+            let found = lab
+                .find_instance(&tag, &key_a)
+                .await
+                .unwrap()
+                .expect("found by its key");
+            assert_eq!(found.id, first);
+            assert_eq!(found.name.as_deref(), Some("edge-lab-a-01"));
+            assert_eq!(found.idempotency_key.as_ref(), Some(&key_a));
+        }
+        assert_eq!(standby.find_instance(&tag, &key_b).await.unwrap(), None);
+        let other_tag = Name::parse("someone-else").unwrap();
+        assert_eq!(standby.list_instances(&other_tag).await.unwrap(), []);
+
+        // The fault switch: the stand-by, now leading, creates; the instance is made, the
+        // call answers as a provider that timed out, and the switch is used up.
+        let fault = config.dir.join("faults/create-timeout");
+        fs::create_dir_all(fault.parent().unwrap()).unwrap();
+        fs::write(&fault, "").unwrap();
+        let err = standby
+            .create_instance(&keyed("lab-b", "edge-lab-b-01", &key_b))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Transient { .. }) && err.is_retryable(),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("timed out"), "{err}");
+        assert!(!fault.exists(), "the fault hits once");
+
+        // Exactly one instance carries the key; the former leader finds it and it comes up.
+        let listed = leader.list_instances(&tag).await.unwrap();
+        let with_b: Vec<_> = listed
+            .iter()
+            .filter(|i| i.idempotency_key.as_ref() == Some(&key_b))
+            .collect();
+        assert_eq!(with_b.len(), 1, "{listed:?}");
+        let second = leader
+            .find_instance(&tag, &key_b)
+            .await
+            .unwrap()
+            .expect("made")
+            .id;
+        assert_eq!(second, with_b[0].id);
+        assert_eq!(
+            status_until(&leader, &second, |s| s.address().is_some()).await,
+            running(Ipv4Addr::new(10, 98, 0, 31))
+        );
+        assert_eq!(
+            net.namespaces().len(),
+            4,
+            "hub, probe and two instances: {:?}",
+            net.namespaces()
+        );
+        let mut ids: Vec<_> = listed.iter().map(|i| i.id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, [first.clone(), second.clone()]);
+        let state = fs::read_to_string(config.dir.join("state.json")).unwrap();
+        assert!(
+            state.contains(key_b.as_str()) && !state.contains(TOKEN),
+            "{state}"
+        );
+
+        // The switch is used up: the next create answers normally.
+        let third = standby
+            .create_instance(&keyed("lab-a", "edge-lab-a-02", &key("kokoa-edge-03")))
+            .await
+            .unwrap()
+            .id;
+
+        // Either provisioner destroys what the other made; nothing is left.
+        for (lab, id) in [(&leader, &second), (&standby, &first), (&leader, &third)] {
+            lab.destroy_instance(id).await.unwrap();
+            assert_eq!(lab.instance_status(id).await.unwrap(), InstanceStatus::Gone);
+        }
+        assert_eq!(leader.list_instances(&tag).await.unwrap(), []);
+        assert_eq!(standby.find_instance(&tag, &key_b).await.unwrap(), None);
+    });
+    assert_eq!(net.namespaces().len(), 2, "{:?}", net.namespaces());
 }

@@ -42,6 +42,18 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.step = self.initial;
     }
+
+    /// The pause after a failed request: within `reconnect` (jittered from half of it) when
+    /// the control plane could not be reached at all — it restarts, and nodes must be back
+    /// the moment it answers — and the next growing step otherwise.
+    pub fn after_failure(&mut self, unreachable: bool, reconnect: Duration) -> Duration {
+        if unreachable {
+            self.reset();
+            Backoff::new(reconnect, reconnect).next_delay()
+        } else {
+            self.next_delay()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -49,6 +61,24 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+
+    #[test]
+    fn an_unreachable_control_plane_is_asked_again_within_reconnect() {
+        let reconnect = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        for _ in 0..5 {
+            backoff.next_delay();
+        }
+        for _ in 0..50 {
+            let delay = backoff.after_failure(true, reconnect);
+            assert!(delay >= reconnect / 2 && delay <= reconnect, "{delay:?}");
+        }
+        // An answer with an error grows the back-off again, from the start.
+        let delay = backoff.after_failure(false, reconnect);
+        assert!(delay <= Duration::from_secs(1), "{delay:?}");
+        let delay = backoff.after_failure(false, reconnect);
+        assert!(delay >= Duration::from_secs(1), "{delay:?}");
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_its_cap() {

@@ -90,6 +90,15 @@ Configuration file (TOML, every key optional):
   recovery_threshold = 3
   end_to_end_interval = 30
   trusted_ca_file = \"/etc/kokoa/private-ca.pem\"  # beyond the system's roots
+  observer_max_unhealthy_percent = 50          # more edges unhealthy at once: suspect the
+                                               # checks, keep DNS, destroy nothing
+  flap_max_changes = 4                         # an origin changes edges' configuration at
+  flap_window = 60                             # most this often per window
+
+  [retention]                                  # the leader deletes older records
+  events_days = 7
+  health_history_days = 7
+  intents_days = 7
 
   [[provisioners]]                             # providers new edges are created at
   kind = \"digitalocean\"                        # digitalocean, vultr, hetzner or aws
@@ -281,6 +290,8 @@ struct FileConfig {
     modules: BTreeMap<String, ModuleFile>,
     #[serde(default)]
     health: HealthFile,
+    #[serde(default)]
+    retention: RetentionFile,
     edge_node_management: Option<EdgeNodeManagement>,
     #[serde(default)]
     provisioners: Vec<ProvisionerFile>,
@@ -316,6 +327,18 @@ struct HealthFile {
     cpu_percent: Option<f64>,
     cpu_window: Option<u64>,
     origin_disk_percent: Option<f64>,
+    observer_max_unhealthy_percent: Option<f64>,
+    flap_max_changes: Option<u32>,
+    flap_window: Option<u64>,
+}
+
+/// `[retention]`: how many days records are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionFile {
+    events_days: Option<u32>,
+    health_history_days: Option<u32>,
+    intents_days: Option<u32>,
 }
 
 /// `[edge_provisioning]`: timing of new edges.
@@ -723,11 +746,59 @@ fn runtime_settings(file: &FileConfig) -> Result<RuntimeSettings, Error> {
             .origin_disk_percent
             .unwrap_or(defaults.origin_disk_percent),
         edge: edge_rules,
+        observer: kokoa_health::ObserverGuard {
+            max_unhealthy_percent: h
+                .observer_max_unhealthy_percent
+                .unwrap_or(defaults.observer.max_unhealthy_percent),
+            ..defaults.observer
+        },
+        damping: kokoa_health::Damping {
+            max_changes: h.flap_max_changes.unwrap_or(defaults.damping.max_changes),
+            window: secs(h.flap_window, defaults.damping.window),
+        },
     };
     if health.timeout.is_zero() || health.workers == 0 || health.recovery_threshold == 0 {
         return Err(setting(
             "health",
             "timeout, workers and recovery_threshold must be at least 1".to_owned(),
+        ));
+    }
+    if !(0.0..=100.0).contains(&health.observer.max_unhealthy_percent) {
+        return Err(setting(
+            "health",
+            format!(
+                "observer_max_unhealthy_percent {} is not a percentage (0-100; 100 turns the \
+                 guard off)",
+                health.observer.max_unhealthy_percent
+            ),
+        ));
+    }
+    if health.damping.max_changes == 0 || health.damping.window.is_zero() {
+        return Err(setting(
+            "health",
+            "flap_max_changes and flap_window must be at least 1".to_owned(),
+        ));
+    }
+    let days =
+        |v: Option<u32>, d: Duration| v.map_or(d, |n| Duration::from_secs(u64::from(n) * 86_400));
+    let retention_defaults = crate::runtime::RetentionSettings::default();
+    let r = &file.retention;
+    let retention = crate::runtime::RetentionSettings {
+        events: days(r.events_days, retention_defaults.events),
+        health_history: days(r.health_history_days, retention_defaults.health_history),
+        intents: days(r.intents_days, retention_defaults.intents),
+    };
+    if [
+        retention.events,
+        retention.health_history,
+        retention.intents,
+    ]
+    .iter()
+    .any(Duration::is_zero)
+    {
+        return Err(setting(
+            "retention",
+            "events_days, health_history_days and intents_days must be at least 1".to_owned(),
         ));
     }
     let management = file.edge_node_management.clone().unwrap_or_default();
@@ -791,6 +862,7 @@ fn runtime_settings(file: &FileConfig) -> Result<RuntimeSettings, Error> {
     };
     Ok(RuntimeSettings {
         health,
+        retention,
         edges,
         modules,
     })

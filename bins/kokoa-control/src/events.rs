@@ -67,6 +67,18 @@ pub mod kinds {
     pub const MODULE_CHANGED: &str = "module.changed";
     /// This control plane became the leader (SPEC §11).
     pub const LEADER_ELECTED: &str = "control_plane.leader";
+    /// An action of this control plane was refused: another began a new term as leader.
+    pub const LEADER_FENCED: &str = "control_plane.fenced";
+    /// So many edges look unhealthy at once that the observer is suspect: nothing more
+    /// leaves DNS and nothing is destroyed until it passes (or it passed).
+    pub const OBSERVER_SUSPECT: &str = "health.observer_suspect";
+    /// An unhealthy edge is kept (not destroyed) for now, and why.
+    pub const EDGE_DESTROY_HELD: &str = "edge.destroy_held";
+    /// An origin's state flaps: the edges' configuration keeps its last state for now.
+    pub const ORIGIN_FLAPPING: &str = "origin.flapping";
+    /// A VPS carrying this installation's tag that no edge owns was found (and adopted or
+    /// destroyed).
+    pub const ORPHAN_VPS: &str = "edge.orphan_vps";
 
     /// Every type above. The Web UI listens for these on the live stream (an
     /// `EventSource` cannot listen for "any type"), so a new type belongs here too.
@@ -96,6 +108,11 @@ pub mod kinds {
         ORIGIN_ALERT,
         MODULE_CHANGED,
         LEADER_ELECTED,
+        LEADER_FENCED,
+        OBSERVER_SUSPECT,
+        EDGE_DESTROY_HELD,
+        ORIGIN_FLAPPING,
+        ORPHAN_VPS,
     ];
 }
 

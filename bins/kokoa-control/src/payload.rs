@@ -52,6 +52,9 @@ pub struct Snapshot {
     /// The origins whose every route edges answer with 503 (SPEC §8.4: the tunnel is down
     /// at every edge, or the application fails its checks).
     down: HashSet<OriginId>,
+    /// Per origin, the ports of the services whose routes edges answer with 503 (one
+    /// service down).
+    ports_down: HashMap<OriginId, BTreeSet<u16>>,
 }
 
 impl Snapshot {
@@ -63,7 +66,7 @@ impl Snapshot {
     /// Reads origins and routes; `generation` is the change counter read before.
     pub async fn read(state: &AppState, generation: u64) -> Result<Self, ApiError> {
         let store = state.store();
-        let origins = store
+        let origins: HashMap<OriginId, Origin> = store
             .list_origins()
             .await?
             .into_iter()
@@ -94,11 +97,21 @@ impl Snapshot {
             .into_iter()
             .map(|(token, c)| (token, c.hostname, c.key_authorization))
             .collect();
-        let down = runtime::health::origin_verdicts(state)
-            .await?
-            .into_iter()
+        // What the health judge decided (damped against flapping), not the last heartbeat.
+        let verdicts = runtime::health::origin_verdicts(state).await?;
+        let down = verdicts
+            .iter()
             .filter(|(_, verdict)| runtime::health::origin_down(Some(verdict)))
-            .map(|(id, _)| id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let ports_down = verdicts
+            .iter()
+            .filter_map(|(id, verdict)| {
+                let origin: &Origin = origins.get(id)?;
+                let ports =
+                    runtime::health::ports_unavailable(verdict, origin.last_metrics.as_ref());
+                (!ports.is_empty()).then(|| (id.clone(), ports))
+            })
             .collect();
         Ok(Self {
             generation,
@@ -108,6 +121,7 @@ impl Snapshot {
             certificates,
             challenges,
             down,
+            ports_down,
         })
     }
 
@@ -155,11 +169,7 @@ pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConf
         served.push((&origin.id, origin.wireguard_ip));
     }
     for (origin, ip) in served {
-        let down = snapshot
-            .origins
-            .get(origin)
-            .map(|o| ports_down(o.last_metrics.as_ref()))
-            .unwrap_or_default();
+        let down = snapshot.ports_down.get(origin).cloned().unwrap_or_default();
         let origin_down = snapshot.down.contains(origin);
         for (hostname, port) in snapshot.routes_of(origin) {
             content

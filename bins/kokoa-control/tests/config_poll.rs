@@ -402,6 +402,8 @@ async fn a_service_reported_down_gets_503_on_the_edges_for_its_routes_only() {
             Some(heartbeat("down")),
         )
         .await;
+        // The health judge (woken by the heartbeat where the duties run) decides.
+        kokoa_control::runtime::tick(&s.state).await.unwrap();
         let body = tokio::time::timeout(Duration::from_secs(5), poll)
             .await
             .unwrap()
@@ -419,6 +421,7 @@ async fn a_service_reported_down_gets_503_on_the_edges_for_its_routes_only() {
             Some(heartbeat("up")),
         )
         .await;
+        kokoa_control::runtime::tick(&s.state).await.unwrap();
         let (_, body) = s.call(Method::GET, ME, Some(&edge_credential), None).await;
         assert_eq!(body["unavailable"], json!([]));
     }

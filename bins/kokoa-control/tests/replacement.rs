@@ -14,7 +14,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicU8, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -24,7 +24,8 @@ use common::standin::{Plane, agent, free_port, health_server, until};
 use kokoa_control::runtime::{ProvisionerEntry, RuntimeSettings};
 use kokoa_core::Name;
 use kokoa_provision::{
-    EdgeBootstrap, Error, Instance, InstanceConfig, InstanceId, InstanceStatus, Provisioner,
+    EdgeBootstrap, Error, IdempotencyKey, Instance, InstanceConfig, InstanceId, InstanceStatus,
+    Provisioner, TaggedInstance,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -34,6 +35,8 @@ use tokio::task::JoinHandle;
 struct Vps {
     address: Ipv4Addr,
     region: String,
+    tags: Vec<String>,
+    key: Option<IdempotencyKey>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -44,6 +47,8 @@ struct StandInCloud {
     next: AtomicU8,
     vpses: Mutex<HashMap<String, Vps>>,
     destroyed: Mutex<Vec<String>>,
+    /// The next create makes its VPS, then answers as if it had timed out.
+    lose_next_answer: AtomicBool,
 }
 
 impl std::fmt::Debug for StandInCloud {
@@ -106,9 +111,17 @@ impl Provisioner for StandInCloud {
             Vps {
                 address,
                 region: config.region.to_string(),
+                tags: config.tags.iter().map(ToString::to_string).collect(),
+                key: config.idempotency_key.clone(),
                 tasks: vec![health, agent],
             },
         );
+        if self.lose_next_answer.swap(false, Ordering::SeqCst) {
+            return Err(Error::Transient {
+                provider: "standin",
+                detail: "POST /instances: timed out waiting for the answer".into(),
+            });
+        }
         Ok(Instance {
             id: InstanceId::parse(&id)?,
             status: InstanceStatus::Provisioning,
@@ -133,6 +146,25 @@ impl Provisioner for StandInCloud {
             },
             None => InstanceStatus::Gone,
         })
+    }
+
+    async fn list_instances(&self, tag: &Name) -> Result<Vec<TaggedInstance>, Error> {
+        let vpses = self.vpses.lock().unwrap();
+        let mut found: Vec<TaggedInstance> = vpses
+            .iter()
+            .filter(|(_, vps)| vps.tags.iter().any(|t| t == tag.as_str()))
+            .map(|(id, vps)| TaggedInstance {
+                id: InstanceId::parse(id).unwrap(),
+                status: InstanceStatus::Running {
+                    ipv4: Some(vps.address),
+                    ipv6: None,
+                },
+                name: None,
+                idempotency_key: vps.key.clone(),
+            })
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(found)
     }
 }
 
@@ -330,5 +362,54 @@ async fn the_automation_picks_up_after_a_restart() {
         (cloud.destroyed.lock().unwrap().len() == 1).then_some(())
     })
     .await;
+    plane.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answer_was_lost_makes_exactly_one_vps() {
+    let (cloud, mut settings) = standin_settings();
+    let m = &mut settings.edges.management;
+    m.min_active_nodes = 1;
+    m.max_nodes = 3;
+    // The provider makes the VPS but its answer never arrives (a timeout).
+    cloud.lose_next_answer.store(true, Ordering::SeqCst);
+    let (plane, _) = Plane::start(settings, None).await;
+
+    let serving = until("the edge serves", Duration::from_secs(40), || {
+        let dig = plane.dig();
+        (!dig.is_empty()).then_some(dig)
+    })
+    .await;
+    assert_eq!(serving, ["127.0.0.40"], "the one VPS that was made serves");
+    let edges = plane
+        .call(Method::GET, "/api/v1/edge-nodes", None, 200)
+        .await;
+    let edges = edges["edge_nodes"].as_array().unwrap().clone();
+    assert_eq!(edges.len(), 1, "{edges:?}");
+    assert_eq!(edges[0]["instance_id"], "vps-0", "{edges:?}");
+    assert_eq!(cloud.vpses.lock().unwrap().len(), 1, "exactly one VPS");
+    assert!(cloud.destroyed.lock().unwrap().is_empty());
+    let created = plane
+        .call(Method::GET, "/api/v1/events?type=edge.created", None, 200)
+        .await;
+    let message = created["events"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("found (created by an earlier request)"),
+        "{created}"
+    );
+    let failed = plane
+        .call(
+            Method::GET,
+            "/api/v1/events?type=edge.step_failed",
+            None,
+            200,
+        )
+        .await;
+    assert!(
+        failed["events"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("timed out")),
+        "{failed}"
+    );
     plane.stop().await;
 }

@@ -146,6 +146,20 @@ impl From<ApiError> for Error {
 }
 
 impl Error {
+    /// Whether the control plane could not be reached at all (no answer, or a proxy in
+    /// front of it saying it has no backend): it is restarting or moving, and is asked
+    /// again within a second rather than after a growing back-off.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Http { .. }
+                | Self::Status {
+                    status: 502..=504,
+                    ..
+                }
+        )
+    }
+
     /// Whether the payload itself is at fault (trying it again cannot help), as opposed to a
     /// failure of this host that a retry may fix.
     pub fn is_refusal(&self) -> bool {

@@ -132,6 +132,7 @@ impl Edge {
             heartbeat_interval: Duration::from_millis(200),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_millis(400),
+            reconnect: Duration::from_millis(400),
         };
         let agent = Agent::new(client, Arc::new(host), state, timing, sampler, true);
         let (stop, stopped) = oneshot::channel::<()>();

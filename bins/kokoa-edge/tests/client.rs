@@ -210,6 +210,7 @@ fn fast_timing() -> Timing {
         heartbeat_interval: Duration::from_millis(100),
         backoff_initial: Duration::from_millis(40),
         backoff_max: Duration::from_millis(160),
+        reconnect: Duration::from_millis(160),
     }
 }
 

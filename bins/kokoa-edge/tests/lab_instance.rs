@@ -203,6 +203,7 @@ async fn a_lab_instance_enrolls_serves_and_is_destroyed_with_the_real_agent() {
             name: Name::parse("edge-lab-a-01").unwrap(),
             tags: vec![],
             address: None,
+            idempotency_key: None,
         })
         .await
         .unwrap();

@@ -90,11 +90,14 @@ pub struct Timing {
     pub backoff_initial: Duration,
     /// The longest pause after failures.
     pub backoff_max: Duration,
+    /// The longest pause before asking a control plane that could not be reached again
+    /// (it restarts): nodes are back within this of it answering.
+    pub reconnect: Duration,
 }
 
 impl Default for Timing {
     /// Long poll 30 s, polling every 10 s, checks every 5 s, heartbeats every 30 s,
-    /// back-off from 1 s to 30 s.
+    /// back-off from 1 s to 30 s, an unreachable control plane asked again within 1 s.
     fn default() -> Self {
         Self {
             long_poll: Duration::from_secs(30),
@@ -103,6 +106,7 @@ impl Default for Timing {
             heartbeat_interval: Duration::from_secs(30),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
+            reconnect: Duration::from_secs(1),
         }
     }
 }
@@ -313,7 +317,7 @@ impl<T: Tunnel> Ctx<T> {
                     }
                 }
                 Err(e) => {
-                    let delay = backoff.next_delay();
+                    let delay = backoff.after_failure(e.is_unreachable(), timing.reconnect);
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot fetch the configuration");
                     delay
                 }

@@ -102,6 +102,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the control plane could not be reached at all (no answer, or a proxy in
+    /// front of it saying it has no backend): it is restarting or moving, and is asked
+    /// again within a second rather than after a growing back-off.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Http { .. }
+                | Self::Status {
+                    status: 502..=504,
+                    ..
+                }
+        )
+    }
+
     /// Whether the control plane refused the credential (401 or 403): retrying cannot help.
     pub fn is_unauthorized(&self) -> bool {
         matches!(

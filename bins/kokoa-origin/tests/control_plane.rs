@@ -285,6 +285,7 @@ async fn origin_enrolls_from_its_bundle_follows_edges_and_reports_services() {
             heartbeat_interval: Duration::from_secs(600),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
+            reconnect: Duration::from_secs(1),
         },
         stop_on_exit: false,
         disk: "/".into(),

@@ -4,12 +4,14 @@
 //! Each check gets a fresh, empty store from the factory and panics with a message naming
 //! what went wrong.
 
-use std::{collections::BTreeSet, future::Future, net::Ipv4Addr, sync::Arc};
+use std::{collections::BTreeSet, future::Future, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use ipnet::Ipv4Net;
 use serde_json::json;
 
-use super::{FIRST_LISTEN_PORT, NewOrigin, NewService, NewTunnel, Store};
+use super::{
+    FIRST_LISTEN_PORT, Fence, Intent, Lease, NewIntent, NewOrigin, NewService, NewTunnel, Store,
+};
 use crate::{
     ApiToken, ApiTokenId, Certificate, CertificateId, CertificateMode, CertificateSource,
     CheckStatus, ContentHash, DnsRecord, DnsRecordId, DnsZone, DnsZoneId, EdgeLifecycle, EdgeNode,
@@ -50,6 +52,10 @@ where
     events_are_numbered_and_filtered(&*fresh().await).await;
     shared_values_expire(&*fresh().await).await;
     leases_have_one_holder(fresh().await).await;
+    fenced_leases_have_terms(&*fresh().await).await;
+    intents_are_fenced(&*fresh().await).await;
+    racing_holders_get_one_term(fresh().await).await;
+    retention_prunes_only_old_rows(&*fresh().await).await;
 }
 
 fn at(seconds: i64) -> Timestamp {
@@ -172,6 +178,35 @@ fn assert_not_found<T: std::fmt::Debug>(result: Result<T, Error>, kind: &str) {
     match result {
         Err(Error::NotFound { kind: k, .. }) => assert_eq!(k, kind),
         other => panic!("expected no {kind} found, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_fenced<T: std::fmt::Debug>(
+    result: Result<T, Error>,
+    lease: &str,
+    token: u64,
+    current: Option<u64>,
+) {
+    match result {
+        Err(e @ Error::Fenced { .. }) => {
+            assert!(e.is_fenced());
+            let Error::Fenced {
+                lease: l,
+                token: t,
+                current: c,
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!((l.as_str(), *t, *c), (lease, token, current), "{e}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("lease {lease:?} term {token} is over")),
+                "{e}"
+            );
+        }
+        other => panic!("expected term {token} of lease {lease:?} to be over, got {other:?}"),
     }
 }
 
@@ -1929,4 +1964,428 @@ pub async fn leases_have_one_holder(store: Arc<dyn Store>) {
         winners += usize::from(t.await.expect("task"));
     }
     assert_eq!(winners, 1, "one holder among racers");
+}
+
+/// A long lease term, and a short one that the checks wait out.
+const LONG: Duration = Duration::from_secs(30);
+const SHORT: Duration = Duration::from_millis(300);
+
+/// Waits `duration`. (Tokio's timer is not among the features the suite needs.)
+async fn pause(duration: Duration) {
+    tokio::task::spawn_blocking(move || std::thread::sleep(duration))
+        .await
+        .expect("the pause ended");
+}
+
+/// Fenced leases: a term runs by the store's clock; its holder renews it and keeps the
+/// token; anyone else, and the holder once its term ran out, starts a new term with a larger
+/// token; a release ends the term at once and keeps the token.
+pub async fn fenced_leases_have_terms(store: &dyn Store) {
+    let acquire = |name: &'static str, who: &'static str, ttl| async move {
+        store
+            .lease_acquire(name, who, ttl)
+            .await
+            .unwrap_or_else(|e| panic!("{who} acquiring {name}: {e}"))
+    };
+    let holder =
+        |name: &'static str| async move { store.lease_holder(name).await.expect("holder") };
+
+    assert_eq!(holder("leader").await, None, "never granted");
+    let first = acquire("leader", "cp-a", LONG)
+        .await
+        .expect("free: granted");
+    assert_eq!(
+        first,
+        Lease {
+            name: "leader".to_owned(),
+            holder: "cp-a".to_owned(),
+            token: 1,
+            expires_in: LONG,
+            new_term: true,
+        }
+    );
+    let renewed = acquire("leader", "cp-a", LONG)
+        .await
+        .expect("renewed by its holder");
+    assert_eq!((renewed.token, renewed.new_term), (1, false), "a renewal");
+    assert_eq!(
+        acquire("leader", "cp-b", LONG).await,
+        None,
+        "held by another"
+    );
+    let seen = holder("leader").await.expect("held");
+    assert_eq!(
+        (seen.holder.as_str(), seen.token, seen.new_term),
+        ("cp-a", 1, false)
+    );
+    assert!(
+        seen.expires_in <= LONG && seen.expires_in > LONG - Duration::from_secs(5),
+        "time left by the store's clock: {:?}",
+        seen.expires_in
+    );
+
+    // Two terms that run out together.
+    let shortened = acquire("leader", "cp-a", SHORT)
+        .await
+        .expect("renewed for less");
+    assert_eq!((shortened.token, shortened.expires_in), (1, SHORT));
+    let other = acquire("other", "cp-a", SHORT)
+        .await
+        .expect("another lease");
+    assert_eq!(
+        (other.token, other.new_term),
+        (1, true),
+        "tokens count per lease"
+    );
+    pause(SHORT + Duration::from_millis(100)).await;
+    assert_eq!(holder("leader").await, None, "the term ran out");
+    let taken = acquire("leader", "cp-b", LONG)
+        .await
+        .expect("ran out: taken over");
+    assert_eq!((taken.token, taken.new_term), (2, true));
+    assert_eq!(
+        acquire("leader", "cp-a", LONG).await,
+        None,
+        "the old holder lost it"
+    );
+    let again = acquire("other", "cp-a", LONG)
+        .await
+        .expect("ran out: granted again");
+    assert_eq!(
+        (again.token, again.new_term),
+        (2, true),
+        "a term that ran out is not renewed, even for its holder"
+    );
+
+    assert!(
+        !store
+            .lease_release("leader", "cp-a")
+            .await
+            .expect("release"),
+        "not cp-a's to release"
+    );
+    assert!(
+        !store
+            .lease_release("nothing", "cp-a")
+            .await
+            .expect("release"),
+        "never granted"
+    );
+    assert_eq!(
+        holder("leader").await.map(|l| l.token),
+        Some(2),
+        "a refused release changes nothing"
+    );
+    assert!(
+        store
+            .lease_release("leader", "cp-b")
+            .await
+            .expect("release")
+    );
+    assert!(
+        !store
+            .lease_release("leader", "cp-b")
+            .await
+            .expect("release"),
+        "released already"
+    );
+    assert_eq!(holder("leader").await, None, "released");
+    let next = acquire("leader", "cp-a", LONG)
+        .await
+        .expect("released: free");
+    assert_eq!(
+        (next.token, next.new_term),
+        (3, true),
+        "the token outlives a release"
+    );
+    assert!(
+        store
+            .lease_release("leader", "cp-a")
+            .await
+            .expect("release")
+    );
+    let back = acquire("leader", "cp-a", LONG)
+        .await
+        .expect("released: free");
+    assert_eq!(
+        (back.token, back.new_term),
+        (4, true),
+        "a holder that released starts a new term"
+    );
+}
+
+/// Intents: recorded under the running term, numbered in order and stamped by the store's
+/// clock; under a term that is over (ran out, taken over, never granted) refused with
+/// [`Error::Fenced`] and nothing recorded.
+pub async fn intents_are_fenced(store: &dyn Store) {
+    let new = |kind: &str, subject: &str| NewIntent {
+        kind: kind.to_owned(),
+        subject: subject.to_owned(),
+        detail: json!({"subject": subject, "records": ["A 203.0.113.7"]}),
+    };
+    let record =
+        |fence: Fence, intent: NewIntent| async move { store.record_intent(&fence, &intent).await };
+    let list = |after, limit| async move { store.list_intents(after, limit).await.expect("list") };
+    let before = Timestamp::now();
+    let a = store
+        .lease_acquire("leader", "cp-a", SHORT)
+        .await
+        .expect("acquire")
+        .expect("free");
+    let first = record(a.fence(), new("vps.create", "edg_1"))
+        .await
+        .expect("under the running term");
+    assert_eq!(
+        first,
+        Intent {
+            id: first.id,
+            lease: "leader".to_owned(),
+            token: 1,
+            holder: "cp-a".to_owned(),
+            kind: "vps.create".to_owned(),
+            subject: "edg_1".to_owned(),
+            detail: json!({"subject": "edg_1", "records": ["A 203.0.113.7"]}),
+            created_at: first.created_at,
+        }
+    );
+    assert!(
+        first.created_at >= before.plus_secs(-5)
+            && first.created_at <= Timestamp::now().plus_secs(5),
+        "stamped by the store's clock: {}",
+        first.created_at
+    );
+    let second = record(a.fence(), new("dns.apply", "hoge.com"))
+        .await
+        .expect("under the running term");
+    assert!(second.id > first.id, "numbered in order");
+    let recorded = list(None, 100).await;
+    assert_eq!(recorded, [first.clone(), second.clone()]);
+
+    pause(SHORT + Duration::from_millis(100)).await;
+    assert_fenced(
+        record(a.fence(), new("vps.destroy", "edg_1")).await,
+        "leader",
+        1,
+        None,
+    );
+    let b = store
+        .lease_acquire("leader", "cp-b", LONG)
+        .await
+        .expect("acquire")
+        .expect("ran out: taken over");
+    assert_eq!(b.token, 2);
+    assert_fenced(
+        record(a.fence(), new("vps.destroy", "edg_1")).await,
+        "leader",
+        1,
+        Some(2),
+    );
+    let forged = Fence {
+        holder: "cp-a".to_owned(),
+        ..b.fence()
+    };
+    assert_fenced(
+        record(forged, new("vps.destroy", "edg_1")).await,
+        "leader",
+        2,
+        Some(2),
+    );
+    let unknown = Fence {
+        lease: "nothing".to_owned(),
+        holder: "cp-a".to_owned(),
+        token: 1,
+    };
+    assert_fenced(
+        record(unknown, new("acme.order", "app.hoge.com")).await,
+        "nothing",
+        1,
+        None,
+    );
+    assert_eq!(
+        list(None, 100).await,
+        recorded,
+        "refused intents leave nothing"
+    );
+
+    let third = record(b.fence(), new("vps.destroy", "edg_1"))
+        .await
+        .expect("under the new term");
+    assert_eq!(
+        (third.token, third.holder.as_str()),
+        (2, "cp-b"),
+        "recorded under the new term"
+    );
+    assert!(third.id > second.id);
+    assert_eq!(
+        list(Some(first.id), 1).await,
+        std::slice::from_ref(&second),
+        "oldest first after a number"
+    );
+    assert_eq!(
+        list(Some(second.id), 10).await,
+        std::slice::from_ref(&third)
+    );
+    assert_eq!(list(None, 0).await, []);
+    assert!(
+        store
+            .lease_release("leader", "cp-b")
+            .await
+            .expect("release")
+    );
+    assert_fenced(
+        record(b.fence(), new("vps.destroy", "edg_2")).await,
+        "leader",
+        2,
+        None,
+    );
+}
+
+/// Holders racing for a lease, free or released: exactly one gets the term.
+pub async fn racing_holders_get_one_term(store: Arc<dyn Store>) {
+    let race = || async {
+        let tasks: Vec<_> = (1..=8)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    store
+                        .lease_acquire("leader", &format!("cp-{i}"), LONG)
+                        .await
+                        .expect("acquire")
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            winners.extend(task.await.expect("task"));
+        }
+        assert_eq!(winners.len(), 1, "one holder among racers: {winners:?}");
+        winners.remove(0)
+    };
+    let first = race().await;
+    assert_eq!((first.token, first.new_term), (1, true));
+    let held = store
+        .lease_holder("leader")
+        .await
+        .expect("holder")
+        .expect("held");
+    assert_eq!(
+        (held.holder.as_str(), held.token),
+        (first.holder.as_str(), 1),
+        "the winner holds it"
+    );
+    assert!(
+        store
+            .lease_release("leader", &first.holder)
+            .await
+            .expect("release")
+    );
+    let second = race().await;
+    assert_eq!((second.token, second.new_term), (2, true));
+}
+
+/// Retention: old health checks, expired shared values and old intents are deleted, and
+/// nothing newer.
+pub async fn retention_prunes_only_old_rows(store: &dyn Store) {
+    let watched = edge("edge-1", None, 0);
+    store.create_edge(&watched).await.expect("edge");
+    for seconds in [10, 20, 30] {
+        let check = HealthCheck {
+            edge_node_id: watched.id.clone(),
+            check: "http".to_owned(),
+            status: CheckStatus::Success,
+            response_time_ms: Some(5),
+            error_message: None,
+            checked_at: at(seconds),
+        };
+        store.record_health_check(&check, None).await.expect("add");
+    }
+    assert_eq!(
+        store.prune_health_checks(at(20)).await.expect("prune"),
+        1,
+        "only the check before"
+    );
+    let left: Vec<Timestamp> = store
+        .health_history(&watched.id, 10)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|c| c.checked_at)
+        .collect();
+    assert_eq!(left, [at(30), at(20)]);
+    assert_eq!(store.prune_health_checks(at(20)).await.expect("prune"), 0);
+
+    for (key, expires) in [("a", Some(at(50))), ("b", Some(at(100))), ("c", None)] {
+        store
+            .kv_put("acme-http-01", key, key, expires)
+            .await
+            .expect("put");
+    }
+    assert_eq!(store.kv_prune(at(49)).await.expect("prune"), 0);
+    assert_eq!(
+        store.kv_prune(at(50)).await.expect("prune"),
+        1,
+        "expired at its time"
+    );
+    let keys = |pairs: Vec<(String, String)>| pairs.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        keys(store.kv_list("acme-http-01", at(0)).await.expect("list")),
+        ["b", "c"],
+        "pruned for good, not only hidden"
+    );
+    assert_eq!(store.kv_prune(at(1_000)).await.expect("prune"), 1);
+    assert_eq!(
+        keys(store.kv_list("acme-http-01", at(0)).await.expect("list")),
+        ["c"],
+        "a value without an end stays"
+    );
+
+    let fence = store
+        .lease_acquire("leader", "cp-a", LONG)
+        .await
+        .expect("acquire")
+        .expect("free")
+        .fence();
+    let intent = NewIntent {
+        kind: "dns.apply".to_owned(),
+        subject: "hoge.com".to_owned(),
+        detail: json!({}),
+    };
+    let first = store.record_intent(&fence, &intent).await.expect("record");
+    // Intents are stamped in whole seconds of the store's clock: wait for the next one.
+    for _ in 0..30 {
+        if Timestamp::now() > first.created_at {
+            break;
+        }
+        pause(Duration::from_millis(50)).await;
+    }
+    pause(Duration::from_millis(20)).await;
+    let second = store.record_intent(&fence, &intent).await.expect("record");
+    assert!(
+        second.created_at > first.created_at,
+        "{} then {}",
+        first.created_at,
+        second.created_at
+    );
+    assert_eq!(
+        store.prune_intents(first.created_at).await.expect("prune"),
+        0
+    );
+    assert_eq!(
+        store.prune_intents(second.created_at).await.expect("prune"),
+        1,
+        "only the intent before"
+    );
+    assert_eq!(
+        store.list_intents(None, 10).await.expect("list"),
+        std::slice::from_ref(&second)
+    );
+    assert_eq!(
+        store
+            .prune_intents(second.created_at.plus_secs(1))
+            .await
+            .expect("prune"),
+        1
+    );
+    let third = store.record_intent(&fence, &intent).await.expect("record");
+    assert!(third.id > second.id, "numbers are not reused after pruning");
 }

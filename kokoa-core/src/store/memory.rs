@@ -4,11 +4,16 @@
 use std::{
     collections::BTreeMap,
     sync::{Mutex, MutexGuard},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use async_trait::async_trait;
 
-use super::{NewOrigin, NewTunnel, Store, allocate_tunnel, sort};
+use super::{
+    Fence, Intent, Lease, NewIntent, NewOrigin, NewTunnel, Store, allocate_tunnel,
+    lease::{self, LeaseRow},
+    sort,
+};
 use crate::{
     ApiToken, ApiTokenId, Certificate, CertificateId, DnsRecord, DnsRecordId, DnsZone, DnsZoneId,
     EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
@@ -45,6 +50,10 @@ struct State {
     dns_zones: Vec<(DnsZone, Option<Sealed>)>,
     events: Vec<Event>,
     values: BTreeMap<(String, String), (String, Option<Timestamp>)>,
+    leases: BTreeMap<String, LeaseRow>,
+    intents: Vec<Intent>,
+    /// The number of the last intent recorded, pruned or not.
+    last_intent: i64,
 }
 
 /// A user with what only the store sees.
@@ -58,6 +67,13 @@ struct StoredUser {
 /// Whether a value that expires at `expires` is still there at `now`.
 fn live(expires: Option<Timestamp>, now: Timestamp) -> bool {
     expires.is_none_or(|at| now < at)
+}
+
+/// The store's clock for leases: the system clock, in Unix milliseconds.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Certificate names as one text, for conflict messages.
@@ -689,6 +705,13 @@ impl Store for MemoryStore {
         Ok(checks)
     }
 
+    async fn prune_health_checks(&self, before: Timestamp) -> Result<u64, Error> {
+        let mut state = self.lock()?;
+        let count = state.health_checks.len();
+        state.health_checks.retain(|c| c.checked_at >= before);
+        Ok((count - state.health_checks.len()) as u64)
+    }
+
     async fn create_user(&self, user: &User, password_hash: Option<&str>) -> Result<(), Error> {
         let mut state = self.lock()?;
         unique(
@@ -1139,6 +1162,13 @@ impl Store for MemoryStore {
             .is_some())
     }
 
+    async fn kv_prune(&self, now: Timestamp) -> Result<u64, Error> {
+        let mut state = self.lock()?;
+        let count = state.values.len();
+        state.values.retain(|_, (_, expires)| live(*expires, now));
+        Ok((count - state.values.len()) as u64)
+    }
+
     async fn kv_claim(
         &self,
         namespace: &str,
@@ -1159,6 +1189,81 @@ impl Store for MemoryStore {
                 .insert(slot, (value.to_owned(), Some(expires_at)));
         }
         Ok(free)
+    }
+
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, Error> {
+        let mut state = self.lock()?;
+        let row = state.leases.get(name).unwrap_or(&LeaseRow::NEW);
+        let Some((row, lease)) = lease::grant(name, row, holder, now_ms(), ttl) else {
+            return Ok(None);
+        };
+        state.leases.insert(name.to_owned(), row);
+        Ok(Some(lease))
+    }
+
+    async fn lease_release(&self, name: &str, holder: &str) -> Result<bool, Error> {
+        let mut state = self.lock()?;
+        let released = state
+            .leases
+            .get(name)
+            .and_then(|row| lease::release(row, holder, now_ms()));
+        Ok(match released {
+            Some(row) => {
+                state.leases.insert(name.to_owned(), row);
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn lease_holder(&self, name: &str) -> Result<Option<Lease>, Error> {
+        let state = self.lock()?;
+        Ok(state
+            .leases
+            .get(name)
+            .and_then(|row| row.lease(name, now_ms(), false)))
+    }
+
+    async fn record_intent(&self, fence: &Fence, intent: &NewIntent) -> Result<Intent, Error> {
+        let mut state = self.lock()?;
+        let now = now_ms();
+        lease::check_fence(fence, state.leases.get(&fence.lease), now)?;
+        let recorded = Intent {
+            id: state.last_intent + 1,
+            lease: fence.lease.clone(),
+            token: fence.token,
+            holder: fence.holder.clone(),
+            kind: intent.kind.clone(),
+            subject: intent.subject.clone(),
+            detail: intent.detail.clone(),
+            created_at: lease::timestamp(now)?,
+        };
+        state.last_intent = recorded.id;
+        state.intents.push(recorded.clone());
+        Ok(recorded)
+    }
+
+    async fn list_intents(&self, after: Option<i64>, limit: u32) -> Result<Vec<Intent>, Error> {
+        let state = self.lock()?;
+        Ok(state
+            .intents
+            .iter()
+            .filter(|i| after.is_none_or(|after| i.id > after))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn prune_intents(&self, before: Timestamp) -> Result<u64, Error> {
+        let mut state = self.lock()?;
+        let count = state.intents.len();
+        state.intents.retain(|i| i.created_at >= before);
+        Ok((count - state.intents.len()) as u64)
     }
 }
 

@@ -10,6 +10,11 @@
 //! unique values are refused with [`Error::Conflict`] naming the field, missing records give
 //! [`Error::NotFound`], and an operation that fails leaves nothing half written.
 //!
+//! Control planes sharing a database elect a leader with a fenced lease (SPEC §11):
+//! [`Store::lease_acquire`] grants terms by the database's clock, each new term with a larger
+//! token, and the leader records each side effect with [`Store::record_intent`] under its
+//! [`Fence`], which fails with [`Error::Fenced`] once its term is over.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use kokoa_core::{
@@ -49,7 +54,7 @@
 //! # }
 //! ```
 
-use std::{fmt, net::Ipv4Addr};
+use std::{fmt, net::Ipv4Addr, time::Duration};
 
 use async_trait::async_trait;
 
@@ -65,6 +70,7 @@ use crate::{
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod conformance;
+mod lease;
 mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -75,6 +81,7 @@ mod sql;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
 
+pub use lease::{Fence, Intent, Lease, NewIntent};
 pub use memory::MemoryStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
@@ -344,6 +351,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         limit: u32,
     ) -> Result<Vec<HealthCheck>, Error>;
 
+    /// Deletes the health checks (of every edge) made before `before`; returns how many.
+    async fn prune_health_checks(&self, before: Timestamp) -> Result<u64, Error>;
+
     // --- users and their Web UI sessions ---
 
     /// Creates a user, with a password hash (PHC string form) or none (an account that signs
@@ -528,9 +538,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Deletes `key` from `namespace`; returns whether it was there.
     async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool, Error>;
 
+    /// Deletes the values (of every namespace) expired at `now`; returns how many.
+    async fn kv_prune(&self, now: Timestamp) -> Result<u64, Error>;
+
     /// A lease: sets `key` to `value` until `expires_at`, unless it holds another value
     /// that has not expired at `now`. Returns whether `key` now holds `value`. Atomic, so of
     /// several callers with different values only one holds the lease at a time.
+    ///
+    /// `now` is the caller's clock, so callers with skewed clocks may both think they hold
+    /// it; leader election uses [`lease_acquire`](Self::lease_acquire) instead.
     async fn kv_claim(
         &self,
         namespace: &str,
@@ -539,6 +555,51 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<bool, Error>;
+
+    // --- fenced leases and the leader-only actions taken under them (SPEC §11) ---
+
+    /// Grants lease `name` to `holder` for `ttl`, by the store's clock (the database's, for
+    /// the SQL backends): if nobody holds it, its term has run out, or `holder` holds it
+    /// already, `holder` holds it until the store's now plus `ttl` and the term is
+    /// returned; otherwise `None`. Atomic: of several callers at once, one gets it.
+    ///
+    /// Renewing, by the holder before its term runs out, keeps the fencing token. Any other
+    /// grant starts a new term with a larger token (by one), also for the same holder after
+    /// its term ran out: what it did under the old token may have been refused meanwhile.
+    /// Tokens are never given out twice for a name, also across
+    /// [`lease_release`](Self::lease_release). The first term of a name has token 1.
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, Error>;
+
+    /// Ends `holder`'s term of lease `name` at once, so another holder can take it without
+    /// waiting for it to run out (the next term gets a larger token). Returns false, and
+    /// changes nothing, if `holder` does not hold it.
+    async fn lease_release(&self, name: &str, holder: &str) -> Result<bool, Error>;
+
+    /// The term of lease `name` that is running by the store's clock, if any (`new_term`
+    /// is false).
+    async fn lease_holder(&self, name: &str) -> Result<Option<Lease>, Error>;
+
+    /// Records that a leader-only action is about to be taken under `fence`, in one step
+    /// with the check that the fence's term is still running by the store's clock: then the
+    /// intent is appended, numbered after every earlier one and stamped with the store's
+    /// time, and returned.
+    ///
+    /// Errors: [`Error::Fenced`], with nothing recorded, if the term is over (the lease ran
+    /// out, was released or was taken over) or `fence` was never granted; the caller is no
+    /// longer the leader and must not take the action.
+    async fn record_intent(&self, fence: &Fence, intent: &NewIntent) -> Result<Intent, Error>;
+
+    /// Up to `limit` intents, oldest first; only those numbered after `after` when given.
+    async fn list_intents(&self, after: Option<i64>, limit: u32) -> Result<Vec<Intent>, Error>;
+
+    /// Deletes the intents recorded before `before`; returns how many. Numbers are not
+    /// given out again.
+    async fn prune_intents(&self, before: Timestamp) -> Result<u64, Error>;
 }
 
 /// The first free edge address of `origin`'s subnet and the first free listen port of the

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_initial.sql"),
     include_str!("migrations/postgres/0002_operations.sql"),
     include_str!("migrations/postgres/0003_users.sql"),
+    include_str!("migrations/postgres/0004_leases.sql"),
 ];
 
 /// Taken inside the migration transaction, so that control planes starting together
@@ -59,6 +60,11 @@ impl Backend for Postgres {
             PgConn::Plain(self.pool.acquire().await.map_err(pg_error)?)
         };
         Ok(Box::new(conn))
+    }
+
+    fn clock(&self) -> &'static str {
+        // clock_timestamp(), unlike now(), moves on within a transaction.
+        "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
     }
 }
 
@@ -173,7 +179,124 @@ fn key_columns(detail: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use sqlx::{Connection, Executor};
+
     use super::*;
+    use crate::store::{NewIntent, Store};
+
+    /// The test server's URL (see `tests/store_postgres.rs`), or `None` when the run
+    /// explicitly skips PostgreSQL.
+    fn server_url() -> Option<String> {
+        match std::env::var("KOKOA_TEST_POSTGRES_URL") {
+            Ok(url) => Some(url),
+            Err(_) if std::env::var("KOKOA_SKIP_POSTGRES").as_deref() == Ok("1") => None,
+            Err(_) => panic!(
+                "KOKOA_TEST_POSTGRES_URL is not set. Start a server with \
+                 `apt-get install -y --no-install-recommends postgresql && \
+                 scripts/start-postgres` and export the URL it prints, or set \
+                 KOKOA_SKIP_POSTGRES=1 to skip these tests"
+            ),
+        }
+    }
+
+    async fn admin(server: &str, sql: String) {
+        let mut admin = PgConnection::connect(server)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {server}: {e}"));
+        admin
+            .execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .expect("an administrative statement");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_3_database_gets_leases_and_keeps_its_rows() {
+        let Some(server) = server_url() else { return };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_nanos();
+        let schema = format!("kokoa_upgrade_{}_{nanos}", std::process::id());
+        admin(&server, format!("CREATE SCHEMA {schema}")).await;
+        let separator = if server.contains('?') { '&' } else { '?' };
+        let url = format!("{server}{separator}options=-c%20search_path%3D{schema}");
+        // Run apart so that the schema is dropped also when a check fails.
+        let checked = tokio::spawn(async move {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await
+                .expect("connect");
+            let backend = Postgres { pool };
+            migrate(&backend, &MIGRATIONS[..3], Some(MIGRATION_LOCK))
+                .await
+                .expect("schema version 3");
+            let mut conn = backend.connect(false).await.expect("connect");
+            conn.batch(
+                "INSERT INTO shared_values VALUES ('settings', 'modules', '{}', NULL);
+                 INSERT INTO edge_nodes (id, name, provider, region, status, \
+                   health_check_failures, created_at) \
+                   VALUES ('edg_1', 'edge-1', 'manual', 'lab', 'active', 0, 0);
+                 INSERT INTO health_checks (edge_node_id, check_name, status, checked_at) \
+                   VALUES ('edg_1', 'http', 'success', 5);",
+            )
+            .await
+            .expect("rows of version 3");
+            drop(conn);
+
+            let store = connect(&url).await.expect("upgrade");
+            let rows = backend
+                .connect(false)
+                .await
+                .expect("connect")
+                .query(
+                    "SELECT version FROM schema_migrations ORDER BY version",
+                    vec![],
+                )
+                .await
+                .expect("read versions");
+            let versions: Vec<i64> = rows
+                .iter()
+                .map(|r| match r.0.as_slice() {
+                    [Value::Int(Some(v))] => *v,
+                    other => panic!("a version: {other:?}"),
+                })
+                .collect();
+            assert_eq!(versions, [1, 2, 3, 4]);
+            let now = crate::Timestamp::now();
+            assert_eq!(
+                store.kv_get("settings", "modules", now).await.expect("get"),
+                Some("{}".to_owned())
+            );
+            let lease = store
+                .lease_acquire("leader", "cp-a", Duration::from_secs(10))
+                .await
+                .expect("acquire")
+                .expect("free");
+            let intent = NewIntent {
+                kind: "dns.apply".to_owned(),
+                subject: "hoge.com".to_owned(),
+                detail: serde_json::json!({}),
+            };
+            let recorded = store
+                .record_intent(&lease.fence(), &intent)
+                .await
+                .expect("record");
+            assert_eq!(recorded.id, 1);
+            assert_eq!(
+                store
+                    .prune_health_checks(crate::Timestamp::from_unix(6).expect("a time"))
+                    .await
+                    .expect("prune"),
+                1
+            );
+        })
+        .await;
+        admin(&server, format!("DROP SCHEMA {schema} CASCADE")).await;
+        if let Err(e) = checked {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 
     #[test]
     fn details_become_key_columns() {

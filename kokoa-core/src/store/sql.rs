@@ -3,15 +3,23 @@
 //! A backend only runs statements ([`Backend`], [`Conn`]); every query, transaction and
 //! mapping from rows to records lives here once, so SQLite and PostgreSQL cannot drift
 //! apart. Statements are written with `$1`-style placeholders, which the SQLite backend
-//! rewrites. Both schemas use the same table and column names.
+//! rewrites. Both schemas use the same table and column names. The one statement that
+//! differs, reading the database's clock, comes from the backend ([`Backend::clock`]).
 
-use std::{collections::BTreeSet, error::Error as StdError, fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    collections::BTreeSet, error::Error as StdError, fmt, net::Ipv4Addr, str::FromStr,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{NewOrigin, NewTunnel, Store, allocate_tunnel, sort};
+use super::{
+    Fence, Intent, Lease, NewIntent, NewOrigin, NewTunnel, Store, allocate_tunnel,
+    lease::{self, LeaseRow},
+    sort,
+};
 use crate::{
     ApiToken, ApiTokenId, Certificate, CertificateId, DnsRecord, DnsRecordId, DnsZone, DnsZoneId,
     EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
@@ -267,6 +275,11 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// A connection; inside a transaction that takes the write lock up front when
     /// `transaction` is set, so that read-then-write sequences are serialised.
     async fn connect(&self, transaction: bool) -> Result<Box<dyn Conn>, Error>;
+
+    /// A query of one row and one integer column: the database's clock, in Unix
+    /// milliseconds. Leases are timed by it, so that control planes whose clocks disagree
+    /// still agree on who leads.
+    fn clock(&self) -> &'static str;
 }
 
 /// A [`Store`] in an SQL database: SQLite ([`sqlite::open`](super::sqlite::open), feature
@@ -656,6 +669,62 @@ async fn check_node(conn: &mut dyn Conn, node: &NodeRef) -> Result<(), Error> {
     }
 }
 
+/// The first integer of the first row, e.g. of `COUNT(*)` or `RETURNING id`.
+fn first_int(rows: &[Row], what: &str) -> Result<i64, Error> {
+    rows.first()
+        .ok_or_else(|| corrupt(format_args!("{what} gave no row")))?
+        .reader()
+        .int()
+}
+
+fn token(n: i64) -> Result<u64, Error> {
+    u64::try_from(n).map_err(|e| corrupt(format_args!("fencing token {n}: {e}")))
+}
+
+fn lease_row(row: &Row) -> Result<LeaseRow, Error> {
+    let mut r = row.reader();
+    Ok(LeaseRow {
+        holder: r.opt_text()?.map(str::to_owned),
+        token: token(r.int()?)?,
+        expires_at_ms: r.int()?,
+    })
+}
+
+/// Lease `name` as stored, locked until the transaction ends so that concurrent grants and
+/// intents of the lease take turns (PostgreSQL: an `UPDATE` waits for the row's lock and
+/// then sees the latest committed version; SQLite: the transaction holds the write lock
+/// already). `None` if it was never granted.
+async fn lock_lease(conn: &mut dyn Conn, name: &str) -> Result<Option<LeaseRow>, Error> {
+    let rows = conn
+        .query(
+            "UPDATE leases SET token = token WHERE name = $1 \
+             RETURNING holder, token, expires_at_ms",
+            vec![text(name)],
+        )
+        .await?;
+    rows.first().map(lease_row).transpose()
+}
+
+macro_rules! intent_columns {
+    () => {
+        "id, lease, token, holder, kind, subject, detail, created_at"
+    };
+}
+
+fn intent(row: &Row) -> Result<Intent, Error> {
+    let mut r = row.reader();
+    Ok(Intent {
+        id: r.int()?,
+        lease: r.text()?.to_owned(),
+        token: token(r.int()?)?,
+        holder: r.text()?.to_owned(),
+        kind: r.text()?.to_owned(),
+        subject: r.text()?.to_owned(),
+        detail: r.parse()?,
+        created_at: r.time()?,
+    })
+}
+
 /// Applies the schema migrations not applied yet, in order, in one transaction.
 /// Migration `i` (from 0) is schema version `i + 1`. `lock`, if given, is run first to keep
 /// several control planes from migrating at once.
@@ -706,6 +775,14 @@ pub(crate) async fn migrate(
 impl SqlStore {
     pub(crate) fn new(backend: Box<dyn Backend>) -> Self {
         Self { backend }
+    }
+
+    /// The database's clock in Unix milliseconds, read on `conn`.
+    async fn now_ms(&self, conn: &mut dyn Conn) -> Result<i64, Error> {
+        first_int(
+            &conn.query(self.backend.clock(), vec![]).await?,
+            "the clock",
+        )
     }
 
     async fn read(&self) -> Result<Box<dyn Conn>, Error> {
@@ -1611,6 +1688,14 @@ impl Store for SqlStore {
         all(&rows, health_check)
     }
 
+    async fn prune_health_checks(&self, before: Timestamp) -> Result<u64, Error> {
+        self.execute(
+            "DELETE FROM health_checks WHERE checked_at < $1",
+            vec![time(before)],
+        )
+        .await
+    }
+
     async fn create_user(&self, u: &User, password_hash: Option<&str>) -> Result<(), Error> {
         self.read()
             .await?
@@ -2278,6 +2363,14 @@ impl Store for SqlStore {
         Ok(rows > 0)
     }
 
+    async fn kv_prune(&self, now: Timestamp) -> Result<u64, Error> {
+        self.execute(
+            "DELETE FROM shared_values WHERE expires_at IS NOT NULL AND expires_at <= $1",
+            vec![time(now)],
+        )
+        .await
+    }
+
     async fn kv_claim(
         &self,
         namespace: &str,
@@ -2303,5 +2396,135 @@ impl Store for SqlStore {
             )
             .await?;
         Ok(rows > 0)
+    }
+
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, Error> {
+        let mut conn = self.write().await?;
+        // A lease is never deleted, so its token is never given out again; its row is made
+        // on first use and then locked like any other.
+        conn.execute(
+            "INSERT INTO leases (name, holder, token, expires_at_ms) VALUES ($1, NULL, 0, 0) \
+             ON CONFLICT (name) DO NOTHING",
+            vec![text(name)],
+        )
+        .await?;
+        let row = lock_lease(&mut *conn, name)
+            .await?
+            .ok_or_else(|| corrupt(format_args!("lease {name:?} vanished")))?;
+        // Read after the lock: time spent waiting for it must not count against the holder.
+        let now = self.now_ms(&mut *conn).await?;
+        let Some((row, lease)) = lease::grant(name, &row, holder, now, ttl) else {
+            return Ok(None);
+        };
+        conn.execute(
+            "UPDATE leases SET holder = $2, token = $3, expires_at_ms = $4 WHERE name = $1",
+            vec![
+                text(name),
+                text(holder),
+                int(i64::try_from(row.token).map_err(corrupt)?),
+                int(row.expires_at_ms),
+            ],
+        )
+        .await?;
+        conn.commit().await?;
+        Ok(Some(lease))
+    }
+
+    async fn lease_release(&self, name: &str, holder: &str) -> Result<bool, Error> {
+        let mut conn = self.write().await?;
+        let Some(row) = lock_lease(&mut *conn, name).await? else {
+            return Ok(false);
+        };
+        let now = self.now_ms(&mut *conn).await?;
+        let Some(row) = lease::release(&row, holder, now) else {
+            return Ok(false);
+        };
+        conn.execute(
+            "UPDATE leases SET holder = NULL, expires_at_ms = $2 WHERE name = $1",
+            vec![text(name), int(row.expires_at_ms)],
+        )
+        .await?;
+        conn.commit().await?;
+        Ok(true)
+    }
+
+    async fn lease_holder(&self, name: &str) -> Result<Option<Lease>, Error> {
+        let mut conn = self.read().await?;
+        let rows = conn
+            .query(
+                "SELECT holder, token, expires_at_ms FROM leases WHERE name = $1",
+                vec![text(name)],
+            )
+            .await?;
+        let Some(row) = rows.first().map(lease_row).transpose()? else {
+            return Ok(None);
+        };
+        let now = self.now_ms(&mut *conn).await?;
+        Ok(row.lease(name, now, false))
+    }
+
+    async fn record_intent(&self, fence: &Fence, new: &NewIntent) -> Result<Intent, Error> {
+        let mut conn = self.write().await?;
+        // The lock keeps a new term from starting until this intent is committed, so an
+        // intent is always recorded inside its term.
+        let row = lock_lease(&mut *conn, &fence.lease).await?;
+        let now = self.now_ms(&mut *conn).await?;
+        lease::check_fence(fence, row.as_ref(), now)?;
+        let created_at = lease::timestamp(now)?;
+        let token = i64::try_from(fence.token).map_err(corrupt)?;
+        let rows = conn
+            .query(
+                "INSERT INTO intents (lease, token, holder, kind, subject, detail, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                vec![
+                    text(&fence.lease),
+                    int(token),
+                    text(&fence.holder),
+                    text(&new.kind),
+                    text(&new.subject),
+                    text(&new.detail),
+                    time(created_at),
+                ],
+            )
+            .await?;
+        let id = first_int(&rows, "INSERT ... RETURNING")?;
+        conn.commit().await?;
+        Ok(Intent {
+            id,
+            lease: fence.lease.clone(),
+            token: fence.token,
+            holder: fence.holder.clone(),
+            kind: new.kind.clone(),
+            subject: new.subject.clone(),
+            detail: new.detail.clone(),
+            created_at,
+        })
+    }
+
+    async fn list_intents(&self, after: Option<i64>, limit: u32) -> Result<Vec<Intent>, Error> {
+        let rows = self
+            .query(
+                concat!(
+                    "SELECT ",
+                    intent_columns!(),
+                    " FROM intents WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2"
+                ),
+                vec![opt_int(after), int(limit)],
+            )
+            .await?;
+        all(&rows, intent)
+    }
+
+    async fn prune_intents(&self, before: Timestamp) -> Result<u64, Error> {
+        self.execute(
+            "DELETE FROM intents WHERE created_at < $1",
+            vec![time(before)],
+        )
+        .await
     }
 }

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_initial.sql"),
     include_str!("migrations/sqlite/0002_operations.sql"),
     include_str!("migrations/sqlite/0003_users.sql"),
+    include_str!("migrations/sqlite/0004_leases.sql"),
 ];
 
 /// How long a statement waits for another process holding the database lock.
@@ -91,6 +92,11 @@ impl Backend for Sqlite {
         .await?;
         conn.transaction = transaction;
         Ok(Box::new(conn))
+    }
+
+    fn clock(&self) -> &'static str {
+        // `subsec` keeps the milliseconds (SQLite 3.42; the bundled one is newer).
+        "SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER)"
     }
 }
 
@@ -235,6 +241,95 @@ fn unique_key(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{NewIntent, Store};
+
+    async fn clock(backend: &Sqlite) -> i64 {
+        let mut conn = backend.connect(false).await.expect("connect");
+        let rows = conn.query(backend.clock(), vec![]).await.expect("clock");
+        match rows.first().map(|r| r.0.as_slice()) {
+            Some([Value::Int(Some(ms))]) => *ms,
+            other => panic!("the clock gave {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_clock_is_unix_milliseconds() {
+        let backend = Sqlite {
+            conn: Arc::new(Mutex::new(Connection::open_in_memory().expect("open"))),
+        };
+        let system = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis();
+        let database = clock(&backend).await;
+        assert!(
+            (i128::from(database) - system as i128).abs() < 5_000,
+            "{database} against {system}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_3_database_gets_leases_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("kokoa.db");
+        let backend = Sqlite {
+            conn: Arc::new(Mutex::new(Connection::open(&path).expect("create"))),
+        };
+        migrate(&backend, &MIGRATIONS[..3], None)
+            .await
+            .expect("schema version 3");
+        backend
+            .conn
+            .lock()
+            .await
+            .execute_batch(
+                "INSERT INTO shared_values VALUES ('settings', 'modules', '{}', NULL);
+                 INSERT INTO edge_nodes (id, name, provider, region, status, \
+                   health_check_failures, created_at) \
+                   VALUES ('edg_1', 'edge-1', 'manual', 'lab', 'active', 0, 0);
+                 INSERT INTO health_checks (edge_node_id, check_name, status, checked_at) \
+                   VALUES ('edg_1', 'http', 'success', 5);",
+            )
+            .expect("rows of version 3");
+        drop(backend);
+
+        let store = open(&path).await.expect("upgrade");
+        let versions: Vec<i64> = Connection::open(&path)
+            .and_then(|c| {
+                c.prepare("SELECT version FROM schema_migrations ORDER BY version")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .expect("read versions");
+        assert_eq!(versions, [1, 2, 3, 4]);
+        let now = crate::Timestamp::now();
+        assert_eq!(
+            store.kv_get("settings", "modules", now).await.expect("get"),
+            Some("{}".to_owned())
+        );
+        let lease = store
+            .lease_acquire("leader", "cp-a", Duration::from_secs(10))
+            .await
+            .expect("acquire")
+            .expect("free");
+        let intent = NewIntent {
+            kind: "dns.apply".to_owned(),
+            subject: "hoge.com".to_owned(),
+            detail: serde_json::json!({}),
+        };
+        let recorded = store
+            .record_intent(&lease.fence(), &intent)
+            .await
+            .expect("record");
+        assert_eq!(recorded.id, 1);
+        assert_eq!(
+            store
+                .prune_health_checks(crate::Timestamp::from_unix(6).expect("a time"))
+                .await
+                .expect("prune"),
+            1
+        );
+    }
 
     #[test]
     fn unique_messages_become_keys() {

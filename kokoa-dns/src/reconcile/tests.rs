@@ -79,17 +79,41 @@ fn an_empty_zone_gets_one_record_per_name_and_serving_address() {
 }
 
 #[test]
-fn an_unhealthy_edge_loses_even_the_last_record_of_a_name() {
+fn an_unhealthy_edge_keeps_the_last_record_of_a_name_and_a_deleted_one_does_not() {
+    // Every edge of the name looks unhealthy: the observer is suspect, every one of them
+    // is published (one removed a moment earlier comes back).
     let state = desired(
         &["app.hoge.com"],
-        vec![edge("e1", "203.0.113.1", EdgeState::Unhealthy)],
+        vec![
+            edge("e1", "203.0.113.1", EdgeState::Unhealthy),
+            edge("e2", "203.0.113.2", EdgeState::Unhealthy),
+        ],
     );
-    let current = [record("r1", "app.hoge.com", "203.0.113.1", 30)];
-    let plan = plan(&state, &current, &owned(&["r1"]));
+    let current = [
+        record("r1", "app.hoge.com", "203.0.113.1", 30),
+        record("r2", "app.hoge.com", "203.0.113.2", 30),
+    ];
+    let plan = plan(&state, &current, &owned(&["r1", "r2"]));
+    assert!(plan.is_empty(), "{plan}");
+    let plan = super::plan(&state, &current[1..], &owned(&["r2"]));
+    assert_eq!(
+        plan.to_string(),
+        "+ app.hoge.com. 30 IN A 203.0.113.1 (edge e1)\n"
+    );
+    // One of them serves: the unhealthy one goes.
+    let state = desired(
+        &["app.hoge.com"],
+        vec![
+            edge("e1", "203.0.113.1", EdgeState::Unhealthy),
+            edge("e2", "203.0.113.2", EdgeState::Serving),
+        ],
+    );
+    let plan = super::plan(&state, &current, &owned(&["r1", "r2"]));
     assert_eq!(
         plan.to_string(),
         "- app.hoge.com. 30 IN A 203.0.113.1 (id r1): edge e1 is unhealthy\n"
     );
+    let current = [record("r1", "app.hoge.com", "203.0.113.1", 30)];
     let deleted = desired(
         &["app.hoge.com"],
         vec![edge("e1", "203.0.113.1", EdgeState::Deleted)],
@@ -320,7 +344,10 @@ fn forced(state: &DesiredState, ip: IpAddr) -> Option<bool> {
         .any(|s| matches!(s, EdgeState::Serving | EdgeState::Unknown))
     {
         Some(false)
-    } else if states.is_empty() || states.contains(&EdgeState::Provisioning) {
+    } else if states.is_empty()
+        || states.contains(&EdgeState::Provisioning)
+        || states.contains(&EdgeState::Unhealthy)
+    {
         None
     } else {
         Some(true)
@@ -455,7 +482,8 @@ fn check(case: Case) -> Result<(), TestCaseError> {
             r.spec
         );
     }
-    // A served name left without records lost them only to unhealthy or deleted edges.
+    // A served name left without records lost them only to deleted edges: never to an
+    // observer's verdict alone.
     for name in &state.hostnames {
         let had: Vec<&ProviderRecord> = before.iter().filter(|r| &r.spec.name == name).collect();
         if !had.is_empty() && !by_name.contains_key(name) {

@@ -96,6 +96,9 @@ fn a_new_provisioner_reports_an_interrupted_bring_up_as_stopped() {
         agent: None,
         stopped: None,
         destroying: false,
+        tags: vec![],
+        idempotency_key: None,
+        supervisor: None,
     };
     let id = InstanceId::parse("kl-vps-0").unwrap();
     let state = State {
@@ -108,10 +111,129 @@ fn a_new_provisioner_reports_an_interrupted_bring_up_as_stopped() {
     )
     .unwrap();
     let lab = LabProvisioner::new(config(dir.path())).unwrap();
-    let state = lab.inner.lock();
+    let state = lab.inner.lock().unwrap().state;
     assert_eq!(state.next, 1);
     let stopped = state.instances[&id].stopped.as_deref().unwrap();
     assert!(stopped.contains("cut short"), "{stopped}");
+}
+
+#[test]
+fn a_bring_up_whose_process_lives_is_not_cut_short() {
+    let mut host = Host {
+        address: "10.99.0.30".parse().unwrap(),
+        region: Name::parse("lab-a").unwrap(),
+        name: Name::parse("edge-lab-a-01").unwrap(),
+        node_id: EdgeNodeId::parse("edg_1").unwrap(),
+        agent: None,
+        stopped: None,
+        destroying: false,
+        tags: vec![Name::parse("kokoa").unwrap()],
+        idempotency_key: Some(IdempotencyKey::parse("kokoa-edge-01").unwrap()),
+        supervisor: Process::of(std::process::id()),
+    };
+    assert!(!host.cut_short(), "this process is still bringing it up");
+    let me = host.supervisor.unwrap();
+    host.supervisor = Some(Process {
+        start_time: me.start_time + 1,
+        ..me
+    });
+    assert!(
+        host.cut_short(),
+        "a process of the same pid started later is another one"
+    );
+    host.stopped = Some("enroll failed".into());
+    assert!(!host.cut_short(), "it stopped for a reason of its own");
+    // Written by this version and read back; older state files lack the new fields.
+    let json = serde_json::to_value(&host).unwrap();
+    assert_eq!(json["idempotency_key"], "kokoa-edge-01");
+    assert_eq!(json["tags"], serde_json::json!(["kokoa"]));
+    let mut old = json;
+    for field in ["tags", "idempotency_key", "supervisor"] {
+        old.as_object_mut().unwrap().remove(field);
+    }
+    let read: Host = serde_json::from_value(old).unwrap();
+    assert!(read.tags.is_empty() && read.idempotency_key.is_none() && read.supervisor.is_none());
+}
+
+#[test]
+fn the_lock_keeps_holders_apart_and_writes_are_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = LabProvisioner::new(config(dir.path())).unwrap();
+    // Two provisioners over one directory, each counting up from many threads: without the
+    // lock and the fresh read, counts would be lost.
+    let other = LabProvisioner::new(config(dir.path())).unwrap();
+    std::thread::scope(|scope| {
+        for lab in [&lab, &other, &lab, &other] {
+            scope.spawn(move || {
+                for _ in 0..50 {
+                    let mut locked = lab.inner.lock().unwrap();
+                    locked.state.next += 1;
+                    locked.save().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(other.inner.lock().unwrap().state.next, 200);
+    assert!(dir.path().join("lock").exists());
+    assert!(
+        !dir.path().join("state.json.new").exists(),
+        "the temporary file was renamed"
+    );
+    // Held, the lock keeps another open of the file out.
+    let held = lab.inner.lock().unwrap();
+    let probe = File::open(dir.path().join("lock")).unwrap();
+    assert!(probe.try_lock().is_err(), "the lock is not held");
+    drop(held);
+    probe.try_lock().unwrap();
+}
+
+#[test]
+fn another_process_holding_the_lock_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = LabProvisioner::new(config(dir.path())).unwrap();
+    let lock = dir.path().join("lock");
+    // util-linux flock(1) takes the same flock(2) lock from another process.
+    let busy = |lock: &Path| {
+        std::process::Command::new("flock")
+            .args(["--nonblock", "--conflict-exit-code", "9"])
+            .arg(lock)
+            .arg("true")
+            .status()
+            .expect("flock(1) runs: apt-get install -y util-linux")
+            .code()
+    };
+    let held = lab.inner.lock().unwrap();
+    assert_eq!(
+        busy(&lock),
+        Some(9),
+        "another process got the lock while it was held"
+    );
+    drop(held);
+    assert_eq!(busy(&lock), Some(0));
+
+    let mut holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "0.5"])
+        .spawn()
+        .unwrap();
+    // Until flock(1) holds it, the lock is free: wait for that.
+    let started = Instant::now();
+    while busy(&lock) != Some(9) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "flock(1) never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let waited = Instant::now();
+    let state = lab.inner.lock().unwrap().state;
+    assert!(
+        waited.elapsed() >= Duration::from_millis(200),
+        "the state was read while another process held the lock ({:?})",
+        waited.elapsed()
+    );
+    assert_eq!(state.next, 0);
+    holder.wait().unwrap();
 }
 
 #[test]

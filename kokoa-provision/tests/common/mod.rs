@@ -4,7 +4,7 @@
 use std::{fs, time::Duration};
 
 use kokoa_core::Name;
-use kokoa_provision::{Error, InstanceConfig, Provisioner, Secret};
+use kokoa_provision::{Error, IdempotencyKey, InstanceConfig, Provisioner, Secret};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{header, method, path},
@@ -15,6 +15,22 @@ pub(crate) const TOKEN: &str = "test-token-3f9a0c";
 
 /// `Authorization` as every provider sends it.
 pub(crate) const BEARER: &str = "Bearer test-token-3f9a0c";
+
+/// The idempotency key of the first VPS in the list fixtures (and of the create tests).
+pub(crate) const KEY_A: &str = "kokoa-edge-3f9a0c5e1b2d4f6a8c0e2b4d6f8a0c2e";
+
+/// The idempotency key of the second VPS in the list fixtures.
+pub(crate) const KEY_B: &str = "kokoa-edge-7d1e4b9a2c6f8e0d3a5b7c9e1f2a4b6c";
+
+/// An idempotency key.
+pub(crate) fn key(key: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(key).unwrap()
+}
+
+/// The installation's tag the list fixtures carry.
+pub(crate) fn kokoa() -> Name {
+    Name::parse("kokoa").unwrap()
+}
 
 /// The text of `tests/fixtures/<provider>/<call>.json`.
 pub(crate) fn fixture(provider: &str, call: &str) -> String {
@@ -42,6 +58,7 @@ pub(crate) fn config(provider: &str, region: &str, size: &str, image: &str) -> I
         user_data: Secret::new("#cloud-config\nruncmd: [[echo, kk_enr_secret]]\n"),
         name: name(&format!("edge-{region}-01")),
         tags: vec![name("kokoa-edge")],
+        idempotency_key: None,
         address: None,
     }
 }
@@ -180,5 +197,112 @@ impl ErrorCases {
             ),
             "{err:?}"
         );
+    }
+}
+
+/// How a provider's list call answers the error cases: 401, 429 with `Retry-After`, a
+/// server failure, and a failure on a later page.
+pub(crate) struct ListErrorCases {
+    /// Provider name, also its fixtures folder.
+    pub(crate) provider: &'static str,
+    /// A provider whose calls go to `base_url`.
+    pub(crate) make: fn(base_url: &str) -> Box<dyn Provisioner>,
+    /// The list call's path, e.g. `/v2/droplets`.
+    pub(crate) list_path: &'static str,
+    /// The status of `server_error.json` (5xx).
+    pub(crate) server_error: u16,
+}
+
+impl ListErrorCases {
+    /// A server that answers the list call with `first`, and once `then` is given, answers
+    /// `first` once and `then` after it.
+    async fn serve(&self, first: &ResponseTemplate, then: Option<&ResponseTemplate>) -> MockServer {
+        let server = MockServer::start().await;
+        let mut first_mock = Mock::given(method("GET"))
+            .and(path(self.list_path))
+            .and(header("authorization", BEARER))
+            .respond_with(first.clone());
+        if let Some(then) = then {
+            first_mock = first_mock.up_to_n_times(1);
+            first_mock.mount(&server).await;
+            Mock::given(method("GET"))
+                .and(path(self.list_path))
+                .respond_with(then.clone())
+                .mount(&server)
+                .await;
+        } else {
+            first_mock.mount(&server).await;
+        }
+        server
+    }
+
+    /// What `list_instances` and `find_instance` turn these answers into.
+    async fn list_error(&self, first: ResponseTemplate, then: Option<ResponseTemplate>) -> Error {
+        let server = self.serve(&first, then.as_ref()).await;
+        let provisioner = (self.make)(&server.uri());
+        let err = provisioner
+            .list_instances(&kokoa())
+            .await
+            .expect_err("the provider answered with an error");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains(TOKEN), "the token leaked: {shown}");
+        // find_instance answers the same: it cannot say "none" when it could not look.
+        let server = self.serve(&first, then.as_ref()).await;
+        let provisioner = (self.make)(&server.uri());
+        let found = provisioner.find_instance(&kokoa(), &key(KEY_A)).await;
+        assert_eq!(
+            found.map_err(|e| e.to_string()).unwrap_err(),
+            err.to_string()
+        );
+        err
+    }
+
+    /// Every error status maps to its variant, naming the call; no partial list is returned.
+    pub(crate) async fn check(&self) {
+        let p = self.provider;
+        let call = format!("GET {}", self.list_path);
+
+        let err = self.list_error(answer(401, p, "unauthorized"), None).await;
+        assert!(
+            matches!(err, Error::Auth { provider, .. } if provider == p),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&call), "{err}");
+        assert!(!err.is_retryable());
+
+        let limited = answer(429, p, "rate_limited").insert_header("Retry-After", "7");
+        let err = self.list_error(limited, None).await;
+        assert!(
+            matches!(err, Error::RateLimited { retry_after: Some(wait), .. } if wait == Duration::from_secs(7)),
+            "{err:?}"
+        );
+        assert!(err.is_retryable());
+
+        let err = self
+            .list_error(answer(self.server_error, p, "server_error"), None)
+            .await;
+        assert!(matches!(err, Error::Transient { .. }), "{err:?}");
+        assert!(
+            err.is_retryable() && err.to_string().contains(&call),
+            "{err}"
+        );
+
+        // The first page arrives, the second fails: the whole list fails.
+        let err = self
+            .list_error(
+                answer(200, p, "list_page1"),
+                Some(answer(self.server_error, p, "server_error")),
+            )
+            .await;
+        assert!(matches!(err, Error::Transient { .. }), "{err:?}");
+
+        let err = self
+            .list_error(
+                ResponseTemplate::new(200).set_body_string("{\"unexpected\":true}"),
+                None,
+            )
+            .await;
+        assert!(matches!(err, Error::Other { .. }), "{err:?}");
+        assert!(err.to_string().contains("unexpected answer"), "{err}");
     }
 }

@@ -276,8 +276,9 @@ pub(super) async fn heartbeat(
                 .record_origin_heartbeat(id, now, OriginStatus::Active, Some(metrics))
                 .await?;
             if changed {
-                // Edges mark the routes of a service that went down (or came back) at once.
-                state.notify_changed();
+                // The health judge decides at once whether edges mark the routes of a
+                // service that went down (or came back), damped against flapping.
+                state.wakers().health.notify_one();
             }
             ORIGIN_HEARTBEAT_SECONDS
         }

@@ -484,6 +484,20 @@ async fn order(
     let names: Vec<Hostname> = cert.names.iter().cloned().collect();
     let hostname = names.first()?.clone();
     let started = Instant::now();
+    if let Err(e) = state
+        .leader()
+        .intend(
+            state,
+            "acme.order",
+            hostname.as_str(),
+            serde_json::json!({ "names": names, "method": method.to_string() }),
+        )
+        .await
+    {
+        // Not this control plane's to order any more; the new leader does.
+        tracing::warn!(%hostname, error = %e, "certificate order not started");
+        return None;
+    }
     tracing::info!(names = ?names, %method, "ordering a certificate");
     let result = ORDER_HOSTNAME
         .scope(hostname.clone(), manager.obtain(&names, method))

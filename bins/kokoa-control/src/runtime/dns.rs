@@ -4,7 +4,13 @@
 //! Zones, with their provider and sealed credentials, are kept in the store. Each
 //! reconciliation reads the routes, the edges and the records the manager owns (the
 //! `dns_records` table), lists the zone, plans with [`kokoa_dns::plan()`] and applies only
-//! the difference, then records what it now owns. A host name in no managed zone (or in a
+//! the difference, then records what it now owns.
+//!
+//! Nothing is left untracked: before a record is created, a row without a provider id
+//! (the intent) is written for it; a record found at the provider with the name and value
+//! of such a row is adopted, so a crash or a failed write between the provider's answer
+//! and the row cannot leave a record that no round would ever remove. Every change is
+//! recorded with the leader's fencing token first. A host name in no managed zone (or in a
 //! zone whose provider is `manual`) is reported with the exact records a person must set.
 
 use std::{
@@ -35,6 +41,8 @@ use crate::{
 /// How often every zone is reconciled when nothing asks for it sooner: it also repairs
 /// records changed at the provider behind the manager's back.
 const PERIOD: Duration = Duration::from_secs(60);
+/// How soon a reconciliation that failed is tried again.
+const RETRY: Duration = Duration::from_secs(5);
 
 /// The providers a zone can name.
 pub const PROVIDERS: &[&str] = &[
@@ -243,8 +251,9 @@ impl Limiters {
     }
 }
 
-/// How the DNS manager sees an edge.
-fn edge_state(edge: &EdgeNode) -> EdgeState {
+/// How the DNS manager sees an edge. While the health checks are suspect (`suspect`, see
+/// the observer guard) an edge the judge took out is still published.
+fn edge_state(edge: &EdgeNode, suspect: bool) -> EdgeState {
     match edge.status {
         // Withdrawn on purpose (deleted by hand, or about to be destroyed): its records go
         // even if they are a name's last.
@@ -255,8 +264,8 @@ fn edge_state(edge: &EdgeNode) -> EdgeState {
         {
             EdgeState::Deleted
         }
-        // Taken out by the health judge (a tunnel down, waiting for its checks): its
-        // records go even when they are a name's last.
+        EdgeStatus::Active | EdgeStatus::Unhealthy if suspect => EdgeState::Serving,
+        // Taken out by the health judge (a tunnel down, waiting for its checks).
         EdgeStatus::Active if edge.lifecycle.withdrawn_at.is_some() => EdgeState::Unhealthy,
         EdgeStatus::Active => EdgeState::Serving,
         EdgeStatus::Unhealthy => EdgeState::Unhealthy,
@@ -290,21 +299,27 @@ struct World {
     /// for that origin's host names only.
     cut_off: HashMap<kokoa_core::OriginId, BTreeSet<EdgeNodeId>>,
     records: Vec<DnsRecord>,
+    /// Whether the health checks are suspect (too many edges unhealthy at once).
+    suspect: bool,
 }
 
 impl World {
     async fn read(state: &AppState) -> Result<Self, kokoa_core::Error> {
         let store = state.store();
+        let tunnels = store.list_tunnels(None, None).await?;
+        let edges = store.list_edges().await?;
+        let cut_off = super::health::cut_off(
+            &edges,
+            &tunnels,
+            state.settings().health.edge.heartbeat_timeout,
+        );
         let mut reach: HashMap<_, BTreeSet<_>> = HashMap::new();
-        for tunnel in store.list_tunnels(None, None).await? {
+        for tunnel in tunnels {
             reach
                 .entry(tunnel.origin_id)
                 .or_default()
                 .insert(tunnel.edge_node_id);
         }
-        let edges = store.list_edges().await?;
-        let cut_off =
-            super::health::cut_off(&edges, state.settings().health.edge.heartbeat_timeout);
         Ok(Self {
             zones: store.list_dns_zones().await?,
             routes: store.list_routes().await?,
@@ -312,6 +327,14 @@ impl World {
             reach,
             cut_off,
             records: store.list_dns_records(None).await?,
+            suspect: store
+                .kv_get(
+                    super::health::GUARDS,
+                    super::health::OBSERVER_SUSPECT,
+                    Timestamp::now(),
+                )
+                .await?
+                .is_some(),
         })
     }
 
@@ -355,7 +378,7 @@ impl World {
                         state: if cut.contains(&e.id) {
                             EdgeState::Unhealthy
                         } else {
-                            edge_state(e)
+                            edge_state(e, self.suspect)
                         },
                         ..EdgeTarget::from(e)
                     })
@@ -367,7 +390,7 @@ impl World {
             states.push(DesiredState {
                 hostnames: BTreeSet::new(),
                 retired,
-                edges: self.edges.iter().map(target).collect(),
+                edges: self.edges.iter().map(|e| self.target(e)).collect(),
                 ttl: zone.ttl,
             });
         }
@@ -404,7 +427,7 @@ impl World {
                     .edges
                     .iter()
                     .filter(|e| serving.contains(&e.id))
-                    .map(target)
+                    .map(|e| self.target(e))
                     .collect(),
                 ttl: zone.map_or(kokoa_dns::DEFAULT_TTL, |z| z.ttl),
             };
@@ -419,12 +442,12 @@ impl World {
         }
         out
     }
-}
 
-fn target(edge: &EdgeNode) -> EdgeTarget {
-    EdgeTarget {
-        state: edge_state(edge),
-        ..EdgeTarget::from(edge)
+    fn target(&self, edge: &EdgeNode) -> EdgeTarget {
+        EdgeTarget {
+            state: edge_state(edge, self.suspect),
+            ..EdgeTarget::from(edge)
+        }
     }
 }
 
@@ -592,7 +615,11 @@ async fn reconcile_zone(
             return outcome;
         }
     };
-    let owned = world.owned(zone);
+    let mut owned = world.owned(zone);
+    if let Err(e) = adopt(state, world, zone, &current, &mut owned, dry_run).await {
+        outcome.error = Some(format!("cannot adopt records created earlier: {e}"));
+        return outcome;
+    }
     let plan = merge(
         world
             .desired(zone)
@@ -607,6 +634,26 @@ async fn reconcile_zone(
     if plan.is_empty() && plan.owned == owned {
         return outcome;
     }
+    if !plan.is_empty() {
+        let changes: Vec<String> = plan.changes().map(|c| c.to_string()).collect();
+        if let Err(e) = state
+            .leader()
+            .intend(
+                state,
+                "dns.apply",
+                zone.name.as_str(),
+                json!({ "changes": changes }),
+            )
+            .await
+        {
+            outcome.error = Some(e);
+            return outcome;
+        }
+        if let Err(e) = note_creates(state, world, zone, &plan).await {
+            outcome.error = Some(format!("cannot note the records to create: {e}"));
+            return outcome;
+        }
+    }
     let report = open.reconciler.apply(plan).await;
     outcome.changes = made(&report);
     outcome.failed = report
@@ -619,6 +666,86 @@ async fn reconcile_zone(
     }
     announce(state, &open, &report).await;
     outcome
+}
+
+/// The rows of `zone` noted before their record was created, whose provider id was never
+/// written.
+fn pending<'a>(rows: &'a [DnsRecord], zone: &DnsZone) -> impl Iterator<Item = &'a DnsRecord> {
+    rows.iter()
+        .filter(move |r| r.zone_id.as_ref() == Some(&zone.id) && r.provider_record_id.is_none())
+}
+
+/// Adopts the records at the provider that match a pending row by name and value: they
+/// were created, but their id was never written. Unless `dry_run`, the rows get the ids.
+async fn adopt(
+    state: &AppState,
+    world: &World,
+    zone: &DnsZone,
+    current: &[kokoa_dns::ProviderRecord],
+    owned: &mut BTreeSet<RecordId>,
+    dry_run: bool,
+) -> Result<(), kokoa_core::Error> {
+    for row in pending(&world.records, zone) {
+        let found = current.iter().find(|r| {
+            !owned.contains(&r.id)
+                && r.spec.data == row.data
+                && r.spec.name.to_hostname().as_ref() == Some(&row.hostname)
+        });
+        let Some(found) = found else {
+            continue;
+        };
+        owned.insert(found.id.clone());
+        if !dry_run {
+            tracing::info!(record = %found.spec, id = %found.id, "adopted a record created earlier");
+            let store = state.store();
+            store.delete_dns_record(&row.id).await?;
+            store
+                .add_dns_record(&DnsRecord {
+                    id: DnsRecordId::new(),
+                    provider_record_id: Some(found.id.as_str().to_owned()),
+                    ..row.clone()
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a pending row for each record the plan creates (unless one is there already).
+async fn note_creates(
+    state: &AppState,
+    world: &World,
+    zone: &DnsZone,
+    plan: &Plan,
+) -> Result<(), kokoa_core::Error> {
+    let known: BTreeSet<&EdgeNodeId> = world.edges.iter().map(|e| &e.id).collect();
+    let noted: Vec<&DnsRecord> = pending(&world.records, zone).collect();
+    let now = Timestamp::now();
+    for create in &plan.creates {
+        let Some(hostname) = create.spec.name.to_hostname() else {
+            continue;
+        };
+        if noted
+            .iter()
+            .any(|r| r.hostname == hostname && r.data == create.spec.data)
+        {
+            continue;
+        }
+        state
+            .store()
+            .add_dns_record(&DnsRecord {
+                id: DnsRecordId::new(),
+                hostname,
+                data: create.spec.data.clone(),
+                provider_record_id: None,
+                provider: zone.provider.clone(),
+                zone_id: Some(zone.id.clone()),
+                edge_node_id: known.contains(&create.edge).then(|| create.edge.clone()),
+                created_at: now,
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 fn made(report: &ApplyReport) -> Vec<ChangeView> {
@@ -637,7 +764,9 @@ fn made(report: &ApplyReport) -> Vec<ChangeView> {
     creates.chain(deletes).chain(updates).collect()
 }
 
-/// Brings the `dns_records` rows of the zone in line with what the manager owns now.
+/// Brings the `dns_records` rows of the zone in line with what the manager owns now:
+/// created records get their ids on their pending rows, pending rows of failed creates
+/// stay (the next round adopts the record if it was made after all), other pending rows go.
 async fn record(
     state: &AppState,
     world: &World,
@@ -646,9 +775,11 @@ async fn record(
 ) -> Result<(), kokoa_core::Error> {
     let store = state.store();
     let zone = &open.zone;
-    let rows: Vec<&DnsRecord> = world
-        .records
-        .iter()
+    // Read again: the pending rows of this round were written after `world` was read.
+    let rows: Vec<DnsRecord> = store
+        .list_dns_records(None)
+        .await?
+        .into_iter()
         .filter(|r| r.zone_id.as_ref() == Some(&zone.id))
         .collect();
     // Rows of records no longer owned (deleted, or gone at the provider), and rows whose
@@ -658,24 +789,57 @@ async fn record(
         .iter()
         .map(|(id, u)| (u.current.id.as_str(), (id, u)))
         .collect();
+    let retry: Vec<(Hostname, &kokoa_core::RecordData)> = report
+        .failed
+        .iter()
+        .filter_map(|(change, _)| match change {
+            Change::Create(c) => Some((c.spec.name.to_hostname()?, &c.spec.data)),
+            _ => None,
+        })
+        .collect();
+    let now = Timestamp::now();
+    let known: BTreeSet<&EdgeNodeId> = world.edges.iter().map(|e| &e.id).collect();
+    let mut created: Vec<(&RecordId, &kokoa_dns::Create)> =
+        report.created.iter().map(|(id, c)| (id, c)).collect();
     for row in &rows {
-        let id = row.provider_record_id.as_deref().unwrap_or_default();
+        let Some(id) = row.provider_record_id.as_deref() else {
+            // A pending row: its record was created now, will be retried, or is not wanted.
+            let made = created.iter().position(|(_, c)| {
+                c.spec.data == row.data && c.spec.name.to_hostname().as_ref() == Some(&row.hostname)
+            });
+            if let Some(i) = made {
+                let (id, _) = created.swap_remove(i);
+                store.delete_dns_record(&row.id).await?;
+                store
+                    .add_dns_record(&DnsRecord {
+                        id: DnsRecordId::new(),
+                        provider_record_id: Some(id.as_str().to_owned()),
+                        ..row.clone()
+                    })
+                    .await?;
+            } else if !retry
+                .iter()
+                .any(|(h, d)| *h == row.hostname && **d == row.data)
+            {
+                store.delete_dns_record(&row.id).await?;
+            }
+            continue;
+        };
         if let Some((new_id, _)) = renamed.get(id) {
             store.delete_dns_record(&row.id).await?;
             store
                 .add_dns_record(&DnsRecord {
                     id: DnsRecordId::new(),
                     provider_record_id: Some(new_id.as_str().to_owned()),
-                    ..(*row).clone()
+                    ..row.clone()
                 })
                 .await?;
         } else if !report.owned.contains(&RecordId::new(id)) {
             store.delete_dns_record(&row.id).await?;
         }
     }
-    let now = Timestamp::now();
-    let known: BTreeSet<&EdgeNodeId> = world.edges.iter().map(|e| &e.id).collect();
-    for (id, create) in &report.created {
+    // Created without a pending row (one noted by an older version, or a race): recorded.
+    for (id, create) in created {
         // The reconciler creates address records at routed host names only.
         let Some(hostname) = create.spec.name.to_hostname() else {
             continue;
@@ -776,6 +940,16 @@ pub async fn remove_zone_records(state: &AppState, zone: &DnsZone) -> Result<(),
     if rows.is_empty() {
         return Ok(());
     }
+    state
+        .leader()
+        .intend(
+            state,
+            "dns.remove_zone",
+            zone.name.as_str(),
+            json!({ "records": rows.len() }),
+        )
+        .await
+        .map_err(ZoneError::Config)?;
     let open = open(state, zone).await?;
     for row in rows {
         if let (Some(open), Some(id)) = (&open, &row.provider_record_id) {
@@ -797,21 +971,90 @@ pub async fn remove_zone_records(state: &AppState, zone: &DnsZone) -> Result<(),
     Ok(())
 }
 
+/// The address records in the managed zones that still hold `edge`'s address, read back
+/// from each zone's provider (as zone file lines), owned or not. An error when nobody can
+/// tell: a zone cannot be read, or the DNS manager is off (then nothing removes them
+/// either). Host names set by hand (manual zones) are the person's to change.
+pub(crate) async fn records_at(state: &AppState, edge: &EdgeNode) -> Result<Vec<String>, String> {
+    let Some(ip) = edge.public_ip else {
+        return Ok(Vec::new());
+    };
+    let zones: Vec<DnsZone> = state
+        .store()
+        .list_dns_zones()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|z| z.provider.as_str() != "manual")
+        .collect();
+    if zones.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !state.modules().enabled(state, Module::DnsManager).await {
+        return Err(
+            "the DNS manager is off, so nothing removes its records or can tell they \
+                    are gone (switch it on: kokoa module on dns_manager)"
+                .to_owned(),
+        );
+    }
+    let mut left = Vec::new();
+    for zone in &zones {
+        let failed = |e: &dyn std::fmt::Display| format!("zone {} cannot be read: {e}", zone.name);
+        let Some(open) = open(state, zone).await.map_err(|e| failed(&e))? else {
+            continue;
+        };
+        // One attempt, paced like every call: the edge automation asks again at its next
+        // step, and must not stall on a provider that keeps failing.
+        let once = kokoa_dns::RetryPolicy {
+            attempts: 1,
+            ..kokoa_dns::RetryPolicy::default()
+        };
+        let records = open
+            .reconciler
+            .with_retry(once)
+            .records()
+            .await
+            .map_err(|e| failed(&e))?;
+        left.extend(
+            records
+                .iter()
+                .filter(|r| match &r.spec.data {
+                    kokoa_core::RecordData::A(v4) => std::net::IpAddr::V4(*v4) == ip,
+                    kokoa_core::RecordData::Aaaa(v6) => std::net::IpAddr::V6(*v6) == ip,
+                    _ => false,
+                })
+                .map(|r| r.spec.to_string()),
+        );
+    }
+    Ok(left)
+}
+
 /// Reconciles every zone when woken, and every [`PERIOD`] anyway, on the leader while the
 /// DNS manager is on.
 pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
+        let mut failed = false;
         if state.leader().is_leader() && state.modules().enabled(&state, Module::DnsManager).await {
             match reconcile(&state, false).await {
                 Ok(outcome) => {
                     for zone in outcome.zones.iter().filter(|z| z.error.is_some()) {
                         tracing::warn!(zone = %zone.zone, error = ?zone.error, "DNS reconciliation failed");
                     }
+                    failed = outcome
+                        .zones
+                        .iter()
+                        .any(|z| z.error.is_some() || !z.failed.is_empty());
                 }
-                Err(e) => tracing::warn!(error = %e, "DNS reconciliation could not read the store"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "DNS reconciliation could not read the store");
+                    failed = true;
+                }
             }
         }
-        if wait_or_stop(PERIOD, &state.wakers().dns, &mut stop).await {
+        // A failed round is tried again soon: records of a withdrawn edge must go (and
+        // its destroy waits for that) as soon as the provider answers again.
+        let next = if failed { RETRY } else { PERIOD };
+        if wait_or_stop(next, &state.wakers().dns, &mut stop).await {
             return;
         }
     }

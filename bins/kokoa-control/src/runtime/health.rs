@@ -21,13 +21,14 @@ use std::{
 
 use async_trait::async_trait;
 use kokoa_core::{
-    CheckStatus, EdgeNode, EdgePhase, EdgeStatus, HealthCheck, Origin, OriginId, Severity,
-    Timestamp,
+    CheckStatus, EdgeNode, EdgeNodeId, EdgePhase, EdgeStatus, EdgeTunnel, HealthCheck, Origin,
+    OriginId, Severity, Timestamp,
 };
 use kokoa_health::{
-    CheckConfig, CheckReport, CheckSink, Checker, CpuTracker, DefaultExecutor, EdgeAction,
-    EdgeCondition, EdgeObservation, EdgeVerdict, HealthState, OriginAction, OriginCondition,
-    OriginObservation, OriginRules, OriginVerdict, Ring, Scope, Target, TargetCheck, TunnelStatus,
+    CheckConfig, CheckReport, CheckSink, Checker, CpuTracker, Damped, DefaultExecutor, EdgeAction,
+    EdgeCondition, EdgeObservation, EdgeVerdict, FlapDamper, HealthState, OriginAction,
+    OriginCondition, OriginObservation, OriginRules, OriginVerdict, Ring, Scope, Target,
+    TargetCheck, TunnelStatus, observed_since,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -44,6 +45,13 @@ const EDGE_VERDICTS: &str = "edge-verdicts";
 pub(crate) const ORIGIN_VERDICTS: &str = "origin-verdicts";
 /// Where the live control planes announce themselves (for sharding).
 pub(crate) const INSTANCES: &str = "instances";
+/// Where each origin's recent configuration changes are kept (flap damping), per origin id.
+const ORIGIN_FLAPS: &str = "origin-flaps";
+/// Where the judge notes that it suspects itself (key [`OBSERVER_SUSPECT`]): while it is
+/// there, no edge is destroyed.
+pub(crate) const GUARDS: &str = "health-guards";
+/// The key of the observer guard in [`GUARDS`].
+pub(crate) const OBSERVER_SUSPECT: &str = "observer-suspect";
 /// How often the checker reads the edges again.
 const TARGETS_PERIOD: Duration = Duration::from_secs(2);
 /// How often the judge looks.
@@ -188,7 +196,7 @@ struct Recorder {
 #[async_trait]
 impl CheckSink for Recorder {
     async fn record(&self, report: CheckReport) {
-        let Ok(edge) = kokoa_core::EdgeNodeId::parse(&report.target) else {
+        let Ok(edge) = EdgeNodeId::parse(&report.target) else {
             return;
         };
         let at = timestamp(report.at);
@@ -335,12 +343,18 @@ fn metric(metrics: Option<&Value>, path: &[&str]) -> Option<f64> {
     value.as_f64()
 }
 
-/// Each origin's tunnel as each edge with a fresh heartbeat reports it.
+/// Each origin's tunnel as each edge with a fresh heartbeat reports it. An edge speaks only
+/// for the tunnels it has: a report about any other origin is ignored.
 fn tunnel_reports(
     edges: &[EdgeNode],
+    tunnels: &[EdgeTunnel],
     now: SystemTime,
     fresh_for: Duration,
-) -> HashMap<OriginId, Vec<(kokoa_core::EdgeNodeId, TunnelStatus)>> {
+) -> HashMap<OriginId, Vec<(EdgeNodeId, TunnelStatus)>> {
+    let own: BTreeSet<(&EdgeNodeId, &OriginId)> = tunnels
+        .iter()
+        .map(|t| (&t.edge_node_id, &t.origin_id))
+        .collect();
     let mut out: HashMap<OriginId, Vec<_>> = HashMap::new();
     for edge in edges.iter().filter(|e| e.status != EdgeStatus::Deleted) {
         let fresh = edge
@@ -364,6 +378,9 @@ fn tunnel_reports(
             ) else {
                 continue;
             };
+            if !own.contains(&(&edge.id, &origin)) {
+                continue;
+            }
             let status = if status == "up" {
                 TunnelStatus::Up
             } else {
@@ -381,9 +398,10 @@ fn tunnel_reports(
 /// heartbeats): the edge is at fault, not the origin.
 pub(crate) fn cut_off(
     edges: &[EdgeNode],
+    tunnels: &[EdgeTunnel],
     fresh_for: Duration,
-) -> HashMap<OriginId, BTreeSet<kokoa_core::EdgeNodeId>> {
-    tunnel_reports(edges, SystemTime::now(), fresh_for)
+) -> HashMap<OriginId, BTreeSet<EdgeNodeId>> {
+    tunnel_reports(edges, tunnels, SystemTime::now(), fresh_for)
         .into_iter()
         .filter_map(|(origin, seen)| {
             let any_up = seen.iter().any(|(_, s)| *s == TunnelStatus::Up);
@@ -403,7 +421,7 @@ pub(crate) fn cut_off(
 /// tunnel to an origin down is the origin's fault: 503.)
 fn edge_tunnel(
     edge: &EdgeNode,
-    reports: &HashMap<OriginId, Vec<(kokoa_core::EdgeNodeId, TunnelStatus)>>,
+    reports: &HashMap<OriginId, Vec<(EdgeNodeId, TunnelStatus)>>,
 ) -> TunnelStatus {
     let mine: Vec<(&OriginId, TunnelStatus)> = reports
         .iter()
@@ -441,11 +459,19 @@ fn assumed(edge: &EdgeNode) -> EdgeVerdict {
 }
 
 /// Judges every edge and origin once and acts on what changed.
+///
+/// Two guards keep the judge from causing an outage itself: a heartbeat counts as missing
+/// only from when this control plane could have heard it (it leads since), and when more
+/// edges look unhealthy at once than the observer guard allows, the checks are the likelier
+/// fault — the verdicts stand (the pages show them), but the DNS manager keeps publishing
+/// those edges, nothing is destroyed, and an alert says so.
 pub(crate) async fn judge(state: &AppState, memory: &JudgeMemory) -> Result<(), kokoa_core::Error> {
     let store = state.store();
     let now_ts = Timestamp::now();
     let now = system_time(now_ts);
-    let rules = state.settings().health.edge;
+    let observing_since = state.leader().leading_since().map_or(now, system_time);
+    let settings = &state.settings().health;
+    let rules = settings.edge;
     let checks: HashMap<String, CheckState> = store
         .kv_list(CHECK_STATES, now_ts)
         .await?
@@ -459,16 +485,15 @@ pub(crate) async fn judge(state: &AppState, memory: &JudgeMemory) -> Result<(), 
         .filter_map(|(k, v)| Some((k, serde_json::from_str(&v).ok()?)))
         .collect();
     let edges = store.list_edges().await?;
-    let reports = tunnel_reports(&edges, now, rules.heartbeat_timeout);
-    let mut dns_changed = false;
-    let (mut unhealthy, mut judged) = (0u64, 0u64);
+    let tunnels = store.list_tunnels(None, None).await?;
+    let reports = tunnel_reports(&edges, &tunnels, now, rules.heartbeat_timeout);
     // An edge still being set up is checked (its streak builds meanwhile) but judged only
     // from `verifying` on: the edge automation decides when it may go into DNS.
     let judged_now = |e: &&EdgeNode| {
         checked(e) && !matches!(e.lifecycle.phase, EdgePhase::Booting | EdgePhase::Enrolled)
     };
+    let mut judged = Vec::new();
     for edge in edges.iter().filter(judged_now) {
-        judged += 1;
         let http = checks.get(&format!("{}/{HTTP_CHECK}", edge.id));
         let cpu_overloaded = {
             let mut cpu = memory.cpu.lock().unwrap_or_else(PoisonError::into_inner);
@@ -488,7 +513,7 @@ pub(crate) async fn judge(state: &AppState, memory: &JudgeMemory) -> Result<(), 
         };
         let observation = EdgeObservation {
             at: now,
-            last_heartbeat: edge.last_heartbeat.map_or(now, system_time),
+            last_heartbeat: observed_since(edge.last_heartbeat.map(system_time), observing_since),
             http: http.map_or(HealthState::Unknown, |c| c.state),
             tunnel: edge_tunnel(edge, &reports),
             cpu_overloaded,
@@ -499,32 +524,106 @@ pub(crate) async fn judge(state: &AppState, memory: &JudgeMemory) -> Result<(), 
             .get(edge.id.as_str())
             .cloned()
             .unwrap_or_else(|| assumed(edge));
-        let actions = verdict.actions_since(&previous);
-        if verdict.health() == HealthState::Unhealthy {
-            unhealthy += 1;
-        }
+        judged.push((edge, http, verdict, previous));
+    }
+    let unhealthy = judged
+        .iter()
+        .filter(|(_, _, v, _)| v.health() == HealthState::Unhealthy)
+        .count();
+    let suspect = settings.observer.suspects(unhealthy, judged.len());
+    guard_observer(state, suspect, unhealthy, judged.len()).await?;
+    let mut dns_changed = false;
+    for (edge, http, verdict, previous) in &judged {
+        let actions = verdict.actions_since(previous);
         if actions.is_empty() && verdicts.contains_key(edge.id.as_str()) {
             continue;
         }
-        dns_changed |= act(state, edge, &verdict, &actions, http).await?;
+        dns_changed |= act(state, edge, verdict, &actions, *http).await?;
         let text =
-            serde_json::to_string(&verdict).map_err(|e| kokoa_core::Error::Storage(Box::new(e)))?;
+            serde_json::to_string(verdict).map_err(|e| kokoa_core::Error::Storage(Box::new(e)))?;
         store
             .kv_put(EDGE_VERDICTS, edge.id.as_str(), &text, None)
             .await?;
     }
     state.modules().report(Module::HealthChecker, |s| {
-        s.counts.insert("edges_judged".into(), judged);
-        s.counts.insert("edges_unhealthy".into(), unhealthy);
+        s.counts.insert("edges_judged".into(), judged.len() as u64);
+        s.counts.insert("edges_unhealthy".into(), unhealthy as u64);
         s.connected = Some(true);
+        s.detail = suspect.then(|| {
+            format!(
+                "{unhealthy} of {} edges look unhealthy at once: the checks are suspect, \
+                 DNS is kept and nothing is destroyed",
+                judged.len()
+            )
+        });
     });
-    let served_changed = judge_origins(state, &edges, &reports, now).await?;
+    let served_changed = judge_origins(state, &reports, now, observing_since).await?;
     if dns_changed {
         state.wakers().dns.notify_one();
         state.wakers().edges.notify_one();
     }
     if dns_changed || served_changed {
         state.notify_changed();
+    }
+    Ok(())
+}
+
+/// Notes whether the observer is suspect (the edge automation reads it before destroying
+/// anything), with an event when that changes.
+async fn guard_observer(
+    state: &AppState,
+    suspect: bool,
+    unhealthy: usize,
+    judged: usize,
+) -> Result<(), kokoa_core::Error> {
+    let store = state.store();
+    let now = Timestamp::now();
+    let was = store.kv_get(GUARDS, OBSERVER_SUSPECT, now).await?.is_some();
+    if suspect {
+        // Kept fresh while it holds; it lapses on its own if this leader stops judging.
+        store
+            .kv_put(
+                GUARDS,
+                OBSERVER_SUSPECT,
+                &unhealthy.to_string(),
+                Some(now.plus_secs(30)),
+            )
+            .await?;
+    } else if was {
+        store.kv_delete(GUARDS, OBSERVER_SUSPECT).await?;
+    }
+    if suspect != was {
+        // The DNS manager publishes the judged edges while the guard holds.
+        state.wakers().dns.notify_one();
+        let instance = state.leader().instance();
+        let (severity, message) = if suspect {
+            (
+                Severity::Critical,
+                format!(
+                    "{unhealthy} of {judged} edges look unhealthy at once: the health checks \
+                     (this control plane's network, resolver or clock) are suspect; they stay \
+                     in DNS and none is destroyed until fewer look unhealthy"
+                ),
+            )
+        } else {
+            (
+                Severity::Info,
+                format!(
+                    "{unhealthy} of {judged} edges look unhealthy: the health checks are trusted again"
+                ),
+            )
+        };
+        state
+            .events()
+            .emit(
+                kinds::OBSERVER_SUSPECT,
+                severity,
+                Some(instance),
+                message,
+                json!({"raised": suspect, "unhealthy": unhealthy, "judged": judged,
+                       "max_unhealthy_percent": state.settings().health.observer.max_unhealthy_percent}),
+            )
+            .await;
     }
     Ok(())
 }
@@ -679,12 +778,14 @@ pub(crate) async fn origin_verdicts(
         .collect())
 }
 
-/// Judges each origin; returns whether what edges must serve as unavailable changed.
+/// Judges each origin; returns whether what edges must serve as unavailable changed. An
+/// origin whose state keeps flipping changes it at most as often as the damping allows: in
+/// between, edges keep serving its routes as they last did.
 async fn judge_origins(
     state: &AppState,
-    edges: &[EdgeNode],
-    reports: &HashMap<OriginId, Vec<(kokoa_core::EdgeNodeId, TunnelStatus)>>,
+    reports: &HashMap<OriginId, Vec<(EdgeNodeId, TunnelStatus)>>,
     now: SystemTime,
+    observing_since: SystemTime,
 ) -> Result<bool, kokoa_core::Error> {
     let settings = &state.settings().health;
     let rules = OriginRules {
@@ -692,24 +793,30 @@ async fn judge_origins(
         disk_percent: settings.origin_disk_percent,
     };
     let store = state.store();
+    let now_ts = timestamp(now);
     let previous = origin_verdicts(state).await?;
     let mut changed = false;
-    let _ = edges;
     for origin in store.list_origins().await? {
-        let observation = observe_origin(&origin, reports.get(&origin.id), now);
+        let observation = observe_origin(&origin, reports.get(&origin.id), now, observing_since);
         let verdict = OriginVerdict::judge(&observation, &rules);
         let before = previous.get(&origin.id).cloned().unwrap_or_default();
         let actions = verdict.actions_since(&before);
         if actions.is_empty() {
             continue;
         }
+        let serves_otherwise = actions.iter().any(|a| {
+            matches!(
+                a,
+                OriginAction::ServeUnavailable(_) | OriginAction::ServeNormally(_)
+            )
+        });
+        if serves_otherwise && !damped(state, &origin, now_ts, &verdict).await? {
+            continue;
+        }
         for action in &actions {
             announce_origin(state, &origin, action).await;
-            changed |= matches!(
-                action,
-                OriginAction::ServeUnavailable(_) | OriginAction::ServeNormally(_)
-            );
         }
+        changed |= serves_otherwise;
         let text =
             serde_json::to_string(&verdict).map_err(|e| kokoa_core::Error::Storage(Box::new(e)))?;
         store
@@ -719,10 +826,62 @@ async fn judge_origins(
     Ok(changed)
 }
 
+/// Offers a change of what edges serve for `origin` to its flap damper; returns whether it
+/// may happen now. The first change held back is an event.
+async fn damped(
+    state: &AppState,
+    origin: &Origin,
+    now: Timestamp,
+    verdict: &OriginVerdict,
+) -> Result<bool, kokoa_core::Error> {
+    let store = state.store();
+    let damping = state.settings().health.damping;
+    let mut damper: FlapDamper = store
+        .kv_get(ORIGIN_FLAPS, origin.id.as_str(), now)
+        .await?
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    let decision = damper.offer(system_time(now), &damping);
+    let text =
+        serde_json::to_string(&damper).map_err(|e| kokoa_core::Error::Storage(Box::new(e)))?;
+    // Kept a little past the window: older changes no longer count anyway.
+    let keep = i64::try_from(damping.window.as_secs()).unwrap_or(i64::MAX / 2) * 2;
+    store
+        .kv_put(
+            ORIGIN_FLAPS,
+            origin.id.as_str(),
+            &text,
+            Some(now.plus_secs(keep)),
+        )
+        .await?;
+    if decision == Damped::HeldFirst {
+        state
+            .events()
+            .emit(
+                kinds::ORIGIN_FLAPPING,
+                Severity::Warning,
+                Some(origin.id.as_str()),
+                format!(
+                    "origin {} changed state {} times within {} s: edges keep serving its \
+                     routes as they do until it settles",
+                    origin.name,
+                    damping.max_changes,
+                    damping.window.as_secs()
+                ),
+                json!({"origin_id": origin.id, "max_changes": damping.max_changes,
+                       "window_seconds": damping.window.as_secs(),
+                       "held": verdict.unavailable()}),
+            )
+            .await;
+    }
+    Ok(decision == Damped::Allowed)
+}
+
 fn observe_origin(
     origin: &Origin,
-    tunnels: Option<&Vec<(kokoa_core::EdgeNodeId, TunnelStatus)>>,
+    tunnels: Option<&Vec<(EdgeNodeId, TunnelStatus)>>,
     now: SystemTime,
+    observing_since: SystemTime,
 ) -> OriginObservation {
     // Down only when every edge that reports the tunnel sees it down: the origin, not an
     // edge, is then at fault.
@@ -751,9 +910,14 @@ fn observe_origin(
         .collect();
     OriginObservation {
         at: now,
-        last_heartbeat: origin
-            .last_heartbeat
-            .map_or(system_time(origin.created_at), system_time),
+        last_heartbeat: observed_since(
+            Some(
+                origin
+                    .last_heartbeat
+                    .map_or(system_time(origin.created_at), system_time),
+            ),
+            observing_since,
+        ),
         tunnel,
         // The origin agent's own checks (reported per service) stand for the application.
         application: HealthState::Unknown,
@@ -825,6 +989,34 @@ fn severity_of(severity: kokoa_health::Severity) -> Severity {
 /// at every edge, or its application check fails).
 pub(crate) fn origin_down(verdict: Option<&OriginVerdict>) -> bool {
     verdict.is_some_and(|v| v.unavailable().contains(&Scope::Origin))
+}
+
+/// The ports of the services that `verdict` serves as unavailable, by the names and ports
+/// the origin reports in its heartbeats (`"services": [{"name","port","status"}]`).
+pub(crate) fn ports_unavailable(verdict: &OriginVerdict, metrics: Option<&Value>) -> BTreeSet<u16> {
+    let names: BTreeSet<String> = verdict
+        .unavailable()
+        .into_iter()
+        .filter_map(|scope| match scope {
+            Scope::Service(name) => Some(name),
+            _ => None,
+        })
+        .collect();
+    if names.is_empty() {
+        return BTreeSet::new();
+    }
+    metrics
+        .and_then(|m| m.get("services"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            s.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| names.contains(n))
+        })
+        .filter_map(|s| s.get("port")?.as_u64()?.try_into().ok())
+        .collect()
 }
 
 /// Judges on the leader while the health checker is on.

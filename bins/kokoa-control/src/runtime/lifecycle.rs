@@ -8,10 +8,25 @@
 //! ```text
 //! create_instance ─ VPS created ─▶ booting ─ heartbeat ─▶ enrolled ─ ready, tunnels up,
 //!   certificates installed ─▶ verifying ─ checks pass (health judge) ─▶ serving
-//! serving ─ unhealthy for destroy_delay ─▶ destroying ─▶ destroyed ─ replace_delay ─▶ a
-//!   replacement at another provider and region (create_instance)
-//! DELETE /api/v1/edge-nodes/{id} ─▶ draining (out of DNS) ─ TTL ─▶ destroying ─▶ destroyed
+//! serving ─ unhealthy for destroy_delay ─▶ draining ─ records read back gone, TTL ─▶
+//!   destroying ─▶ destroyed ─ replace_delay ─▶ a replacement at another provider and
+//!   region (create_instance)
+//! DELETE /api/v1/edge-nodes/{id} ─▶ draining (out of DNS) ─ records read back gone, TTL ─▶
+//!   destroying ─▶ destroyed
 //! ```
+//!
+//! What must hold before anything is taken away:
+//! - no VPS is destroyed while a record still points at it: every zone's provider is read
+//!   back without the edge's address, and the TTL has passed since that read; a provider
+//!   that cannot be read (or the DNS manager switched off) holds the destroy, with an event;
+//! - no unhealthy edge is destroyed while the health checks themselves are suspect (too
+//!   many edges look unhealthy at once), or while it is the last edge serving one of its
+//!   host names — a replacement is created first, and the edge goes once that serves;
+//! - exactly one VPS per edge: the creation is noted with an idempotency key before the
+//!   provider is called, and after a crash or an error the VPS is looked up by that key
+//!   before another is created;
+//! - every create and destroy is recorded with the leader's fencing token first, so a
+//!   control plane that no longer leads cannot act.
 
 use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
@@ -20,13 +35,13 @@ use kokoa_core::{
     RemovalReason, Severity, Timestamp,
 };
 use kokoa_provision::{
-    AgentSource, EdgeBootstrap, InstanceConfig, InstanceId, InstanceStatus, Placement, Secret,
-    choose_replacement, nodes_to_create, render_user_data,
+    AgentSource, EdgeBootstrap, IdempotencyKey, InstanceConfig, InstanceId, InstanceStatus,
+    Placement, Secret, choose_replacement, nodes_to_create, render_user_data,
 };
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{Module, ProvisionerEntry, wait_or_stop};
+use super::{Module, ProvisionerEntry, dns, wait_or_stop};
 use crate::{error::ApiError, events::kinds, payload, state::AppState};
 
 /// How often every edge is looked at when nothing wakes the automation sooner.
@@ -324,6 +339,7 @@ pub(crate) async fn step_all(state: &AppState) -> Result<(), kokoa_core::Error> 
     }
     if provisioning {
         keep_minimum(state).await?;
+        sweep_orphans(state).await?;
     }
     let edges = state.store().list_edges().await?;
     state.modules().report(Module::EdgeProvisioner, |s| {
@@ -497,7 +513,8 @@ impl Step<'_> {
             .await;
         if give_up {
             self.edge.lifecycle.removal = Some(RemovalReason::ProvisioningFailed);
-            self.enter(EdgePhase::Destroying, now);
+            self.edge.lifecycle.withdrawn_at.get_or_insert(now);
+            self.enter(EdgePhase::Draining, now);
         }
     }
 
@@ -509,8 +526,9 @@ impl Step<'_> {
         }
         tracing::warn!(edge = %self.edge.id, "edge did not come up in {limit} s; removing it");
         self.edge.lifecycle.removal = Some(RemovalReason::ProvisioningFailed);
+        self.edge.lifecycle.withdrawn_at.get_or_insert(now);
+        self.enter(EdgePhase::Draining, now);
         self.edge.lifecycle.last_error = Some(format!("did not come up within {limit} s"));
-        self.enter(EdgePhase::Destroying, now);
         true
     }
 
@@ -520,6 +538,47 @@ impl Step<'_> {
         }
         let settings = &self.state.settings().edges;
         let entry = self.provisioner()?;
+        let key = idempotency_key(&self.edge.id)?;
+        let tag = installation_tag(self.state).await?;
+        let store = self.state.store();
+        if self.edge.lifecycle.steps.contains_key(CREATE_REQUESTED) {
+            // Asked for before: the provider may have made it although the answer was lost
+            // (a timeout, a crash, a failed write). Look it up by its key first.
+            let found = entry
+                .provisioner
+                .find_instance(&tag, &key)
+                .await
+                .map_err(|e| {
+                    format!("cannot tell whether the VPS asked for earlier exists ({e}); not creating another")
+                })?;
+            if let Some(found) = found {
+                return self.created(found.id, &found.status, true, now).await;
+            }
+            // It was never made: the earlier enrollment token goes with it.
+            store
+                .revoke_node_credentials(&NodeRef::Edge(self.edge.id.clone()), now)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.state
+            .leader()
+            .intend(
+                self.state,
+                "vps.create",
+                self.edge.id.as_str(),
+                json!({"provider": self.edge.provider, "region": self.edge.region,
+                       "idempotency_key": key.as_str()}),
+            )
+            .await?;
+        // Noted with the edge before the provider is called, so a crash after it is found.
+        self.edge
+            .lifecycle
+            .steps
+            .insert(CREATE_REQUESTED.to_owned(), now);
+        store
+            .update_edge(&self.edge)
+            .await
+            .map_err(|e| format!("cannot note the VPS request: {e}"))?;
         let (_, token) = crate::api::issue_enrollment(
             self.state,
             NodeRef::Edge(self.edge.id.clone()),
@@ -556,22 +615,40 @@ impl Step<'_> {
                 .or_else(|| entry.ssh_key_id.clone()),
             user_data,
             name: self.edge.name.clone(),
-            tags: vec![Name::parse("kokoa").map_err(|e| e.to_string())?],
+            tags: vec![Name::parse("kokoa").map_err(|e| e.to_string())?, tag],
             address: None,
+            idempotency_key: Some(key),
         };
         let instance = entry
             .provisioner
             .create_instance(&config)
             .await
             .map_err(|e| e.to_string())?;
-        self.edge.instance_id = Some(instance.id.as_str().to_owned());
-        if let Some(ip) = instance.status.address() {
+        self.created(instance.id, &instance.status, false, now)
+            .await
+    }
+
+    /// The edge's VPS exists: noted, and on to booting.
+    async fn created(
+        &mut self,
+        id: InstanceId,
+        status: &InstanceStatus,
+        found: bool,
+        now: Timestamp,
+    ) -> Result<(), String> {
+        self.edge.instance_id = Some(id.as_str().to_owned());
+        if let Some(ip) = status.address() {
             self.edge.public_ip = Some(ip);
         }
         self.enter(EdgePhase::Booting, now);
+        let how = if found {
+            "found (created by an earlier request)"
+        } else {
+            "created"
+        };
         let message = format!(
-            "VPS {} created at {} in {} for edge {}",
-            instance.id, self.edge.provider, self.edge.region, self.edge.name
+            "VPS {id} {how} at {} in {} for edge {}",
+            self.edge.provider, self.edge.region, self.edge.name
         );
         self.done("instance_created", kinds::EDGE_CREATED, message, now)
             .await;
@@ -724,37 +801,145 @@ impl Step<'_> {
     async fn serving(&mut self, now: Timestamp) -> Result<(), String> {
         let management = &self.state.settings().edges.management;
         if self.edge.status != EdgeStatus::Unhealthy || !management.auto_destroy_unhealthy_vps {
+            self.changed |= self.edge.lifecycle.steps.remove(DESTROY_HELD).is_some();
             return Ok(());
         }
         let since = self.edge.lifecycle.withdrawn_at.unwrap_or(now);
-        if now.seconds_since(since) >= management.destroy_delay as i64 {
-            self.edge.lifecycle.removal = Some(RemovalReason::Unhealthy);
-            self.enter(EdgePhase::Destroying, now);
-            self.state
-                .events()
-                .emit(
-                    kinds::EDGE_REMOVAL_STARTED,
-                    Severity::Warning,
-                    Some(self.edge.id.as_str()),
-                    format!(
-                        "edge {} is still unhealthy {} s after leaving DNS: destroying it",
-                        self.edge.name, management.destroy_delay
-                    ),
-                    json!({"edge_node_id": self.edge.id, "reason": RemovalReason::Unhealthy}),
-                )
-                .await;
+        if now.seconds_since(since) < management.destroy_delay as i64 {
+            return Ok(());
         }
+        if let Some(hold) = self.destroy_hold().await? {
+            if hold == Hold::LastServing
+                && management.auto_replace_unhealthy_nodes
+                && self.edge.lifecycle.replaced_by.is_none()
+            {
+                // Replace before destroying: the edge goes once its replacement serves.
+                self.create_replacement().await?;
+            }
+            if !self.edge.lifecycle.steps.contains_key(DESTROY_HELD) {
+                self.edge
+                    .lifecycle
+                    .steps
+                    .insert(DESTROY_HELD.to_owned(), now);
+                self.changed = true;
+                let why = hold.describe();
+                self.state
+                    .events()
+                    .emit(
+                        kinds::EDGE_DESTROY_HELD,
+                        Severity::Warning,
+                        Some(self.edge.id.as_str()),
+                        format!("edge {} is unhealthy but kept: {why}", self.edge.name),
+                        json!({"edge_node_id": self.edge.id, "reason": hold.as_str(),
+                               "replaced_by": self.edge.lifecycle.replaced_by}),
+                    )
+                    .await;
+            }
+            return Ok(());
+        }
+        self.edge.lifecycle.steps.remove(DESTROY_HELD);
+        self.edge.lifecycle.removal = Some(RemovalReason::Unhealthy);
+        self.enter(EdgePhase::Draining, now);
+        self.state
+            .events()
+            .emit(
+                kinds::EDGE_REMOVAL_STARTED,
+                Severity::Warning,
+                Some(self.edge.id.as_str()),
+                format!(
+                    "edge {} is still unhealthy {} s after leaving DNS: destroying it once its \
+                     records are read back gone",
+                    self.edge.name, management.destroy_delay
+                ),
+                json!({"edge_node_id": self.edge.id, "reason": RemovalReason::Unhealthy}),
+            )
+            .await;
         Ok(())
     }
 
+    /// Why this unhealthy edge must not be destroyed now, if it must not.
+    async fn destroy_hold(&self) -> Result<Option<Hold>, String> {
+        let store = self.state.store();
+        let now = Timestamp::now();
+        let suspect = store
+            .kv_get(super::health::GUARDS, super::health::OBSERVER_SUSPECT, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        if suspect.is_some() {
+            return Ok(Some(Hold::ObserverSuspect));
+        }
+        let tunnels = store
+            .list_tunnels(None, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let routed: BTreeSet<OriginId> = store
+            .list_routes()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|r| r.origin_id)
+            .collect();
+        let edges = store.list_edges().await.map_err(|e| e.to_string())?;
+        let serving: BTreeSet<&EdgeNodeId> = edges
+            .iter()
+            .filter(|e| {
+                e.id != self.edge.id
+                    && e.status == EdgeStatus::Active
+                    && e.lifecycle.phase == EdgePhase::Serving
+                    && e.lifecycle.withdrawn_at.is_none()
+            })
+            .map(|e| &e.id)
+            .collect();
+        let mine = tunnels
+            .iter()
+            .filter(|t| t.edge_node_id == self.edge.id && routed.contains(&t.origin_id));
+        for tunnel in mine {
+            let covered = tunnels
+                .iter()
+                .any(|t| t.origin_id == tunnel.origin_id && serving.contains(&t.edge_node_id));
+            if !covered {
+                return Ok(Some(Hold::LastServing));
+            }
+        }
+        Ok(None)
+    }
+
     async fn draining(&mut self, now: Timestamp) -> Result<(), String> {
-        let since = self.edge.lifecycle.withdrawn_at.unwrap_or(now);
         if !self.edge.lifecycle.steps.contains_key("dns_removed") {
-            let message = format!("edge {} is out of DNS", self.edge.name);
+            let left = dns::records_at(self.state, &self.edge).await.map_err(|e| {
+                // The DNS manager tries again (and removes them) once the provider answers.
+                self.state.wakers().dns.notify_one();
+                format!("not destroyed while its DNS records may remain: {e}")
+            })?;
+            if !left.is_empty() {
+                let since = self.edge.lifecycle.phase_since.unwrap_or(now);
+                let patience = (self.zones_ttl as i64 * 4).max(60);
+                if now.seconds_since(since) > patience {
+                    return Err(format!(
+                        "not destroyed: {} DNS record(s) still point at it after {patience} s: {}",
+                        left.len(),
+                        left.join(", ")
+                    ));
+                }
+                // The DNS manager is taking them out.
+                self.state.wakers().dns.notify_one();
+                return Ok(());
+            }
+            let message = format!(
+                "edge {} is out of DNS: no zone's records point at it any more",
+                self.edge.name
+            );
             self.done("dns_removed", kinds::EDGE_REMOVAL_STARTED, message, now)
                 .await;
         }
-        if now.seconds_since(since) >= self.zones_ttl as i64 {
+        let confirmed = self
+            .edge
+            .lifecycle
+            .steps
+            .get("dns_removed")
+            .copied()
+            .unwrap_or(now);
+        if now.seconds_since(confirmed) >= self.zones_ttl as i64 {
             self.enter(EdgePhase::Destroying, now);
         }
         Ok(())
@@ -769,6 +954,15 @@ impl Step<'_> {
                 return Ok(());
             }
             let id = InstanceId::parse(&instance).map_err(|e| e.to_string())?;
+            self.state
+                .leader()
+                .intend(
+                    self.state,
+                    "vps.destroy",
+                    self.edge.id.as_str(),
+                    json!({"provider": self.edge.provider, "instance_id": instance}),
+                )
+                .await?;
             entry
                 .provisioner
                 .destroy_instance(&id)
@@ -807,6 +1001,14 @@ impl Step<'_> {
         if now.seconds_since(self.edge.lifecycle.phase_since.unwrap_or(now))
             < management.replace_delay as i64
         {
+            return Ok(());
+        }
+        self.create_replacement().await
+    }
+
+    /// Asks for an edge to replace this one, at another provider and region.
+    async fn create_replacement(&mut self) -> Result<(), String> {
+        if !self.provisioning {
             return Ok(());
         }
         let edges = self
@@ -864,6 +1066,195 @@ impl Step<'_> {
             .await;
         Ok(())
     }
+}
+
+/// Why an unhealthy edge is kept for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// So many edges look unhealthy at once that the health checks are suspect.
+    ObserverSuspect,
+    /// No other healthy edge serves one of its origins' host names.
+    LastServing,
+}
+
+impl Hold {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::ObserverSuspect => "observer_suspect",
+            Self::LastServing => "last_serving",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::ObserverSuspect => {
+                "so many edges look unhealthy at once that the health checks are suspect; \
+                 nothing is destroyed until fewer do"
+            }
+            Self::LastServing => {
+                "no other healthy edge serves some of its host names; it is destroyed once a \
+                 replacement serves them"
+            }
+        }
+    }
+}
+
+/// The step noted before a VPS is asked of the provider.
+const CREATE_REQUESTED: &str = "create_requested";
+/// The step noted while an unhealthy edge is kept rather than destroyed.
+const DESTROY_HELD: &str = "destroy_held";
+
+/// The key an edge's VPS is created under: the provider returns (or lists) the same VPS for
+/// it, so a repeated request never makes a second one.
+fn idempotency_key(edge: &EdgeNodeId) -> Result<IdempotencyKey, String> {
+    let hex = edge.as_str().trim_start_matches("edg_");
+    IdempotencyKey::parse(&format!("kokoa-{hex}")).map_err(|e| e.to_string())
+}
+
+/// The edge whose VPS carries `key`, if the key is one of ours.
+fn edge_of_key(key: &IdempotencyKey) -> Option<EdgeNodeId> {
+    let hex = key.as_str().strip_prefix("kokoa-")?;
+    EdgeNodeId::parse(&format!("edg_{hex}")).ok()
+}
+
+/// Where the installation's tag is kept.
+const INSTALLATION: (&str, &str) = ("settings", "installation-tag");
+
+/// The tag every VPS of this installation carries (`kokoa-<16 hex digits>`), made once
+/// and kept in the store: the sweep finds VPSes by it, never someone else's.
+async fn installation_tag(state: &AppState) -> Result<Name, String> {
+    let store = state.store();
+    let now = Timestamp::now();
+    let stored = store
+        .kv_get(INSTALLATION.0, INSTALLATION.1, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tag = match stored {
+        Some(tag) => tag,
+        None => {
+            let random = kokoa_core::ApiTokenId::new();
+            let hex: String = random
+                .as_str()
+                .chars()
+                .filter(char::is_ascii_hexdigit)
+                .take(16)
+                .collect();
+            let candidate = format!("kokoa-{hex}");
+            // Of two control planes making one at once, the first one written wins.
+            let forever = now.plus_secs(100 * 365 * 86_400);
+            let won = store
+                .kv_claim(INSTALLATION.0, INSTALLATION.1, &candidate, now, forever)
+                .await
+                .map_err(|e| e.to_string())?;
+            if won {
+                candidate
+            } else {
+                store
+                    .kv_get(INSTALLATION.0, INSTALLATION.1, now)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the installation tag vanished")?
+            }
+        }
+    };
+    Name::parse(&tag).map_err(|e| e.to_string())
+}
+
+/// Where the time of the last sweep is kept (it runs once a [`SWEEP_PERIOD`]).
+const SWEEP: (&str, &str) = ("edge-sweep", "last");
+/// How often the providers are swept for VPSes no edge owns.
+const SWEEP_PERIOD: i64 = 60;
+
+/// Finds VPSes carrying this installation's tag that no edge owns (a create whose answer
+/// was lost and whose edge was given up, a crash before an id was written) and destroys
+/// them: each holds an enrollment token and would receive private keys. A VPS whose edge
+/// is still being created is left to that edge's step, which adopts it.
+async fn sweep_orphans(state: &AppState) -> Result<(), kokoa_core::Error> {
+    let store = state.store();
+    let now = Timestamp::now();
+    if store.kv_get(SWEEP.0, SWEEP.1, now).await?.is_some() {
+        return Ok(());
+    }
+    store
+        .kv_put(SWEEP.0, SWEEP.1, "", Some(now.plus_secs(SWEEP_PERIOD)))
+        .await?;
+    let tag = match installation_tag(state).await {
+        Ok(tag) => tag,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the installation tag; no sweep");
+            return Ok(());
+        }
+    };
+    let edges = store.list_edges().await?;
+    let owned: BTreeSet<&str> = edges
+        .iter()
+        .filter(|e| e.status != EdgeStatus::Deleted)
+        .filter_map(|e| e.instance_id.as_deref())
+        .collect();
+    for (provider, entry) in &state.settings().edges.provisioners {
+        let found = match entry.provisioner.list_instances(&tag).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(%provider, error = %e, "cannot list the provider's VPSes");
+                continue;
+            }
+        };
+        for instance in found {
+            if owned.contains(instance.id.as_str()) || instance.status == InstanceStatus::Gone {
+                continue;
+            }
+            let edge = instance
+                .idempotency_key
+                .as_ref()
+                .and_then(edge_of_key)
+                .and_then(|id| edges.iter().find(|e| e.id == id));
+            if edge.is_some_and(|e| {
+                e.lifecycle.phase == EdgePhase::CreateInstance && e.instance_id.is_none()
+            }) {
+                continue;
+            }
+            let subject = format!("{provider}:{}", instance.id);
+            if let Err(e) = state
+                .leader()
+                .intend(state, "vps.destroy", &subject, json!({"orphan": true}))
+                .await
+            {
+                tracing::warn!(error = %e, "orphan VPS left for the leader");
+                return Ok(());
+            }
+            let result = entry.provisioner.destroy_instance(&instance.id).await;
+            let (severity, message) = match &result {
+                Ok(()) => (
+                    Severity::Warning,
+                    format!(
+                        "VPS {} at {provider} carried this installation's tag but no edge owned \
+                         it: destroyed",
+                        instance.id
+                    ),
+                ),
+                Err(e) => (
+                    Severity::Critical,
+                    format!(
+                        "VPS {} at {provider} is owned by no edge and could not be destroyed \
+                         ({e}): destroy it by hand",
+                        instance.id
+                    ),
+                ),
+            };
+            state
+                .events()
+                .emit(
+                    kinds::ORPHAN_VPS,
+                    severity,
+                    Some(&subject),
+                    message,
+                    json!({"provider": provider, "instance_id": instance.id.as_str(),
+                           "edge_node_id": edge.map(|e| &e.id), "destroyed": result.is_ok()}),
+                )
+                .await;
+        }
+    }
+    Ok(())
 }
 
 /// The origins an edge reports its tunnel up to.

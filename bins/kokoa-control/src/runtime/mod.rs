@@ -28,20 +28,43 @@ pub mod certs;
 pub mod dns;
 pub mod health;
 pub mod lifecycle;
+pub mod retention;
 mod settings;
 
-pub use settings::{EdgeSettings, HealthSettings, ProvisionerEntry, RuntimeSettings};
+pub use settings::{
+    EdgeSettings, HealthSettings, ProvisionerEntry, RetentionSettings, RuntimeSettings,
+};
 
 /// How long the leader lease lasts without renewal (SPEC §11: 10 s).
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
-/// How often the lease is renewed (or asked for).
+/// How often the leader renews the lease.
 const LEASE_RENEW: Duration = Duration::from_secs(3);
+/// How often a follower asks for the lease: a cleanly stopped leader releases it, and a
+/// follower takes over within this.
+const LEASE_POLL: Duration = Duration::from_millis(500);
+/// The lease's name in the store.
+const LEADER_LEASE: &str = "leader";
+
+/// This control plane's term as the leader: the lease's fencing token and when it began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Term {
+    token: u64,
+    since: Timestamp,
+}
 
 /// Whether this control plane leads, and its name in the lease.
+///
+/// The lease lives in the store and is timed by the database's clock, so control planes
+/// with skewed clocks still agree on who leads. Every grant to a new holder raises the
+/// lease's fencing token; every leader-only action (a DNS change, a VPS created or
+/// destroyed, a certificate ordered) first records its intent with the token, and the
+/// store refuses it once another term began: a leader that stalled (paused, swapped out,
+/// cut off) and wakes up cannot act next to its successor.
 #[derive(Debug)]
 pub struct Leader {
     instance: String,
     leading: AtomicBool,
+    term: Mutex<Option<Term>>,
 }
 
 impl Leader {
@@ -54,6 +77,7 @@ impl Leader {
         Self {
             instance: format!("{host}-{}-{suffix}", std::process::id()),
             leading: AtomicBool::new(false),
+            term: Mutex::new(None),
         }
     }
 
@@ -67,38 +91,137 @@ impl Leader {
         self.leading.load(Ordering::Acquire)
     }
 
+    /// Since when this control plane leads without a break: it could not have heard from
+    /// any node before (it was down, or someone else led), so nothing is judged missing
+    /// from earlier. `None` while it does not lead.
+    pub fn leading_since(&self) -> Option<Timestamp> {
+        self.lock().map(|t| t.since)
+    }
+
+    /// The fence of the current term, for [`Store::record_intent`](kokoa_core::store::Store::record_intent).
+    fn fence(&self) -> Option<kokoa_core::store::Fence> {
+        self.lock().map(|t| kokoa_core::store::Fence {
+            lease: LEADER_LEASE.to_owned(),
+            holder: self.instance.clone(),
+            token: t.token,
+        })
+    }
+
+    fn lock(&self) -> Option<Term> {
+        *self.term.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_term(&self, term: Option<Term>) {
+        *self.term.lock().unwrap_or_else(PoisonError::into_inner) = term;
+        self.leading.store(term.is_some(), Ordering::Release);
+    }
+
     /// Asks for (or renews) the lease; returns whether this control plane leads now.
     pub async fn claim(&self, state: &AppState) -> bool {
-        let now = Timestamp::now();
-        let until = now.plus_secs(LEASE_TTL.as_secs() as i64);
-        let leading = match state
+        let before = self.lock();
+        let granted = match state
             .store()
-            .kv_claim("leases", "leader", &self.instance, now, until)
+            .lease_acquire(LEADER_LEASE, &self.instance, LEASE_TTL)
             .await
         {
-            Ok(leading) => leading,
+            Ok(lease) => lease,
             Err(e) => {
-                // Leading on a store we cannot reach could mean two leaders: stop.
+                // Leading on a store we cannot reach could mean two leaders: stop. When it
+                // answers again, a new term begins and nothing is judged from before.
                 tracing::warn!(error = %e, "cannot renew the leader lease; not leading");
-                false
+                None
             }
         };
-        let was = self.leading.swap(leading, Ordering::AcqRel);
-        if leading && !was {
-            state
-                .events()
-                .emit(
-                    kinds::LEADER_ELECTED,
-                    Severity::Info,
-                    Some(&self.instance),
-                    format!("control plane {} leads", self.instance),
-                    serde_json::json!({ "instance": self.instance }),
-                )
-                .await;
-        } else if was && !leading {
-            tracing::warn!(instance = %self.instance, "no longer the leader");
+        let term = granted.map(|lease| match before {
+            Some(term) if term.token == lease.token => term,
+            _ => Term {
+                token: lease.token,
+                since: Timestamp::now(),
+            },
+        });
+        self.set_term(term);
+        match (before, term) {
+            (None, Some(term)) => {
+                state
+                    .events()
+                    .emit(
+                        kinds::LEADER_ELECTED,
+                        Severity::Info,
+                        Some(&self.instance),
+                        format!(
+                            "control plane {} leads (term {})",
+                            self.instance, term.token
+                        ),
+                        serde_json::json!({ "instance": self.instance, "term": term.token }),
+                    )
+                    .await;
+            }
+            (Some(_), None) => {
+                tracing::warn!(instance = %self.instance, "no longer the leader");
+            }
+            _ => {}
         }
-        leading
+        term.is_some()
+    }
+
+    /// Records the intent of a leader-only action before it is taken: refused unless this
+    /// control plane still leads in the term it believes it leads, by the store's word
+    /// and clock. A refusal ends the term here at once and is an event.
+    pub async fn intend(
+        &self,
+        state: &AppState,
+        kind: &str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), String> {
+        let Some(fence) = self.fence() else {
+            return Err(format!(
+                "{kind} {subject} refused: this control plane does not lead"
+            ));
+        };
+        let intent = kokoa_core::store::NewIntent {
+            kind: kind.to_owned(),
+            subject: subject.to_owned(),
+            detail,
+        };
+        match state.store().record_intent(&fence, &intent).await {
+            Ok(_) => Ok(()),
+            Err(e @ kokoa_core::Error::Fenced { .. }) => {
+                self.set_term(None);
+                let message = format!("{kind} {subject} refused: {e}");
+                tracing::warn!(instance = %self.instance, "{message}");
+                state
+                    .events()
+                    .emit(
+                        kinds::LEADER_FENCED,
+                        Severity::Warning,
+                        Some(&self.instance),
+                        message.clone(),
+                        serde_json::json!({ "instance": self.instance, "term": fence.token,
+                                            "kind": kind, "subject": subject }),
+                    )
+                    .await;
+                Err(message)
+            }
+            Err(e) => Err(format!(
+                "{kind} {subject} not started: cannot record it: {e}"
+            )),
+        }
+    }
+
+    /// Ends this control plane's term at once (a clean stop), so a follower takes over
+    /// within [`LEASE_POLL`] rather than the lease's TTL.
+    async fn release(&self, state: &AppState) {
+        if self.lock().is_some() {
+            self.set_term(None);
+            if let Err(e) = state
+                .store()
+                .lease_release(LEADER_LEASE, &self.instance)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot release the leader lease");
+            }
+        }
     }
 }
 
@@ -292,6 +415,7 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
     duties.spawn(health::run_checker(state.clone(), stopped.clone()));
     duties.spawn(health::run_judge(state.clone(), stopped.clone()));
     duties.spawn(lifecycle::run(state.clone(), stopped.clone()));
+    duties.spawn(retention::run(state.clone(), stopped.clone()));
     shutdown.await;
     let _ = stop.send(true);
     while let Some(result) = duties.join_next().await {
@@ -300,9 +424,7 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
         }
     }
     // Let another control plane take over at once rather than after the TTL.
-    if state.leader().is_leader() {
-        let _ = state.store().kv_delete("leases", "leader").await;
-    }
+    state.leader().release(&state).await;
     let _ = state
         .store()
         .kv_delete(health::INSTANCES, state.leader().instance())
@@ -344,13 +466,15 @@ async fn lease_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
             tracing::warn!(error = %e, "cannot announce this control plane");
         }
         let was = state.leader().is_leader();
-        if state.leader().claim(&state).await && !was {
+        let leading = state.leader().claim(&state).await;
+        if leading && !was {
             // A new leader looks at everything at once.
             state.wakers().dns.notify_one();
             state.wakers().certificates.notify_one();
             state.wakers().edges.notify_one();
         }
-        if sleep_or_stop(LEASE_RENEW, &mut stop).await {
+        let next = if leading { LEASE_RENEW } else { LEASE_POLL };
+        if sleep_or_stop(next, &mut stop).await {
             return;
         }
     }

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc, time::Duration};
 
-use kokoa_health::EdgeRules;
+use kokoa_health::{Damping, EdgeRules, ObserverGuard};
 use kokoa_provision::{AgentSource, EdgeNodeManagement, Provisioner};
 
 /// How edges and origins are checked, beyond what `edge_node_management` sets (the HTTP
@@ -33,6 +33,12 @@ pub struct HealthSettings {
     pub origin_disk_percent: f64,
     /// The edge table's thresholds (heartbeat 30 s, error rate 10 %, CPU 90 % for 5 min).
     pub edge: EdgeRules,
+    /// When so many edges look unhealthy at once that the checks, not the edges, are
+    /// suspect (default: more than half).
+    pub observer: ObserverGuard,
+    /// How often an origin's state may change the edges' configuration (default 4 times
+    /// a minute).
+    pub damping: Damping,
 }
 
 impl Default for HealthSettings {
@@ -49,6 +55,8 @@ impl Default for HealthSettings {
             origin_heartbeat_timeout: Duration::from_secs(60),
             origin_disk_percent: 90.0,
             edge: EdgeRules::default(),
+            observer: ObserverGuard::default(),
+            damping: Damping::default(),
         }
     }
 }
@@ -104,11 +112,35 @@ impl Default for EdgeSettings {
     }
 }
 
+/// How long what the control plane records is kept: the leader deletes older rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Events (default 7 days).
+    pub events: Duration,
+    /// Each edge's health check history (default 7 days).
+    pub health_history: Duration,
+    /// The leader's record of its actions (default 7 days).
+    pub intents: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        const WEEK: Duration = Duration::from_secs(7 * 86_400);
+        Self {
+            events: WEEK,
+            health_history: WEEK,
+            intents: WEEK,
+        }
+    }
+}
+
 /// Everything the duties are configured with.
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeSettings {
     /// Health checks.
     pub health: HealthSettings,
+    /// What is kept, and for how long.
+    pub retention: RetentionSettings,
     /// The edge automation.
     pub edges: EdgeSettings,
     /// Which modules are on until switched at run time (available ones default to on).

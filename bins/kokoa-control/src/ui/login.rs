@@ -623,11 +623,24 @@ fn sso_failed(message: &str) -> Response {
     )
 }
 
-/// Sends the browser to the provider, remembering the sign-in.
-async fn oidc_start(State(state): State<AppState>) -> Response {
+/// Sends the browser to the provider, remembering the sign-in. Each start writes a row
+/// (state, nonce, verifier) before anyone signed in, so starts are limited per address
+/// like sign-in attempts, and the rows expire (the leader deletes them).
+async fn oidc_start(State(state): State<AppState>, ClientIp(ip): ClientIp) -> Response {
     let Some(oidc) = state.oidc() else {
         return Redirect::to("/login").into_response();
     };
+    if let Err(wait) = state.login_limiter().attempt(ip, Instant::now()) {
+        return page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Single sign-on failed",
+            card(
+                "Single sign-on failed",
+                Some(&too_many(wait)),
+                "<p><a class=\"button\" href=\"/login\">Back to sign-in</a></p>",
+            ),
+        );
+    }
     match oidc.start(state.store()).await {
         Ok((url, pending)) => {
             let mut cookie = format!(

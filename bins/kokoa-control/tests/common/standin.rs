@@ -5,7 +5,10 @@
 use std::{
     net::SocketAddr,
     process::Command,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -164,12 +167,89 @@ pub async fn until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Op
     }
 }
 
+/// A proxy in front of an HTTP API that passes every request on, or answers `500` to every
+/// one while failing: a DNS provider's outage, as the control plane sees it.
+pub struct FaultProxy {
+    pub url: String,
+    failing: Arc<AtomicBool>,
+    server: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (scheme, host and port) on 127.0.0.1.
+    pub async fn start(upstream: String) -> Self {
+        let failing = Arc::new(AtomicBool::new(false));
+        let client = reqwest::Client::new();
+        let flag = Arc::clone(&failing);
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let (client, flag, upstream) = (client.clone(), Arc::clone(&flag), upstream.clone());
+            async move {
+                use axum::response::IntoResponse as _;
+                if flag.load(Ordering::SeqCst) {
+                    let body = json!({"error": "injected failure"}).to_string();
+                    return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, body).into_response();
+                }
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20)
+                    .await
+                    .unwrap_or_default();
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let mut forward = client.request(parts.method, format!("{upstream}{path}"));
+                for (name, value) in &parts.headers {
+                    if name != axum::http::header::HOST {
+                        forward = forward.header(name, value);
+                    }
+                }
+                match forward.body(body).send().await {
+                    Ok(answer) => {
+                        let status = answer.status();
+                        let kind = answer
+                            .headers()
+                            .get(axum::http::header::CONTENT_TYPE)
+                            .cloned();
+                        let bytes = answer.bytes().await.unwrap_or_default();
+                        let mut response = (status, bytes).into_response();
+                        if let Some(kind) = kind {
+                            response
+                                .headers_mut()
+                                .insert(axum::http::header::CONTENT_TYPE, kind);
+                        }
+                        response
+                    }
+                    Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+                }
+            }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            url,
+            failing,
+            server,
+        }
+    }
+
+    /// Fails every request from now on (`true`) or passes them on again.
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
 /// A control plane with its duties running, over SQLite in a temporary directory, served
-/// on 127.0.0.1, and the PowerDNS zone `kokoa.test` it manages; stopped when dropped.
+/// on 127.0.0.1, and the PowerDNS zone `kokoa.test` it manages (through a [`FaultProxy`],
+/// passing everything on unless told otherwise); stopped when dropped.
 pub struct Plane {
     pub state: kokoa_control::AppState,
     pub base: String,
     pub pdns: LocalPowerDns,
+    pub dns_api: FaultProxy,
     admin: String,
     client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -221,10 +301,12 @@ impl Plane {
         let router = kokoa_control::api::router(state.clone());
         let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         let (stop, duties) = spawn_duties(state.clone());
+        let dns_api = FaultProxy::start(pdns.api_url().to_owned()).await;
         let plane = Self {
             state,
             base,
             pdns,
+            dns_api,
             admin: admin.to_string(),
             client: reqwest::Client::new(),
             stop: Some(stop),
@@ -258,7 +340,7 @@ impl Plane {
                 "/api/v1/dns/zones",
                 Some(
                     json!({"name": "kokoa.test", "provider": "powerdns", "ttl": 1,
-                            "settings": {"url": plane.pdns.api_url()},
+                            "settings": {"url": plane.dns_api.url},
                             "credentials": {"api_key": plane.pdns.api_key()}}),
                 ),
                 201,
@@ -317,12 +399,22 @@ impl Plane {
     /// may live in memory. The API keeps being served by the old one, as by a second
     /// control plane that does not lead.
     pub async fn restart_duties(&mut self) {
+        self.stop_duties().await;
+        self.start_duties().await;
+    }
+
+    /// Stops the duties (the API keeps answering).
+    pub async fn stop_duties(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(duties) = self.duties.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), duties).await;
         }
+    }
+
+    /// Starts the duties in a new control plane over the same database.
+    pub async fn start_duties(&mut self) {
         let store = kokoa_control::open_store(&kokoa_control::config::Database::Sqlite(
             self.dir.path().join("kokoa.db"),
         ))
