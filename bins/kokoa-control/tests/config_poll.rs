@@ -426,3 +426,62 @@ async fn a_service_reported_down_gets_503_on_the_edges_for_its_routes_only() {
         assert_eq!(body["unavailable"], json!([]));
     }
 }
+
+#[tokio::test]
+async fn a_flapping_service_changes_the_edges_configuration_a_bounded_number_of_times() {
+    for backend in backends() {
+        let s = Server::start(&backend).await;
+        let origin = s.origin("origin-a").await;
+        let id = origin["id"].as_str().unwrap();
+        s.admin(
+            Method::POST,
+            "/api/v1/routes",
+            Some(json!({"hostname": "api.hoge.com", "origin_id": id, "target_port": 8081})),
+            201,
+        )
+        .await;
+        let origin_credential = s.enrolled_origin(id).await;
+        let (_, edge_credential) = s.enrolled_edge(None).await;
+        let limit = s.state.settings().health.damping.max_changes as usize;
+        // The service goes down and up twenty times within a few seconds: every report is
+        // judged at once, but the edge's configuration changes only `limit` times.
+        let (_, body) = s.call(Method::GET, ME, Some(&edge_credential), None).await;
+        let mut hashes = vec![body["config_hash"].as_str().unwrap().to_owned()];
+        for flip in 0..20 {
+            let status = if flip % 2 == 0 { "down" } else { "up" };
+            let heartbeat = json!({"node_id": id, "status": "healthy", "services": [
+                {"name": "api", "port": 8081, "status": status},
+            ]});
+            let (code, _) = s
+                .call(
+                    Method::POST,
+                    "/api/v1/heartbeat",
+                    Some(&origin_credential),
+                    Some(heartbeat),
+                )
+                .await;
+            assert_eq!(code, 200);
+            kokoa_control::runtime::tick(&s.state).await.unwrap();
+            let (_, body) = s.call(Method::GET, ME, Some(&edge_credential), None).await;
+            let hash = body["config_hash"].as_str().unwrap().to_owned();
+            if hashes.last() != Some(&hash) {
+                hashes.push(hash);
+            }
+        }
+        // The first configuration, then at most `limit` changes.
+        assert_eq!(hashes.len(), limit + 1, "{hashes:?}");
+        let (_, events) = s
+            .call(
+                Method::GET,
+                "/api/v1/events?type=origin.flapping",
+                Some(&s.admin),
+                None,
+            )
+            .await;
+        assert_eq!(
+            events["events"].as_array().map(Vec::len),
+            Some(1),
+            "{events}"
+        );
+    }
+}

@@ -356,3 +356,58 @@ async fn a_leader_whose_term_ended_cannot_act() {
 fn futures_now<T>(future: impl Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
+
+#[tokio::test]
+async fn old_records_are_deleted_after_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = kokoa_control::config::Database::Sqlite(dir.path().join("kokoa.db"));
+    let state = kokoa_control::AppState::with_settings(
+        kokoa_control::open_store(&database).await.unwrap(),
+        kokoa_core::MasterKey::generate(),
+        kokoa_core::SubnetPool::default(),
+        "http://127.0.0.1:1".to_owned(),
+        RuntimeSettings::default(),
+    );
+    let store = state.store();
+    state
+        .events()
+        .emit(
+            "module.changed",
+            kokoa_core::Severity::Info,
+            None,
+            "old",
+            json!({}),
+        )
+        .await;
+    let now = kokoa_core::Timestamp::now();
+    store
+        .kv_put("oidc-pending", "s1", "{}", Some(now.plus_secs(600)))
+        .await
+        .unwrap();
+    store.kv_put("settings", "kept", "1", None).await.unwrap();
+
+    // Six days on, nothing is due; eight days on, the event and the expired value go.
+    let pruned = kokoa_control::runtime::retention::prune(&state, now.plus_secs(6 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(pruned.events, 0);
+    assert_eq!(pruned.shared_values, 1, "the pending sign-in expired");
+    let pruned = kokoa_control::runtime::retention::prune(&state, now.plus_secs(8 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(pruned.events, 1);
+    let left = store
+        .list_events(&kokoa_core::EventFilter::default())
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        store
+            .kv_get("settings", "kept", now)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("1"),
+        "values without an expiry stay"
+    );
+}
