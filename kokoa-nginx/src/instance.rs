@@ -109,8 +109,11 @@ impl NginxInstance {
             }
         };
         let hash_file = layout.prefix().join("kokoa-site.hash");
+        // nginx loads certificate files at reload, so new files under the same names (a
+        // renewal) need a reload although the configuration text is the same.
+        let stamp = format!("{hash}\ncertificates {}\n", certificate_stamp(layout, site));
         let live = [layout.main_config(), layout.site_config()];
-        if fs::read_to_string(&hash_file).is_ok_and(|h| h == hash)
+        if fs::read_to_string(&hash_file).is_ok_and(|h| h == stamp)
             && live.iter().all(|p| p.exists())
         {
             return Ok(Applied::Unchanged { hash });
@@ -148,7 +151,7 @@ impl NginxInstance {
 
         // The hash is swapped with the files, so it always describes the live ones.
         let hash_new = with_suffix(&hash_file, "new");
-        write_file(&hash_new, hash.as_bytes())?;
+        write_file(&hash_new, stamp.as_bytes())?;
 
         let swap = Swap::new(&[
             (&site_new, site_file),
@@ -320,6 +323,34 @@ impl<'a> Swap<'a> {
             };
         }
     }
+}
+
+/// A digest of the identity of every certificate file `site` names (device, inode, size,
+/// modification time): it changes when a file is replaced, as the edge agent does by
+/// renaming, or rewritten. Reading only metadata keeps an apply of thousands of
+/// certificates cheap.
+fn certificate_stamp(layout: &Layout, site: &EdgeSite) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut digest = Sha256::new();
+    for name in site.certificate_names() {
+        let (crt, key) = layout.certificate_files(name);
+        for path in [crt, key] {
+            let line = match fs::metadata(&path) {
+                Ok(m) => format!(
+                    "{} {} {} {} {}.{}\n",
+                    path.display(),
+                    m.dev(),
+                    m.ino(),
+                    m.len(),
+                    m.mtime(),
+                    m.mtime_nsec()
+                ),
+                Err(_) => format!("{} missing\n", path.display()),
+            };
+            digest.update(line);
+        }
+    }
+    hex::encode(digest.finalize())
 }
 
 /// `path` with `.suffix` appended to its file name.

@@ -27,7 +27,7 @@ const TEMP_PATHS: [(&str, &str); 5] = [
 /// | `certs/NAME.crt`, `certs/NAME.key` | certificates, by [`CertName`](crate::CertName) |
 /// | `acme-challenge/TOKEN` | ACME HTTP-01 answers, served at `/.well-known/acme-challenge/TOKEN` |
 /// | `health` | the body of `GET /health` |
-/// | `kokoa-site.hash` | the hash of the live configuration |
+/// | `kokoa-site.hash` | the hash of the live configuration and a digest of its certificate files' identity |
 /// | `logs/`, `temp/`, `nginx.pid` | nginx's own state |
 ///
 /// The prefix is written into the configuration, so it must be absolute, UTF-8 and free of
@@ -52,8 +52,8 @@ impl Layout {
     /// Runs the worker processes as `user` (nginx's `user` directive, effective when nginx is
     /// started as root).
     ///
-    /// Certificates are chosen per handshake, so the **worker** reads the key files: they
-    /// must be readable by this user (or its group). Without this call the worker runs as
+    /// Certificates beyond the first 250 are chosen per handshake, so the **worker** reads
+    /// those key files: they must be readable by this user (or its group). Without this call the worker runs as
     /// nginx's compiled-in default (`nobody` on Debian).
     pub fn with_worker_user(mut self, user: &str) -> Result<Self, Error> {
         let mut chars = user.chars();

@@ -4,12 +4,16 @@
 //! - [`EdgeSite`] is the input: [`Route`]s (hostname → backend address, certificate name,
 //!   available or not), [`RateLimits`], [`Listen`] ports and the fallback certificate. It is
 //!   independent of the control plane's payload so the crate can be used on its own.
-//! - [`EdgeSite::render`] writes the `http`-context file: a routes map on `$host`, a
-//!   certificate map on `$ssl_server_name` whose values are only known [`CertName`]s (never
-//!   a path built from the client's SNI), a map of unavailable hostnames (answered with 503
-//!   and Kokoa's own page), rate limits, a port-80 server for ACME HTTP-01 challenges,
-//!   `/health` and the redirect to HTTPS, and the HTTPS server proxying to
-//!   `http://$kokoa_backend` (404 for hostnames not in the map, WebSocket upgrades pass).
+//! - [`EdgeSite::render`] writes the `http`-context file: a routes map on `$host` whose
+//!   values are `upstream` names (one upstream per backend address, with idle connections
+//!   kept for reuse), a map of unavailable hostnames (answered with 503 and Kokoa's own
+//!   page), rate limits, a port-80 server for ACME HTTP-01 challenges, `/health` and the
+//!   redirect to HTTPS, and the HTTPS servers proxying to `http://$kokoa_backend` (404 for
+//!   hostnames not in the map, WebSocket upgrades pass): a default one with the fallback
+//!   certificate and one per certificate, listing the hostnames it covers, with the same
+//!   routing. Certificates are thus loaded at reload, never from a path built from the
+//!   client's SNI (beyond 1 000 certificates, the rest are chosen per handshake through a
+//!   map on `$ssl_server_name` whose values are only known [`CertName`]s).
 //! - [`Layout`] names the files of a standalone prefix (`nginx -p DIR -c DIR/nginx.conf`)
 //!   and renders its main configuration.
 //! - [`NginxInstance::apply`] writes candidates, runs `nginx -t`, swaps them in by rename
@@ -37,23 +41,27 @@
 //!     r#"map $host $kokoa_backend {
 //!     hostnames;
 //!     default "";
-//!     "app.hoge.com" "10.0.1.1:8080";
-//!     "wiki.fuga.com" "10.0.2.1:8000";
+//!     "app.hoge.com" "kk_10_0_1_1_8080";
+//!     "wiki.fuga.com" "kk_10_0_2_1_8000";
 //! }"#
 //! );
-//! assert!(conf.contains(r#"    "app.hoge.com" "app.hoge.com";"#)); // its certificate by SNI
-//! assert!(conf.contains(r#"ssl_certificate "/srv/kokoa-nginx/certs/$kokoa_cert.crt";"#));
+//! assert!(conf.contains("upstream kk_10_0_1_1_8080 {\n    server 10.0.1.1:8080;\n"));
+//! // Its certificate, selected by SNI, loaded at reload:
+//! assert!(conf.contains(r#"    server_name "app.hoge.com";"#));
+//! assert!(conf.contains(r#"ssl_certificate "/srv/kokoa-nginx/certs/app.hoge.com.crt";"#));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Certificates and the worker user
 //!
-//! Because the certificate path holds a variable, nginx's **worker** process reads
-//! `certs/NAME.crt` and `certs/NAME.key` at each handshake. The key files must therefore be
-//! readable by the worker user ([`Layout::with_worker_user`]; nginx's default is `nobody`):
-//! either run the worker as a dedicated user that owns `certs/`, or make the keys readable
-//! by its group (mode 0640). A renewed certificate is served from the next handshake on,
-//! without a reload.
+//! Up to 1 000 certificates are loaded by nginx's master process (root) at each reload:
+//! [`NginxInstance::apply`] reloads when a certificate file was replaced (a renewal), even
+//! if the configuration text is the same. Beyond 1 000, the remaining certificates are
+//! chosen per handshake, and nginx's **worker** process reads their `certs/NAME.crt` and
+//! `certs/NAME.key` at each handshake: for those, the key files must be readable by the
+//! worker user ([`Layout::with_worker_user`]; nginx's default is `nobody`), by running the
+//! worker as a dedicated user that owns `certs/` or making the keys readable by its group
+//! (mode 0640).
 //!
 //! # Crate features
 //!

@@ -597,3 +597,227 @@ fn failed_reload_restores_previous_files() {
         wiki.text
     );
 }
+
+/// A backend that keeps connections open (HTTP/1.1 keep-alive) and counts the connections
+/// it accepted. A request with `Upgrade` gets `101 Switching Protocols`, then one line
+/// naming the `Connection` header it saw, and the connection is closed.
+fn keepalive_backend() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    thread::spawn(move || {
+        for stream in listener.incoming().take(100).flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            thread::spawn(move || serve_keepalive(stream));
+        }
+    });
+    (addr, accepted)
+}
+
+fn serve_keepalive(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    // Bounded: far more requests than a test sends on one connection.
+    for _ in 0..100 {
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((key, value)) = line.split_once(':') {
+                headers.push((key.trim().to_ascii_lowercase(), value.trim().to_owned()));
+            }
+        }
+        let get = |key: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or("-", |(_, v)| v.as_str())
+                .to_owned()
+        };
+        if get("upgrade") != "-" {
+            write!(
+                stream,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: {}\r\nConnection: Upgrade\r\n\r\n\
+                 upgraded connection={}\n",
+                get("upgrade"),
+                get("connection")
+            )?;
+            return Ok(());
+        }
+        let body = format!("keepalive connection={}\n", get("connection"));
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+    }
+    Ok(())
+}
+
+/// Backend connections are kept open and reused (upstream `keepalive`), WebSocket upgrades
+/// still pass with `Connection: upgrade`, and every hostname's handshake presents its own
+/// certificate, loaded at reload.
+#[test]
+fn keeps_backend_connections_and_passes_upgrades() {
+    use std::sync::atomic::Ordering;
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("edge"))
+        .unwrap()
+        .with_worker_user("root")
+        .unwrap();
+    let pki = Pki::new(dir.path());
+    let names = ["app.kokoa.test", "wiki.kokoa.test", "shop.kokoa.test"];
+    for name in names {
+        pki.issue(&layout, &CertName::parse(name).unwrap(), name, name);
+    }
+    pki.issue(
+        &layout,
+        &CertName::default(),
+        "kokoa fallback",
+        "fallback.invalid",
+    );
+    let (backend, accepted) = keepalive_backend();
+    let client = Client {
+        ca: pki.ca_pem.clone(),
+        http: free_port(),
+        https: free_port(),
+    };
+    let mut site = EdgeSite::new(
+        names
+            .iter()
+            .map(|n| Route::new(host(n), backend).with_certificate(CertName::parse(n).unwrap()))
+            .collect(),
+    );
+    site.listen = Listen {
+        address: Some([127, 0, 0, 1].into()),
+        http_port: client.http,
+        https_port: client.https,
+    };
+    let nginx = NginxInstance::new(NGINX, layout.clone());
+    nginx.apply(&site).unwrap();
+    nginx.start().unwrap();
+    let _nginx = Running(nginx);
+
+    // Two requests on one client connection: one backend connection, with an empty
+    // `Connection` header (not `close`).
+    let url = format!("https://app.kokoa.test:{}/", client.https);
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(&client.ca)
+        .arg("--resolve")
+        .arg(format!("app.kokoa.test:{}:127.0.0.1", client.https))
+        .args([&url, &format!("{url}again")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}{:?}", output.stderr);
+    assert_eq!(
+        text.matches("keepalive connection=-\n").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "backend connections");
+
+    // A WebSocket-style upgrade reaches the backend with `Connection: upgrade` and the
+    // 101 comes back through.
+    let request = "GET /ws HTTP/1.1\r\nHost: app.kokoa.test\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let upgraded = s_client(client.https, Some("app.kokoa.test"), request.as_bytes());
+    assert!(
+        upgraded.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{upgraded}"
+    );
+    assert!(
+        upgraded.contains("upgraded connection=upgrade\n"),
+        "{upgraded}"
+    );
+
+    // Each name's handshake presents its own certificate; an unknown name and no SNI the
+    // fallback one.
+    for name in names {
+        let reply = client.get(name, "/", true, &[]);
+        assert!(
+            reply.text.contains(&format!("Subject:CN = {name}\n")),
+            "{}",
+            reply.text
+        );
+    }
+    let subject = |sni: Option<&str>| {
+        let out = s_client(client.https, sni, b"");
+        out.lines()
+            .find(|l| l.starts_with("subject="))
+            .unwrap_or_else(|| panic!("no subject in {out}"))
+            .to_owned()
+    };
+    assert_eq!(
+        subject(Some("wiki.kokoa.test")),
+        "subject=CN = wiki.kokoa.test"
+    );
+    assert_eq!(
+        subject(Some("nope.kokoa.test")),
+        "subject=CN = kokoa fallback"
+    );
+    assert_eq!(subject(None), "subject=CN = kokoa fallback");
+
+    // A renewed certificate under the same name is loaded by the next apply.
+    pki.issue(
+        &layout,
+        &CertName::parse("wiki.kokoa.test").unwrap(),
+        "wiki renewed",
+        "wiki.kokoa.test",
+    );
+    let renewed = _nginx.0.apply(&site).unwrap();
+    assert!(
+        matches!(renewed, Applied::Updated { reloaded: true, .. }),
+        "{renewed:?}"
+    );
+    let start = Instant::now();
+    while subject(Some("wiki.kokoa.test")) != "subject=CN = wiki renewed" {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "renewal not served"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `openssl s_client` to 127.0.0.1:`port` with `sni` (none: `-noservername`). With an
+/// `input`, sends it and returns the server's answer until it closes (`-quiet`); without,
+/// returns the handshake report (`subject=...`).
+fn s_client(port: u16, sni: Option<&str>, input: &[u8]) -> String {
+    let mut command = Command::new("openssl");
+    command
+        .args(["s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"));
+    if !input.is_empty() {
+        command.arg("-quiet");
+    }
+    match sni {
+        Some(name) => command.args(["-servername", name]),
+        None => command.arg("-noservername"),
+    };
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl not found: apt-get install -y --no-install-recommends openssl");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    // `-quiet` reads until the server closes; the backend closes after its answer.
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

@@ -68,8 +68,21 @@ fn every_part_of_the_edge_is_rendered() {
         "alias \"/srv/kokoa/health\";",
         "try_files /health =404;",
         "return 301 https://$host$request_uri;",
-        "ssl_certificate \"/srv/kokoa/certs/$kokoa_cert.crt\";",
-        "ssl_certificate_key \"/srv/kokoa/certs/$kokoa_cert.key\";",
+        "ssl_certificate \"/srv/kokoa/certs/fallback.crt\";",
+        "ssl_certificate_key \"/srv/kokoa/certs/fallback.key\";",
+        "listen 443 ssl http2;",
+        "server_name \"app.hoge.com\";",
+        "ssl_certificate \"/srv/kokoa/certs/app.hoge.com.crt\";",
+        "ssl_certificate_key \"/srv/kokoa/certs/app.hoge.com.key\";",
+        "upstream kk_10_0_1_1_8080 {",
+        "server 10.0.1.1:8080;",
+        "keepalive 32;",
+        "keepalive_timeout 50s;",
+        "upstream kk_10_0_3_1_80 {",
+        "proxy_http_version 1.1;",
+        "ssl_session_cache shared:kokoa_tls:10m;",
+        "ssl_session_tickets on;",
+        "ssl_early_data off;",
         "return 404;",
         "return 503;",
         "proxy_pass http://$kokoa_backend;",
@@ -93,10 +106,20 @@ fn every_part_of_the_edge_is_rendered() {
         [("down.hoge.com", "1")]
     );
     assert_eq!(
-        read_map(&conf, "$ssl_server_name $kokoa_cert"),
-        [("app.hoge.com", "app.hoge.com")]
+        read_map(&conf, "$host $kokoa_backend"),
+        [
+            ("app.hoge.com", "kk_10_0_1_1_8080"),
+            ("down.hoge.com", "kk_10_0_3_1_80")
+        ]
     );
+    // Loaded at reload by its own server, so not chosen per handshake.
+    assert_eq!(read_map(&conf, "$ssl_server_name $kokoa_cert"), []);
     assert!(conf.contains("    default \"fallback\";\n"));
+    assert!(!conf.contains("$kokoa_cert.crt"), "{conf}");
+    assert!(conf.contains(
+        "map $http_upgrade $connection_upgrade {\n    default upgrade;\n    \"\" \"\";\n}"
+    ));
+    assert_eq!(conf.matches("Connection ").count(), 1);
 }
 
 #[test]
@@ -236,7 +259,7 @@ proptest! {
         let backends = read_map(&conf, "$host $kokoa_backend");
         let want: BTreeMap<String, String> = routes
             .iter()
-            .map(|r| (r.hostname.to_string(), r.backend.to_string()))
+            .map(|r| (r.hostname.to_string(), upstream_name(&r.backend)))
             .collect();
         prop_assert_eq!(backends.len(), routes.len(), "each route exactly once");
         let got: BTreeMap<String, String> =
@@ -244,17 +267,27 @@ proptest! {
         prop_assert_eq!(&got, &want);
         prop_assert!(backends.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
 
-        let known: BTreeSet<&str> = routes
+        // Routes map to upstream names; each upstream holds exactly its backend.
+        let upstreams = read_upstreams(&conf);
+        let want_upstreams: BTreeMap<String, String> = routes
             .iter()
-            .filter_map(|r| r.certificate.as_ref().map(CertName::as_str))
+            .map(|r| (upstream_name(&r.backend), r.backend.to_string()))
             .collect();
+        prop_assert_eq!(&upstreams, &want_upstreams);
+        prop_assert!(backends.iter().all(|(_, name)| upstreams.contains_key(*name)));
+
+        // Below the static limit every certificate has its own server listing exactly its
+        // hostnames; nothing is chosen per handshake.
         let certs = read_map(&conf, "$ssl_server_name $kokoa_cert");
-        prop_assert!(certs.iter().all(|(_, name)| known.contains(name)));
+        prop_assert!(certs.is_empty());
         let want_certs: BTreeMap<&str, &str> = routes
             .iter()
             .filter_map(|r| Some((r.hostname.as_str(), r.certificate.as_ref()?.as_str())))
             .collect();
-        prop_assert_eq!(certs.iter().copied().collect::<BTreeMap<_, _>>(), want_certs);
+        let servers = read_cert_servers(&conf);
+        prop_assert_eq!(&servers, &want_certs);
+        let per_cert = want_certs.values().collect::<BTreeSet<_>>().len();
+        prop_assert_eq!(same_routing_in_every_tls_server(&conf), per_cert + 1);
 
         let down = read_map(&conf, "$host $kokoa_unavailable");
         let want_down: Vec<(&str, &str)> = routes
@@ -272,15 +305,137 @@ proptest! {
         prop_assert_eq!(fixed_lines(&conf), fixed_lines(&empty));
         prop_assert_eq!(
             statements(&conf),
-            statements(&empty) + routes.len() + certs.len() + down.len()
+            statements(&empty) + routes.len() + down.len() + 3 * upstreams.len()
+                + per_cert * (4 + statements(cert_server_text(&empty)))
         );
     }
 }
 
-/// The lines that are not map entries (`"KEY" VALUE;` with a non-empty key) nor hash sizes.
+/// The lines that are not map entries (`"KEY" VALUE;` with a non-empty key), hash sizes,
+/// upstreams or servers of a certificate, nor blank.
 fn fixed_lines(conf: &str) -> Vec<&str> {
-    conf.lines()
+    let before_cert_servers = conf.split(CERT_SERVER).next().unwrap();
+    let mut in_upstream = false;
+    before_cert_servers
+        .lines()
         .filter(|l| !l.starts_with("    \"") || l.starts_with("    \"\""))
-        .filter(|l| !l.starts_with("map_hash_"))
+        .filter(|l| !l.is_empty())
+        .filter(|l| !l.starts_with("map_hash_") && !l.starts_with("server_names_hash_"))
+        .filter(|l| {
+            if l.starts_with("upstream ") {
+                in_upstream = true;
+            }
+            let keep = !in_upstream;
+            if *l == "}" {
+                in_upstream = false;
+            }
+            keep
+        })
         .collect()
+}
+
+/// How a server of one certificate starts.
+const CERT_SERVER: &str = "\nserver {\n    listen 443 ssl http2;\n";
+
+/// `upstream NAME { server ADDR; ... }` blocks as NAME → ADDR.
+fn read_upstreams(conf: &str) -> BTreeMap<String, String> {
+    conf.split("\nupstream ")
+        .skip(1)
+        .map(|block| {
+            let (name, rest) = block.split_once(" {\n    server ").unwrap();
+            let addr = rest.split_once(";\n").unwrap().0;
+            (name.to_owned(), addr.to_owned())
+        })
+        .collect()
+}
+
+/// The hostnames of every certificate's server, as hostname → certificate name, checking
+/// the certificate files are the static `certs/NAME.crt` and `.key`.
+fn read_cert_servers(conf: &str) -> BTreeMap<&str, &str> {
+    let mut out = BTreeMap::new();
+    for server in conf.split(CERT_SERVER).skip(1) {
+        let mut lines = server.lines();
+        let names = lines
+            .next()
+            .unwrap()
+            .strip_prefix("    server_name ")
+            .unwrap();
+        let crt = lines.next().unwrap();
+        let cert = crt
+            .strip_prefix("    ssl_certificate \"/srv/kokoa/certs/")
+            .and_then(|c| c.strip_suffix(".crt\";"))
+            .unwrap();
+        assert_eq!(
+            lines.next().unwrap(),
+            format!("    ssl_certificate_key \"/srv/kokoa/certs/{cert}.key\";")
+        );
+        for name in names.strip_suffix(';').unwrap().split(' ') {
+            assert!(
+                out.insert(name.trim_matches('"'), cert).is_none(),
+                "{name} twice"
+            );
+        }
+    }
+    out
+}
+
+/// The text of a certificate's server after its certificate lines, for a site without
+/// certificates: the routing of the default HTTPS server.
+fn cert_server_text(empty: &str) -> &str {
+    let default = empty.split("ssl http2 default_server;\n").nth(1).unwrap();
+    default.split_once(".key\";\n").unwrap().1
+}
+
+/// Checks that every HTTPS server routes with the same text as the default one; returns
+/// how many there are.
+fn same_routing_in_every_tls_server(conf: &str) -> usize {
+    let routing = cert_server_text(conf);
+    let mut count = 1;
+    for server in conf.split(CERT_SERVER).skip(1) {
+        let body = server.split_once(".key\";\n").unwrap().1;
+        let body = body.split(CERT_SERVER).next().unwrap();
+        assert_eq!(
+            body.trim_end(),
+            routing.split(CERT_SERVER).next().unwrap().trim_end()
+        );
+        count += 1;
+    }
+    count
+}
+
+#[test]
+fn beyond_the_limits_certificates_go_per_handshake_and_backends_by_address() {
+    let n = STATIC_CERTIFICATES_MAX.max(UPSTREAMS_MAX) + 2;
+    let routes: Vec<Route> = (0..n)
+        .map(|i| {
+            let name = format!("h{i:05}.io");
+            let backend = SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8], 80));
+            route(&name, &backend.to_string()).with_certificate(CertName::parse(&name).unwrap())
+        })
+        .collect();
+    let conf = EdgeSite::new(routes).render(&layout()).unwrap();
+    assert_eq!(read_cert_servers(&conf).len(), STATIC_CERTIFICATES_MAX);
+    let per_handshake = read_map(&conf, "$ssl_server_name $kokoa_cert");
+    assert_eq!(per_handshake.len(), n - STATIC_CERTIFICATES_MAX);
+    assert!(per_handshake.iter().all(|(host, cert)| host == cert));
+    assert!(conf.contains("ssl_certificate \"/srv/kokoa/certs/$kokoa_cert.crt\";"));
+    let upstreams = read_upstreams(&conf);
+    assert_eq!(upstreams.len(), UPSTREAMS_MAX);
+    let backends = read_map(&conf, "$host $kokoa_backend");
+    let by_address = backends
+        .iter()
+        .filter(|(_, v)| !v.starts_with("kk_"))
+        .count();
+    assert_eq!(by_address, n - UPSTREAMS_MAX);
+}
+
+#[test]
+fn upstream_names_are_made_of_the_address() {
+    let name = |s: &str| upstream_name(&s.parse().unwrap());
+    assert_eq!(name("10.0.1.1:8080"), "kk_10_0_1_1_8080");
+    assert_eq!(
+        name("[fd00::1]:80"),
+        "kk_v6_fd000000000000000000000000000001_80"
+    );
+    assert_ne!(name("1.2.3.4:5"), name("1.2.34.5:5"));
 }
