@@ -12,7 +12,7 @@
 //!   hostnames not in the map, WebSocket upgrades pass): a default one with the fallback
 //!   certificate and one per certificate, listing the hostnames it covers, with the same
 //!   routing. Certificates are thus loaded at reload, never from a path built from the
-//!   client's SNI (beyond 1 000 certificates, the rest are chosen per handshake through a
+//!   client's SNI (beyond 250 certificates, the rest are chosen per handshake through a
 //!   map on `$ssl_server_name` whose values are only known [`CertName`]s).
 //! - [`Layout`] names the files of a standalone prefix (`nginx -p DIR -c DIR/nginx.conf`)
 //!   and renders its main configuration.
@@ -54,9 +54,9 @@
 //!
 //! # Certificates and the worker user
 //!
-//! Up to 1 000 certificates are loaded by nginx's master process (root) at each reload:
+//! Up to 250 certificates are loaded by nginx's master process (root) at each reload:
 //! [`NginxInstance::apply`] reloads when a certificate file was replaced (a renewal), even
-//! if the configuration text is the same. Beyond 1 000, the remaining certificates are
+//! if the configuration text is the same. Beyond 250, the remaining certificates are
 //! chosen per handshake, and nginx's **worker** process reads their `certs/NAME.crt` and
 //! `certs/NAME.key` at each handshake: for those, the key files must be readable by the
 //! worker user ([`Layout::with_worker_user`]; nginx's default is `nobody`), by running the

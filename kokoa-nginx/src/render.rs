@@ -228,10 +228,19 @@ impl EdgeSite {
         } else {
             self.fallback_certificate.to_string()
         };
+        // The hostnames whose certificate is chosen per handshake are named here too: a
+        // loaded wildcard server (`*.fuga.com`) would otherwise take `zz.fuga.com` away
+        // from the map, and present the wildcard's certificate instead of its own.
         let _ = write!(
             out,
-            "server {{\n    listen {https} ssl http2 default_server;\n    server_name _;\n    \
-             ssl_certificate {crt};\n    ssl_certificate_key {key};\n\n{routing}}}\n",
+            "server {{\n    listen {https} ssl http2 default_server;\n    server_name _"
+        );
+        for name in certificates.per_handshake_names(&routes) {
+            let _ = write!(out, " \"{name}\"");
+        }
+        let _ = write!(
+            out,
+            ";\n    ssl_certificate {crt};\n    ssl_certificate_key {key};\n\n{routing}}}\n",
             crt = quoted(&certs.join(format!("{fallback}.crt"))),
             key = quoted(&certs.join(format!("{fallback}.key"))),
         );
@@ -291,6 +300,19 @@ impl<'a> Certificates<'a> {
 
     fn any_per_handshake(&self) -> bool {
         !self.per_handshake.is_empty()
+    }
+
+    /// The hostnames of `routes` whose certificate is chosen per handshake, in order.
+    fn per_handshake_names<'r>(&self, routes: &[&'r Route]) -> Vec<&'r str> {
+        routes
+            .iter()
+            .filter(|r| {
+                r.certificate
+                    .as_ref()
+                    .is_some_and(|c| self.per_handshake(c))
+            })
+            .map(|r| r.hostname.as_str())
+            .collect()
     }
 }
 
