@@ -295,7 +295,7 @@ pub(super) async fn renew_certificate(
     cert.next_renewal = Some(now);
     cert.updated_at = now;
     store.put_certificate(&cert, None).await?;
-    state.wakers().certificates.notify_one();
+    state.wakers().everywhere(&state);
     Ok((StatusCode::ACCEPTED, Json(CertificateView::of(cert, now))))
 }
 

@@ -232,7 +232,7 @@ pub(super) async fn create_zone(
         .await
         .map_err(|e| ApiError::from(e).with_field("name"))?;
     tracing::info!(zone = %zone.name, provider = %zone.provider, "DNS zone added");
-    state.wakers().dns.notify_one();
+    state.wakers().everywhere(&state);
     Ok((StatusCode::CREATED, Json(zone_view(zone, sealed.is_some()))))
 }
 

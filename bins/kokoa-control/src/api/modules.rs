@@ -124,9 +124,6 @@ pub(super) async fn set_module(
             serde_json::json!({"module": module, "enabled": body.enabled}),
         )
         .await;
-    let wakers = state.wakers();
-    for waker in [&wakers.dns, &wakers.certificates, &wakers.edges] {
-        waker.notify_one();
-    }
+    state.wakers().everywhere(&state);
     Ok(Json(view(&state, module, body.enabled).await))
 }

@@ -54,8 +54,7 @@ fn route(body: RouteRequest, id: RouteId, created_at: Timestamp) -> Result<Route
 /// A route changed: edges, DNS and certificates follow at once.
 fn changed(state: &AppState) {
     state.notify_changed();
-    state.wakers().dns.notify_one();
-    state.wakers().certificates.notify_one();
+    state.wakers().everywhere(state);
 }
 
 /// An unknown origin in the body is reported against the `origin_id` field.
