@@ -123,6 +123,29 @@ impl Api {
         string_field(&route, "id", "POST /api/v1/routes")
     }
 
+    /// The events of type `kind` (a type, or the start of types followed by `*`) numbered
+    /// above `after`, oldest first (at most 1000).
+    pub async fn events_after(&self, kind: &str, after: i64) -> Result<Vec<Value>, Error> {
+        let path = format!("/api/v1/events?type={kind}&after={after}&limit=1000");
+        let list = self.json(Method::GET, &path, None, StatusCode::OK).await?;
+        Ok(list["events"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The newest event of type `kind`, if any.
+    pub async fn newest_event(&self, kind: &str) -> Result<Option<Value>, Error> {
+        let path = format!("/api/v1/events?type={kind}&limit=1");
+        let list = self.json(Method::GET, &path, None, StatusCode::OK).await?;
+        Ok(list["events"].as_array().and_then(|a| a.first()).cloned())
+    }
+
+    /// The number of the newest event (0 when there is none).
+    pub async fn last_event_id(&self) -> Result<i64, Error> {
+        let list = self
+            .json(Method::GET, "/api/v1/events?limit=1", None, StatusCode::OK)
+            .await?;
+        Ok(list["events"][0]["id"].as_i64().unwrap_or(0))
+    }
+
     /// Deletes a route.
     pub async fn delete_route(&self, id: &str) -> Result<(), Error> {
         let path = format!("/api/v1/routes/{id}");

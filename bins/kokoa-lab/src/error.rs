@@ -59,8 +59,8 @@ pub enum Error {
     /// A scenario step's assertion failed.
     #[error("step {step} ({name}) failed: {message}")]
     Step {
-        /// The step's number.
-        step: u8,
+        /// The step's number or letter.
+        step: String,
         /// The step's name.
         name: &'static str,
         /// What was expected and what was seen.

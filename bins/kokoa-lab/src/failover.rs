@@ -187,7 +187,8 @@ fn stream(
     })
 }
 
-fn secs(d: Duration) -> String {
+/// `d` in seconds, one decimal.
+pub(crate) fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 

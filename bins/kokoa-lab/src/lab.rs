@@ -4,6 +4,7 @@ use std::{
     collections::BTreeMap,
     fs,
     io::Read as _,
+    net::{IpAddr, SocketAddr},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -15,11 +16,15 @@ use serde_json::{Value, json};
 use crate::{
     Error,
     api::{Api, string_field},
+    faults::DnsApiProxy,
+    lb::LoadBalancer,
     net,
-    plan::{self, APPS, CONTROL_ADDRESS, CONTROL_PORT, Role},
+    plan::{self, APPS, CONTROL_ADDRESS, CONTROL_PORT, HA_CONTROL_PORTS, Role},
+    postgres,
     state::{Ledger, STATE_FILE},
     supervisor::{Spec, Supervisor},
     tls::{self, Tls},
+    vps::Timing,
 };
 
 /// Where the other programs are: next to this one (`target/debug`, `target/release`) or a
@@ -86,6 +91,40 @@ where
     }
 }
 
+/// How the lab runs its control plane.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A PostgreSQL server's URL (`postgres://postgres@127.0.0.1:5433/postgres`): run two
+    /// control planes on a database of the lab's own in it, behind a load balancer on the
+    /// control plane's address, with a fault switch in front of PowerDNS's API (`check
+    /// --chaos`). `None`: one control plane on SQLite.
+    pub postgres: Option<String>,
+}
+
+/// One control-plane process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    /// Its name in the supervisor (`control`, or `control-1` and `control-2`).
+    pub name: String,
+    /// Where it listens.
+    pub listen: SocketAddr,
+}
+
+/// What a lab with two control planes has besides (see [`Options::postgres`]).
+#[derive(Debug)]
+pub struct Ha {
+    /// The load balancer on the control plane's address.
+    pub lb: LoadBalancer,
+    /// The fault switch the control planes reach PowerDNS's API through.
+    pub dns_api: DnsApiProxy,
+    /// The lab's database.
+    pub database: postgres::Database,
+    /// Its URL.
+    pub database_url: String,
+    /// The server it is in.
+    pub server: postgres::Server,
+}
+
 /// The running lab. Dropping it stops every process and removes every namespace, link and
 /// directory it made (see [`Ledger`]).
 #[derive(Debug)]
@@ -106,6 +145,13 @@ pub struct Lab {
     /// From the moment routes and edges were ready and the SSL manager was switched on to
     /// the first verified HTTPS answer of every app through every edge.
     pub tls_ready: Option<Duration>,
+    /// The control-plane processes.
+    pub controls: Vec<Control>,
+    /// How fast the control planes check the edges; written into their configuration
+    /// file at each (re)start.
+    pub timing: Timing,
+    /// Two control planes on PostgreSQL behind a load balancer, when asked for.
+    pub ha: Option<Ha>,
     bins: Bins,
 }
 
@@ -114,7 +160,7 @@ const READY_LIMIT: Duration = Duration::from_secs(90);
 
 impl Lab {
     /// Builds the lab and waits until both host names answer through both edges.
-    pub async fn up(bins: Bins) -> Result<Self, Error> {
+    pub async fn up(bins: Bins, options: Options) -> Result<Self, Error> {
         let mut ledger = Ledger::create(STATE_FILE)?;
         let dir = tempfile::Builder::new()
             .prefix("kokoa-lab.")
@@ -129,15 +175,39 @@ impl Lab {
         net::build(&mut ledger).await?;
         let tls = Tls::start(&dir.join("pebble"), &mut supervisor, &mut ledger).await?;
 
+        let (controls, ha) = match options.postgres {
+            None => (
+                vec![Control {
+                    name: "control".into(),
+                    listen: SocketAddr::new(IpAddr::V4(CONTROL_ADDRESS), CONTROL_PORT),
+                }],
+                None,
+            ),
+            Some(admin_url) => {
+                let ha = Ha::start(&admin_url, &tls, &mut ledger).await?;
+                let controls = HA_CONTROL_PORTS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &port)| Control {
+                        name: format!("control-{}", i + 1),
+                        listen: SocketAddr::new(IpAddr::V4(CONTROL_ADDRESS), port),
+                    })
+                    .collect();
+                (controls, Some(ha))
+            }
+        };
         let control = dir.join("control");
-        let init = net::run(&Spec::root(vec![
+        let mut init = vec![
             bins.path("kokoa-control")?,
             "init".into(),
             "--data-dir".into(),
             control.display().to_string(),
             "--json".into(),
-        ]))
-        .await?;
+        ];
+        if let Some(ha) = &ha {
+            init.extend(["--database".into(), ha.database_url.clone()]);
+        }
+        let init = net::run(&Spec::root(init)).await?;
         let token: Value = serde_json::from_str(&init).map_err(|e| Error::Command {
             command: "kokoa-control init --json".into(),
             message: format!("printed no JSON ({e})"),
@@ -152,6 +222,9 @@ impl Lab {
             origins: BTreeMap::new(),
             tls,
             tls_ready: None,
+            controls,
+            timing: Timing::LAB,
+            ha,
             bins,
         };
         if let Err(e) = lab.start_all().await {
@@ -162,7 +235,7 @@ impl Lab {
     }
 
     async fn start_all(&mut self) -> Result<(), Error> {
-        self.start_control().await?;
+        self.start_controls().await?;
         // No orders before the edges serve and DNS points at them: pebble would find
         // nothing, and each failure backs off.
         self.switch_ssl_manager(false).await?;
@@ -196,7 +269,7 @@ impl Lab {
     /// certificate pebble issued, through every edge.
     async fn start_certificates(&mut self) -> Result<(), Error> {
         for zone in tls::ZONES {
-            let body = self.tls.zone_request(zone);
+            let body = self.tls.zone_request(zone, &self.dns_api_url());
             self.api
                 .json(
                     Method::POST,
@@ -236,36 +309,84 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts the control plane (root namespace, on [`CONTROL_ADDRESS`]) and waits for it.
-    pub async fn start_control(&mut self) -> Result<(), Error> {
-        let (pool, len) = plan::SUBNET_POOL;
+    /// The URL of PowerDNS's API the control planes are given: the fault switch's, when
+    /// there is one.
+    pub fn dns_api_url(&self) -> String {
+        match &self.ha {
+            Some(ha) => ha.dns_api.url().to_owned(),
+            None => self.tls.dns.api_url().to_owned(),
+        }
+    }
+
+    /// The names of the control-plane processes.
+    pub fn control_names(&self) -> Vec<String> {
+        self.controls.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// Writes the control planes' configuration file, with the checks at [`Lab::timing`].
+    pub fn write_control_config(&self) -> Result<(), Error> {
         let config = self.dir.join("control.toml");
         let text = format!(
             "{}\n{}",
             self.tls.control_config(),
-            crate::vps::control_config(&self.dir, &self.bins, &self.tls.root)?
+            crate::vps::control_config(&self.dir, &self.bins, &self.tls.root, self.timing)?
         );
-        fs::write(&config, text).map_err(Error::io("write", &config))?;
-        let argv = vec![
-            self.bins.path("kokoa-control")?,
-            "serve".into(),
-            "--data-dir".into(),
-            self.dir.join("control").display().to_string(),
-            "--listen".into(),
-            format!("{CONTROL_ADDRESS}:{CONTROL_PORT}"),
-            "--public-url".into(),
-            control_url(),
-            "--subnet-pool".into(),
-            format!("{pool}/{len}"),
-            "--config".into(),
-            config.display().to_string(),
-        ];
-        self.supervisor
-            .start(&mut self.ledger, "control", Spec::root(argv))?;
+        fs::write(&config, text).map_err(Error::io("write", &config))
+    }
+
+    /// Starts the control planes (root namespace, on [`CONTROL_ADDRESS`] or behind the
+    /// load balancer there) and waits for them.
+    pub async fn start_controls(&mut self) -> Result<(), Error> {
+        self.write_control_config()?;
+        let (pool, len) = plan::SUBNET_POOL;
+        for control in self.controls.clone() {
+            let mut argv = vec![
+                self.bins.path("kokoa-control")?,
+                "serve".into(),
+                "--data-dir".into(),
+                self.dir.join("control").display().to_string(),
+                "--listen".into(),
+                control.listen.to_string(),
+                "--public-url".into(),
+                control_url(),
+                "--subnet-pool".into(),
+                format!("{pool}/{len}"),
+                "--config".into(),
+                self.dir.join("control.toml").display().to_string(),
+            ];
+            if let Some(ha) = &self.ha {
+                argv.extend(["--database".into(), ha.database_url.clone()]);
+            }
+            self.supervisor
+                .start(&mut self.ledger, &control.name, Spec::root(argv))?;
+        }
+        for control in &self.controls {
+            self.wait_control_at(control).await?;
+        }
         self.wait_control().await
     }
 
-    /// Waits until the control plane answers `/health`.
+    /// The API of one control plane, without the load balancer.
+    pub fn control_api(&self, control: &Control) -> Result<Api, Error> {
+        Api::new(
+            format!("http://{}", control.listen),
+            self.api.token().to_owned(),
+        )
+    }
+
+    /// Waits until control plane `control` itself answers `/health`.
+    pub async fn wait_control_at(&self, control: &Control) -> Result<(), Error> {
+        let api = self.control_api(control)?;
+        wait_for(
+            format!("{} to answer on {}/health", control.name, control.listen),
+            Duration::from_secs(15),
+            Duration::from_millis(50),
+            || async { api.healthy().await.then_some(()) },
+        )
+        .await
+    }
+
+    /// Waits until the control plane answers `/health` (through the load balancer, if any).
     pub async fn wait_control(&self) -> Result<(), Error> {
         let api = &self.api;
         wait_for(
@@ -458,6 +579,55 @@ impl Lab {
         Ok(())
     }
 
+    /// Copies every log (the children's, the edge VPSes', PowerDNS's) and the newest
+    /// 1000 events into `to`, for a person or a CI artifact: the lab's own directory is
+    /// removed with it.
+    pub async fn keep_logs(&self, to: &Path) -> Result<usize, Error> {
+        fs::create_dir_all(to).map_err(Error::io("create", to))?;
+        let mut copied = 0;
+        let mut copy = |from: &Path, name: String| {
+            if fs::copy(from, to.join(&name)).is_ok() {
+                copied += 1;
+            }
+        };
+        for entry in fs::read_dir(self.dir.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            copy(
+                &entry.path(),
+                entry.file_name().to_string_lossy().into_owned(),
+            );
+        }
+        let vps = crate::vps::config(&self.dir, &self.bins)?.dir;
+        for entry in fs::read_dir(&vps).into_iter().flatten().flatten() {
+            let log = entry.path().join("edge.log");
+            if log.is_file() {
+                copy(&log, format!("{}.log", entry.file_name().to_string_lossy()));
+            }
+        }
+        let mut write = |name: &str, text: &str| {
+            if fs::write(to.join(name), text).is_ok() {
+                copied += 1;
+            }
+        };
+        write("pdns.log", &self.tls.dns.log());
+        if let Ok(events) = self
+            .api
+            .send(
+                Method::GET,
+                "/api/v1/events?limit=1000",
+                None,
+                StatusCode::OK,
+            )
+            .await
+        {
+            write("events.json", &String::from_utf8_lossy(&events));
+        }
+        Ok(copied)
+    }
+
     /// Where the lab's programs are.
     pub fn bins(&self) -> &Bins {
         &self.bins
@@ -474,6 +644,35 @@ impl Lab {
                 })
             })
             .collect()
+    }
+}
+
+impl Ha {
+    /// Creates the lab's database in the server at `admin_url` (recorded in `ledger`
+    /// first), and starts the load balancer and the DNS API's fault switch.
+    async fn start(admin_url: &str, tls: &Tls, ledger: &mut Ledger) -> Result<Self, Error> {
+        let server = postgres::Server::locate(admin_url).await?;
+        let database = postgres::Database::for_this_process(admin_url);
+        ledger.record(|s| s.databases.push(database.clone()))?;
+        database.create().await?;
+        let database_url = database.url()?;
+        let backends: Vec<SocketAddr> = HA_CONTROL_PORTS
+            .iter()
+            .map(|&port| SocketAddr::new(IpAddr::V4(CONTROL_ADDRESS), port))
+            .collect();
+        let lb = LoadBalancer::start(
+            SocketAddr::new(IpAddr::V4(CONTROL_ADDRESS), CONTROL_PORT),
+            &backends,
+        )
+        .await?;
+        let dns_api = DnsApiProxy::start(tls.dns.api_url()).await?;
+        Ok(Self {
+            lb,
+            dns_api,
+            database,
+            database_url,
+            server,
+        })
     }
 }
 

@@ -8,8 +8,10 @@
 //! removes everything), [`lab::Lab`] (the running scenario), [`check`] (its steps),
 //! [`app`] (the tiny HTTP app each origin serves), [`tls`] (pebble and the DNS server
 //! that give the edges real certificates), [`vps`] (the edge provisioner whose VPSes
-//! are namespaces on the lab's bridge), [`failover`] (an edge dies; the system heals) and
-//! [`browser`] (the Web UI watched in Chromium meanwhile).
+//! are namespaces on the lab's bridge), [`failover`] (an edge dies; the system heals),
+//! [`browser`] (the Web UI watched in Chromium meanwhile) and [`chaos`] (two control planes
+//! on PostgreSQL behind a load balancer [`lb`], failing in every way while a [`sampler`]
+//! watches DNS; with [`postgres`] and the DNS API's fault switch [`faults`]).
 //!
 //! ```
 //! use kokoa_lab::plan::{self, Role};
@@ -25,12 +27,17 @@
 pub mod api;
 pub mod app;
 pub mod browser;
+pub mod chaos;
 pub mod check;
 mod error;
 pub mod failover;
+pub mod faults;
 pub mod lab;
+pub mod lb;
 pub mod net;
 pub mod plan;
+pub mod postgres;
+pub mod sampler;
 pub mod state;
 pub mod supervisor;
 pub mod tls;

@@ -6,7 +6,7 @@ use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use kokoa_lab::{
     Error,
-    lab::{Bins, Lab},
+    lab::{Bins, Lab, Options},
     net, state,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -22,6 +22,14 @@ Examples:
 
   # Then an edge dies: out of DNS, destroyed, replaced elsewhere, with the figures
   sudo target/debug/kokoa-lab check --failover
+
+  # All of it on two control planes, PostgreSQL and a load balancer, then chaos: both
+  # down, the leader killed and stalled, the database and the DNS API failing, a VPS
+  # create that times out, a flapping origin, while DNS is sampled every 100 ms (what
+  # scripts/lab-check runs for CI, with a PostgreSQL server of the lab's own)
+  export KOKOA_LAB_POSTGRES_URL=$(KOKOA_PG_DIR=/tmp/kokoa-lab-pg KOKOA_PG_PORT=5434 \\
+      scripts/start-postgres)
+  sudo -E target/debug/kokoa-lab check --failover --chaos
 
   # After a crash: stop what is left and delete the namespaces
   sudo target/debug/kokoa-lab down
@@ -55,8 +63,29 @@ enum Command {
         /// region by the edge automation, no failed request after the TTL.
         #[arg(long)]
         failover: bool,
+        /// Run two control planes on one PostgreSQL database behind a load balancer, then
+        /// (after the other steps) break things while a sampler asks PowerDNS every 100 ms:
+        /// both control planes down, the leader killed and stalled, PostgreSQL stopped,
+        /// the DNS API failing while an edge dies, a VPS create that times out, a flapping
+        /// origin, an edge dying at the SPEC's check timing. Needs --postgres.
+        #[arg(long)]
+        chaos: bool,
+        /// The PostgreSQL server for --chaos (the lab creates and drops a database of its
+        /// own in it, and stops and starts the server once: give it one of its own, e.g.
+        /// `KOKOA_PG_DIR=/tmp/kokoa-lab-pg KOKOA_PG_PORT=5434 scripts/start-postgres`).
+        #[arg(
+            long,
+            env = "KOKOA_LAB_POSTGRES_URL",
+            value_name = "URL",
+            hide_env_values = true
+        )]
+        postgres: Option<String>,
+        /// Copy every log and the newest 1000 events into DIR before the lab is removed.
+        #[arg(long, value_name = "DIR")]
+        keep_logs: Option<PathBuf>,
     },
-    /// Remove what a crashed lab left: processes, namespaces, links, directories.
+    /// Remove what a crashed lab left: processes, namespaces, links, directories, its
+    /// database (and start the PostgreSQL server it had stopped).
     Down,
     /// The tiny HTTP app an origin runs (the lab starts it inside a namespace).
     App {
@@ -73,7 +102,16 @@ enum Command {
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Up { bin_dir } => interruptible(up(bin_dir)).await,
-        Command::Check { bin_dir, failover } => interruptible(check(bin_dir, failover)).await,
+        Command::Check {
+            bin_dir,
+            failover,
+            chaos,
+            postgres,
+            keep_logs,
+        } => {
+            let chaos = chaos.then_some(postgres);
+            interruptible(check(bin_dir, failover, chaos, keep_logs)).await
+        }
         Command::Down => down(),
         Command::App { name, listen } => kokoa_lab::app::serve(name, listen, shutdown()).await,
     };
@@ -115,7 +153,7 @@ async fn shutdown() {
 }
 
 /// Fails early, with what to do, when the lab cannot work on this machine.
-async fn preflight(bin_dir: Option<PathBuf>) -> Result<Bins, Error> {
+async fn preflight(bin_dir: Option<PathBuf>, postgres: bool) -> Result<Bins, Error> {
     if !rustix::process::geteuid().is_root() {
         let args: Vec<String> = std::env::args().collect();
         return Err(Error::NotRoot(args.join(" ")));
@@ -128,7 +166,12 @@ async fn preflight(bin_dir: Option<PathBuf>) -> Result<Bins, Error> {
         ("nginx", "nginx"),
         ("wireguard-go", "wireguard-go"),
         ("wg", "wireguard-tools"),
-    ] {
+        ("psql", "postgresql-client"),
+        ("runuser", "util-linux"),
+    ]
+    .into_iter()
+    .filter(|(tool, _)| postgres || !matches!(*tool, "psql" | "runuser"))
+    {
         let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"]
             .iter()
             .any(|dir| std::path::Path::new(dir).join(tool).is_file());
@@ -146,9 +189,9 @@ async fn preflight(bin_dir: Option<PathBuf>) -> Result<Bins, Error> {
 }
 
 async fn up(bin_dir: Option<PathBuf>) -> Result<(), Error> {
-    let bins = preflight(bin_dir).await?;
+    let bins = preflight(bin_dir, false).await?;
     eprintln!("kokoa-lab: building the lab (namespaces kl-*, 10.99.0.0/24)…");
-    let lab = Lab::up(bins).await?;
+    let lab = Lab::up(bins, Options::default()).await?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -170,11 +213,32 @@ async fn up(bin_dir: Option<PathBuf>) -> Result<(), Error> {
     Ok(())
 }
 
-async fn check(bin_dir: Option<PathBuf>, failover: bool) -> Result<(), Error> {
-    let bins = preflight(bin_dir).await?;
+/// `chaos`: `None` without `--chaos`, else the PostgreSQL URL given, if any.
+async fn check(
+    bin_dir: Option<PathBuf>,
+    failover: bool,
+    chaos: Option<Option<String>>,
+    keep_logs: Option<PathBuf>,
+) -> Result<(), Error> {
+    let postgres = match chaos {
+        None => None,
+        Some(Some(url)) => Some(url),
+        Some(None) => {
+            return Err(Error::Command {
+                command: "kokoa-lab check --chaos".into(),
+                message: "needs a PostgreSQL server: start one of the lab's own with \
+                          `KOKOA_PG_DIR=/tmp/kokoa-lab-pg KOKOA_PG_PORT=5434 \
+                          scripts/start-postgres` and pass the URL it prints with --postgres \
+                          or KOKOA_LAB_POSTGRES_URL (scripts/lab-check does)"
+                    .into(),
+            });
+        }
+    };
+    let bins = preflight(bin_dir, postgres.is_some()).await?;
     let mut out = std::io::stdout();
     let started = std::time::Instant::now();
-    let mut lab = Lab::up(bins).await?;
+    let chaos = postgres.is_some();
+    let mut lab = Lab::up(bins, Options { postgres }).await?;
     let _ = writeln!(
         out,
         "ok  0 lab up: both host names through both edges after {:.1} s",
@@ -185,8 +249,24 @@ async fn check(bin_dir: Option<PathBuf>, failover: bool) -> Result<(), Error> {
         let healed = kokoa_lab::failover::run(&mut lab, &mut out).await;
         result = result.and(healed);
     }
+    if chaos {
+        let survived = kokoa_lab::chaos::run(&mut lab, &mut out).await;
+        result = result.and(survived);
+    }
+    let _ = writeln!(
+        out,
+        "kokoa-lab check: {} in {:.0} s",
+        if result.is_ok() { "passed" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
     if result.is_err() {
         eprint!("{}", lab.supervisor.log_tails(25));
+    }
+    if let Some(dir) = keep_logs {
+        match lab.keep_logs(&dir).await {
+            Ok(n) => eprintln!("kokoa-lab: {n} logs kept in {}", dir.display()),
+            Err(e) => eprintln!("kokoa-lab: cannot keep the logs: {e}"),
+        }
     }
     result
 }

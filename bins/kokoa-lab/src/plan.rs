@@ -18,6 +18,9 @@ pub const NETWORK_LEN: u8 = 24;
 pub const CONTROL_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 /// The control plane's port.
 pub const CONTROL_PORT: u16 = 8080;
+/// With two control planes (`check --chaos`), their ports on [`CONTROL_ADDRESS`]; a load
+/// balancer takes [`CONTROL_PORT`].
+pub const HA_CONTROL_PORTS: [u16; 2] = [18081, 18082];
 /// Where the control plane takes each origin's tunnel /24 from. It only exists inside the
 /// namespaces and does not overlap [`NETWORK`].
 pub const SUBNET_POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 0, 0, 0), 16);

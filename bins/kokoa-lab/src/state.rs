@@ -11,7 +11,7 @@ use std::{
 use rustix::process::{Pid, Signal, kill_process};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, plan, vps};
+use crate::{Error, plan, postgres, vps};
 
 /// Where `up` and `check` record what they make.
 pub const STATE_FILE: &str = "/run/kokoa-lab/state.json";
@@ -30,6 +30,13 @@ pub struct State {
     pub processes: Vec<Process>,
     /// Temporary directories.
     pub dirs: Vec<PathBuf>,
+    /// PostgreSQL databases the lab created (`check --chaos`), dropped at the end.
+    #[serde(default)]
+    pub databases: Vec<postgres::Database>,
+    /// The PostgreSQL server while the lab has it stopped (`check --chaos`): started again
+    /// at the end, whatever happened.
+    #[serde(default)]
+    pub stopped_postgres: Option<postgres::Server>,
 }
 
 /// A process the lab started.
@@ -59,6 +66,8 @@ impl State {
             && self.links.is_empty()
             && self.processes.is_empty()
             && self.dirs.is_empty()
+            && self.databases.is_empty()
+            && self.stopped_postgres.is_none()
     }
 }
 
@@ -198,7 +207,8 @@ pub fn down(path: &Path) -> Result<bool, Error> {
 
 /// Stops the processes (SIGTERM, then SIGKILL after a grace period), then everything still
 /// running in the namespaces (nginx, wireguard-go), deletes the namespaces (the hub last),
-/// the links and directories. Missing things are fine. Returns what could not be removed.
+/// starts a PostgreSQL server the lab stopped, drops the lab's databases, deletes the links
+/// and directories. Missing things are fine. Returns what could not be removed.
 fn clean(state: &State) -> Vec<String> {
     let mut problems = Vec::new();
     let mut pids: Vec<u32> = state
@@ -216,6 +226,16 @@ fn clean(state: &State) -> Vec<String> {
         stop_all(&pids);
         if let Err(e) = run_quiet("ip", &["netns", "del", ns]) {
             problems.push(e);
+        }
+    }
+    if let Some(server) = &state.stopped_postgres
+        && let Err(e) = server.start_blocking()
+    {
+        problems.push(e.to_string());
+    }
+    for database in &state.databases {
+        if let Err(e) = database.drop_blocking() {
+            problems.push(e.to_string());
         }
     }
     for link in &state.links {
@@ -299,6 +319,11 @@ mod tests {
                 start_time: 123_456,
             }],
             dirs: vec!["/tmp/kokoa-lab.x".into()],
+            databases: vec![postgres::Database {
+                admin_url: "postgres://postgres@127.0.0.1:5433/postgres".into(),
+                name: "kokoa_lab_4242".into(),
+            }],
+            stopped_postgres: None,
         }
     }
 
@@ -310,6 +335,16 @@ mod tests {
         save(&path, &sample()).unwrap();
         assert_eq!(load(&path).unwrap(), Some(sample()));
         assert!(!path.with_extension("json.new").exists());
+    }
+
+    #[test]
+    fn a_state_file_of_an_older_lab_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let old = r#"{"namespaces": ["kl-hub"], "links": [], "processes": [], "dirs": []}"#;
+        let state = State::parse(&path, old).unwrap();
+        assert!(state.databases.is_empty() && state.stopped_postgres.is_none());
+        assert!(!state.is_empty());
     }
 
     #[test]

@@ -175,6 +175,45 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Stops every child of `names` at once: SIGTERM to all, then each gets the grace
+    /// period before SIGKILL.
+    pub async fn stop_all(&mut self, ledger: &mut Ledger, names: &[String]) -> Result<(), Error> {
+        for name in names {
+            self.signal(name, Signal::TERM);
+        }
+        for name in names {
+            self.stop(ledger, name).await?;
+        }
+        Ok(())
+    }
+
+    /// Kills child `name` with SIGKILL (no chance to clean up) and waits for it. Its spec is
+    /// kept for [`Supervisor::restart`].
+    pub async fn kill(&mut self, ledger: &mut Ledger, name: &str) -> Result<(), Error> {
+        let Some(mut child) = self.children.get_mut(name).and_then(|r| r.child.take()) else {
+            return Ok(());
+        };
+        let pid = child.id();
+        let _ = child.kill().await;
+        if let Some(pid) = pid {
+            ledger.record(|s| s.processes.retain(|p| p.pid != pid))?;
+        }
+        Ok(())
+    }
+
+    /// The process id of child `name` while it runs.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.get(name)?.child.as_ref()?.id()
+    }
+
+    /// Sends `signal` to child `name` (e.g. SIGSTOP and SIGCONT); whether it was sent.
+    pub fn signal(&self, name: &str, signal: Signal) -> bool {
+        self.pid(name)
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(Pid::from_raw)
+            .is_some_and(|pid| kill_process(pid, signal).is_ok())
+    }
+
     /// Starts a stopped child again with the same spec.
     pub fn restart(&mut self, ledger: &mut Ledger, name: &str) -> Result<(), Error> {
         let spec = match self.children.get(name) {

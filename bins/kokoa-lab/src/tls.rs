@@ -220,12 +220,13 @@ impl Tls {
         )
     }
 
-    /// The body of `POST /api/v1/dns/zones` for `zone`.
-    pub fn zone_request(&self, zone: &str) -> serde_json::Value {
+    /// The body of `POST /api/v1/dns/zones` for `zone`, whose API the control plane reaches
+    /// at `api_url` (PowerDNS's own, or a proxy in front of it).
+    pub fn zone_request(&self, zone: &str, api_url: &str) -> serde_json::Value {
         json!({
             "name": zone, "provider": "powerdns", "ttl": ZONE_TTL,
             "settings": {
-                "url": self.dns.api_url(),
+                "url": api_url,
                 "nameservers": [self.dns.dns_address().to_string()],
             },
             "credentials": { "api_key": self.dns.api_key() },

@@ -61,14 +61,41 @@ pub fn config(lab_dir: &Path, bins: &Bins) -> Result<LabConfig, Error> {
     })
 }
 
+/// How often the control plane checks each edge over HTTP, and how many failures in a row
+/// make it unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Seconds between two checks (`health_check_interval`).
+    pub interval: u64,
+    /// Failures in a row (`health_check_failure_threshold`).
+    pub threshold: u32,
+}
+
+impl Timing {
+    /// The lab's: every 2 s, 2 failures (SPEC §9 names these figures for a quick failover).
+    pub const LAB: Self = Self {
+        interval: 2,
+        threshold: 2,
+    };
+    /// SPEC §9's defaults: every 10 s, 3 failures.
+    pub const SPEC: Self = Self {
+        interval: 10,
+        threshold: 3,
+    };
+}
+
 /// The control plane's settings for the edge automation in the lab, as configuration
 /// file sections: the edge provisioner off at first (the lab registers its own two edges;
 /// the failover scenario switches it on), this provisioner as provider `lab`, replacements
 /// rotating over
-/// [`REGIONS`], and checks fast enough for a scenario that must end within a minute
-/// (every 2 s, 2 failures make an edge unhealthy; SPEC §9 names these figures for a quick
-/// failover), `destroy_delay` 5 s (the lab zones' TTL), `replace_delay` 1 s.
-pub fn control_config(lab_dir: &Path, bins: &Bins, trusted_ca: &Path) -> Result<String, Error> {
+/// [`REGIONS`], checks at `timing` ([`Timing::LAB`] is fast enough for a scenario that must
+/// end within a minute), `destroy_delay` 5 s (the lab zones' TTL), `replace_delay` 1 s.
+pub fn control_config(
+    lab_dir: &Path,
+    bins: &Bins,
+    trusted_ca: &Path,
+    timing: Timing,
+) -> Result<String, Error> {
     let lab = toml::to_string(&config(lab_dir, bins)?).map_err(|e| Error::Command {
         command: "lab provisioner".into(),
         message: format!("its configuration does not serialise: {e}"),
@@ -79,8 +106,8 @@ pub fn control_config(lab_dir: &Path, bins: &Bins, trusted_ca: &Path) -> Result<
          enabled = false\n\
          \n\
          [edge_node_management]\n\
-         health_check_failure_threshold = 2\n\
-         health_check_interval = 2\n\
+         health_check_failure_threshold = {threshold}\n\
+         health_check_interval = {interval}\n\
          destroy_delay = 5\n\
          replace_delay = 1\n\
          min_active_nodes = 2\n\
@@ -104,7 +131,9 @@ pub fn control_config(lab_dir: &Path, bins: &Bins, trusted_ca: &Path) -> Result<
          size = \"lab\"\n\
          [provisioners.lab]\n\
          {lab}",
-        trusted_ca.display()
+        trusted_ca.display(),
+        threshold = timing.threshold,
+        interval = timing.interval,
     ))
 }
 
@@ -176,6 +205,7 @@ mod tests {
             panic!("{e} (the lab provisioner needs nginx: apt-get install -y --no-install-recommends nginx)")
         });
         assert_eq!(lab.config().regions.len(), 2);
-        assert!(dir.path().join("vps/state.json").exists());
+        // Its state file appears with the first instance; the directory at once.
+        assert!(dir.path().join("vps").is_dir());
     }
 }
