@@ -206,7 +206,10 @@ impl EdgeSite {
              if ($kokoa_unavailable) {{\n            return 503;\n        }}\n        \
              proxy_pass http://$kokoa_backend;\n        \
              error_page 502 503 504 =503 @kokoa_unavailable;\n    }}\n\n    \
+             # The edge's own answer, a static file, is never rate limited: the control\n    \
+             # planes' checks share the limit of their address and must not see 429.\n    \
              location @kokoa_health {{\n        default_type text/plain;\n        \
+             limit_req_dry_run on;\n        limit_conn_dry_run on;\n        \
              root {prefix};\n        try_files /health =404;\n    }}\n\n    \
              # An origin that does not answer (502/504) gets the same page as one marked down.\n    \
              location / {{\n        \

@@ -245,8 +245,15 @@ impl AppState {
         self.inner.oidc.get()
     }
 
-    /// Wakes every long poll so it recomputes its node's configuration.
+    /// Wakes every long poll so it recomputes its node's configuration, here and (through
+    /// the store, within a second) on the other control planes of this database.
     pub fn notify_changed(&self) {
+        self.notify_changed_here();
+        runtime::mark_changed(self);
+    }
+
+    /// Wakes the long polls of this control plane only.
+    pub(crate) fn notify_changed_here(&self) {
         self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 

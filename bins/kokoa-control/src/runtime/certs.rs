@@ -305,7 +305,7 @@ pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         } else {
             PERIOD
         };
-        if wait_or_stop(&state, wait, &state.wakers().certificates, &mut stop).await {
+        if wait_or_stop(wait, &state.wakers().certificates, &mut stop).await {
             return;
         }
     }

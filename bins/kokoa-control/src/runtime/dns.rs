@@ -1054,7 +1054,7 @@ pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         // A failed round is tried again soon: records of a withdrawn edge must go (and
         // its destroy waits for that) as soon as the provider answers again.
         let next = if failed { RETRY } else { PERIOD };
-        if wait_or_stop(&state, next, &state.wakers().dns, &mut stop).await {
+        if wait_or_stop(next, &state.wakers().dns, &mut stop).await {
             return;
         }
     }

@@ -1029,7 +1029,7 @@ pub(super) async fn run_judge(state: AppState, mut stop: watch::Receiver<bool>) 
         {
             tracing::warn!(error = %e, "the health judge could not read the store");
         }
-        if super::wait_or_stop(&state, JUDGE_PERIOD, &state.wakers().health, &mut stop).await {
+        if super::wait_or_stop(JUDGE_PERIOD, &state.wakers().health, &mut stop).await {
             return;
         }
     }

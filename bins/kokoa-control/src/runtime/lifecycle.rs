@@ -296,7 +296,7 @@ pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         {
             tracing::warn!(error = %e, "the edge automation could not read the store");
         }
-        if wait_or_stop(&state, PERIOD, &state.wakers().edges, &mut stop).await {
+        if wait_or_stop(PERIOD, &state.wakers().edges, &mut stop).await {
             return;
         }
     }

@@ -416,6 +416,7 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
     duties.spawn(health::run_judge(state.clone(), stopped.clone()));
     duties.spawn(lifecycle::run(state.clone(), stopped.clone()));
     duties.spawn(retention::run(state.clone(), stopped.clone()));
+    duties.spawn(follow_changes(state.clone(), stopped.clone()));
     shutdown.await;
     let _ = stop.send(true);
     while let Some(result) = duties.join_next().await {
@@ -491,71 +492,79 @@ pub(crate) async fn sleep_or_stop(
     }
 }
 
-/// Where a change made through any control plane is noted for the duties of the one that
-/// leads: a follower's API cannot wake the leader's tasks directly.
+/// Where a change made through any control plane is noted, so the others hear of it: a
+/// follower's API cannot wake the leader's duties, nor an agent long-polling another
+/// control plane, directly.
 const WAKE: (&str, &str) = ("wakes", "changed");
-/// How often a waiting duty of the leader looks at [`WAKE`].
+/// How often every control plane looks at [`WAKE`].
 const WAKE_POLL: Duration = Duration::from_secs(1);
+
+/// Notes in the store that something changed (see [`WAKE`]), without waiting.
+pub(crate) fn mark_changed(state: &AppState) {
+    // Outside a runtime (a synchronous caller) there is no one to tell but this process.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let store = state.store_arc();
+    runtime.spawn(async move {
+        let mark = kokoa_core::ApiTokenId::new();
+        if let Err(e) = store.kv_put(WAKE.0, WAKE.1, mark.as_str(), None).await {
+            tracing::warn!(error = %e, "cannot tell the other control planes of a change");
+        }
+    });
+}
 
 impl Wakers {
     /// Wakes the DNS manager, the certificate manager and the edge automation here and,
     /// through the store, on whichever control plane leads (within [`WAKE_POLL`]).
     pub fn everywhere(&self, state: &AppState) {
+        self.here();
+        mark_changed(state);
+    }
+
+    fn here(&self) {
         for waker in [&self.dns, &self.certificates, &self.edges] {
             waker.notify_one();
         }
-        let store = state.store_arc();
-        tokio::spawn(async move {
-            let mark = kokoa_core::ApiTokenId::new();
-            if let Err(e) = store.kv_put(WAKE.0, WAKE.1, mark.as_str(), None).await {
-                tracing::warn!(error = %e, "cannot tell the leading control plane of a change");
-            }
-        });
     }
 }
 
-async fn wake_mark(state: &AppState) -> Option<String> {
-    state
-        .store()
-        .kv_get(WAKE.0, WAKE.1, Timestamp::now())
-        .await
-        .ok()
-        .flatten()
+/// Hears of changes made through other control planes (see [`WAKE`]): wakes the duties
+/// and the long-polling agents of this one.
+async fn follow_changes(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let read = || async {
+        state
+            .store()
+            .kv_get(WAKE.0, WAKE.1, Timestamp::now())
+            .await
+            .ok()
+            .flatten()
+    };
+    let mut seen = read().await;
+    loop {
+        if sleep_or_stop(WAKE_POLL, &mut stop).await {
+            return;
+        }
+        let now = read().await;
+        if now != seen {
+            seen = now;
+            state.notify_changed_here();
+            state.wakers().here();
+        }
+    }
 }
 
-/// Waits for `period`, an early wake-up by `waker` or by a change noted through another
-/// control plane ([`Wakers::everywhere`]), or the stop signal; returns whether to stop.
+/// Waits for `period`, an early wake-up by `waker`, or the stop signal; returns whether to
+/// stop.
 pub(crate) async fn wait_or_stop(
-    state: &AppState,
     period: Duration,
     waker: &Notify,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> bool {
-    let deadline = tokio::time::Instant::now() + period;
-    let seen = if state.leader().is_leader() && period > WAKE_POLL {
-        Some(wake_mark(state).await)
-    } else {
-        None
-    };
-    loop {
-        let now = tokio::time::Instant::now();
-        let step = match &seen {
-            Some(_) => WAKE_POLL.min(deadline.saturating_duration_since(now)),
-            None => deadline.saturating_duration_since(now),
-        };
-        tokio::select! {
-            () = tokio::time::sleep(step) => {}
-            () = waker.notified() => return *stop.borrow(),
-            _ = stop.changed() => return true,
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return *stop.borrow();
-        }
-        if let Some(seen) = &seen
-            && wake_mark(state).await != *seen
-        {
-            return *stop.borrow();
-        }
+    tokio::select! {
+        () = tokio::time::sleep(period) => *stop.borrow(),
+        () = waker.notified() => *stop.borrow(),
+        _ = stop.changed() => true,
     }
 }
 
