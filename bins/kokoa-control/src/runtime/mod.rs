@@ -516,7 +516,7 @@ pub(crate) fn mark_changed(state: &AppState) {
 
 impl Wakers {
     /// Wakes the DNS manager, the certificate manager and the edge automation here and,
-    /// through the store, on whichever control plane leads (within [`WAKE_POLL`]).
+    /// through the store, on whichever control plane leads (within a second).
     pub fn everywhere(&self, state: &AppState) {
         self.here();
         mark_changed(state);
