@@ -324,25 +324,34 @@ async fn dns_01_through_the_managed_zone_gives_a_wildcard_certificate() {
     assert!(dig(pdns.dns_address(), "_acme-challenge.kokoa.test").is_empty());
 
     // The DNS server goes away: a forced renewal fails, the old certificate stays.
+    // pebble reuses a valid authorization once in a hundred orders even with
+    // PEBBLE_AUTHZREUSE=0, and such a renewal needs no DNS: it is asked again, at most
+    // three times in all (one run in a million sees three reuses).
     let id = cert["id"].as_str().unwrap().to_owned();
-    let sha = cert["sha256"].clone();
+    let mut sha = cert["sha256"].clone();
     drop(pdns);
-    let renewing = s
-        .admin(
-            Method::POST,
-            &format!("/api/v1/certificates/{id}/renew"),
-            None,
-            202,
-        )
-        .await;
-    assert_eq!(renewing["status"], "valid");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        cert = certificate(&s).await;
+    for _ in 0..3 {
+        let renewing = s
+            .admin(
+                Method::POST,
+                &format!("/api/v1/certificates/{id}/renew"),
+                None,
+                202,
+            )
+            .await;
+        assert_eq!(renewing["status"], "valid");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            cert = certificate(&s).await;
+            if cert["failures"].as_u64() > Some(0) || cert["sha256"] != sha {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         if cert["failures"].as_u64() > Some(0) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        sha = cert["sha256"].clone();
     }
     assert_eq!(cert["failures"], 1, "{cert}");
     assert_eq!(cert["status"], "valid", "{cert}");
