@@ -86,7 +86,9 @@ pub use model::{
     NodeCredential, NodeRef, Origin, OriginService, OriginStatus, Protocol, RecordData, RecordType,
     RemovalReason, Role, Route, Session, SessionStage, User, UserSecrets,
 };
-pub use payload::{CertificateRef, ContentHash, EdgeConfig, EdgeContent, RateLimits, Tunnel};
+pub use payload::{
+    ApplicationCheck, CertificateRef, ContentHash, EdgeConfig, EdgeContent, RateLimits, Tunnel,
+};
 pub use secret::{MasterKey, Sealed, TokenHash};
 pub use subnet::{SubnetPool, allocate_edge_address, origin_address};
 pub use time::Timestamp;

@@ -113,6 +113,30 @@ pub struct Tunnel {
     /// Where the origin listens, in the mode where the edge dials the origin; none when the
     /// origin dials out to the edge (works behind NAT).
     pub origin_endpoint: Option<SocketAddr>,
+    /// The origin's application check the edge runs through this tunnel; none when the
+    /// origin offers none (left out of the JSON then, so older payloads keep their hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_check: Option<ApplicationCheck>,
+}
+
+/// The origin's application check (SPEC §8.4): `GET http://<origin_ip>:<port>/health`
+/// through the tunnel, expecting 200.
+///
+/// The edge reports the check's state in its heartbeats after `failures` failed or
+/// `recoveries` passed checks in a row; the control plane then serves the origin's routes
+/// as unavailable (503) when every edge that reaches it sees the check failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationCheck {
+    /// The port the origin answers `/health` on, over the tunnel.
+    pub port: Port,
+    /// Seconds between checks (SPEC default 30).
+    pub interval_secs: NonZeroU32,
+    /// Seconds one check may take (SPEC default 5).
+    pub timeout_secs: NonZeroU32,
+    /// Failed checks in a row before the application is reported down (SPEC default 3).
+    pub failures: NonZeroU32,
+    /// Passed checks in a row before it is reported up again (SPEC default 3).
+    pub recoveries: NonZeroU32,
 }
 
 /// A certificate the edge must install. The PEM travels separately; `sha256` tells the

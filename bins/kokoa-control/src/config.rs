@@ -89,6 +89,7 @@ Configuration file (TOML, every key optional):
   timeout = 5
   recovery_threshold = 3
   end_to_end_interval = 30
+  origin_application_interval = 30             # edges GET each origin's /health
   trusted_ca_file = \"/etc/kokoa/private-ca.pem\"  # beyond the system's roots
   observer_max_unhealthy_percent = 50          # more edges unhealthy at once: suspect the
                                                # checks, keep DNS, destroy nothing
@@ -323,6 +324,7 @@ struct HealthFile {
     trusted_ca_file: Option<PathBuf>,
     edge_heartbeat_timeout: Option<u64>,
     origin_heartbeat_timeout: Option<u64>,
+    origin_application_interval: Option<u64>,
     error_rate_percent: Option<f64>,
     cpu_percent: Option<f64>,
     cpu_window: Option<u64>,
@@ -742,6 +744,10 @@ fn runtime_settings(file: &FileConfig) -> Result<RuntimeSettings, Error> {
             h.origin_heartbeat_timeout,
             defaults.origin_heartbeat_timeout,
         ),
+        origin_application_interval: secs(
+            h.origin_application_interval,
+            defaults.origin_application_interval,
+        ),
         origin_disk_percent: h
             .origin_disk_percent
             .unwrap_or(defaults.origin_disk_percent),
@@ -757,10 +763,16 @@ fn runtime_settings(file: &FileConfig) -> Result<RuntimeSettings, Error> {
             window: secs(h.flap_window, defaults.damping.window),
         },
     };
-    if health.timeout.is_zero() || health.workers == 0 || health.recovery_threshold == 0 {
+    if health.timeout.is_zero()
+        || health.workers == 0
+        || health.recovery_threshold == 0
+        || health.origin_application_interval.is_zero()
+    {
         return Err(setting(
             "health",
-            "timeout, workers and recovery_threshold must be at least 1".to_owned(),
+            "timeout, workers, recovery_threshold and origin_application_interval must be at \
+             least 1"
+                .to_owned(),
         ));
     }
     if !(0.0..=100.0).contains(&health.observer.max_unhealthy_percent) {

@@ -10,14 +10,14 @@
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     net::{Ipv4Addr, SocketAddrV4},
-    num::NonZeroU16,
+    num::{NonZeroU16, NonZeroU32},
     time::Duration,
 };
 
 use ipnet::Ipv4Net;
 use kokoa_core::{
-    CertificateRef, ContentHash, EdgeConfig, EdgeContent, EdgeNodeId, EdgeStatus, Hostname, Origin,
-    OriginId, Port, Tunnel,
+    ApplicationCheck, CertificateRef, ContentHash, EdgeConfig, EdgeContent, EdgeNodeId, EdgeStatus,
+    Hostname, Origin, OriginId, Port, Tunnel,
 };
 use kokoa_wg::{Direction, Format, Host, Topology};
 use tokio::time::Instant;
@@ -165,6 +165,7 @@ pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConf
             private_key,
             listen_port: tunnel.listen_port,
             origin_endpoint: None,
+            application_check: application_check(state, origin.last_metrics.as_ref()),
         });
         served.push((&origin.id, origin.wireguard_ip));
     }
@@ -216,6 +217,36 @@ pub fn ports_down(metrics: Option<&serde_json::Value>) -> BTreeSet<u16> {
         .filter_map(|s| s.get("port")?.as_u64()?.try_into().ok())
         .collect()
 }
+
+/// The port an origin answers its application check on, from its heartbeats
+/// (`"application_port": 80`); none when it offers no check (an older agent, or the port
+/// taken by a service).
+pub fn application_port(metrics: Option<&serde_json::Value>) -> Option<Port> {
+    let port = metrics?.get("application_port")?.as_u64()?;
+    Port::new(u16::try_from(port).ok()?).ok()
+}
+
+/// The application check edges run towards an origin, with the `[health]` timing.
+fn application_check(
+    state: &AppState,
+    metrics: Option<&serde_json::Value>,
+) -> Option<ApplicationCheck> {
+    let health = &state.settings().health;
+    let secs = |d: Duration| {
+        NonZeroU32::new(u32::try_from(d.as_secs()).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
+    };
+    Some(ApplicationCheck {
+        port: application_port(metrics)?,
+        interval_secs: secs(health.origin_application_interval),
+        timeout_secs: secs(health.timeout),
+        failures: APPLICATION_FAILURES,
+        recoveries: NonZeroU32::new(health.recovery_threshold).unwrap_or(NonZeroU32::MIN),
+    })
+}
+
+/// Failed application checks in a row before an edge reports the origin's application
+/// down (SPEC §8.4: "does not answer 3 times").
+const APPLICATION_FAILURES: NonZeroU32 = NonZeroU32::new(3).unwrap();
 
 /// The routes of `origin`, by host name.
 pub async fn origin_routes(

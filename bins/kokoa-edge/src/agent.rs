@@ -1,17 +1,22 @@
 //! The agent's loops: follow the configuration, apply it, report.
 
 use std::{
+    collections::HashMap,
     future::Future,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
-use kokoa_agent::{Backoff, Sampler};
-use kokoa_core::{ContentHash, EdgeConfig};
-use tokio::{sync::watch, task::JoinError};
+use kokoa_agent::{Backoff, LinkState, Sampler};
+use kokoa_core::{ContentHash, EdgeConfig, OriginId};
+use tokio::{
+    sync::{Notify, watch},
+    task::JoinError,
+};
 
 use crate::{
     Error,
+    application::{self, ApplicationChecks, Target},
     client::{ControlPlane, Fetched},
     heartbeat::Heartbeat,
     plane::DataPlane,
@@ -62,6 +67,10 @@ struct Shared {
     last_error: Option<String>,
     /// Whether `.../ready` went through.
     ready_sent: bool,
+    /// The application checks of the configuration serving now.
+    targets: Vec<Target>,
+    /// Their verdicts, by origin.
+    application: HashMap<OriginId, LinkState>,
 }
 
 /// One edge agent: a control plane client, a data plane and the state directory.
@@ -120,17 +129,19 @@ impl<P: DataPlane> Agent<P> {
             state,
             timing,
             shared,
+            beat_now: Notify::new(),
         });
         ctx.apply_last_good().await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let config = tokio::spawn(Arc::clone(&ctx).config_loop(stop_rx.clone()));
-        let heartbeat = tokio::spawn(Arc::clone(&ctx).heartbeat_loop(sampler, stop_rx));
+        let heartbeat = tokio::spawn(Arc::clone(&ctx).heartbeat_loop(sampler, stop_rx.clone()));
+        let checks = tokio::spawn(Arc::clone(&ctx).application_loop(stop_rx));
         shutdown.await;
         tracing::info!("shutting down");
         // Receivers live in the tasks until they end.
         let _ = stop_tx.send(true);
-        for task in [config, heartbeat] {
+        for task in [config, heartbeat, checks] {
             task.await.unwrap_or_else(log_join_error);
         }
         if stop_on_exit {
@@ -160,6 +171,8 @@ struct Ctx<P> {
     state: StateDir,
     timing: Timing,
     shared: Arc<Mutex<Shared>>,
+    /// Sends a heartbeat before the next tick (an application verdict changed).
+    beat_now: Notify,
 }
 
 impl<P: DataPlane> Ctx<P> {
@@ -167,14 +180,23 @@ impl<P: DataPlane> Ctx<P> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Notes that `hash`, with the application checks `targets`, serves now.
+    fn serving(&self, hash: ContentHash, targets: Vec<Target>) {
+        let mut shared = self.shared();
+        shared.applied = Some(hash);
+        shared.last_error = None;
+        shared.targets = targets;
+    }
+
     async fn apply_last_good(&self) {
         match self.state.read_last_good() {
             Ok(Some(config)) => {
                 let hash = config.config_hash().clone();
+                let targets = application::targets(&config);
                 match apply_and_save(Arc::clone(&self.plane), self.state.clone(), config).await {
                     Ok(()) => {
                         tracing::info!(%hash, "serving the last good configuration");
-                        self.shared().applied = Some(hash);
+                        self.serving(hash, targets);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "the last good configuration does not apply")
@@ -224,6 +246,7 @@ impl<P: DataPlane> Ctx<P> {
                 }
                 Ok(Fetched::Config(config)) => {
                     let hash = config.config_hash().clone();
+                    let targets = application::targets(&config);
                     let applied = match self.install_certificates(&config).await {
                         Ok(()) => {
                             apply_and_save(Arc::clone(&self.plane), self.state.clone(), config)
@@ -236,11 +259,7 @@ impl<P: DataPlane> Ctx<P> {
                             tracing::info!(%hash, "configuration applied");
                             backoff.reset();
                             known = Some(hash.clone());
-                            {
-                                let mut shared = self.shared();
-                                shared.applied = Some(hash);
-                                shared.last_error = None;
-                            }
+                            self.serving(hash, targets);
                             self.send_ready_once().await;
                             Duration::ZERO
                         }
@@ -297,6 +316,7 @@ impl<P: DataPlane> Ctx<P> {
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
+                () = self.beat_now.notified() => {}
                 _ = stop.changed() => return,
             }
             let plane = Arc::clone(&self.plane);
@@ -305,10 +325,13 @@ impl<P: DataPlane> Ctx<P> {
                 (sampler, sample, plane.tunnels(), plane.serving())
             })
             .await;
-            let (returned, sample, tunnels, serving) = observed;
+            let (returned, sample, mut tunnels, serving) = observed;
             sampler = returned;
             let (last_error, applied) = {
                 let shared = self.shared();
+                for tunnel in &mut tunnels {
+                    tunnel.application = shared.application.get(&tunnel.origin_id).copied();
+                }
                 (shared.last_error.clone(), shared.applied.clone())
             };
             let heartbeat = Heartbeat::new(
@@ -329,6 +352,35 @@ impl<P: DataPlane> Ctx<P> {
                 Err(e) => tracing::warn!(error = %e, "heartbeat not delivered"),
             }
             self.send_ready_once().await;
+        }
+    }
+
+    /// Runs the application checks of the live configuration as they fall due (each second
+    /// at most) and sends a heartbeat at once when a verdict changes.
+    async fn application_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut checks = match ApplicationChecks::new() {
+            Ok(checks) => checks,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot run the origins' application checks");
+                return;
+            }
+        };
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let targets = self.shared().targets.clone();
+            if !checks.round(&targets, Instant::now()).await {
+                continue;
+            }
+            self.shared().application = targets
+                .iter()
+                .filter_map(|t| Some((t.origin_id.clone(), checks.state(&t.origin_id)?)))
+                .collect();
+            self.beat_now.notify_one();
         }
     }
 

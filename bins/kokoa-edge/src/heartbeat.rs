@@ -120,6 +120,7 @@ mod tests {
             interface: "kk0123456789ab".into(),
             status,
             rtt_ms,
+            application: None,
         }
     }
 

@@ -45,6 +45,7 @@
 //! | — | | none |
 
 mod agent;
+mod application;
 mod client;
 mod convert;
 mod error;
@@ -53,6 +54,7 @@ mod plane;
 mod state;
 
 pub use agent::{Agent, Timing, apply_and_save};
+pub use application::{ApplicationChecks, Target, targets};
 pub use client::{ControlPlane, Fetched};
 pub use convert::{Desired, TunnelPlan, convert};
 pub use error::Error;

@@ -38,6 +38,10 @@ pub struct TunnelReport {
     pub status: LinkState,
     /// The ping's round trip in milliseconds, when it was answered.
     pub rtt_ms: Option<f64>,
+    /// The origin's application check through this tunnel, once it has a verdict (see
+    /// [`ApplicationChecks`](crate::ApplicationChecks)); left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<LinkState>,
 }
 
 /// What the agent drives. Every method blocks: the agent calls them from
@@ -226,6 +230,7 @@ impl DataPlane for EdgeHost {
                         LinkState::Down
                     },
                     rtt_ms: status.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    application: None,
                 }
             })
             .collect()

@@ -7,8 +7,8 @@ use std::{
 
 use ipnet::{IpNet, Ipv4Net};
 use kokoa_core::{
-    CertificateRef, ContentHash, EdgeConfig, EdgeContent, Hostname, Name, OriginId, Port, Tunnel,
-    WgPrivateKey, WgPublicKey,
+    ApplicationCheck, CertificateRef, ContentHash, EdgeConfig, EdgeContent, Hostname, Name,
+    OriginId, Port, Tunnel, WgPrivateKey, WgPublicKey,
 };
 use kokoa_nginx::{CertName, Layout, Listen};
 use kokoa_wg::{InterfaceName, PrivateKey};
@@ -36,7 +36,24 @@ fn tunnel(n: u8, endpoint: bool) -> Tunnel {
         private_key: private_key(n),
         listen_port: Port::new(51820 + u16::from(octet)).unwrap(),
         origin_endpoint: endpoint.then(|| ([192, 0, 2, octet], 51820).into()),
+        application_check: None,
     }
+}
+
+/// A configuration with one tunnel per entry of `checks`, each with that application check.
+pub(crate) fn config_with_tunnels(checks: &[Option<ApplicationCheck>]) -> EdgeConfig {
+    let tunnels = (0u8..)
+        .zip(checks)
+        .map(|(n, check)| Tunnel {
+            application_check: *check,
+            ..tunnel(n, false)
+        })
+        .collect();
+    EdgeConfig::new(EdgeContent {
+        tunnels,
+        ..EdgeContent::default()
+    })
+    .unwrap()
 }
 
 prop_compose! {

@@ -1,8 +1,12 @@
 //! The tiny HTTP app each origin runs: it tells who answered and what the edge sent.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
-use axum::{Router, http::HeaderMap, routing::get};
+use axum::{
+    Router,
+    http::{HeaderMap, StatusCode},
+    routing::get,
+};
 
 use crate::Error;
 
@@ -24,10 +28,26 @@ pub fn describe(name: &str, headers: &HeaderMap) -> String {
     )
 }
 
-/// The app's routes: `/health` answers `ok`, every other path [`describe`]s the request.
-pub fn router(name: String) -> Router {
+/// The app's routes: `/health` answers `ok` (its service check), `/ready` answers `ready`,
+/// or 503 while `down_file` exists (its origin agent's application URL: the lab makes the
+/// application fail while its port and service check stay up), every other path
+/// [`describe`]s the request.
+pub fn router(name: String, down_file: Option<PathBuf>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
+        .route(
+            "/ready",
+            get(move || {
+                let down = down_file.as_ref().is_some_and(|f| f.exists());
+                async move {
+                    if down {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    } else {
+                        (StatusCode::OK, "ready\n")
+                    }
+                }
+            }),
+        )
         .fallback(move |headers: HeaderMap| {
             let body = describe(&name, &headers);
             async move { body }
@@ -38,6 +58,7 @@ pub fn router(name: String) -> Router {
 pub async fn serve(
     name: String,
     listen: SocketAddr,
+    down_file: Option<PathBuf>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -47,7 +68,7 @@ pub async fn serve(
             path: listen.to_string().into(),
             source,
         })?;
-    axum::serve(listener, router(name))
+    axum::serve(listener, router(name, down_file))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| Error::Io {
@@ -67,9 +88,15 @@ mod tests {
         let address = listener.local_addr().unwrap();
         drop(listener);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve("origin-a".into(), address, async {
-            let _ = stopped.await;
-        }));
+        let down_file = tempfile::NamedTempFile::new().unwrap();
+        let server = tokio::spawn(serve(
+            "origin-a".into(),
+            address,
+            Some(down_file.path().to_owned()),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let client = reqwest::Client::new();
         let mut body = None;
         for _ in 0..50 {
@@ -97,6 +124,19 @@ mod tests {
             .unwrap();
         assert_eq!(health.status(), 200);
         assert_eq!(health.text().await.unwrap(), "ok\n");
+        let ready = |client: reqwest::Client| async move {
+            let r = client
+                .get(format!("http://{address}/ready"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        };
+        assert_eq!(ready(client.clone()).await, (503, "not ready\n".into()));
+        let path = down_file.path().to_owned();
+        down_file.close().unwrap();
+        assert!(!path.exists());
+        assert_eq!(ready(client.clone()).await, (200, "ready\n".into()));
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
     }

@@ -61,7 +61,7 @@ pub(crate) fn report(
 /// Runs every step in order, printing one line each. A failed step does not stop the
 /// others (one run shows every problem); the first failure is returned.
 pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
-    let steps: [(u8, &'static str); 7] = [
+    let steps: [(u8, &'static str); 8] = [
         (1, "routing"),
         (2, "convergence"),
         (3, "isolation"),
@@ -69,6 +69,7 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
         (5, "bad config refused"),
         (6, "origin down"),
         (7, "certificates"),
+        (8, "application check"),
     ];
     let mut first_failure = None;
     for (number, name) in steps {
@@ -80,7 +81,8 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
             4 => control_plane_down(lab).await,
             5 => bad_config(lab).await,
             6 => origin_down(lab).await,
-            _ => certificates(lab).await,
+            7 => certificates(lab).await,
+            _ => application_down(lab).await,
         };
         report(out, number, name, result, &mut first_failure);
     }
@@ -667,6 +669,96 @@ pub(crate) async fn origin_down_at(lab: &mut Lab, edges: &[(String, Ipv4Addr)]) 
         to_503.join(", "),
         app_b.hostname,
         secs(restarted.elapsed())
+    ))
+}
+
+/// 8. origin-a's application stops answering its origin agent's application URL while its
+///    port and service check stay up: the edges' application checks through their tunnels
+///    fail, and every edge answers 503 with Kokoa's page for origin-a's route within
+///    3 × the check interval (plus the heartbeat, the judge and the edges' reload), while
+///    origin-b's still answers 200; it answers again: 200 again.
+async fn application_down(lab: &mut Lab) -> Step {
+    let (app_a, app_b) = (APPS[0], APPS[1]);
+    let interval = Duration::from_secs(crate::vps::APPLICATION_INTERVAL);
+    // Three checks fail after at most 3 intervals; the verdict's heartbeat leaves at once,
+    // the judge runs each second and the edges reload within about two more.
+    let limit = interval * 3 + Duration::from_secs(4);
+    let flag = lab.app_down_file(app_a.origin);
+    fs::write(&flag, b"").map_err(|e| format!("cannot create {}: {e}", flag.display()))?;
+    let failed = Instant::now();
+    let mut to_503 = Vec::new();
+    let mut outcome = Ok(());
+    for (name, edge) in fixed_edges() {
+        let waited = wait_for(
+            format!("{} to answer 503 on {name}", app_a.hostname),
+            CONVERGE_LIMIT,
+            POLL,
+            || async {
+                let r = get_at(edge, app_a.hostname).await.ok()?;
+                (r.status == 503 && r.body.contains("Kokoa Proxy")).then(|| failed.elapsed())
+            },
+        )
+        .await;
+        match waited {
+            Ok(took) => to_503.push((name.clone(), took)),
+            Err(e) => {
+                outcome = Err(e.to_string());
+                break;
+            }
+        }
+        match get_at(edge, app_b.hostname).await {
+            Ok(r) if r.is_from(app_b.origin) => {}
+            other => {
+                outcome = Err(format!(
+                    "{} via {name} while origin-a's application fails: {other:?}",
+                    app_b.hostname
+                ));
+                break;
+            }
+        }
+    }
+    // Whatever happened, the application answers again.
+    fs::remove_file(&flag).map_err(|e| format!("cannot remove {}: {e}", flag.display()))?;
+    outcome?;
+    let recovered = Instant::now();
+    for (name, edge) in fixed_edges() {
+        wait_for(
+            format!("{} to answer 200 again on {name}", app_a.hostname),
+            CONVERGE_LIMIT,
+            POLL,
+            || async {
+                get_at(edge, app_a.hostname)
+                    .await
+                    .ok()?
+                    .is_from(app_a.origin)
+                    .then_some(())
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    let back = recovered.elapsed();
+    let slowest = to_503.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    let figures = to_503
+        .iter()
+        .map(|(name, took)| format!("{name} {}", secs(*took)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if slowest > limit {
+        return Err(format!(
+            "503 only after {figures}: more than {} (3 checks every {} and the round to the \
+             edges)",
+            secs(limit),
+            secs(interval)
+        ));
+    }
+    Ok(format!(
+        "checks every {}: 503 with the Kokoa page after {figures} (limit {}), {} still 200, \
+         back to 200 {} after the application answered again",
+        secs(interval),
+        secs(limit),
+        app_b.hostname,
+        secs(back)
     ))
 }
 

@@ -474,6 +474,12 @@ impl Lab {
         format!("app-{origin}")
     }
 
+    /// While this file exists, the app of origin host `origin` fails its origin agent's
+    /// application check (its `/ready`), its port and service check staying up.
+    pub fn app_down_file(&self, origin: &str) -> PathBuf {
+        self.dir.join(origin).join("app-down")
+    }
+
     /// Starts the app of origin host `origin` on 127.0.0.1 in its namespace.
     pub fn start_app(&mut self, origin: &str) -> Result<(), Error> {
         let app = APPS
@@ -490,6 +496,8 @@ impl Lab {
             origin.to_owned(),
             "--listen".into(),
             format!("127.0.0.1:{}", app.port),
+            "--down-file".into(),
+            self.app_down_file(origin).display().to_string(),
         ];
         let spec = Spec::netns(&plan::host(origin).netns(), argv);
         self.supervisor
@@ -532,13 +540,20 @@ impl Lab {
             ],
         ))
         .await?;
-        let run = vec![
+        let app_port = APPS.iter().find(|a| a.origin == origin).map(|a| a.port);
+        let mut run = vec![
             program,
             "run".into(),
             "--state-dir".into(),
             state_dir,
             "--stop-on-exit".into(),
         ];
+        if let Some(port) = app_port {
+            run.extend([
+                "--application-url".into(),
+                format!("http://127.0.0.1:{port}/ready"),
+            ]);
+        }
         self.supervisor.start(
             &mut self.ledger,
             origin,

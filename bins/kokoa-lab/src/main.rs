@@ -95,6 +95,9 @@ enum Command {
         /// Address and port to listen on.
         #[arg(long, value_name = "ADDR:PORT")]
         listen: SocketAddr,
+        /// `/ready` answers 503 while this file exists.
+        #[arg(long, value_name = "FILE")]
+        down_file: Option<PathBuf>,
     },
 }
 
@@ -113,7 +116,11 @@ async fn main() -> ExitCode {
             interruptible(check(bin_dir, failover, chaos, keep_logs)).await
         }
         Command::Down => down(),
-        Command::App { name, listen } => kokoa_lab::app::serve(name, listen, shutdown()).await,
+        Command::App {
+            name,
+            listen,
+            down_file,
+        } => kokoa_lab::app::serve(name, listen, down_file, shutdown()).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -84,6 +84,9 @@ impl Timing {
     };
 }
 
+/// Seconds between the edges' checks of the origins' applications in the lab (SPEC: 30).
+pub const APPLICATION_INTERVAL: u64 = 2;
+
 /// The control plane's settings for the edge automation in the lab, as configuration
 /// file sections: the edge provisioner off at first (the lab registers its own two edges;
 /// the failover scenario switches it on), this provisioner as provider `lab`, replacements
@@ -120,6 +123,7 @@ pub fn control_config(
          timeout = 1\n\
          recovery_threshold = 3\n\
          end_to_end_interval = 10\n\
+         origin_application_interval = {APPLICATION_INTERVAL}\n\
          trusted_ca_file = \"{}\"\n\
          \n\
          [edge_provisioning]\n\

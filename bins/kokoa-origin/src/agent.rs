@@ -19,6 +19,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::{
     Error,
+    application::ApplicationEndpoint,
     checks::{Checker, ServiceReport},
     client::ControlPlane,
     forward::Forwarder,
@@ -121,6 +122,8 @@ pub struct Settings {
     pub forwarder: Option<Forwarder>,
     /// The service checker.
     pub checker: Checker,
+    /// The answer to the edges' application check; `None` offers none.
+    pub application: Option<ApplicationEndpoint>,
     /// The clock.
     pub timing: Timing,
     /// Delete the interface when the agent stops (by default the tunnel outlives it).
@@ -208,6 +211,9 @@ impl<T: Tunnel> Agent<T> {
                 tracing::error!(error = %e, "an agent task failed");
             }
         }
+        if let Some(endpoint) = &ctx.settings.application {
+            endpoint.stop();
+        }
         if let Some(forwarder) = &ctx.settings.forwarder {
             forwarder.stop();
         }
@@ -234,6 +240,20 @@ impl<T: Tunnel> Ctx<T> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Answers the application check on the tunnel address of `plan`, for its edges.
+    fn set_application(&self, plan: &Plan, retrying: bool) {
+        let Some(endpoint) = &self.settings.application else {
+            return;
+        };
+        if let Err(e) = endpoint.set(plan.tunnel_ip, &plan.ports, plan.edges.clone()) {
+            if retrying {
+                tracing::debug!(error = %e, "still cannot answer the application check");
+            } else {
+                tracing::warn!(ip = %plan.tunnel_ip, port = crate::APPLICATION_PORT, error = %e, "cannot answer the application check yet; will retry");
+            }
+        }
+    }
+
     fn live_hash(&self) -> Option<String> {
         self.shared().live.as_ref().map(|(hash, _)| hash.clone())
     }
@@ -257,6 +277,7 @@ impl<T: Tunnel> Ctx<T> {
                 tracing::warn!(%addr, error = %e, "cannot forward yet (is another proxy on this port?); will retry");
             }
         }
+        self.set_application(&plan, false);
         let mut shared = self.shared();
         shared.live = Some((hash.clone(), plan));
         shared.last_error = None;
@@ -359,6 +380,9 @@ impl<T: Tunnel> Ctx<T> {
                     }
                 }
             }
+            if let Some(plan) = &plan {
+                self.set_application(plan, true);
+            }
             if previous.as_ref() != Some(&reports) {
                 for report in &reports {
                     let was = previous
@@ -411,7 +435,7 @@ impl<T: Tunnel> Ctx<T> {
             })
             .await;
             sampler = returned;
-            let heartbeat = Heartbeat::new(
+            let mut heartbeat = Heartbeat::new(
                 self.client.node_id().clone(),
                 live.is_some(),
                 live.unwrap_or(0),
@@ -419,6 +443,11 @@ impl<T: Tunnel> Ctx<T> {
                 metrics,
                 last_error,
             );
+            heartbeat.application_port = self
+                .settings
+                .application
+                .as_ref()
+                .and_then(ApplicationEndpoint::port);
             match self.client.heartbeat(&heartbeat).await {
                 Ok(()) => tracing::debug!(status = ?heartbeat.status, "heartbeat sent"),
                 Err(e) => tracing::warn!(error = %e, "heartbeat not delivered"),

@@ -23,6 +23,10 @@ pub struct Heartbeat {
     /// Why the latest configuration is not applied, while it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The port the edges' application check is answered on over the tunnel, while it is
+    /// (see [`ApplicationEndpoint`](crate::ApplicationEndpoint)); none set by [`Heartbeat::new`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application_port: Option<u16>,
 }
 
 /// Host figures of a heartbeat.
@@ -66,6 +70,7 @@ impl Heartbeat {
             services,
             metrics,
             last_error,
+            application_port: None,
         }
     }
 }

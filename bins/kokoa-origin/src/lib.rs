@@ -48,6 +48,7 @@
 //! | — | | none |
 
 mod agent;
+mod application;
 mod checks;
 mod client;
 mod error;
@@ -57,6 +58,7 @@ mod payload;
 mod state;
 
 pub use agent::{Agent, Settings, Timing, Tunnel, WgTunnel};
+pub use application::{APPLICATION_PORT, ApplicationEndpoint};
 pub use checks::{Checker, ServiceReport};
 pub use client::ControlPlane;
 pub use error::Error;

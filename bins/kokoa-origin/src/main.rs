@@ -11,8 +11,8 @@ use std::{
 use clap::{Parser, Subcommand};
 use kokoa_agent::Secret;
 use kokoa_origin::{
-    Agent, BundleCredentials, Checker, ControlPlane, DEFAULT_MAX_CONNECTIONS, Error, Forwarder,
-    Settings, StateDir, Timing, WgTunnel,
+    Agent, ApplicationEndpoint, BundleCredentials, Checker, ControlPlane, DEFAULT_MAX_CONNECTIONS,
+    Error, Forwarder, Settings, StateDir, Timing, WgTunnel,
 };
 use kokoa_wg::{
     InterfaceName,
@@ -108,6 +108,15 @@ struct RunArgs {
     /// Delete the WireGuard interface when the agent stops (by default it keeps running).
     #[arg(long)]
     stop_on_exit: bool,
+    /// The application's own health URL, e.g. `http://127.0.0.1:8080/health`: the edges'
+    /// check `GET http://<tunnel address>/health` answers 200 while it answers 2xx, 503
+    /// otherwise (the control plane then serves this origin's routes as 503). Without it
+    /// the check tells whether this agent and its tunnel work.
+    #[arg(long, env = "KOKOA_APPLICATION_URL", value_name = "URL")]
+    application_url: Option<String>,
+    /// Offer no application check (port 80 of the tunnel address stays closed).
+    #[arg(long, conflicts_with = "application_url")]
+    no_application_check: bool,
 }
 
 fn main() -> ExitCode {
@@ -182,6 +191,14 @@ async fn run(args: RunArgs) -> Result<(), Error> {
         interface: InterfaceName::new(&args.interface)?,
         forwarder: (!args.no_forward).then(|| Forwarder::new(localhost, args.max_connections)),
         checker: Checker::new(localhost, CHECK_TIMEOUT)?,
+        application: if args.no_application_check {
+            None
+        } else {
+            Some(ApplicationEndpoint::new(
+                args.application_url,
+                CHECK_TIMEOUT,
+            )?)
+        },
         timing: Timing::default(),
         stop_on_exit: args.stop_on_exit,
         disk: PathBuf::from("/"),

@@ -276,6 +276,7 @@ async fn origin_enrolls_from_its_bundle_follows_edges_and_reports_services() {
         interface: InterfaceName::new("wg0").unwrap(),
         forwarder: None,
         checker: Checker::new("127.0.0.1".parse().unwrap(), Duration::from_secs(1)).unwrap(),
+        application: None,
         timing: Timing {
             long_poll: Duration::from_secs(10),
             poll_interval: Duration::from_millis(200),

@@ -25,6 +25,7 @@ fn tunnel(i: u8) -> Tunnel {
         private_key: WgPrivateKey::parse(&key(i.wrapping_add(100))).unwrap(),
         listen_port: Port::new(51_820 + u16::from(i)).unwrap(),
         origin_endpoint: None,
+        application_check: None,
     }
 }
 

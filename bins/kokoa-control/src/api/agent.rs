@@ -272,6 +272,8 @@ pub(super) async fn heartbeat(
             let metrics = Value::Object(metrics);
             let changed = payload::ports_down(before.last_metrics.as_ref())
                 != payload::ports_down(Some(&metrics));
+            let check_changed = payload::application_port(before.last_metrics.as_ref())
+                != payload::application_port(Some(&metrics));
             store
                 .record_origin_heartbeat(id, now, OriginStatus::Active, Some(metrics))
                 .await?;
@@ -279,6 +281,10 @@ pub(super) async fn heartbeat(
                 // The health judge decides at once whether edges mark the routes of a
                 // service that went down (or came back), damped against flapping.
                 state.wakers().health.notify_one();
+            }
+            if check_changed {
+                // The edges' configurations gain (or lose) the origin's application check.
+                state.notify_changed();
             }
             ORIGIN_HEARTBEAT_SECONDS
         }

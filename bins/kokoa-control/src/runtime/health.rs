@@ -343,6 +343,17 @@ fn metric(metrics: Option<&Value>, path: &[&str]) -> Option<f64> {
     value.as_f64()
 }
 
+/// What one edge reports of its tunnel to an origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    edge: EdgeNodeId,
+    tunnel: TunnelStatus,
+    /// The origin's application check through this tunnel (unknown when the edge runs
+    /// none, or its tunnel is down: a check that cannot reach the origin says nothing of
+    /// the application).
+    application: HealthState,
+}
+
 /// Each origin's tunnel as each edge with a fresh heartbeat reports it. An edge speaks only
 /// for the tunnels it has: a report about any other origin is ignored.
 fn tunnel_reports(
@@ -350,7 +361,7 @@ fn tunnel_reports(
     tunnels: &[EdgeTunnel],
     now: SystemTime,
     fresh_for: Duration,
-) -> HashMap<OriginId, Vec<(EdgeNodeId, TunnelStatus)>> {
+) -> HashMap<OriginId, Vec<Seen>> {
     let own: BTreeSet<(&EdgeNodeId, &OriginId)> = tunnels
         .iter()
         .map(|t| (&t.edge_node_id, &t.origin_id))
@@ -381,14 +392,21 @@ fn tunnel_reports(
             if !own.contains(&(&edge.id, &origin)) {
                 continue;
             }
-            let status = if status == "up" {
-                TunnelStatus::Up
+            let (tunnel, application) = if status == "up" {
+                let application = match tunnel.get("application").and_then(Value::as_str) {
+                    Some("up") => HealthState::Healthy,
+                    Some("down") => HealthState::Unhealthy,
+                    _ => HealthState::Unknown,
+                };
+                (TunnelStatus::Up, application)
             } else {
-                TunnelStatus::Down
+                (TunnelStatus::Down, HealthState::Unknown)
             };
-            out.entry(origin)
-                .or_default()
-                .push((edge.id.clone(), status));
+            out.entry(origin).or_default().push(Seen {
+                edge: edge.id.clone(),
+                tunnel,
+                application,
+            });
         }
     }
     out
@@ -404,11 +422,11 @@ pub(crate) fn cut_off(
     tunnel_reports(edges, tunnels, SystemTime::now(), fresh_for)
         .into_iter()
         .filter_map(|(origin, seen)| {
-            let any_up = seen.iter().any(|(_, s)| *s == TunnelStatus::Up);
+            let any_up = seen.iter().any(|s| s.tunnel == TunnelStatus::Up);
             let down: BTreeSet<_> = seen
                 .into_iter()
-                .filter(|(_, s)| *s == TunnelStatus::Down)
-                .map(|(e, _)| e)
+                .filter(|s| s.tunnel == TunnelStatus::Down)
+                .map(|s| s.edge)
                 .collect();
             (any_up && !down.is_empty()).then_some((origin, down))
         })
@@ -419,23 +437,20 @@ pub(crate) fn cut_off(
 /// while another edge reaches one of those origins. (One tunnel down among others takes
 /// the edge out of DNS for that origin's host names only, see [`cut_off`]; every edge's
 /// tunnel to an origin down is the origin's fault: 503.)
-fn edge_tunnel(
-    edge: &EdgeNode,
-    reports: &HashMap<OriginId, Vec<(EdgeNodeId, TunnelStatus)>>,
-) -> TunnelStatus {
+fn edge_tunnel(edge: &EdgeNode, reports: &HashMap<OriginId, Vec<Seen>>) -> TunnelStatus {
     let mine: Vec<(&OriginId, TunnelStatus)> = reports
         .iter()
         .filter_map(|(origin, seen)| {
             seen.iter()
-                .find(|(e, _)| e == &edge.id)
-                .map(|(_, s)| (origin, *s))
+                .find(|s| s.edge == edge.id)
+                .map(|s| (origin, s.tunnel))
         })
         .collect();
     let all_down = !mine.is_empty() && mine.iter().all(|(_, s)| *s == TunnelStatus::Down);
     let others_up = mine.iter().any(|(origin, _)| {
         reports[*origin]
             .iter()
-            .any(|(e, s)| e != &edge.id && *s == TunnelStatus::Up)
+            .any(|s| s.edge != edge.id && s.tunnel == TunnelStatus::Up)
     });
     if all_down && others_up {
         TunnelStatus::Down
@@ -783,7 +798,7 @@ pub(crate) async fn origin_verdicts(
 /// between, edges keep serving its routes as they last did.
 async fn judge_origins(
     state: &AppState,
-    reports: &HashMap<OriginId, Vec<(EdgeNodeId, TunnelStatus)>>,
+    reports: &HashMap<OriginId, Vec<Seen>>,
     now: SystemTime,
     observing_since: SystemTime,
 ) -> Result<bool, kokoa_core::Error> {
@@ -879,17 +894,17 @@ async fn damped(
 
 fn observe_origin(
     origin: &Origin,
-    tunnels: Option<&Vec<(EdgeNodeId, TunnelStatus)>>,
+    tunnels: Option<&Vec<Seen>>,
     now: SystemTime,
     observing_since: SystemTime,
 ) -> OriginObservation {
+    let seen = tunnels.map_or(&[][..], Vec::as_slice);
     // Down only when every edge that reports the tunnel sees it down: the origin, not an
     // edge, is then at fault.
-    let tunnel = match tunnels {
-        Some(seen) if !seen.is_empty() && seen.iter().all(|(_, s)| *s == TunnelStatus::Down) => {
-            TunnelStatus::Down
-        }
-        _ => TunnelStatus::Up,
+    let tunnel = if !seen.is_empty() && seen.iter().all(|s| s.tunnel == TunnelStatus::Down) {
+        TunnelStatus::Down
+    } else {
+        TunnelStatus::Up
     };
     let services: BTreeMap<String, HealthState> = origin
         .last_metrics
@@ -919,10 +934,27 @@ fn observe_origin(
             observing_since,
         ),
         tunnel,
-        // The origin agent's own checks (reported per service) stand for the application.
-        application: HealthState::Unknown,
+        application: application(seen),
         services,
         disk_percent: metric(origin.last_metrics.as_ref(), &["disk_percent"]).unwrap_or(0.0),
+    }
+}
+
+/// The origin's application by the checks edges run through their tunnels: down only when
+/// every edge with a verdict sees it down (one edge with a broken path cannot condemn an
+/// origin that another edge reaches), up when any sees it answer, unknown without checks.
+fn application(seen: &[Seen]) -> HealthState {
+    let known: Vec<HealthState> = seen
+        .iter()
+        .map(|s| s.application)
+        .filter(|a| *a != HealthState::Unknown)
+        .collect();
+    if known.is_empty() {
+        HealthState::Unknown
+    } else if known.contains(&HealthState::Healthy) {
+        HealthState::Healthy
+    } else {
+        HealthState::Unhealthy
     }
 }
 
@@ -1031,6 +1063,62 @@ pub(super) async fn run_judge(state: AppState, mut stop: watch::Receiver<bool>) 
         }
         if super::wait_or_stop(JUDGE_PERIOD, &state.wakers().health, &mut stop).await {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn seen(n: u8, tunnel: TunnelStatus, application: HealthState) -> Seen {
+        Seen {
+            edge: EdgeNodeId::parse(&format!("edge_{n}")).unwrap(),
+            tunnel,
+            application,
+        }
+    }
+
+    fn any_state() -> impl Strategy<Value = HealthState> {
+        prop_oneof![
+            Just(HealthState::Healthy),
+            Just(HealthState::Unhealthy),
+            Just(HealthState::Unknown),
+        ]
+    }
+
+    #[test]
+    fn one_edge_cannot_condemn_an_application_another_reaches() {
+        use HealthState::{Healthy, Unhealthy, Unknown};
+        let up = TunnelStatus::Up;
+        assert_eq!(application(&[]), Unknown);
+        assert_eq!(application(&[seen(1, up, Unknown)]), Unknown);
+        assert_eq!(application(&[seen(1, up, Unhealthy)]), Unhealthy);
+        assert_eq!(
+            application(&[seen(1, up, Unhealthy), seen(2, up, Healthy)]),
+            Healthy
+        );
+        assert_eq!(
+            application(&[seen(1, up, Unhealthy), seen(2, TunnelStatus::Down, Unknown)]),
+            Unhealthy
+        );
+    }
+
+    proptest! {
+        /// Down exactly when some edge sees it down and none sees it up.
+        #[test]
+        fn down_only_when_no_edge_sees_it_answer(states in prop::collection::vec(any_state(), 0..6)) {
+            let reports: Vec<Seen> = (0u8..)
+                .zip(&states)
+                .map(|(n, s)| seen(n, TunnelStatus::Up, *s))
+                .collect();
+            let down = application(&reports) == HealthState::Unhealthy;
+            prop_assert_eq!(
+                down,
+                states.contains(&HealthState::Unhealthy) && !states.contains(&HealthState::Healthy)
+            );
         }
     }
 }

@@ -29,6 +29,10 @@ pub struct HealthSettings {
     pub trusted_ca_file: Option<PathBuf>,
     /// No origin heartbeat for this long raises an alert (SPEC: 60 s).
     pub origin_heartbeat_timeout: Duration,
+    /// Period of the origins' application check, run by the edges through their tunnels
+    /// (SPEC: 30 s); failing 3 times in a row at every edge that reaches the origin serves
+    /// its routes as 503.
+    pub origin_application_interval: Duration,
     /// Disk use above this percentage of an origin raises a critical alert (SPEC: 90).
     pub origin_disk_percent: f64,
     /// The edge table's thresholds (heartbeat 30 s, error rate 10 %, CPU 90 % for 5 min).
@@ -53,6 +57,7 @@ impl Default for HealthSettings {
             certificate_min_days: 7,
             trusted_ca_file: None,
             origin_heartbeat_timeout: Duration::from_secs(60),
+            origin_application_interval: Duration::from_secs(30),
             origin_disk_percent: 90.0,
             edge: EdgeRules::default(),
             observer: ObserverGuard::default(),
