@@ -278,6 +278,7 @@ impl GoogleCloudDns {
         old: Option<&RecordData>,
         spec: &RecordSpec,
     ) -> Result<RecordId, Error> {
+        spec.check(NAME)?;
         let kind = spec.data.record_type();
         let existing = self.rrset(zone, &spec.name, kind).await?;
         let mut values: Vec<String> = existing

@@ -115,6 +115,7 @@ impl PowerDnsProvider {
         old: Option<&RecordData>,
         spec: &RecordSpec,
     ) -> Result<RecordId, Error> {
+        spec.check(NAME)?;
         let kind = spec.data.record_type();
         let existing = self.rrset(zone, &spec.name, kind).await?;
         let mut contents: Vec<Content> = existing.map(|set| set.records).unwrap_or_default();

@@ -12,6 +12,13 @@
 //! defines, deleting a value that is not there succeeds and changes nothing, and a set has
 //! one TTL: writing a value with a new TTL sets it for the whole set.
 //!
+//! A server silently ignores an add that would put a CNAME and other records at one name
+//! (RFC 2136 §3.4.2.2) and still answers NOERROR. So every add carries prerequisites
+//! (§2.4) under which it cannot be ignored: no CNAME at the name for an A, AAAA or TXT
+//! record; the name unused, or holding this very CNAME, for a CNAME. When they are not met
+//! the server changes nothing and the call fails with [`Error::Conflict`] naming the
+//! record.
+//!
 //! The server must allow the key to update and to transfer the zone: with PowerDNS,
 //! `dnsupdate=yes`, `allow-dnsupdate-from=` the control plane's address, and the zone
 //! metadata `TSIG-ALLOW-DNSUPDATE` and `TSIG-ALLOW-AXFR` naming the key; with BIND,
@@ -54,7 +61,7 @@ use tsig::{Rejected, Verifier, sign};
 pub use tsig::{TsigAlgorithm, TsigKey};
 use wire::{
     CLASS_IN, CLASS_NONE, Message, Name, OPCODE_QUERY, OPCODE_UPDATE, Question, RData, Rcode,
-    Record, TYPE_A, TYPE_AAAA, TYPE_AXFR, TYPE_CNAME, TYPE_SOA, TYPE_TXT,
+    Record, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_AXFR, TYPE_CNAME, TYPE_SOA, TYPE_TXT,
 };
 
 const NAME: &str = "rfc2136";
@@ -114,8 +121,50 @@ impl Rfc2136Provider {
         self
     }
 
-    /// Sends an UPDATE of `zone` with `updates` and checks its answer.
-    async fn update(&self, zone: &Zone, updates: Vec<Record>) -> Result<(), Error> {
+    /// Writes `spec` to `zone`, first deleting `old` if given, in one UPDATE that the
+    /// server either applies or refuses: each of [`attempts`] is tried until one is applied
+    /// or its prerequisites are unmet for the last time.
+    async fn write(
+        &self,
+        zone: &Zone,
+        old: Option<(&DnsName, &RecordData)>,
+        spec: &RecordSpec,
+    ) -> Result<(), Error> {
+        spec.check(NAME)?;
+        inside(zone, &spec.name)?;
+        let mut updates = Vec::new();
+        if let Some((name, data)) = old {
+            inside(zone, name)?;
+            updates.push(remove(name, data)?);
+        }
+        updates.push(add(spec)?);
+        let attempts = attempts(old, spec)?;
+        let last = attempts.len() - 1;
+        for (index, attempt) in attempts.into_iter().enumerate() {
+            match self
+                .update(zone, attempt.prerequisites, updates.clone())
+                .await
+            {
+                Err(Error::Conflict { .. }) if index < last => {}
+                Err(Error::Conflict { provider, detail }) => {
+                    return Err(Error::Conflict {
+                        provider,
+                        detail: format!("{detail}: {spec} not written: {}", attempt.unmet),
+                    });
+                }
+                other => return other,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends an UPDATE of `zone` with `prerequisites` and `updates` and checks its answer.
+    async fn update(
+        &self,
+        zone: &Zone,
+        prerequisites: Vec<Record>,
+        updates: Vec<Record>,
+    ) -> Result<(), Error> {
         let call = format!("UPDATE {} at {}", zone.name, self.server);
         let mut request = Message::new(self.id(), OPCODE_UPDATE);
         request.questions.push(Question {
@@ -123,6 +172,7 @@ impl Rfc2136Provider {
             kind: TYPE_SOA,
             class: CLASS_IN,
         });
+        request.answers = prerequisites;
         request.authorities = updates;
         let (mut stream, mut verifier) = self.send(&call, &request).await?;
         let bytes = self.receive(&call, &mut stream).await?;
@@ -373,8 +423,7 @@ impl DnsProvider for Rfc2136Provider {
     }
 
     async fn create_record(&self, zone: &Zone, spec: &RecordSpec) -> Result<RecordId, Error> {
-        inside(zone, &spec.name)?;
-        self.update(zone, vec![add(spec)?]).await?;
+        self.write(zone, None, spec).await?;
         Ok(record_id(&spec.name, &spec.data))
     }
 
@@ -385,17 +434,15 @@ impl DnsProvider for Rfc2136Provider {
         spec: &RecordSpec,
     ) -> Result<RecordId, Error> {
         let (name, old) = parse_id(NAME, id)?;
-        inside(zone, &name)?;
-        inside(zone, &spec.name)?;
-        self.update(zone, vec![remove(&name, &old)?, add(spec)?])
-            .await?;
+        self.write(zone, Some((&name, &old)), spec).await?;
         Ok(record_id(&spec.name, &spec.data))
     }
 
     async fn delete_record(&self, zone: &Zone, id: &RecordId) -> Result<(), Error> {
         let (name, data) = parse_id(NAME, id)?;
         inside(zone, &name)?;
-        self.update(zone, vec![remove(&name, &data)?]).await
+        self.update(zone, Vec::new(), vec![remove(&name, &data)?])
+            .await
     }
 }
 
@@ -458,6 +505,84 @@ fn remove(name: &DnsName, data: &RecordData) -> Result<Record, Error> {
     })
 }
 
+/// One UPDATE to try: its prerequisites (RFC 2136 §2.4), and what it means when the server
+/// finds them unmet.
+#[derive(Debug)]
+struct Attempt {
+    prerequisites: Vec<Record>,
+    unmet: String,
+}
+
+/// The prerequisite "`name` holds no `kind` record" (§2.4.3), or with [`TYPE_ANY`] "no
+/// record at all" (§2.4.5).
+fn absent(name: &DnsName, kind: u16) -> Record {
+    Record {
+        name: Name::from_dns_name(name),
+        kind,
+        class: CLASS_NONE,
+        ttl: 0,
+        data: RData::Empty,
+    }
+}
+
+/// The prerequisite "the CNAME set of `name` is exactly `target`" (§2.4.2).
+fn cname_is(name: &DnsName, target: &Hostname) -> Record {
+    Record {
+        name: Name::from_dns_name(name),
+        kind: TYPE_CNAME,
+        class: CLASS_IN,
+        ttl: 0,
+        data: RData::Cname(Name::from_hostname(target)),
+    }
+}
+
+/// The UPDATEs to try, in order, to write `spec` after deleting `old`, each with
+/// prerequisites under which the server cannot ignore the add: a name holds either one
+/// CNAME or other records (RFC 2136 §3.4.2.2), and an add that breaks this is dropped
+/// with a NOERROR answer.
+fn attempts(
+    old: Option<(&DnsName, &RecordData)>,
+    spec: &RecordSpec,
+) -> Result<Vec<Attempt>, Error> {
+    let name = &spec.name;
+    let replaced = old.filter(|(old_name, _)| *old_name == name);
+    Ok(match (replaced, &spec.data) {
+        // Deleting this CNAME frees the name for anything.
+        (Some((_, RecordData::Cname(target))), _) => vec![Attempt {
+            prerequisites: vec![cname_is(name, target)],
+            unmet: format!("{name} no longer holds only the CNAME {target} that it replaces"),
+        }],
+        (Some((_, data)), RecordData::Cname(_)) => {
+            return Err(Error::Conflict {
+                provider: NAME,
+                detail: format!(
+                    "{spec} cannot replace the {} record {name} in one update: a CNAME must be its name's only record, and an update cannot check that no other record is left; delete the record, then create the CNAME",
+                    data.record_type()
+                ),
+            });
+        }
+        (None, RecordData::Cname(target)) => vec![
+            Attempt {
+                prerequisites: vec![absent(name, TYPE_ANY)],
+                unmet: format!("{name} holds records"),
+            },
+            // Creating it again only sets its TTL.
+            Attempt {
+                prerequisites: vec![cname_is(name, target)],
+                unmet: format!(
+                    "{name} holds other records or another CNAME, and a CNAME must be its name's only record (RFC 2136 §3.4.2.2); delete them first or choose another name"
+                ),
+            },
+        ],
+        _ => vec![Attempt {
+            prerequisites: vec![absent(name, TYPE_CNAME)],
+            unmet: format!(
+                "{name} holds a CNAME record, and a name with a CNAME holds no other record (RFC 2136 §3.4.2.2); delete the CNAME first or choose another name"
+            ),
+        }],
+    })
+}
+
 /// The value of a transferred record, when the model holds it.
 fn record_data(record: &Record) -> Option<RecordData> {
     if record.class != CLASS_IN {
@@ -512,6 +637,104 @@ mod tests {
             data: RData::Txt(vec![b"a".to_vec(), b"b".to_vec()]),
         };
         assert_eq!(record_data(&split), None);
+    }
+
+    fn at(name: &str, data: RecordData) -> RecordSpec {
+        RecordSpec {
+            name: DnsName::parse(name).expect("test name"),
+            data,
+            ttl: 30,
+        }
+    }
+
+    /// `(class, type, data)` of each prerequisite of each attempt.
+    fn shapes(attempts: &[Attempt]) -> Vec<Vec<(u16, u16, RData)>> {
+        attempts
+            .iter()
+            .map(|attempt| {
+                attempt
+                    .prerequisites
+                    .iter()
+                    .map(|p| {
+                        assert_eq!(
+                            (p.ttl, p.name.to_dns_name()),
+                            (0, DnsName::parse("x.hoge.com").ok())
+                        );
+                        (p.class, p.kind, p.data.clone())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_add_carries_prerequisites_under_which_it_cannot_be_ignored() {
+        let a = RecordData::A([203, 0, 113, 10].into());
+        let cname = RecordData::Cname(host("edge.hoge.com"));
+        let wire_target = RData::Cname(Name::parse("edge.hoge.com").expect("name"));
+        let old_target = RData::Cname(Name::parse("old.hoge.com").expect("name"));
+        let name = DnsName::parse("x.hoge.com").expect("name");
+        let elsewhere = DnsName::parse("y.hoge.com").expect("name");
+        let old_cname = RecordData::Cname(host("old.hoge.com"));
+        let no_cname = vec![vec![(CLASS_NONE, TYPE_CNAME, RData::Empty)]];
+
+        // A, AAAA, TXT: no CNAME at the name, whatever they replace elsewhere.
+        for data in [a.clone(), RecordData::Txt("t".into())] {
+            let spec = at("x.hoge.com", data);
+            assert_eq!(shapes(&attempts(None, &spec).expect("plan")), no_cname);
+            let old = Some((&elsewhere, &old_cname));
+            assert_eq!(shapes(&attempts(old, &spec).expect("plan")), no_cname);
+            let old = Some((&name, &a));
+            assert_eq!(shapes(&attempts(old, &spec).expect("plan")), no_cname);
+        }
+        // A CNAME: the name unused, else holding exactly this CNAME already.
+        let spec = at("x.hoge.com", cname);
+        assert_eq!(
+            shapes(&attempts(None, &spec).expect("plan")),
+            [
+                vec![(CLASS_NONE, TYPE_ANY, RData::Empty)],
+                vec![(CLASS_IN, TYPE_CNAME, wire_target)]
+            ]
+        );
+        // Replacing the name's CNAME: it must still be that CNAME.
+        for spec in [spec.clone(), at("x.hoge.com", a.clone())] {
+            let old = Some((&name, &old_cname));
+            assert_eq!(
+                shapes(&attempts(old, &spec).expect("plan")),
+                [vec![(CLASS_IN, TYPE_CNAME, old_target.clone())]]
+            );
+        }
+        // An A record cannot become a CNAME in one update.
+        let error = attempts(Some((&name, &a)), &spec).expect_err("refused");
+        assert!(matches!(error, Error::Conflict { .. }), "{error}");
+        assert!(
+            error.to_string().contains(
+                "x.hoge.com. 30 IN CNAME edge.hoge.com. cannot replace the A record x.hoge.com"
+            ),
+            "{error}"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the provider writes, it lists and deletes: a TXT value passes
+        /// `RecordSpec::check` exactly when kokoa-core's rule takes it, and then the zone
+        /// transfer reads it back and its id names it.
+        #[test]
+        fn what_can_be_written_can_be_listed_and_deleted(text in "(?s).{0,260}|[ -~]{0,300}") {
+            let spec = at("x.hoge.com", RecordData::Txt(text.clone()));
+            let checked = spec.check(NAME);
+            let core = RecordData::parse(RecordType::Txt, &text);
+            proptest::prop_assert_eq!(checked.is_ok(), core.is_ok(), "{:?}", text);
+            if checked.is_ok() {
+                let record = add(&spec).expect("a TXT record goes to the wire");
+                proptest::prop_assert_eq!(record_data(&record), Some(spec.data.clone()));
+                let id = record_id(&spec.name, &spec.data);
+                proptest::prop_assert_eq!(parse_id(NAME, &id).expect("its id"), (spec.name, spec.data));
+            } else {
+                let error = checked.expect_err("refused").to_string();
+                proptest::prop_assert!(error.contains("cannot write the TXT record x.hoge.com"), "{}", error);
+            }
+        }
     }
 
     #[test]

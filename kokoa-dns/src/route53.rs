@@ -420,6 +420,7 @@ impl Route53Provider {
         old: Option<&RecordData>,
         spec: &RecordSpec,
     ) -> Result<RecordId, Error> {
+        spec.check(NAME)?;
         let kind = spec.data.record_type();
         let existing = self.set(zone, &spec.name, kind).await?;
         let mut set = existing

@@ -1,14 +1,17 @@
-//! The RFC 2136 provider against a real PowerDNS Authoritative that takes TSIG-signed
-//! dynamic updates and zone transfers, every change checked with `dig`; and against a
-//! small stub server for the answers PowerDNS does not give (TSIG errors, SERVFAIL,
-//! silence).
+//! The RFC 2136 provider against real servers that take TSIG-signed dynamic updates and
+//! zone transfers, PowerDNS Authoritative, BIND 9 and Knot DNS, one conformance test run
+//! against each with every change checked with `dig`; and against a small stub server for
+//! the answers they do not give (TSIG errors, SERVFAIL, silence).
 #![cfg(all(feature = "rfc2136", feature = "local-powerdns"))]
 
 mod common;
 
 use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
 
-use common::Pdns;
+use common::{
+    Pdns,
+    updatable::{self, Flavour, Updatable},
+};
 use kokoa_core::{EdgeNodeId, Hostname, RecordData};
 use kokoa_dns::{
     DesiredState, DnsProvider, EdgeState, EdgeTarget, Error, Reconciler, RecordId, RecordSpec,
@@ -90,15 +93,33 @@ fn provider(pdns: &Pdns, name: &str, algorithm: TsigAlgorithm, secret: &str) -> 
     Rfc2136Provider::new(address, key, [host("kokoa.test")]).with_timeout(Duration::from_secs(5))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_written_by_signed_updates_are_what_dig_answers() -> Result<(), Error> {
-    let (pdns, keys) = server().await;
-    let (name, algorithm, secret) = &keys[0];
-    let provider = provider(&pdns, name, *algorithm, secret);
-    let zone = provider.find_zone(&host("kokoa.test")).await?;
-    assert_eq!(zone, self::zone());
+/// A server under test: where it answers, the key that may update its zone, and the
+/// server itself, stopped when this is dropped.
+struct Target {
+    port: u16,
+    key: (String, TsigAlgorithm, String),
+    _server: Box<dyn Send>,
+}
 
-    // Someone else's record in the same set: it must survive everything below.
+impl Target {
+    fn provider(&self) -> Rfc2136Provider {
+        let (name, algorithm, secret) = &self.key;
+        let key = TsigKey::new(name, *algorithm, secret).expect("TSIG key");
+        let address = SocketAddr::from(([127, 0, 0, 1], self.port));
+        Rfc2136Provider::new(address, key, [host("kokoa.test")])
+            .with_timeout(Duration::from_secs(5))
+    }
+
+    fn dig(&self, name: &str, kind: &str) -> Vec<String> {
+        common::dig(self.port, name, kind)
+    }
+}
+
+/// Someone else's record, in the set the tests write to: it must survive everything.
+const FOREIGN: &str = "app.kokoa.test. 30 IN A 192.0.2.50";
+
+async fn powerdns() -> Target {
+    let (pdns, mut keys) = server().await;
     pdns.call(
         "PATCH",
         "/zones/kokoa.test.",
@@ -109,6 +130,48 @@ async fn records_written_by_signed_updates_are_what_dig_answers() -> Result<(), 
         204,
     )
     .await;
+    Target {
+        port: pdns.dns_port,
+        key: keys.swap_remove(0),
+        _server: Box::new(pdns),
+    }
+}
+
+async fn updatable(flavour: Flavour) -> Target {
+    let server = Updatable::start(flavour, "kokoa.test", &[FOREIGN]).await;
+    Target {
+        port: server.port,
+        key: (
+            updatable::KEY_NAME.to_owned(),
+            TsigAlgorithm::HmacSha256,
+            server.secret.clone(),
+        ),
+        _server: Box::new(server),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn powerdns_serves_what_signed_updates_write() -> Result<(), Error> {
+    conformance(powerdns().await).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_serves_what_signed_updates_write() -> Result<(), Error> {
+    conformance(updatable(Flavour::Bind).await).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knot_serves_what_signed_updates_write() -> Result<(), Error> {
+    conformance(updatable(Flavour::Knot).await).await
+}
+
+/// What every server must do: records written by signed updates are what `dig` answers
+/// and what a zone transfer lists; an add the server would ignore is an error.
+async fn conformance(server: Target) -> Result<(), Error> {
+    let provider = server.provider();
+    let zone = provider.find_zone(&host("kokoa.test")).await?;
+    assert_eq!(zone, self::zone());
+    assert_eq!(server.dig("app.kokoa.test", "A"), [FOREIGN]);
 
     let first = provider
         .create_record(&zone, &spec("app.kokoa.test", a("203.0.113.10"), 30))
@@ -124,51 +187,112 @@ async fn records_written_by_signed_updates_are_what_dig_answers() -> Result<(), 
         .await?;
     let target = RecordData::Cname(host("app.kokoa.test"));
     provider
+        .create_record(&zone, &spec("www.kokoa.test", target.clone(), 30))
+        .await?;
+    // Creating the same CNAME again changes nothing and succeeds.
+    provider
         .create_record(&zone, &spec("www.kokoa.test", target, 30))
         .await?;
     assert_eq!(
-        pdns.dig("app.kokoa.test", "A"),
-        [
-            "app.kokoa.test. 30 IN A 192.0.2.50",
-            "app.kokoa.test. 30 IN A 203.0.113.10"
-        ]
+        server.dig("app.kokoa.test", "A"),
+        [FOREIGN, "app.kokoa.test. 30 IN A 203.0.113.10"]
     );
     assert_eq!(
-        pdns.dig("app.kokoa.test", "AAAA"),
+        server.dig("app.kokoa.test", "AAAA"),
         ["app.kokoa.test. 30 IN AAAA 2001:db8::10"]
     );
     assert_eq!(
-        pdns.dig("app.kokoa.test", "TXT"),
+        server.dig("app.kokoa.test", "TXT"),
         ["app.kokoa.test. 30 IN TXT \"kokoa verification=abc\""]
     );
     assert_eq!(
-        pdns.dig("www.kokoa.test", "CNAME"),
+        server.dig("www.kokoa.test", "CNAME"),
         ["www.kokoa.test. 30 IN CNAME app.kokoa.test."]
     );
 
     // The zone transfer lists all of them, ids as the creates returned, and nothing of
-    // types outside the model (SOA, NS).
-    let mut listed: Vec<String> = provider
-        .list_records(&zone, None)
-        .await?
-        .iter()
-        .map(|r| format!("{} {}", r.id, r.spec.ttl))
-        .collect();
-    listed.sort();
-    assert_eq!(
-        listed,
-        [
-            "app.kokoa.test|AAAA|2001:db8::10 30",
-            "app.kokoa.test|A|192.0.2.50 30",
-            "app.kokoa.test|A|203.0.113.10 30",
-            "app.kokoa.test|TXT|kokoa verification=abc 30",
-            "www.kokoa.test|CNAME|app.kokoa.test 30",
-        ]
-    );
+    // types outside the model (SOA, NS). The name server's own address, which only BIND's
+    // and Knot's zone files hold, is left out of the comparison.
+    let expected = [
+        "app.kokoa.test|AAAA|2001:db8::10 30",
+        "app.kokoa.test|A|192.0.2.50 30",
+        "app.kokoa.test|A|203.0.113.10 30",
+        "app.kokoa.test|TXT|kokoa verification=abc 30",
+        "www.kokoa.test|CNAME|app.kokoa.test 30",
+    ];
+    let listed = |records: Vec<kokoa_dns::ProviderRecord>| {
+        let mut listed: Vec<String> = records
+            .iter()
+            .map(|r| format!("{} {}", r.id, r.spec.ttl))
+            .filter(|line| !line.starts_with("ns1."))
+            .collect();
+        listed.sort();
+        listed
+    };
+    assert_eq!(listed(provider.list_records(&zone, None).await?), expected);
     let only_www = provider
         .list_records(&zone, Some(&host("www.kokoa.test").into()))
         .await?;
     assert_eq!(only_www.len(), 1);
+
+    // Adds the server would ignore with NOERROR (RFC 2136 §3.4.2.2) are refused, name the
+    // record and change nothing: an A record beside a CNAME, a CNAME beside A records,
+    // a CNAME over someone else's CNAME.
+    let refused = [
+        (
+            spec("www.kokoa.test", a("203.0.113.7"), 30),
+            "www.kokoa.test. 30 IN A 203.0.113.7 not written: www.kokoa.test holds a CNAME record",
+        ),
+        (
+            spec(
+                "app.kokoa.test",
+                RecordData::Cname(host("edge.kokoa.test")),
+                30,
+            ),
+            "app.kokoa.test. 30 IN CNAME edge.kokoa.test. not written: app.kokoa.test holds other records or another CNAME",
+        ),
+        (
+            spec(
+                "www.kokoa.test",
+                RecordData::Cname(host("edge.kokoa.test")),
+                30,
+            ),
+            "www.kokoa.test. 30 IN CNAME edge.kokoa.test. not written: www.kokoa.test holds other records or another CNAME",
+        ),
+    ];
+    for (record, message) in refused {
+        let error = provider
+            .create_record(&zone, &record)
+            .await
+            .expect_err("an add the server would ignore");
+        assert!(matches!(error, Error::Conflict { .. }), "{error}");
+        assert!(error.to_string().contains(message), "{error}");
+    }
+    assert_eq!(listed(provider.list_records(&zone, None).await?), expected);
+    assert_eq!(
+        server.dig("www.kokoa.test", "CNAME"),
+        ["www.kokoa.test. 30 IN CNAME app.kokoa.test."]
+    );
+    assert!(server.dig("app.kokoa.test", "CNAME").is_empty());
+
+    // A TXT value outside kokoa-core's rule is refused before anything is sent: it could
+    // be written, but never listed nor deleted by its id.
+    let quoted = spec(
+        "quoted.kokoa.test",
+        RecordData::Txt("say \"hi\"".into()),
+        30,
+    );
+    let error = provider
+        .create_record(&zone, &quoted)
+        .await
+        .expect_err("a TXT value with a quote");
+    assert!(
+        error
+            .to_string()
+            .contains(r#"invalid TXT record value "say \"hi\"""#),
+        "{error}"
+    );
+    assert!(server.dig("quoted.kokoa.test", "TXT").is_empty());
 
     // An update replaces the value in one message; the set takes the new TTL.
     let moved = provider
@@ -180,7 +304,7 @@ async fn records_written_by_signed_updates_are_what_dig_answers() -> Result<(), 
         .await?;
     assert_eq!(moved, RecordId::new("app.kokoa.test|A|203.0.113.12"));
     assert_eq!(
-        pdns.dig("app.kokoa.test", "A"),
+        server.dig("app.kokoa.test", "A"),
         [
             "app.kokoa.test. 60 IN A 192.0.2.50",
             "app.kokoa.test. 60 IN A 203.0.113.12"
@@ -191,8 +315,19 @@ async fn records_written_by_signed_updates_are_what_dig_answers() -> Result<(), 
     provider.delete_record(&zone, &moved).await?;
     provider.delete_record(&zone, &moved).await?;
     assert_eq!(
-        pdns.dig("app.kokoa.test", "A"),
+        server.dig("app.kokoa.test", "A"),
         ["app.kokoa.test. 60 IN A 192.0.2.50"]
+    );
+    // The CNAME goes by its id too, and the name is free for an A record.
+    provider
+        .delete_record(&zone, &RecordId::new("www.kokoa.test|CNAME|app.kokoa.test"))
+        .await?;
+    provider
+        .create_record(&zone, &spec("www.kokoa.test", a("203.0.113.7"), 30))
+        .await?;
+    assert_eq!(
+        server.dig("www.kokoa.test", "A"),
+        ["www.kokoa.test. 30 IN A 203.0.113.7"]
     );
 
     let outside = provider

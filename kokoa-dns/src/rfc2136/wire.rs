@@ -39,6 +39,8 @@ pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_TSIG: u16 = 250;
 /// Query type AXFR: a whole zone.
 pub const TYPE_AXFR: u16 = 252;
+/// Type ANY: every type; in an UPDATE prerequisite, any record of the name (RFC 2136 §2.4).
+pub const TYPE_ANY: u16 = 255;
 /// Class IN: the Internet.
 pub const CLASS_IN: u16 = 1;
 /// Class NONE: in an UPDATE, deletes the one record with this data (RFC 2136 §2.5.4).

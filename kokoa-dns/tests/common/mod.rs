@@ -1,6 +1,9 @@
 //! A PowerDNS Authoritative server started by a test on loopback ([`LocalPowerDns`]), its
-//! API, and `dig` to read what it serves. Shared by the PowerDNS and RFC 2136 tests.
+//! API, and `dig` to read what it serves; BIND 9 and Knot DNS servers taking dynamic
+//! updates ([`updatable`]). Shared by the PowerDNS and RFC 2136 tests.
 #![allow(dead_code)] // each test file uses its own part of the harness
+
+pub(crate) mod updatable;
 
 use std::process::Command;
 
@@ -70,20 +73,25 @@ impl Pdns {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// `dig @127.0.0.1 -p PORT NAME TYPE +noall +answer`, sorted lines with single spaces.
+    /// What it answers for `name` and `kind`, as [`dig`] gives it.
     pub(crate) fn dig(&self, name: &str, kind: &str) -> Vec<String> {
-        let output = Command::new("dig")
-            .args(["@127.0.0.1", "-p", &self.dns_port.to_string(), name, kind])
-            .args(["+noall", "+answer", "+time=2", "+tries=1"])
-            .output()
-            .expect("run dig (apt-get install -y --no-install-recommends dnsutils)");
-        assert!(output.status.success(), "dig failed: {output:?}");
-        let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .filter(|l| !l.is_empty())
-            .collect();
-        lines.sort();
-        lines
+        dig(self.dns_port, name, kind)
     }
+}
+
+/// `dig @127.0.0.1 -p PORT NAME TYPE +noall +answer`, sorted lines with single spaces.
+pub(crate) fn dig(port: u16, name: &str, kind: &str) -> Vec<String> {
+    let output = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), name, kind])
+        .args(["+noall", "+answer", "+time=2", "+tries=1"])
+        .output()
+        .expect("run dig (scripts/install-deps installs it, Debian package dnsutils)");
+    assert!(output.status.success(), "dig failed: {output:?}");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    lines
 }
