@@ -2,6 +2,7 @@
 //! agent's logic can be tested without them.
 
 use std::{
+    collections::HashMap,
     fs,
     os::unix::fs::chown,
     path::PathBuf,
@@ -14,7 +15,7 @@ use kokoa_core::{CertificateRef, ContentHash, EdgeConfig, OriginId};
 use kokoa_nginx::{CertName, Layout, Listen, NginxInstance};
 use kokoa_wg::{
     InterfaceConfig,
-    apply::{Implementation, WgHost},
+    apply::{Implementation, TunnelStatus as WgStatus, WgHost},
 };
 use serde::Serialize;
 
@@ -27,6 +28,43 @@ use crate::{
 /// How long one tunnel's ping may wait for its answer.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Pings missed in a row before a tunnel whose origin answers pings counts as down (SPEC
+/// §8.4's WireGuard check, with the default threshold of 3).
+const PING_MISSES_DOWN: u32 = 3;
+
+/// What the edge remembers of one tunnel's pings.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Pings {
+    /// The origin answered a ping since the tunnel was set up.
+    answered: bool,
+    /// Pings missed since the last answer.
+    misses: u32,
+}
+
+impl Pings {
+    /// Folds in one reading (was the ping `answered`, is the last handshake `fresh`) and
+    /// tells the tunnel's state: up while the origin answers pings; once it has answered
+    /// one, down after [`PING_MISSES_DOWN`] misses in a row, however fresh the last
+    /// handshake (a handshake counts as fresh for 180 s after the path broke); an origin
+    /// that never answered (ICMP filtered on its side) is judged by its handshake alone.
+    fn observe(&mut self, answered: bool, fresh: bool) -> LinkState {
+        if answered {
+            *self = Self {
+                answered: true,
+                misses: 0,
+            };
+            return LinkState::Up;
+        }
+        self.misses = self.misses.saturating_add(1);
+        let up = if self.answered {
+            self.misses < PING_MISSES_DOWN
+        } else {
+            fresh
+        };
+        if up { LinkState::Up } else { LinkState::Down }
+    }
+}
+
 /// One tunnel in a heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TunnelReport {
@@ -34,7 +72,8 @@ pub struct TunnelReport {
     pub origin_id: OriginId,
     /// The interface carrying it.
     pub interface: String,
-    /// Up when a handshake happened in the last 180 s or the origin answered a ping.
+    /// Up while the origin answers pings through it (down after 3 misses in a row); for an
+    /// origin that never answered one, up when a handshake happened in the last 180 s.
     pub status: LinkState,
     /// The ping's round trip in milliseconds, when it was answered.
     pub rtt_ms: Option<f64>,
@@ -103,6 +142,7 @@ pub struct EdgeHost {
     listen: Listen,
     key_group: Option<u32>,
     tunnels: Mutex<Vec<TunnelPlan>>,
+    pings: Mutex<HashMap<OriginId, Pings>>,
 }
 
 impl EdgeHost {
@@ -121,6 +161,7 @@ impl EdgeHost {
             listen: settings.listen,
             key_group,
             tunnels: Mutex::new(Vec::new()),
+            pings: Mutex::default(),
         };
         let (crt, key) = state.fallback_certificate()?;
         host.write_certificate(&CertName::default(), crt.as_bytes(), key.as_bytes())?;
@@ -215,23 +256,29 @@ impl DataPlane for EdgeHost {
     }
 
     fn tunnels(&self) -> Vec<TunnelReport> {
-        self.live_tunnels()
+        let live = self.live_tunnels();
+        let readings: Vec<(TunnelPlan, WgStatus)> = live
             .into_iter()
             .map(|t| {
                 let status = self
                     .wg
                     .status(&t.interface.name, t.origin_ip.into(), PING_TIMEOUT);
-                TunnelReport {
-                    origin_id: t.origin_id,
-                    interface: t.interface.name.to_string(),
-                    status: if status.up() {
-                        LinkState::Up
-                    } else {
-                        LinkState::Down
-                    },
-                    rtt_ms: status.rtt.map(|d| d.as_secs_f64() * 1000.0),
-                    application: None,
-                }
+                (t, status)
+            })
+            .collect();
+        let mut pings = self.pings.lock().unwrap_or_else(PoisonError::into_inner);
+        pings.retain(|origin, _| readings.iter().any(|(t, _)| &t.origin_id == origin));
+        readings
+            .into_iter()
+            .map(|(t, status)| TunnelReport {
+                status: pings
+                    .entry(t.origin_id.clone())
+                    .or_default()
+                    .observe(status.rtt.is_some(), status.up()),
+                origin_id: t.origin_id,
+                interface: t.interface.name.to_string(),
+                rtt_ms: status.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                application: None,
             })
             .collect()
     }
@@ -283,6 +330,27 @@ fn primary_group(user: &str) -> Result<u32, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tunnel_whose_pings_stop_goes_down_after_three_misses() {
+        let mut pings = Pings::default();
+        assert_eq!(pings.observe(true, true), LinkState::Up);
+        // The path breaks; the last handshake stays fresh for minutes.
+        assert_eq!(pings.observe(false, true), LinkState::Up);
+        assert_eq!(pings.observe(false, true), LinkState::Up);
+        assert_eq!(pings.observe(false, true), LinkState::Down);
+        assert_eq!(pings.observe(false, true), LinkState::Down);
+        assert_eq!(pings.observe(true, true), LinkState::Up);
+    }
+
+    #[test]
+    fn an_origin_that_never_answers_pings_is_judged_by_its_handshake() {
+        let mut pings = Pings::default();
+        for _ in 0..5 {
+            assert_eq!(pings.observe(false, true), LinkState::Up);
+        }
+        assert_eq!(pings.observe(false, false), LinkState::Down);
+    }
 
     #[test]
     fn finds_primary_groups() {

@@ -20,6 +20,11 @@ use crate::{
     tls,
 };
 
+/// The longest the WireGuard check may take to move an edge out of DNS, or back.
+const WIREGUARD_LIMIT: Duration = Duration::from_secs(45);
+/// Polling period over a longer wait: 4 requests a second stay under an edge's per-client
+/// rate limit (10/s) for as long as it takes.
+const SLOW_POLL: Duration = Duration::from_millis(250);
 /// Polling period while waiting for a change to reach an edge.
 const POLL: Duration = Duration::from_millis(20);
 /// How fast a change should reach every edge (SPEC §4); slower is reported, not failed.
@@ -61,7 +66,7 @@ pub(crate) fn report(
 /// Runs every step in order, printing one line each. A failed step does not stop the
 /// others (one run shows every problem); the first failure is returned.
 pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
-    let steps: [(u8, &'static str); 8] = [
+    let steps: [(u8, &'static str); 9] = [
         (1, "routing"),
         (2, "convergence"),
         (3, "isolation"),
@@ -70,6 +75,7 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
         (6, "origin down"),
         (7, "certificates"),
         (8, "application check"),
+        (9, "WireGuard check"),
     ];
     let mut first_failure = None;
     for (number, name) in steps {
@@ -82,7 +88,8 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
             5 => bad_config(lab).await,
             6 => origin_down(lab).await,
             7 => certificates(lab).await,
-            _ => application_down(lab).await,
+            8 => application_down(lab).await,
+            _ => wireguard_path(lab).await,
         };
         report(out, number, name, result, &mut first_failure);
     }
@@ -692,7 +699,7 @@ async fn application_down(lab: &mut Lab) -> Step {
         let waited = wait_for(
             format!("{} to answer 503 on {name}", app_a.hostname),
             CONVERGE_LIMIT,
-            POLL,
+            SLOW_POLL,
             || async {
                 let r = get_at(edge, app_a.hostname).await.ok()?;
                 (r.status == 503 && r.body.contains("Kokoa Proxy")).then(|| failed.elapsed())
@@ -725,7 +732,7 @@ async fn application_down(lab: &mut Lab) -> Step {
         wait_for(
             format!("{} to answer 200 again on {name}", app_a.hostname),
             CONVERGE_LIMIT,
-            POLL,
+            SLOW_POLL,
             || async {
                 get_at(edge, app_a.hostname)
                     .await
@@ -759,6 +766,86 @@ async fn application_down(lab: &mut Lab) -> Step {
         secs(limit),
         app_b.hostname,
         secs(back)
+    ))
+}
+
+/// 9. edge1's WireGuard path breaks (its tunnel interfaces down) while its HTTPS `/health`
+///    still answers: its pings to the origins go unanswered, it reports its tunnels down
+///    after 3 misses while edge2's stay up, and the control plane takes edge1's records
+///    out of PowerDNS (SPEC §8.4: tunnel down, out of DNS at once). The path comes back:
+///    edge1's records return.
+async fn wireguard_path(lab: &mut Lab) -> Step {
+    let edge1 = plan::host("edge1");
+    let (ns, dead) = (edge1.netns(), edge1.address);
+    let dns = lab.tls.dns.dns_address();
+    let in_dns = |present: bool| async move {
+        let mut all = true;
+        for app in APPS {
+            all &= crate::failover::served_at(dns, app.hostname)
+                .await
+                .contains(&dead)
+                == present;
+        }
+        all.then_some(())
+    };
+    if in_dns(true).await.is_none() {
+        return Err("edge1 is not in PowerDNS before its tunnels are cut".into());
+    }
+    let (pool, len) = plan::SUBNET_POOL;
+    let tunnels = net::interfaces_in(&ns, pool, len)
+        .await
+        .map_err(|e| e.to_string())?;
+    if tunnels.is_empty() {
+        return Err(format!("edge1 has no tunnel interface in {pool}/{len}"));
+    }
+    let set = |state: &'static str| {
+        let (ns, tunnels) = (ns.clone(), tunnels.clone());
+        async move {
+            for iface in &tunnels {
+                net::ip(&["-n", &ns, "link", "set", iface, state])
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }
+    };
+    set("down").await?;
+    let cut = Instant::now();
+    let removed = wait_for(
+        "edge1's records to leave PowerDNS after its tunnels broke",
+        WIREGUARD_LIMIT,
+        Duration::from_millis(100),
+        || in_dns(false),
+    )
+    .await;
+    let took = cut.elapsed();
+    let health = net::https_via(dead, &dead.to_string(), "/health").await;
+    set("up").await?;
+    removed.map_err(|e| e.to_string())?;
+    match health {
+        Ok(r) if r.status == 200 => {}
+        other => {
+            return Err(format!(
+                "edge1's own /health did not answer 200 while only its tunnels were down: \
+                 {other:?}"
+            ));
+        }
+    }
+    let back = Instant::now();
+    wait_for(
+        "edge1's records to return to PowerDNS",
+        WIREGUARD_LIMIT,
+        Duration::from_millis(100),
+        || in_dns(true),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{} tunnels of edge1 down, its /health still 200: out of PowerDNS after {} (3 \
+         unanswered pings at 5 s heartbeats); back in {} after the tunnels came up",
+        tunnels.len(),
+        secs(took),
+        secs(back.elapsed())
     ))
 }
 

@@ -209,12 +209,20 @@ pub async fn add_route(ns: &str, network: &str, via: &[&str]) -> Result<(), Erro
 
 /// The interface holding an address in `network/len` inside `ns` (an origin's tunnel).
 pub async fn interface_in(ns: &str, network: Ipv4Addr, len: u8) -> Result<Option<String>, Error> {
+    Ok(interfaces_in(ns, network, len).await?.into_iter().next())
+}
+
+/// Every interface holding an address in `network/len` inside `ns` (an edge's tunnels).
+pub async fn interfaces_in(ns: &str, network: Ipv4Addr, len: u8) -> Result<Vec<String>, Error> {
     let out = ip(&["-n", ns, "-o", "-4", "addr", "show"]).await?;
     // "5: wg0    inet 10.0.2.1/24 scope global wg0\..."
-    Ok(out.lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        let iface = words.nth(1)?;
-        let address: Ipv4Addr = words.nth(1)?.split('/').next()?.parse().ok()?;
-        plan::contains(network, len, address).then(|| iface.to_owned())
-    }))
+    Ok(out
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let iface = words.nth(1)?;
+            let address: Ipv4Addr = words.nth(1)?.split('/').next()?.parse().ok()?;
+            plan::contains(network, len, address).then(|| iface.to_owned())
+        })
+        .collect())
 }
