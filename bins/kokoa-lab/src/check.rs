@@ -332,8 +332,13 @@ async fn reachable(ns: &str, probes: &[Probe]) -> Vec<String> {
     set.join_all().await.into_iter().flatten().collect()
 }
 
+/// A port no route or service declares, where origin-a also serves on 0.0.0.0.
+const UNDECLARED_PORT: u16 = 9100;
+
 /// 3. Nothing in origin-a's subnet answers origin-b; from the client no origin app and no
-///    tunnel address answers except through an edge. Then origin-b and the client play
+///    tunnel address answers except through an edge. Origin-a's firewall lets edge1 reach
+///    the declared port through the tunnel but not a service on 0.0.0.0 that no route
+///    declares (which answers inside origin-a). Then origin-b and the client play
 ///    attackers that route the tunnel networks into origin-b's tunnel or at edge1's public
 ///    address: origin-a must stay out of reach (the edge forwards nothing between
 ///    interfaces). An edge answering for its own tunnel address then is reported, not
@@ -347,6 +352,22 @@ async fn isolation(lab: &Lab) -> Step {
     let control_rtt = net::ping(&edge1.netns(), a_ip)
         .await
         .ok_or_else(|| format!("control probe failed: edge1 cannot ping origin-a's {a_ip}"))?;
+    let a_ns = plan::host("origin-a").netns();
+    let _undeclared = net::serve_app_in(&a_ns, "origin-a-undeclared", UNDECLARED_PORT)
+        .map_err(|e| e.to_string())?;
+    let undeclared = Probe::Tcp(a_ip, UNDECLARED_PORT);
+    let declared = Probe::Tcp(a_ip, APPS[0].port);
+    if reachable(&a_ns, &[undeclared]).await.is_empty() {
+        return Err(format!(
+            "control probe failed: {a_ip}:{UNDECLARED_PORT} does not answer inside origin-a"
+        ));
+    }
+    if reachable(&edge1.netns(), &[declared]).await.is_empty() {
+        return Err(format!(
+            "control probe failed: edge1 cannot reach origin-a's declared {declared:?}"
+        ));
+    }
+    let firewall_leak = reachable(&edge1.netns(), &[undeclared]).await;
 
     let origin_a = [Probe::Ping(a_ip), Probe::Tcp(a_ip, 8080)];
     let mut edges_in_a: Vec<Probe> = a_edges.iter().map(|&ip| Probe::Ping(ip)).collect();
@@ -367,7 +388,8 @@ async fn isolation(lab: &Lab) -> Step {
 
     let b = plan::host("origin-b").netns();
     let client = plan::host("client").netns();
-    let mut leaks = reachable(&b, &[&origin_a[..], &edges_in_a].concat()).await;
+    let mut leaks = firewall_leak;
+    leaks.extend(reachable(&b, &[&origin_a[..], &edges_in_a].concat()).await);
     leaks.extend(reachable(&client, &client_probes).await);
     let plain = origin_a.len() + edges_in_a.len() + client_probes.len();
 
@@ -404,9 +426,11 @@ async fn isolation(lab: &Lab) -> Step {
     }
     let mut figure = format!(
         "{plain} direct probes and {} attacker-routed probes all failed; control ping \
-         edge1 -> origin-a {:.2} ms",
+         edge1 -> origin-a {:.2} ms; origin-a's firewall: edge1 -> {a_ip}:{UNDECLARED_PORT} \
+         (0.0.0.0, undeclared) dropped, :{} answers",
         origin_a.len() * 2 + client_probes.len(),
-        control_rtt.as_secs_f64() * 1000.0
+        control_rtt.as_secs_f64() * 1000.0,
+        APPS[0].port
     );
     if !noted.is_empty() {
         figure.push_str(&format!(

@@ -199,6 +199,55 @@ pub async fn tcp_connects(ns: &str, target: Ipv4Addr, port: u16) -> bool {
     }
 }
 
+/// The lab app called `name`, served on `0.0.0.0:port` inside namespace `ns` until this is
+/// dropped: a service the host exposes on every address without any route declaring it.
+#[derive(Debug)]
+pub struct Serving(tokio::task::JoinHandle<()>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts [`Serving`]: a thread moves into `ns` just to make the socket, which stays there.
+pub fn serve_app_in(ns: &str, name: &str, port: u16) -> Result<Serving, Error> {
+    let path = std::path::Path::new("/run/netns").join(ns);
+    let listen = std::net::SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let io = |action| {
+        let path = path.clone();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let made = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let ns = std::fs::File::open(&path)?;
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            let listener = std::net::TcpListener::bind(listen)?;
+            listener.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(listener)
+        }
+    })
+    .join()
+    .map_err(|_| Error::Command {
+        command: format!("listen on {listen} in {ns}"),
+        message: "the thread panicked".into(),
+    })?;
+    let listener = tokio::net::TcpListener::from_std(made.map_err(io("listen inside"))?)
+        .map_err(io("listen inside"))?;
+    let app = crate::app::router(name.to_owned(), None);
+    Ok(Serving(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })))
+}
+
 /// Adds a route in `ns` (used to play an attacker who sends packets for the tunnel
 /// networks straight at an edge).
 pub async fn add_route(ns: &str, network: &str, via: &[&str]) -> Result<(), Error> {

@@ -22,6 +22,7 @@ use crate::{
     application::ApplicationEndpoint,
     checks::{Checker, ServiceReport},
     client::ControlPlane,
+    firewall::{Firewall, FirewallState, Rules},
     forward::Forwarder,
     heartbeat::{Heartbeat, Metrics, disk_percent},
     payload::{OriginConfig, Plan},
@@ -120,6 +121,9 @@ pub struct Settings {
     /// The built-in forwarding; `None` when another proxy (the bundle's nginx) serves the
     /// tunnel address.
     pub forwarder: Option<Forwarder>,
+    /// The rules that admit only the edges through the tunnel (SPEC §10.5); `None` when the
+    /// host manages its own firewall.
+    pub firewall: Option<Firewall>,
     /// The service checker.
     pub checker: Checker,
     /// The answer to the edges' application check; `None` offers none.
@@ -141,6 +145,9 @@ struct Shared {
     last_error: Option<String>,
     /// The latest service checks.
     services: Vec<ServiceReport>,
+    /// The firewall's state, and the rules installed.
+    firewall: FirewallState,
+    installed: Option<Rules>,
 }
 
 /// One origin agent.
@@ -221,8 +228,15 @@ impl<T: Tunnel> Agent<T> {
             let (tunnel, name) = (Arc::clone(&ctx.tunnel), ctx.settings.interface.clone());
             blocking(move || tunnel.stop(&name)).await?;
             tracing::info!("tunnel removed");
+            if let Some(firewall) = ctx.settings.firewall.clone() {
+                match blocking(move || firewall.remove()).await {
+                    Ok(()) => tracing::info!("firewall rules removed"),
+                    Err(e) => tracing::warn!(error = %e, "cannot remove the firewall rules"),
+                }
+            }
         } else {
-            tracing::info!("the tunnel keeps running");
+            // The rules protect the tunnel, so they stay as long as it does.
+            tracing::info!("the tunnel and its firewall rules keep running");
         }
         Ok(())
     }
@@ -278,10 +292,55 @@ impl<T: Tunnel> Ctx<T> {
             }
         }
         self.set_application(&plan, false);
+        self.install_firewall(&plan).await;
         let mut shared = self.shared();
         shared.live = Some((hash.clone(), plan));
         shared.last_error = None;
         Ok(hash)
+    }
+
+    /// Installs the firewall rules of `plan` unless they are installed already. A failure
+    /// is logged and reported in heartbeats, never returned: the agent serves without the
+    /// rules (nft refusing leaves the rules installed before in place).
+    async fn install_firewall(&self, plan: &Plan) {
+        let Some(firewall) = self.settings.firewall.clone() else {
+            return;
+        };
+        let rules = match Rules::new(
+            self.settings.interface.clone(),
+            plan.tunnel_ip,
+            plan.edges.clone(),
+            plan.ports.clone(),
+        ) {
+            Ok(rules) => rules,
+            Err(e) => {
+                tracing::warn!(error = %e, "firewall rules not installed; the previous ones stay");
+                self.shared().firewall = FirewallState::Failed(e.to_string());
+                return;
+            }
+        };
+        {
+            let shared = self.shared();
+            if shared.firewall == FirewallState::On && shared.installed.as_ref() == Some(&rules) {
+                return;
+            }
+        }
+        let installing = rules.clone();
+        let (state, installed) = match blocking(move || firewall.apply(&installing)).await {
+            Ok(()) => {
+                tracing::info!(ports = ?rules.ports(), edges = plan.edges.len(), "firewall rules installed: the tunnel admits only the edges, to these ports");
+                (FirewallState::On, Some(rules))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "firewall rules not installed; other services on this host stay reachable from the edges through the tunnel");
+                (FirewallState::Failed(e.to_string()), None)
+            }
+        };
+        let mut shared = self.shared();
+        shared.firewall = state;
+        if installed.is_some() {
+            shared.installed = installed;
+        }
     }
 
     async fn config_loop(self: Arc<Self>, mut stop: watch::Receiver<()>) {
@@ -413,10 +472,15 @@ impl<T: Tunnel> Ctx<T> {
                 () = self.report.notified() => {}
                 _ = stop.changed() => return,
             }
-            let (live, services, last_error) = {
+            let (live, services, last_error, firewall) = {
                 let shared = self.shared();
                 let live = shared.live.as_ref().map(|(_, plan)| plan.edges.len());
-                (live, shared.services.clone(), shared.last_error.clone())
+                (
+                    live,
+                    shared.services.clone(),
+                    shared.last_error.clone(),
+                    shared.firewall.clone(),
+                )
             };
             let (tunnel, name, disk) = (
                 Arc::clone(&self.tunnel),
@@ -442,6 +506,7 @@ impl<T: Tunnel> Ctx<T> {
                 services,
                 metrics,
                 last_error,
+                firewall,
             );
             heartbeat.application_port = self
                 .settings

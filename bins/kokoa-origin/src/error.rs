@@ -96,6 +96,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// The firewall rules (SPEC §10.5) cannot be made or installed; the agent keeps
+    /// serving without them and reports this in its heartbeat.
+    #[error("{message}")]
+    Firewall {
+        /// What went wrong, with nft's own message.
+        message: String,
+    },
+
     /// WireGuard could not be set up.
     #[error(transparent)]
     WireGuard(#[from] kokoa_wg::Error),

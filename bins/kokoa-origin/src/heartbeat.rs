@@ -7,7 +7,7 @@ use kokoa_agent::{LinkState, NodeStatus};
 use kokoa_core::OriginId;
 use serde::Serialize;
 
-use crate::checks::ServiceReport;
+use crate::{checks::ServiceReport, firewall::FirewallState};
 
 /// The body of `POST /api/v1/heartbeat`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,6 +23,8 @@ pub struct Heartbeat {
     /// Why the latest configuration is not applied, while it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The tunnel's firewall rules: `"on"`, `"off"` or `"failed: <reason>"`.
+    pub firewall: FirewallState,
     /// The port the edges' application check is answered on over the tunnel, while it is
     /// (see [`ApplicationEndpoint`](crate::ApplicationEndpoint)); none set by [`Heartbeat::new`].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,7 +47,8 @@ pub struct Metrics {
 impl Heartbeat {
     /// A heartbeat. The status is `unhealthy` while no configuration is applied (no
     /// tunnel), `degraded` when a service is down, the latest configuration failed, or
-    /// edges are configured but none is connected, and `healthy` otherwise.
+    /// edges are configured but none is connected, and `healthy` otherwise. The firewall's
+    /// state does not count: without its rules the origin serves as before.
     pub fn new(
         node_id: OriginId,
         applied: bool,
@@ -53,6 +56,7 @@ impl Heartbeat {
         services: Vec<ServiceReport>,
         metrics: Metrics,
         last_error: Option<String>,
+        firewall: FirewallState,
     ) -> Self {
         let status = if !applied {
             NodeStatus::Unhealthy
@@ -70,6 +74,7 @@ impl Heartbeat {
             services,
             metrics,
             last_error,
+            firewall,
             application_port: None,
         }
     }
@@ -118,7 +123,16 @@ mod tests {
         let id = OriginId::parse("org_1").unwrap();
         let up = || vec![report("web", LinkState::Up)];
         let status = |applied, configured, services, m, err| {
-            Heartbeat::new(id.clone(), applied, configured, services, m, err).status
+            Heartbeat::new(
+                id.clone(),
+                applied,
+                configured,
+                services,
+                m,
+                err,
+                FirewallState::On,
+            )
+            .status
         };
         assert_eq!(status(true, 1, up(), metrics(1), None), NodeStatus::Healthy);
         assert_eq!(status(true, 0, up(), metrics(0), None), NodeStatus::Healthy);
@@ -151,6 +165,7 @@ mod tests {
             vec![report("web", LinkState::Down)],
             metrics(1),
             None,
+            FirewallState::Failed("nft not found".into()),
         );
         assert_eq!(
             serde_json::to_value(&heartbeat).unwrap(),
@@ -164,6 +179,7 @@ mod tests {
                     "disk_percent": 50.0,
                     "edges_connected": 1,
                 },
+                "firewall": "failed: nft not found",
             })
         );
     }

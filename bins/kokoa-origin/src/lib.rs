@@ -8,6 +8,8 @@
 //! - [`OriginConfig::plan`]: the payload's `wg0.conf` becomes the interface to apply with
 //!   kokoa-wg ([`WgTunnel`]); its peers' `/32`s are the only sources the [`Forwarder`]
 //!   admits; its routes' target ports are what it listens on, at the tunnel address.
+//! - [`Rules`] and [`Firewall`]: the second isolation layer (SPEC §10.5), an nftables table
+//!   that lets through the tunnel only the edges, to the declared ports, port 80 and ping.
 //! - [`Checker`]: each service by TCP connect, or `GET` of its health check path.
 //! - [`Agent`]: the loops. The last good configuration is applied first, so the tunnel is up
 //!   while the control plane is unreachable; edges come and go without a restart (the
@@ -52,6 +54,7 @@ mod application;
 mod checks;
 mod client;
 mod error;
+mod firewall;
 mod forward;
 mod heartbeat;
 mod payload;
@@ -62,6 +65,7 @@ pub use application::{APPLICATION_PORT, ApplicationEndpoint};
 pub use checks::{Checker, ServiceReport};
 pub use client::ControlPlane;
 pub use error::Error;
+pub use firewall::{Firewall, FirewallState, Rules, TABLE};
 pub use forward::{DEFAULT_MAX_CONNECTIONS, Forwarder};
 pub use heartbeat::{Heartbeat, Metrics, disk_percent};
 pub use payload::{OriginConfig, OriginRoute, Plan, Service};

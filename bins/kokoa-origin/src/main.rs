@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use kokoa_agent::Secret;
 use kokoa_origin::{
     Agent, ApplicationEndpoint, BundleCredentials, Checker, ControlPlane, DEFAULT_MAX_CONNECTIONS,
-    Error, Forwarder, Settings, StateDir, Timing, WgTunnel,
+    Error, Firewall, Forwarder, Settings, StateDir, Timing, WgTunnel,
 };
 use kokoa_wg::{
     InterfaceName,
@@ -34,6 +34,15 @@ Examples:
 
   # With the bundle's nginx serving the tunnel address instead of the built-in forwarding:
   kokoa-origin run --no-forward
+
+  # On a host whose firewall is managed otherwise (no nftables table `inet kokoa`):
+  kokoa-origin run --no-firewall
+
+Firewall: `run` installs the nftables table `inet kokoa` (needs the nft program, package
+nftables): on the WireGuard interface only the edges' tunnel addresses get in, to the
+declared ports, port 80 (health checks) and ping. Other services listening on 0.0.0.0
+are not reachable through the tunnel. If the rules cannot be installed the agent keeps
+serving, logs why and reports \"firewall\": \"failed: ...\" in its heartbeats.
 
 Exit codes: 0 stopped normally, 1 failure, 2 bad usage, 3 not enrolled or token refused.
 Logs go to standard error; set RUST_LOG (e.g. RUST_LOG=kokoa_origin=debug) for more.";
@@ -106,6 +115,7 @@ struct RunArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
     /// Delete the WireGuard interface when the agent stops (by default it keeps running).
+    /// The firewall rules go with it.
     #[arg(long)]
     stop_on_exit: bool,
     /// The application's own health URL, e.g. `http://127.0.0.1:8080/health`: the edges'
@@ -117,6 +127,10 @@ struct RunArgs {
     /// Offer no application check (port 80 of the tunnel address stays closed).
     #[arg(long, conflicts_with = "application_url")]
     no_application_check: bool,
+    /// Install no firewall rules (and remove the agent's table `inet kokoa` if one is
+    /// left): for hosts that manage their own firewall.
+    #[arg(long, env = "KOKOA_ORIGIN_NO_FIREWALL")]
+    no_firewall: bool,
 }
 
 fn main() -> ExitCode {
@@ -187,9 +201,20 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     let credential = state.read_credential()?;
     let client = ControlPlane::new(&credential)?;
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let firewall = if args.no_firewall {
+        // Rules a previous run left would keep admitting its edges only.
+        if let Err(e) = Firewall::new().remove() {
+            tracing::debug!(error = %e, "no firewall table removed");
+        }
+        tracing::info!("firewall off (--no-firewall): the tunnel admits what the host admits");
+        None
+    } else {
+        Some(Firewall::new())
+    };
     let settings = Settings {
         interface: InterfaceName::new(&args.interface)?,
         forwarder: (!args.no_forward).then(|| Forwarder::new(localhost, args.max_connections)),
+        firewall,
         checker: Checker::new(localhost, CHECK_TIMEOUT)?,
         application: if args.no_application_check {
             None

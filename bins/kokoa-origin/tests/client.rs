@@ -15,7 +15,7 @@ use axum::{
 };
 use kokoa_agent::{LinkState, Secret};
 use kokoa_core::{Name, OriginId};
-use kokoa_origin::{ControlPlane, Credential, Heartbeat, Metrics, ServiceReport};
+use kokoa_origin::{ControlPlane, Credential, FirewallState, Heartbeat, Metrics, ServiceReport};
 use serde_json::{Value, json};
 
 const CREDENTIAL: &str = "kk_node_test-credential";
@@ -117,6 +117,7 @@ async fn heartbeat_carries_the_documented_body_and_the_credential() {
             edges_connected: 2,
         },
         None,
+        FirewallState::On,
     );
     client(&base, CREDENTIAL).heartbeat(&body).await.unwrap();
     let seen = seen.heartbeats.lock().unwrap();
@@ -141,6 +142,7 @@ async fn heartbeat_carries_the_documented_body_and_the_credential() {
                 "disk_percent": 70.0,
                 "edges_connected": 2,
             },
+            "firewall": "on",
         })
     );
 }

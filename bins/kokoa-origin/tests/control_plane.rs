@@ -21,7 +21,8 @@ use axum::{Router, extract::State, http::StatusCode, routing::get};
 use kokoa_control::{AppState, api, config::Database};
 use kokoa_core::{MasterKey, Name, OriginId, Role, SubnetPool, store::Store};
 use kokoa_origin::{
-    Agent, BundleCredentials, Checker, ControlPlane, Error, Settings, StateDir, Timing, Tunnel,
+    Agent, BundleCredentials, Checker, ControlPlane, Error, Firewall, Settings, StateDir, Timing,
+    Tunnel,
 };
 use kokoa_wg::{InterfaceConfig, InterfaceName};
 use serde_json::{Value, json};
@@ -275,6 +276,9 @@ async fn origin_enrolls_from_its_bundle_follows_edges_and_reports_services() {
     let settings = Settings {
         interface: InterfaceName::new("wg0").unwrap(),
         forwarder: None,
+        // An nft that is not there: the agent must serve and report why the rules are
+        // missing (the rules themselves are tested in tests/firewall.rs).
+        firewall: Some(Firewall::with_command(vec!["/nonexistent/nft".into()])),
         checker: Checker::new("127.0.0.1".parse().unwrap(), Duration::from_secs(1)).unwrap(),
         application: None,
         timing: Timing {
@@ -344,6 +348,11 @@ async fn origin_enrolls_from_its_bundle_follows_edges_and_reports_services() {
     assert_eq!(service(&metrics, "db").as_deref(), Some("up"), "{metrics}");
     assert_eq!(metrics["status"], "healthy", "{metrics}");
     assert_eq!(metrics["edges_connected"], 1, "{metrics}");
+    let firewall = metrics["firewall"].as_str().unwrap_or_default();
+    assert!(
+        firewall.starts_with("failed: /nonexistent/nft not found"),
+        "{metrics}"
+    );
     let web = metrics["services"]
         .as_array()
         .unwrap()

@@ -1,0 +1,269 @@
+//! The second isolation layer (SPEC §10.5): nftables rules that let through the WireGuard
+//! interface only what the edges may send.
+//!
+//! WireGuard's `AllowedIPs` keeps strangers out of the tunnel, and the [`Forwarder`]
+//! listens only on the declared ports. But every other service the host exposes on
+//! `0.0.0.0` (a database, an admin page, a container's published port) is reachable from
+//! the edges through the origin's tunnel address. These rules drop it: on the tunnel
+//! interface only the edges' tunnel addresses get in, and only to the tunnel address's
+//! declared ports, [`APPLICATION_PORT`] and ping; answers to the origin's own connections
+//! come back as established traffic.
+//!
+//! The rules live in their own table, `table inet kokoa`, so the host's other rules are
+//! never touched. Each change replaces the whole table in one `nft -f` transaction: a
+//! ruleset nft refuses leaves the previous one working.
+//!
+//! The chain hooks `prerouting` at the mangle priority, after connection tracking and before
+//! destination NAT (Docker's published ports): it sees the address and port the edge asked
+//! for, and drops what is refused before it is delivered or forwarded anywhere.
+//!
+//! [`Forwarder`]: crate::Forwarder
+
+use std::{
+    collections::BTreeSet,
+    fmt::{self, Write as _},
+    io::{self, Write as _},
+    net::IpAddr,
+    process::{Command, Stdio},
+};
+
+use kokoa_wg::InterfaceName;
+use serde::{Serialize, Serializer};
+
+use crate::{APPLICATION_PORT, Error};
+
+/// The nftables table holding the rules (family `inet`).
+pub const TABLE: &str = "kokoa";
+
+/// What the firewall admits through the tunnel interface, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    interface: InterfaceName,
+    tunnel_ip: IpAddr,
+    edges: BTreeSet<IpAddr>,
+    ports: BTreeSet<u16>,
+}
+
+impl Rules {
+    /// Rules for `interface` admitting `edges` to `tunnel_ip` on `ports` (and on
+    /// [`APPLICATION_PORT`]).
+    ///
+    /// Fails when an edge's address is not of the tunnel address's family (it could never
+    /// reach it) or when a port is 0.
+    pub fn new(
+        interface: InterfaceName,
+        tunnel_ip: IpAddr,
+        edges: BTreeSet<IpAddr>,
+        mut ports: BTreeSet<u16>,
+    ) -> Result<Self, Error> {
+        if let Some(edge) = edges.iter().find(|e| e.is_ipv4() != tunnel_ip.is_ipv4()) {
+            return Err(Error::Firewall {
+                message: format!(
+                    "edge address {edge} and tunnel address {tunnel_ip} are of different IP \
+                     versions"
+                ),
+            });
+        }
+        if ports.contains(&0) {
+            return Err(Error::Firewall {
+                message: "port 0 cannot be admitted".to_owned(),
+            });
+        }
+        ports.insert(APPLICATION_PORT);
+        Ok(Self {
+            interface,
+            tunnel_ip,
+            edges,
+            ports,
+        })
+    }
+
+    /// The ports admitted: the declared ones and [`APPLICATION_PORT`].
+    pub fn ports(&self) -> &BTreeSet<u16> {
+        &self.ports
+    }
+
+    /// The `nft -f` input: creates the table if it is missing, deletes it and creates it
+    /// again with the rules, all in one transaction.
+    pub fn render(&self) -> String {
+        let (family, ping) = match self.tunnel_ip {
+            IpAddr::V4(_) => ("ip", "icmp type echo-request"),
+            IpAddr::V6(_) => ("ip6", "icmpv6 type echo-request"),
+        };
+        let interface = self.interface.as_str();
+        let mut out = String::new();
+        let mut line = |text: &str| {
+            out.push_str(text);
+            out.push('\n');
+        };
+        line(&format!(
+            "# Kokoa Proxy origin agent: what may arrive through the WireGuard interface \
+             {interface}."
+        ));
+        line("# Replaced as a whole at each configuration change; do not edit.");
+        line(&format!("table inet {TABLE}"));
+        line(&format!("delete table inet {TABLE}"));
+        line(&format!("table inet {TABLE} {{"));
+        line("\tchain tunnel_in {");
+        line("\t\ttype filter hook prerouting priority mangle; policy accept;");
+        line(&format!("\t\tiifname != \"{interface}\" accept"));
+        line("\t\tct state established,related accept");
+        if !self.edges.is_empty() {
+            let edges = set(&self.edges);
+            let ports = set(&self.ports);
+            let to = format!("{family} saddr {edges} {family} daddr {}", self.tunnel_ip);
+            line(&format!("\t\t{to} tcp dport {ports} accept"));
+            line(&format!("\t\t{to} {ping} accept"));
+        }
+        line("\t\tdrop");
+        line("\t}");
+        line("}");
+        out
+    }
+}
+
+impl fmt::Display for Rules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+/// An nftables anonymous set, `{ a, b }`; never given an empty set.
+fn set<T: fmt::Display>(items: &BTreeSet<T>) -> String {
+    let mut out = String::from("{ ");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{item}");
+    }
+    out.push_str(" }");
+    out
+}
+
+/// Installs and removes the rules with the `nft` program.
+#[derive(Debug, Clone)]
+pub struct Firewall {
+    command: Vec<String>,
+}
+
+impl Default for Firewall {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Firewall {
+    /// The `nft` found on `PATH`.
+    pub fn new() -> Self {
+        Self::with_command(vec!["nft".to_owned()])
+    }
+
+    /// `command` runs nft (its arguments follow), e.g. `["ip", "netns", "exec", "NS",
+    /// "nft"]` to work inside a network namespace.
+    ///
+    /// # Panics
+    /// When `command` is empty.
+    pub fn with_command(command: Vec<String>) -> Self {
+        assert!(!command.is_empty(), "the nft command is empty");
+        Self { command }
+    }
+
+    /// Replaces the table with `rules`, atomically: when nft refuses, the rules installed
+    /// before stay.
+    pub fn apply(&self, rules: &Rules) -> Result<(), Error> {
+        self.run(&["-f", "-"], Some(&rules.render()))
+    }
+
+    /// Deletes the table; nothing to do when there is none.
+    pub fn remove(&self) -> Result<(), Error> {
+        match self.run(&["delete", "table", "inet", TABLE], None) {
+            Err(Error::Firewall { message }) if message.contains("No such file or directory") => {
+                Ok(())
+            }
+            done => done,
+        }
+    }
+
+    fn run(&self, args: &[&str], input: Option<&str>) -> Result<(), Error> {
+        let program = &self.command[0];
+        let mut command = Command::new(program);
+        command
+            .args(&self.command[1..])
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| Error::Firewall {
+            message: if e.kind() == io::ErrorKind::NotFound {
+                format!(
+                    "{program} not found: install the nftables package, or run with \
+                     --no-firewall"
+                )
+            } else {
+                format!("cannot run {program}: {e}")
+            },
+        })?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            // A failed write shows as nft's own error below.
+            let _ = stdin.write_all(text.as_bytes());
+        }
+        let out = child.wait_with_output().map_err(|e| Error::Firewall {
+            message: format!("cannot run {program}: {e}"),
+        })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = stderr.trim();
+        let hint = if stderr.contains("Operation not permitted") {
+            " (the agent needs CAP_NET_ADMIN, or run with --no-firewall)"
+        } else {
+            ""
+        };
+        Err(Error::Firewall {
+            message: format!(
+                "{} {} failed ({}): {stderr}{hint}",
+                self.command.join(" "),
+                args.join(" "),
+                out.status
+            ),
+        })
+    }
+}
+
+/// The firewall's state, as heartbeats report it: `"on"`, `"off"` (turned off with
+/// `--no-firewall`, or no configuration applied yet), or `"failed: <reason>"`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FirewallState {
+    /// Not installed: turned off, or nothing applied yet.
+    #[default]
+    Off,
+    /// The rules of the live configuration are installed.
+    On,
+    /// The rules could not be installed; the agent keeps forwarding without them.
+    Failed(String),
+}
+
+impl fmt::Display for FirewallState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::On => f.write_str("on"),
+            Self::Failed(reason) => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
+impl Serialize for FirewallState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;
