@@ -206,7 +206,7 @@ async fn an_unhealthy_edge_is_destroyed_and_replaced_in_another_region() {
     let (plane, _) = Plane::start(settings, None).await;
 
     // min_active_nodes: two edges are created, in two regions, and come up.
-    let records = until("two edges in DNS", Duration::from_secs(40), || {
+    let records = until("two edges in DNS", Duration::from_secs(90), || {
         let found = plane.dig();
         (found.len() == 2).then_some(found)
     })
