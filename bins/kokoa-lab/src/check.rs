@@ -640,52 +640,69 @@ async fn origin_down(lab: &mut Lab) -> Step {
 /// origin-a's app stops: every one of `edges` answers 503 with Kokoa's page for its route
 /// while origin-b's still answers 200; it restarts: 200 again.
 pub(crate) async fn origin_down_at(lab: &mut Lab, edges: &[(String, Ipv4Addr)]) -> Step {
-    let app_a = APPS[0];
-    let app_b = APPS[1];
-    let get = |edge: Ipv4Addr, host: &'static str| async move {
-        net::https_via(edge, host, "/")
-            .await
-            .map_err(|e| e.to_string())
-    };
-    let child = Lab::app_child(app_a.origin);
+    let child = Lab::app_child(APPS[0].origin);
     lab.supervisor
         .stop(&mut lab.ledger, &child)
         .await
         .map_err(|e| e.to_string())?;
-    let stopped = Instant::now();
-    let mut to_503 = Vec::new();
-    for (name, edge) in edges {
-        let took = wait_for(
-            format!("{} to answer 503 on {name}", app_a.hostname),
-            CONVERGE_LIMIT,
-            POLL,
-            || async {
-                let r = get(*edge, app_a.hostname).await.ok()?;
-                (r.status == 503 && r.body.contains("Kokoa Proxy")).then(|| stopped.elapsed())
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        to_503.push(format!("{name} {}", secs(took)));
-        let other = get(*edge, app_b.hostname).await?;
-        if !other.is_from(app_b.origin) {
-            return Err(format!(
-                "{} via {name} while origin-a's app is down: {} {:?}",
-                app_b.hostname, other.status, other.body
-            ));
-        }
-    }
+    let to_503 = wait_unavailable(edges, POLL).await?;
     lab.supervisor
         .restart(&mut lab.ledger, &child)
         .map_err(|e| e.to_string())?;
     let restarted = Instant::now();
+    wait_served(edges, POLL).await?;
+    Ok(format!(
+        "503 with the Kokoa page after {}, {} still 200, back to 200 {} after the restart",
+        timings(&to_503),
+        APPS[1].hostname,
+        secs(restarted.elapsed())
+    ))
+}
+
+/// Waits until every one of `edges` answers 503 with Kokoa's page for origin-a's route
+/// (asking every `poll`), checking that origin-b's still answers 200 there; returns the time
+/// each took, from the call.
+async fn wait_unavailable(
+    edges: &[(String, Ipv4Addr)],
+    poll: Duration,
+) -> Result<Vec<(String, Duration)>, String> {
+    let (app_a, app_b) = (APPS[0], APPS[1]);
+    let started = Instant::now();
+    let mut took = Vec::new();
+    for (name, edge) in edges {
+        let at = wait_for(
+            format!("{} to answer 503 on {name}", app_a.hostname),
+            CONVERGE_LIMIT,
+            poll,
+            || async {
+                let r = get_at(*edge, app_a.hostname).await.ok()?;
+                (r.status == 503 && r.body.contains("Kokoa Proxy")).then(|| started.elapsed())
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        took.push((name.clone(), at));
+        let other = get_at(*edge, app_b.hostname).await?;
+        if !other.is_from(app_b.origin) {
+            return Err(format!(
+                "{} via {name} while origin-a's routes answer 503: {} {:?}",
+                app_b.hostname, other.status, other.body
+            ));
+        }
+    }
+    Ok(took)
+}
+
+/// Waits until every one of `edges` has origin-a's app answer its route again.
+async fn wait_served(edges: &[(String, Ipv4Addr)], poll: Duration) -> Result<(), String> {
+    let app_a = APPS[0];
     for (name, edge) in edges {
         wait_for(
             format!("{} to answer 200 again on {name}", app_a.hostname),
             CONVERGE_LIMIT,
-            POLL,
+            poll,
             || async {
-                get(*edge, app_a.hostname)
+                get_at(*edge, app_a.hostname)
                     .await
                     .ok()?
                     .is_from(app_a.origin)
@@ -695,12 +712,15 @@ pub(crate) async fn origin_down_at(lab: &mut Lab, edges: &[(String, Ipv4Addr)]) 
         .await
         .map_err(|e| e.to_string())?;
     }
-    Ok(format!(
-        "503 with the Kokoa page after {}, {} still 200, back to 200 {} after the restart",
-        to_503.join(", "),
-        app_b.hostname,
-        secs(restarted.elapsed())
-    ))
+    Ok(())
+}
+
+/// `edge1 0.02 s, edge2 0.05 s`.
+fn timings(took: &[(String, Duration)]) -> String {
+    took.iter()
+        .map(|(name, d)| format!("{name} {}", secs(*d)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// 8. origin-a's application stops answering its origin agent's application URL while its
@@ -709,86 +729,35 @@ pub(crate) async fn origin_down_at(lab: &mut Lab, edges: &[(String, Ipv4Addr)]) 
 ///    3 × the check interval (plus the heartbeat, the judge and the edges' reload), while
 ///    origin-b's still answers 200; it answers again: 200 again.
 async fn application_down(lab: &mut Lab) -> Step {
-    let (app_a, app_b) = (APPS[0], APPS[1]);
     let interval = Duration::from_secs(crate::vps::APPLICATION_INTERVAL);
     // Three checks fail after at most 3 intervals; the verdict's heartbeat leaves at once,
     // the judge runs each second and the edges reload within about two more.
     let limit = interval * 3 + Duration::from_secs(4);
-    let flag = lab.app_down_file(app_a.origin);
+    let flag = lab.app_down_file(APPS[0].origin);
     fs::write(&flag, b"").map_err(|e| format!("cannot create {}: {e}", flag.display()))?;
-    let failed = Instant::now();
-    let mut to_503 = Vec::new();
-    let mut outcome = Ok(());
-    for (name, edge) in fixed_edges() {
-        let waited = wait_for(
-            format!("{} to answer 503 on {name}", app_a.hostname),
-            CONVERGE_LIMIT,
-            SLOW_POLL,
-            || async {
-                let r = get_at(edge, app_a.hostname).await.ok()?;
-                (r.status == 503 && r.body.contains("Kokoa Proxy")).then(|| failed.elapsed())
-            },
-        )
-        .await;
-        match waited {
-            Ok(took) => to_503.push((name.clone(), took)),
-            Err(e) => {
-                outcome = Err(e.to_string());
-                break;
-            }
-        }
-        match get_at(edge, app_b.hostname).await {
-            Ok(r) if r.is_from(app_b.origin) => {}
-            other => {
-                outcome = Err(format!(
-                    "{} via {name} while origin-a's application fails: {other:?}",
-                    app_b.hostname
-                ));
-                break;
-            }
-        }
-    }
+    let to_503 = wait_unavailable(&fixed_edges(), SLOW_POLL).await;
     // Whatever happened, the application answers again.
     fs::remove_file(&flag).map_err(|e| format!("cannot remove {}: {e}", flag.display()))?;
-    outcome?;
+    let to_503 = to_503?;
     let recovered = Instant::now();
-    for (name, edge) in fixed_edges() {
-        wait_for(
-            format!("{} to answer 200 again on {name}", app_a.hostname),
-            CONVERGE_LIMIT,
-            SLOW_POLL,
-            || async {
-                get_at(edge, app_a.hostname)
-                    .await
-                    .ok()?
-                    .is_from(app_a.origin)
-                    .then_some(())
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    }
+    wait_served(&fixed_edges(), SLOW_POLL).await?;
     let back = recovered.elapsed();
     let slowest = to_503.iter().map(|(_, t)| *t).max().unwrap_or_default();
-    let figures = to_503
-        .iter()
-        .map(|(name, took)| format!("{name} {}", secs(*took)))
-        .collect::<Vec<_>>()
-        .join(", ");
     if slowest > limit {
         return Err(format!(
-            "503 only after {figures}: more than {} (3 checks every {} and the round to the \
-             edges)",
+            "503 only after {}: more than {} (3 checks every {} and the round to the edges)",
+            timings(&to_503),
             secs(limit),
             secs(interval)
         ));
     }
     Ok(format!(
-        "checks every {}: 503 with the Kokoa page after {figures} (limit {}), {} still 200, \
-         back to 200 {} after the application answered again",
+        "checks every {}: 503 with the Kokoa page after {} (limit {}), {} still 200, back to \
+         200 {} after the application answered again",
         secs(interval),
+        timings(&to_503),
         secs(limit),
-        app_b.hostname,
+        APPS[1].hostname,
         secs(back)
     ))
 }
