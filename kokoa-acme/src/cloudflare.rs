@@ -27,7 +27,7 @@ use crate::{Error, IssuedCertificate};
 pub const API_BASE: &str = "https://api.cloudflare.com/client/v4";
 
 /// Validity periods Cloudflare offers, in days.
-const VALIDITIES: [u16; 7] = [7, 30, 90, 365, 730, 1095, 5475];
+pub const VALIDITIES: [u16; 7] = [7, 30, 90, 365, 730, 1095, 5475];
 
 /// How the client authenticates. `Debug` does not show the secret.
 #[derive(Clone)]
