@@ -125,6 +125,13 @@ Configuration file (TOML, every key optional):
                                                # HMAC key in KOKOA_ACME_EAB_HMAC_KEY
   renew_days_before = 30
 
+  [acme.origin_ca]                             # Cloudflare Origin CA instead of ACME for
+  zones = [\"hoge.com\"]                         # the names in these proxied zones
+  token_env = \"CF_ORIGIN_CA_TOKEN\"             # API token (SSL and Certificates: Edit),
+                                               # or service_key_env (Origin CA key)
+  key_type = \"ecc\"                             # or rsa
+  validity_days = 5475                         # 7, 30, 90, 365, 730, 1095 or 5475
+
 DNS zones are added through the API (`kokoa dns add-zone`), their credentials sealed in
 the database. Logs go to stderr; KOKOA_LOG sets the level (e.g. KOKOA_LOG=debug).";
 
@@ -406,6 +413,23 @@ struct AcmeFile {
     eab_hmac_key: Option<String>,
     renew_days_before: Option<u32>,
     http01_port: Option<u16>,
+    origin_ca: Option<OriginCaFile>,
+}
+
+/// `[acme.origin_ca]`: Cloudflare's Origin CA for the names in some zones. A subsection of
+/// `[acme]`, since it shares its renewal rule and its place in the control plane; names
+/// outside the zones keep ACME (an Origin CA certificate is trusted by Cloudflare's proxy
+/// only).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OriginCaFile {
+    #[serde(default)]
+    zones: Vec<String>,
+    token_env: Option<String>,
+    service_key_env: Option<String>,
+    key_type: Option<String>,
+    validity_days: Option<i64>,
+    base_url: Option<String>,
 }
 
 impl fmt::Debug for AcmeFile {
@@ -433,6 +457,165 @@ pub struct AcmeSettings {
     /// The port edges answer HTTP-01 on, checked before the CA is told to look (default
     /// 80; tests and labs that cannot bind 80 change it).
     pub http01_port: u16,
+    /// Cloudflare's Origin CA for the names of some zones (`[acme.origin_ca]`).
+    pub origin_ca: Option<OriginCaSettings>,
+}
+
+/// How `[acme.origin_ca]` names its credential, told when it names none.
+const ORIGIN_CA_ENV_HINT: &str = "token_env = \"CF_ORIGIN_CA_TOKEN\" (an API token with \
+                                  SSL and Certificates: Edit) or service_key_env (the \
+                                  account's Origin CA key)";
+
+/// Certificates from Cloudflare's Origin CA (`[acme.origin_ca]`) for the routes whose host
+/// name lies in one of `zones`: names proxied through Cloudflare, whose proxy is the only
+/// client that trusts these certificates.
+#[derive(Debug, Clone)]
+pub struct OriginCaSettings {
+    /// The API token or service key (its `Debug` shows neither).
+    pub auth: kokoa_acme::cloudflare::OriginCaAuth,
+    /// The key type of new certificates (default ECDSA P-256).
+    pub key_type: kokoa_acme::cloudflare::OriginKeyType,
+    /// How long new certificates are valid, in days (default 5475, 15 years).
+    pub validity_days: u16,
+    /// The API's base URL (default Cloudflare's; tests point it at a local server).
+    pub base_url: String,
+    /// The zones whose names get Origin CA certificates.
+    pub zones: Vec<kokoa_core::Hostname>,
+}
+
+impl OriginCaSettings {
+    /// Settings with the defaults (ECC, 15 years, Cloudflare's API) for `zones`.
+    pub fn new(
+        auth: kokoa_acme::cloudflare::OriginCaAuth,
+        zones: Vec<kokoa_core::Hostname>,
+    ) -> Self {
+        Self {
+            auth,
+            key_type: kokoa_acme::cloudflare::OriginKeyType::Ecc,
+            validity_days: 5475,
+            base_url: kokoa_acme::cloudflare::API_BASE.to_owned(),
+            zones,
+        }
+    }
+
+    /// Whether `hostname` (or, for a wildcard, the names it covers) lies in one of the
+    /// zones.
+    pub fn covers(&self, hostname: &kokoa_core::Hostname) -> bool {
+        let name = hostname.as_str();
+        let name = name.strip_prefix("*.").unwrap_or(name);
+        self.zones.iter().any(|zone| {
+            let zone = zone.as_str();
+            name == zone
+                || name
+                    .strip_suffix(zone)
+                    .is_some_and(|below| below.ends_with('.'))
+        })
+    }
+
+    fn resolve(file: OriginCaFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        use kokoa_acme::cloudflare::{OriginCaAuth, OriginKeyType, VALIDITIES};
+        let setting = |setting, message| Error::Setting { setting, message };
+        let from_env = |field: &'static str, var: &str| {
+            env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                setting(
+                    field,
+                    format!(
+                        "the environment variable {var} is not set (or empty); export the \
+                         Cloudflare credential in it before starting the control plane"
+                    ),
+                )
+            })
+        };
+        let auth = match (&file.token_env, &file.service_key_env) {
+            (Some(var), None) => OriginCaAuth::ApiToken(zeroize::Zeroizing::new(from_env(
+                "acme.origin_ca.token_env",
+                var,
+            )?)),
+            (None, Some(var)) => OriginCaAuth::ServiceKey(zeroize::Zeroizing::new(from_env(
+                "acme.origin_ca.service_key_env",
+                var,
+            )?)),
+            (Some(_), Some(_)) => {
+                return Err(setting(
+                    "acme.origin_ca.token_env",
+                    "give either token_env or service_key_env, not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(setting(
+                    "acme.origin_ca.token_env",
+                    format!("the Origin CA needs a credential: {ORIGIN_CA_ENV_HINT}"),
+                ));
+            }
+        };
+        if file.zones.is_empty() {
+            return Err(setting(
+                "acme.origin_ca.zones",
+                "list the zones proxied through Cloudflare whose names get Origin CA \
+                 certificates, e.g. zones = [\"hoge.com\"]"
+                    .into(),
+            ));
+        }
+        let zones = file
+            .zones
+            .iter()
+            .map(|z| {
+                kokoa_core::Hostname::parse(z)
+                    .ok()
+                    .filter(|h| !h.is_wildcard())
+                    .ok_or_else(|| {
+                        setting(
+                            "acme.origin_ca.zones",
+                            format!("{z:?} is not a zone name like \"hoge.com\""),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let key_type = match file.key_type.as_deref() {
+            None | Some("ecc") => OriginKeyType::Ecc,
+            Some("rsa") => OriginKeyType::Rsa,
+            Some(other) => {
+                return Err(setting(
+                    "acme.origin_ca.key_type",
+                    format!("{other:?} is neither \"ecc\" nor \"rsa\""),
+                ));
+            }
+        };
+        let validity_days = match file.validity_days {
+            None => 5475,
+            Some(days) => u16::try_from(days)
+                .ok()
+                .filter(|d| VALIDITIES.contains(d))
+                .ok_or_else(|| {
+                    setting(
+                        "acme.origin_ca.validity_days",
+                        format!(
+                            "{days} is not a validity Cloudflare offers; choose one of {}",
+                            VALIDITIES.map(|d| d.to_string()).join(", ")
+                        ),
+                    )
+                })?,
+        };
+        let base_url = match file.base_url {
+            None => kokoa_acme::cloudflare::API_BASE.to_owned(),
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                url.trim_end_matches('/').to_owned()
+            }
+            Some(url) => {
+                return Err(setting(
+                    "acme.origin_ca.base_url",
+                    format!("{url:?} is not an http(s):// URL"),
+                ));
+            }
+        };
+        Ok(Self {
+            auth,
+            key_type,
+            validity_days,
+            base_url,
+            zones,
+        })
+    }
 }
 
 impl fmt::Debug for AcmeSettings {
@@ -443,6 +626,7 @@ impl fmt::Debug for AcmeSettings {
             .field("contact", &self.contact)
             .field("renew_days_before", &self.renew_days_before)
             .field("http01_port", &self.http01_port)
+            .field("origin_ca", &self.origin_ca)
             .finish()
     }
 }
@@ -456,6 +640,7 @@ impl AcmeSettings {
             contact: None,
             renew_days_before: 30,
             http01_port: 80,
+            origin_ca: None,
         }
     }
 
@@ -471,10 +656,11 @@ impl AcmeSettings {
         }
     }
 
-    fn resolve(file: AcmeFile, env_hmac: Option<String>) -> Result<Self, Error> {
+    /// The settings of `file`, reading the environment variables it names through `env`.
+    fn resolve(file: AcmeFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
         use kokoa_acme::{ExternalAccountBinding, Issuer};
         let setting = |setting, message| Error::Setting { setting, message };
-        let hmac = zeroize::Zeroizing::new(env_hmac.or(file.eab_hmac_key));
+        let hmac = zeroize::Zeroizing::new(env(EAB_HMAC_KEY_ENV).or(file.eab_hmac_key));
         let eab = match (&file.eab_key_id, hmac.as_deref()) {
             (Some(kid), Some(key)) => Some(
                 ExternalAccountBinding::new(kid.clone(), key)
@@ -539,11 +725,16 @@ impl AcmeSettings {
             .map(|c| kokoa_core::Email::parse(&c))
             .transpose()
             .map_err(|e| setting("acme.contact", e.to_string()))?;
+        let origin_ca = file
+            .origin_ca
+            .map(|o| OriginCaSettings::resolve(o, env))
+            .transpose()?;
         Ok(Self {
             issuer,
             contact,
             renew_days_before: file.renew_days_before.unwrap_or(30),
             http01_port: file.http01_port.unwrap_or(80),
+            origin_ca,
         })
     }
 }
@@ -654,7 +845,7 @@ impl Settings {
         };
         let acme = file
             .acme
-            .map(|acme| AcmeSettings::resolve(acme, std::env::var(EAB_HMAC_KEY_ENV).ok()))
+            .map(|acme| AcmeSettings::resolve(acme, &|var| std::env::var(var).ok()))
             .transpose()?;
         let public_url = match args.public_url.clone().or(file.public_url.clone()) {
             Some(url) => check_public_url(&url)?,
@@ -1106,8 +1297,72 @@ mod tests {
 
     fn acme(text: &str, env: Option<&str>) -> Result<AcmeSettings, String> {
         let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        AcmeSettings::resolve(file.acme.unwrap_or_default(), env.map(str::to_owned))
-            .map_err(|e| e.to_string())
+        let env = |var: &str| env.filter(|_| var == EAB_HMAC_KEY_ENV).map(str::to_owned);
+        AcmeSettings::resolve(file.acme.unwrap_or_default(), &env).map_err(|e| e.to_string())
+    }
+
+    fn origin_ca(text: &str) -> Result<OriginCaSettings, String> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let env = |var: &str| (var == "CF_TOKEN").then(|| "cf-secret-token".to_owned());
+        let settings = AcmeSettings::resolve(file.acme.unwrap_or_default(), &env)
+            .map_err(|e| e.to_string())?;
+        Ok(settings.origin_ca.expect("an origin_ca section"))
+    }
+
+    #[test]
+    fn the_origin_ca_takes_its_token_from_the_environment_and_checks_its_values() {
+        let base = "[acme.origin_ca]\nzones = [\"hoge.com\"]\ntoken_env = \"CF_TOKEN\"\n";
+        let s = origin_ca(base).unwrap();
+        assert_eq!(s.validity_days, 5475);
+        assert_eq!(s.key_type, kokoa_acme::cloudflare::OriginKeyType::Ecc);
+        assert_eq!(s.base_url, kokoa_acme::cloudflare::API_BASE);
+        assert!(!format!("{s:?}").contains("cf-secret-token"), "{s:?}");
+        let host = |h: &str| kokoa_core::Hostname::parse(h).unwrap();
+        assert!(s.covers(&host("hoge.com")) && s.covers(&host("app.hoge.com")));
+        assert!(s.covers(&host("*.hoge.com")));
+        assert!(!s.covers(&host("xhoge.com")) && !s.covers(&host("app.fuga.com")));
+
+        let s = origin_ca(&format!(
+            "{base}key_type = \"rsa\"\nvalidity_days = 90\nbase_url = \"http://127.0.0.1:9/\"\n"
+        ))
+        .unwrap();
+        assert_eq!(s.key_type, kokoa_acme::cloudflare::OriginKeyType::Rsa);
+        assert_eq!(
+            (s.validity_days, s.base_url.as_str()),
+            (90, "http://127.0.0.1:9")
+        );
+
+        let err = origin_ca(&format!("{base}validity_days = 100\n")).unwrap_err();
+        assert!(
+            err.contains("validity_days") && err.contains("100") && err.contains("5475"),
+            "{err}"
+        );
+        let err = origin_ca(&format!("{base}validity_days = -7\n")).unwrap_err();
+        assert!(err.contains("-7"), "{err}");
+        let err = origin_ca(&format!("{base}key_type = \"ed25519\"\n")).unwrap_err();
+        assert!(err.contains("\"ed25519\""), "{err}");
+        let err =
+            origin_ca("[acme.origin_ca]\nzones = [\"hoge.com\"]\ntoken_env = \"CF_MISSING\"\n")
+                .unwrap_err();
+        assert!(
+            err.contains("CF_MISSING") && err.contains("acme.origin_ca.token_env"),
+            "{err}"
+        );
+        let err = origin_ca(
+            "[acme.origin_ca]\nzones = [\"hoge.com\"]\nservice_key_env = \"CF_KEY_MISSING\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("CF_KEY_MISSING"), "{err}");
+        let err = origin_ca("[acme.origin_ca]\nzones = [\"hoge.com\"]\n").unwrap_err();
+        assert!(err.contains("token_env"), "{err}");
+        let err = origin_ca("[acme.origin_ca]\ntoken_env = \"CF_TOKEN\"\n").unwrap_err();
+        assert!(err.contains("zones"), "{err}");
+        let err = origin_ca(&format!("{base}token = \"inline\"\n")).unwrap_err();
+        assert!(err.contains("token"), "{err}");
+        let err =
+            origin_ca("[acme.origin_ca]\nzones = [\"Not A Zone\"]\ntoken_env = \"CF_TOKEN\"\n")
+                .unwrap_err();
+        assert!(err.contains("\"Not A Zone\""), "{err}");
     }
 
     #[test]
@@ -1159,6 +1414,8 @@ mod tests {
         let file: FileConfig = toml::from_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
         assert_eq!(file.provisioners.len(), 1);
         assert_eq!(file.notifications.unwrap().sinks.len(), 1);
+        let origin_ca = file.acme.unwrap().origin_ca.unwrap();
+        assert_eq!(origin_ca.token_env.as_deref(), Some("CF_ORIGIN_CA_TOKEN"));
         let management = file.edge_node_management.unwrap();
         assert_eq!(management, EdgeNodeManagement::default());
     }
