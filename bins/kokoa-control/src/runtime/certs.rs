@@ -3,7 +3,10 @@
 //! serve the name.
 //!
 //! - Rows: [`sync_rows`] keeps one `Certificate` row (names = the host name) per ACME
-//!   route and drops the rows no route needs; manual uploads are left alone.
+//!   route and drops the rows no route needs; manual uploads are left alone. A route whose
+//!   name lies in a zone of `[acme.origin_ca]` gets a row of source `cloudflare_origin_ca`
+//!   instead: Cloudflare's Origin CA issues it on request (no challenge), and it is stored,
+//!   renewed and handed to the edges like an ACME one.
 //! - Orders run on the leader only, through one ACME account kept sealed in the store's
 //!   shared values. HTTP-01 responses are put into the shared values too; every edge
 //!   serving the name gets them with its configuration and writes them where nginx
@@ -39,7 +42,11 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::{Module, dns, wait_or_stop};
-use crate::{config::AcmeSettings, events::kinds, state::AppState};
+use crate::{
+    config::{AcmeSettings, OriginCaSettings},
+    events::kinds,
+    state::AppState,
+};
 
 /// What the status says while no `[acme]` section is configured.
 pub const NOT_CONFIGURED: &str = "ACME is not configured: add an [acme] section to the \
@@ -67,6 +74,8 @@ const DNS01_WAIT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(100);
 /// TTL of DNS-01 TXT records.
 const TXT_TTL: u32 = 60;
+/// How long one request to the Origin CA API may take.
+const ORIGIN_CA_TIMEOUT: Duration = Duration::from_secs(30);
 
 tokio::task_local! {
     /// The host name of the order running in this task, for the HTTP-01 publisher (the
@@ -129,23 +138,55 @@ pub struct RowChanges {
     pub delete: Vec<CertificateId>,
 }
 
-/// One ACME row per routed host name with an ACME mode; the method follows the route.
-/// Manual and other rows are never touched, and a name that already has one gets no ACME
-/// row.
-pub fn sync_rows(routes: &[Route], certs: &[Certificate], now: Timestamp) -> RowChanges {
+/// Whether the manager issues rows of `source` itself (rather than an administrator).
+fn is_issued(source: CertificateSource) -> bool {
+    matches!(
+        source,
+        CertificateSource::Acme | CertificateSource::CloudflareOriginCa
+    )
+}
+
+/// One issued row per routed host name with an ACME mode; the method follows the route,
+/// the source is the Origin CA for the names `origin_ca` covers and ACME otherwise. A row
+/// whose source changes is issued again at once (its old chain serves meanwhile). Manual
+/// and other rows are never touched, and a name that already has one gets no issued row.
+pub fn sync_rows(
+    routes: &[Route],
+    certs: &[Certificate],
+    origin_ca: Option<&OriginCaSettings>,
+    now: Timestamp,
+) -> RowChanges {
     let mut changes = RowChanges::default();
-    let wanted: HashMap<BTreeSet<Hostname>, CertificateMode> = routes
+    let wanted: HashMap<BTreeSet<Hostname>, (CertificateSource, CertificateMode)> = routes
         .iter()
         .filter(|r| r.certificate.is_acme())
-        .map(|r| ([r.hostname.clone()].into(), r.certificate))
+        .map(|r| {
+            let source = if origin_ca.is_some_and(|o| o.covers(&r.hostname)) {
+                CertificateSource::CloudflareOriginCa
+            } else {
+                CertificateSource::Acme
+            };
+            ([r.hostname.clone()].into(), (source, r.certificate))
+        })
         .collect();
     let by_names: HashMap<&BTreeSet<Hostname>, &Certificate> =
         certs.iter().map(|c| (&c.names, c)).collect();
-    for (names, method) in &wanted {
+    for (names, &(source, method)) in &wanted {
         match by_names.get(names) {
-            Some(cert) if cert.source == CertificateSource::Acme && cert.method != *method => {
+            Some(cert) if is_issued(cert.source) && cert.source != source => {
                 changes.update.push(Certificate {
-                    method: *method,
+                    source,
+                    method,
+                    next_renewal: None,
+                    failures: 0,
+                    last_error: None,
+                    updated_at: now,
+                    ..(*cert).clone()
+                });
+            }
+            Some(cert) if is_issued(cert.source) && cert.method != method => {
+                changes.update.push(Certificate {
+                    method,
                     updated_at: now,
                     ..(*cert).clone()
                 });
@@ -154,8 +195,8 @@ pub fn sync_rows(routes: &[Route], certs: &[Certificate], now: Timestamp) -> Row
             None => changes.create.push(Certificate {
                 id: CertificateId::new(),
                 names: names.clone(),
-                source: CertificateSource::Acme,
-                method: *method,
+                source,
+                method,
                 issuer: None,
                 not_before: None,
                 not_after: None,
@@ -171,7 +212,7 @@ pub fn sync_rows(routes: &[Route], certs: &[Certificate], now: Timestamp) -> Row
     }
     changes.delete = certs
         .iter()
-        .filter(|c| c.source == CertificateSource::Acme && !wanted.contains_key(&c.names))
+        .filter(|c| is_issued(c.source) && !wanted.contains_key(&c.names))
         .map(|c| c.id.clone())
         .collect();
     // Stable order, so that logs and tests read the same every time.
@@ -181,12 +222,12 @@ pub fn sync_rows(routes: &[Route], certs: &[Certificate], now: Timestamp) -> Row
     changes
 }
 
-/// The ACME certificates to order at `now`: never ordered (no `next_renewal`), or whose
-/// planned renewal or retry has come.
+/// The ACME and Origin CA certificates to order at `now`: never ordered (no
+/// `next_renewal`), or whose planned renewal or retry has come.
 pub fn due(certs: &[Certificate], now: Timestamp) -> Vec<&Certificate> {
     certs
         .iter()
-        .filter(|c| c.source == CertificateSource::Acme && c.method.is_acme())
+        .filter(|c| is_issued(c.source) && c.method.is_acme())
         .filter(|c| c.next_renewal.is_none_or(|at| at <= now))
         .collect()
 }
@@ -196,7 +237,7 @@ pub fn due(certs: &[Certificate], now: Timestamp) -> Vec<&Certificate> {
 pub fn next_wake(certs: &[Certificate], now: Timestamp) -> Duration {
     let soonest = certs
         .iter()
-        .filter(|c| c.source == CertificateSource::Acme && c.method.is_acme())
+        .filter(|c| is_issued(c.source) && c.method.is_acme())
         .filter_map(|c| c.next_renewal)
         .map(|at| at.as_unix() - now.as_unix())
         .min();
@@ -276,13 +317,14 @@ pub async fn renew_days_before(state: &AppState) -> u32 {
     }
 }
 
-/// Stores the runtime setting and replans every issued ACME certificate by it.
+/// Stores the runtime setting and replans every issued ACME and Origin CA certificate by
+/// it.
 pub async fn set_renew_days_before(state: &AppState, days: u32) -> Result<(), kokoa_core::Error> {
     let store = state.store();
     let text = json!({ "renew_days_before": days }).to_string();
     store.kv_put(SETTINGS.0, SETTINGS.1, &text, None).await?;
     for mut cert in store.list_certificates().await? {
-        if cert.source == CertificateSource::Acme && replan(&mut cert, days) {
+        if is_issued(cert.source) && replan(&mut cert, days) {
             cert.updated_at = Timestamp::now();
             store.put_certificate(&cert, None).await?;
         }
@@ -324,9 +366,7 @@ async fn step(state: &AppState, manager: &mut Option<CertificateManager>) -> Dur
     };
     let Some(acme) = state.acme() else {
         for mut cert in certs.into_iter().filter(|c| c.chain_pem.is_none()) {
-            if cert.source == CertificateSource::Acme
-                && cert.last_error.as_deref() != Some(NOT_CONFIGURED)
-            {
+            if is_issued(cert.source) && cert.last_error.as_deref() != Some(NOT_CONFIGURED) {
                 cert.last_error = Some(NOT_CONFIGURED.to_owned());
                 let _ = store.put_certificate(&cert, None).await;
             }
@@ -337,6 +377,22 @@ async fn step(state: &AppState, manager: &mut Option<CertificateManager>) -> Dur
             s.detail = Some(NOT_CONFIGURED.to_owned());
         });
         return PERIOD;
+    };
+    let policy = RenewalPolicy::renew_days_before(renew_days_before(state).await);
+    // The Origin CA needs no account: its orders go first, whatever becomes of ACME's.
+    let now = Timestamp::now();
+    let (origin_due, acme_due): (Vec<&Certificate>, Vec<&Certificate>) = due(&certs, now)
+        .into_iter()
+        .partition(|c| c.source == CertificateSource::CloudflareOriginCa);
+    let mut results = match (&acme.origin_ca, origin_due.is_empty()) {
+        (Some(settings), false) => {
+            let client = origin_ca_client(settings);
+            let orders = origin_due
+                .into_iter()
+                .map(|cert| origin_ca_order(state, &client, settings, cert.clone(), policy));
+            futures_util::future::join_all(orders).await
+        }
+        _ => Vec::new(),
     };
     if manager.is_none() {
         match open_account(state, acme).await {
@@ -356,12 +412,10 @@ async fn step(state: &AppState, manager: &mut Option<CertificateManager>) -> Dur
     let Some(manager) = manager.as_ref() else {
         return PERIOD;
     };
-    let policy = RenewalPolicy::renew_days_before(renew_days_before(state).await);
-    let now = Timestamp::now();
-    let orders = due(&certs, now)
+    let orders = acme_due
         .into_iter()
         .map(|cert| order(state, manager, cert.clone(), policy));
-    let results = futures_util::future::join_all(orders).await;
+    results.extend(futures_util::future::join_all(orders).await);
     refresh_renewal_windows(state, manager, &certs, &policy).await;
 
     let certs = store.list_certificates().await.unwrap_or(certs);
@@ -390,7 +444,8 @@ async fn sync(state: &AppState) -> Result<Vec<Certificate>, kokoa_core::Error> {
     let store = state.store();
     let routes = store.list_routes().await?;
     let certs = store.list_certificates().await?;
-    let changes = sync_rows(&routes, &certs, Timestamp::now());
+    let origin_ca = state.acme().and_then(|a| a.origin_ca.as_ref());
+    let changes = sync_rows(&routes, &certs, origin_ca, Timestamp::now());
     if changes == RowChanges::default() {
         return Ok(certs);
     }
@@ -591,6 +646,150 @@ async fn order(
                     ),
                     json!({
                         "certificate_id": cert.id, "names": names, "method": cert.method,
+                        "failures": current.failures, "error": message,
+                        "next_attempt": current.next_renewal, "old_certificate_serving": serving,
+                    }),
+                )
+                .await;
+            Some(message)
+        }
+    }
+}
+
+/// A client of the Origin CA API of `settings`, each request bounded in time.
+fn origin_ca_client(settings: &OriginCaSettings) -> kokoa_acme::cloudflare::OriginCaClient {
+    let http = reqwest::Client::builder()
+        .timeout(ORIGIN_CA_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    kokoa_acme::cloudflare::OriginCaClient::with_http(
+        http,
+        settings.base_url.clone(),
+        settings.auth.clone(),
+    )
+}
+
+/// Asks the Origin CA for `cert` (one request), stores the outcome and announces it like
+/// an ACME order. Returns the error on failure.
+async fn origin_ca_order(
+    state: &AppState,
+    client: &kokoa_acme::cloudflare::OriginCaClient,
+    settings: &OriginCaSettings,
+    cert: Certificate,
+    policy: RenewalPolicy,
+) -> Option<String> {
+    let names: Vec<Hostname> = cert.names.iter().cloned().collect();
+    let hostname = names.first()?.clone();
+    let started = Instant::now();
+    if let Err(e) = state
+        .leader()
+        .intend(
+            state,
+            "origin_ca.order",
+            hostname.as_str(),
+            json!({
+                "names": names, "key_type": format!("{:?}", settings.key_type),
+                "validity_days": settings.validity_days,
+            }),
+        )
+        .await
+    {
+        tracing::warn!(%hostname, error = %e, "Origin CA certificate not requested");
+        return None;
+    }
+    tracing::info!(names = ?names, "asking Cloudflare's Origin CA for a certificate");
+    let result = client
+        .create_certificate(&names, settings.key_type, settings.validity_days)
+        .await;
+    let store = state.store();
+    // Re-read: the row may have been deleted or changed while the request ran.
+    let mut current = match store.get_certificate(&cert.id).await {
+        Ok(current) => current,
+        Err(e) => {
+            if !e.is_not_found() {
+                tracing::warn!(certificate = %cert.id, error = %e, "cannot re-read the certificate");
+            }
+            return None;
+        }
+    };
+    let now = Timestamp::now();
+    let subject = hostname.as_str();
+    let method = "cloudflare-origin-ca";
+    match result {
+        Ok(created) => {
+            let issued = &created.certificate;
+            let sealed = state.master_key().seal(
+                issued.key_pem.expose_secret(),
+                &secret::certificate_key_context(&cert.id),
+            );
+            let next_renewal = policy.next_renewal(issued.not_before, issued.not_after);
+            record_issued(&mut current, issued, next_renewal, now);
+            if let Err(e) = store.put_certificate(&current, Some(&sealed)).await {
+                let message = format!("the certificate was issued but cannot be stored: {e}");
+                tracing::error!(%hostname, "{message}");
+                return Some(message);
+            }
+            state.notify_changed();
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(
+                %hostname, cloudflare_id = %created.id, not_after = %issued.not_after, seconds,
+                "Origin CA certificate issued"
+            );
+            state
+                .events()
+                .emit(
+                    kinds::CERTIFICATE_ISSUED,
+                    Severity::Info,
+                    Some(subject),
+                    format!(
+                        "certificate for {} issued by Cloudflare's Origin CA ({}), valid until \
+                         {} ({seconds:.1} s)",
+                        join(&names),
+                        issued.issuer,
+                        issued.not_after
+                    ),
+                    json!({
+                        "certificate_id": cert.id, "names": names, "method": method,
+                        "issuer": issued.issuer, "not_after": issued.not_after,
+                        "next_renewal": next_renewal, "seconds": seconds,
+                        "cloudflare_id": created.id,
+                    }),
+                )
+                .await;
+            None
+        }
+        Err(e) => {
+            let message = e.to_string();
+            record_failed(&mut current, &message, &policy, now);
+            if let Err(e) = store.put_certificate(&current, None).await {
+                tracing::warn!(%hostname, error = %e, "cannot record the failed request");
+            }
+            let serving = current.chain_pem.is_some();
+            tracing::warn!(
+                %hostname, failures = current.failures, retry_at = ?current.next_renewal,
+                old_certificate_serving = serving, error = %message,
+                "Origin CA certificate request failed"
+            );
+            state
+                .events()
+                .emit(
+                    kinds::CERTIFICATE_FAILED,
+                    Severity::Warning,
+                    Some(subject),
+                    format!(
+                        "certificate for {} not issued by Cloudflare's Origin CA ({} failure(s) \
+                         in a row{}): {message}",
+                        join(&names),
+                        current.failures,
+                        if serving {
+                            "; the old one keeps serving"
+                        } else {
+                            ""
+                        }
+                    ),
+                    json!({
+                        "certificate_id": cert.id, "names": names, "method": method,
                         "failures": current.failures, "error": message,
                         "next_attempt": current.next_renewal, "old_certificate_serving": serving,
                     }),

@@ -45,7 +45,7 @@ fn rows_follow_the_routes_and_leave_uploads_alone() {
         route("plain.hoge.com", CertificateMode::None),
         route("own.hoge.com", CertificateMode::Http01),
     ];
-    let changes = sync_rows(&routes, &[], now);
+    let changes = sync_rows(&routes, &[], None, now);
     let names: Vec<String> = changes
         .create
         .iter()
@@ -69,15 +69,68 @@ fn rows_follow_the_routes_and_leave_uploads_alone() {
         route("app.hoge.com", CertificateMode::Dns01),
         route("own.hoge.com", CertificateMode::Http01),
     ];
-    let changes = sync_rows(&routes, &certs, now);
+    let changes = sync_rows(&routes, &certs, None, now);
     assert!(changes.create.is_empty(), "{:?}", changes.create);
     assert_eq!(changes.update.len(), 1);
     assert_eq!(changes.update[0].method, CertificateMode::Dns01);
     assert_eq!(changes.update[0].id, certs[1].id);
     assert_eq!(changes.delete, [certs[0].id.clone()]);
     // With no route at all, the upload still stays.
-    let changes = sync_rows(&[], &certs, now);
+    let changes = sync_rows(&[], &certs, None, now);
     assert!(!changes.delete.contains(&certs[2].id));
+}
+
+#[test]
+fn names_in_origin_ca_zones_get_origin_ca_rows_and_switch_back_without_them() {
+    let now = at("2025-01-01T00:00:00Z");
+    let origin_ca = OriginCaSettings::new(
+        kokoa_acme::cloudflare::OriginCaAuth::ApiToken(String::from("t").into()),
+        vec![host("hoge.com")],
+    );
+    let routes = [
+        route("app.hoge.com", CertificateMode::Http01),
+        route("*.hoge.com", CertificateMode::Dns01),
+        route("app.xhoge.com", CertificateMode::Http01),
+        route("plain.hoge.com", CertificateMode::None),
+    ];
+    let mut certs = sync_rows(&routes, &[], Some(&origin_ca), now).create;
+    let sources: Vec<String> = certs
+        .iter()
+        .map(|c| format!("{:?} {}", c.names, c.source.as_str()))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            "{Hostname(*.hoge.com)} cloudflare_origin_ca",
+            "{Hostname(app.hoge.com)} cloudflare_origin_ca",
+            "{Hostname(app.xhoge.com)} acme",
+        ]
+    );
+    assert_eq!(due(&certs, now).len(), 3);
+
+    // Issued by the Origin CA, then the section goes: ACME orders it at once, the Origin
+    // CA chain serving meanwhile.
+    record_issued(
+        &mut certs[1],
+        &issued(&["app.hoge.com"]),
+        at("2025-03-01T00:00:00Z"),
+        now,
+    );
+    let changes = sync_rows(&routes, &certs, None, now);
+    assert_eq!(changes.update.len(), 2, "{:?}", changes.update);
+    let app = changes
+        .update
+        .iter()
+        .find(|c| c.id == certs[1].id)
+        .expect("the issued row changes");
+    assert_eq!(app.source, CertificateSource::Acme);
+    assert!(app.chain_pem.is_some() && app.next_renewal.is_none());
+    assert!(changes.create.is_empty() && changes.delete.is_empty());
+    // No route: Origin CA rows go like ACME ones.
+    assert_eq!(
+        sync_rows(&[], &certs, Some(&origin_ca), now).delete.len(),
+        3
+    );
 }
 
 #[test]
@@ -86,6 +139,7 @@ fn orders_are_due_at_once_then_at_renewal_and_retries_back_off() {
     let mut cert = sync_rows(
         &[route("app.hoge.com", CertificateMode::Http01)],
         &[],
+        None,
         start,
     )
     .create
@@ -157,6 +211,7 @@ fn a_large_renew_days_before_renews_now_once() {
     let mut cert = sync_rows(
         &[route("app.hoge.com", CertificateMode::Http01)],
         &[],
+        None,
         at("2025-01-01T00:00:00Z"),
     )
     .create
