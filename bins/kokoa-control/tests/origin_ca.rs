@@ -258,6 +258,27 @@ async fn routes_in_an_origin_ca_zone_get_cloudflare_certificates_that_edges_fetc
     let key = pems["private_key_pem"].as_str().unwrap();
     assert!(rcgen::KeyPair::from_pem(key).is_ok(), "an unusable key");
 
+    // A renewal asked by hand goes to Cloudflare again and replaces the certificate.
+    let id = app["id"].as_str().unwrap();
+    s.admin(
+        Method::POST,
+        &format!("/api/v1/certificates/{id}/renew"),
+        None,
+        202,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut renewed = app.clone();
+    while Instant::now() < deadline && renewed["sha256"] == app["sha256"] {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        renewed = named(&certificates(&s).await, "app.hoge.com")
+            .expect("a row for app.hoge.com")
+            .clone();
+    }
+    assert_ne!(renewed["sha256"], app["sha256"], "{renewed}");
+    assert_eq!(renewed["status"], "valid", "{renewed}");
+    assert_eq!(ca.issued.lock().unwrap().len(), 2);
+
     let _ = stop.send(());
     let _ = duties.await;
     server.abort();

@@ -259,7 +259,7 @@ fn upload_field(e: &kokoa_acme::Error) -> &'static str {
     responses(
         (status = 202, description = "The order is placed now", body = CertificateView),
         (status = 404, description = "Unknown certificate", body = ErrorBody),
-        (status = 409, description = "Not an ACME certificate, or this control plane does not lead", body = ErrorBody),
+        (status = 409, description = "An uploaded certificate, or this control plane does not lead", body = ErrorBody),
     )
 )]
 pub(super) async fn renew_certificate(
@@ -270,12 +270,13 @@ pub(super) async fn renew_certificate(
     let id: CertificateId = path_id("certificate", &id)?;
     let store = state.store();
     let mut cert = store.get_certificate(&id).await?;
-    if cert.source != CertificateSource::Acme {
+    if cert.source == CertificateSource::Manual {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
             format!(
-                "certificate {id} is {}: only ACME certificates are renewed here; upload a new one",
+                "certificate {id} is {}: only ACME and Origin CA certificates are renewed here; \
+                 upload a new one",
                 cert.source.as_str()
             ),
         ));
