@@ -19,6 +19,8 @@ const POLL: Duration = Duration::from_millis(20);
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a graceful stop may take (open connections are finished first).
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the master may take to start the workers of a new configuration.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The outcome of [`NginxInstance::apply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,12 +31,12 @@ pub enum Applied {
         /// The hash of the live configuration.
         hash: String,
     },
-    /// The new configuration passed `nginx -t` and is live; nginx was told to reload when it
-    /// was running.
+    /// The new configuration passed `nginx -t` and is live; a running nginx was reloaded and
+    /// its workers of the new configuration run (the old ones accept nothing more).
     Updated {
         /// The hash of the new live configuration.
         hash: String,
-        /// Whether a running nginx was told to reload (`false`: it was not running).
+        /// Whether a running nginx was reloaded (`false`: it was not running).
         reloaded: bool,
     },
 }
@@ -80,9 +82,11 @@ impl NginxInstance {
     /// serving, and the error carries nginx's message. Creates the prefix directories and a
     /// `health` file answering `ok` when they are missing.
     ///
-    /// nginx reloads asynchronously: new requests see the new configuration a few hundred
-    /// milliseconds after this returns. A failure only the master sees while reloading (a
-    /// listen address already taken) is logged to `logs/error.log`, not returned.
+    /// A reload returns once the master runs workers with the new configuration and the
+    /// old ones accept nothing more, so a request made after this returns sees it. A
+    /// failure only the master sees while reloading (a listen address already taken) leaves
+    /// the old workers running: after 10 s that is an [`Error::Timeout`] and the previous
+    /// files are put back (details in `logs/error.log`).
     pub fn apply(&self, site: &EdgeSite) -> Result<Applied, Error> {
         self.apply_inner(site, None)
     }
@@ -158,10 +162,17 @@ impl NginxInstance {
             (&main_new, main),
             (&hash_new, &hash_file),
         ])?;
-        let reloaded = self.is_running();
-        if reloaded && let Err(e) = self.run(&["-s", "reload", "-c"], main) {
-            swap.roll_back();
-            return Err(e);
+        let master = self.pid();
+        let reloaded = master.is_some();
+        if let Some(master) = master {
+            let before = workers(master);
+            if let Err(e) = self
+                .run(&["-s", "reload", "-c"], main)
+                .and_then(|()| self.wait_reloaded(master, &before))
+            {
+                swap.roll_back();
+                return Err(e);
+            }
         }
         swap.commit();
         Ok(Applied::Updated { hash, reloaded })
@@ -255,6 +266,29 @@ impl NginxInstance {
         })
     }
 
+    /// Waits until the master serves the new configuration: a worker that was not among
+    /// `before` runs, and every one of `before` has stopped accepting (it finishes its open
+    /// requests). A master that could not load the configuration keeps its old workers:
+    /// that is a failure, and the previous configuration keeps serving.
+    fn wait_reloaded(&self, master: u32, before: &[Worker]) -> Result<(), Error> {
+        self.wait_for(
+            RELOAD_TIMEOUT,
+            "nginx did not start workers with the new configuration (see its error log)",
+            || {
+                let now = workers(master);
+                let fresh = now
+                    .iter()
+                    .any(|w| !w.shutting_down && before.iter().all(|b| b.pid != w.pid));
+                let old_done = before.iter().all(|b| {
+                    now.iter()
+                        .find(|w| w.pid == b.pid)
+                        .is_none_or(|w| w.shutting_down)
+                });
+                fresh && old_done
+            },
+        )
+    }
+
     fn wait_for(&self, limit: Duration, what: &str, done: impl Fn() -> bool) -> Result<(), Error> {
         let start = Instant::now();
         while !done() {
@@ -268,6 +302,47 @@ impl NginxInstance {
         }
         Ok(())
     }
+}
+
+/// A worker process of an nginx master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Worker {
+    pid: u32,
+    /// It was told to quit: it accepts nothing new and ends with its last request.
+    shutting_down: bool,
+}
+
+/// The worker processes of `master`, from `/proc` (children whose title is
+/// `nginx: worker process`, `... is shutting down` once told to quit).
+fn workers(master: u32) -> Vec<Worker> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            // `pid (comm) state ppid ...`: the name may hold spaces, the fields after the
+            // last ')' do not.
+            let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            if ppid != master {
+                return None;
+            }
+            let title = fs::read(entry.path().join("cmdline")).ok()?;
+            let title = String::from_utf8_lossy(&title);
+            title.contains("worker process").then(|| Worker {
+                pid,
+                shutting_down: title.contains("shutting down"),
+            })
+        })
+        .collect()
 }
 
 /// Live files replaced by candidates, with the previous versions kept as `*.old` until

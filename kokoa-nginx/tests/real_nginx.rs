@@ -598,6 +598,55 @@ fn failed_reload_restores_previous_files() {
     );
 }
 
+/// A configuration that passes `nginx -t` but that the master cannot load (its new port is
+/// taken by another program) is reported as failed, the live files are put back, and the
+/// previous configuration keeps serving.
+#[test]
+fn a_reload_the_master_cannot_take_keeps_the_previous_configuration() {
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("edge")).unwrap();
+    Pki::new(dir.path()).issue(
+        &layout,
+        &CertName::default(),
+        "kokoa fallback",
+        "fallback.invalid",
+    );
+    let a = backend("a");
+    let client = Client {
+        ca: dir.path().join("ca.pem"),
+        http: free_port(),
+        https: free_port(),
+    };
+    let mut first = site(a, a, client.http, client.https);
+    for route in &mut first.routes {
+        route.certificate = None;
+    }
+    let nginx = NginxInstance::new(NGINX, layout.clone());
+    nginx.apply(&first).unwrap();
+    nginx.start().unwrap();
+    let nginx = Running(nginx);
+    let live_site = fs::read_to_string(layout.site_config()).unwrap();
+
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut second = first.clone();
+    second.listen.http_port = taken.local_addr().unwrap().port();
+    match nginx.0.apply(&second) {
+        Err(Error::Timeout { what, .. }) => {
+            assert!(what.contains("new configuration"), "{what}");
+        }
+        other => panic!("expected the reload to be reported as failed, got {other:?}"),
+    }
+    assert_eq!(fs::read_to_string(layout.site_config()).unwrap(), live_site);
+    let wiki = client.get("wiki.kokoa.test", "/", true, &["-k"]);
+    assert!(
+        wiki.text.contains("backend=a host=wiki.kokoa.test"),
+        "{}",
+        wiki.text
+    );
+    drop(taken);
+}
+
 /// A backend that keeps connections open (HTTP/1.1 keep-alive) and counts the connections
 /// it accepted. A request with `Upgrade` gets `101 Switching Protocols`, then one line
 /// naming the `Connection` header it saw, and the connection is closed.
