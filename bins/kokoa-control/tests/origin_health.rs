@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Backend, Server};
+use std::time::Duration;
+
+use common::{Backend, Server, settings};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -135,6 +137,46 @@ async fn a_nearly_full_disk_raises_a_critical_alert_and_serves_on() {
     assert_eq!(alerts[0]["severity"], "critical", "{alerts:?}");
     assert_eq!(alerts[0]["data"]["raised"], true, "{alerts:?}");
     origin_beat(&s, origin_id, &origin_cred, 50).await;
+    tick(&s).await;
+    let alerts = events(&s, "origin.alert").await;
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert_eq!(alerts[1]["data"]["raised"], false, "closed: {alerts:?}");
+}
+
+#[tokio::test]
+async fn an_origin_without_heartbeat_for_the_timeout_raises_an_alert_and_serves_on() {
+    let mut short = settings();
+    short.health.origin_heartbeat_timeout = Duration::from_secs(1);
+    let s = Server::start_with(&Backend::Sqlite, short).await;
+    let origin = s.origin("home-server").await;
+    let origin_id = origin["id"].as_str().unwrap();
+    s.admin(
+        Method::POST,
+        "/api/v1/routes",
+        Some(json!({"hostname": "app.hoge.com", "origin_id": origin_id, "target_port": 8001})),
+        201,
+    )
+    .await;
+    let (_, edge_cred) = s.enrolled_edge(None).await;
+    let origin_cred = s.enrolled_origin(origin_id).await;
+
+    // The judge leads from the first tick; heartbeats count from then.
+    tick(&s).await;
+    origin_beat(&s, origin_id, &origin_cred, 40).await;
+    tick(&s).await;
+    assert!(events(&s, "origin.alert").await.is_empty());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tick(&s).await;
+    let alerts = events(&s, "origin.alert").await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        alerts[0]["data"]["condition"], "heartbeat_missing",
+        "{alerts:?}"
+    );
+    assert_eq!(alerts[0]["data"]["raised"], true, "{alerts:?}");
+    // An alert, not a verdict on its routes: the edges keep serving them.
+    assert!(unavailable(&s, &edge_cred).await.is_empty());
+    origin_beat(&s, origin_id, &origin_cred, 40).await;
     tick(&s).await;
     let alerts = events(&s, "origin.alert").await;
     assert_eq!(alerts.len(), 2, "{alerts:?}");

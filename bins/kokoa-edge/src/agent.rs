@@ -16,7 +16,7 @@ use tokio::{
 
 use crate::{
     Error,
-    application::{self, ApplicationChecks, Target},
+    application::{self, ApplicationChecks, ApplicationTarget},
     client::{ControlPlane, Fetched},
     heartbeat::Heartbeat,
     plane::DataPlane,
@@ -68,7 +68,7 @@ struct Shared {
     /// Whether `.../ready` went through.
     ready_sent: bool,
     /// The application checks of the configuration serving now.
-    targets: Vec<Target>,
+    targets: Vec<ApplicationTarget>,
     /// Their verdicts, by origin.
     application: HashMap<OriginId, LinkState>,
 }
@@ -181,7 +181,7 @@ impl<P: DataPlane> Ctx<P> {
     }
 
     /// Notes that `hash`, with the application checks `targets`, serves now.
-    fn serving(&self, hash: ContentHash, targets: Vec<Target>) {
+    fn serving(&self, hash: ContentHash, targets: Vec<ApplicationTarget>) {
         let mut shared = self.shared();
         shared.applied = Some(hash);
         shared.last_error = None;
@@ -192,7 +192,7 @@ impl<P: DataPlane> Ctx<P> {
         match self.state.read_last_good() {
             Ok(Some(config)) => {
                 let hash = config.config_hash().clone();
-                let targets = application::targets(&config);
+                let targets = application::application_targets(&config);
                 match apply_and_save(Arc::clone(&self.plane), self.state.clone(), config).await {
                     Ok(()) => {
                         tracing::info!(%hash, "serving the last good configuration");
@@ -246,7 +246,7 @@ impl<P: DataPlane> Ctx<P> {
                 }
                 Ok(Fetched::Config(config)) => {
                     let hash = config.config_hash().clone();
-                    let targets = application::targets(&config);
+                    let targets = application::application_targets(&config);
                     let applied = match self.install_certificates(&config).await {
                         Ok(()) => {
                             apply_and_save(Arc::clone(&self.plane), self.state.clone(), config)

@@ -21,7 +21,7 @@ use crate::Error;
 
 /// One origin to check: where, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct ApplicationTarget {
     /// The origin.
     pub origin_id: OriginId,
     /// `http://<origin tunnel address>:<port>/health`.
@@ -31,14 +31,14 @@ pub struct Target {
 }
 
 /// The application checks `config` asks for, one per tunnel that has one.
-pub fn targets(config: &EdgeConfig) -> Vec<Target> {
+pub fn application_targets(config: &EdgeConfig) -> Vec<ApplicationTarget> {
     config
         .content()
         .tunnels
         .iter()
         .filter_map(|t| {
             let check = t.application_check?;
-            Some(Target {
+            Some(ApplicationTarget {
                 origin_id: t.origin_id.clone(),
                 url: format!("http://{}:{}/health", t.origin_ip, check.port),
                 check,
@@ -81,7 +81,7 @@ impl ApplicationChecks {
 
     /// Runs the checks of `targets` that are due at `now`, at once, and forgets origins no
     /// longer among them. Returns whether any reported state changed.
-    pub async fn round(&mut self, targets: &[Target], now: Instant) -> bool {
+    pub async fn round(&mut self, targets: &[ApplicationTarget], now: Instant) -> bool {
         let mut changed = false;
         let before = self.tracked.len();
         self.tracked
@@ -201,7 +201,7 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
 
         let origin = OriginId::parse("org_1").unwrap();
-        let target = Target {
+        let target = ApplicationTarget {
             origin_id: origin.clone(),
             url: format!("http://127.0.0.1:{port}/health"),
             check: check(port),
@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn targets_come_from_tunnels_with_a_check() {
         let config = crate::tests::config_with_tunnels(&[Some(check(80)), None]);
-        let targets = targets(&config);
+        let targets = application_targets(&config);
         assert_eq!(targets.len(), 1, "{targets:?}");
         assert_eq!(targets[0].url, "http://10.0.1.1:80/health");
     }

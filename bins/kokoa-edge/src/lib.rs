@@ -14,7 +14,11 @@
 //!   serves while the control plane is down; a payload that fails its hash check or nginx's
 //!   validation is refused, logged and reported (`status: degraded`, `last_error`) while the
 //!   previous configuration keeps serving; failures back off with jitter (1 s doubling to
-//!   30 s); a [`Heartbeat`] goes out every 5 s.
+//!   30 s); a [`Heartbeat`] goes out every 5 s, with each tunnel's state (the origin
+//!   answers pings through it: 3 unanswered in a row, down).
+//! - [`ApplicationChecks`]: the origins' application checks the configuration asks for
+//!   (`GET http://<origin tunnel address>/health` through each tunnel), reported per tunnel
+//!   after their thresholds, with a heartbeat at once when a verdict changes.
 //!
 //! ```
 //! use std::net::SocketAddrV4;
@@ -54,7 +58,7 @@ mod plane;
 mod state;
 
 pub use agent::{Agent, Timing, apply_and_save};
-pub use application::{ApplicationChecks, Target, targets};
+pub use application::{ApplicationChecks, ApplicationTarget, application_targets};
 pub use client::{ControlPlane, Fetched};
 pub use convert::{Desired, TunnelPlan, convert};
 pub use error::Error;

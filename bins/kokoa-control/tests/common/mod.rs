@@ -206,6 +206,11 @@ pub fn settings() -> RuntimeSettings {
 
 impl Server {
     pub async fn start(backend: &Backend) -> Self {
+        Self::start_with(backend, settings()).await
+    }
+
+    /// A server whose duties use `settings`.
+    pub async fn start_with(backend: &Backend, settings: RuntimeSettings) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let (store, pg) = open_store(backend, dir.path()).await;
         let state = AppState::with_settings(
@@ -213,7 +218,7 @@ impl Server {
             MasterKey::generate(),
             SubnetPool::default(),
             "https://cp.example.com",
-            settings(),
+            settings,
         );
         let (_, admin) = api::issue_api_token(&state, Name::parse("admin").unwrap(), Role::Admin)
             .await
