@@ -65,7 +65,7 @@ struct Shared {
     /// Why the latest configuration is not serving; reported in heartbeats until a
     /// configuration applies.
     last_error: Option<String>,
-    /// Whether `.../ready` went through.
+    /// Whether `.../ready` went through (or is on its way).
     ready_sent: bool,
     /// The application checks of the configuration serving now.
     targets: Vec<ApplicationTarget>,
@@ -415,17 +415,20 @@ impl<P: DataPlane> Ctx<P> {
     /// Tells the control plane the edge is up, once, after a configuration applied.
     async fn send_ready_once(&self) {
         {
-            let shared = self.shared();
+            // Claimed before sending: the configuration and heartbeat loops both call this,
+            // and only one of them may send.
+            let mut shared = self.shared();
             if shared.ready_sent || shared.applied.is_none() {
                 return;
             }
+            shared.ready_sent = true;
         }
         match self.client.ready().await {
-            Ok(()) => {
-                tracing::info!("reported ready");
-                self.shared().ready_sent = true;
+            Ok(()) => tracing::info!("reported ready"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot report ready yet; will retry");
+                self.shared().ready_sent = false;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot report ready yet; will retry"),
         }
     }
 }
