@@ -31,7 +31,7 @@ pub(crate) const UPSTREAM_IDLE_SECONDS: u32 = 50;
 ///
 /// With nginx 1.22 and OpenSSL 3.0 each such server costs about 1 ms of every `nginx -t`
 /// (twice that for a reload) and ~130 KB per process (TLS context, key, locations;
-/// measured by `tests/scale.rs`: 10 000 of them took 12 s to test, 27 s to reload and
+/// measured by `benches/scale.rs`: 10 000 of them took 12 s to test, 27 s to reload and
 /// 1.3 GB Pss). Beyond the limit, the remaining certificates are chosen per handshake
 /// through `$kokoa_cert` in the default server: slower handshakes for those names (the
 /// worker parses the files each time) but a reload that does not grow with them.

@@ -625,6 +625,15 @@ mod tests {
         assert_eq!(IdempotencyKey::from_tags(["kokoa", "kokoa-key"]), None);
     }
 
+    /// What the test providers below answer to anything but listing: these tests use
+    /// only the provided methods built on `list_instances`.
+    fn only_listing(provider: &str, operation: &'static str) -> Error {
+        Error::Unsupported {
+            provider: provider.to_owned(),
+            operation,
+        }
+    }
+
     /// A provider that lists what it is given, to check the provided methods.
     #[derive(Debug)]
     struct Listed(Vec<TaggedInstance>);
@@ -635,13 +644,13 @@ mod tests {
             "listed"
         }
         async fn create_instance(&self, _: &InstanceConfig) -> Result<Instance, Error> {
-            unimplemented!("not called")
+            Err(only_listing(self.name(), "creating instances"))
         }
         async fn destroy_instance(&self, _: &InstanceId) -> Result<(), Error> {
-            unimplemented!("not called")
+            Err(only_listing(self.name(), "destroying instances"))
         }
         async fn instance_status(&self, _: &InstanceId) -> Result<InstanceStatus, Error> {
-            unimplemented!("not called")
+            Err(only_listing(self.name(), "reading an instance's status"))
         }
         async fn list_instances(&self, _: &Name) -> Result<Vec<TaggedInstance>, Error> {
             Ok(self.0.clone())
@@ -658,13 +667,13 @@ mod tests {
             "old-cloud"
         }
         async fn create_instance(&self, _: &InstanceConfig) -> Result<Instance, Error> {
-            unimplemented!("not called")
+            Err(only_listing(self.name(), "creating instances"))
         }
         async fn destroy_instance(&self, _: &InstanceId) -> Result<(), Error> {
-            unimplemented!("not called")
+            Err(only_listing(self.name(), "destroying instances"))
         }
         async fn instance_status(&self, _: &InstanceId) -> Result<InstanceStatus, Error> {
-            unimplemented!("not called")
+            Err(only_listing(self.name(), "reading an instance's status"))
         }
     }
 

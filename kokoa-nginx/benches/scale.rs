@@ -3,7 +3,7 @@
 //! was chosen against. Prints a table; run with
 //!
 //! ```sh
-//! cargo test -p kokoa-nginx --release --test scale -- --ignored --nocapture
+//! cargo bench -p kokoa-nginx --bench scale
 //! ```
 //!
 //! Takes about a minute on two cores and uses nothing but loopback.
@@ -285,9 +285,7 @@ fn measure(design: &'static str, root: &Path, certs: &Path, site_text: &str) -> 
     }
 }
 
-#[test]
-#[ignore = "measurement (about a minute): prints a table, asserts nothing about time"]
-fn reload_and_memory_at_10_000_certificates() {
+fn main() {
     assert!(
         Path::new(NGINX).exists(),
         "{NGINX} not found: install it with `apt-get install -y --no-install-recommends nginx`"
