@@ -544,27 +544,7 @@ fn failed_reload_restores_previous_files() {
         .unwrap();
     assert!(chmod.success());
 
-    let layout = Layout::new(dir.path().join("edge")).unwrap();
-    Pki::new(dir.path()).issue(
-        &layout,
-        &CertName::default(),
-        "kokoa fallback",
-        "fallback.invalid",
-    );
-    let a = backend("a");
-    let client = Client {
-        ca: dir.path().join("ca.pem"),
-        http: free_port(),
-        https: free_port(),
-    };
-    let mut first = site(a, a, client.http, client.https);
-    for route in &mut first.routes {
-        route.certificate = None;
-    }
-    let nginx = NginxInstance::new(&wrapper, layout.clone());
-    nginx.apply(&first).unwrap();
-    nginx.start().unwrap();
-    let nginx = Running(nginx);
+    let (nginx, layout, client, first) = serving_without_certificates(dir.path(), &wrapper);
     let live_site = fs::read_to_string(layout.site_config()).unwrap();
     let live_main = fs::read_to_string(layout.main_config()).unwrap();
 
@@ -590,6 +570,40 @@ fn failed_reload_restores_previous_files() {
         nginx.0.apply(&first).unwrap(),
         Applied::Unchanged { .. }
     ));
+    assert_first_site_serves(&client);
+}
+
+/// nginx (run as `binary`) serving [`site`] with every route on the fallback certificate,
+/// in `dir`: the instance, its layout, a client for its ports and the site.
+fn serving_without_certificates(
+    dir: &Path,
+    binary: impl AsRef<Path>,
+) -> (Running, Layout, Client, EdgeSite) {
+    let layout = Layout::new(dir.join("edge")).unwrap();
+    Pki::new(dir).issue(
+        &layout,
+        &CertName::default(),
+        "kokoa fallback",
+        "fallback.invalid",
+    );
+    let a = backend("a");
+    let client = Client {
+        ca: dir.join("ca.pem"),
+        http: free_port(),
+        https: free_port(),
+    };
+    let mut first = site(a, a, client.http, client.https);
+    for route in &mut first.routes {
+        route.certificate = None;
+    }
+    let nginx = NginxInstance::new(binary.as_ref(), layout.clone());
+    nginx.apply(&first).unwrap();
+    nginx.start().unwrap();
+    (Running(nginx), layout, client, first)
+}
+
+/// The site of [`serving_without_certificates`] still answers from its backend.
+fn assert_first_site_serves(client: &Client) {
     let wiki = client.get("wiki.kokoa.test", "/", true, &["-k"]);
     assert!(
         wiki.text.contains("backend=a host=wiki.kokoa.test"),
@@ -605,31 +619,11 @@ fn failed_reload_restores_previous_files() {
 fn a_reload_the_master_cannot_take_keeps_the_previous_configuration() {
     require_tools();
     let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(dir.path().join("edge")).unwrap();
-    Pki::new(dir.path()).issue(
-        &layout,
-        &CertName::default(),
-        "kokoa fallback",
-        "fallback.invalid",
-    );
-    let a = backend("a");
-    let client = Client {
-        ca: dir.path().join("ca.pem"),
-        http: free_port(),
-        https: free_port(),
-    };
-    let mut first = site(a, a, client.http, client.https);
-    for route in &mut first.routes {
-        route.certificate = None;
-    }
-    let nginx = NginxInstance::new(NGINX, layout.clone());
-    nginx.apply(&first).unwrap();
-    nginx.start().unwrap();
-    let nginx = Running(nginx);
+    let (nginx, layout, client, first) = serving_without_certificates(dir.path(), NGINX);
     let live_site = fs::read_to_string(layout.site_config()).unwrap();
 
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut second = first.clone();
+    let mut second = first;
     second.listen.http_port = taken.local_addr().unwrap().port();
     match nginx.0.apply(&second) {
         Err(Error::Timeout { what, .. }) => {
@@ -638,12 +632,7 @@ fn a_reload_the_master_cannot_take_keeps_the_previous_configuration() {
         other => panic!("expected the reload to be reported as failed, got {other:?}"),
     }
     assert_eq!(fs::read_to_string(layout.site_config()).unwrap(), live_site);
-    let wiki = client.get("wiki.kokoa.test", "/", true, &["-k"]);
-    assert!(
-        wiki.text.contains("backend=a host=wiki.kokoa.test"),
-        "{}",
-        wiki.text
-    );
+    assert_first_site_serves(&client);
     drop(taken);
 }
 

@@ -50,6 +50,20 @@ async fn beat(s: &Server, credential: &str, body: Value) {
     assert_eq!(status, 200, "{answer}");
 }
 
+/// An origin with its web service published as `app.hoge.com`; its id.
+async fn routed_origin(s: &Server) -> String {
+    let origin = s.origin("home-server").await;
+    let origin_id = origin["id"].as_str().unwrap().to_owned();
+    s.admin(
+        Method::POST,
+        "/api/v1/routes",
+        Some(json!({"hostname": "app.hoge.com", "origin_id": origin_id, "target_port": 8001})),
+        201,
+    )
+    .await;
+    origin_id
+}
+
 async fn tick(s: &Server) {
     kokoa_control::runtime::tick(&s.state).await.unwrap();
 }
@@ -76,15 +90,8 @@ async fn events(s: &Server, kind: &str) -> Vec<Value> {
 #[tokio::test]
 async fn the_edges_application_checks_serve_503_only_when_no_edge_sees_it_answer() {
     let s = Server::start(&Backend::Sqlite).await;
-    let origin = s.origin("home-server").await;
-    let origin_id = origin["id"].as_str().unwrap();
-    s.admin(
-        Method::POST,
-        "/api/v1/routes",
-        Some(json!({"hostname": "app.hoge.com", "origin_id": origin_id, "target_port": 8001})),
-        201,
-    )
-    .await;
+    let origin_id = routed_origin(&s).await;
+    let origin_id = origin_id.as_str();
     let (edge1, cred1) = s.enrolled_edge(None).await;
     let (edge2, cred2) = s.enrolled_edge(None).await;
     let origin_cred = s.enrolled_origin(origin_id).await;
@@ -146,17 +153,11 @@ async fn a_nearly_full_disk_raises_a_critical_alert_and_serves_on() {
 #[tokio::test]
 async fn an_origin_without_heartbeat_for_the_timeout_raises_an_alert_and_serves_on() {
     let mut short = settings();
-    short.health.origin_heartbeat_timeout = Duration::from_secs(1);
+    // Heartbeats are stored to the second: 2 s, so that one just sent is never stale.
+    short.health.origin_heartbeat_timeout = Duration::from_secs(2);
     let s = Server::start_with(&Backend::Sqlite, short).await;
-    let origin = s.origin("home-server").await;
-    let origin_id = origin["id"].as_str().unwrap();
-    s.admin(
-        Method::POST,
-        "/api/v1/routes",
-        Some(json!({"hostname": "app.hoge.com", "origin_id": origin_id, "target_port": 8001})),
-        201,
-    )
-    .await;
+    let origin_id = routed_origin(&s).await;
+    let origin_id = origin_id.as_str();
     let (_, edge_cred) = s.enrolled_edge(None).await;
     let origin_cred = s.enrolled_origin(origin_id).await;
 
@@ -165,7 +166,7 @@ async fn an_origin_without_heartbeat_for_the_timeout_raises_an_alert_and_serves_
     origin_beat(&s, origin_id, &origin_cred, 40).await;
     tick(&s).await;
     assert!(events(&s, "origin.alert").await.is_empty());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     tick(&s).await;
     let alerts = events(&s, "origin.alert").await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");

@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use crate::{
     Error,
     api::Api,
-    check::{self, APPLIED, Step, count_lines, get_at, served_on},
+    check::{self, APPLIED, Step, count_lines, first_failures, get_at, served_on},
     failover::{secs, served_at},
     faults::Fault,
     lab::{Control, Ha, Lab, wait_for},
@@ -771,12 +771,7 @@ async fn database_down(lab: &mut Lab, run: &mut Run) -> Step {
         return Err(format!(
             "{} of {sent} requests failed while PostgreSQL was down: {}",
             failures.len(),
-            failures
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; ")
+            first_failures(&failures)
         ));
     }
     let dns = no_empty_answer(run, from, now())?;
@@ -1335,12 +1330,7 @@ async fn origin_flaps(lab: &mut Lab, run: &mut Run) -> Step {
             "{} of {watched} requests for {} failed while origin-a flapped: {}",
             failures.len(),
             APPS[1].hostname,
-            failures
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; ")
+            first_failures(&failures)
         ));
     }
     // The damping lets the last state through within its window.

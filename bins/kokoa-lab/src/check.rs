@@ -478,12 +478,7 @@ async fn control_plane_down(lab: &mut Lab) -> Step {
         return Err(format!(
             "{} of 200 requests failed while the control plane was down: {}",
             failures.len(),
-            failures
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; ")
+            first_failures(&failures)
         ));
     }
     for control in &controls {
@@ -713,6 +708,16 @@ async fn wait_served(edges: &[(String, Ipv4Addr)], poll: Duration) -> Result<(),
         .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The first five of `failures`, for a step's error line.
+pub(crate) fn first_failures(failures: &[String]) -> String {
+    failures
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// `edge1 0.02 s, edge2 0.05 s`.
@@ -958,12 +963,7 @@ async fn certificates(lab: &mut Lab) -> Step {
         return Err(format!(
             "{} of {requests} requests failed during the renewal: {}",
             failures.len(),
-            failures
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; ")
+            first_failures(&failures)
         ));
     }
     let slowest = renewed.values().max().copied().unwrap_or_default();

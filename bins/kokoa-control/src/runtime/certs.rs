@@ -558,24 +558,11 @@ async fn order(
         .scope(hostname.clone(), manager.obtain(&names, method))
         .await;
     let store = state.store();
-    // Re-read: the row may have been deleted or changed while the order ran.
-    let mut current = match store.get_certificate(&cert.id).await {
-        Ok(current) => current,
-        Err(e) => {
-            if !e.is_not_found() {
-                tracing::warn!(certificate = %cert.id, error = %e, "cannot re-read the certificate");
-            }
-            return None;
-        }
-    };
+    let mut current = reread(state, &cert.id).await?;
     let now = Timestamp::now();
     let subject = hostname.as_str();
     match result {
         Ok(issued) => {
-            let sealed = state.master_key().seal(
-                issued.key_pem.expose_secret(),
-                &secret::certificate_key_context(&cert.id),
-            );
             let mut plan = CertificateStatus::of(&issued, &policy);
             if let Err(e) = manager
                 .refresh_renewal(&issued, &mut plan, &policy, now)
@@ -583,10 +570,9 @@ async fn order(
             {
                 tracing::warn!(%hostname, error = %e, "the CA's renewal window is unknown for now");
             }
-            record_issued(&mut current, &issued, plan.next_renewal, now);
-            if let Err(e) = store.put_certificate(&current, Some(&sealed)).await {
-                let message = format!("the certificate was issued but cannot be stored: {e}");
-                tracing::error!(%hostname, "{message}");
+            if let Err(message) =
+                store_issued(state, &mut current, &issued, plan.next_renewal, now).await
+            {
                 return Some(message);
             }
             save_plan(state, &cert.id, &plan).await;
@@ -703,31 +689,16 @@ async fn origin_ca_order(
         .create_certificate(&names, settings.key_type, settings.validity_days)
         .await;
     let store = state.store();
-    // Re-read: the row may have been deleted or changed while the request ran.
-    let mut current = match store.get_certificate(&cert.id).await {
-        Ok(current) => current,
-        Err(e) => {
-            if !e.is_not_found() {
-                tracing::warn!(certificate = %cert.id, error = %e, "cannot re-read the certificate");
-            }
-            return None;
-        }
-    };
+    let mut current = reread(state, &cert.id).await?;
     let now = Timestamp::now();
     let subject = hostname.as_str();
     let method = "cloudflare-origin-ca";
     match result {
         Ok(created) => {
             let issued = &created.certificate;
-            let sealed = state.master_key().seal(
-                issued.key_pem.expose_secret(),
-                &secret::certificate_key_context(&cert.id),
-            );
             let next_renewal = policy.next_renewal(issued.not_before, issued.not_after);
-            record_issued(&mut current, issued, next_renewal, now);
-            if let Err(e) = store.put_certificate(&current, Some(&sealed)).await {
-                let message = format!("the certificate was issued but cannot be stored: {e}");
-                tracing::error!(%hostname, "{message}");
+            if let Err(message) = store_issued(state, &mut current, issued, next_renewal, now).await
+            {
                 return Some(message);
             }
             state.notify_changed();
@@ -798,6 +769,45 @@ async fn origin_ca_order(
             Some(message)
         }
     }
+}
+
+/// The row `id` as stored now: an order or request may run for a while, during which it
+/// can be deleted (none then) or changed.
+async fn reread(state: &AppState, id: &CertificateId) -> Option<Certificate> {
+    match state.store().get_certificate(id).await {
+        Ok(current) => Some(current),
+        Err(e) => {
+            if !e.is_not_found() {
+                tracing::warn!(certificate = %id, error = %e, "cannot re-read the certificate");
+            }
+            None
+        }
+    }
+}
+
+/// Records `issued` on `current` and stores it with its key sealed; the error says why it
+/// could not be stored.
+async fn store_issued(
+    state: &AppState,
+    current: &mut Certificate,
+    issued: &IssuedCertificate,
+    next_renewal: Timestamp,
+    now: Timestamp,
+) -> Result<(), String> {
+    let sealed = state.master_key().seal(
+        issued.key_pem.expose_secret(),
+        &secret::certificate_key_context(&current.id),
+    );
+    record_issued(current, issued, next_renewal, now);
+    state
+        .store()
+        .put_certificate(current, Some(&sealed))
+        .await
+        .map_err(|e| {
+            let message = format!("the certificate was issued but cannot be stored: {e}");
+            tracing::error!(certificate = %current.id, "{message}");
+            message
+        })
 }
 
 fn join(names: &[Hostname]) -> String {
