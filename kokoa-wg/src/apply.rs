@@ -183,7 +183,8 @@ impl WgHost {
         let mut applied = Applied::default();
         for wanted in desired {
             if existing.contains(&wanted.name) {
-                self.load(&self.keeping_port(wanted)?, "syncconf")?;
+                let settled = self.settled(wanted)?;
+                self.load(&self.keeping_port(&settled)?, "syncconf")?;
                 applied.updated.push(wanted.name.clone());
             } else {
                 self.create(&wanted.name)?;
@@ -200,6 +201,46 @@ impl WgHost {
             }
         }
         Ok(applied)
+    }
+
+    /// Carries out the key changes of `desired` whose new key has completed a handshake
+    /// since they were applied (see [`crate::rotation`]), on interfaces that exist; returns
+    /// the interfaces changed. Reads only the handshakes while nothing is due, so it can run
+    /// a few times a second while a change is pending.
+    pub fn settle(&self, desired: &[InterfaceConfig]) -> Result<Vec<InterfaceName>, Error> {
+        let mut changed = Vec::new();
+        for wanted in desired.iter().filter(|w| !w.key_changes.is_empty()) {
+            let Ok(handshakes) = self.latest_handshakes(&wanted.name) else {
+                continue;
+            };
+            let present = |key: &PublicKey| handshakes.iter().any(|(k, _)| k == key);
+            let shaken =
+                |key: &PublicKey| handshakes.iter().any(|(k, at)| k == key && at.is_some());
+            let due = wanted
+                .key_changes
+                .iter()
+                .any(|c| present(&c.from) && shaken(&c.to));
+            if due {
+                let mut settled = wanted.clone();
+                settled.config = wanted.config.settle(&wanted.key_changes, shaken);
+                self.load(&self.keeping_port(&settled)?, "syncconf")?;
+                changed.push(wanted.name.clone());
+            }
+        }
+        Ok(changed)
+    }
+
+    /// `wanted` settled against the interface's handshakes (unchanged without key changes).
+    fn settled(&self, wanted: &InterfaceConfig) -> Result<InterfaceConfig, Error> {
+        if wanted.key_changes.is_empty() {
+            return Ok(wanted.clone());
+        }
+        let handshakes = self.latest_handshakes(&wanted.name)?;
+        let mut settled = wanted.clone();
+        settled.config = wanted.config.settle(&wanted.key_changes, |key| {
+            handshakes.iter().any(|(k, at)| k == key && at.is_some())
+        });
+        Ok(settled)
     }
 
     /// Every WireGuard interface of this network namespace, managed or not.
@@ -601,10 +642,7 @@ mod tests {
     fn refuses_duplicate_names_before_running_anything() {
         let key = PrivateKey::generate();
         let config = crate::Config::new(crate::Interface::new(key), Vec::new());
-        let entry = InterfaceConfig {
-            name: InterfaceName::new("kk1").unwrap(),
-            config,
-        };
+        let entry = InterfaceConfig::new(InterfaceName::new("kk1").unwrap(), config);
         // A prefix that cannot run proves nothing was attempted.
         let host = WgHost::new(Implementation::default(), "/nonexistent")
             .with_command_prefix(["/nonexistent/prefix"]);

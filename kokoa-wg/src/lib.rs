@@ -63,6 +63,7 @@ mod endpoint;
 mod error;
 mod key;
 mod parse;
+pub mod rotation;
 mod topology;
 
 #[cfg(test)]
@@ -72,6 +73,7 @@ pub use config::{Comment, Config, Format, Interface, Peer};
 pub use endpoint::{Endpoint, Host};
 pub use error::{Error, KeyKind, KeyProblem};
 pub use key::{PresharedKey, PrivateKey, PublicKey};
+pub use rotation::KeyChange;
 pub use topology::{
     BASE_LISTEN_PORT, Direction, Edge, InterfaceConfig, InterfaceName, Origin,
     PERSISTENT_KEEPALIVE, Topology,

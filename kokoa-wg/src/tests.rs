@@ -557,3 +557,75 @@ proptest! {
         prop_assert_eq!(InterfaceName::for_origin(&a) == nb, a == b);
     }
 }
+
+/// A configuration whose peers each own distinct addresses (as WireGuard has it), with one
+/// new key prepared, without addresses, per change.
+fn rotating() -> impl Strategy<Value = (Config, Vec<KeyChange>, Vec<bool>)> {
+    (
+        config(),
+        proptest::collection::vec(any::<(usize, [u8; 32], bool)>(), 0..4),
+    )
+        .prop_map(|(mut config, picks)| {
+            let mut owned = std::collections::HashSet::new();
+            for peer in &mut config.peers {
+                peer.allowed_ips.retain(|net| owned.insert(*net));
+            }
+            let (mut changes, mut shaken) = (Vec::new(), Vec::new());
+            let original = config.peers.len();
+            for (pick, key, shook) in picks {
+                if original == 0 {
+                    break;
+                }
+                let from = config.peers[pick % original].public_key;
+                let to = PublicKey::from_bytes(key);
+                if config.peers.iter().any(|p| p.public_key == to)
+                    || changes.iter().any(|c: &KeyChange| c.from == from)
+                {
+                    continue;
+                }
+                config.peers.push(Peer::new(to));
+                changes.push(KeyChange { from, to });
+                shaken.push(shook);
+            }
+            (config, changes, shaken)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Settling moves every address of a replaced peer to its successor and no other
+    /// address, keeps every address owned by exactly one peer, removes exactly the peers
+    /// whose successor has a handshake, and is idempotent.
+    #[test]
+    fn settling_key_changes_keeps_every_address_owned_once((config, changes, shaken) in rotating()) {
+        let handshaken = |key: &PublicKey| {
+            changes.iter().zip(&shaken).any(|(c, s)| *s && c.to == *key)
+        };
+        let settled = config.settle(&changes, handshaken);
+        let owners = |c: &Config| {
+            let mut map = std::collections::BTreeMap::new();
+            for peer in &c.peers {
+                for net in &peer.allowed_ips {
+                    prop_assert!(map.insert(net.to_string(), peer.public_key).is_none(), "{net} owned twice");
+                }
+            }
+            Ok(map)
+        };
+        let before = owners(&config)?;
+        let after = owners(&settled)?;
+        prop_assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+        for (net, owner) in &before {
+            let moved = changes.iter().zip(&shaken).find(|(c, s)| **s && c.from == *owner);
+            let expected = moved.map_or(*owner, |(c, _)| c.to);
+            prop_assert_eq!(after[net], expected);
+        }
+        for (change, shook) in changes.iter().zip(&shaken) {
+            let present = |key| settled.peers.iter().any(|p| p.public_key == key);
+            prop_assert_eq!(present(change.from), !shook);
+            prop_assert!(present(change.to));
+        }
+        prop_assert_eq!(settled.settle(&changes, handshaken), settled.clone());
+        prop_assert_eq!(config.settle(&changes, |_| false), config);
+    }
+}

@@ -18,6 +18,7 @@ use crate::{
     endpoint::{Endpoint, Host},
     error::{Error, cut},
     key::{PrivateKey, PublicKey},
+    rotation::KeyChange,
 };
 
 /// The default WireGuard port: the origin's in [`Direction::EdgesDialIn`], and the first of
@@ -106,12 +107,26 @@ pub struct InterfaceConfig {
     pub name: InterfaceName,
     /// Its configuration.
     pub config: Config,
+    /// Peers whose key is being replaced (see [`crate::rotation`]): applied, the
+    /// configuration is [settled](Config::settle) against the live handshakes.
+    pub key_changes: Vec<KeyChange>,
 }
 
 impl InterfaceConfig {
     /// `config` for the interface `name`.
     pub fn new(name: InterfaceName, config: Config) -> Self {
-        Self { name, config }
+        Self {
+            name,
+            config,
+            key_changes: Vec::new(),
+        }
+    }
+
+    /// This, with the peer `change.to` taking over from `change.from` once it has a
+    /// handshake.
+    pub fn with_key_change(mut self, change: KeyChange) -> Self {
+        self.key_changes.push(change);
+        self
     }
 
     /// `<name>.conf`: wg-quick takes the interface name from the file name.
@@ -300,10 +315,10 @@ impl Topology {
                 peer
             })
             .collect();
-        Ok(InterfaceConfig {
-            name: InterfaceName::origin(),
-            config: Config::new(interface, peers),
-        })
+        Ok(InterfaceConfig::new(
+            InterfaceName::origin(),
+            Config::new(interface, peers),
+        ))
     }
 
     /// The configuration of edge `edge_name`'s interface for this origin, named by
@@ -333,10 +348,10 @@ impl Topology {
             peer.endpoint = Some(endpoint.clone());
             peer.persistent_keepalive = Some(PERSISTENT_KEEPALIVE);
         }
-        Ok(InterfaceConfig {
-            name: InterfaceName::for_origin(&origin.id),
-            config: Config::new(interface, vec![peer]),
-        })
+        Ok(InterfaceConfig::new(
+            InterfaceName::for_origin(&origin.id),
+            Config::new(interface, vec![peer]),
+        ))
     }
 }
 

@@ -342,3 +342,161 @@ fn assert_no_setconf_left(dir: &Path) {
         .collect();
     assert!(left.is_empty(), "settings files left behind: {left:?}");
 }
+
+/// Settles `node`'s interface `wanted` a few times a second until a key change is carried
+/// out; returns how long that took.
+fn settle_until_done(node: &Node, wanted: &kokoa_wg::InterfaceConfig) -> Duration {
+    let start = Instant::now();
+    loop {
+        let changed = node.host.settle(std::slice::from_ref(wanted)).unwrap();
+        if !changed.is_empty() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the new key made no handshake within 10 s"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The peers of `name` on `node`, by key.
+fn peers(node: &Node, name: &InterfaceName) -> Vec<String> {
+    node.wg_show(name, "peers")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn either_side_changes_its_key_while_traffic_flows() {
+    require_tools();
+    let subnet: Ipv4Net = "10.0.82.0/24".parse().unwrap();
+    let origin_ip = Ipv4Addr::new(10, 0, 82, 1);
+    let edge_ip = Ipv4Addr::new(10, 0, 82, 10);
+    let keys = [(); 4].map(|()| PrivateKey::generate());
+    let [origin_key, origin_next, edge_key, edge_next] = &keys;
+    let topology = |origin_key: &PrivateKey, edge_key: &PrivateKey| {
+        let origin = Origin::new(
+            format!("rotate-test-{}", std::process::id()),
+            "home-server",
+            subnet,
+            origin_ip,
+            origin_key.public_key(),
+        );
+        let edge = edge("edge-1", edge_key, Ipv4Addr::new(10, 99, 82, 1), edge_ip);
+        Topology::new(origin, vec![edge], Direction::OriginDialsOut).unwrap()
+    };
+    let edge_node = Node::new("re");
+    let origin_node = Node::new("ro");
+    run(Command::new("ip").args([
+        "link",
+        "add",
+        "kkr-e",
+        "netns",
+        &edge_node.ns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "kkr-o",
+        "netns",
+        &origin_node.ns,
+    ]));
+    for (node, dev, ip) in [
+        (&edge_node, "kkr-e", "10.99.82.1/24"),
+        (&origin_node, "kkr-o", "10.99.82.2/24"),
+    ] {
+        node.ip(&["addr", "add", ip, "dev", dev]);
+        node.ip(&["link", "set", dev, "up"]);
+    }
+    let first = topology(origin_key, edge_key);
+    let on_edge = first.edge_config("edge-1", edge_key).unwrap();
+    let wg0 = first.origin_config(origin_key).unwrap();
+    edge_node
+        .host
+        .apply(std::slice::from_ref(&on_edge))
+        .unwrap();
+    origin_node.host.apply(std::slice::from_ref(&wg0)).unwrap();
+    let reach = || {
+        (0..3).any(|_| {
+            edge_node
+                .host
+                .ping(origin_ip.into(), Duration::from_secs(2))
+                .is_some()
+        })
+    };
+    assert!(reach(), "no ping reply over the tunnel before any change");
+
+    // The edge's key: the origin prepares the new one next to the old, the edge switches,
+    // the origin hands the address over at the first handshake with the new key.
+    let mut prepared = wg0.clone();
+    let mut next = kokoa_wg::Peer::new(edge_next.public_key());
+    next.endpoint = wg0.config.peers[0].endpoint.clone();
+    next.persistent_keepalive = wg0.config.peers[0].persistent_keepalive;
+    prepared.config.peers.push(next);
+    let prepared = prepared.with_key_change(kokoa_wg::KeyChange {
+        from: edge_key.public_key(),
+        to: edge_next.public_key(),
+    });
+    origin_node
+        .host
+        .apply(std::slice::from_ref(&prepared))
+        .unwrap();
+    assert_eq!(peers(&origin_node, &wg0.name).len(), 2);
+    assert!(reach(), "preparing the new key cut the tunnel");
+    let switched = topology(origin_key, edge_next);
+    edge_node
+        .host
+        .apply(&[switched.edge_config("edge-1", edge_next).unwrap()])
+        .unwrap();
+    // Traffic from the edge starts the handshake with the new key.
+    let _ = edge_node
+        .host
+        .ping(origin_ip.into(), Duration::from_secs(1));
+    let took = settle_until_done(&origin_node, &prepared);
+    eprintln!("edge key: the origin handed over after {took:?}");
+    assert_eq!(
+        peers(&origin_node, &wg0.name),
+        vec![edge_next.public_key().to_string()]
+    );
+    assert!(reach(), "no ping reply after the edge's key changed");
+    // Applying the same configuration again keeps the hand-over.
+    origin_node
+        .host
+        .apply(std::slice::from_ref(&prepared))
+        .unwrap();
+    assert_eq!(peers(&origin_node, &wg0.name).len(), 1);
+
+    // The origin's key: the edge prepares it, the origin switches and dials.
+    let on_edge = switched.edge_config("edge-1", edge_next).unwrap();
+    let mut prepared = on_edge.clone();
+    prepared
+        .config
+        .peers
+        .push(kokoa_wg::Peer::new(origin_next.public_key()));
+    let prepared = prepared.with_key_change(kokoa_wg::KeyChange {
+        from: origin_key.public_key(),
+        to: origin_next.public_key(),
+    });
+    edge_node
+        .host
+        .apply(std::slice::from_ref(&prepared))
+        .unwrap();
+    assert!(reach(), "preparing the origin's new key cut the tunnel");
+    let last = topology(origin_next, edge_next);
+    origin_node
+        .host
+        .apply(&[last.origin_config(origin_next).unwrap()])
+        .unwrap();
+    let _ = origin_node
+        .host
+        .ping(edge_ip.into(), Duration::from_secs(1));
+    let took = settle_until_done(&edge_node, &prepared);
+    eprintln!("origin key: the edge handed over after {took:?}");
+    assert_eq!(
+        peers(&edge_node, &on_edge.name),
+        vec![origin_next.public_key().to_string()]
+    );
+    assert!(reach(), "no ping reply after the origin's key changed");
+}
