@@ -625,7 +625,7 @@ proptest! {
             prop_assert_eq!(present(change.from), !shook);
             prop_assert!(present(change.to));
         }
-        prop_assert_eq!(settled.settle(&changes, handshaken), settled.clone());
+        prop_assert_eq!(settled.settle(&changes, handshaken), settled);
         prop_assert_eq!(config.settle(&changes, |_| false), config);
     }
 }
