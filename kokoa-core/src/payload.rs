@@ -117,6 +117,11 @@ pub struct Tunnel {
     /// origin offers none (left out of the JSON then, so older payloads keep their hash).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_check: Option<ApplicationCheck>,
+    /// The origin's next public key while the origin's keys rotate (SPEC §10.3): the edge
+    /// keeps it as a second peer without addresses, and it takes over from
+    /// `origin_public_key` at its first handshake. None otherwise (left out of the JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_next_public_key: Option<WgPublicKey>,
 }
 
 /// The origin's application check (SPEC §8.4): `GET http://<origin_ip>:<port>/health`

@@ -29,7 +29,10 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     str::FromStr,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -133,12 +136,15 @@ impl TunnelStatus {
 /// The WireGuard interfaces of one host, driven through `ip`, `wg` and a userspace daemon.
 ///
 /// Cheap to clone; holds no state besides its settings, so a restarted program picks up
-/// where the previous one left off.
+/// where the previous one left off. Clones take turns in [`apply`](Self::apply) and
+/// [`settle`](Self::settle), so a settled key change is never undone by an apply that read
+/// the handshakes before it.
 #[derive(Debug, Clone)]
 pub struct WgHost {
     implementation: Implementation,
     scratch_dir: PathBuf,
     prefix: Vec<OsString>,
+    turn: Arc<Mutex<()>>,
 }
 
 impl WgHost {
@@ -150,6 +156,7 @@ impl WgHost {
             implementation,
             scratch_dir: scratch_dir.into(),
             prefix: Vec::new(),
+            turn: Arc::default(),
         }
     }
 
@@ -179,11 +186,16 @@ impl WgHost {
                 });
             }
         }
+        let _turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
         let existing = self.interfaces()?;
         let mut applied = Applied::default();
         for wanted in desired {
             if existing.contains(&wanted.name) {
-                let settled = self.settled(wanted)?;
+                let settled = if wanted.key_changes.is_empty() {
+                    wanted.clone()
+                } else {
+                    settled(wanted, &self.latest_handshakes(&wanted.name)?)
+                };
                 self.load(&self.keeping_port(&settled)?, "syncconf")?;
                 applied.updated.push(wanted.name.clone());
             } else {
@@ -210,37 +222,22 @@ impl WgHost {
     pub fn settle(&self, desired: &[InterfaceConfig]) -> Result<Vec<InterfaceName>, Error> {
         let mut changed = Vec::new();
         for wanted in desired.iter().filter(|w| !w.key_changes.is_empty()) {
+            let _turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
             let Ok(handshakes) = self.latest_handshakes(&wanted.name) else {
                 continue;
             };
             let present = |key: &PublicKey| handshakes.iter().any(|(k, _)| k == key);
-            let shaken =
-                |key: &PublicKey| handshakes.iter().any(|(k, at)| k == key && at.is_some());
             let due = wanted
                 .key_changes
                 .iter()
-                .any(|c| present(&c.from) && shaken(&c.to));
+                .any(|c| present(&c.from) && shaken(&handshakes, &c.to));
             if due {
-                let mut settled = wanted.clone();
-                settled.config = wanted.config.settle(&wanted.key_changes, shaken);
+                let settled = settled(wanted, &handshakes);
                 self.load(&self.keeping_port(&settled)?, "syncconf")?;
                 changed.push(wanted.name.clone());
             }
         }
         Ok(changed)
-    }
-
-    /// `wanted` settled against the interface's handshakes (unchanged without key changes).
-    fn settled(&self, wanted: &InterfaceConfig) -> Result<InterfaceConfig, Error> {
-        if wanted.key_changes.is_empty() {
-            return Ok(wanted.clone());
-        }
-        let handshakes = self.latest_handshakes(&wanted.name)?;
-        let mut settled = wanted.clone();
-        settled.config = wanted.config.settle(&wanted.key_changes, |key| {
-            handshakes.iter().any(|(k, at)| k == key && at.is_some())
-        });
-        Ok(settled)
     }
 
     /// Every WireGuard interface of this network namespace, managed or not.
@@ -496,6 +493,23 @@ impl Drop for SecretFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
+}
+
+/// Whether `key` has completed a handshake, by `wg show latest-handshakes`.
+fn shaken(handshakes: &[(PublicKey, Option<SystemTime>)], key: &PublicKey) -> bool {
+    handshakes.iter().any(|(k, at)| k == key && at.is_some())
+}
+
+/// `wanted` with the key changes carried out whose new key has a handshake.
+fn settled(
+    wanted: &InterfaceConfig,
+    handshakes: &[(PublicKey, Option<SystemTime>)],
+) -> InterfaceConfig {
+    let mut settled = wanted.clone();
+    settled.config = wanted
+        .config
+        .settle(&wanted.key_changes, |key| shaken(handshakes, key));
+    settled
 }
 
 /// Parses `wg show IFACE latest-handshakes`: `KEY<TAB>SECONDS` per peer, 0 for never.

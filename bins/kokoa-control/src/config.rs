@@ -101,6 +101,10 @@ Configuration file (TOML, every key optional):
   health_history_days = 7
   intents_days = 7
 
+  [wireguard]                                  # keys older than this are rotated, one
+  rotate_keys_days = 90                        # at a time, without cutting traffic; 0: by
+                                               # hand only (kokoa edge|origin rotate-keys)
+
   [[provisioners]]                             # providers new edges are created at
   kind = \"digitalocean\"                        # digitalocean, vultr, hetzner or aws
   token_env = \"DO_API_TOKEN\"
@@ -300,6 +304,8 @@ struct FileConfig {
     health: HealthFile,
     #[serde(default)]
     retention: RetentionFile,
+    #[serde(default)]
+    wireguard: WireguardFile,
     edge_node_management: Option<EdgeNodeManagement>,
     #[serde(default)]
     provisioners: Vec<ProvisionerFile>,
@@ -348,6 +354,13 @@ struct RetentionFile {
     events_days: Option<u32>,
     health_history_days: Option<u32>,
     intents_days: Option<u32>,
+}
+
+/// `[wireguard]`: key rotation (SPEC §10.3).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireguardFile {
+    rotate_keys_days: Option<u32>,
 }
 
 /// `[edge_provisioning]`: timing of new edges.
@@ -1063,13 +1076,24 @@ fn runtime_settings(file: &FileConfig) -> Result<RuntimeSettings, Error> {
             provisioning_defaults.enrollment_ttl,
         ),
     };
+    let key_rotation = match file.wireguard.rotate_keys_days {
+        Some(0) => None,
+        days => Some(Duration::from_secs(
+            u64::from(days.unwrap_or(DEFAULT_ROTATE_KEYS_DAYS)) * 86_400,
+        )),
+    };
     Ok(RuntimeSettings {
         health,
         retention,
         edges,
         modules,
+        key_rotation,
     })
 }
+
+/// Days after which a WireGuard key is rotated when `[wireguard] rotate_keys_days` is not
+/// set.
+const DEFAULT_ROTATE_KEYS_DAYS: u32 = 90;
 
 /// A provider's client from its `[[provisioners]]` entry.
 fn provisioner(p: &ProvisionerFile) -> Result<ProvisionerEntry, Error> {

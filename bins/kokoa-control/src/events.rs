@@ -79,6 +79,12 @@ pub mod kinds {
     /// A VPS carrying this installation's tag that no edge owns was found (and adopted or
     /// destroyed).
     pub const ORPHAN_VPS: &str = "edge.orphan_vps";
+    /// A WireGuard key rotation began: the peers learn the new key (SPEC §10.3).
+    pub const KEY_ROTATION_STARTED: &str = "wireguard.rotation_started";
+    /// The peers know the new key; the node switches to it.
+    pub const KEY_ROTATION_SWITCHED: &str = "wireguard.rotation_switched";
+    /// The node uses the new key; the old one is gone everywhere.
+    pub const KEY_ROTATED: &str = "wireguard.key_rotated";
 
     /// Every type above. The Web UI listens for these on the live stream (an
     /// `EventSource` cannot listen for "any type"), so a new type belongs here too.
@@ -113,6 +119,9 @@ pub mod kinds {
         EDGE_DESTROY_HELD,
         ORIGIN_FLAPPING,
         ORPHAN_VPS,
+        KEY_ROTATION_STARTED,
+        KEY_ROTATION_SWITCHED,
+        KEY_ROTATED,
     ];
 }
 

@@ -17,17 +17,20 @@ use std::{
 use ipnet::Ipv4Net;
 use kokoa_core::{
     ApplicationCheck, CertificateRef, ContentHash, EdgeConfig, EdgeContent, EdgeNodeId, EdgeStatus,
-    Hostname, Origin, OriginId, Port, Tunnel,
+    Hostname, Origin, OriginId, Port, Tunnel, WgPublicKey,
 };
 use kokoa_wg::{Direction, Format, Host, Topology};
 use tokio::time::Instant;
 
 use crate::{
-    api::{OriginConfig, OriginRoute, ServiceView},
+    api::{KeyChangeView, OriginConfig, OriginRoute, ServiceView},
     bundle,
     error::ApiError,
-    keys::{self, KeyOwner},
-    runtime::{self, certs},
+    keys,
+    runtime::{
+        self, certs,
+        rotation::{Rotations, Subject},
+    },
     state::AppState,
 };
 
@@ -143,17 +146,22 @@ pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConf
         return EdgeConfig::new(content).map_err(|e| ApiError::internal(&e));
     }
     let snapshot = state.snapshot().await?;
+    let rotations = Rotations::load(state).await?;
     let mut served: Vec<(&OriginId, Ipv4Addr)> = Vec::new();
     for (tunnel, sealed) in tunnels {
         // An origin deleted since the snapshot takes its tunnels with it.
         let Some(origin) = snapshot.origins.get(&tunnel.origin_id) else {
             continue;
         };
-        let private_key = keys::open(
-            state.master_key(),
-            KeyOwner::Tunnel(edge, &origin.id),
-            &sealed,
-        )?;
+        let subject = Subject::Tunnel(edge.clone(), origin.id.clone());
+        let (_, private_key) =
+            rotations.private_key(state, &subject, &tunnel.public_key, &sealed)?;
+        let origin_next_public_key = rotations
+            .of(
+                &Subject::Origin(origin.id.clone()),
+                &origin.wireguard_public_key,
+            )
+            .map(|p| p.next_public_key.clone());
         let address = Ipv4Net::new(tunnel.wireguard_ip, origin.network_cidr.prefix_len())
             .map_err(|e| ApiError::internal(&e))?;
         content.tunnels.push(Tunnel {
@@ -166,6 +174,7 @@ pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConf
             listen_port: tunnel.listen_port,
             origin_endpoint: None,
             application_check: application_check(state, origin.last_metrics.as_ref()),
+            origin_next_public_key,
         });
         served.push((&origin.id, origin.wireguard_ip));
     }
@@ -257,8 +266,13 @@ pub async fn origin_routes(
 }
 
 /// The origin's `wg0.conf`: one peer per edge that has a tunnel to it and a known public
-/// address; the origin dials out to each (it needs no open port, works behind NAT).
-pub async fn origin_wg0(state: &AppState, origin: &Origin) -> Result<String, ApiError> {
+/// address; the origin dials out to each (it needs no open port, works behind NAT). While
+/// an edge's key rotates, its new key is a second peer without addresses, named in the
+/// key changes returned alongside (see [`rotation`](crate::runtime::rotation)).
+pub async fn origin_wg0(
+    state: &AppState,
+    origin: &Origin,
+) -> Result<(String, Vec<KeyChangeView>), ApiError> {
     let store = state.store();
     let tunnels = store.list_tunnels(None, Some(&origin.id)).await?;
     let edges: HashMap<EdgeNodeId, _> = store
@@ -267,8 +281,11 @@ pub async fn origin_wg0(state: &AppState, origin: &Origin) -> Result<String, Api
         .into_iter()
         .map(|e| (e.id.clone(), e))
         .collect();
+    let rotations = Rotations::load(state).await?;
     let internal = |e: kokoa_wg::Error| ApiError::internal(&e);
+    let wg_key = |k: &WgPublicKey| kokoa_wg::PublicKey::from_base64(k.as_str()).map_err(internal);
     let mut peers = Vec::new();
+    let mut changes = Vec::new();
     for tunnel in &tunnels {
         let Some(edge) = edges.get(&tunnel.edge_node_id) else {
             continue;
@@ -283,33 +300,56 @@ pub async fn origin_wg0(state: &AppState, origin: &Origin) -> Result<String, Api
         peers.push(kokoa_wg::Edge::new(
             // Names label peers and must be unique; edge names need not be, ids are.
             format!("{} {}", edge.name, edge.id),
-            kokoa_wg::PublicKey::from_base64(tunnel.public_key.as_str()).map_err(internal)?,
+            wg_key(&tunnel.public_key)?,
             Host::from(ip),
             tunnel.wireguard_ip,
             port,
         ));
+        let subject = Subject::Tunnel(edge.id.clone(), origin.id.clone());
+        if let Some(pending) = rotations.of(&subject, &tunnel.public_key) {
+            changes.push(KeyChangeView {
+                from: tunnel.public_key.clone(),
+                to: pending.next_public_key.clone(),
+            });
+        }
     }
+    let sealed = store.origin_private_key(&origin.id).await?;
+    let subject = Subject::Origin(origin.id.clone());
+    let (public, key) =
+        rotations.private_key(state, &subject, &origin.wireguard_public_key, &sealed)?;
     let wg_origin = kokoa_wg::Origin::new(
         origin.id.as_str(),
         origin.name.as_str(),
         origin.network_cidr,
         origin.wireguard_ip,
-        kokoa_wg::PublicKey::from_base64(origin.wireguard_public_key.as_str()).map_err(internal)?,
+        wg_key(&public)?,
     );
     let topology = Topology::new(wg_origin, peers, Direction::OriginDialsOut).map_err(internal)?;
-    let sealed = store.origin_private_key(&origin.id).await?;
-    let key = keys::open(state.master_key(), KeyOwner::Origin(&origin.id), &sealed)?;
-    let config = topology
+    let mut config = topology
         .origin_config(&keys::to_wg(&key)?)
-        .map_err(internal)?;
-    Ok(config.config.render(Format::WgQuick))
+        .map_err(internal)?
+        .config;
+    for change in &changes {
+        let from = wg_key(&change.from)?;
+        let Some(current) = config.peers.iter().find(|p| p.public_key == from) else {
+            continue;
+        };
+        // Reached the same way as the current key, but owning no address until it has
+        // made a handshake.
+        let mut prepared = kokoa_wg::Peer::new(wg_key(&change.to)?);
+        prepared.comment = current.comment.clone();
+        prepared.endpoint = current.endpoint.clone();
+        prepared.persistent_keepalive = current.persistent_keepalive;
+        config.peers.push(prepared);
+    }
+    Ok((config.render(Format::WgQuick), changes))
 }
 
 /// Everything an origin agent follows: its `wg0.conf` (edges come and go), its local
 /// proxy, its routes and services, with a hash over all of it.
 pub async fn origin_config(state: &AppState, id: &OriginId) -> Result<OriginConfig, ApiError> {
     let origin = state.store().get_origin(id).await?;
-    let wg0_conf = origin_wg0(state, &origin).await?;
+    let (wg0_conf, key_changes) = origin_wg0(state, &origin).await?;
     let routes = origin_routes(state, id).await?;
     let nginx_conf = bundle::origin_nginx_conf(origin.wireguard_ip, &routes);
     let services: Vec<ServiceView> = state
@@ -326,8 +366,21 @@ pub async fn origin_config(state: &AppState, id: &OriginId) -> Result<OriginConf
             target_port,
         })
         .collect();
-    let hashed = serde_json::to_vec(&(&origin.id, &wg0_conf, &nginx_conf, &routes, &services))
-        .map_err(|e| ApiError::internal(&e))?;
+    // Key changes count only when there are some, so the hash of a configuration without
+    // any stays what it was.
+    let hashed = if key_changes.is_empty() {
+        serde_json::to_vec(&(&origin.id, &wg0_conf, &nginx_conf, &routes, &services))
+    } else {
+        serde_json::to_vec(&(
+            &origin.id,
+            &wg0_conf,
+            &nginx_conf,
+            &routes,
+            &services,
+            &key_changes,
+        ))
+    }
+    .map_err(|e| ApiError::internal(&e))?;
     Ok(OriginConfig {
         config_hash: ContentHash::of(&hashed).to_string(),
         origin_id: origin.id,
@@ -335,5 +388,6 @@ pub async fn origin_config(state: &AppState, id: &OriginId) -> Result<OriginConf
         nginx_conf,
         routes,
         services,
+        key_changes,
     })
 }

@@ -136,12 +136,13 @@ impl<P: DataPlane> Agent<P> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let config = tokio::spawn(Arc::clone(&ctx).config_loop(stop_rx.clone()));
         let heartbeat = tokio::spawn(Arc::clone(&ctx).heartbeat_loop(sampler, stop_rx.clone()));
-        let checks = tokio::spawn(Arc::clone(&ctx).application_loop(stop_rx));
+        let checks = tokio::spawn(Arc::clone(&ctx).application_loop(stop_rx.clone()));
+        let keys = tokio::spawn(Arc::clone(&ctx).key_loop(stop_rx));
         shutdown.await;
         tracing::info!("shutting down");
         // Receivers live in the tasks until they end.
         let _ = stop_tx.send(true);
-        for task in [config, heartbeat, checks] {
+        for task in [config, heartbeat, checks, keys] {
             task.await.unwrap_or_else(log_join_error);
         }
         if stop_on_exit {
@@ -164,6 +165,10 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
+
+/// How often a tunnel whose peer's key changes is looked at: the few hundred milliseconds
+/// between the peer switching keys and the hand-over are all its traffic waits.
+const KEY_SETTLE: Duration = Duration::from_millis(200);
 
 struct Ctx<P> {
     client: ControlPlane,
@@ -381,6 +386,27 @@ impl<P: DataPlane> Ctx<P> {
                 .filter_map(|t| Some((t.origin_id.clone(), checks.state(&t.origin_id)?)))
                 .collect();
             self.beat_now.notify_one();
+        }
+    }
+
+    /// While an origin's keys rotate, hands its address over to the new key as soon as that
+    /// key has a handshake (see `kokoa_wg::rotation`): checked every [`KEY_SETTLE`].
+    async fn key_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut ticks = tokio::time::interval(KEY_SETTLE);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let plane = Arc::clone(&self.plane);
+            match blocking(move || plane.settle_keys()).await {
+                Ok(changed) if changed.is_empty() => {}
+                Ok(changed) => {
+                    tracing::info!(interfaces = ?changed, "an origin's new WireGuard key took over");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot hand a tunnel over to a new key yet"),
+            }
         }
     }
 

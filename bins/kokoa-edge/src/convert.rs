@@ -14,7 +14,7 @@ use ipnet::{IpNet, Ipv4Net};
 use kokoa_core::{CertificateRef, EdgeConfig, OriginId, Tunnel};
 use kokoa_nginx::{CertName, EdgeSite, Listen, RateLimits, Route};
 use kokoa_wg::{
-    Comment, Config, Endpoint, Host, Interface, InterfaceConfig, InterfaceName,
+    Comment, Config, Endpoint, Host, Interface, InterfaceConfig, InterfaceName, KeyChange,
     PERSISTENT_KEEPALIVE, Peer, PrivateKey, PublicKey,
 };
 
@@ -138,8 +138,28 @@ fn interface_for(tunnel: &Tunnel) -> Result<InterfaceConfig, kokoa_wg::Error> {
             peer.persistent_keepalive = Some(PERSISTENT_KEEPALIVE);
         }
     }
-    Ok(InterfaceConfig::new(
+    let mut peers = vec![peer];
+    let mut change = None;
+    let next = tunnel.origin_next_public_key.as_ref();
+    if let Some(next) = next.filter(|n| **n != tunnel.origin_public_key) {
+        // The origin's keys rotate: its next key waits beside the current one, without
+        // addresses, and takes over at its first handshake.
+        let mut prepared = Peer::new(PublicKey::from_base64(next.as_str())?);
+        prepared.comment = peers[0].comment.clone();
+        prepared.endpoint = peers[0].endpoint.clone();
+        prepared.persistent_keepalive = peers[0].persistent_keepalive;
+        change = Some(KeyChange {
+            from: peers[0].public_key,
+            to: prepared.public_key,
+        });
+        peers.push(prepared);
+    }
+    let interface = InterfaceConfig::new(
         InterfaceName::for_origin(tunnel.origin_id.as_str()),
-        Config::new(interface, vec![peer]),
-    ))
+        Config::new(interface, peers),
+    );
+    Ok(match change {
+        Some(change) => interface.with_key_change(change),
+        None => interface,
+    })
 }

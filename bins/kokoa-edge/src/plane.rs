@@ -112,6 +112,13 @@ pub trait DataPlane: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Hands an origin's address over to its new key in every tunnel where that key has
+    /// completed a handshake (see `kokoa_wg::rotation`); returns the interfaces changed.
+    /// Cheap while nothing is due: the agent calls it a few times a second.
+    fn settle_keys(&self) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
+    }
+
     /// Stops nginx and deletes the tunnels (only on request: normally both outlive the
     /// agent so traffic continues without it).
     fn stop(&self) -> Result<(), Error>;
@@ -253,6 +260,17 @@ impl DataPlane for EdgeHost {
         }
         *self.tunnels.lock().unwrap_or_else(PoisonError::into_inner) = desired.tunnels;
         Ok(())
+    }
+
+    fn settle_keys(&self) -> Result<Vec<String>, Error> {
+        let interfaces: Vec<InterfaceConfig> = self
+            .live_tunnels()
+            .into_iter()
+            .map(|t| t.interface)
+            .filter(|i| !i.key_changes.is_empty())
+            .collect();
+        let changed = self.wg.settle(&interfaces)?;
+        Ok(changed.iter().map(ToString::to_string).collect())
     }
 
     fn tunnels(&self) -> Vec<TunnelReport> {

@@ -37,6 +37,7 @@ fn tunnel(n: u8, endpoint: bool) -> Tunnel {
         listen_port: Port::new(51820 + u16::from(octet)).unwrap(),
         origin_endpoint: endpoint.then(|| ([192, 0, 2, octet], 51820).into()),
         application_check: None,
+        origin_next_public_key: None,
     }
 }
 

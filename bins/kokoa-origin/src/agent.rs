@@ -38,6 +38,14 @@ pub trait Tunnel: Send + Sync + 'static {
     /// How many peers of `name` completed a handshake within the last 180 s.
     fn edges_connected(&self, name: &InterfaceName) -> usize;
 
+    /// Hands an edge's address over to its new key once that key has completed a
+    /// handshake (see `kokoa_wg::rotation`); returns whether anything changed. Cheap while
+    /// nothing is due.
+    fn settle(&self, wanted: &InterfaceConfig) -> Result<bool, Error> {
+        let _ = wanted;
+        Ok(false)
+    }
+
     /// Deletes the interface.
     fn stop(&self, name: &InterfaceName) -> Result<(), Error>;
 }
@@ -71,10 +79,18 @@ impl Tunnel for WgTunnel {
             .count()
     }
 
+    fn settle(&self, wanted: &InterfaceConfig) -> Result<bool, Error> {
+        Ok(!self.0.settle(std::slice::from_ref(wanted))?.is_empty())
+    }
+
     fn stop(&self, name: &InterfaceName) -> Result<(), Error> {
         Ok(self.0.remove(name)?)
     }
 }
+
+/// How often the tunnel is looked at while an edge's key changes: the few hundred
+/// milliseconds between the edge switching keys and the hand-over are all its traffic waits.
+const KEY_SETTLE: Duration = Duration::from_millis(200);
 
 /// The agent's clock. Tests shorten it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +224,8 @@ impl<T: Tunnel> Agent<T> {
         let tasks = [
             tokio::spawn(Arc::clone(&ctx).config_loop(stop_rx.clone())),
             tokio::spawn(Arc::clone(&ctx).check_loop(stop_rx.clone())),
-            tokio::spawn(Arc::clone(&ctx).heartbeat_loop(stop_rx)),
+            tokio::spawn(Arc::clone(&ctx).heartbeat_loop(stop_rx.clone())),
+            tokio::spawn(Arc::clone(&ctx).key_loop(stop_rx)),
         ];
         shutdown.await;
         tracing::info!("shutting down");
@@ -379,8 +396,11 @@ impl<T: Tunnel> Ctx<T> {
                             tracing::info!(%hash, "configuration applied");
                             backoff.reset();
                             known = Some(hash);
-                            // Services or ports may have changed: check and report now.
+                            // Services or ports may have changed: check now. The control
+                            // plane hears at once which configuration is live (a key
+                            // rotation waits for it).
                             self.recheck.notify_one();
+                            self.report.notify_one();
                             Duration::ZERO
                         }
                         Err(e @ Error::Refused { .. }) => {
@@ -460,6 +480,31 @@ impl<T: Tunnel> Ctx<T> {
         }
     }
 
+    /// While an edge's keys rotate, hands its address over to the new key as soon as that
+    /// key has a handshake: checked every [`KEY_SETTLE`].
+    async fn key_loop(self: Arc<Self>, mut stop: watch::Receiver<()>) {
+        let mut ticks = tokio::time::interval(KEY_SETTLE);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let wanted = match &self.shared().live {
+                Some((_, plan)) if !plan.interface.key_changes.is_empty() => plan.interface.clone(),
+                _ => continue,
+            };
+            let tunnel = Arc::clone(&self.tunnel);
+            match blocking(move || tunnel.settle(&wanted)).await {
+                Ok(false) => {}
+                Ok(true) => tracing::info!("an edge's new WireGuard key took over"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand the tunnel over to a new key yet")
+                }
+            }
+        }
+    }
+
     async fn heartbeat_loop(self: Arc<Self>, mut stop: watch::Receiver<()>) {
         let period = self.settings.timing.heartbeat_interval;
         // The first heartbeat follows the first round of checks, which wakes this loop.
@@ -472,11 +517,12 @@ impl<T: Tunnel> Ctx<T> {
                 () = self.report.notified() => {}
                 _ = stop.changed() => return,
             }
-            let (live, services, last_error, firewall) = {
+            let (live, hash, services, last_error, firewall) = {
                 let shared = self.shared();
                 let live = shared.live.as_ref().map(|(_, plan)| plan.edges.len());
                 (
                     live,
+                    shared.live.as_ref().map(|(hash, _)| hash.clone()),
                     shared.services.clone(),
                     shared.last_error.clone(),
                     shared.firewall.clone(),
@@ -508,6 +554,7 @@ impl<T: Tunnel> Ctx<T> {
                 last_error,
                 firewall,
             );
+            heartbeat.config_hash = hash;
             heartbeat.application_port = self
                 .settings
                 .application

@@ -29,6 +29,10 @@ pub struct Heartbeat {
     /// (see [`ApplicationEndpoint`](crate::ApplicationEndpoint)); none set by [`Heartbeat::new`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub application_port: Option<u16>,
+    /// The `config_hash` of the configuration applied now; none before the first (and
+    /// none set by [`Heartbeat::new`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
 }
 
 /// Host figures of a heartbeat.
@@ -76,6 +80,7 @@ impl Heartbeat {
             last_error,
             firewall,
             application_port: None,
+            config_hash: None,
         }
     }
 }

@@ -4,8 +4,8 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use kokoa_agent::Secret;
-use kokoa_core::{HealthCheckPath, Hostname, Name, OriginId, Port, Protocol};
-use kokoa_wg::{Config, Format, InterfaceConfig, InterfaceName};
+use kokoa_core::{HealthCheckPath, Hostname, Name, OriginId, Port, Protocol, WgPublicKey};
+use kokoa_wg::{Config, Format, InterfaceConfig, InterfaceName, KeyChange, PublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -26,6 +26,19 @@ pub struct OriginConfig {
     pub routes: Vec<OriginRoute>,
     /// Its services.
     pub services: Vec<Service>,
+    /// Edges whose key is being replaced (SPEC §10.3): the new key is a peer of `wg0_conf`
+    /// without addresses that takes over from the old one at its first handshake.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_changes: Vec<KeyChangeEntry>,
+}
+
+/// One peer key being replaced, as the configuration names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyChangeEntry {
+    /// The key in use.
+    pub from: WgPublicKey,
+    /// Its successor.
+    pub to: WgPublicKey,
 }
 
 /// A route to this origin.
@@ -97,8 +110,19 @@ impl OriginConfig {
                 edges.insert(net.addr());
             }
         }
+        let mut interface = InterfaceConfig::new(name, config);
+        for change in &self.key_changes {
+            let key = |k: &WgPublicKey| {
+                PublicKey::from_base64(k.as_str()).map_err(|e| refused(format!("key change: {e}")))
+            };
+            let (from, to) = (key(&change.from)?, key(&change.to)?);
+            let present = |k| interface.config.peers.iter().any(|p| p.public_key == k);
+            if from != to && present(from) && present(to) {
+                interface = interface.with_key_change(KeyChange { from, to });
+            }
+        }
         Ok(Plan {
-            interface: InterfaceConfig::new(name, config),
+            interface,
             tunnel_ip,
             edges,
             ports: self.routes.iter().map(|r| r.target_port.get()).collect(),
@@ -145,7 +169,31 @@ mod tests {
                 },
             ],
             services: Vec::new(),
+            key_changes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn plan_prepares_a_changing_key_without_giving_it_an_address() {
+        let mut config = config_with(&["10.0.1.10/32"]);
+        let mut wg0 = Config::parse(config.wg0_conf.expose(), Format::WgQuick).unwrap();
+        let (old, new) = (wg0.peers[0].public_key, PrivateKey::generate().public_key());
+        wg0.peers.push(Peer::new(new));
+        config.wg0_conf = Secret::new(wg0.render(Format::WgQuick));
+        let entry = |from: PublicKey, to: PublicKey| KeyChangeEntry {
+            from: WgPublicKey::parse(&from.to_string()).unwrap(),
+            to: WgPublicKey::parse(&to.to_string()).unwrap(),
+        };
+        // A change naming a peer the configuration lacks is left out.
+        let stranger = PrivateKey::generate().public_key();
+        config.key_changes = vec![entry(old, new), entry(stranger, new)];
+        let plan = config.plan(InterfaceName::new("wg0").unwrap()).unwrap();
+        assert_eq!(
+            plan.interface.key_changes,
+            [KeyChange { from: old, to: new }]
+        );
+        let edges: Vec<String> = plan.edges.iter().map(ToString::to_string).collect();
+        assert_eq!(edges, ["10.0.1.10"]);
     }
 
     #[test]

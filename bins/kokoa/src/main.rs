@@ -9,6 +9,7 @@
 
 use std::{
     fs, io::Write as _, os::unix::fs::OpenOptionsExt as _, path::PathBuf, process::ExitCode,
+    time::Duration,
 };
 
 use clap::{Args, Parser, Subcommand};
@@ -185,6 +186,11 @@ enum OriginCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Rotate an origin's WireGuard key without cutting traffic: its edges learn the new
+    /// key, the origin switches to it, the old key is removed.
+    ///
+    /// Example: kokoa origin rotate-keys org_2x7…
+    RotateKeys(RotateArgs),
     /// Download an origin's installation bundle (origin-config.tar.gz).
     Bundle {
         /// The origin's id.
@@ -235,6 +241,23 @@ enum EdgeCommand {
         /// The edge node's id.
         id: String,
     },
+    /// Rotate an edge's WireGuard keys (one per origin) without cutting traffic: each
+    /// origin learns the new key, the edge switches to it, the old key is removed.
+    ///
+    /// Example: kokoa edge rotate-keys edge_7f3… --timeout 120
+    RotateKeys(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+struct RotateArgs {
+    /// The node's id.
+    id: String,
+    /// Return once the rotation started instead of waiting until it is done.
+    #[arg(long)]
+    no_wait: bool,
+    /// Seconds to wait for the rotation to finish.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -442,6 +465,13 @@ async fn execute(cli: Cli) -> Result<String, Error> {
                 let answer = api.call(Method::DELETE, &path, None).await?;
                 Ok(show(answer, &|_| format!("Deleted origin {id}\n")))
             }
+            OriginCommand::RotateKeys(args) => {
+                let path = format!("/api/v1/origins/{}", segment(&args.id)?);
+                rotate(&api, &path, &args, &show, |node, next| {
+                    node["wireguard_public_key"] == next["next_public_key"]
+                })
+                .await
+            }
             OriginCommand::Bundle { id, output } => {
                 let bytes = api
                     .download(&format!("/api/v1/origins/{}/config", segment(&id)?))
@@ -535,6 +565,16 @@ async fn execute(cli: Cli) -> Result<String, Error> {
                 };
                 let list = api.call(Method::GET, &path, None).await?;
                 Ok(show(list, &|v| list_table(&v["edge_nodes"], EDGE_COLUMNS)))
+            }
+            EdgeCommand::RotateKeys(args) => {
+                let path = format!("/api/v1/edge-nodes/{}", segment(&args.id)?);
+                rotate(&api, &path, &args, &show, |node, next| {
+                    node["tunnels"].as_array().into_iter().flatten().any(|t| {
+                        t["origin_id"] == next["origin_id"]
+                            && t["public_key"] == next["next_public_key"]
+                    })
+                })
+                .await
             }
             EdgeCommand::Rm { id } => {
                 let path = format!("/api/v1/edge-nodes/{}", segment(&id)?);
@@ -791,6 +831,57 @@ fn list_table(items: &Value, columns: &[Column]) -> String {
 }
 
 /// A JSON string's text (other values as JSON).
+/// Renders an answer: as JSON with `--json`, else with the given function.
+type Show<'a> = &'a dyn Fn(Value, &dyn Fn(&Value) -> String) -> String;
+
+/// Starts the key rotation of the node at `path` and, unless told not to, waits until
+/// `done(node, rotation)` holds for every rotation, telling what is left as it goes.
+async fn rotate(
+    api: &Api,
+    path: &str,
+    args: &RotateArgs,
+    show: Show<'_>,
+    done: impl Fn(&Value, &Value) -> bool,
+) -> Result<String, Error> {
+    let started = api
+        .call(Method::POST, &format!("{path}/rotate-keys"), None)
+        .await?;
+    let rotations: Vec<Value> = started["rotations"].as_array().cloned().unwrap_or_default();
+    if args.no_wait {
+        return Ok(show(started, &|v| format!("{}\n", text(&v["message"]))));
+    }
+    eprintln!("{}", text(&started["message"]));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let mut left = rotations.len();
+    loop {
+        let node = api.call(Method::GET, path, None).await?;
+        let now_left = rotations.iter().filter(|r| !done(&node, r)).count();
+        if now_left == 0 {
+            return Ok(show(started, &|_| {
+                format!("Rotated {} key(s) of {}\n", rotations.len(), args.id)
+            }));
+        }
+        if now_left != left {
+            eprintln!(
+                "{} of {} key(s) rotated",
+                rotations.len() - now_left,
+                rotations.len()
+            );
+            left = now_left;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Usage(format!(
+                "{now_left} of {} key(s) of {} still rotating after {} s; the rotation goes on \
+                 (it waits for nodes that are down to come back): see `kokoa events`",
+                rotations.len(),
+                args.id,
+                args.timeout
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 fn text(value: &Value) -> String {
     value
         .as_str()

@@ -26,6 +26,7 @@ fn tunnel(i: u8) -> Tunnel {
         listen_port: Port::new(51_820 + u16::from(i)).unwrap(),
         origin_endpoint: None,
         application_check: None,
+        origin_next_public_key: None,
     }
 }
 

@@ -82,6 +82,10 @@ fn public_key() -> WgPublicKey {
     WgPublicKey::parse(PUBLIC_KEY).expect("a valid key")
 }
 
+fn other_public_key() -> WgPublicKey {
+    WgPublicKey::parse("HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=").expect("a valid key")
+}
+
 fn service(n: &str, p: u16) -> NewService {
     NewService {
         name: name(n),
@@ -298,6 +302,33 @@ pub async fn origins_round_trip(store: &dyn Store) {
         .open(&stored_key, &secret::origin_key_context(&created.id))
         .expect("the stored key opens");
     assert_eq!(opened.as_str(), "private key of home-server");
+
+    // A rotation's end: the new pair replaces the old one; nothing else changes.
+    let rotated = MasterKey::from_bytes([7; 32]).seal(
+        "next key of home-server",
+        &secret::origin_key_context(&created.id),
+    );
+    let next_public = other_public_key();
+    store
+        .set_origin_key(&created.id, &next_public, &rotated)
+        .await
+        .expect("set key");
+    assert_eq!(
+        store.origin_private_key(&created.id).await.expect("key"),
+        rotated
+    );
+    let after = store.get_origin(&created.id).await.expect("get");
+    assert_eq!(after.wireguard_public_key, next_public);
+    assert_eq!(
+        (after.name, after.wireguard_ip),
+        (created.name.clone(), created.wireguard_ip)
+    );
+    assert_not_found(
+        store
+            .set_origin_key(&OriginId::new(), &next_public, &rotated)
+            .await,
+        "origin",
+    );
 
     let metrics = json!({"connections_active": 42, "cpu_percent": 12.3, "tunnels": ["a"]});
     store
@@ -831,6 +862,28 @@ pub async fn tunnels_get_addresses_and_ports(store: &dyn Store) {
         [a1.clone(), a2]
     );
     assert_eq!(with_keys[1].1, sealed);
+
+    let rotated = key.seal("next key", &secret::tunnel_key_context(&a.id, &one.id));
+    store
+        .set_tunnel_key(&a.id, &one.id, &other_public_key(), &rotated)
+        .await
+        .expect("set tunnel key");
+    let with_keys = store.tunnels_with_keys(&a.id).await.expect("with keys");
+    assert_eq!(
+        (
+            &with_keys[0].0.public_key,
+            &with_keys[0].1,
+            with_keys[0].0.listen_port
+        ),
+        (&other_public_key(), &rotated, a1.listen_port)
+    );
+    assert_eq!(with_keys[1].1, sealed, "only that tunnel changed");
+    assert_not_found(
+        store
+            .set_tunnel_key(&b.id, &two.id, &other_public_key(), &rotated)
+            .await,
+        "edge tunnel",
+    );
 
     assert_eq!(
         store.delete_tunnels_of_edge(&a.id).await.expect("delete"),

@@ -19,7 +19,7 @@ use crate::{
     EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
     Hostname, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin, OriginId, OriginService,
     OriginStatus, Role, Route, RouteId, ServiceId, Session, SessionId, SubnetPool, Timestamp, User,
-    UserId, UserSecrets, origin_address,
+    UserId, UserSecrets, WgPublicKey, origin_address,
     secret::{Sealed, TokenHash},
 };
 
@@ -249,6 +249,23 @@ impl Store for MemoryStore {
         Ok(self.lock()?.origin(id)?.1.clone())
     }
 
+    async fn set_origin_key(
+        &self,
+        id: &OriginId,
+        public_key: &WgPublicKey,
+        private_key: &Sealed,
+    ) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let (origin, key) = state
+            .origins
+            .iter_mut()
+            .find(|(o, _)| &o.id == id)
+            .ok_or_else(|| not_found("origin", id))?;
+        origin.wireguard_public_key = public_key.clone();
+        *key = private_key.clone();
+        Ok(())
+    }
+
     async fn delete_origin(&self, id: &OriginId, force: bool) -> Result<(), Error> {
         let mut state = self.lock()?;
         state.origin(id)?;
@@ -455,6 +472,24 @@ impl Store for MemoryStore {
             .find(|(t, _)| &t.edge_node_id == edge && &t.origin_id == origin)
             .map(|(_, key)| key.clone())
             .ok_or_else(|| not_found("edge tunnel", format!("{edge} to {origin}")))
+    }
+
+    async fn set_tunnel_key(
+        &self,
+        edge: &EdgeNodeId,
+        origin: &OriginId,
+        public_key: &WgPublicKey,
+        private_key: &Sealed,
+    ) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        let (tunnel, key) = state
+            .tunnels
+            .iter_mut()
+            .find(|(t, _)| &t.edge_node_id == edge && &t.origin_id == origin)
+            .ok_or_else(|| not_found("edge tunnel", format!("{edge} to {origin}")))?;
+        tunnel.public_key = public_key.clone();
+        *key = private_key.clone();
+        Ok(())
     }
 
     async fn tunnels_with_keys(

@@ -169,6 +169,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The sealed WireGuard private key of an origin.
     async fn origin_private_key(&self, id: &OriginId) -> Result<Sealed, Error>;
 
+    /// Replaces an origin's WireGuard key pair (the end of a key rotation, SPEC §10.3).
+    async fn set_origin_key(
+        &self,
+        id: &OriginId,
+        public_key: &WgPublicKey,
+        private_key: &Sealed,
+    ) -> Result<(), Error>;
+
     /// Deletes an origin with its services, enrollments and credentials. Without `force`,
     /// [`Error::InUse`] while routes point at it; with `force` its routes and the edges'
     /// tunnels to it go too. Edge nodes created for it are kept (they may be replaced or
@@ -254,6 +262,15 @@ pub trait Store: Send + Sync + fmt::Debug {
         edge: &EdgeNodeId,
         origin: &OriginId,
     ) -> Result<Sealed, Error>;
+
+    /// Replaces the key pair of an edge's tunnel to an origin (the end of a key rotation).
+    async fn set_tunnel_key(
+        &self,
+        edge: &EdgeNodeId,
+        origin: &OriginId,
+        public_key: &WgPublicKey,
+        private_key: &Sealed,
+    ) -> Result<(), Error>;
 
     /// The tunnels of an edge with their sealed private keys, by listen port: all an edge's
     /// configuration needs in one query.

@@ -25,7 +25,7 @@ use crate::{
     EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
     Hostname, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin, OriginId, OriginService,
     OriginStatus, Port, RecordData, Role, Route, RouteId, ServiceId, Session, SessionId, Severity,
-    SubnetPool, Timestamp, User, UserId, UserSecrets, origin_address,
+    SubnetPool, Timestamp, User, UserId, UserSecrets, WgPublicKey, origin_address,
     secret::{Sealed, TokenHash},
 };
 
@@ -1054,6 +1054,22 @@ impl Store for SqlStore {
         one(&rows, |row| row.reader().sealed(), "origin", id)
     }
 
+    async fn set_origin_key(
+        &self,
+        id: &OriginId,
+        public_key: &WgPublicKey,
+        private_key: &Sealed,
+    ) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE origins SET wireguard_public_key = $2, \
+                 wireguard_private_key_encrypted = $3 WHERE id = $1",
+                vec![text(id), text(public_key), text(private_key.as_str())],
+            )
+            .await?;
+        changed(rows, "origin", id)
+    }
+
     async fn delete_origin(&self, id: &OriginId, force: bool) -> Result<(), Error> {
         let mut conn = self.write().await?;
         check_origin(&mut *conn, id).await?;
@@ -1324,6 +1340,28 @@ impl Store for SqlStore {
             "edge tunnel",
             format!("{edge} to {origin}"),
         )
+    }
+
+    async fn set_tunnel_key(
+        &self,
+        edge: &EdgeNodeId,
+        origin: &OriginId,
+        public_key: &WgPublicKey,
+        private_key: &Sealed,
+    ) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE edge_tunnels SET public_key = $3, private_key_encrypted = $4 \
+                 WHERE edge_node_id = $1 AND origin_id = $2",
+                vec![
+                    text(edge),
+                    text(origin),
+                    text(public_key),
+                    text(private_key.as_str()),
+                ],
+            )
+            .await?;
+        changed(rows, "edge tunnel", format!("{edge} to {origin}"))
     }
 
     async fn tunnels_with_keys(

@@ -9,13 +9,16 @@ use kokoa_core::{
 
 use super::{
     ApiJson, ApiPath, ApiQuery, CheckView, DeletionStarted, EdgeCreated, EdgeList, EdgeRequest,
-    EdgeView, HealthHistory, LimitQuery, TunnelView, path_id, valid,
+    EdgeView, HealthHistory, LimitQuery, RotationStarted, RotationView, TunnelView, path_id, valid,
 };
 use crate::{
     auth::{Admin, Reader},
     error::{ApiError, ErrorBody},
     keys::{self, KeyOwner},
-    runtime::lifecycle::{self, NewEdge},
+    runtime::{
+        lifecycle::{self, NewEdge},
+        rotation::{self, Subject},
+    },
     state::AppState,
 };
 
@@ -247,6 +250,66 @@ pub(super) async fn get_edge(
     let edge = store.get_edge(&id).await?;
     let tunnels = store.list_tunnels(Some(&id), None).await?;
     Ok(Json(edge_view(edge, tunnels, Timestamp::now())))
+}
+
+/// Rotates the edge's WireGuard keys, one per origin (SPEC §10.3), without cutting
+/// traffic: each origin learns the new key first, then the edge switches to it, then the
+/// old key is removed. Done when the edge's tunnels show the new public keys (and
+/// `wireguard.key_rotated` events).
+#[utoipa::path(
+    post,
+    path = "/api/v1/edge-nodes/{id}/rotate-keys",
+    tag = "edge-nodes",
+    params(("id" = String, Path, description = "Edge node id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Started", body = RotationStarted),
+        (status = 404, description = "Unknown edge node", body = ErrorBody),
+        (status = 409, description = "Deleted, without tunnels, or rotating already", body = ErrorBody),
+    )
+)]
+pub(super) async fn rotate_edge_keys(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<RotationStarted>), ApiError> {
+    let id: EdgeNodeId = path_id("edge node", &id)?;
+    let store = state.store();
+    let edge = store.get_edge(&id).await?;
+    let tunnels = store.list_tunnels(Some(&id), None).await?;
+    if edge.status == EdgeStatus::Deleted || tunnels.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "edge node {id} has no tunnels (deleted, or serving no origin): no key to rotate"
+            ),
+        ));
+    }
+    let subjects: Vec<Subject> = tunnels
+        .into_iter()
+        .map(|t| Subject::Tunnel(id.clone(), t.origin_id))
+        .collect();
+    let started = rotation::start(&state, &subjects, "manual").await?;
+    Ok((StatusCode::ACCEPTED, Json(rotation_started(started))))
+}
+
+/// The answer to a rotation request.
+pub(super) fn rotation_started(started: Vec<(Subject, rotation::Pending)>) -> RotationStarted {
+    RotationStarted {
+        message: "Key rotation started: the peers learn the new keys, then the node switches \
+                  to them, then the old keys are removed"
+            .into(),
+        rotations: started
+            .into_iter()
+            .map(|(subject, pending)| RotationView {
+                origin_id: match subject {
+                    Subject::Tunnel(_, origin) | Subject::Origin(origin) => origin,
+                },
+                next_public_key: pending.next_public_key,
+            })
+            .collect(),
+    }
 }
 
 /// Deletes an edge node in the safe order (SPEC §9): it leaves DNS at once, the records'

@@ -16,7 +16,7 @@ use kokoa_core::{
 
 use super::{
     ApiJson, ApiPath, ApiQuery, EdgeList, ForceQuery, OriginList, OriginRequest, OriginView,
-    ServiceView,
+    RotationStarted, ServiceView,
     edges::{create_tunnel, edge_views},
     path_id,
     tokens::issue_enrollment,
@@ -28,6 +28,7 @@ use crate::{
     error::{ApiError, ErrorBody},
     keys::{self, KeyOwner},
     payload,
+    runtime::rotation::{self, Subject},
     state::AppState,
 };
 
@@ -253,6 +254,35 @@ pub(super) async fn delete_origin(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Rotates the origin's WireGuard key (SPEC §10.3) without cutting traffic: every edge
+/// learns the new key first, then the origin switches to it, then the old key is removed.
+/// Done when the origin shows the new `wireguard_public_key`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/origins/{id}/rotate-keys",
+    tag = "origins",
+    params(("id" = String, Path, description = "Origin id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Started", body = RotationStarted),
+        (status = 404, description = "Unknown origin", body = ErrorBody),
+        (status = 409, description = "Rotating already", body = ErrorBody),
+    )
+)]
+pub(super) async fn rotate_origin_key(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<RotationStarted>), ApiError> {
+    let id: OriginId = path_id("origin", &id)?;
+    state.store().get_origin(&id).await?;
+    let started = rotation::start(&state, &[Subject::Origin(id)], "manual").await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(super::edges::rotation_started(started)),
+    ))
+}
+
 /// Downloads the origin's installation bundle, `origin-config.tar.gz`: `wireguard/wg0.conf`,
 /// `nginx/nginx.conf`, `scripts/install.sh` and `credentials.json`. It holds the origin's
 /// private key and a fresh single-use enrollment token, so it needs an admin token.
@@ -275,7 +305,7 @@ pub(super) async fn origin_bundle(
     let id: OriginId = path_id("origin", &id)?;
     let store = state.store();
     let origin = store.get_origin(&id).await?;
-    let wg0 = payload::origin_wg0(&state, &origin).await?;
+    let (wg0, _) = payload::origin_wg0(&state, &origin).await?;
     let routes = payload::origin_routes(&state, &id).await?;
     let nginx = bundle::origin_nginx_conf(origin.wireguard_ip, &routes);
     let now = Timestamp::now();

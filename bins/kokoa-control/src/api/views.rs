@@ -478,6 +478,27 @@ pub struct DeletionStarted {
     pub steps: Vec<String>,
 }
 
+/// `202` answer of `POST /api/v1/edge-nodes/{id}/rotate-keys` and
+/// `POST /api/v1/origins/{id}/rotate-keys`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotationStarted {
+    /// What happens, in order.
+    pub message: String,
+    /// One entry per key that rotates.
+    pub rotations: Vec<RotationView>,
+}
+
+/// One key rotation in progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotationView {
+    /// The origin the key is for (an edge has one key per origin).
+    #[schema(value_type = String)]
+    pub origin_id: OriginId,
+    /// The new public key: the rotation is done when the node shows it.
+    #[schema(value_type = String)]
+    pub next_public_key: kokoa_core::WgPublicKey,
+}
+
 /// One health check result.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CheckView {
@@ -647,6 +668,21 @@ pub struct OriginConfig {
     pub routes: Vec<OriginRoute>,
     /// Its services.
     pub services: Vec<ServiceView>,
+    /// Edges whose key is being replaced: the new key is a peer of `wg0_conf` without
+    /// addresses that takes over from the old one at its first handshake (SPEC §10.3).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_changes: Vec<KeyChangeView>,
+}
+
+/// One peer key being replaced.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyChangeView {
+    /// The key in use.
+    #[schema(value_type = String)]
+    pub from: kokoa_core::WgPublicKey,
+    /// Its successor.
+    #[schema(value_type = String)]
+    pub to: kokoa_core::WgPublicKey,
 }
 
 /// Answer of `GET /api/v1/edge-nodes/{id}/config`: what a new edge unpacks.

@@ -29,6 +29,7 @@ pub mod dns;
 pub mod health;
 pub mod lifecycle;
 pub mod retention;
+pub mod rotation;
 mod settings;
 
 pub use settings::{
@@ -416,6 +417,7 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
     duties.spawn(health::run_judge(state.clone(), stopped.clone()));
     duties.spawn(lifecycle::run(state.clone(), stopped.clone()));
     duties.spawn(retention::run(state.clone(), stopped.clone()));
+    duties.spawn(rotation::run(state.clone(), stopped.clone()));
     duties.spawn(follow_changes(state.clone(), stopped.clone()));
     shutdown.await;
     let _ = stop.send(true);
@@ -432,8 +434,8 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
         .await;
 }
 
-/// One round of every duty, at once: the lease, the edge automation, the health judge and
-/// a DNS reconciliation (the checks themselves run only in [`run`]). For tests and tools
+/// One round of every duty, at once: the lease, the edge automation, the health judge, a
+/// DNS reconciliation and a step of the key rotations (the checks themselves run only in [`run`]). For tests and tools
 /// that drive the control plane step by step; [`run`] does the same on its own clock.
 pub async fn tick(state: &AppState) -> Result<(), kokoa_core::Error> {
     if !state.leader().claim(state).await {
@@ -446,6 +448,9 @@ pub async fn tick(state: &AppState) -> Result<(), kokoa_core::Error> {
     if state.modules().enabled(state, Module::DnsManager).await {
         dns::reconcile(state, false).await?;
     }
+    rotation::step(state)
+        .await
+        .map_err(|e| kokoa_core::Error::Storage(e.message().into()))?;
     Ok(())
 }
 
