@@ -66,7 +66,7 @@ pub(crate) fn report(
 /// Runs every step in order, printing one line each. A failed step does not stop the
 /// others (one run shows every problem); the first failure is returned.
 pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
-    let steps: [(u8, &'static str); 9] = [
+    let steps: [(u8, &'static str); 10] = [
         (1, "routing"),
         (2, "convergence"),
         (3, "isolation"),
@@ -76,6 +76,7 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
         (7, "certificates"),
         (8, "application check"),
         (9, "WireGuard check"),
+        (10, "key rotation"),
     ];
     let mut first_failure = None;
     for (number, name) in steps {
@@ -89,7 +90,8 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
             6 => origin_down(lab).await,
             7 => certificates(lab).await,
             8 => application_down(lab).await,
-            _ => wireguard_path(lab).await,
+            9 => wireguard_path(lab).await,
+            _ => key_rotation(lab).await,
         };
         report(out, number, name, result, &mut first_failure);
     }
@@ -845,6 +847,142 @@ async fn wireguard_path(lab: &mut Lab) -> Step {
         secs(took),
         secs(back.elapsed())
     ))
+}
+
+/// The longest one key rotation may take.
+const ROTATION_LIMIT: Duration = Duration::from_secs(60);
+
+/// 10. edge1's keys (one per origin) and then origin-a's key are rotated while a stream of
+///     requests goes through both edges to both origins: every request is answered by its
+///     origin (goal of SPEC §10.3: no traffic lost), and the API shows the new keys.
+async fn key_rotation(lab: &mut Lab) -> Step {
+    let api = |method: Method, path: String, want: StatusCode| {
+        let api = &lab.api;
+        async move {
+            api.json(method, &path, None, want)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let edge1 = plan::host("edge1").address.to_string();
+    let listed = api(Method::GET, "/api/v1/edge-nodes".into(), StatusCode::OK).await?;
+    let edge_id = listed["edge_nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["public_ip"].as_str() == Some(edge1.as_str()) && e["status"] != "deleted")
+        .and_then(|e| e["id"].as_str())
+        .ok_or("edge1 is not listed by the API")?
+        .to_owned();
+    let origin_id = lab
+        .origins
+        .get(APPS[0].origin)
+        .ok_or("no origin-a")?
+        .clone();
+    let rotations = [
+        ("edge1", format!("/api/v1/edge-nodes/{edge_id}")),
+        (APPS[0].origin, format!("/api/v1/origins/{origin_id}")),
+    ];
+    let mut tally = Tally {
+        start: Instant::now(),
+        requests: 0,
+        failures: Vec::new(),
+    };
+    let mut took = Vec::new();
+    // Bounded: each rotation at most ROTATION_LIMIT, four requests a round (each edge sees
+    // two per 250 ms, under its 10 per second).
+    for (who, path) in &rotations {
+        tally.round().await;
+        let started = api(
+            Method::POST,
+            format!("{path}/rotate-keys"),
+            StatusCode::ACCEPTED,
+        )
+        .await?;
+        let began = Instant::now();
+        let next: Vec<Value> = started["rotations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["next_public_key"].clone())
+            .collect();
+        if next.is_empty() {
+            return Err(format!("rotating {who}'s keys started nothing: {started}"));
+        }
+        loop {
+            tally.round().await;
+            let node = api(Method::GET, path.clone(), StatusCode::OK).await?;
+            let shown: Vec<&Value> = match node["tunnels"].as_array() {
+                Some(tunnels) => tunnels.iter().map(|t| &t["public_key"]).collect(),
+                None => vec![&node["wireguard_public_key"]],
+            };
+            if next.iter().all(|k| shown.contains(&k)) {
+                took.push((who.to_string(), began.elapsed(), next.len()));
+                break;
+            }
+            if began.elapsed() > ROTATION_LIMIT {
+                return Err(format!(
+                    "{who}'s keys not rotated after {} ({} requests, {} failed)",
+                    secs(ROTATION_LIMIT),
+                    tally.requests,
+                    tally.failures.len()
+                ));
+            }
+        }
+    }
+    // The old keys are gone everywhere now: traffic still flows on the new ones.
+    let after = Instant::now();
+    while after.elapsed() < Duration::from_secs(3) {
+        tally.round().await;
+    }
+    let Tally {
+        requests, failures, ..
+    } = tally;
+    if !failures.is_empty() {
+        return Err(format!(
+            "{} of {requests} requests failed during the rotations: {}",
+            failures.len(),
+            first_failures(&failures)
+        ));
+    }
+    let took: Vec<String> = took
+        .iter()
+        .map(|(who, d, n)| format!("{who} ({n} key(s)) in {}", secs(*d)))
+        .collect();
+    Ok(format!(
+        "rotated {}; 0 of {requests} requests through both edges to both origins failed",
+        took.join(", ")
+    ))
+}
+
+/// Requests through both edges to both origins, and the ones not answered by their origin.
+struct Tally {
+    start: Instant,
+    requests: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    /// One request per edge and host name, then a pause of [`SLOW_POLL`].
+    async fn round(&mut self) {
+        for edge in edges() {
+            for app in APPS {
+                let reply = get(edge, app.hostname).await;
+                self.requests += 1;
+                match reply {
+                    Ok(r) if r.is_from(app.origin) => {}
+                    other => self.failures.push(format!(
+                        "{} via {} after {}: {:.80}",
+                        app.hostname,
+                        edge.name,
+                        secs(self.start.elapsed()),
+                        format!("{other:?}")
+                    )),
+                }
+            }
+        }
+        tokio::time::sleep(SLOW_POLL).await;
+    }
 }
 
 /// What `host` presents through `edge`, verified against pebble's root.
