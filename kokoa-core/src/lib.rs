@@ -84,7 +84,7 @@ pub use model::{
     ApiToken, Certificate, CertificateMode, CertificateSource, CheckStatus, DnsRecord, DnsZone,
     EdgeLifecycle, EdgeNode, EdgePhase, EdgeStatus, EdgeTunnel, Enrollment, HealthCheck,
     NodeCredential, NodeRef, Origin, OriginService, OriginStatus, Protocol, RecordData, RecordType,
-    RemovalReason, Role, Route, Session, SessionStage, User, UserSecrets,
+    RemovalReason, Role, Route, Session, SessionStage, TxtText, User, UserSecrets,
 };
 pub use payload::{
     ApplicationCheck, CertificateRef, ContentHash, EdgeConfig, EdgeContent, RateLimits, Tunnel,

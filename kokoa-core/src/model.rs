@@ -500,30 +500,60 @@ pub enum RecordData {
     /// Target name.
     #[serde(rename = "CNAME")]
     Cname(Hostname),
-    /// Text: 1–255 printable ASCII characters other than `"` and `\`, so it fits one DNS
-    /// character-string and needs no escaping in any provider's API or zone file.
-    #[serde(rename = "TXT", deserialize_with = "txt")]
-    Txt(String),
+    /// Text (see [`TxtText`]).
+    #[serde(rename = "TXT")]
+    Txt(TxtText),
 }
 
-fn txt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let value = String::deserialize(d)?;
-    check_txt(&value).map_err(serde::de::Error::custom)?;
-    Ok(value)
+/// The text of a TXT record: 1–255 printable ASCII characters other than `"` and `\`, so it
+/// fits one DNS character-string and needs no escaping in any provider's API or zone file.
+/// Every value is checked where it is made, so whatever a provider writes it can also list
+/// and delete.
+///
+/// ```
+/// use kokoa_core::TxtText;
+/// assert_eq!(TxtText::new("v=kokoa token")?.as_str(), "v=kokoa token");
+/// assert!(TxtText::new("say \"hi\"").is_err());
+/// assert!(TxtText::new("").is_err());
+/// # Ok::<(), kokoa_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct TxtText(String);
+
+impl TxtText {
+    /// Checks `text` against the rule above.
+    pub fn new(text: impl Into<String>) -> Result<Self, Error> {
+        let text = text.into();
+        let ok = (1..=255).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+        if ok {
+            Ok(Self(text))
+        } else {
+            Err(Error::InvalidRecordValue {
+                record_type: RecordType::Txt,
+                value: text.chars().take(300).collect(),
+            })
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-fn check_txt(value: &str) -> Result<(), Error> {
-    let ok = (1..=255).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidRecordValue {
-            record_type: RecordType::Txt,
-            value: value.chars().take(300).collect(),
-        })
+impl fmt::Display for TxtText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TxtText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -538,10 +568,7 @@ impl RecordData {
             RecordType::A => Self::A(value.parse().map_err(|_| fail())?),
             RecordType::Aaaa => Self::Aaaa(value.parse().map_err(|_| fail())?),
             RecordType::Cname => Self::Cname(Hostname::parse(value).map_err(|_| fail())?),
-            RecordType::Txt => {
-                check_txt(value)?;
-                Self::Txt(value.to_owned())
-            }
+            RecordType::Txt => Self::Txt(TxtText::new(value)?),
         })
     }
 
@@ -561,7 +588,7 @@ impl RecordData {
             Self::A(ip) => ip.to_string(),
             Self::Aaaa(ip) => ip.to_string(),
             Self::Cname(name) => name.to_string(),
-            Self::Txt(text) => text.clone(),
+            Self::Txt(text) => text.as_str().to_owned(),
         }
     }
 }

@@ -119,7 +119,6 @@ impl CloudflareProvider {
     }
 
     async fn write(&self, method: Method, url: Url, spec: &RecordSpec) -> Result<RecordId, Error> {
-        spec.check(NAME)?;
         let envelope: Envelope<RecordEntry> = self.call(method, url, Some(body(spec))).await?;
         let record = envelope.result.ok_or_else(|| Error::Other {
             provider: NAME,

@@ -89,7 +89,6 @@ impl DigitalOceanProvider {
         zone: &Zone,
         spec: &RecordSpec,
     ) -> Result<RecordId, Error> {
-        spec.check(NAME)?;
         let call = format!("{method} {}", url.path());
         let request = self.api.request(method, url).json(&body(zone, spec));
         let answer: RecordAnswer = self.api.json(&call, request).await?;

@@ -278,7 +278,6 @@ impl GoogleCloudDns {
         old: Option<&RecordData>,
         spec: &RecordSpec,
     ) -> Result<RecordId, Error> {
-        spec.check(NAME)?;
         let kind = spec.data.record_type();
         let existing = self.rrset(zone, &spec.name, kind).await?;
         let mut values: Vec<String> = existing
@@ -539,12 +538,12 @@ mod tests {
     #[test]
     fn values_are_read_and_written_as_cloud_dns_holds_them()
     -> Result<(), Box<dyn std::error::Error>> {
-        let txt = RecordData::Txt("hello world".into());
+        let txt = RecordData::Txt(kokoa_core::TxtText::new("hello world").unwrap());
         assert_eq!(text(&txt), "\"hello world\"");
         assert_eq!(data(RecordType::Txt, "\"hello world\""), Some(txt));
         assert_eq!(
             data(RecordType::Txt, "token"),
-            Some(RecordData::Txt("token".into()))
+            Some(RecordData::Txt(kokoa_core::TxtText::new("token").unwrap()))
         );
         assert_eq!(data(RecordType::Txt, "\"a\" \"b\""), None);
         let cname = RecordData::parse(RecordType::Cname, "edge.hoge.com")?;

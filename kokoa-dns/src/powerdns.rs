@@ -115,7 +115,6 @@ impl PowerDnsProvider {
         old: Option<&RecordData>,
         spec: &RecordSpec,
     ) -> Result<RecordId, Error> {
-        spec.check(NAME)?;
         let kind = spec.data.record_type();
         let existing = self.rrset(zone, &spec.name, kind).await?;
         let mut contents: Vec<Content> = existing.map(|set| set.records).unwrap_or_default();
@@ -327,7 +326,9 @@ mod tests {
         };
         assert_eq!(
             quoted.data(RecordType::Txt),
-            Some(RecordData::Txt("hello world".into()))
+            Some(RecordData::Txt(
+                kokoa_core::TxtText::new("hello world").unwrap()
+            ))
         );
         let split = Content {
             content: "\"a\" \"b\"".into(),

@@ -3,7 +3,7 @@
 use std::{fmt, time::Duration};
 
 use async_trait::async_trait;
-use kokoa_core::{DnsName, HealthCheckPath, Hostname, Port, RecordData, RecordType};
+use kokoa_core::{DnsName, HealthCheckPath, Hostname, Port, RecordData};
 
 use crate::Error;
 
@@ -75,71 +75,6 @@ pub struct RecordSpec {
     pub data: RecordData,
     /// Time to live in seconds.
     pub ttl: u32,
-}
-
-impl RecordSpec {
-    /// Checks the value by kokoa-core's rule for its type ([`RecordData::parse`]), the
-    /// rule every provider applies before it writes a record. `RecordData`'s variants are
-    /// public, so a value can be built without that rule (e.g. a TXT value with `"`);
-    /// such a record could be written but never listed nor deleted by its id, since those
-    /// read values back through the same rule.
-    ///
-    /// ```
-    /// use kokoa_core::{DnsName, RecordData};
-    /// use kokoa_dns::RecordSpec;
-    /// let spec = |text: &str| RecordSpec {
-    ///     name: DnsName::parse("_acme-challenge.app.hoge.com").unwrap(),
-    ///     data: RecordData::Txt(text.into()),
-    ///     ttl: 30,
-    /// };
-    /// assert!(spec("gfj9Xq-Rg85nM").check("memory").is_ok());
-    /// let error = spec("say \"hi\"").check("memory").unwrap_err();
-    /// assert!(error.to_string().contains(r#"invalid TXT record value "say \"hi\"""#));
-    /// ```
-    pub fn check(&self, provider: &'static str) -> Result<(), Error> {
-        let checked = RecordData::parse(self.data.record_type(), &self.data.value());
-        match checked {
-            Ok(data) if data == self.data => Ok(()),
-            Ok(_) => Err(invalid(provider, self, None)),
-            Err(error) => Err(invalid(provider, self, Some(error))),
-        }
-    }
-}
-
-/// A record refused by [`RecordSpec::check`].
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write the {kind} record {name}: {reason}{hint}")]
-struct InvalidRecord {
-    kind: RecordType,
-    name: DnsName,
-    reason: String,
-    hint: &'static str,
-}
-
-fn invalid(provider: &'static str, spec: &RecordSpec, error: Option<kokoa_core::Error>) -> Error {
-    let kind = spec.data.record_type();
-    let reason = match error {
-        Some(error) => error.to_string(),
-        None => format!(
-            "its value {:?} does not read back the same",
-            spec.data.value()
-        ),
-    };
-    let hint = match kind {
-        RecordType::Txt => {
-            "; a TXT value is 1 to 255 printable ASCII characters other than \" and \\"
-        }
-        _ => "",
-    };
-    Error::Other {
-        provider,
-        source: Box::new(InvalidRecord {
-            kind,
-            name: spec.name.clone(),
-            reason,
-            hint,
-        }),
-    }
 }
 
 /// A zone file line: `app.hoge.com. 30 IN A 203.0.113.10`, the form a person types into a
@@ -270,7 +205,10 @@ mod tests {
     fn specs_print_as_zone_file_lines() {
         let a = spec("app.hoge.com", RecordData::A([203, 0, 113, 10].into()));
         assert_eq!(a.to_string(), "app.hoge.com. 30 IN A 203.0.113.10");
-        let txt = spec("txt.hoge.com", RecordData::Txt("abc def".into()));
+        let txt = spec(
+            "txt.hoge.com",
+            RecordData::Txt(kokoa_core::TxtText::new("abc def").unwrap()),
+        );
         assert_eq!(txt.to_string(), "txt.hoge.com. 30 IN TXT \"abc def\"");
         let target = Hostname::parse("edge.hoge.com").expect("test name");
         let cname = spec("www.hoge.com", RecordData::Cname(target));

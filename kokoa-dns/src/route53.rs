@@ -420,7 +420,6 @@ impl Route53Provider {
         old: Option<&RecordData>,
         spec: &RecordSpec,
     ) -> Result<RecordId, Error> {
-        spec.check(NAME)?;
         let kind = spec.data.record_type();
         let existing = self.set(zone, &spec.name, kind).await?;
         let mut set = existing
@@ -894,7 +893,9 @@ mod tests {
         };
         assert_eq!(
             txt.data(RecordType::Txt),
-            Some(RecordData::Txt("hello world".into()))
+            Some(RecordData::Txt(
+                kokoa_core::TxtText::new("hello world").unwrap()
+            ))
         );
         let split = Value {
             value: "\"a\" \"b\"".into(),

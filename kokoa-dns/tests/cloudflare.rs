@@ -117,7 +117,7 @@ async fn records_are_listed_over_every_page() -> Result<(), Error> {
     );
     assert_eq!(
         records[1].spec.data,
-        RecordData::Txt("hello from elsewhere".into())
+        RecordData::Txt(kokoa_core::TxtText::new("hello from elsewhere").unwrap())
     );
     Ok(())
 }
@@ -186,7 +186,7 @@ async fn txt_records_are_sent_quoted_and_unproxied() -> Result<(), Error> {
         .await;
     let spec = RecordSpec {
         name: host("txt.hoge.com").into(),
-        data: RecordData::Txt("token value".into()),
+        data: RecordData::Txt(kokoa_core::TxtText::new("token value").unwrap()),
         ttl: 60,
     };
     provider(&server)

@@ -182,7 +182,7 @@ async fn txt_records_at_underscore_names_round_trip() -> Result<(), Error> {
     let name = kokoa_core::DnsName::parse("_acme-challenge.app.kokoa.test").expect("name");
     let spec = RecordSpec {
         name: name.clone(),
-        data: RecordData::Txt("a-b_c".into()),
+        data: RecordData::Txt(kokoa_core::TxtText::new("a-b_c").unwrap()),
         ttl: 30,
     };
     let id = provider.create_record(&zone, &spec).await?;

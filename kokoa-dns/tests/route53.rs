@@ -337,7 +337,7 @@ async fn a_new_name_gets_a_new_set_with_quoted_txt() -> Result<(), Error> {
     .await;
     let spec = RecordSpec {
         name: host("txt.hoge.com").into(),
-        data: RecordData::Txt("token value".into()),
+        data: RecordData::Txt(kokoa_core::TxtText::new("token value").unwrap()),
         ttl: 30,
     };
     let id = provider(&server).create_record(&zone(), &spec).await?;

@@ -1187,7 +1187,7 @@ pub async fn dns_records_round_trip(store: &dyn Store) {
         provider_record_id: None,
         ..record(
             "acme.app.hoge.com",
-            RecordData::Txt("gfj9Xq-Rg85nM".to_owned()),
+            RecordData::Txt(crate::TxtText::new("gfj9Xq-Rg85nM").unwrap()),
             None,
         )
     };

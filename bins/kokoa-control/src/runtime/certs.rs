@@ -1137,7 +1137,7 @@ impl Dns01Solver for ZoneSolver {
         let (zone, provider, provider_zone) = self.zone_of(&name).await?;
         let spec = RecordSpec {
             name: name.clone(),
-            data: RecordData::Txt(value.to_owned()),
+            data: RecordData::Txt(kokoa_core::TxtText::new(value)?),
             ttl: TXT_TTL,
         };
         let id = provider.create_record(&provider_zone, &spec).await?;
