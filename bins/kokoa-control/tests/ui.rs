@@ -26,8 +26,8 @@ use kokoa_control::{
     runtime::{self, RuntimeSettings},
 };
 use kokoa_core::{
-    CheckStatus, EdgeStatus, Email, HealthCheck, MasterKey, Role, Severity, SubnetPool, Timestamp,
-    store::Store,
+    CheckStatus, EdgeStatus, Email, HealthCheck, MasterKey, OriginStatus, Role, Severity,
+    SubnetPool, Timestamp, store::Store,
 };
 use serde_json::{Value, json};
 
@@ -472,6 +472,27 @@ async fn a_person_runs_the_control_plane_from_the_browser() {
     click(&c, "form[aria-label='New origin'] button[type=submit]").await;
     wait_text(&c, "#app table", "home-server").await;
     wait_text(&c, ".notice", "Download its configuration bundle").await;
+    // Its tunnel's firewall as its heartbeat says; its keys rotated from the page.
+    let origin = store.list_origins().await.unwrap().remove(0);
+    let beat = json!({"status": "healthy", "firewall": "on"});
+    store
+        .record_origin_heartbeat(
+            &origin.id,
+            Timestamp::now(),
+            OriginStatus::Active,
+            Some(beat),
+        )
+        .await
+        .unwrap();
+    open(&c, base, "/ui/origins").await;
+    wait_text(&c, "#app table tbody", "firewall on").await;
+    c.execute("window.confirm = () => true;", vec![])
+        .await
+        .unwrap();
+    click(&c, "button[data-action=rotate-keys]").await;
+    wait_text(&c, "button[data-action=rotate-keys]", "Rotation started").await;
+    let started = api_get(&plane, "/api/v1/events?type=wireguard.rotation_started").await;
+    assert_eq!(started["events"].as_array().unwrap().len(), 1, "{started}");
 
     // A route: the API's validation error is shown at the field, then it is listed.
     open(&c, base, "/ui/routes").await;

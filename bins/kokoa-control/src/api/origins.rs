@@ -58,8 +58,15 @@ fn origin_view(
         .filter(|s| down.contains(&s.port.get()))
         .map(|s| s.name.to_string())
         .collect();
+    let firewall = origin
+        .last_metrics
+        .as_ref()
+        .and_then(|m| m.get("firewall"))
+        .and_then(|f| f.as_str())
+        .map(|f| f.chars().take(300).collect());
     OriginView {
         services_down,
+        firewall,
         config_download_url: format!("/api/v1/origins/{}/config", origin.id),
         id: origin.id,
         name: origin.name,

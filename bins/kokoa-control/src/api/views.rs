@@ -359,6 +359,10 @@ pub struct OriginView {
     /// The names of the services its last heartbeat reported down (the others were up,
     /// if it sent a heartbeat).
     pub services_down: Vec<String>,
+    /// Its tunnel's firewall as its last heartbeat said: `on`, `off` or `failed: <why>`
+    /// (SPEC §10.5); none before a heartbeat that says.
+    #[schema(example = "on")]
+    pub firewall: Option<String>,
     /// When it was created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,

@@ -183,6 +183,18 @@
     }, label);
   }
 
+  // Starts a key rotation (the old keys keep working until the new ones carry traffic).
+  function rotateButton(path, who) {
+    return h('button', {
+      type: 'button', class: 'secondary', 'data-action': 'rotate-keys',
+      onclick: async (event) => {
+        if (!window.confirm(`Rotate the WireGuard keys of ${who}? Traffic keeps flowing; the old keys go once the new ones work.`)) return;
+        event.target.disabled = true;
+        try { await api('POST', path); event.target.textContent = 'Rotation started'; } catch (e) { window.alert(e.message); event.target.disabled = false; }
+      },
+    }, 'Rotate keys');
+  }
+
   function section(title, ...content) {
     return h('section', { class: 'panel', 'aria-label': title }, h('h2', {}, title), content);
   }
@@ -347,12 +359,15 @@
       replace(list, table(['Name', 'Status', 'Last heartbeat', 'Edges', 'Services', 'Network', ''],
         origins.map((o) => [
           h('span', {}, h('strong', {}, o.name), o.domain ? h('div', { class: 'muted' }, o.domain) : null),
-          badge(o.status), ago(o.last_heartbeat), o.edge_nodes_count,
+          h('span', {}, badge(o.status), o.firewall ? h('div', { class: 'muted', title: o.firewall },
+            'firewall ', h('span', { class: `badge ${o.firewall === 'on' ? 'ok' : 'bad'}` }, o.firewall.split(':')[0])) : null),
+          ago(o.last_heartbeat), o.edge_nodes_count,
           o.services.length ? o.services.map((s) => h('div', {}, `${s.name} :${s.port} ${s.protocol} `,
             !o.last_heartbeat ? null : o.services_down.includes(s.name) ? h('span', { class: 'badge bad' }, 'down') : h('span', { class: 'badge ok' }, 'up')))
             : h('span', { class: 'muted' }, 'none'),
           h('span', { class: 'mono' }, o.network_cidr),
           h('span', {}, admin ? h('a', { class: 'button secondary', href: o.config_download_url, download: 'origin-config.tar.gz' }, 'Download config') : null, ' ',
+            admin ? rotateButton(`/api/v1/origins/${encodeURIComponent(o.id)}/rotate-keys`, `origin ${o.name}`) : null, ' ',
             admin ? confirmButton('Delete', `Delete origin ${o.name}? Its routes go too.`, async () => {
               await api('DELETE', `/api/v1/origins/${encodeURIComponent(o.id)}?force=true`);
               refresh();
@@ -568,7 +583,8 @@
             life && life.phase ? h('span', {}, life.phase, life.last_error ? h('div', { class: 'error' }, life.last_error) : null) : '—']], '')),
         section('Health history', chart(history.checks)),
         section('Tunnels', table(['Origin', 'Address', 'Port', 'Public key'], edge.tunnels.map((t) =>
-          [t.origin_id, t.wireguard_ip, t.listen_port, h('code', {}, t.public_key)]), 'No tunnels.')),
+          [t.origin_id, t.wireguard_ip, t.listen_port, h('code', {}, t.public_key)]), 'No tunnels.'),
+          admin && edge.tunnels.length ? rotateButton(`/api/v1/edge-nodes/${id}/rotate-keys`, `edge ${edge.name}`) : null),
         section('Latest checks', table(['Time', 'Result', 'Response time', 'Error'], history.checks.slice(0, 20).map((c) =>
           [ago(c.timestamp), badge(c.status), c.response_time_ms !== null && c.response_time_ms !== undefined ? `${c.response_time_ms} ms` : '—', c.error_message || '']), 'No checks yet.')));
     };
