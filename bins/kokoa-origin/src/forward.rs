@@ -9,6 +9,10 @@
 //! Connections are bounded: one permit of a shared semaphore per connection, taken before
 //! accepting, so at the limit new connections wait in the kernel's backlog rather than
 //! exhausting file descriptors.
+//!
+//! The bytes are moved by [`Relay::Splice`] on Linux (in the kernel, through a pipe per
+//! direction) and by [`Relay::Copy`] (through a buffer in this process) elsewhere or when
+//! asked (`kokoa-origin run --relay copy`).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -26,10 +30,55 @@ use tokio::{
 /// Default limit of connections forwarded at the same time.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// How a forwarded connection's bytes are moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// Read into a buffer of this process and written out again: works everywhere.
+    Copy,
+    /// `splice(2)` through a pipe: the bytes stay in the kernel. Linux only.
+    #[cfg(target_os = "linux")]
+    Splice,
+}
+
+impl Default for Relay {
+    /// [`Relay::Splice`] on Linux, [`Relay::Copy`] elsewhere.
+    fn default() -> Self {
+        #[cfg(target_os = "linux")]
+        return Self::Splice;
+        #[cfg(not(target_os = "linux"))]
+        return Self::Copy;
+    }
+}
+
+impl std::fmt::Display for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Copy => "copy",
+            #[cfg(target_os = "linux")]
+            Self::Splice => "splice",
+        })
+    }
+}
+
+impl std::str::FromStr for Relay {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "copy" => Ok(Self::Copy),
+            #[cfg(target_os = "linux")]
+            "splice" => Ok(Self::Splice),
+            other => Err(format!(
+                "unknown relay {other:?}: use \"splice\" (Linux) or \"copy\""
+            )),
+        }
+    }
+}
+
 /// The forwarding listeners of this origin.
 #[derive(Debug)]
 pub struct Forwarder {
     target: IpAddr,
+    relay: Relay,
     allowed: Arc<RwLock<BTreeSet<IpAddr>>>,
     permits: Arc<Semaphore>,
     listeners: Mutex<HashMap<SocketAddr, JoinHandle<()>>>,
@@ -41,10 +90,17 @@ impl Forwarder {
     pub fn new(target: IpAddr, max_connections: usize) -> Self {
         Self {
             target,
+            relay: Relay::default(),
             allowed: Arc::default(),
             permits: Arc::new(Semaphore::new(max_connections)),
             listeners: Mutex::default(),
         }
+    }
+
+    /// The same, moving bytes with `relay`.
+    pub fn with_relay(mut self, relay: Relay) -> Self {
+        self.relay = relay;
+        self
     }
 
     /// Listens on `listen:port` for each of `ports` and admits connections only from
@@ -86,6 +142,7 @@ impl Forwarder {
                     let task = tokio::spawn(accept_loop(
                         listener,
                         target,
+                        self.relay,
                         Arc::clone(&self.allowed),
                         Arc::clone(&self.permits),
                     ));
@@ -135,6 +192,7 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 async fn accept_loop(
     listener: TcpListener,
     target: SocketAddr,
+    mode: Relay,
     allowed: Arc<RwLock<BTreeSet<IpAddr>>>,
     permits: Arc<Semaphore>,
 ) {
@@ -162,7 +220,7 @@ async fn accept_loop(
             continue;
         }
         tokio::spawn(async move {
-            if let Err(e) = relay(stream, target).await {
+            if let Err(e) = relay(stream, target, mode).await {
                 tracing::debug!(%peer, %target, error = %e, "forwarded connection ended");
             }
             drop(permit);
@@ -170,14 +228,24 @@ async fn accept_loop(
     }
 }
 
-async fn relay(mut inbound: TcpStream, target: SocketAddr) -> io::Result<()> {
+async fn relay(mut inbound: TcpStream, target: SocketAddr, mode: Relay) -> io::Result<()> {
     let mut outbound = TcpStream::connect(target).await?;
     // Small request/response exchanges dominate; do not let Nagle delay them.
     inbound.set_nodelay(true)?;
     outbound.set_nodelay(true)?;
-    tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await?;
+    match mode {
+        Relay::Copy => {
+            tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await?;
+        }
+        #[cfg(target_os = "linux")]
+        Relay::Splice => {
+            splice::relay(&inbound, &outbound).await?;
+        }
+    }
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
+mod splice;
 #[cfg(test)]
 mod tests;

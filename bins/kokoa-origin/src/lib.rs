@@ -66,7 +66,7 @@ pub use checks::{Checker, ServiceReport};
 pub use client::ControlPlane;
 pub use error::Error;
 pub use firewall::{Firewall, FirewallState, Rules, TABLE};
-pub use forward::{DEFAULT_MAX_CONNECTIONS, Forwarder};
+pub use forward::{DEFAULT_MAX_CONNECTIONS, Forwarder, Relay};
 pub use heartbeat::{Heartbeat, Metrics, disk_percent};
 pub use payload::{OriginConfig, OriginRoute, Plan, Service};
 pub use state::{BundleCredentials, Credential, StateDir};

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use kokoa_agent::Secret;
 use kokoa_origin::{
     Agent, ApplicationEndpoint, BundleCredentials, Checker, ControlPlane, DEFAULT_MAX_CONNECTIONS,
-    Error, Firewall, Forwarder, Settings, StateDir, Timing, WgTunnel,
+    Error, Firewall, Forwarder, Relay, Settings, StateDir, Timing, WgTunnel,
 };
 use kokoa_wg::{
     InterfaceName,
@@ -114,6 +114,10 @@ struct RunArgs {
     /// Most connections forwarded at the same time.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// How forwarded bytes move: `splice` (in the kernel; Linux, the default there) or
+    /// `copy` (through this process; everywhere).
+    #[arg(long, value_name = "splice|copy", default_value_t = Relay::default())]
+    relay: Relay,
     /// Delete the WireGuard interface when the agent stops (by default it keeps running).
     /// The firewall rules go with it.
     #[arg(long)]
@@ -213,7 +217,8 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     };
     let settings = Settings {
         interface: InterfaceName::new(&args.interface)?,
-        forwarder: (!args.no_forward).then(|| Forwarder::new(localhost, args.max_connections)),
+        forwarder: (!args.no_forward)
+            .then(|| Forwarder::new(localhost, args.max_connections).with_relay(args.relay)),
         firewall,
         checker: Checker::new(localhost, CHECK_TIMEOUT)?,
         application: if args.no_application_check {

@@ -182,3 +182,75 @@ async fn reports_a_listener_it_cannot_open() {
         "retried once the port is free"
     );
 }
+
+/// Both relays carry a large transfer each way intact, pass a half close on, and both
+/// directions end when the service closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_relay_moves_bulk_data_both_ways_and_passes_half_closes_on() {
+    // The service: reads everything until the client's half close, then answers with the
+    // byte count and a checksum of what it read followed by 3 MB of its own, and closes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                stream.read_to_end(&mut got).await.unwrap();
+                let sum: u64 = got.iter().map(|b| u64::from(*b)).sum();
+                stream
+                    .write_all(format!("{} {sum}\n", got.len()).as_bytes())
+                    .await
+                    .unwrap();
+                let answer: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+                stream.write_all(&answer).await.unwrap();
+            });
+        }
+    });
+    for relay in [Relay::Copy, Relay::Splice] {
+        let forwarder = Forwarder::new(ip("127.0.0.1"), 8).with_relay(relay);
+        assert!(
+            forwarder
+                .set(
+                    ip(TUNNEL_IP),
+                    &BTreeSet::from([port]),
+                    BTreeSet::from([ip(EDGE)])
+                )
+                .is_empty()
+        );
+        let mut stream = connect_from(EDGE, port).await;
+        let sent: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+        let expected_sum: u64 = sent.iter().map(|b| u64::from(*b)).sum();
+        stream.write_all(&sent).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut back))
+            .await
+            .expect("the relay ends with the service")
+            .unwrap();
+        let line_end = back.iter().position(|b| *b == b'\n').unwrap();
+        assert_eq!(
+            std::str::from_utf8(&back[..line_end]).unwrap(),
+            format!("{} {expected_sum}", sent.len()),
+            "{relay:?}: what the service read"
+        );
+        let answer = &back[line_end + 1..];
+        assert_eq!(answer.len(), 3_000_000, "{relay:?}");
+        assert!(
+            answer
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == (i % 251) as u8),
+            "{relay:?}: the answer arrived changed"
+        );
+        forwarder.stop();
+    }
+}
+
+#[test]
+fn relays_are_named_on_the_command_line() {
+    assert_eq!("copy".parse::<Relay>(), Ok(Relay::Copy));
+    assert_eq!("splice".parse::<Relay>(), Ok(Relay::Splice));
+    assert_eq!(Relay::default(), Relay::Splice);
+    let error = "zero-copy".parse::<Relay>().unwrap_err();
+    assert!(error.contains("\"zero-copy\""), "{error}");
+}
