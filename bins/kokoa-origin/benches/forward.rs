@@ -20,7 +20,6 @@ use std::{
     net::{IpAddr, SocketAddr},
     path::Path,
     process::{Child, Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -114,7 +113,10 @@ async fn keep_alive(target: SocketAddr) -> (f64, Duration) {
         times.extend(task.await.expect("task"));
     }
     times.sort();
-    (times.len() as f64 / RUN.as_secs_f64(), times[times.len() / 2])
+    (
+        times.len() as f64 / RUN.as_secs_f64(),
+        times[times.len() / 2],
+    )
 }
 
 /// Connections per second, one request each, `CONNECTIONS` at a time.
@@ -269,15 +271,16 @@ async fn main() {
             .enable_all()
             .build()
             .expect("forwarder runtime");
-        let forwarder = Arc::new(Forwarder::new(app_addr.ip(), 4096).with_relay(relay));
-        let set = Arc::clone(&forwarder);
-        let failed = runtime.block_on(async move {
-            set.set(
+        let forwarder = Forwarder::new(app_addr.ip(), 4096).with_relay(relay);
+        // Its listeners are spawned on its own runtime.
+        let failed = {
+            let _on = runtime.enter();
+            forwarder.set(
                 at(last).ip(),
                 &BTreeSet::from([port]),
                 BTreeSet::from([IpAddr::from([127, 0, 0, 1])]),
             )
-        });
+        };
         assert!(failed.is_empty(), "{failed:?}");
         assert!(ready(at(last)).await, "the forwarder does not listen");
         rows.push(measure(name, at(last)).await);

@@ -6,8 +6,15 @@
 //! always does so on the socket, whose readiness tokio tracks. At the source's end of
 //! stream the destination's write side is shut down (the other direction goes on, as
 //! with `copy_bidirectional`).
+//!
+//! Making a pipe costs four system calls (and closing it two more), a large part of a short
+//! connection's cost: empty pipes are kept for the next connections, up to [`POOL`].
 
-use std::{io, os::fd::OwnedFd};
+use std::{
+    io,
+    os::fd::OwnedFd,
+    sync::{Mutex, PoisonError},
+};
 
 use rustix::{
     net::Shutdown,
@@ -17,6 +24,10 @@ use tokio::{io::Interest, net::TcpStream};
 
 /// Bytes moved per `splice` call at most, and the pipe size asked for.
 const CHUNK: usize = 1 << 16;
+/// Empty pipes kept for later connections at most.
+const POOL: usize = 256;
+
+static PIPES: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
 
 struct Pipe {
     read: OwnedFd,
@@ -26,6 +37,22 @@ struct Pipe {
 }
 
 impl Pipe {
+    /// A kept pipe, or a new one.
+    fn take() -> io::Result<Self> {
+        let kept = PIPES.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        kept.map_or_else(Self::new, Ok)
+    }
+
+    /// Keeps the pipe for another connection if it is empty and the pool has room.
+    fn give_back(self) {
+        if self.held == 0 {
+            let mut pool = PIPES.lock().unwrap_or_else(PoisonError::into_inner);
+            if pool.len() < POOL {
+                pool.push(self);
+            }
+        }
+    }
+
     fn new() -> io::Result<Self> {
         let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
         // A larger pipe moves more per call; the default (16 pages) is kept if refused.
@@ -81,6 +108,10 @@ async fn one_way(from: &TcpStream, to: &TcpStream, pipe: &mut Pipe) -> io::Resul
 /// Relays between `a` and `b` until both directions ended; returns the bytes moved each
 /// way (a to b, b to a).
 pub(super) async fn relay(a: &TcpStream, b: &TcpStream) -> io::Result<(u64, u64)> {
-    let (mut ab, mut ba) = (Pipe::new()?, Pipe::new()?);
-    tokio::try_join!(one_way(a, b, &mut ab), one_way(b, a, &mut ba))
+    let (mut ab, mut ba) = (Pipe::take()?, Pipe::take()?);
+    let moved = tokio::try_join!(one_way(a, b, &mut ab), one_way(b, a, &mut ba));
+    // A pipe that still holds bytes (the relay failed midway) is closed, never reused.
+    ab.give_back();
+    ba.give_back();
+    moved
 }
