@@ -4,6 +4,10 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use axum::{
     Router,
+    extract::{
+        ConnectInfo,
+        ws::{Message, WebSocketUpgrade},
+    },
     http::{HeaderMap, StatusCode},
     routing::get,
 };
@@ -30,11 +34,38 @@ pub fn describe(name: &str, headers: &HeaderMap) -> String {
 
 /// The app's routes: `/health` answers `ok` (its service check), `/ready` answers `ready`,
 /// or 503 while `down_file` exists (its origin agent's application URL: the lab makes the
-/// application fail while its port and service check stay up), every other path
-/// [`describe`]s the request.
+/// application fail while its port and service check stay up), `/conn` the address the
+/// request's connection comes from (`app=<name> peer=<address>`: connections reused by a
+/// proxy show the same one), `/ws` a WebSocket answering each text message `m` with
+/// `app=<name> echo=m`, every other path [`describe`]s the request.
 pub fn router(name: String, down_file: Option<PathBuf>) -> Router {
+    let (conn_name, ws_name) = (name.clone(), name.clone());
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
+        .route(
+            "/conn",
+            get(
+                move |ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                    format!("app={conn_name} peer={peer}\n")
+                },
+            ),
+        )
+        .route(
+            "/ws",
+            get(move |ws: WebSocketUpgrade| async move {
+                ws.on_upgrade(move |mut socket| async move {
+                    while let Some(Ok(message)) = socket.recv().await {
+                        let Message::Text(text) = message else {
+                            continue;
+                        };
+                        let answer = format!("app={ws_name} echo={}", text.as_str());
+                        if socket.send(Message::Text(answer.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                })
+            }),
+        )
         .route(
             "/ready",
             get(move || {
@@ -68,7 +99,8 @@ pub async fn serve(
             path: listen.to_string().into(),
             source,
         })?;
-    axum::serve(listener, router(name, down_file))
+    let app = router(name, down_file).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| Error::Io {
@@ -124,6 +156,15 @@ mod tests {
             .unwrap();
         assert_eq!(health.status(), 200);
         assert_eq!(health.text().await.unwrap(), "ok\n");
+        let conn = client
+            .get(format!("http://{address}/conn"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(conn.starts_with("app=origin-a peer=127.0.0.1:"), "{conn}");
         let ready = |client: reqwest::Client| async move {
             let r = client
                 .get(format!("http://{address}/ready"))

@@ -66,7 +66,7 @@ pub(crate) fn report(
 /// Runs every step in order, printing one line each. A failed step does not stop the
 /// others (one run shows every problem); the first failure is returned.
 pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
-    let steps: [(u8, &'static str); 10] = [
+    let steps: [(u8, &'static str); 11] = [
         (1, "routing"),
         (2, "convergence"),
         (3, "isolation"),
@@ -77,6 +77,7 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
         (8, "application check"),
         (9, "WireGuard check"),
         (10, "key rotation"),
+        (11, "keep-alive and WebSocket"),
     ];
     let mut first_failure = None;
     for (number, name) in steps {
@@ -91,7 +92,8 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
             7 => certificates(lab).await,
             8 => application_down(lab).await,
             9 => wireguard_path(lab).await,
-            _ => key_rotation(lab).await,
+            10 => key_rotation(lab).await,
+            _ => keep_alive_and_websocket(lab).await,
         };
         report(out, number, name, result, &mut first_failure);
     }
@@ -952,6 +954,119 @@ async fn key_rotation(lab: &mut Lab) -> Step {
     Ok(format!(
         "rotated {}; 0 of {requests} requests through both edges to both origins failed",
         took.join(", ")
+    ))
+}
+
+/// Requests asked over one client connection in step 11.
+const KEPT_ALIVE: usize = 10;
+/// The WebSocket key of RFC 6455's example, and the answer it must get.
+const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// 11. Through edge1, over one client connection with pebble's root trusted: the app sees
+///     the requests arrive over fewer connections than there were requests (the edge keeps
+///     its connections to the origin open through the tunnel), and a WebSocket upgrade is
+///     answered 101 with the right `Sec-WebSocket-Accept` and carries a message both ways.
+async fn keep_alive_and_websocket(lab: &Lab) -> Step {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let app = APPS[0];
+    let edge1 = plan::host("edge1").address;
+    let root = fs::read(&lab.tls.root).map_err(|e| format!("cannot read pebble's root: {e}"))?;
+    let root = reqwest::Certificate::from_pem(&root).map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .resolve(app.hostname, std::net::SocketAddr::new(edge1.into(), 443))
+        .tls_certs_merge([root])
+        .http1_only()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut peers = std::collections::BTreeSet::new();
+    for _ in 0..KEPT_ALIVE {
+        let body = client
+            .get(format!("https://{}/conn", app.hostname))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("GET /conn via edge1: {e}"))?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        let prefix = format!("app={} peer=", app.origin);
+        let peer = body
+            .trim()
+            .strip_prefix(&prefix)
+            .ok_or_else(|| format!("/conn answered {body:?}"))?;
+        peers.insert(peer.to_owned());
+        tokio::time::sleep(SLOW_POLL).await;
+    }
+    // One client connection goes to one nginx worker, which reuses its idle connection;
+    // a few more allow for the control plane's own checks taking it in between.
+    if peers.len() > 3 {
+        return Err(format!(
+            "{KEPT_ALIVE} requests reached the app over {} connections: the edge does not keep \
+             its connections to the origin alive ({peers:?})",
+            peers.len()
+        ));
+    }
+
+    let answer = client
+        .get(format!("https://{}/ws", app.hostname))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", WS_KEY)
+        .send()
+        .await
+        .map_err(|e| format!("WebSocket upgrade via edge1: {e}"))?;
+    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(format!("the upgrade was answered {}", answer.status()));
+    }
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(sha1::Sha1::digest(format!("{WS_KEY}{WS_GUID}")));
+    let accept = answer
+        .headers()
+        .get("sec-websocket-accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if accept != expected {
+        return Err(format!(
+            "Sec-WebSocket-Accept {accept:?}, expected {expected:?}"
+        ));
+    }
+    let mut socket = answer.upgrade().await.map_err(|e| e.to_string())?;
+    // One masked text frame (RFC 6455 §5.2), as a browser sends it.
+    let text = b"hello through the tunnel";
+    let mask = [0x5a, 0x17, 0xc3, 0x08];
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let echoed = tokio::time::timeout(Duration::from_secs(5), async {
+        socket.write_all(&frame).await?;
+        let mut head = [0u8; 2];
+        socket.read_exact(&mut head).await?;
+        let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+        socket.read_exact(&mut payload).await?;
+        Ok::<_, std::io::Error>((head, payload))
+    })
+    .await
+    .map_err(|_| "no WebSocket answer within 5 s".to_owned())?
+    .map_err(|e| format!("WebSocket exchange: {e}"))?;
+    let want = format!("app={} echo=hello through the tunnel", app.origin);
+    if echoed.0[0] != 0x81 || echoed.1 != want.as_bytes() {
+        return Err(format!(
+            "WebSocket answer {:02x?} {:?}, expected a text frame {want:?}",
+            echoed.0,
+            String::from_utf8_lossy(&echoed.1)
+        ));
+    }
+    Ok(format!(
+        "{KEPT_ALIVE} requests over one client connection reached the app over {} upstream \
+         connection(s); WebSocket 101 with the right accept key, \"{want}\" echoed back",
+        peers.len()
     ))
 }
 
