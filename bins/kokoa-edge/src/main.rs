@@ -106,8 +106,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the agent only polls, reports and checks; nginx and WireGuard carry the
+    // traffic. Blocking work (nginx, wg, ping) runs on the blocking pool, whose threads
+    // leave when idle, so an idle agent stays small.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_keep_alive(std::time::Duration::from_secs(2))
         .build()
     {
         Ok(runtime) => runtime,

@@ -146,8 +146,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Worker threads for the forwarded traffic; blocking work (wg, nft, ping) runs on the
+    // blocking pool, whose threads leave when idle, so an idle agent stays small.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_keep_alive(Duration::from_secs(2))
         .build()
     {
         Ok(runtime) => runtime,
