@@ -151,6 +151,29 @@ impl Drop for Node {
     }
 }
 
+/// An edge and an origin namespace joined by a veth pair: the edge is 10.99.NET.1, the
+/// origin 10.99.NET.2.
+fn linked(edge_tag: &str, origin_tag: &str, net: u8) -> (Node, Node) {
+    let (edge_node, origin_node) = (Node::new(edge_tag), Node::new(origin_tag));
+    let (edge_dev, origin_dev) = (format!("kkv{net}-e"), format!("kkv{net}-o"));
+    run(Command::new("ip")
+        .args(["link", "add", &edge_dev, "netns", &edge_node.ns])
+        .args([
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &origin_dev,
+            "netns",
+            &origin_node.ns,
+        ]));
+    for (node, dev, host) in [(&edge_node, &edge_dev, 1), (&origin_node, &origin_dev, 2)] {
+        node.ip(&["addr", "add", &format!("10.99.{net}.{host}/24"), "dev", dev]);
+        node.ip(&["link", "set", dev, "up"]);
+    }
+    (edge_node, origin_node)
+}
+
 fn wait_for(limit: Duration, what: &str, done: impl Fn() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -206,29 +229,7 @@ fn syncconf_adds_a_peer_without_dropping_the_live_session() {
     .unwrap();
     let two = Topology::new(origin, vec![edge1, edge2], Direction::OriginDialsOut).unwrap();
 
-    let edge_node = Node::new("e");
-    let origin_node = Node::new("o");
-    run(Command::new("ip").args([
-        "link",
-        "add",
-        "kkv-e",
-        "netns",
-        &edge_node.ns,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "kkv-o",
-        "netns",
-        &origin_node.ns,
-    ]));
-    for (node, dev, ip) in [
-        (&edge_node, "kkv-e", "10.99.81.1/24"),
-        (&origin_node, "kkv-o", "10.99.81.2/24"),
-    ] {
-        node.ip(&["addr", "add", ip, "dev", dev]);
-        node.ip(&["link", "set", dev, "up"]);
-    }
+    let (edge_node, origin_node) = linked("e", "o", 81);
 
     // Both sides come up from nothing.
     let on_edge = one.edge_config("edge-1", &edge1_key).unwrap();
@@ -387,29 +388,7 @@ fn either_side_changes_its_key_while_traffic_flows() {
         let edge = edge("edge-1", edge_key, Ipv4Addr::new(10, 99, 82, 1), edge_ip);
         Topology::new(origin, vec![edge], Direction::OriginDialsOut).unwrap()
     };
-    let edge_node = Node::new("re");
-    let origin_node = Node::new("ro");
-    run(Command::new("ip").args([
-        "link",
-        "add",
-        "kkr-e",
-        "netns",
-        &edge_node.ns,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "kkr-o",
-        "netns",
-        &origin_node.ns,
-    ]));
-    for (node, dev, ip) in [
-        (&edge_node, "kkr-e", "10.99.82.1/24"),
-        (&origin_node, "kkr-o", "10.99.82.2/24"),
-    ] {
-        node.ip(&["addr", "add", ip, "dev", dev]);
-        node.ip(&["link", "set", dev, "up"]);
-    }
+    let (edge_node, origin_node) = linked("re", "ro", 82);
     let first = topology(origin_key, edge_key);
     let on_edge = first.edge_config("edge-1", edge_key).unwrap();
     let wg0 = first.origin_config(origin_key).unwrap();

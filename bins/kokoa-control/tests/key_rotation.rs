@@ -15,18 +15,6 @@ async fn get(s: &Server, path: &str, credential: &str) -> Value {
     body
 }
 
-async fn beat(s: &Server, credential: &str, body: Value) {
-    let (status, answer) = s
-        .call(
-            Method::POST,
-            "/api/v1/heartbeat",
-            Some(credential),
-            Some(body),
-        )
-        .await;
-    assert_eq!(status, 200, "{answer}");
-}
-
 async fn tick(s: &Server) {
     kokoa_control::runtime::tick(&s.state).await.unwrap();
 }
@@ -76,7 +64,7 @@ impl Nodes {
         if let Some(hash) = hash {
             body["config_hash"] = hash.clone();
         }
-        beat(s, &self.origin_cred, body).await;
+        s.heartbeat(&self.origin_cred, body).await;
     }
 
     /// The edge reports `hash` applied (or none).
@@ -86,7 +74,7 @@ impl Nodes {
         if let Some(hash) = hash {
             body["config_hash"] = hash.clone();
         }
-        beat(s, &self.edge_cred, body).await;
+        s.heartbeat(&self.edge_cred, body).await;
     }
 
     async fn edge_public_key(&self, s: &Server) -> Value {

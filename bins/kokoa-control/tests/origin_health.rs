@@ -28,26 +28,14 @@ async fn config(s: &Server, credential: &str) -> Value {
 async fn edge_beat(s: &Server, id: &str, credential: &str, origin: &str, application: &str) {
     let body = json!({"node_id": id, "status": "healthy", "tunnels": [
         {"origin_id": origin, "interface": "kk0", "status": "up", "application": application}]});
-    beat(s, credential, body).await;
+    s.heartbeat(credential, body).await;
 }
 
 async fn origin_beat(s: &Server, id: &str, credential: &str, disk_percent: u32) {
     let body = json!({"node_id": id, "status": "healthy", "application_port": 80,
         "metrics": {"disk_percent": disk_percent},
         "services": [{"name": "web", "port": 8001, "status": "up"}]});
-    beat(s, credential, body).await;
-}
-
-async fn beat(s: &Server, credential: &str, body: Value) {
-    let (status, answer) = s
-        .call(
-            Method::POST,
-            "/api/v1/heartbeat",
-            Some(credential),
-            Some(body),
-        )
-        .await;
-    assert_eq!(status, 200, "{answer}");
+    s.heartbeat(credential, body).await;
 }
 
 /// An origin with its web service published as `app.hoge.com`; its id.

@@ -344,6 +344,19 @@ impl Server {
         (id, credential)
     }
 
+    /// Sends a node's heartbeat `body` with its `credential`; it must be recorded.
+    pub async fn heartbeat(&self, credential: &str, body: Value) {
+        let (status, answer) = self
+            .call(
+                Method::POST,
+                "/api/v1/heartbeat",
+                Some(credential),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 200, "[{}] heartbeat: {answer}", self.backend);
+    }
+
     /// Redeems an enrollment token; returns the credential.
     pub async fn enroll(&self, token: &str) -> String {
         let (status, body) = self
