@@ -71,6 +71,9 @@ struct Shared {
     targets: Vec<ApplicationTarget>,
     /// Their verdicts, by origin.
     application: HashMap<OriginId, LinkState>,
+    /// Whether an origin's key changes in the configuration serving now (the key loop
+    /// looks at the tunnels only then).
+    keys_changing: bool,
 }
 
 /// One edge agent: a control plane client, a data plane and the state directory.
@@ -166,6 +169,27 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
+/// What the agent keeps of the configuration serving now.
+struct Live {
+    hash: ContentHash,
+    targets: Vec<ApplicationTarget>,
+    keys_changing: bool,
+}
+
+impl Live {
+    fn of(config: &EdgeConfig) -> Self {
+        Self {
+            hash: config.config_hash().clone(),
+            targets: application::application_targets(config),
+            keys_changing: config
+                .content()
+                .tunnels
+                .iter()
+                .any(|t| t.origin_next_public_key.is_some()),
+        }
+    }
+}
+
 /// How often a tunnel whose peer's key changes is looked at: the few hundred milliseconds
 /// between the peer switching keys and the hand-over are all its traffic waits.
 const KEY_SETTLE: Duration = Duration::from_millis(200);
@@ -185,23 +209,23 @@ impl<P: DataPlane> Ctx<P> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Notes that `hash`, with the application checks `targets`, serves now.
-    fn serving(&self, hash: ContentHash, targets: Vec<ApplicationTarget>) {
+    /// Notes that the configuration `live` was taken from serves now.
+    fn serving(&self, live: Live) {
         let mut shared = self.shared();
-        shared.applied = Some(hash);
+        shared.applied = Some(live.hash);
         shared.last_error = None;
-        shared.targets = targets;
+        shared.targets = live.targets;
+        shared.keys_changing = live.keys_changing;
     }
 
     async fn apply_last_good(&self) {
         match self.state.read_last_good() {
             Ok(Some(config)) => {
-                let hash = config.config_hash().clone();
-                let targets = application::application_targets(&config);
+                let live = Live::of(&config);
                 match apply_and_save(Arc::clone(&self.plane), self.state.clone(), config).await {
                     Ok(()) => {
-                        tracing::info!(%hash, "serving the last good configuration");
-                        self.serving(hash, targets);
+                        tracing::info!(hash = %live.hash, "serving the last good configuration");
+                        self.serving(live);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "the last good configuration does not apply")
@@ -251,7 +275,7 @@ impl<P: DataPlane> Ctx<P> {
                 }
                 Ok(Fetched::Config(config)) => {
                     let hash = config.config_hash().clone();
-                    let targets = application::application_targets(&config);
+                    let live = Live::of(&config);
                     let applied = match self.install_certificates(&config).await {
                         Ok(()) => {
                             apply_and_save(Arc::clone(&self.plane), self.state.clone(), config)
@@ -263,8 +287,8 @@ impl<P: DataPlane> Ctx<P> {
                         Ok(()) => {
                             tracing::info!(%hash, "configuration applied");
                             backoff.reset();
-                            known = Some(hash.clone());
-                            self.serving(hash, targets);
+                            known = Some(hash);
+                            self.serving(live);
                             self.send_ready_once().await;
                             Duration::ZERO
                         }
@@ -398,6 +422,9 @@ impl<P: DataPlane> Ctx<P> {
             tokio::select! {
                 _ = ticks.tick() => {}
                 _ = stop.changed() => return,
+            }
+            if !self.shared().keys_changing {
+                continue;
             }
             let plane = Arc::clone(&self.plane);
             match blocking(move || plane.settle_keys()).await {
