@@ -92,6 +92,8 @@ fn downloads_checks_and_enrolls() {
         )
     );
     assert!(AGENT_UNIT.contains("ExecStart=/usr/local/bin/kokoa-edge run\n"));
+    // nginx and WireGuard must outlive an agent restart on a provisioned edge too.
+    assert!(AGENT_UNIT.contains("\nKillMode=process\n"));
     assert_eq!(runcmd(&doc), [[SCRIPT_PATH, CONF_PATH]]);
 
     // The steps of SPEC §8.2 / §12, in order.
@@ -572,4 +574,18 @@ proptest! {
     fn arbitrary_text_is_refused(text in "(?s).{0,300}") {
         prop_assert!(EdgeBootstrap::from_user_data(&Secret::new(text)).is_err());
     }
+}
+
+/// The unit a provisioned edge gets is the packaged one (`packaging/systemd/`), byte for
+/// byte: one unit, whichever way the agent is installed.
+#[test]
+fn the_cloud_init_unit_is_the_packaged_unit() {
+    let packaged = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging/systemd/kokoa-edge.service");
+    let packaged = std::fs::read_to_string(&packaged)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", packaged.display()));
+    assert_eq!(
+        AGENT_UNIT, packaged,
+        "copy packaging/systemd/kokoa-edge.service to kokoa-provision/src/cloud_init/"
+    );
 }
