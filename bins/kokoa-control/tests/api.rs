@@ -325,7 +325,9 @@ async fn edge_nodes_follow_the_spec_and_get_a_tunnel_per_origin() {
         assert!(token.starts_with("kk_enr_"), "{manual}");
         assert_eq!(
             manual["enroll_command"],
-            format!("kokoa-edge enroll --control-plane https://cp.example.com --token {token}")
+            format!(
+                "KOKOA_ENROLL_TOKEN={token} kokoa-edge enroll --control-plane https://cp.example.com"
+            )
         );
         let shared = manual["id"].as_str().unwrap().to_owned();
 

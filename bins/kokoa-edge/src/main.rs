@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 const AFTER_HELP: &str = "\
 Examples:
   # Once, with a token from `POST /api/v1/edge-nodes` (provider \"manual\"):
-  kokoa-edge enroll --control-plane https://control.example.net --token \"$TOKEN\"
+  KOKOA_ENROLL_TOKEN=\"$TOKEN\" kokoa-edge enroll --control-plane https://control.example.net
 
   # Then (normally from kokoa-edge.service):
   kokoa-edge run

@@ -190,11 +190,13 @@ pub(super) async fn create_edge(
     )
     .await?;
     let id = edge.id;
+    // The token goes in the environment, not the arguments: a command line is visible to
+    // every user in `ps` while it runs.
     let enroll_command = token.as_ref().map(|token| {
         format!(
-            "kokoa-edge enroll --control-plane {} --token {}",
-            state.public_url(),
-            token.as_str()
+            "KOKOA_ENROLL_TOKEN={} kokoa-edge enroll --control-plane {}",
+            token.as_str(),
+            state.public_url()
         )
     });
     let enrollment_token = token.map(|t| t.to_string());
