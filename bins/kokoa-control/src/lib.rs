@@ -66,6 +66,7 @@ pub mod events;
 mod keys;
 pub mod notify;
 pub mod payload;
+mod payload_cache;
 pub mod runtime;
 mod state;
 pub mod ui;

@@ -5,7 +5,8 @@
 //! [`Snapshot`] and reused until a change is made through this control plane or the
 //! snapshot is [`SNAPSHOT_TTL`] old. The age limit keeps several control planes on one
 //! database (SPEC §11) in step: a change made through another one is seen within it. Each
-//! edge's own part (its tunnels and keys) is read on every request.
+//! edge's own part (its tunnels and keys) is read whenever its payload is built (see
+//! [`payload_cache`](crate::payload_cache)).
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -17,7 +18,7 @@ use std::{
 use ipnet::Ipv4Net;
 use kokoa_core::{
     ApplicationCheck, CertificateRef, ContentHash, EdgeConfig, EdgeContent, EdgeNodeId, EdgeStatus,
-    Hostname, Origin, OriginId, Port, Tunnel, WgPublicKey,
+    Hostname, Name, Origin, OriginId, Port, Tunnel, WgPublicKey,
 };
 use kokoa_wg::{Direction, Format, Host, Topology};
 use tokio::time::Instant;
@@ -64,6 +65,37 @@ impl Snapshot {
     /// Whether it may still be used when the change counter is at `generation`.
     pub fn is_current(&self, generation: u64) -> bool {
         self.generation == generation && self.taken.elapsed() < SNAPSHOT_TTL
+    }
+
+    /// The change counter when it was read.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether [`edge_config`] builds the same payloads from `other` as from `self`: it
+    /// compares all that edge_config reads, but not what every heartbeat moves.
+    pub(crate) fn same_for_edges(&self, other: &Self) -> bool {
+        fn read(o: &Origin) -> (&Name, Ipv4Net, Ipv4Addr, &WgPublicKey, Option<Port>) {
+            (
+                &o.name,
+                o.network_cidr,
+                o.wireguard_ip,
+                &o.wireguard_public_key,
+                application_port(o.last_metrics.as_ref()),
+            )
+        }
+        self.routes == other.routes
+            && self.certificates == other.certificates
+            && self.challenges == other.challenges
+            && self.down == other.down
+            && self.ports_down == other.ports_down
+            && self.origins.len() == other.origins.len()
+            && self.origins.iter().all(|(id, origin)| {
+                other
+                    .origins
+                    .get(id)
+                    .is_some_and(|o| read(o) == read(origin))
+            })
     }
 
     /// Reads origins and routes; `generation` is the change counter read before.

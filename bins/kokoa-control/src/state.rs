@@ -13,6 +13,7 @@ use crate::{
     error::ApiError,
     events::EventBus,
     payload::Snapshot,
+    payload_cache::EdgePayloads,
     runtime::{self, Leader, Modules, RuntimeSettings, Wakers, dns},
 };
 
@@ -53,7 +54,9 @@ struct Inner {
     acme: OnceLock<crate::config::AcmeSettings>,
     /// The last snapshot of origins and routes. An async mutex so that when many waiting
     /// nodes wake up after a change, one reads the store and the others reuse its result.
-    snapshot: Mutex<Option<Arc<Snapshot>>>,
+    snapshot: Arc<Mutex<Option<Arc<Snapshot>>>>,
+    /// Each edge's configuration as last built (see [`crate::payload_cache`]).
+    edge_payloads: EdgePayloads,
 }
 
 impl fmt::Debug for AppState {
@@ -113,7 +116,8 @@ impl AppState {
                 rate_limits: watch::Sender::new(RateLimits::default()),
                 changes: watch::Sender::new(0),
                 shutdown: watch::Sender::new(false),
-                snapshot: Mutex::new(None),
+                snapshot: Arc::new(Mutex::new(None)),
+                edge_payloads: EdgePayloads::default(),
                 acme: OnceLock::new(),
             }),
         }
@@ -262,17 +266,68 @@ impl AppState {
         self.inner.changes.subscribe()
     }
 
+    /// The change counter: it grows with every change, its value means nothing else.
+    pub(crate) fn change_count(&self) -> u64 {
+        *self.inner.changes.borrow()
+    }
+
+    /// Each edge's configuration as last built.
+    pub(crate) fn edge_payloads(&self) -> &EdgePayloads {
+        &self.inner.edge_payloads
+    }
+
     /// The current snapshot of origins and routes, read again after a change or when it
-    /// has aged (see [`Snapshot`]).
+    /// has aged (see [`Snapshot`]). A snapshot that aged out and reads differently for
+    /// edges is a change no one announced here (made through another control plane, or a
+    /// value that expired in the store): it is announced then, so cached payloads are
+    /// built again and long polls wake.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
         let mut slot = self.inner.snapshot.lock().await;
+        self.current_snapshot(&mut slot).await
+    }
+
+    /// Re-reads an aged snapshot in the background: a request answered from the cached
+    /// payloads does not wait for the store, yet the change checks of
+    /// [`snapshot`](Self::snapshot) keep running while edges poll.
+    pub(crate) fn refresh_snapshot_soon(&self) {
+        // Held by the task, so one re-read runs at a time; if it is held, one runs now.
+        let Ok(mut slot) = Arc::clone(&self.inner.snapshot).try_lock_owned() else {
+            return;
+        };
+        let generation = self.change_count();
+        if slot.as_ref().is_none_or(|s| s.is_current(generation)) {
+            return;
+        }
+        let state = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = state.current_snapshot(&mut slot).await {
+                tracing::warn!(error = e.message(), "cannot read origins and routes again");
+            }
+        });
+    }
+
+    async fn current_snapshot(
+        &self,
+        slot: &mut Option<Arc<Snapshot>>,
+    ) -> Result<Arc<Snapshot>, ApiError> {
         // Read before the store, so a change committed meanwhile makes the next call read
         // again.
-        let generation = *self.inner.changes.borrow();
+        let generation = self.change_count();
         if let Some(current) = slot.as_ref().filter(|s| s.is_current(generation)) {
             return Ok(Arc::clone(current));
         }
         let fresh = Arc::new(Snapshot::read(self, generation).await?);
+        // Only a snapshot that merely aged is compared: after an announced change the
+        // payloads are built again anyway, and announcing it twice would wake every long
+        // poll twice.
+        let unannounced = slot.as_ref().is_some_and(|old| {
+            old.generation() == generation
+                && self.change_count() == generation
+                && !old.same_for_edges(&fresh)
+        });
+        if unannounced {
+            self.notify_changed_here();
+        }
         *slot = Some(Arc::clone(&fresh));
         Ok(fresh)
     }

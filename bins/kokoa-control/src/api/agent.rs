@@ -18,7 +18,7 @@ use super::{
 use crate::{
     auth::{Bearer, EdgeAgent, NODE_CREDENTIAL_PREFIX, NodeAgent, Principal},
     error::{ApiError, ErrorBody},
-    payload,
+    payload, payload_cache,
     runtime::lifecycle,
     state::AppState,
 };
@@ -92,8 +92,8 @@ pub(super) async fn edge_own_config(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     conditional(&state, &headers, &query, || async {
-        let config = payload::edge_config(&state, &id).await?;
-        Ok((config.config_hash().to_string(), config))
+        let config = payload_cache::edge_config(&state, &id).await?;
+        Ok((config.0.config_hash().to_string(), config))
     })
     .await
 }
