@@ -145,6 +145,18 @@ async fn every_endpoint_checks_its_bearer_token() {
                 None,
                 Audience::Reader,
             ),
+            (
+                Method::POST,
+                format!("/api/v1/edge-nodes/{edge_id}/rotate-keys"),
+                None,
+                Audience::Admin,
+            ),
+            (
+                Method::POST,
+                format!("/api/v1/origins/{origin_id}/rotate-keys"),
+                None,
+                Audience::Admin,
+            ),
             (Method::GET, "/api/v1/tokens".into(), None, Audience::Reader),
             (
                 Method::POST,

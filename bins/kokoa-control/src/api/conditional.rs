@@ -62,6 +62,11 @@ where
         if !known.as_deref().is_some_and(|k| matches(k, &hash)) {
             return Ok(([(header::ETAG, etag)], Json(body)).into_response());
         }
+        // Nothing to wait for: answer now rather than on the timer's next tick (up to a
+        // millisecond, most of a cached 304's time).
+        if Instant::now() >= deadline {
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+        }
         let changed = tokio::select! {
             changed = tokio::time::timeout_at(deadline, changes.changed()) => {
                 matches!(changed, Ok(Ok(())))
