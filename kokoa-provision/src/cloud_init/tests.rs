@@ -580,9 +580,9 @@ proptest! {
 /// byte: one unit, whichever way the agent is installed.
 #[test]
 fn the_cloud_init_unit_is_the_packaged_unit() {
-    let packaged = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let packaged = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../packaging/systemd/kokoa-edge.service");
-    let packaged = std::fs::read_to_string(&packaged)
+    let packaged = fs::read_to_string(&packaged)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", packaged.display()));
     assert_eq!(
         AGENT_UNIT, packaged,
