@@ -6,7 +6,7 @@
 //! snapshot is [`SNAPSHOT_TTL`] old. The age limit keeps several control planes on one
 //! database (SPEC §11) in step: a change made through another one is seen within it. Each
 //! edge's own part (its tunnels and keys) is read whenever its payload is built (see
-//! [`payload_cache`](crate::payload_cache)).
+//! `payload_cache`).
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},

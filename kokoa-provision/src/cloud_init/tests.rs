@@ -580,8 +580,8 @@ proptest! {
 /// byte: one unit, whichever way the agent is installed.
 #[test]
 fn the_cloud_init_unit_is_the_packaged_unit() {
-    let packaged = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../packaging/systemd/kokoa-edge.service");
+    let packaged =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/kokoa-edge.service");
     let packaged = fs::read_to_string(&packaged)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", packaged.display()));
     assert_eq!(

@@ -455,7 +455,7 @@ pub async fn schedule(state: &AppState, every: Duration) -> Result<(), ApiError>
     Ok(())
 }
 
-/// Advances rotations every [`PERIOD`] on the leader, and starts scheduled ones.
+/// Advances rotations every second on the leader, and starts scheduled ones.
 pub async fn run(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut round: u32 = 0;
     loop {
