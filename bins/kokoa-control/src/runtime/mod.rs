@@ -499,21 +499,30 @@ pub(crate) async fn sleep_or_stop(
 
 /// Where a change made through any control plane is noted, so the others hear of it: a
 /// follower's API cannot wake the leader's duties, nor an agent long-polling another
-/// control plane, directly.
-const WAKE: (&str, &str) = ("wakes", "changed");
-/// How often every control plane looks at [`WAKE`].
+/// control plane, directly. Each control plane writes a new mark under its own name, so
+/// none overwrites another's and none wakes itself a second time for its own change.
+const WAKES: &str = "change_marks";
+/// How long a mark is kept: a control plane that changed nothing for this long has nothing
+/// to announce.
+const WAKE_KEPT_SECONDS: i64 = 86_400;
+/// How often every control plane looks at the others' marks.
 const WAKE_POLL: Duration = Duration::from_secs(1);
 
-/// Notes in the store that something changed (see [`WAKE`]), without waiting.
+/// Notes in the store that something changed (see [`WAKES`]), without waiting.
 pub(crate) fn mark_changed(state: &AppState) {
     // Outside a runtime (a synchronous caller) there is no one to tell but this process.
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     let store = state.store_arc();
+    let instance = state.leader().instance().to_owned();
     runtime.spawn(async move {
         let mark = kokoa_core::ApiTokenId::new();
-        if let Err(e) = store.kv_put(WAKE.0, WAKE.1, mark.as_str(), None).await {
+        let until = Timestamp::now().plus_secs(WAKE_KEPT_SECONDS);
+        if let Err(e) = store
+            .kv_put(WAKES, &instance, mark.as_str(), Some(until))
+            .await
+        {
             tracing::warn!(error = %e, "cannot tell the other control planes of a change");
         }
     });
@@ -534,25 +543,30 @@ impl Wakers {
     }
 }
 
-/// Hears of changes made through other control planes (see [`WAKE`]): wakes the duties
+/// Hears of changes made through other control planes (see [`WAKES`]): wakes the duties
 /// and the long-polling agents of this one.
 async fn follow_changes(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let own = state.leader().instance().to_owned();
     let read = || async {
-        state
-            .store()
-            .kv_get(WAKE.0, WAKE.1, Timestamp::now())
-            .await
-            .ok()
-            .flatten()
+        let marks = state.store().kv_list(WAKES, Timestamp::now()).await.ok();
+        marks.map(|marks| {
+            marks
+                .into_iter()
+                .filter(|(instance, _)| *instance != own)
+                .collect::<Vec<_>>()
+        })
     };
     let mut seen = read().await;
     loop {
         if sleep_or_stop(WAKE_POLL, &mut stop).await {
             return;
         }
-        let now = read().await;
-        if now != seen {
-            seen = now;
+        // A store that does not answer changes nothing: the marks are compared once it does.
+        let Some(now) = read().await else {
+            continue;
+        };
+        if seen.as_ref() != Some(&now) {
+            seen = Some(now);
             state.notify_changed_here();
             state.wakers().here();
         }
@@ -580,4 +594,59 @@ pub(crate) fn new_parts(defaults: BTreeMap<Module, bool>) -> (Arc<Leader>, Modul
         Modules::new(defaults),
         Wakers::default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kokoa_core::{MasterKey, SubnetPool, store::MemoryStore};
+
+    use super::*;
+
+    /// Two control planes on one store: a change made through one wakes the other within
+    /// the poll, once; a control plane is not woken a second time by its own mark.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_wakes_the_other_control_planes_once_and_not_its_own() {
+        let store: Arc<dyn kokoa_core::store::Store> = Arc::new(MemoryStore::new());
+        let plane = || {
+            AppState::new(
+                Arc::clone(&store),
+                MasterKey::generate(),
+                SubnetPool::default(),
+                "http://127.0.0.1",
+            )
+        };
+        let (a, b) = (plane(), plane());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let followers = [
+            tokio::spawn(follow_changes(a.clone(), stopped.clone())),
+            tokio::spawn(follow_changes(b.clone(), stopped)),
+        ];
+        // Let both read the marks as they are.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (a0, b0) = (a.change_count(), b.change_count());
+
+        a.notify_changed();
+        let settled = WAKE_POLL * 2 + Duration::from_millis(500);
+        tokio::time::sleep(settled).await;
+        assert_eq!(a.change_count(), a0 + 1, "its own mark woke it again");
+        assert_eq!(
+            b.change_count(),
+            b0 + 1,
+            "the other did not hear of it once"
+        );
+
+        // Changes on both within one poll: each hears of the other's.
+        a.notify_changed();
+        b.notify_changed();
+        tokio::time::sleep(settled).await;
+        assert_eq!(a.change_count(), a0 + 3);
+        assert_eq!(b.change_count(), b0 + 3);
+
+        let _ = stop.send(true);
+        for follower in followers {
+            follower.await.unwrap();
+        }
+    }
 }
