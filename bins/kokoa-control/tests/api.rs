@@ -23,10 +23,25 @@ async fn routes_follow_the_spec_and_errors_have_the_documented_shape() {
                 201,
             )
             .await;
-        let id = route["id"].as_str().unwrap();
+        let id = route["id"].as_str().unwrap().to_owned();
+        let id = id.as_str();
         assert_eq!(route["hostname"], "app.hoge.com");
         assert_eq!(route["origin_id"], origin_id);
         assert_eq!(route["target_port"], 8080);
+        // http-01 by default, on a control plane without [acme]: said at once.
+        let mut route = route;
+        let warnings = route
+            .as_object_mut()
+            .unwrap()
+            .remove("warnings")
+            .expect("a warning");
+        assert!(
+            warnings[0]
+                .as_str()
+                .unwrap()
+                .contains("no certificate will be ordered for app.hoge.com"),
+            "{warnings}"
+        );
 
         let listed = s.admin(Method::GET, "/api/v1/routes", None, 200).await;
         assert_eq!(listed["routes"].as_array().unwrap().len(), 1);
@@ -49,6 +64,20 @@ async fn routes_follow_the_spec_and_errors_have_the_documented_shape() {
         );
         assert_eq!(updated["hostname"], "app.hoge.com");
         assert_eq!(updated["created_at"], route["created_at"]);
+
+        // A route that orders nothing warns of nothing.
+        let quiet = s
+            .admin(
+                Method::POST,
+                "/api/v1/routes",
+                Some(json!({"hostname": "plain.hoge.com", "origin_id": origin_id,
+                            "target_port": 8080, "certificate": "none"})),
+                201,
+            )
+            .await;
+        assert!(quiet.get("warnings").is_none(), "{quiet}");
+        let quiet_path = format!("/api/v1/routes/{}", quiet["id"].as_str().unwrap());
+        s.admin(Method::DELETE, &quiet_path, None, 204).await;
 
         // Duplicate → 409 naming the field.
         let body = s

@@ -503,6 +503,13 @@ async fn a_person_runs_the_control_plane_from_the_browser() {
     assert!(error.contains("not a host name"), "{error}");
     fill(&c, "[data-field=hostname]", "app.kokoa.test").await;
     click(&c, "form[aria-label='New route'] button[type=submit]").await;
+    // This control plane has no [acme]: the page says the certificate will not come.
+    wait_text(
+        &c,
+        ".notice.warning",
+        "no certificate will be ordered for app.kokoa.test",
+    )
+    .await;
     let row = wait_text(&c, "#app table tbody", "app.kokoa.test").await;
     assert!(
         row.contains("home-server") && row.contains("8080") && row.contains("http-01"),

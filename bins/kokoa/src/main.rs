@@ -496,6 +496,9 @@ async fn execute(cli: Cli) -> Result<String, Error> {
                 let body = json!({"hostname": hostname, "origin_id": origin, "target_port": port,
                                   "certificate": certificate});
                 let created = api.call(Method::POST, "/api/v1/routes", Some(body)).await?;
+                for warning in created["warnings"].as_array().into_iter().flatten() {
+                    eprintln!("warning: {}", text(warning));
+                }
                 Ok(show(created, &|v| {
                     table::render(std::slice::from_ref(v), ROUTE_COLUMNS)
                 }))

@@ -19,6 +19,7 @@ impl From<Route> for RouteView {
             target_port: r.target_port,
             certificate: r.certificate,
             created_at: r.created_at,
+            warnings: Vec::new(),
         }
     }
 }
@@ -94,7 +95,21 @@ pub(super) async fn create_route(
         .map_err(origin_field)?;
     changed(&state);
     tracing::info!(route = %route.id, hostname = %route.hostname, "route created");
-    Ok((StatusCode::CREATED, Json(route.into())))
+    let ordered = matches!(
+        route.certificate,
+        CertificateMode::Http01 | CertificateMode::Dns01
+    );
+    let warning = (ordered && state.acme().is_none()).then(|| {
+        format!(
+            "no certificate will be ordered for {}: this control plane has no [acme] section, \
+             so the edges present their fallback certificate for it (configure [acme], upload \
+             one with POST /api/v1/certificates, or create the route with certificate \"none\")",
+            route.hostname
+        )
+    });
+    let mut view = RouteView::from(route);
+    view.warnings.extend(warning);
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// Lists every route.

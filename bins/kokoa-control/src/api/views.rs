@@ -296,6 +296,10 @@ pub struct RouteView {
     /// When it was created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    /// What will not work as asked, e.g. a certificate to be ordered by a control plane
+    /// without ACME; left out when nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `GET /api/v1/routes`.

@@ -410,15 +410,17 @@
       field('Port on the origin', 'target_port', h('input', { type: 'number', min: 1, max: 65535, placeholder: '8080', required: true })),
       field('Certificate', 'certificate', select(CERT_MODES, 'http-01')),
     ], 'Add route', async (f) => {
-      await api('POST', '/api/v1/routes', {
+      const created = await api('POST', '/api/v1/routes', {
         hostname: value(f, 'hostname'), origin_id: value(f, 'origin_id'),
         target_port: numberOr(value(f, 'target_port')), certificate: value(f, 'certificate'),
       });
+      route_notice.replaceChildren(...(created.warnings || []).map((w) => h('p', { class: 'notice warning', role: 'status' }, w)));
       f.querySelector('[data-field="hostname"]').value = '';
       f.querySelector('[data-field="target_port"]').value = '';
       refresh();
     });
-    app.replaceChildren(h('section', { class: 'panel', 'aria-label': 'Routes' }, list), form ? section('New route', form) : null);
+    const route_notice = h('div');
+    app.replaceChildren(h('section', { class: 'panel', 'aria-label': 'Routes' }, list), form ? section('New route', route_notice, form) : null);
     const edit = (row, r) => {
       const editor = apiForm({ 'aria-label': `Edit ${r.hostname}` }, [
         field('Host name', 'hostname', h('input', { value: r.hostname })),
