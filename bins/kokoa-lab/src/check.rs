@@ -1107,6 +1107,31 @@ async fn verified(lab: &Lab, edge: Host, host: &str) -> Result<tls::Verified, St
         .map_err(|e| e.to_string())
 }
 
+/// Each certificate's names, status, planned renewal and last error, as the API lists
+/// them (for a failed step).
+async fn certificate_states(lab: &Lab) -> String {
+    let list = match lab
+        .api
+        .json(Method::GET, "/api/v1/certificates", None, StatusCode::OK)
+        .await
+    {
+        Ok(list) => list,
+        Err(e) => return format!("cannot list the certificates: {e}"),
+    };
+    let rows: Vec<String> = list["certificates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            format!(
+                "{} {} (next renewal {}, {} failure(s), last error {})",
+                c["names"], c["status"], c["next_renewal"], c["failures"], c["last_error"]
+            )
+        })
+        .collect();
+    rows.join("; ")
+}
+
 /// 7. Both host names over HTTPS through both edges with a certificate pebble issued for
 ///    each (checked with `curl --cacert`), two different certificates; a new route gets
 ///    its own within the figure given; a renewal forced by a large `renew_days_before`
@@ -1208,8 +1233,9 @@ async fn certificates(lab: &mut Lab) -> Step {
         .await;
     if renewed.len() < serials.len() {
         return Err(format!(
-            "after {} only {renewed:?} present a new certificate",
-            secs(forced.elapsed())
+            "after {} only {renewed:?} present a new certificate; the control plane says: {}",
+            secs(forced.elapsed()),
+            certificate_states(lab).await
         ));
     }
     if !failures.is_empty() {

@@ -329,7 +329,8 @@ pub async fn set_renew_days_before(state: &AppState, days: u32) -> Result<(), ko
             store.put_certificate(&cert, None).await?;
         }
     }
-    state.wakers().certificates.notify_one();
+    // The leader orders: through the store when that is another control plane.
+    state.wakers().everywhere(state);
     Ok(())
 }
 
@@ -863,8 +864,12 @@ async fn refresh_renewal_windows(
         {
             tracing::warn!(certificate = %cert.id, error = %e, "asking the CA for the renewal window failed");
         }
-        if plan.next_renewal != before {
-            let mut updated = cert.clone();
+        // Written over the row as it is now, and only if nothing replanned it since it
+        // was read (an operator's renewal setting wins over the CA's window).
+        if plan.next_renewal != before
+            && let Ok(mut updated) = store.get_certificate(&cert.id).await
+            && updated.next_renewal == cert.next_renewal
+        {
             updated.next_renewal = Some(plan.next_renewal);
             updated.updated_at = now;
             let _ = store.put_certificate(&updated, None).await;

@@ -649,4 +649,35 @@ mod tests {
             follower.await.unwrap();
         }
     }
+
+    /// The renewal setting changed through one control plane wakes the certificate
+    /// manager of the other (the leader orders; it would otherwise look only every minute).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_renewal_setting_changed_elsewhere_wakes_the_certificate_manager() {
+        let store: Arc<dyn kokoa_core::store::Store> = Arc::new(MemoryStore::new());
+        let plane = || {
+            AppState::new(
+                Arc::clone(&store),
+                MasterKey::generate(),
+                SubnetPool::default(),
+                "http://127.0.0.1",
+            )
+        };
+        let (follower, leader) = (plane(), plane());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let following = tokio::spawn(follow_changes(leader.clone(), stopped));
+        let woken = || {
+            tokio::time::timeout(
+                WAKE_POLL * 2 + Duration::from_millis(500),
+                leader.wakers().certificates.notified(),
+            )
+        };
+        assert!(woken().await.is_err(), "woken before any change");
+
+        certs::set_renew_days_before(&follower, 3650).await.unwrap();
+        assert!(woken().await.is_ok(), "the leader's manager was not woken");
+
+        let _ = stop.send(true);
+        following.await.unwrap();
+    }
 }
