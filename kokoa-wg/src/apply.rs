@@ -68,7 +68,10 @@ pub enum Implementation {
     #[default]
     WireguardGo,
     /// Cloudflare's `boringtun-cli`. Its `wg show` handshake times are unreliable, which is
-    /// why [`TunnelStatus::up`] also accepts a ping reply.
+    /// why [`TunnelStatus::up`] also accepts a ping reply. boringtun-cli 0.7.1 answers
+    /// `wg syncconf` on a configured interface with "Protocol error" and then stops
+    /// answering its control socket, so an interface it runs takes its first configuration
+    /// only: not for agents whose configuration changes.
     Boringtun,
 }
 
@@ -336,11 +339,14 @@ impl WgHost {
             (Implementation::Boringtun, Err(_)) => "boringtun-cli",
         };
         let mut cmd = self.command(program);
+        if self.implementation == Implementation::Boringtun {
+            // boringtun drops privileges to the user who ran sudo unless told otherwise;
+            // it would then lose access to its own control socket. (The flag, not its
+            // environment variable: boringtun-cli 0.7 takes only `true` or `false` there.)
+            cmd.arg("--disable-drop-privileges");
+        }
         cmd.arg(name.as_str())
             .env_remove("WG_PROCESS_FOREGROUND")
-            // boringtun drops privileges to the user who ran sudo unless told otherwise;
-            // it would then lose access to its own control socket.
-            .env("WG_SUDO", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         check(&mut cmd, program)?;
