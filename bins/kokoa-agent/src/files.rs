@@ -43,6 +43,54 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// An exclusive hold on a state directory, kept while the value lives: two agents on one
+/// state directory would fight over its interface, files and firewall. The lock is the
+/// operating system's (`flock` on `agent.lock` inside), so it goes away with the process,
+/// however that ends; the file holds the holder's process id, for the error of the next.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: fs::File,
+}
+
+impl StateLock {
+    /// Takes the lock on `dir`, or fails at once with an error naming the directory and
+    /// the process holding it.
+    pub fn acquire(dir: &Path) -> io::Result<Self> {
+        let path = dir.join("agent.lock");
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                let holder = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (process {holder})")
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "another agent runs with the state directory {}{holder}; stop it \
+                         first (systemctl stop, or kill it) or give this one another --state-dir",
+                        dir.display()
+                    ),
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        Ok(Self { _file: file })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
@@ -68,6 +116,24 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["credential.json"]);
+    }
+
+    #[test]
+    fn one_agent_per_state_directory_and_the_second_is_told_who_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateLock::acquire(dir.path()).unwrap();
+        let refused = StateLock::acquire(dir.path()).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::WouldBlock);
+        let text = refused.to_string();
+        assert!(
+            text.contains(&dir.path().display().to_string())
+                && text.contains(&format!("process {}", std::process::id())),
+            "{text}"
+        );
+        // Released with its holder, however that ends.
+        drop(first);
+        let again = StateLock::acquire(dir.path()).unwrap();
+        drop(again);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`LinkState`] and [`NodeStatus`]: the states a heartbeat reports.
 //! - [`Sampler`]: CPU, memory, connections and request figures for heartbeats.
 //! - [`read_private`] and [`write_atomic`]: the state directory's files, read into wiped
-//!   memory and replaced atomically with the mode asked (0600 for secrets).
+//!   memory and replaced atomically with the mode asked (0600 for secrets); [`StateLock`]:
+//!   one agent per state directory.
 //!
 //! ```
 //! use std::time::Duration;
@@ -40,7 +41,7 @@ mod status;
 
 pub use api::{Api, ApiError, Enrolled, with_causes};
 pub use backoff::Backoff;
-pub use files::{read_private, write_atomic};
+pub use files::{StateLock, read_private, write_atomic};
 pub use metrics::{Sample, Sampler};
 pub use secret::Secret;
 pub use status::{LinkState, NodeStatus};

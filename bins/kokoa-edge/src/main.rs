@@ -155,6 +155,8 @@ async fn execute(command: Command) -> Result<(), Error> {
 
 async fn run(args: RunArgs) -> Result<(), Error> {
     let state = StateDir::open(&args.state_dir)?;
+    // Held until the agent exits: one agent per state directory.
+    let _lock = state.lock()?;
     let credential = state.read_credential()?;
     let client = ControlPlane::new(&credential)?;
     let listen = Listen {

@@ -58,6 +58,12 @@ impl StateDir {
         &self.dir
     }
 
+    /// Takes this directory for one agent until the lock is dropped; fails at once, naming
+    /// the holder, when another agent has it.
+    pub fn lock(&self) -> Result<kokoa_agent::StateLock, Error> {
+        kokoa_agent::StateLock::acquire(&self.dir).map_err(Error::io("lock", &self.dir))
+    }
+
     /// `credential.json`.
     pub fn credential_path(&self) -> PathBuf {
         self.dir.join("credential.json")
