@@ -530,14 +530,22 @@ async fn a_person_runs_the_control_plane_from_the_browser() {
         403
     );
 
-    // A manual edge: the enrollment command is shown once.
+    // A manual edge: the enrollment command is shown once; the control plane's URL is a
+    // loopback one, so only for an edge said to be on this machine.
     open(&c, base, "/ui/edges").await;
     fill(&c, "[data-field=region]", "lab").await;
     fill(&c, "[data-field=public_ip]", "192.0.2.10").await;
     click(&c, "form[aria-label='New edge node'] button[type=submit]").await;
+    wait_text(&c, "#app .notice.warning", "no enroll command").await;
+    assert!(c.find(Locator::Css("code.enroll-command")).await.is_err());
+    wait_text(&c, "#app table", "edge-lab-01").await;
+    fill(&c, "[data-field=region]", "lab").await;
+    fill(&c, "[data-field=public_ip]", "192.0.2.11").await;
+    click(&c, "[data-field=allow_loopback_url]").await;
+    click(&c, "form[aria-label='New edge node'] button[type=submit]").await;
     let command = wait_text(&c, "code.enroll-command", "kokoa-edge enroll").await;
     assert!(command.contains("kk_enr_"), "{command}");
-    wait_text(&c, "#app table", "edge-lab-01").await;
+    wait_text(&c, "#app table", "edge-lab-02").await;
     screenshot(&c, "edges").await;
 
     // Health history drawn as a chart on the edge's page.
@@ -954,6 +962,7 @@ async fn pages_follow_the_event_stream_across_a_restart() {
     .await;
     open(&c, &base, "/ui/edges").await;
     fill(&c, "[data-field=region]", "lab").await;
+    click(&c, "[data-field=allow_loopback_url]").await;
     click(&c, "form[aria-label='New edge node'] button[type=submit]").await;
     wait_text(&c, "code.enroll-command", "kokoa-edge enroll").await;
     let mut edge = plane.store.list_edges().await.unwrap().remove(0);

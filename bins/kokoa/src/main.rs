@@ -283,6 +283,10 @@ struct EdgeAdd {
     /// SSH key (or its id at the provider).
     #[arg(long)]
     ssh_key: Option<String>,
+    /// Print the enroll command of a manual edge even though the control plane's public
+    /// URL is a loopback address (the edge runs on the control plane's machine).
+    #[arg(long)]
+    allow_loopback_url: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -540,10 +544,14 @@ async fn execute(cli: Cli) -> Result<String, Error> {
                     "public_ip": add.public_ip,
                     "size": add.size,
                     "ssh_key": add.ssh_key,
+                    "allow_loopback_url": add.allow_loopback_url,
                 });
                 let created = api
                     .call(Method::POST, "/api/v1/edge-nodes", Some(body))
                     .await?;
+                for warning in created["warnings"].as_array().into_iter().flatten() {
+                    eprintln!("warning: {}", text(warning));
+                }
                 Ok(show(created, &|v| {
                     let mut out = table::render(
                         std::slice::from_ref(v),

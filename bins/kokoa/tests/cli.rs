@@ -267,7 +267,7 @@ fn edges_tokens_and_enrollments() {
     let origin = server.json(&["origin", "create", "lab"]);
     let origin_id = origin["id"].as_str().unwrap();
 
-    let added = server.ok(&[
+    let out = server.run(&[
         "edge",
         "add",
         "--provider",
@@ -277,10 +277,33 @@ fn edges_tokens_and_enrollments() {
         "--public-ip",
         "203.0.113.10",
     ]);
-    assert!(added.contains("provisioning"), "{added}");
+    let (added, warned) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert!(
-        added.contains("kokoa-edge enroll --control-plane"),
-        "{added}"
+        out.status.success() && added.contains("provisioning"),
+        "{added}{warned}"
+    );
+    // The test's control plane has a loopback public URL: no command no other machine
+    // could follow, and a warning that says why and what to do.
+    assert!(!added.contains("kokoa-edge enroll"), "{added}");
+    assert!(
+        warned.contains("warning: no enroll command") && warned.contains("--allow-loopback-url"),
+        "{warned}"
+    );
+    let local = server.ok(&[
+        "edge",
+        "add",
+        "--provider",
+        "manual",
+        "--region",
+        "sgp1",
+        "--public-ip",
+        "203.0.113.11",
+        "--allow-loopback-url",
+    ]);
+    assert!(
+        local.contains("KOKOA_ENROLL_TOKEN=kk_enr_")
+            && local.contains("kokoa-edge enroll --control-plane http://127.0.0.1:"),
+        "{local}"
     );
     let edges = server.json(&["edge", "list", "--origin", origin_id]);
     let edge_id = edges["edge_nodes"][0]["id"].as_str().unwrap().to_owned();

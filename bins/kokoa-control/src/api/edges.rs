@@ -190,15 +190,32 @@ pub(super) async fn create_edge(
     )
     .await?;
     let id = edge.id;
+    // An edge on another machine cannot follow a loopback URL: no command that cannot work
+    // is handed out unless the edge is on this machine, as asked.
+    let mut warnings = Vec::new();
+    let loopback = is_loopback_url(state.public_url());
+    if token.is_some() && loopback && !body.allow_loopback_url {
+        warnings.push(format!(
+            "no enroll command: the control plane's public URL {} is a loopback address, which \
+             an edge on another machine cannot reach; restart it with --public-url \
+             https://HOST (the address edges reach it at), or ask again with \
+             allow_loopback_url (kokoa edge add --allow-loopback-url) for an edge on this \
+             machine",
+            state.public_url()
+        ));
+    }
     // The token goes in the environment, not the arguments: a command line is visible to
     // every user in `ps` while it runs.
-    let enroll_command = token.as_ref().map(|token| {
-        format!(
-            "KOKOA_ENROLL_TOKEN={} kokoa-edge enroll --control-plane {}",
-            token.as_str(),
-            state.public_url()
-        )
-    });
+    let enroll_command = token
+        .as_ref()
+        .filter(|_| !loopback || body.allow_loopback_url)
+        .map(|token| {
+            format!(
+                "KOKOA_ENROLL_TOKEN={} kokoa-edge enroll --control-plane {}",
+                token.as_str(),
+                state.public_url()
+            )
+        });
     let enrollment_token = token.map(|t| t.to_string());
     Ok((
         StatusCode::ACCEPTED,
@@ -208,8 +225,25 @@ pub(super) async fn create_edge(
             estimated_time_seconds: ESTIMATED_PROVISIONING_SECONDS,
             enrollment_token,
             enroll_command,
+            warnings,
         }),
     ))
+}
+
+/// Whether `url` (an `http://` or `https://` URL) names a loopback host: `localhost`, a
+/// name under it, `127.0.0.0/8` or `::1`.
+pub(crate) fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Lists every edge node, deleted ones included.
@@ -386,4 +420,34 @@ pub(super) async fn health_history(
             })
             .collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn loopback_urls_are_told_apart_from_reachable_ones() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "https://localhost/",
+            "http://app.localhost:80",
+            "http://LOCALHOST.",
+            "http://[::1]:8080",
+            "http://user@127.0.0.1:8080/x",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "https://control.example.com",
+            "http://10.99.0.1:8080",
+            "http://[2001:db8::1]:8080",
+            "http://0.0.0.0:8080",
+            "https://localhost.example.com",
+            "http://128.0.0.1",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
+    }
 }

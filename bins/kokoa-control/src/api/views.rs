@@ -114,6 +114,11 @@ pub struct EdgeRequest {
     /// Public address, for servers registered by hand.
     #[schema(example = "203.0.113.10")]
     pub public_ip: Option<String>,
+    /// Give the enroll command even though the control plane's public URL is a loopback
+    /// address (an edge on this same machine); without it that command is left out, as no
+    /// other machine could follow it.
+    #[serde(default)]
+    pub allow_loopback_url: bool,
 }
 
 /// `POST /api/v1/enroll`.
@@ -396,9 +401,13 @@ pub struct EdgeCreated {
     /// For `manual` edges: the single-use token the server enrolls with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enrollment_token: Option<String>,
-    /// For `manual` edges: the command to run on the server.
+    /// For `manual` edges: the command to run on the server; left out while the public URL
+    /// is a loopback address, unless `allow_loopback_url` was asked (see `warnings`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enroll_command: Option<String>,
+    /// What will not work as asked; left out when nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One WireGuard interface of an edge, towards one origin.

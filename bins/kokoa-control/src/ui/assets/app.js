@@ -503,12 +503,15 @@
       field('Public IP (manual)', 'public_ip', h('input', { placeholder: '203.0.113.10' })),
       field('Size (provider)', 'size', h('input', { placeholder: 's-1vcpu-1gb' })),
       field('Name (optional)', 'name', h('input', { placeholder: 'edge-sgp1-01' })),
+      field('On this machine (loopback URL)', 'allow_loopback_url', h('input', { type: 'checkbox' })),
     ], 'Add edge node', async (f) => {
       const created = await api('POST', '/api/v1/edge-nodes', {
         provider: value(f, 'provider') || 'manual', region: value(f, 'region'),
         public_ip: value(f, 'public_ip') || undefined, size: value(f, 'size') || undefined,
         name: value(f, 'name') || undefined,
+        allow_loopback_url: f.querySelector('[data-field="allow_loopback_url"]').checked,
       });
+      for (const w of created.warnings || []) notices.prepend(h('p', { class: 'notice warning', role: 'status' }, w));
       if (created.enroll_command) {
         notices.prepend(h('div', { class: 'notice', role: 'status' },
           h('p', {}, 'Run this on the new server (the token works once, for a day; it is shown only now):'),
