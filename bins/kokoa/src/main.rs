@@ -37,6 +37,8 @@ Examples:
   kokoa dns add-zone hoge.com --provider cloudflare --credential api_token=env:CLOUDFLARE_API_TOKEN
   kokoa dns plan                 # what the DNS manager would change (a dry run)
   kokoa dns instructions         # records to set by hand outside the managed zones
+  kokoa certificate list
+  kokoa certificate upload --cert fullchain.pem --key privkey.pem
   kokoa events --type 'edge.*' --severity warning
   kokoa module off health_checker
 
@@ -86,11 +88,36 @@ enum Command {
     /// DNS: the zones the control plane keeps the edges' records in.
     #[command(subcommand)]
     Dns(DnsCommand),
+    /// TLS certificates: the ones ordered for routes, and uploaded ones.
+    #[command(subcommand)]
+    Certificate(CertificateCommand),
     /// The event log: what the control plane did and why.
     Events(EventsArgs),
     /// Modules: switch the DNS manager, provisioner, SSL manager, health checker on or off.
     #[command(subcommand)]
     Module(ModuleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertificateCommand {
+    /// List every certificate: names, where it comes from, state, days left, next renewal
+    /// and the last error.
+    List,
+    /// Upload a certificate for the names it holds (it then serves those names instead of
+    /// an ordered one).
+    Upload {
+        /// The certificate chain, PEM (leaf first).
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// Its private key, PEM (read from the file, never from the command line).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Order an ACME (or Origin CA) certificate again now.
+    Renew {
+        /// The certificate's id (see `kokoa certificate list`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -342,6 +369,16 @@ const ROUTE_COLUMNS: &[Column] = &[
     ("ORIGIN", "origin_id"),
     ("PORT", "target_port"),
     ("CERTIFICATE", "certificate"),
+];
+const CERTIFICATE_COLUMNS: &[Column] = &[
+    ("ID", "id"),
+    ("NAMES", "names"),
+    ("SOURCE", "source"),
+    ("METHOD", "method"),
+    ("STATUS", "status"),
+    ("DAYS_LEFT", "days_left"),
+    ("NEXT_RENEWAL", "next_renewal"),
+    ("LAST_ERROR", "last_error"),
 ];
 const ZONE_COLUMNS: &[Column] = &[
     ("ID", "id"),
@@ -624,6 +661,44 @@ async fn execute(cli: Cli) -> Result<String, Error> {
                 Ok(show(answer, &|_| format!("Revoked token {id}\n")))
             }
         },
+        Command::Certificate(command) => match command {
+            CertificateCommand::List => {
+                let list = api.call(Method::GET, "/api/v1/certificates", None).await?;
+                Ok(show(list, &|v| {
+                    list_table(&names_joined(&v["certificates"]), CERTIFICATE_COLUMNS)
+                }))
+            }
+            CertificateCommand::Upload { cert, key } => {
+                let read = |path: &PathBuf, what: &str| {
+                    fs::read_to_string(path).map_err(|e| {
+                        Error::Usage(format!("cannot read the {what} {}: {e}", path.display()))
+                    })
+                };
+                let body = json!({
+                    "certificate_pem": read(&cert, "certificate")?,
+                    "private_key_pem": read(&key, "private key")?,
+                });
+                let created = api
+                    .call(Method::POST, "/api/v1/certificates", Some(body))
+                    .await?;
+                Ok(show(created, &|v| {
+                    list_table(&names_joined(&json!([v])), CERTIFICATE_COLUMNS)
+                }))
+            }
+            CertificateCommand::Renew { id } => {
+                let path = format!("/api/v1/certificates/{}/renew", segment(&id)?);
+                let renewed = api.call(Method::POST, &path, None).await?;
+                Ok(show(renewed, &|v| {
+                    format!(
+                        "Ordering {} again now; `kokoa certificate list` shows when it is \
+                         issued\n",
+                        names_joined(&json!([v]))[0]["names"]
+                            .as_str()
+                            .unwrap_or_default()
+                    )
+                }))
+            }
+        },
         Command::Dns(command) => match command {
             DnsCommand::Zones => {
                 let list = api.call(Method::GET, "/api/v1/dns/zones", None).await?;
@@ -837,6 +912,21 @@ fn dns_outcome(v: &Value, heading: &str) -> String {
 }
 
 /// The table of a list answer's array.
+/// `certificates` with each one's `names` as one comma-separated cell.
+fn names_joined(certificates: &Value) -> Value {
+    let mut rows = certificates.clone();
+    for row in rows.as_array_mut().into_iter().flatten() {
+        let names: Vec<&str> = row["names"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        row["names"] = Value::String(names.join(","));
+    }
+    rows
+}
+
 fn list_table(items: &Value, columns: &[Column]) -> String {
     table::render(items.as_array().map_or(&[], Vec::as_slice), columns)
 }

@@ -539,3 +539,82 @@ fn dns_events_and_modules() {
         "{events}"
     );
 }
+
+#[test]
+fn certificates_are_listed_uploaded_and_renewed() {
+    let server = Server::start();
+    assert!(
+        server.json(&["certificate", "list"])["certificates"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec![
+        "shop.kokoa.test".to_owned(),
+        "www.shop.kokoa.test".to_owned(),
+    ])
+    .unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    fs::write(&cert_path, cert.pem()).unwrap();
+    fs::write(&key_path, key.serialize_pem()).unwrap();
+
+    // A key file that is not there: named, and nothing is uploaded.
+    let missing = dir.path().join("missing.pem");
+    let out = server.run(&[
+        "certificate",
+        "upload",
+        "--cert",
+        cert_path.to_str().unwrap(),
+        "--key",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "cannot read the private key {}",
+            missing.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    let uploaded = server.ok(&[
+        "certificate",
+        "upload",
+        "--cert",
+        cert_path.to_str().unwrap(),
+        "--key",
+        key_path.to_str().unwrap(),
+    ]);
+    assert!(
+        uploaded.contains("shop.kokoa.test,www.shop.kokoa.test") && uploaded.contains("manual"),
+        "{uploaded}"
+    );
+    let table = server.ok(&["certificate", "list"]);
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains("shop.kokoa.test,www.shop.kokoa.test")
+            && row.contains("manual")
+            && row.contains("valid"),
+        "{table}"
+    );
+    // The private key is never shown back.
+    assert!(!table.contains("PRIVATE KEY"), "{table}");
+
+    // An uploaded certificate is not ordered again: the API says so, exit code 1.
+    let id = server.json(&["certificate", "list"])["certificates"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = server.run(&["certificate", "renew", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("only ACME and Origin CA certificates are renewed here"),
+        "{}",
+        stderr(&out)
+    );
+}
