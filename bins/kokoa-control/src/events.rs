@@ -85,6 +85,11 @@ pub mod kinds {
     pub const KEY_ROTATION_SWITCHED: &str = "wireguard.rotation_switched";
     /// The node uses the new key; the old one is gone everywhere.
     pub const KEY_ROTATED: &str = "wireguard.key_rotated";
+    /// An edge's agent reports that it cannot do its work (nginx does not start, a
+    /// configuration does not apply): its heartbeat carries the error.
+    pub const EDGE_AGENT_ERROR: &str = "edge.agent_error";
+    /// That edge's agent reports no error any more.
+    pub const EDGE_AGENT_RECOVERED: &str = "edge.agent_recovered";
 
     /// Every type above. The Web UI listens for these on the live stream (an
     /// `EventSource` cannot listen for "any type"), so a new type belongs here too.
@@ -122,6 +127,8 @@ pub mod kinds {
         KEY_ROTATION_STARTED,
         KEY_ROTATION_SWITCHED,
         KEY_ROTATED,
+        EDGE_AGENT_ERROR,
+        EDGE_AGENT_RECOVERED,
     ];
 }
 

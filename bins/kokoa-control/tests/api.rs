@@ -605,6 +605,78 @@ async fn nodes_enroll_once_report_ready_and_send_heartbeats() {
         assert!(edge["last_heartbeat"].is_string(), "{edge}");
         assert_eq!(edge["status"], "provisioning");
         assert_eq!(edge["health"], "unknown");
+        assert!(edge.get("agent_error").is_none(), "{edge}");
+
+        // An agent that cannot do its work says why in its heartbeats: the edge shows it,
+        // and one event marks when it started and one when it ended (not one per beat).
+        let failing =
+            |error: &str| json!({"node_id": edge_id, "status": "unhealthy", "last_error": error});
+        for error in [
+            "nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use)",
+            "nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use) again",
+        ] {
+            let (status, _) = s
+                .call(
+                    Method::POST,
+                    "/api/v1/heartbeat",
+                    Some(credential),
+                    Some(failing(error)),
+                )
+                .await;
+            assert_eq!(status, 200);
+        }
+        let edge = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/edge-nodes/{edge_id}"),
+                None,
+                200,
+            )
+            .await;
+        assert!(
+            edge["agent_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Address already in use) again")),
+            "{edge}"
+        );
+        let (status, _) = s
+            .call(
+                Method::POST,
+                "/api/v1/heartbeat",
+                Some(credential),
+                Some(json!({"node_id": edge_id, "status": "healthy"})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let edge = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/edge-nodes/{edge_id}"),
+                None,
+                200,
+            )
+            .await;
+        assert!(edge.get("agent_error").is_none(), "{edge}");
+        let events = s
+            .admin(Method::GET, "/api/v1/events?type=edge.agent_*", None, 200)
+            .await;
+        let seen: Vec<(&str, &str)> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["type"].as_str().unwrap(), e["message"].as_str().unwrap()))
+            .collect();
+        assert_eq!(seen.len(), 2, "{events}");
+        assert!(
+            seen.iter()
+                .any(|(kind, message)| *kind == "edge.agent_error"
+                    && message.contains("agent reports: nginx: [emerg] bind()")),
+            "{events}"
+        );
+        assert!(
+            seen.iter().any(|(kind, _)| *kind == "edge.agent_recovered"),
+            "{events}"
+        );
 
         // Another node's id → 403; a bad status → 422.
         let (status, body) = s
@@ -711,6 +783,8 @@ async fn nodes_enroll_once_report_ready_and_send_heartbeats() {
         assert_eq!(
             kinds,
             [
+                "edge.agent_error",
+                "edge.agent_recovered",
                 "edge.enrolled",
                 "edge.reported_ready",
                 "edge.tunnels_up",

@@ -417,6 +417,7 @@ const EDGE_COLUMNS: &[Column] = &[
     ("STATUS", "status"),
     ("HEALTH", "health"),
     ("LAST_HEARTBEAT", "last_heartbeat"),
+    ("AGENT_ERROR", "agent_error"),
 ];
 const TOKEN_COLUMNS: &[Column] = &[
     ("ID", "id"),

@@ -3,10 +3,10 @@
 
 use axum::{Json, extract::State, http::HeaderMap, response::Response};
 use kokoa_core::{
-    EdgeNodeId, EdgeStatus, NodeCredentialId, NodeRef, OriginStatus, Timestamp, TokenHash,
-    secret::new_token,
+    EdgeNodeId, EdgeStatus, NodeCredentialId, NodeRef, OriginStatus, Severity, Timestamp,
+    TokenHash, secret::new_token,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{
     ApiJson, ApiPath, ApiQuery, EdgeBundle, EdgeConfigDoc, EdgeView, EnrollRequest, Enrolled,
@@ -18,6 +18,7 @@ use super::{
 use crate::{
     auth::{Bearer, EdgeAgent, NODE_CREDENTIAL_PREFIX, NodeAgent, Principal},
     error::{ApiError, ErrorBody},
+    events::kinds,
     payload, payload_cache,
     runtime::lifecycle,
     state::AppState,
@@ -262,9 +263,40 @@ pub(super) async fn heartbeat(
     let store = state.store();
     let next_check_in = match &node {
         NodeRef::Edge(id) => {
+            let before = store.get_edge(id).await?;
+            let error = agent_error(Some(&Value::Object(metrics.clone())));
             store
                 .record_edge_heartbeat(id, now, Some(Value::Object(metrics)))
                 .await?;
+            // An event when the agent starts or stops reporting an error; not for every
+            // heartbeat, nor when the wording of an error changes while it lasts.
+            match (agent_error(before.last_metrics.as_ref()), error) {
+                (None, Some(error)) => {
+                    state
+                        .events()
+                        .emit(
+                            kinds::EDGE_AGENT_ERROR,
+                            Severity::Warning,
+                            Some(id.as_str()),
+                            format!("edge {}'s agent reports: {error}", before.name),
+                            json!({ "error": error }),
+                        )
+                        .await;
+                }
+                (Some(_), None) => {
+                    state
+                        .events()
+                        .emit(
+                            kinds::EDGE_AGENT_RECOVERED,
+                            Severity::Info,
+                            Some(id.as_str()),
+                            format!("edge {}'s agent reports no error any more", before.name),
+                            json!({}),
+                        )
+                        .await;
+                }
+                _ => {}
+            }
             EDGE_HEARTBEAT_SECONDS
         }
         NodeRef::Origin(id) => {
@@ -293,4 +325,13 @@ pub(super) async fn heartbeat(
         message: "Heartbeat received".into(),
         next_check_in,
     }))
+}
+
+/// What an edge's agent reported failing in its last heartbeat (`last_error`), if anything.
+pub(crate) fn agent_error(metrics: Option<&Value>) -> Option<String> {
+    metrics
+        .and_then(|m| m.get("last_error"))
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
 }

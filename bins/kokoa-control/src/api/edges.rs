@@ -87,6 +87,7 @@ pub(super) fn edge_view(edge: EdgeNode, tunnels: Vec<EdgeTunnel>, now: Timestamp
         uptime_seconds,
         last_heartbeat: edge.last_heartbeat,
         health_check_failures: edge.health_check_failures,
+        agent_error: super::agent::agent_error(edge.last_metrics.as_ref()),
         created_at: edge.created_at,
         deleted_at: edge.deleted_at,
         tunnels: tunnels.into_iter().map(Into::into).collect(),

@@ -461,6 +461,10 @@ pub struct EdgeView {
     pub last_heartbeat: Option<Timestamp>,
     /// Failed health checks in a row.
     pub health_check_failures: u32,
+    /// What its agent reported failing in its last heartbeat (nginx does not start, a
+    /// configuration does not apply); absent while it reports nothing wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_error: Option<String>,
     /// When it was created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,

@@ -285,6 +285,9 @@
           attention.push(h('li', {}, 'Edge ', h('a', { href: `/ui/edges/${e.id}` }, e.name), ' is ', badge(e.health),
             e.health_check_failures ? ` (${e.health_check_failures} failed checks in a row)` : ''));
         }
+        if (e.agent_error) {
+          attention.push(h('li', {}, 'Edge ', h('a', { href: `/ui/edges/${e.id}` }, e.name), '\'s agent reports: ', h('code', {}, e.agent_error)));
+        }
       }
       for (const o of origins.origins) {
         if (o.status !== 'active') attention.push(h('li', {}, 'Origin ', h('strong', {}, o.name), ' is not connected (last heartbeat ', ago(o.last_heartbeat), ')'));
