@@ -729,7 +729,12 @@ async fn database_down(lab: &mut Lab, run: &mut Run) -> Step {
             sent += 1;
             match get_at(edge.address, app.hostname).await {
                 Ok(r) if r.is_from(app.origin) => {}
-                Ok(r) => failures.push(format!("{} via {}: {}", app.hostname, edge.name, r.status)),
+                Ok(r) => failures.push(format!(
+                    "{} via {}: {}",
+                    app.hostname,
+                    edge.name,
+                    r.outcome()
+                )),
                 Err(e) => failures.push(e),
             }
         }

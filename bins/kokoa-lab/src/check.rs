@@ -465,9 +465,12 @@ async fn control_plane_down(lab: &mut Lab) -> Step {
                 let app = APPS[i % APPS.len()];
                 match get(edge, app.hostname).await {
                     Ok(r) if r.is_from(app.origin) => {}
-                    Ok(r) => {
-                        failures.push(format!("{} via {}: {}", app.hostname, edge.name, r.status))
-                    }
+                    Ok(r) => failures.push(format!(
+                        "{} via {}: {}",
+                        app.hostname,
+                        edge.name,
+                        r.outcome()
+                    )),
                     Err(e) => failures.push(e),
                 }
                 // Stay under the edge's 10 requests/s per client.
@@ -1086,12 +1089,18 @@ impl Tally {
                 self.requests += 1;
                 match reply {
                     Ok(r) if r.is_from(app.origin) => {}
-                    other => self.failures.push(format!(
-                        "{} via {} after {}: {:.80}",
+                    Ok(r) => self.failures.push(format!(
+                        "{} via {} after {}: {:.120}",
                         app.hostname,
                         edge.name,
                         secs(self.start.elapsed()),
-                        format!("{other:?}")
+                        r.outcome()
+                    )),
+                    Err(e) => self.failures.push(format!(
+                        "{} via {} after {}: {e}",
+                        app.hostname,
+                        edge.name,
+                        secs(self.start.elapsed()),
                     )),
                 }
             }

@@ -108,6 +108,16 @@ impl Reply {
     pub fn is_from(&self, origin: &str) -> bool {
         self.status == 200 && self.body.starts_with(&format!("app={origin} "))
     }
+
+    /// The status and the time taken, with curl's own error when there was no answer
+    /// (`0 after 0.04 s (curl: (56) Recv failure: Connection reset by peer)`), for reports.
+    pub fn outcome(&self) -> String {
+        let took = self.elapsed.as_secs_f64();
+        match self.status {
+            0 => format!("0 after {took:.2} s ({})", self.body),
+            status => format!("{status} after {took:.2} s"),
+        }
+    }
 }
 
 /// `GET https://HOST/PATH` from the client namespace, sent to `edge` (as if DNS said so),
@@ -118,7 +128,8 @@ pub async fn https_via(edge: Ipv4Addr, host: &str, path: &str) -> Result<Reply, 
 
 /// curl from the client namespace for `https://HOST/PATH` sent to `edge`, with the TLS
 /// options `tls`; `write_out` is printed after the body, then the status code on a line of
-/// its own. The reply's body holds everything before that line (status 0: no answer).
+/// its own. The reply's body holds everything before that line (status 0: no answer, and
+/// the body is curl's error).
 pub(crate) async fn curl_via(
     edge: Ipv4Addr,
     host: &str,
@@ -127,7 +138,10 @@ pub(crate) async fn curl_via(
     write_out: &str,
 ) -> Result<Reply, Error> {
     let client = plan::host("client").netns();
-    let mut argv: Vec<String> = ["curl", "-s", "--max-time", "5"].map(String::from).to_vec();
+    // -sS: no progress meter, but curl's error, kept as the body of a reply without one.
+    let mut argv: Vec<String> = ["curl", "-sS", "--max-time", "5"]
+        .map(String::from)
+        .to_vec();
     argv.extend_from_slice(tls);
     argv.extend([
         "--resolve".into(),
@@ -145,9 +159,16 @@ pub(crate) async fn curl_via(
     let elapsed = started.elapsed();
     let text = String::from_utf8_lossy(&out.stdout);
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let status = code.trim().parse().unwrap_or(0);
+    let error = String::from_utf8_lossy(&out.stderr);
+    let body = if status == 0 && !error.trim().is_empty() {
+        error.trim().to_owned()
+    } else {
+        body.to_owned()
+    };
     Ok(Reply {
-        status: code.trim().parse().unwrap_or(0),
-        body: body.to_owned(),
+        status,
+        body,
         elapsed,
     })
 }
