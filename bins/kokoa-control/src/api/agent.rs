@@ -264,10 +264,9 @@ pub(super) async fn heartbeat(
     let next_check_in = match &node {
         NodeRef::Edge(id) => {
             let before = store.get_edge(id).await?;
-            let error = agent_error(Some(&Value::Object(metrics.clone())));
-            store
-                .record_edge_heartbeat(id, now, Some(Value::Object(metrics)))
-                .await?;
+            let metrics = Value::Object(metrics);
+            let error = agent_error(Some(&metrics));
+            store.record_edge_heartbeat(id, now, Some(metrics)).await?;
             // An event when the agent starts or stops reporting an error; not for every
             // heartbeat, nor when the wording of an error changes while it lasts.
             match (agent_error(before.last_metrics.as_ref()), error) {
