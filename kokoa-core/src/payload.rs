@@ -15,7 +15,7 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeMap as _};
 use sha2::{Digest, Sha256};
 
 use crate::{Error, Hostname, Name, OriginId, Port, WgPrivateKey, WgPublicKey};
@@ -179,6 +179,54 @@ impl Default for RateLimits {
     }
 }
 
+/// `routes` as serde writes it (`"a.example": "10.0.1.1:8080"`), with each address written
+/// straight into a small buffer: through `Display` the addresses of a payload of thousands of
+/// routes were a sixth of the time a control plane spent serving it.
+fn routes_out<S: Serializer>(
+    routes: &BTreeMap<Hostname, SocketAddrV4>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(routes.len()))?;
+    for (hostname, addr) in routes {
+        let mut buf = [0u8; 21];
+        map.serialize_entry(hostname, socket_text(addr, &mut buf))?;
+    }
+    map.end()
+}
+
+/// `addr` as `a.b.c.d:port`, written into `buf` (21 bytes hold the longest).
+pub(crate) fn socket_text<'a>(addr: &SocketAddrV4, buf: &'a mut [u8; 21]) -> &'a str {
+    fn decimal(mut n: u32, out: &mut [u8], at: &mut usize) {
+        let mut digits = [0u8; 5];
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for d in digits[..len].iter().rev() {
+            out[*at] = *d;
+            *at += 1;
+        }
+    }
+    let mut at = 0;
+    for (i, octet) in addr.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[at] = b'.';
+            at += 1;
+        }
+        decimal(u32::from(octet), buf, &mut at);
+    }
+    buf[at] = b':';
+    at += 1;
+    decimal(u32::from(addr.port()), buf, &mut at);
+    // Only ASCII digits, dots and a colon were written.
+    std::str::from_utf8(&buf[..at]).unwrap_or_default()
+}
+
 /// Everything in an edge configuration except its hash.
 ///
 /// Missing parts deserialise as empty (and rate limits as the defaults), so the minimal
@@ -187,6 +235,7 @@ impl Default for RateLimits {
 #[serde(default)]
 pub struct EdgeContent {
     /// Host name → origin tunnel address and service port.
+    #[serde(serialize_with = "routes_out")]
     pub routes: BTreeMap<Hostname, SocketAddrV4>,
     /// One interface per origin.
     pub tunnels: Vec<Tunnel>,
@@ -337,6 +386,38 @@ impl EdgeConfig {
             config_hash: content.hash(),
             content,
         })
+    }
+
+    /// As [`new`](Self::new), with the configuration as sent to edges: the bytes
+    /// `serde_json::to_vec` of it gives, made from the ones the hash is computed over
+    /// rather than by serialising the content a second time (a server answering many
+    /// edges does this for each).
+    pub fn new_with_json(mut content: EdgeContent) -> Result<(Self, Vec<u8>), Error> {
+        content.canonicalise()?;
+        // Cannot fail: see `EdgeContent::hash`.
+        let inner = serde_json::to_vec(&content).expect("edge content serialises to JSON");
+        let config_hash = ContentHash::of(&inner);
+        let hostnames: Vec<&Hostname> = content.routes.keys().collect();
+        let mut json = Vec::with_capacity(inner.len() + 96 + 24 * hostnames.len());
+        json.extend_from_slice(b"{\"config_hash\":");
+        serde_json::to_writer(&mut json, &config_hash).expect("a hash serialises");
+        json.extend_from_slice(b",\"hostnames\":");
+        serde_json::to_writer(&mut json, &hostnames).expect("host names serialise");
+        // The content's own fields follow, as the flattened wire form has them.
+        match inner.strip_prefix(b"{") {
+            Some(b"}") | None => json.push(b'}'),
+            Some(fields) => {
+                json.push(b',');
+                json.extend_from_slice(fields);
+            }
+        }
+        Ok((
+            Self {
+                config_hash,
+                content,
+            },
+            json,
+        ))
     }
 
     /// The hash clients compare to see whether anything changed.

@@ -169,13 +169,18 @@ impl Snapshot {
 /// The configuration of edge `edge`: one tunnel per origin it has an interface to, with
 /// its private key, and the routes of those origins.
 pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConfig, ApiError> {
+    EdgeConfig::new(edge_content(state, edge).await?).map_err(|e| ApiError::internal(&e))
+}
+
+/// What [`edge_config`] holds, before it is checked and hashed.
+pub async fn edge_content(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeContent, ApiError> {
     let tunnels = state.store().tunnels_with_keys(edge).await?;
     let mut content = EdgeContent {
         rate_limits: state.rate_limits(),
         ..EdgeContent::default()
     };
     if tunnels.is_empty() {
-        return EdgeConfig::new(content).map_err(|e| ApiError::internal(&e));
+        return Ok(content);
     }
     let snapshot = state.snapshot().await?;
     let rotations = Rotations::load(state).await?;
@@ -242,7 +247,7 @@ pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConf
         .filter(|(_, h, _)| h.as_ref().is_none_or(|h| content.routes.contains_key(h)))
         .map(|(token, _, key)| (token.clone(), key.clone()))
         .collect();
-    EdgeConfig::new(content).map_err(|e| ApiError::internal(&e))
+    Ok(content)
 }
 
 /// The ports of the services an origin reported down in its last heartbeat

@@ -4,7 +4,7 @@
 //! builds and hashes a payload of thousands of routes: with 1 000 edges that is most of
 //! what the control plane does. A payload is kept with the change counter it was built at
 //! ([`AppState::notify_changed`]) and reused while the counter has not moved. Every change
-//! to what [`payload::edge_config`] reads moves it: made through this control plane, made
+//! to what [`payload::edge_content`] reads moves it: made through this control plane, made
 //! through another one (within a second, through the store), or found when the shared
 //! [`Snapshot`](payload::Snapshot) of origins and routes ages out and is read again
 //! ([`AppState::snapshot`]).
@@ -18,8 +18,12 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+use axum::{
+    body::Bytes,
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
 use kokoa_core::{EdgeConfig, EdgeNodeId};
-use serde::{Serialize, Serializer};
 
 use crate::{error::ApiError, payload, state::AppState};
 
@@ -30,11 +34,11 @@ pub(crate) struct EdgePayloads(Mutex<Built>);
 #[derive(Debug, Default)]
 struct Built {
     generation: u64,
-    configs: HashMap<EdgeNodeId, Arc<EdgeConfig>>,
+    configs: HashMap<EdgeNodeId, SharedConfig>,
 }
 
 impl EdgePayloads {
-    fn get(&self, edge: &EdgeNodeId, generation: u64) -> Option<Arc<EdgeConfig>> {
+    fn get(&self, edge: &EdgeNodeId, generation: u64) -> Option<SharedConfig> {
         let built = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let config = built
             .configs
@@ -43,7 +47,7 @@ impl EdgePayloads {
         config.cloned()
     }
 
-    fn put(&self, edge: &EdgeNodeId, generation: u64, config: Arc<EdgeConfig>) {
+    fn put(&self, edge: &EdgeNodeId, generation: u64, config: SharedConfig) {
         let mut built = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         // The counter only grows. A payload built before the last change is stale; the
         // first one built after it drops all older ones (and so those of deleted edges).
@@ -66,17 +70,28 @@ impl EdgePayloads {
     }
 }
 
-/// An edge's configuration, shared with the cache. Serialises as the configuration.
+/// An edge's configuration, shared with the cache, with its wire form: serialised once,
+/// when it is built (from the bytes its hash is computed over), and answered as is.
 #[derive(Debug, Clone)]
-pub(crate) struct SharedConfig(pub(crate) Arc<EdgeConfig>);
+pub(crate) struct SharedConfig {
+    pub(crate) config: Arc<EdgeConfig>,
+    json: Bytes,
+}
 
-impl Serialize for SharedConfig {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+impl IntoResponse for SharedConfig {
+    fn into_response(self) -> Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.json,
+        )
+            .into_response()
     }
 }
 
-/// The configuration of edge `edge`, as [`payload::edge_config`] builds it, built again
+/// The configuration of edge `edge`, as [`payload::edge_content`] builds it, built again
 /// only once something changed since it was last built.
 pub(crate) async fn edge_config(
     state: &AppState,
@@ -87,13 +102,16 @@ pub(crate) async fn edge_config(
     let generation = state.change_count();
     if let Some(config) = state.edge_payloads().get(edge, generation) {
         state.refresh_snapshot_soon();
-        return Ok(SharedConfig(config));
+        return Ok(config);
     }
-    let config = Arc::new(payload::edge_config(state, edge).await?);
-    state
-        .edge_payloads()
-        .put(edge, generation, Arc::clone(&config));
-    Ok(SharedConfig(config))
+    let content = payload::edge_content(state, edge).await?;
+    let (config, json) = EdgeConfig::new_with_json(content).map_err(|e| ApiError::internal(&e))?;
+    let config = SharedConfig {
+        config: Arc::new(config),
+        json: Bytes::from(json),
+    };
+    state.edge_payloads().put(edge, generation, config.clone());
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -248,7 +266,7 @@ mod tests {
         let first = super::edge_config(&p.state, &p.edge).await.unwrap();
         let again = super::edge_config(&p.state, &p.edge).await.unwrap();
         assert!(
-            Arc::ptr_eq(&first.0, &again.0),
+            Arc::ptr_eq(&first.config, &again.config),
             "built again with nothing changed"
         );
 

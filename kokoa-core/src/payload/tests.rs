@@ -342,3 +342,44 @@ proptest! {
         prop_assert_eq!(back, config);
     }
 }
+
+proptest! {
+    /// The wire form built from the hashed bytes is byte for byte what serialising the
+    /// configuration gives, and reads back as the same configuration.
+    #[test]
+    fn json_from_the_hashed_bytes_is_the_serialised_configuration(
+        (routes, _) in routes_twice(),
+        tunnels in Just((1u8..=3).collect::<Vec<_>>()).prop_shuffle(),
+    ) {
+        let content = content_from(routes, &tunnels);
+        let (config, json) = EdgeConfig::new_with_json(content.clone()).unwrap();
+        prop_assert_eq!(&config, &EdgeConfig::new(content).unwrap());
+        prop_assert_eq!(&json, &serde_json::to_vec(&config).unwrap());
+        let back: EdgeConfig = serde_json::from_slice(&json).unwrap();
+        prop_assert_eq!(back, config);
+    }
+
+    /// The routes' addresses are written exactly as `Display` writes them, for every
+    /// address and port (the edges compare hashes of these bytes).
+    #[test]
+    fn socket_text_is_display(ip in any::<u32>(), port in any::<u16>()) {
+        let addr = SocketAddrV4::new(Ipv4Addr::from(ip), port);
+        let mut buf = [0u8; 21];
+        prop_assert_eq!(socket_text(&addr, &mut buf), addr.to_string());
+    }
+}
+
+#[test]
+fn json_of_an_empty_configuration() {
+    let (config, json) = EdgeConfig::new_with_json(EdgeContent::default()).unwrap();
+    assert_eq!(json, serde_json::to_vec(&config).unwrap());
+}
+
+#[test]
+fn socket_text_of_the_longest_and_shortest_addresses() {
+    let mut buf = [0u8; 21];
+    let longest = SocketAddrV4::new(Ipv4Addr::new(255, 255, 255, 255), 65535);
+    assert_eq!(socket_text(&longest, &mut buf), "255.255.255.255:65535");
+    let shortest = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+    assert_eq!(socket_text(&shortest, &mut buf), "0.0.0.0:0");
+}

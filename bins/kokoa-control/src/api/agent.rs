@@ -94,7 +94,7 @@ pub(super) async fn edge_own_config(
 ) -> Result<Response, ApiError> {
     conditional(&state, &headers, &query, || async {
         let config = payload_cache::edge_config(&state, &id).await?;
-        Ok((config.0.config_hash().to_string(), config))
+        Ok((config.config.config_hash().to_string(), config))
     })
     .await
 }
@@ -126,7 +126,7 @@ pub(super) async fn origin_own_config(
     };
     conditional(&state, &headers, &query, || async {
         let config = payload::origin_config(&state, &id).await?;
-        Ok((config.config_hash.clone(), config))
+        Ok((config.config_hash.clone(), Json(config)))
     })
     .await
 }

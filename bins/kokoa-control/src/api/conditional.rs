@@ -10,11 +10,10 @@
 use std::{future::Future, time::Duration};
 
 use axum::{
-    Json,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::time::Instant;
 use utoipa::IntoParams;
 
@@ -33,7 +32,7 @@ pub(super) struct WaitQuery {
     wait: Option<u64>,
 }
 
-/// Answers with the value `compute` returns, its hash as `ETag`, honouring `If-None-Match`
+/// Answers with the body `compute` returns, its hash as `ETag`, honouring `If-None-Match`
 /// and `wait`.
 pub(super) async fn conditional<T, F, Fut>(
     state: &AppState,
@@ -42,7 +41,7 @@ pub(super) async fn conditional<T, F, Fut>(
     mut compute: F,
 ) -> Result<Response, ApiError>
 where
-    T: Serialize,
+    T: IntoResponse,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(String, T), ApiError>>,
 {
@@ -60,7 +59,7 @@ where
         let etag =
             HeaderValue::try_from(format!("\"{hash}\"")).map_err(|e| ApiError::internal(&e))?;
         if !known.as_deref().is_some_and(|k| matches(k, &hash)) {
-            return Ok(([(header::ETAG, etag)], Json(body)).into_response());
+            return Ok(([(header::ETAG, etag)], body).into_response());
         }
         // Nothing to wait for: answer now rather than on the timer's next tick (up to a
         // millisecond, most of a cached 304's time).
