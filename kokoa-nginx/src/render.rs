@@ -172,8 +172,11 @@ impl EdgeSite {
              ssl_early_data off;\n\n",
         );
 
+        // Never rate limited (as `@kokoa_health` below): the control planes' checks share
+        // the limit of their address and must not see 429.
         let health = format!(
-            "    location = /health {{\n        default_type text/plain;\n        alias {};\n    }}\n",
+            "    location = /health {{\n        default_type text/plain;\n        \
+             limit_req_dry_run on;\n        limit_conn_dry_run on;\n        alias {};\n    }}\n",
             quoted(&layout.health_file())
         );
         let listen = |port: u16| match self.listen.address {
@@ -187,7 +190,10 @@ impl EdgeSite {
         let _ = write!(
             out,
             "server {{\n    listen {http} default_server;\n    server_name _;\n\n    \
+             # A certificate authority validates many names at once, several times each and\n    \
+             # from few addresses: a 429 here would fail its orders.\n    \
              location ^~ /.well-known/acme-challenge/ {{\n        default_type text/plain;\n        \
+             limit_req_dry_run on;\n        limit_conn_dry_run on;\n        \
              alias {acme};\n    }}\n\n{health}\n    \
              location / {{\n        return 301 https://$host{https_port}$request_uri;\n    }}\n}}\n\n",
             http = listen(self.listen.http_port),

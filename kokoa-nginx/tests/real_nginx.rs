@@ -473,6 +473,20 @@ fn serves_routes_certificates_and_errors() {
             .any(|s| s == 429)
     });
     assert!(limited, "no request was limited");
+    // A certificate authority validates many names at once, several times each and from
+    // few addresses; a 429 would fail the order. The challenge answers are never limited,
+    // nor the edge's own /health (the control planes' checks).
+    for _ in 0..10 {
+        let challenge = client.get(
+            "app.kokoa.test",
+            "/.well-known/acme-challenge/tok-123",
+            false,
+            &[],
+        );
+        assert_eq!(challenge.status, 200, "{}", challenge.text);
+        let health = client.get("edge.example", "/health", false, &[]);
+        assert_eq!(health.status, 200, "{}", health.text);
+    }
 }
 
 /// nginx builds large maps without "could not build optimal map_hash" warnings, and a large
