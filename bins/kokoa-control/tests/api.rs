@@ -609,53 +609,42 @@ async fn nodes_enroll_once_report_ready_and_send_heartbeats() {
 
         // An agent that cannot do its work says why in its heartbeats: the edge shows it,
         // and one event marks when it started and one when it ended (not one per beat).
-        let failing =
-            |error: &str| json!({"node_id": edge_id, "status": "unhealthy", "last_error": error});
-        for error in [
-            "nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use)",
-            "nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use) again",
-        ] {
-            let (status, _) = s
+        let server = &s;
+        let edge_id: &str = edge_id;
+        let beat = |body: Value| async move {
+            let (status, _) = server
                 .call(
                     Method::POST,
                     "/api/v1/heartbeat",
                     Some(credential),
-                    Some(failing(error)),
+                    Some(body),
                 )
                 .await;
             assert_eq!(status, 200);
+            server
+                .admin(
+                    Method::GET,
+                    &format!("/api/v1/edge-nodes/{edge_id}"),
+                    None,
+                    200,
+                )
+                .await
+        };
+        let mut edge = Value::Null;
+        for error in [
+            "nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use)",
+            "nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use) again",
+        ] {
+            edge =
+                beat(json!({"node_id": edge_id, "status": "unhealthy", "last_error": error})).await;
         }
-        let edge = s
-            .admin(
-                Method::GET,
-                &format!("/api/v1/edge-nodes/{edge_id}"),
-                None,
-                200,
-            )
-            .await;
         assert!(
             edge["agent_error"]
                 .as_str()
                 .is_some_and(|e| e.contains("Address already in use) again")),
             "{edge}"
         );
-        let (status, _) = s
-            .call(
-                Method::POST,
-                "/api/v1/heartbeat",
-                Some(credential),
-                Some(json!({"node_id": edge_id, "status": "healthy"})),
-            )
-            .await;
-        assert_eq!(status, 200);
-        let edge = s
-            .admin(
-                Method::GET,
-                &format!("/api/v1/edge-nodes/{edge_id}"),
-                None,
-                200,
-            )
-            .await;
+        let edge = beat(json!({"node_id": edge_id, "status": "healthy"})).await;
         assert!(edge.get("agent_error").is_none(), "{edge}");
         let events = s
             .admin(Method::GET, "/api/v1/events?type=edge.agent_*", None, 200)

@@ -269,32 +269,26 @@ pub(super) async fn heartbeat(
             store.record_edge_heartbeat(id, now, Some(metrics)).await?;
             // An event when the agent starts or stops reporting an error; not for every
             // heartbeat, nor when the wording of an error changes while it lasts.
-            match (agent_error(before.last_metrics.as_ref()), error) {
-                (None, Some(error)) => {
-                    state
-                        .events()
-                        .emit(
-                            kinds::EDGE_AGENT_ERROR,
-                            Severity::Warning,
-                            Some(id.as_str()),
-                            format!("edge {}'s agent reports: {error}", before.name),
-                            json!({ "error": error }),
-                        )
-                        .await;
-                }
-                (Some(_), None) => {
-                    state
-                        .events()
-                        .emit(
-                            kinds::EDGE_AGENT_RECOVERED,
-                            Severity::Info,
-                            Some(id.as_str()),
-                            format!("edge {}'s agent reports no error any more", before.name),
-                            json!({}),
-                        )
-                        .await;
-                }
-                _ => {}
+            let change = match (agent_error(before.last_metrics.as_ref()), error) {
+                (None, Some(error)) => Some((
+                    kinds::EDGE_AGENT_ERROR,
+                    Severity::Warning,
+                    format!("edge {}'s agent reports: {error}", before.name),
+                    json!({ "error": error }),
+                )),
+                (Some(_), None) => Some((
+                    kinds::EDGE_AGENT_RECOVERED,
+                    Severity::Info,
+                    format!("edge {}'s agent reports no error any more", before.name),
+                    json!({}),
+                )),
+                _ => None,
+            };
+            if let Some((kind, severity, message, data)) = change {
+                state
+                    .events()
+                    .emit(kind, severity, Some(id.as_str()), message, data)
+                    .await;
             }
             EDGE_HEARTBEAT_SECONDS
         }

@@ -604,10 +604,8 @@ mod tests {
 
     use super::*;
 
-    /// Two control planes on one store: a change made through one wakes the other within
-    /// the poll, once; a control plane is not woken a second time by its own mark.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_change_wakes_the_other_control_planes_once_and_not_its_own() {
+    /// Two control planes on one memory store.
+    fn two_planes() -> (AppState, AppState) {
         let store: Arc<dyn kokoa_core::store::Store> = Arc::new(MemoryStore::new());
         let plane = || {
             AppState::new(
@@ -617,7 +615,14 @@ mod tests {
                 "http://127.0.0.1",
             )
         };
-        let (a, b) = (plane(), plane());
+        (plane(), plane())
+    }
+
+    /// Two control planes on one store: a change made through one wakes the other within
+    /// the poll, once; a control plane is not woken a second time by its own mark.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_wakes_the_other_control_planes_once_and_not_its_own() {
+        let (a, b) = two_planes();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let followers = [
             tokio::spawn(follow_changes(a.clone(), stopped.clone())),
@@ -654,16 +659,7 @@ mod tests {
     /// manager of the other (the leader orders; it would otherwise look only every minute).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_renewal_setting_changed_elsewhere_wakes_the_certificate_manager() {
-        let store: Arc<dyn kokoa_core::store::Store> = Arc::new(MemoryStore::new());
-        let plane = || {
-            AppState::new(
-                Arc::clone(&store),
-                MasterKey::generate(),
-                SubnetPool::default(),
-                "http://127.0.0.1",
-            )
-        };
-        let (follower, leader) = (plane(), plane());
+        let (follower, leader) = two_planes();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let following = tokio::spawn(follow_changes(leader.clone(), stopped));
         let woken = || {
