@@ -94,6 +94,11 @@ pub struct CheckConfig {
     pub url: Option<String>,
     /// Status an HTTP answer must have.
     pub expected_status: u16,
+    /// When set, any status below it counts instead of `expected_status`: for the
+    /// end-to-end check of an application that has no health path, any answer short of a
+    /// server error (`500`) shows the way through edge, tunnel and origin works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_status_below: Option<u16>,
     /// Text the HTTP answer body must contain.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_body: Option<String>,
@@ -141,6 +146,7 @@ impl Default for CheckConfig {
             recovery_threshold: thresholds.recovery.get(),
             url: None,
             expected_status: 200,
+            any_status_below: None,
             expected_body: None,
             host: None,
             port: None,
@@ -332,6 +338,9 @@ impl CheckConfig {
             return Err(Error::InvalidStatus {
                 status: self.expected_status,
             });
+        }
+        if let Some(limit) = self.any_status_below.filter(|l| !(101..=600).contains(l)) {
+            return Err(Error::InvalidStatusLimit { limit });
         }
         Ok(())
     }

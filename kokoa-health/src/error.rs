@@ -64,6 +64,12 @@ pub enum Error {
         /// The offending status.
         status: u16,
     },
+    /// `any_status_below` lets no HTTP status through, or every one.
+    #[error("any_status_below {limit} is not a useful limit; use 101-600")]
+    InvalidStatusLimit {
+        /// The limit given.
+        limit: u16,
+    },
     /// `netns` is neither a namespace name nor an absolute path.
     #[error(
         "netns {netns:?} is neither a namespace name (as `ip netns add` takes) nor an absolute path to a namespace file"

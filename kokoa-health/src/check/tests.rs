@@ -218,6 +218,12 @@ fn expected_status_must_be_an_http_status() {
     check.expected_status = 600;
     assert_eq!(check.validate(), Err(Error::InvalidStatus { status: 600 }));
     check.expected_status = 204;
+    check.any_status_below = Some(100);
+    assert_eq!(
+        check.validate().unwrap_err().to_string(),
+        "any_status_below 100 is not a useful limit; use 101-600"
+    );
+    check.any_status_below = Some(500);
     assert_eq!(check.validate(), Ok(()));
 }
 

@@ -77,6 +77,7 @@ where
         .await
         .map_err(|e| failed("cannot start HTTP", e))?;
     let expected = check.expected_status;
+    let below = check.any_status_below;
     let wanted = check.expected_body.as_deref().map(str::as_bytes);
     let exchange = async {
         let response = sender
@@ -84,10 +85,18 @@ where
             .await
             .map_err(|e| failed("no answer", e))?;
         let status = response.status().as_u16();
-        if status != expected {
-            return Err(format!(
-                "GET {url}: expected status {expected}, got {status}"
-            ));
+        match below {
+            Some(limit) if status >= limit => {
+                return Err(format!(
+                    "GET {url}: expected a status below {limit}, got {status}"
+                ));
+            }
+            None if status != expected => {
+                return Err(format!(
+                    "GET {url}: expected status {expected}, got {status}"
+                ));
+            }
+            _ => {}
         }
         let Some(wanted) = wanted.filter(|w| !w.is_empty()) else {
             return Ok(());

@@ -55,6 +55,23 @@ async fn a_wrong_status_fails_with_both_statuses_after_each_retry() {
 }
 
 #[tokio::test]
+async fn with_a_status_limit_any_answer_below_it_passes() {
+    // An application without a health path: its 404 still proves the way to it works.
+    let server = Server::http(404, "no such page").await;
+    let mut check = quick(CheckConfig::http(server.url("http", "/health")));
+    check.any_status_below = Some(500);
+    let outcome = DefaultExecutor::new().check(&check).await;
+    assert_eq!(outcome.status, CheckStatus::Success, "{outcome:?}");
+
+    server.set(502, "bad gateway");
+    let error = DefaultExecutor::new().check(&check).await.error.unwrap();
+    assert!(
+        error.ends_with("expected a status below 500, got 502"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn a_body_without_the_text_fails() {
     let server = Server::http(200, "starting").await;
     let mut check = quick(CheckConfig::http(server.url("http", "/health")));

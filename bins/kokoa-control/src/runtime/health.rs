@@ -115,6 +115,8 @@ async fn targets(state: &AppState, ring: &Ring) -> Result<Vec<Target>, kokoa_cor
         .filter_map(|(k, v)| Some((k, serde_json::from_str(&v).ok()?)))
         .collect();
     let routes = store.list_routes().await?;
+    // The services of the origins checked end to end, read once each.
+    let mut services: HashMap<OriginId, Vec<kokoa_core::OriginService>> = HashMap::new();
     let tunnels = store.list_tunnels(None, None).await?;
     let certificates = store.list_certificates().await?;
     let instance = state.leader().instance();
@@ -159,7 +161,10 @@ async fn targets(state: &AppState, ring: &Ring) -> Result<Vec<Target>, kokoa_cor
                 continue;
             }
             let certified = certificates.iter().any(|c| c.serves(hostname));
-            let mut e2e = CheckConfig::end_to_end(format!("https://{hostname}/health"));
+            if !services.contains_key(origin) {
+                services.insert(origin.clone(), store.origin_services(origin).await?);
+            }
+            let mut e2e = end_to_end(hostname, &services[origin], route.target_port);
             e2e.address = Some(ip);
             e2e.verify_certificate = certified;
             e2e.interval = health.end_to_end_interval;
@@ -186,6 +191,28 @@ async fn targets(state: &AppState, ring: &Ring) -> Result<Vec<Target>, kokoa_cor
         out.push(Target::new(edge.id.as_str(), checks));
     }
     Ok(out)
+}
+
+/// The end-to-end check of `hostname`, served by the service on `port` of `services`: its
+/// health path, expecting 200; without one, `/health` and any answer short of a server
+/// error: the application answered, through edge, tunnel and origin.
+fn end_to_end(
+    hostname: &kokoa_core::Hostname,
+    services: &[kokoa_core::OriginService],
+    port: kokoa_core::Port,
+) -> CheckConfig {
+    let path = services
+        .iter()
+        .find(|s| s.port == port)
+        .and_then(|s| s.health_check_path.as_ref());
+    let mut check = CheckConfig::end_to_end(format!(
+        "https://{hostname}{}",
+        path.map_or("/health", |p| p.as_str())
+    ));
+    if path.is_none() {
+        check.any_status_below = Some(500);
+    }
+    check
 }
 
 /// Writes every result into the edge's history and the check's state into the store.
@@ -1072,6 +1099,36 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn the_end_to_end_check_asks_the_services_health_path_or_accepts_any_answer() {
+        let origin = OriginId::parse("org_1").unwrap();
+        let service = |port: u16, path: Option<&str>| kokoa_core::OriginService {
+            id: kokoa_core::ServiceId::parse(&format!("svc_{port}")).unwrap(),
+            origin_id: origin.clone(),
+            name: kokoa_core::Name::parse(&format!("s{port}")).unwrap(),
+            port: kokoa_core::Port::new(port).unwrap(),
+            protocol: kokoa_core::Protocol::Http,
+            health_check_path: path.map(|p| kokoa_core::HealthCheckPath::parse(p).unwrap()),
+            created_at: Timestamp::now(),
+        };
+        let services = [service(8001, Some("/healthz")), service(8002, None)];
+        let host = kokoa_core::Hostname::parse("app.hoge.com").unwrap();
+        let with_path = end_to_end(&host, &services, kokoa_core::Port::new(8001).unwrap());
+        assert_eq!(
+            with_path.url.as_deref(),
+            Some("https://app.hoge.com/healthz")
+        );
+        assert_eq!(
+            (with_path.expected_status, with_path.any_status_below),
+            (200, None)
+        );
+        for port in [8002, 9000] {
+            let without = end_to_end(&host, &services, kokoa_core::Port::new(port).unwrap());
+            assert_eq!(without.url.as_deref(), Some("https://app.hoge.com/health"));
+            assert_eq!(without.any_status_below, Some(500), "port {port}");
+        }
+    }
 
     fn seen(n: u8, tunnel: TunnelStatus, application: HealthState) -> Seen {
         Seen {
