@@ -74,6 +74,10 @@ pub struct EdgeBootstrap {
     pub enrollment_token: Secret,
     /// Where to get the agent.
     pub agent: AgentSource,
+    /// The pin of the control plane's CA (`sha256:` and 64 hexadecimal digits), which
+    /// `kokoa-edge enroll --ca-pin` trusts alone; `None`: the system's CAs. Needs an
+    /// `https://` control plane URL.
+    pub ca_pin: Option<String>,
 }
 
 impl EdgeBootstrap {
@@ -95,6 +99,7 @@ impl EdgeBootstrap {
     ///     node_id: EdgeNodeId::parse("edg_1")?,
     ///     enrollment_token: Secret::new("kk_enr_3f2a"),
     ///     agent: AgentSource::Package { name: "kokoa-edge".into() },
+    ///     ca_pin: None,
     /// };
     /// let user_data = render_user_data(&bootstrap)?;
     /// assert_eq!(EdgeBootstrap::from_user_data(&user_data)?, bootstrap);
@@ -118,8 +123,10 @@ impl EdgeBootstrap {
         let conf: String = serde_json::from_str(line)
             .map_err(|_| refuse("its bootstrap.conf is not one double-quoted scalar"))?;
         let values: Vec<&str> = conf.split_terminator('\n').collect();
-        let [control_plane, node_id, token, source, agent, sha256] = values[..] else {
-            return Err(refuse("its bootstrap.conf does not hold exactly six lines"));
+        let [control_plane, node_id, token, source, agent, sha256, ca_pin] = values[..] else {
+            return Err(refuse(
+                "its bootstrap.conf does not hold exactly seven lines",
+            ));
         };
         if !conf.ends_with('\n') {
             return Err(refuse("its bootstrap.conf does not end with a newline"));
@@ -144,6 +151,9 @@ impl EdgeBootstrap {
                 .map_err(|_| refuse("its edge node id is not valid"))?,
             enrollment_token: Secret::new(token),
             agent,
+            ca_pin: Some(ca_pin)
+                .filter(|pin| !pin.is_empty())
+                .map(str::to_owned),
         };
         if render_user_data(&bootstrap)? != *user_data {
             return Err(refuse(
@@ -167,9 +177,10 @@ impl EdgeBootstrap {
 ///     node_id: EdgeNodeId::parse("edg_1")?,
 ///     enrollment_token: Secret::new("kk_enr_3f2a"),
 ///     agent: AgentSource::Package { name: "kokoa-edge".into() },
+///     ca_pin: None,
 /// })?;
 /// assert!(user_data.expose().starts_with("#cloud-config\n"));
-/// assert!(user_data.expose().contains(r#"content: "https://control.example.net\nedg_1\nkk_enr_3f2a\npackage\nkokoa-edge\n\n""#));
+/// assert!(user_data.expose().contains(r#"content: "https://control.example.net\nedg_1\nkk_enr_3f2a\npackage\nkokoa-edge\n\n\n""#));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn render_user_data(bootstrap: &EdgeBootstrap) -> Result<Secret, Error> {
@@ -225,6 +236,27 @@ pub fn render_user_data(bootstrap: &EdgeBootstrap) -> Result<Secret, Error> {
             ("package", name.as_str(), String::new(), None)
         }
     };
+    let ca_pin = match &bootstrap.ca_pin {
+        Some(pin) => {
+            let digits = pin.strip_prefix("sha256:").unwrap_or_default();
+            if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::invalid(
+                    "ca_pin",
+                    pin,
+                    "expected \"sha256:\" and 64 hexadecimal digits",
+                ));
+            }
+            if !control_plane.starts_with("https://") {
+                return Err(Error::invalid(
+                    "control_plane_url",
+                    control_plane,
+                    "a CA pin is for an https:// control plane",
+                ));
+            }
+            format!("sha256:{}", digits.to_ascii_lowercase())
+        }
+        None => String::new(),
+    };
     let conf = [
         control_plane,
         bootstrap.node_id.as_str(),
@@ -232,6 +264,7 @@ pub fn render_user_data(bootstrap: &EdgeBootstrap) -> Result<Secret, Error> {
         source,
         agent,
         &sha256,
+        &ca_pin,
     ]
     .map(|line| format!("{line}\n"))
     .concat();

@@ -238,6 +238,7 @@ fn instance(region: &str, token: &str) -> InstanceConfig {
         agent: AgentSource::Package {
             name: "kokoa-edge".into(),
         },
+        ca_pin: None,
     })
     .unwrap();
     InstanceConfig {

@@ -6,7 +6,7 @@ use std::{fmt::Display, str::FromStr, time::Duration};
 use reqwest::{StatusCode, header};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::Secret;
+use crate::{CaPin, Secret, pinned_client_config};
 
 /// How long to wait for the control plane beyond a long poll's own wait.
 const REQUEST_MARGIN: Duration = Duration::from_secs(10);
@@ -87,6 +87,8 @@ pub struct Enrolled<I> {
     pub node_id: I,
     /// The long-lived node credential.
     pub credential: Secret,
+    /// The control plane's CA pin enrollment trusted, if any.
+    pub ca_pin: Option<CaPin>,
 }
 
 /// A client of the control plane for one enrolled node.
@@ -99,24 +101,29 @@ pub struct Api {
 
 impl Api {
     /// A client of the control plane at `control_plane_url` proving itself with
-    /// `credential`; `user_agent` names the agent, e.g. `kokoa-edge/0.1.0`.
+    /// `credential`; `user_agent` names the agent, e.g. `kokoa-edge/0.1.0`. With `ca_pin`,
+    /// only a server whose certificate that CA issued is trusted; without, the system's
+    /// CAs.
     pub fn new(
         user_agent: &str,
         control_plane_url: &str,
+        ca_pin: Option<CaPin>,
         credential: Secret,
     ) -> Result<Self, ApiError> {
         Ok(Self {
-            http: http_client(user_agent)?,
-            base: base_url(control_plane_url)?,
+            http: http_client(user_agent, ca_pin)?,
+            base: base_url(control_plane_url, ca_pin)?,
             credential,
         })
     }
 
     /// Exchanges the single-use enrollment `token` for a node credential
     /// (`POST /api/v1/enroll`); the node must be of `kind` (`"edge"`, `"origin"`).
+    /// `ca_pin` as for [`new`](Self::new).
     pub async fn enroll<I>(
         user_agent: &str,
         control_plane_url: &str,
+        ca_pin: Option<CaPin>,
         token: &Secret,
         kind: &str,
     ) -> Result<Enrolled<I>, ApiError>
@@ -138,9 +145,9 @@ impl Api {
             node: Node,
             credential: Secret,
         }
-        let base = base_url(control_plane_url)?;
+        let base = base_url(control_plane_url, ca_pin)?;
         let url = format!("{base}/api/v1/enroll");
-        let response = http_client(user_agent)?
+        let response = http_client(user_agent, ca_pin)?
             .post(&url)
             .timeout(REQUEST_MARGIN)
             .json(&Request {
@@ -167,6 +174,7 @@ impl Api {
             control_plane_url: base,
             node_id,
             credential: answer.credential,
+            ca_pin,
         })
     }
 
@@ -222,19 +230,21 @@ impl Api {
     }
 }
 
-fn http_client(user_agent: &str) -> Result<reqwest::Client, ApiError> {
-    reqwest::Client::builder()
+fn http_client(user_agent: &str, ca_pin: Option<CaPin>) -> Result<reqwest::Client, ApiError> {
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .user_agent(user_agent)
-        .build()
-        .map_err(|source| ApiError::Http {
-            url: "(client setup)".into(),
-            source,
-        })
+        .user_agent(user_agent);
+    if let Some(pin) = ca_pin {
+        builder = builder.tls_backend_preconfigured(pinned_client_config(pin));
+    }
+    builder.build().map_err(|source| ApiError::Http {
+        url: "(client setup)".into(),
+        source,
+    })
 }
 
-/// Checks `url` and drops a trailing `/`.
-fn base_url(url: &str) -> Result<String, ApiError> {
+/// Checks `url` (`https://` when a CA is pinned) and drops a trailing `/`.
+fn base_url(url: &str, ca_pin: Option<CaPin>) -> Result<String, ApiError> {
     let fail = |reason: &str| ApiError::InvalidUrl {
         url: url.chars().take(300).collect(),
         reason: reason.to_owned(),
@@ -242,6 +252,11 @@ fn base_url(url: &str) -> Result<String, ApiError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| fail(&e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(fail("use http:// or https://"));
+    }
+    if ca_pin.is_some() && parsed.scheme() != "https" {
+        return Err(fail(
+            "a CA pin is for https:// URLs; use https:// or leave the pin out",
+        ));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(fail("give the base URL without a query or fragment"));
@@ -293,9 +308,18 @@ mod tests {
     #[test]
     fn base_urls_are_checked() {
         assert_eq!(
-            base_url("http://127.0.0.1:8080/").unwrap(),
+            base_url("http://127.0.0.1:8080/", None).unwrap(),
             "http://127.0.0.1:8080"
         );
+        let pin = Some(CaPin::of(b"ca"));
+        assert_eq!(
+            base_url("https://cp.example.net/", pin).unwrap(),
+            "https://cp.example.net"
+        );
+        let err = base_url("http://cp.example.net", pin)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a CA pin is for https:// URLs"), "{err}");
         for bad in [
             "ftp://x",
             "http://u:p@x",
@@ -304,14 +328,14 @@ mod tests {
             "http://x/#f",
             "not a url",
         ] {
-            let err = base_url(bad).unwrap_err().to_string();
+            let err = base_url(bad, None).unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }
     }
 
     #[test]
     fn config_urls_carry_the_long_poll_wait() {
-        let api = Api::new("test/0", "http://127.0.0.1:8080/", Secret::new("s")).unwrap();
+        let api = Api::new("test/0", "http://127.0.0.1:8080/", None, Secret::new("s")).unwrap();
         assert_eq!(
             api.config_url("/api/v1/origins/me/config", Some(Duration::from_secs(30))),
             "http://127.0.0.1:8080/api/v1/origins/me/config?wait=30"

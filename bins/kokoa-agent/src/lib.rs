@@ -4,6 +4,8 @@
 //! - [`Api`]: the control plane's API as a node uses it — enroll with a single-use token,
 //!   fetch the configuration (`If-None-Match` on the live `config_hash`, long-polled with
 //!   `?wait=`), post heartbeats; failures are [`ApiError`]s each agent words its own way.
+//! - [`CaPin`]: the control plane's CA, pinned by its SHA-256; [`pinned_client_config`]
+//!   trusts it and nothing else.
 //! - [`Backoff`]: exponential back-off with jitter between retries of the control plane.
 //! - [`Secret`]: the node credential or an enrollment token; never shown by `Debug`, wiped
 //!   from memory when dropped.
@@ -38,6 +40,7 @@ mod files;
 mod metrics;
 mod secret;
 mod status;
+mod tls;
 
 pub use api::{Api, ApiError, Enrolled, with_causes};
 pub use backoff::Backoff;
@@ -45,3 +48,4 @@ pub use files::{StateLock, read_private, write_atomic};
 pub use metrics::{Sample, Sampler};
 pub use secret::Secret;
 pub use status::{LinkState, NodeStatus};
+pub use tls::{CaPin, InvalidPin, pinned_client_config};

@@ -25,6 +25,7 @@ use crate::{
     error::Error,
     notify::NotifySettings,
     runtime::{EdgeSettings, HealthSettings, Module, ProvisionerEntry, RuntimeSettings},
+    tls::TlsSource,
 };
 
 /// The default listen address: local only, so a fresh install is not exposed by accident.
@@ -42,9 +43,14 @@ Examples:
   kokoa-control user list --data-dir /var/lib/kokoa
   kokoa-control user reset-totp --data-dir /var/lib/kokoa viewer@example.com
 
-  # Serve the API
-  kokoa-control serve --data-dir /var/lib/kokoa --listen 127.0.0.1:8080 \\
-      --public-url https://control.example.com
+  # Serve the API over HTTPS, with a certificate from the control plane's own CA
+  # (nodes trust it by the pin `init` printed)
+  kokoa-control serve --data-dir /var/lib/kokoa --listen 0.0.0.0:8443 \\
+      --public-url https://control.example.com:8443
+
+  # Same with a certificate of your own, or plain HTTP behind a TLS proxy
+  kokoa-control serve --data-dir /var/lib/kokoa --tls-cert cp.pem --tls-key cp.key
+  kokoa-control serve --data-dir /var/lib/kokoa --insecure-http --listen 127.0.0.1:8080
 
   # Same, settings from a file and the environment (flags win over both)
   KOKOA_DATABASE_URL=postgres://kokoa@db/kokoa kokoa-control serve --config /etc/kokoa/control.toml
@@ -54,6 +60,11 @@ Configuration file (TOML, every key optional):
   listen = \"127.0.0.1:8080\"
   database_url = \"postgres://kokoa@db/kokoa\"   # default: SQLite in data_dir
   public_url = \"https://control.example.com\"   # what nodes use to reach this server
+  tls_names = [\"cp.internal\"]                # more names for the own-CA certificate
+  # tls_cert = \"/etc/kokoa/cp.pem\"           # or serve this chain and key
+  # tls_key = \"/etc/kokoa/cp.key\"
+  # insecure_http = true                       # or plain HTTP (development, TLS proxy)
+  downloads_dir = \"/usr/share/kokoa/downloads\"  # agents handed out at /downloads/
   subnet_pool = \"10.0.0.0/16\"                  # one /24 per origin is taken from it
   edge_requests_per_second = 10                # per client address, at every edge
   edge_burst = 20
@@ -251,9 +262,43 @@ pub struct ServeArgs {
     /// Address and port to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "KOKOA_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
-    /// URL nodes use to reach this server, written into bundles [default: http://LISTEN].
+    /// URL nodes use to reach this server, written into bundles [default: https://LISTEN].
     #[arg(long, env = "KOKOA_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// Serve plain HTTP: for development, or behind a proxy that ends TLS. Nodes fetch their
+    /// credentials from this server; never expose it without TLS.
+    #[arg(long, env = "KOKOA_INSECURE_HTTP")]
+    pub insecure_http: bool,
+    /// Serve this PEM certificate chain (leaf first) instead of one from the control
+    /// plane's own CA; re-read when it changes.
+    #[arg(
+        long,
+        env = "KOKOA_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "KOKOA_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Another DNS name or IP address for the own-CA certificate (repeat, or separate with
+    /// commas); the public URL's host, localhost and loopback are always in it.
+    #[arg(
+        long = "tls-name",
+        env = "KOKOA_TLS_NAMES",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub tls_names: Vec<String>,
+    /// Hand out the files of this directory at /downloads/ (the agents, for new edges and
+    /// origins) [default: /usr/share/kokoa/downloads when it exists].
+    #[arg(long, env = "KOKOA_DOWNLOADS_DIR", value_name = "DIR")]
+    pub downloads_dir: Option<PathBuf>,
     /// Pool the origins' /24 subnets come from [default: 10.0.0.0/16].
     #[arg(long, env = "KOKOA_SUBNET_POOL", value_name = "CIDR", value_parser = parse_pool)]
     pub subnet_pool: Option<SubnetPool>,
@@ -292,6 +337,11 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     database_url: Option<String>,
     public_url: Option<String>,
+    insecure_http: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_names: Option<Vec<String>>,
+    downloads_dir: Option<PathBuf>,
     subnet_pool: Option<SubnetPool>,
     edge_requests_per_second: Option<NonZeroU32>,
     edge_burst: Option<u32>,
@@ -804,6 +854,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// URL nodes reach the API at, without a trailing `/`.
     pub public_url: String,
+    /// How the API is served over TLS; `None`: plain HTTP (`--insecure-http`).
+    pub tls: Option<TlsSource>,
+    /// The directory whose files are handed out at `/downloads/`, if any.
+    pub downloads_dir: Option<PathBuf>,
     /// Pool of origin subnets.
     pub subnet_pool: SubnetPool,
     /// The per client limits every edge enforces.
@@ -860,15 +914,39 @@ impl Settings {
             .acme
             .map(|acme| AcmeSettings::resolve(acme, &|var| std::env::var(var).ok()))
             .transpose()?;
+        let insecure_http = args.insecure_http || file.insecure_http.unwrap_or(false);
         let public_url = match args.public_url.clone().or(file.public_url.clone()) {
             Some(url) => check_public_url(&url)?,
-            None => format!("http://{listen}"),
+            None if insecure_http => format!("http://{listen}"),
+            None => format!("https://{listen}"),
         };
+        let tls = tls_source(
+            insecure_http,
+            args.tls_cert.clone().or(file.tls_cert.clone()),
+            args.tls_key.clone().or(file.tls_key.clone()),
+            if args.tls_names.is_empty() {
+                file.tls_names.clone().unwrap_or_default()
+            } else {
+                args.tls_names.clone()
+            },
+            &public_url,
+            listen,
+        )?;
+        let downloads_dir = args
+            .downloads_dir
+            .clone()
+            .or(file.downloads_dir.clone())
+            .or_else(|| {
+                let packaged = Path::new(crate::downloads::PACKAGED_DIR);
+                packaged.is_dir().then(|| packaged.to_owned())
+            });
         Ok(Self {
             data_dir,
             database,
             listen,
             public_url,
+            tls,
+            downloads_dir,
             subnet_pool: args.subnet_pool.or(file.subnet_pool).unwrap_or_default(),
             acme,
             rate_limits: {
@@ -1235,6 +1313,64 @@ fn database(data_dir: &Path, url: Option<String>) -> Result<Database, Error> {
 }
 
 /// Accepts `http://` and `https://` URLs with a host, and drops a trailing `/`.
+/// How to serve TLS, from the flags and file: `None` for plain HTTP.
+fn tls_source(
+    insecure_http: bool,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    names: Vec<String>,
+    public_url: &str,
+    listen: SocketAddr,
+) -> Result<Option<TlsSource>, Error> {
+    let setting = |setting, message: String| Error::Setting { setting, message };
+    if insecure_http {
+        if cert.is_some() || key.is_some() {
+            return Err(setting(
+                "insecure_http",
+                "plain HTTP and a TLS certificate (tls_cert, tls_key) exclude each other; \
+                 choose one"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    if public_url.starts_with("http://") {
+        return Err(setting(
+            "public_url",
+            format!(
+                "{public_url:?} is plain HTTP but this server serves HTTPS; use https://, \
+                 or serve plain HTTP with --insecure-http"
+            ),
+        ));
+    }
+    for name in &names {
+        let ok = name.parse::<std::net::IpAddr>().is_ok()
+            || (!name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.*".contains(&b)));
+        if !ok {
+            return Err(setting(
+                "tls_names",
+                format!("{name:?} is neither a DNS name nor an IP address"),
+            ));
+        }
+    }
+    Ok(Some(match (cert, key) {
+        (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+        (None, None) => TlsSource::OwnCa {
+            names: crate::tls::serving_names(public_url, listen, &names),
+        },
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(setting(
+                "tls_cert",
+                "give both a certificate (tls_cert) and its key (tls_key), or neither".into(),
+            ));
+        }
+    }))
+}
+
 fn check_public_url(url: &str) -> Result<String, Error> {
     let rest = url
         .strip_prefix("https://")
@@ -1448,8 +1584,18 @@ mod tests {
     fn defaults_and_clear_errors() {
         let s = Settings::resolve(&serve_args(&["--data-dir", "/d"])).unwrap();
         assert_eq!(s.listen, DEFAULT_LISTEN);
-        assert_eq!(s.public_url, "http://127.0.0.1:8080");
+        assert_eq!(s.public_url, "https://127.0.0.1:8080");
+        assert_eq!(
+            s.tls,
+            Some(TlsSource::OwnCa {
+                names: vec!["127.0.0.1".into(), "::1".into(), "localhost".into()]
+            })
+        );
         assert_eq!(s.subnet_pool.pool().to_string(), "10.0.0.0/16");
+        let plain =
+            Settings::resolve(&serve_args(&["--data-dir", "/d", "--insecure-http"])).unwrap();
+        assert_eq!(plain.public_url, "http://127.0.0.1:8080");
+        assert_eq!(plain.tls, None);
 
         let err = Settings::resolve(&serve_args(&[])).unwrap_err().to_string();
         assert!(

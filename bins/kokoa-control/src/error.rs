@@ -231,4 +231,11 @@ pub enum Error {
     /// The server stopped with an error.
     #[error("server error: {0}")]
     Serve(io::Error),
+
+    /// The control plane's TLS cannot be set up.
+    #[error("cannot set up TLS: {message}")]
+    Tls {
+        /// What went wrong, naming the file or value.
+        message: String,
+    },
 }

@@ -1,12 +1,16 @@
 #!/bin/sh
 # Installs a Kokoa Proxy origin from the bundle this script came in.
 #
-# With the origin agent `kokoa-origin` installed (recommended): credentials.json goes to
-# /etc/kokoa/credentials.json (mode 0600), the agent enrolls once with the single-use token
-# inside and starts. It owns wg0 (dialling out to every edge, following edges as they come
-# and go), forwards the tunnel to the local services and sends heartbeats every 30 s.
+# The origin agent `kokoa-origin`: when it is not installed (a package, or by hand) and the
+# bundle has agent.conf, it is downloaded from the control plane (the URL in agent.conf),
+# installed as /usr/local/bin/kokoa-origin only if its SHA-256 is the one in agent.conf,
+# with the bundle's systemd unit. Then credentials.json goes to /etc/kokoa/credentials.json
+# (mode 0600), the agent enrolls once with the single-use token inside (trusting the control
+# plane by the CA pin inside) and starts. It owns wg0 (dialling out to every edge,
+# following edges as they come and go), forwards the tunnel to the local services and sends
+# heartbeats every 30 s.
 #
-# Without the agent, a static setup from the bundle's files:
+# Without the agent and agent.conf, a static setup from the bundle's files:
 #   wireguard/wg0.conf  -> /etc/wireguard/wg0.conf, brought up with wg-quick
 #   nginx/nginx.conf    -> /etc/nginx/conf.d/kokoa-origin.conf (the local proxy the edges
 #                          reach through the tunnel), nginx reloaded
@@ -30,7 +34,13 @@ done
 
 missing=""
 command -v wg >/dev/null 2>&1 || missing="$missing wireguard-tools"
-command -v kokoa-origin >/dev/null 2>&1 || command -v nginx >/dev/null 2>&1 || missing="$missing nginx"
+if ! command -v kokoa-origin >/dev/null 2>&1; then
+    if [ -f "$BUNDLE/agent.conf" ]; then
+        command -v curl >/dev/null 2>&1 || missing="$missing curl ca-certificates"
+    else
+        command -v nginx >/dev/null 2>&1 || missing="$missing nginx"
+    fi
+fi
 if [ -n "$missing" ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "install.sh: please install:$missing (apt-get was not found)" >&2
@@ -40,6 +50,30 @@ if [ -n "$missing" ]; then
     apt-get update
     # shellcheck disable=SC2086 # word splitting of the package list is intended
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+fi
+
+if ! command -v kokoa-origin >/dev/null 2>&1 && [ -f "$BUNDLE/agent.conf" ]; then
+    {
+        IFS= read -r agent_url
+        IFS= read -r agent_sha256
+    } <"$BUNDLE/agent.conf"
+    # A control plane with its own CA (a pin in credentials.json) is not known to the
+    # system: what vouches for the binary is the SHA-256 from the bundle, checked below.
+    insecure=
+    if grep -q '"ca_pin"' "$BUNDLE/credentials.json"; then
+        insecure=--insecure
+    fi
+    download=$(mktemp)
+    echo "Downloading kokoa-origin from $agent_url"
+    curl -fsSL ${insecure:+"$insecure"} --proto =https --retry 5 --max-time 600 -o "$download" "$agent_url"
+    # A binary that does not match the expected checksum never runs: set -e stops here.
+    echo "$agent_sha256  $download" | sha256sum -c -
+    install -m 0755 "$download" /usr/local/bin/kokoa-origin
+    rm -f "$download"
+    if command -v systemctl >/dev/null 2>&1 && ! systemctl cat kokoa-origin.service >/dev/null 2>&1; then
+        install -m 0644 "$BUNDLE/systemd/kokoa-origin.service" /etc/systemd/system/kokoa-origin.service
+        systemctl daemon-reload
+    fi
 fi
 
 umask 077

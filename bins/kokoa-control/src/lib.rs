@@ -61,6 +61,7 @@ pub mod api;
 pub mod auth;
 pub mod bundle;
 pub mod config;
+pub mod downloads;
 pub mod error;
 pub mod events;
 mod keys;
@@ -69,6 +70,7 @@ pub mod payload;
 mod payload_cache;
 pub mod runtime;
 mod state;
+pub mod tls;
 pub mod ui;
 
 pub use error::{ApiError, Error};
@@ -89,11 +91,15 @@ pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, Error> {
 pub struct Initialised {
     /// The first admin API token. It is not stored anywhere: show it once.
     pub admin_token: Zeroizing<String>,
+    /// The pin of the control plane's own CA, created too: nodes, the CLI and browsers
+    /// trust the control plane by it.
+    pub ca_pin: kokoa_agent::CaPin,
 }
 
 /// `kokoa-control init`: creates `data_dir` (refusing one that holds files), the database,
-/// the master key file (`master.key`, mode 0600), a first admin API token and, given
-/// `admin` (e-mail address and password), the first Web UI admin.
+/// the master key file (`master.key`, mode 0600), the control plane's CA (see [`tls`]), a
+/// first admin API token and, given `admin` (e-mail address and password), the first Web UI
+/// admin.
 pub async fn init(
     data_dir: &Path,
     database: &Database,
@@ -149,13 +155,19 @@ pub async fn init(
             source,
         })?;
     let store = open_store(database).await?;
+    let ca_pin = tls::ControlCa::load_or_create(store.as_ref(), &key)
+        .await?
+        .pin();
     let state = AppState::new(store, key, Default::default(), "");
     let name = Name::parse("admin")?;
     let (_, admin_token) = api::issue_api_token(&state, name, Role::Admin).await?;
     if let Some((email, password)) = admin {
         add_user(state.store(), email, Role::Admin, Some(password)).await?;
     }
-    Ok(Initialised { admin_token })
+    Ok(Initialised {
+        admin_token,
+        ca_pin,
+    })
 }
 
 /// Adds a Web UI user (`kokoa-control user add`).
@@ -187,6 +199,26 @@ pub fn load_master_key(path: &Path) -> Result<MasterKey, Error> {
     Ok(MasterKey::from_base64(text.trim())?)
 }
 
+/// Serves `router` on `listener` until `shutdown`, with each client's address at hand.
+async fn serve_on<L>(
+    listener: L,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
+    use axum::serve::ListenerExt as _;
+    // The no-op tap makes `ConnectInfo<SocketAddr>` available for any listener.
+    axum::serve(
+        listener.tap_io(|_| {}),
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(Error::Serve)
+}
+
 /// `kokoa-control serve`: serves the API on `settings.listen` until `shutdown` resolves,
 /// then stops accepting, ends long polls at once and waits for running requests.
 pub async fn serve(
@@ -195,6 +227,10 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let master_key = load_master_key(&settings.master_key_path())?;
     let store = open_store(&settings.database).await?;
+    let tls = match &settings.tls {
+        Some(source) => Some(tls::ServingTls::new(source, store.as_ref(), &master_key).await?),
+        None => None,
+    };
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| Error::Listen {
@@ -208,6 +244,14 @@ pub async fn serve(
         settings.public_url.clone(),
         settings.runtime.clone(),
     );
+    if let (Some(tls), Some(tls::TlsSource::OwnCa { .. })) = (&tls, &settings.tls) {
+        state.set_ca_pin(tls.pin);
+    }
+    if let Some(dir) = &settings.downloads_dir {
+        let downloads = downloads::Downloads::scan(dir)?;
+        tracing::info!(dir = %dir.display(), files = downloads.len(), "serving the agents for download");
+        state.set_downloads(downloads);
+    }
     state.set_rate_limits(settings.rate_limits);
     state.set_trusted_proxies(settings.trusted_proxies.clone());
     if let Some(config) = &settings.oidc {
@@ -237,6 +281,11 @@ pub async fn serve(
         listen = %listener.local_addr().map_err(Error::Serve)?,
         database = %settings.database,
         public_url = %settings.public_url,
+        tls = match (&tls, &settings.tls) {
+            (Some(_), Some(tls::TlsSource::Files { cert, .. })) => cert.display().to_string(),
+            (Some(tls), _) => format!("own CA, nodes pin {}", tls.pin),
+            _ => "none: plain HTTP (--insecure-http)".into(),
+        },
         "serving the API"
     );
     let router = api::router(state.clone());
@@ -245,17 +294,27 @@ pub async fn serve(
     let duties = tokio::spawn(runtime::run(state.clone(), async move {
         let _ = duties_stopped.await;
     }));
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down");
         state.begin_shutdown();
-    })
-    .await
-    .map_err(Error::Serve);
+    };
+    let served = match &tls {
+        Some(tls) => {
+            // Browsers that met this server over TLS never try it without for a year.
+            let router = router.layer(axum::middleware::map_response(
+                |mut response: axum::response::Response| async move {
+                    response.headers_mut().insert(
+                        axum::http::header::STRICT_TRANSPORT_SECURITY,
+                        axum::http::HeaderValue::from_static("max-age=31536000"),
+                    );
+                    response
+                },
+            ));
+            serve_on(tls.listen(listener), router, shutdown).await
+        }
+        None => serve_on(listener, router, shutdown).await,
+    };
     let _ = stop_duties.send(());
     if let Err(e) = duties.await {
         tracing::error!(error = %e, "the control plane's duties ended abnormally");

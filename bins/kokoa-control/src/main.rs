@@ -61,15 +61,21 @@ async fn init(args: &kokoa_control::config::InitArgs) -> Result<(), Error> {
     let done = kokoa_control::init(&data_dir, &database, admin).await?;
     let mut out = std::io::stdout().lock();
     let written = if args.json {
-        let json = serde_json::json!({ "admin_token": done.admin_token.as_str() });
+        let json = serde_json::json!({
+            "admin_token": done.admin_token.as_str(),
+            "ca_pin": done.ca_pin.to_string(),
+        });
         writeln!(out, "{json}")
     } else {
         writeln!(
             out,
             "Initialised {}.\nAdmin API token (shown only now; keep it secret):\n\n  {}\n\n\
+             The control plane serves HTTPS with a certificate from its own CA; nodes and the \
+             CLI trust it by this pin\n(not a secret; `kokoa --ca-pin`, KOKOA_CA_PIN):\n\n  {}\n\n\
              Start the API and the Web UI with: kokoa-control serve --data-dir {}{}",
             data_dir.display(),
             done.admin_token.as_str(),
+            done.ca_pin,
             data_dir.display(),
             match &args.admin_email {
                 Some(email) => format!(

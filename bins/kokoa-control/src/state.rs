@@ -52,6 +52,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// How certificates are ordered, once the configuration said so.
     acme: OnceLock<crate::config::AcmeSettings>,
+    ca_pin: OnceLock<kokoa_agent::CaPin>,
+    downloads: OnceLock<crate::downloads::Downloads>,
     /// The last snapshot of origins and routes. An async mutex so that when many waiting
     /// nodes wake up after a change, one reads the store and the others reuse its result.
     snapshot: Arc<Mutex<Option<Arc<Snapshot>>>>,
@@ -119,6 +121,8 @@ impl AppState {
                 snapshot: Arc::new(Mutex::new(None)),
                 edge_payloads: EdgePayloads::default(),
                 acme: OnceLock::new(),
+                ca_pin: OnceLock::new(),
+                downloads: OnceLock::new(),
             }),
         }
     }
@@ -210,6 +214,39 @@ impl AppState {
     /// How certificates are ordered, if configured.
     pub fn acme(&self) -> Option<&crate::config::AcmeSettings> {
         self.inner.acme.get()
+    }
+
+    /// The pin of the CA whose certificate this control plane serves, when it is its own
+    /// CA: enrollment commands, bundles and cloud-init carry it.
+    pub fn ca_pin(&self) -> Option<kokoa_agent::CaPin> {
+        self.inner.ca_pin.get().copied()
+    }
+
+    /// Sets [`ca_pin`](Self::ca_pin); false if it was set already.
+    pub fn set_ca_pin(&self, pin: kokoa_agent::CaPin) -> bool {
+        self.inner.ca_pin.set(pin).is_ok()
+    }
+
+    /// The agents this control plane hands out, if it has any.
+    pub fn downloads(&self) -> Option<&crate::downloads::Downloads> {
+        self.inner.downloads.get()
+    }
+
+    /// Sets [`downloads`](Self::downloads); false if they were set already.
+    pub fn set_downloads(&self, downloads: crate::downloads::Downloads) -> bool {
+        self.inner.downloads.set(downloads).is_ok()
+    }
+
+    /// Where a node downloads `name` from this control plane, with its SHA-256: only over
+    /// `https://` (nodes refuse plain HTTP downloads), and only if it is served.
+    pub fn download_of(&self, name: &str) -> Option<(String, String)> {
+        let file = self.downloads()?.get(name)?;
+        self.public_url().starts_with("https://").then(|| {
+            (
+                format!("{}/downloads/{name}", self.public_url()),
+                file.sha256.clone(),
+            )
+        })
     }
 
     /// The URL nodes reach this control plane at.

@@ -67,6 +67,7 @@ async fn the_origin_bundle_holds_a_working_installation() {
                 "credentials.json",
                 "nginx/nginx.conf",
                 "scripts/install.sh",
+                "systemd/kokoa-origin.service",
                 "wireguard/wg0.conf"
             ]
         );
@@ -119,6 +120,11 @@ async fn the_origin_bundle_holds_a_working_installation() {
         let steps = [
             "id -u",
             "apt-get install -y --no-install-recommends",
+            // Without an agent: the one of agent.conf, checked, with the bundle's unit.
+            "curl -fsSL",
+            "sha256sum -c -",
+            "install -m 0755 \"$download\" /usr/local/bin/kokoa-origin",
+            "\"$BUNDLE/systemd/kokoa-origin.service\" /etc/systemd/system/kokoa-origin.service",
             "/etc/kokoa/credentials.json",
             // With the agent: enroll once, start it, done.
             "kokoa-origin enroll --state-dir \"$STATE\" --bundle /etc/kokoa/credentials.json",

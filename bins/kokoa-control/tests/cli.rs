@@ -48,7 +48,12 @@ fn init_creates_the_data_directory_once() {
         token.starts_with("kk_api_") && token.len() == 7 + 43,
         "{token}"
     );
-    assert_eq!(printed.as_object().unwrap().len(), 1);
+    let pin = printed["ca_pin"].as_str().unwrap();
+    assert!(
+        pin.parse::<kokoa_agent::CaPin>().is_ok(),
+        "the CA pin, as nodes take it: {pin}"
+    );
+    assert_eq!(printed.as_object().unwrap().len(), 2);
 
     let key = dir.join("master.key");
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
@@ -106,10 +111,9 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     let dir = parent.path().join("data");
     let out = run(&["init", "--data-dir", dir.to_str().unwrap(), "--json"]);
     assert!(out.status.success());
-    let token = serde_json::from_slice::<Value>(&out.stdout).unwrap()["admin_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let printed = serde_json::from_slice::<Value>(&out.stdout).unwrap();
+    let token = printed["admin_token"].as_str().unwrap().to_owned();
+    let pin: kokoa_agent::CaPin = printed["ca_pin"].as_str().unwrap().parse().unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -145,29 +149,39 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let client = reqwest::Client::new();
+        // HTTPS by default, trusted by the pin `init` printed.
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(kokoa_agent::pinned_client_config(pin))
+            .build()
+            .unwrap();
         let started = Instant::now();
         loop {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "serve did not answer /health"
             );
-            if let Ok(r) = client.get(format!("http://{listen}/health")).send().await {
+            if let Ok(r) = client.get(format!("https://{listen}/health")).send().await {
                 assert_eq!(r.status(), 200);
+                assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
                 assert_eq!(r.json::<Value>().await.unwrap()["status"], "ok");
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let plain = reqwest::Client::new()
+            .get(format!("http://{listen}/health"))
+            .send()
+            .await;
+        assert!(plain.is_err(), "no plain HTTP on the TLS port: {plain:?}");
         let routes = client
-            .get(format!("http://{listen}/api/v1/routes"))
+            .get(format!("https://{listen}/api/v1/routes"))
             .bearer_auth(&token)
             .send()
             .await
             .unwrap();
         assert_eq!(routes.status(), 200, "the token printed by init works");
         let origin: Value = client
-            .post(format!("http://{listen}/api/v1/origins"))
+            .post(format!("https://{listen}/api/v1/origins"))
             .bearer_auth(&token)
             .json(&serde_json::json!({"name": "home-server"}))
             .send()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kokoa_agent::{Api, Enrolled, Secret};
+use kokoa_agent::{Api, CaPin, Enrolled, Secret};
 use kokoa_core::{CertificateRef, ContentHash, EdgeConfig, EdgeNodeId};
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -51,6 +51,7 @@ impl ControlPlane {
             api: Api::new(
                 USER_AGENT,
                 &credential.control_plane_url,
+                credential.ca_pin,
                 credential.credential.clone(),
             )?,
             node_id: credential.node_id.clone(),
@@ -64,16 +65,23 @@ impl ControlPlane {
 
     /// Exchanges the single-use enrollment `token` for a node credential
     /// (`POST /api/v1/enroll`).
-    pub async fn enroll(control_plane_url: &str, token: &Secret) -> Result<Credential, Error> {
+    /// With `ca_pin`, only the control plane's own CA is trusted, then and afterwards.
+    pub async fn enroll(
+        control_plane_url: &str,
+        ca_pin: Option<CaPin>,
+        token: &Secret,
+    ) -> Result<Credential, Error> {
         let Enrolled {
             control_plane_url,
             node_id,
             credential,
-        } = Api::enroll(USER_AGENT, control_plane_url, token, "edge").await?;
+            ca_pin,
+        } = Api::enroll(USER_AGENT, control_plane_url, ca_pin, token, "edge").await?;
         Ok(Credential {
             control_plane_url,
             node_id,
             credential,
+            ca_pin,
         })
     }
 

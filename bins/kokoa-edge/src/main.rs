@@ -3,6 +3,7 @@
 use std::{io::IsTerminal as _, net::IpAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
+use kokoa_agent::CaPin;
 use kokoa_edge::{
     Agent, ControlPlane, EdgeHost, Error, HostSettings, Sampler, Secret, StateDir, Timing,
 };
@@ -42,6 +43,11 @@ enum Command {
         /// The control plane's base URL.
         #[arg(long, env = "KOKOA_CONTROL_PLANE", value_name = "URL")]
         control_plane: String,
+        /// The SHA-256 pin of the control plane's CA (`sha256:…`, as `kokoa-control init`
+        /// prints): only a server with a certificate from that CA is trusted, now and
+        /// afterwards. Without it, the system's CAs.
+        #[arg(long, env = "KOKOA_CA_PIN", value_name = "PIN")]
+        ca_pin: Option<CaPin>,
         /// The enrollment token (prefer the environment variable: a command line is visible
         /// to every user in `ps`).
         #[arg(long, env = "KOKOA_ENROLL_TOKEN", hide_env_values = true)]
@@ -136,11 +142,13 @@ async fn execute(command: Command) -> Result<(), Error> {
     match command {
         Command::Enroll {
             control_plane,
+            ca_pin,
             token,
             state_dir,
         } => {
             let state = StateDir::open(state_dir)?;
-            let credential = ControlPlane::enroll(&control_plane, &Secret::new(token)).await?;
+            let credential =
+                ControlPlane::enroll(&control_plane, ca_pin, &Secret::new(token)).await?;
             state.write_credential(&credential)?;
             tracing::info!(
                 node_id = %credential.node_id,

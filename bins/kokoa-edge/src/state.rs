@@ -16,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use kokoa_agent::{Secret, read_private};
+use kokoa_agent::{CaPin, Secret, read_private};
 use kokoa_core::{EdgeConfig, EdgeNodeId};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -32,6 +32,10 @@ pub struct Credential {
     pub node_id: EdgeNodeId,
     /// The long-lived node credential.
     pub credential: Secret,
+    /// The control plane's CA pin, when enrollment was given one: then only that CA is
+    /// trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pin: Option<CaPin>,
 }
 
 /// The state directory (`/var/lib/kokoa-edge` by default).
@@ -173,6 +177,7 @@ mod tests {
             control_plane_url: "http://127.0.0.1:8080".into(),
             node_id: EdgeNodeId::parse("edge_1").unwrap(),
             credential: Secret::new("very-secret-token"),
+            ca_pin: None,
         };
         state.write_credential(&credential).unwrap();
         assert_eq!(mode(&state.credential_path()), 0o600);

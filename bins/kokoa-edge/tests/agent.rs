@@ -190,7 +190,7 @@ async fn agent_serves_follows_refuses_and_survives_a_restart() {
         },
     };
     let state = StateDir::open(&edge.state).unwrap();
-    let credential = ControlPlane::enroll(&control.url(), &Secret::new(ENROLL_TOKEN))
+    let credential = ControlPlane::enroll(&control.url(), None, &Secret::new(ENROLL_TOKEN))
         .await
         .unwrap();
     state.write_credential(&credential).unwrap();

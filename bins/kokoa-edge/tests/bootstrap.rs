@@ -1,20 +1,20 @@
 //! The cloud-init user data's bootstrap script, run for real: `render_user_data` renders
 //! it, the test writes the files it names and runs its command against a real control
 //! plane (kokoa-control's API over SQLite, started by the test) with the real
-//! `kokoa-edge enroll`, `install`, `sha256sum`, `jq` and `curl`. Stand-ins replace only what
+//! `kokoa-edge enroll`, `install`, `sha256sum` and `curl`. Stand-ins replace only what
 //! would change this machine or reach the Internet: `apt-get` (installs nothing),
 //! `systemctl` (starting `kokoa-edge.service` runs the unit's `ExecStart` in the
 //! background, so the real agent and nginx answer the script's `/health` wait and send
 //! heartbeats), and the agent's download, which hands over the `kokoa-edge` binary under
-//! test. The edge ends up noted ready by the control plane's own duties.
+//! test. The agent reports the edge ready itself; the control plane's own duties note it.
 //!
 //! Where the script runs: in a network namespace the test made, so `http://127.0.0.1/health`
 //! and the control plane's `http://127.0.0.1:PORT` are the test's own (the control plane's
 //! socket is bound inside it), and in a private mount namespace with the test's directories
 //! bound over `/usr/local/bin` and `/var/lib`. The script runs unchanged, with its real
 //! paths: it installs the agent as `/usr/local/bin/kokoa-edge` (where the unit runs it), and
-//! reads the credential from `/var/lib/kokoa-edge/credential.json`, where `kokoa-edge
-//! enroll` writes it by default. Overriding those paths with environment variables instead
+//! `kokoa-edge enroll` writes the credential to `/var/lib/kokoa-edge/credential.json`, where
+//! the agent reads it by default. Overriding those paths with environment variables instead
 //! would leave the agreement between the script's paths, the unit and the agent's defaults
 //! untested. The files the user data writes (`/etc/kokoa-edge/bootstrap.conf`, the script,
 //! the unit) are written under the test's directory and the command is run with those
@@ -80,7 +80,6 @@ esac
 fn require_tools() {
     for (tool, package) in [
         ("/usr/bin/curl", "curl"),
-        ("/usr/bin/jq", "jq"),
         ("/usr/bin/unshare", "util-linux"),
         ("/usr/bin/sha256sum", "coreutils"),
         ("/usr/sbin/nginx", "nginx"),
@@ -191,6 +190,7 @@ async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
             url: AGENT_URL.into(),
             sha256: sha256(EDGE),
         },
+        ca_pin: None,
     })
     .unwrap();
 
@@ -214,10 +214,7 @@ async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
         .map(|arg| root.join(arg.trim_start_matches('/')))
         .collect();
     let unit = fs::read_to_string(root.join("etc/systemd/system/kokoa-edge.service")).unwrap();
-    assert!(
-        unit.contains("ExecStart=/usr/local/bin/kokoa-edge run\n"),
-        "{unit}"
-    );
+    assert!(unit.contains("ExecStart=kokoa-edge run\n"), "{unit}");
 
     let stand_ins = dir.path().join("stand-ins");
     for (name, text) in [
@@ -280,7 +277,7 @@ async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
     );
     eprintln!("bootstrap script ran in {:.2} s", elapsed.as_secs_f64());
     assert!(
-        stdout.ends_with(&format!("kokoa-edge-bootstrap: edge {id} is ready\n")),
+        stdout.ends_with(&format!("kokoa-edge-bootstrap: edge {id} serves\n")),
         "{stdout}"
     );
 
@@ -304,13 +301,12 @@ async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
         log,
         [
             "apt-get update".to_owned(),
-            "apt-get install -y --no-install-recommends wireguard-tools nginx curl ca-certificates jq".into(),
+            "apt-get install -y --no-install-recommends wireguard-tools nginx curl ca-certificates".into(),
             "systemctl disable --now nginx.service".into(),
             format!("curl -fsSL --proto =https --retry 5 --max-time 600 -o <tmp> {AGENT_URL}"),
             "systemctl daemon-reload".into(),
             "systemctl enable --now kokoa-edge.service".into(),
             "curl (real) -fsS --retry 60 --retry-delay 5 --retry-all-errors --max-time 5 -o /dev/null http://127.0.0.1/health".into(),
-            format!("curl (real) -fsS --retry 5 --max-time 30 -K - -X POST -H Content-Type: application/json -d {{}} -o /dev/null {url}/api/v1/edge-nodes/{id}/ready"),
         ]
     );
     assert!(
@@ -336,11 +332,11 @@ async fn the_rendered_script_enrolls_the_edge_and_reports_it_ready() {
     assert_eq!(credential["control_plane_url"], url.as_str());
     let credential = credential["credential"].as_str().unwrap().to_owned();
 
-    // The control plane accepted the enrollment, the script's ready call (curl) and the
-    // agent's calls with the credential.
+    // The control plane accepted the enrollment and the agent's calls with the credential,
+    // its ready report among them.
     let lines = seen.lines();
     assert_eq!(lines[0], "POST /api/v1/enroll 200 kokoa-edge", "{lines:?}");
-    let ready = format!("POST /api/v1/edge-nodes/{id}/ready 200 curl");
+    let ready = format!("POST /api/v1/edge-nodes/{id}/ready 200 kokoa-edge");
     assert!(lines.contains(&ready), "{lines:?}");
     // Its duties, a round at a time, note the edge enrolled (heartbeats) and ready.
     let waiting = std::time::Instant::now();

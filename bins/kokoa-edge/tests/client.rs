@@ -34,17 +34,22 @@ fn credential(control: &FakeControl, secret: &str) -> Credential {
         control_plane_url: control.url(),
         node_id: EdgeNodeId::parse(NODE_ID).unwrap(),
         credential: Secret::new(secret),
+        ca_pin: None,
     }
 }
 
 #[tokio::test]
 async fn enroll_exchanges_the_token_for_a_credential() {
     let control = FakeControl::start(Served::Status(500)).await;
-    let got = ControlPlane::enroll(&format!("{}/", control.url()), &Secret::new(ENROLL_TOKEN))
-        .await
-        .unwrap();
+    let got = ControlPlane::enroll(
+        &format!("{}/", control.url()),
+        None,
+        &Secret::new(ENROLL_TOKEN),
+    )
+    .await
+    .unwrap();
     assert_eq!(got, credential(&control, CREDENTIAL));
-    let err = ControlPlane::enroll(&control.url(), &Secret::new("wrong"))
+    let err = ControlPlane::enroll(&control.url(), None, &Secret::new("wrong"))
         .await
         .unwrap_err();
     assert!(
@@ -52,7 +57,7 @@ async fn enroll_exchanges_the_token_for_a_credential() {
         "{err}"
     );
     for bad in ["ftp://x", "not a url", "http://u:p@127.0.0.1/"] {
-        let err = ControlPlane::enroll(bad, &Secret::new(ENROLL_TOKEN))
+        let err = ControlPlane::enroll(bad, None, &Secret::new(ENROLL_TOKEN))
             .await
             .unwrap_err();
         assert!(matches!(err, Error::InvalidUrl { .. }), "{bad}: {err}");
@@ -226,6 +231,7 @@ fn start_agent(
         control_plane_url: control_url.to_owned(),
         node_id: EdgeNodeId::parse(NODE_ID).unwrap(),
         credential: Secret::new(CREDENTIAL),
+        ca_pin: None,
     };
     let agent = Agent::new(
         ControlPlane::new(&credential).unwrap(),

@@ -189,6 +189,7 @@ async fn a_lab_instance_enrolls_serves_and_is_destroyed_with_the_real_agent() {
         agent: AgentSource::Package {
             name: "kokoa-edge".into(),
         },
+        ca_pin: None,
     })
     .unwrap();
     let started = Instant::now();

@@ -5,33 +5,73 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use kokoa_agent::CaPin;
+
 use crate::Error;
 
-/// The control plane at `base` with an admin token.
+/// The control plane at `base` with an admin token, trusted by the pin of its CA.
 #[derive(Debug, Clone)]
 pub struct Api {
     http: reqwest::Client,
     base: String,
     token: String,
+    ca_pin: CaPin,
 }
 
 impl Api {
-    /// A client of `base` (e.g. `http://10.99.0.1:8080`) authenticated by `token`.
-    pub fn new(base: String, token: String) -> Result<Self, Error> {
+    /// A client of `base` (e.g. `https://10.99.0.1:8080`) authenticated by `token`, trusting
+    /// only the CA pinned by `ca_pin`.
+    pub fn new(base: String, token: String, ca_pin: CaPin) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .tls_backend_preconfigured(kokoa_agent::pinned_client_config(ca_pin))
             .build()
             .map_err(|e| Error::Api {
                 request: "client setup".into(),
                 status: 0,
                 body: e.to_string(),
             })?;
-        Ok(Self { http, base, token })
+        Ok(Self {
+            http,
+            base,
+            token,
+            ca_pin,
+        })
+    }
+
+    /// `GET path` without the token, as a node downloads: the answer's bytes on 200.
+    pub async fn download(&self, path: &str) -> Result<Vec<u8>, Error> {
+        let fail = |status: u16, body: String| Error::Api {
+            request: format!("GET {path}"),
+            status,
+            body,
+        };
+        let answer = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| fail(0, e.to_string()))?;
+        let status = answer.status();
+        let bytes = answer.bytes().await.map_err(|e| fail(0, e.to_string()))?;
+        if status != StatusCode::OK {
+            return Err(fail(
+                status.as_u16(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
+        }
+        Ok(bytes.into())
     }
 
     /// The admin token.
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The pin of the control plane's CA.
+    pub fn ca_pin(&self) -> CaPin {
+        self.ca_pin
     }
 
     /// Sends `method path` with an optional JSON body and returns the answer's bytes when

@@ -249,6 +249,9 @@ async fn session(port: u16, base: &str, profile: &Path) -> Result<Client, String
                 "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
                 "--disable-default-apps", "--disable-extensions",
+                // The control plane's certificate is from its own CA, which this throwaway
+                // profile does not know; the lab's API client checks it by its pin.
+                "--ignore-certificate-errors",
                 format!("--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {host}"),
                 format!("--user-data-dir={}", profile.display()),
                 "--window-size=1280,860",

@@ -366,7 +366,8 @@ async fn replaced(lab: &Lab, run: &mut Run) -> Step {
     }
     let replacement = edges
         .iter()
-        .find(|e| e["public_ip"] == address.to_string())
+        // A deleted edge may have had the address before (a provider reuses them).
+        .find(|e| e["public_ip"] == address.to_string() && e["status"] != "deleted")
         .ok_or("the replacement is not listed")?;
     let (provider, region) = (
         replacement["provider"].as_str().unwrap_or_default(),

@@ -33,7 +33,14 @@ use crate::{
 pub struct Bins {
     dir: PathBuf,
     lab: PathBuf,
+    /// With `--packaged`: where the agents go once downloaded from the control plane.
+    agents: Option<PathBuf>,
+    /// With `--packaged`: the agents as the control plane's package ships them.
+    shipped: Option<PathBuf>,
 }
+
+/// The agents, which `--packaged` downloads from the control plane.
+pub const AGENTS: [&str; 2] = ["kokoa-edge", "kokoa-origin"];
 
 impl Bins {
     /// Programs in `dir`, or next to the running executable.
@@ -43,15 +50,34 @@ impl Bins {
             Some(dir) => dir,
             None => lab.parent().map(Path::to_owned).unwrap_or_default(),
         };
-        let bins = Self { dir, lab };
+        let bins = Self {
+            dir,
+            lab,
+            agents: None,
+            shipped: None,
+        };
         for name in ["kokoa-control", "kokoa-edge", "kokoa-origin"] {
             bins.path(name)?;
         }
         Ok(bins)
     }
 
-    /// The full path of program `name`, which must exist.
+    /// The edge agent the lab provider falls back on when the user data names a package:
+    /// with `--packaged`, the package's copy, which exists before any download (the
+    /// control plane checks that it does; its user data names the download instead).
+    pub fn provisioner_edge(&self) -> Result<String, Error> {
+        match &self.shipped {
+            Some(dir) => Ok(dir.join("kokoa-edge").display().to_string()),
+            None => self.path("kokoa-edge"),
+        }
+    }
+
+    /// The full path of program `name`: an agent downloaded (`--packaged`), which need not
+    /// be there yet, or a program that must exist.
     pub fn path(&self, name: &str) -> Result<String, Error> {
+        if let Some(agents) = self.agents.as_ref().filter(|_| AGENTS.contains(&name)) {
+            return Ok(agents.join(name).display().to_string());
+        }
         let path = self.dir.join(name);
         if path.is_file() {
             Ok(path.display().to_string())
@@ -94,6 +120,10 @@ where
 /// How the lab runs its control plane.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// The release artifacts (`scripts/release`, `scripts/package-deb`): run the control
+    /// plane from its Debian package, on TLS, handing out the agents the package carries;
+    /// the lab's edges and origins download them from it (`check --packaged`).
+    pub packaged: Option<PathBuf>,
     /// A PostgreSQL server's URL (`postgres://postgres@127.0.0.1:5433/postgres`): run two
     /// control planes on a database of the lab's own in it, behind a load balancer on the
     /// control plane's address, with a fault switch in front of PowerDNS's API (`check
@@ -152,7 +182,56 @@ pub struct Lab {
     pub timing: Timing,
     /// Two control planes on PostgreSQL behind a load balancer, when asked for.
     pub ha: Option<Ha>,
+    /// With `--packaged`: the release artifacts and the root the control plane's package
+    /// was unpacked into.
+    pub packaged: Option<Packaged>,
     bins: Bins,
+}
+
+/// The release artifacts the lab runs (`check --packaged`).
+#[derive(Debug, Clone)]
+pub struct Packaged {
+    /// Where `scripts/release` and `scripts/package-deb` wrote them.
+    pub artifacts: PathBuf,
+    /// The `kokoa-control` package, unpacked.
+    pub root: PathBuf,
+}
+
+impl Packaged {
+    /// Unpacks the control plane's package from `artifacts` into `into`.
+    async fn unpack(artifacts: &Path, into: PathBuf) -> Result<Self, Error> {
+        let deb = fs::read_dir(artifacts)
+            .map_err(Error::io("read", artifacts))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .find(|path| {
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("kokoa-control_") && n.ends_with(".deb"))
+            })
+            .ok_or_else(|| Error::Command {
+                command: "kokoa-lab check --packaged".into(),
+                message: format!(
+                    "no kokoa-control_*.deb in {}: run scripts/release and scripts/package-deb",
+                    artifacts.display()
+                ),
+            })?;
+        net::run(&Spec::root(vec![
+            "dpkg-deb".into(),
+            "-x".into(),
+            deb.display().to_string(),
+            into.display().to_string(),
+        ]))
+        .await?;
+        Ok(Self {
+            artifacts: artifacts.to_owned(),
+            root: into,
+        })
+    }
+
+    /// The agents the package hands out.
+    pub fn downloads(&self) -> PathBuf {
+        self.root.join("usr/share/kokoa/downloads")
+    }
 }
 
 /// How long the whole scenario may take to serve its first request through every edge.
@@ -172,6 +251,20 @@ impl Lab {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
             .map_err(Error::io("set permissions of", &dir))?;
         let mut supervisor = Supervisor::new(dir.join("logs"))?;
+        let (bins, packaged) = match &options.packaged {
+            Some(artifacts) => {
+                let packaged = Packaged::unpack(artifacts, dir.join("package")).await?;
+                let bins = Bins {
+                    dir: packaged.root.join("usr/bin"),
+                    lab: bins.lab,
+                    agents: Some(dir.join("downloads")),
+                    shipped: Some(packaged.downloads()),
+                };
+                bins.path("kokoa-control")?;
+                (bins, Some(packaged))
+            }
+            None => (bins, None),
+        };
         net::build(&mut ledger).await?;
         let tls = Tls::start(&dir.join("pebble"), &mut supervisor, &mut ledger).await?;
 
@@ -212,8 +305,19 @@ impl Lab {
             command: "kokoa-control init --json".into(),
             message: format!("printed no JSON ({e})"),
         })?;
-        let token = string_field(&token, "admin_token", "kokoa-control init --json")?;
-        let api = Api::new(control_url(), token)?;
+        let printed = token;
+        let token = string_field(&printed, "admin_token", "kokoa-control init --json")?;
+        let pin = string_field(&printed, "ca_pin", "kokoa-control init --json")?;
+        let pin = pin
+            .parse()
+            .map_err(|e: kokoa_agent::InvalidPin| Error::Command {
+                command: "kokoa-control init --json".into(),
+                message: e.to_string(),
+            })?;
+        if let Some(ha) = &ha {
+            ha.lb.check_over_tls(kokoa_agent::pinned_client_config(pin));
+        }
+        let api = Api::new(control_url(), token, pin)?;
         let mut lab = Self {
             supervisor,
             ledger,
@@ -225,6 +329,7 @@ impl Lab {
             controls,
             timing: Timing::LAB,
             ha,
+            packaged,
             bins,
         };
         if let Err(e) = lab.start_all().await {
@@ -236,6 +341,9 @@ impl Lab {
 
     async fn start_all(&mut self) -> Result<(), Error> {
         self.start_controls().await?;
+        if self.packaged.is_some() {
+            self.download_agents().await?;
+        }
         // No orders before the edges serve and DNS points at them: pebble would find
         // nothing, and each failure backs off.
         self.switch_ssl_manager(false).await?;
@@ -357,6 +465,12 @@ impl Lab {
             if let Some(ha) = &self.ha {
                 argv.extend(["--database".into(), ha.database_url.clone()]);
             }
+            if let Some(packaged) = &self.packaged {
+                argv.extend([
+                    "--downloads-dir".into(),
+                    packaged.downloads().display().to_string(),
+                ]);
+            }
             self.supervisor
                 .start(&mut self.ledger, &control.name, Spec::root(argv))?;
         }
@@ -366,11 +480,43 @@ impl Lab {
         self.wait_control().await
     }
 
+    /// Downloads the agents from the control plane as a node would: `SHA256SUMS`, then each
+    /// agent, kept only if its SHA-256 is the one listed.
+    async fn download_agents(&mut self) -> Result<(), Error> {
+        let fail = |message: String| Error::Command {
+            command: "GET /downloads/".into(),
+            message,
+        };
+        let sums = String::from_utf8(self.api.download("/downloads/SHA256SUMS").await?)
+            .map_err(|e| fail(e.to_string()))?;
+        let dir = self.dir.join("downloads");
+        fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+        for agent in AGENTS {
+            let listed = sums
+                .lines()
+                .find_map(|line| line.strip_suffix(&format!("  {agent}")))
+                .ok_or_else(|| fail(format!("{agent} is not in SHA256SUMS:\n{sums}")))?;
+            let bytes = self.api.download(&format!("/downloads/{agent}")).await?;
+            let got = hex_sha256(&bytes);
+            if got != listed {
+                return Err(fail(format!(
+                    "{agent} has SHA-256 {got}, SHA256SUMS says {listed}"
+                )));
+            }
+            let path = dir.join(agent);
+            fs::write(&path, &bytes).map_err(Error::io("write", &path))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                .map_err(Error::io("set permissions of", &path))?;
+        }
+        Ok(())
+    }
+
     /// The API of one control plane, without the load balancer.
     pub fn control_api(&self, control: &Control) -> Result<Api, Error> {
         Api::new(
-            format!("http://{}", control.listen),
+            format!("https://{}", control.listen),
             self.api.token().to_owned(),
+            self.api.ca_pin(),
         )
     }
 
@@ -449,6 +595,8 @@ impl Lab {
                 "enroll".into(),
                 "--control-plane".into(),
                 control_url(),
+                "--ca-pin".into(),
+                self.api.ca_pin().to_string(),
                 "--state-dir".into(),
                 state_dir.clone(),
             ],
@@ -691,9 +839,18 @@ impl Ha {
     }
 }
 
+/// The SHA-256 of `bytes` in lower-case hexadecimal.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The control plane's URL as every host sees it.
 pub fn control_url() -> String {
-    format!("http://{CONTROL_ADDRESS}:{CONTROL_PORT}")
+    format!("https://{CONTROL_ADDRESS}:{CONTROL_PORT}")
 }
 
 /// The text of file `name` (at any depth) in a gzipped tar bundle.

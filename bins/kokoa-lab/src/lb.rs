@@ -69,6 +69,8 @@ struct Backend {
 struct Inner {
     backends: Vec<Backend>,
     sessions: Mutex<Vec<Session>>,
+    /// How checks reach backends that serve HTTPS, once known.
+    tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 /// The running load balancer; dropping it stops it (and every connection it carries).
@@ -108,6 +110,7 @@ impl LoadBalancer {
                 })
                 .collect(),
             sessions: Mutex::new(Vec::new()),
+            tls: std::sync::OnceLock::new(),
         });
         let mut tasks = Vec::new();
         for index in 0..backends.len() {
@@ -119,6 +122,12 @@ impl LoadBalancer {
             listen,
             tasks,
         })
+    }
+
+    /// From now on checks speak TLS with `config` (the backends serve HTTPS); the
+    /// connections themselves pass through untouched. Only the first call counts.
+    pub fn check_over_tls(&self, config: rustls::ClientConfig) {
+        let _ = self.inner.tls.set(Arc::new(config));
     }
 
     /// Where it listens.
@@ -206,7 +215,7 @@ async fn check_loop(inner: Arc<Inner>, index: usize) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if healthy(backend.address).await {
+        if healthy(backend.address, inner.tls.get()).await {
             failures = 0;
             backend.up.store(true, Ordering::Release);
         } else {
@@ -218,10 +227,12 @@ async fn check_loop(inner: Arc<Inner>, index: usize) {
     }
 }
 
-/// Whether `GET /health` at `address` answers 200 within [`CHECK_TIMEOUT`].
-async fn healthy(address: SocketAddr) -> bool {
-    let check = async {
-        let mut stream = TcpStream::connect(address).await.ok()?;
+/// Whether `GET /health` at `address` answers 200 within [`CHECK_TIMEOUT`], over `tls`
+/// when given.
+async fn healthy(address: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> bool {
+    async fn ask(
+        mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    ) -> Option<bool> {
         stream
             .write_all(b"GET /health HTTP/1.0\r\nHost: lb\r\n\r\n")
             .await
@@ -229,6 +240,17 @@ async fn healthy(address: SocketAddr) -> bool {
         let mut head = [0u8; 12];
         stream.read_exact(&mut head).await.ok()?;
         Some(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
+    }
+    let check = async {
+        let stream = TcpStream::connect(address).await.ok()?;
+        match tls {
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+                let tls = tokio_rustls::TlsConnector::from(Arc::clone(tls));
+                ask(tls.connect(name, stream).await.ok()?).await
+            }
+            None => ask(stream).await,
+        }
     };
     matches!(
         tokio::time::timeout(CHECK_TIMEOUT, check).await,

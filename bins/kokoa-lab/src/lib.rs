@@ -35,6 +35,7 @@ pub mod faults;
 pub mod lab;
 pub mod lb;
 pub mod net;
+pub mod packaged;
 pub mod plan;
 pub mod postgres;
 pub mod sampler;

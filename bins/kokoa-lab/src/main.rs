@@ -83,6 +83,11 @@ enum Command {
         /// Copy every log and the newest 1000 events into DIR before the lab is removed.
         #[arg(long, value_name = "DIR")]
         keep_logs: Option<PathBuf>,
+        /// Run the release artifacts in DIR (scripts/release, then scripts/package-deb):
+        /// the control plane from its Debian package on TLS, the agents downloaded from it;
+        /// then a VPS made from the cloud-init alone, timed, and a wrong CA pin refused.
+        #[arg(long, value_name = "DIR")]
+        packaged: Option<PathBuf>,
     },
     /// Remove what a crashed lab left: processes, namespaces, links, directories, its
     /// database (and start the PostgreSQL server it had stopped).
@@ -111,9 +116,10 @@ async fn main() -> ExitCode {
             chaos,
             postgres,
             keep_logs,
+            packaged,
         } => {
             let chaos = chaos.then_some(postgres);
-            interruptible(check(bin_dir, failover, chaos, keep_logs)).await
+            interruptible(check(bin_dir, failover, chaos, keep_logs, packaged)).await
         }
         Command::Down => down(),
         Command::App {
@@ -205,11 +211,12 @@ async fn up(bin_dir: Option<PathBuf>) -> Result<(), Error> {
         "The lab is up: both host names answer through both edges.\n\
          Logs: {}\n\
          The control plane's API, for the `kokoa` CLI or curl (the token is an admin token):\n  \
-         export KOKOA_URL={} KOKOA_TOKEN={}\n\
+         export KOKOA_URL={} KOKOA_TOKEN={} KOKOA_CA_PIN={}\n\
          Try:",
         lab.dir.join("logs").display(),
         kokoa_lab::lab::control_url(),
         lab.api.token(),
+        lab.api.ca_pin(),
     );
     for hint in lab.hints() {
         let _ = writeln!(out, "  {hint}");
@@ -226,6 +233,7 @@ async fn check(
     failover: bool,
     chaos: Option<Option<String>>,
     keep_logs: Option<PathBuf>,
+    packaged: Option<PathBuf>,
 ) -> Result<(), Error> {
     let postgres = match chaos {
         None => None,
@@ -245,13 +253,18 @@ async fn check(
     let mut out = std::io::stdout();
     let started = std::time::Instant::now();
     let chaos = postgres.is_some();
-    let mut lab = Lab::up(bins, Options { postgres }).await?;
+    let is_packaged = packaged.is_some();
+    let mut lab = Lab::up(bins, Options { postgres, packaged }).await?;
     let _ = writeln!(
         out,
         "ok  0 lab up: both host names through both edges after {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let mut result = kokoa_lab::check::run(&mut lab, &mut out).await;
+    if is_packaged {
+        let shipped = kokoa_lab::packaged::run(&mut lab, &mut out).await;
+        result = result.and(shipped);
+    }
     if failover {
         let healed = kokoa_lab::failover::run(&mut lab, &mut out).await;
         result = result.and(healed);

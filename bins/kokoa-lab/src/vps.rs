@@ -46,7 +46,7 @@ pub fn config(lab_dir: &Path, bins: &Bins) -> Result<LabConfig, Error> {
         last_address: LAST,
         gateway: None,
         dir: lab_dir.join("vps"),
-        edge_binary: bins.path("kokoa-edge")?.into(),
+        edge_binary: bins.provisioner_edge()?.into(),
         nginx_binary: NGINX.into(),
         wireguard: "wireguard-go".to_owned(),
         netns_prefix: PREFIX.to_owned(),

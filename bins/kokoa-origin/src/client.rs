@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kokoa_agent::{Api, ApiError, Enrolled, Secret, with_causes};
+use kokoa_agent::{Api, ApiError, CaPin, Enrolled, Secret, with_causes};
 use kokoa_core::OriginId;
 use serde::Deserialize;
 
@@ -28,6 +28,7 @@ impl ControlPlane {
             api: Api::new(
                 USER_AGENT,
                 &credential.control_plane_url,
+                credential.ca_pin,
                 credential.credential.clone(),
             )?,
             node_id: credential.node_id.clone(),
@@ -41,16 +42,23 @@ impl ControlPlane {
 
     /// Exchanges the single-use enrollment `token` for the origin's credential
     /// (`POST /api/v1/enroll`).
-    pub async fn enroll(control_plane_url: &str, token: &Secret) -> Result<Credential, Error> {
+    /// With `ca_pin`, only the control plane's own CA is trusted, then and afterwards.
+    pub async fn enroll(
+        control_plane_url: &str,
+        ca_pin: Option<CaPin>,
+        token: &Secret,
+    ) -> Result<Credential, Error> {
         let Enrolled {
             control_plane_url,
             node_id,
             credential,
-        } = Api::enroll(USER_AGENT, control_plane_url, token, "origin").await?;
+            ca_pin,
+        } = Api::enroll(USER_AGENT, control_plane_url, ca_pin, token, "origin").await?;
         Ok(Credential {
             control_plane_url,
             node_id,
             credential,
+            ca_pin,
         })
     }
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use kokoa_agent::Secret;
+use kokoa_agent::{CaPin, Secret};
 use kokoa_origin::{
     Agent, ApplicationEndpoint, BundleCredentials, Checker, ControlPlane, DEFAULT_MAX_CONNECTIONS,
     Error, Firewall, Forwarder, Relay, Settings, StateDir, Timing, WgTunnel,
@@ -63,12 +63,18 @@ enum Command {
     /// (saved as STATE_DIR/credential.json, mode 0600).
     #[command(after_help = AFTER_HELP)]
     Enroll {
-        /// The bundle's credentials.json ({control_plane_url, origin_id, enrollment_token}).
+        /// The bundle's credentials.json ({control_plane_url, origin_id, enrollment_token,
+        /// ca_pin}).
         #[arg(long, value_name = "FILE", conflicts_with_all = ["control_plane", "token"])]
         bundle: Option<PathBuf>,
         /// The control plane's base URL.
         #[arg(long, env = "KOKOA_CONTROL_PLANE", value_name = "URL")]
         control_plane: Option<String>,
+        /// The SHA-256 pin of the control plane's CA (`sha256:…`, as `kokoa-control init`
+        /// prints): only a server with a certificate from that CA is trusted, now and
+        /// afterwards. Without it, the system's CAs.
+        #[arg(long, env = "KOKOA_CA_PIN", value_name = "PIN")]
+        ca_pin: Option<CaPin>,
         /// The enrollment token (prefer the environment variable: a command line is visible
         /// to every user in `ps`).
         #[arg(long, env = "KOKOA_ENROLL_TOKEN", hide_env_values = true)]
@@ -178,19 +184,24 @@ async fn execute(command: Command) -> Result<(), Error> {
         Command::Enroll {
             bundle,
             control_plane,
+            ca_pin,
             token,
             state_dir,
         } => {
-            let (url, token) = match (bundle, control_plane, token) {
+            let (url, pin, token) = match (bundle, control_plane, token) {
                 (Some(path), _, _) => {
                     let bundle = BundleCredentials::read(&path)?;
-                    (bundle.control_plane_url, bundle.enrollment_token)
+                    (
+                        bundle.control_plane_url,
+                        ca_pin.or(bundle.ca_pin),
+                        bundle.enrollment_token,
+                    )
                 }
-                (None, Some(url), Some(token)) => (url, Secret::new(token)),
+                (None, Some(url), Some(token)) => (url, ca_pin, Secret::new(token)),
                 _ => return Err(Error::EnrollArguments),
             };
             let state = StateDir::open(state_dir)?;
-            let credential = ControlPlane::enroll(&url, &token).await?;
+            let credential = ControlPlane::enroll(&url, pin, &token).await?;
             state.write_credential(&credential)?;
             tracing::info!(
                 origin_id = %credential.node_id,

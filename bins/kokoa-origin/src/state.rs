@@ -14,7 +14,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use kokoa_agent::{Secret, read_private, write_atomic};
+use kokoa_agent::{CaPin, Secret, read_private, write_atomic};
 use kokoa_core::OriginId;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use zeroize::Zeroizing;
@@ -30,6 +30,10 @@ pub struct Credential {
     pub node_id: OriginId,
     /// The long-lived node credential.
     pub credential: Secret,
+    /// The control plane's CA pin, when enrollment was given one: then only that CA is
+    /// trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pin: Option<CaPin>,
 }
 
 /// `credentials.json` of the origin bundle (`GET /api/v1/origins/{id}/config`).
@@ -41,6 +45,9 @@ pub struct BundleCredentials {
     pub origin_id: OriginId,
     /// The single-use enrollment token.
     pub enrollment_token: Secret,
+    /// The control plane's CA pin, when it is its own CA.
+    #[serde(default)]
+    pub ca_pin: Option<CaPin>,
 }
 
 impl BundleCredentials {
@@ -158,6 +165,7 @@ mod tests {
             control_plane_url: "http://127.0.0.1:8080".into(),
             node_id: OriginId::parse("org_1").unwrap(),
             credential: Secret::new("kk_node_secret"),
+            ca_pin: None,
         };
         state.write_credential(&credential).unwrap();
         assert_eq!(mode(&state.credential_path()), 0o600);

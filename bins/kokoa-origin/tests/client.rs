@@ -86,6 +86,7 @@ fn client(base: &str, credential: &str) -> ControlPlane {
         control_plane_url: format!("{base}/"),
         node_id: OriginId::parse("org_1").unwrap(),
         credential: Secret::new(credential),
+        ca_pin: None,
     })
     .unwrap()
 }

@@ -256,6 +256,7 @@ async fn origin_enrolls_from_its_bundle_follows_edges_and_reports_services() {
     let state = StateDir::open(work.path().join("state")).unwrap();
     let credential = ControlPlane::enroll(
         &credentials.control_plane_url,
+        None,
         &credentials.enrollment_token,
     )
     .await
@@ -266,6 +267,7 @@ async fn origin_enrolls_from_its_bundle_follows_edges_and_reports_services() {
     // The token was single-use.
     let again = ControlPlane::enroll(
         &credentials.control_plane_url,
+        None,
         &credentials.enrollment_token,
     )
     .await

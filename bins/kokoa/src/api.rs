@@ -17,10 +17,14 @@ pub(crate) struct Api {
 
 impl Api {
     pub(crate) fn new(target: Target) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
-            .user_agent(concat!("kokoa/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("kokoa/", env!("CARGO_PKG_VERSION")));
+        if let Some(pin) = target.ca_pin {
+            builder = builder.tls_backend_preconfigured(kokoa_agent::pinned_client_config(pin));
+        }
+        let http = builder
             .build()
             .map_err(|e| Error::Usage(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Self { http, target })

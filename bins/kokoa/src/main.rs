@@ -1,9 +1,9 @@
 //! `kokoa`: the admin command line of Kokoa Proxy. It talks to the control plane's REST API
 //! (`/api/v1`) and prints aligned tables, or the API's own JSON with `--json`.
 //!
-//! The control plane URL and API token come from `--url`/`--token`, else `KOKOA_URL`/
-//! `KOKOA_TOKEN`, else the configuration file (`~/.config/kokoa/config.toml` with `url` and
-//! `token`; it should be mode 0600). API errors are printed as the API states them, e.g.
+//! The control plane URL, API token and CA pin come from `--url`/`--token`/`--ca-pin`, else
+//! `KOKOA_URL`/`KOKOA_TOKEN`/`KOKOA_CA_PIN`, else the configuration file
+//! (`~/.config/kokoa/config.toml` with `url`, `token` and `ca_pin`; it should be mode 0600). API errors are printed as the API states them, e.g.
 //! `error: conflict: hostname "app.hoge.com" already exists`; the exit code is 1 for those
 //! and 2 for usage errors.
 
@@ -27,7 +27,7 @@ use table::Column;
 
 const AFTER_HELP: &str = "\
 Examples:
-  export KOKOA_URL=https://control.example.net KOKOA_TOKEN=kk_api_...
+  export KOKOA_URL=https://control.example.net KOKOA_TOKEN=kk_api_... KOKOA_CA_PIN=sha256:...
   kokoa origin create home-server --domain app.example.com --service web:8001 --service api:8002:http:/health
   kokoa origin bundle org_3f2a... -o origin-config.tar.gz
   kokoa route add app.hoge.com --origin org_3f2a... --port 8001
@@ -58,6 +58,10 @@ struct Cli {
     /// visible to every user in `ps`).
     #[arg(long, global = true, env = "KOKOA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The SHA-256 pin of the control plane's CA (`sha256:…`, as `kokoa-control init`
+    /// prints): only a server with a certificate from that CA is trusted.
+    #[arg(long, global = true, env = "KOKOA_CA_PIN", value_name = "PIN")]
+    ca_pin: Option<String>,
     /// The configuration file [default: ~/.config/kokoa/config.toml].
     #[arg(long, global = true, env = "KOKOA_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -369,6 +373,7 @@ const ROUTE_COLUMNS: &[Column] = &[
     ("ORIGIN", "origin_id"),
     ("PORT", "target_port"),
     ("CERTIFICATE", "certificate"),
+    ("TLS", "tls"),
 ];
 const CERTIFICATE_COLUMNS: &[Column] = &[
     ("ID", "id"),
@@ -461,7 +466,9 @@ fn fail(e: &Error) -> ExitCode {
 async fn execute(cli: Cli) -> Result<String, Error> {
     let explicit = cli.config.is_some();
     let path = cli.config.or_else(settings::default_path);
-    let api = Api::new(settings::resolve(cli.url, cli.token, path, explicit)?)?;
+    let api = Api::new(settings::resolve(
+        cli.url, cli.token, cli.ca_pin, path, explicit,
+    )?)?;
     let json = cli.json;
     // With --json the API's answer as it came; else the table or message `human` makes.
     let show = |value: Value, human: &dyn Fn(&Value) -> String| -> String {
@@ -546,7 +553,11 @@ async fn execute(cli: Cli) -> Result<String, Error> {
                 }))
             }
             RouteCommand::List => {
-                let list = api.call(Method::GET, "/api/v1/routes", None).await?;
+                let mut list = api.call(Method::GET, "/api/v1/routes", None).await?;
+                if !json {
+                    let certificates = api.call(Method::GET, "/api/v1/certificates", None).await?;
+                    add_tls_state(&mut list["routes"], &certificates["certificates"]);
+                }
                 Ok(show(list, &|v| list_table(&v["routes"], ROUTE_COLUMNS)))
             }
             RouteCommand::Rm { route } => {
@@ -928,6 +939,38 @@ fn names_joined(certificates: &Value) -> Value {
     rows
 }
 
+/// Sets each route's `tls`: the state of the certificate its edges serve for it, or what
+/// they serve without one.
+fn add_tls_state(routes: &mut Value, certificates: &Value) {
+    let covers = |name: &str, hostname: &str| {
+        name == hostname
+            || name.strip_prefix("*.").is_some_and(|parent| {
+                hostname
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == parent)
+            })
+    };
+    for route in routes.as_array_mut().into_iter().flatten() {
+        let hostname = route["hostname"].as_str().unwrap_or_default().to_owned();
+        let certificate = certificates.as_array().into_iter().flatten().find(|c| {
+            c["names"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| covers(n.as_str().unwrap_or_default(), &hostname))
+        });
+        let tls = match certificate {
+            Some(c) => match c["days_left"].as_i64() {
+                Some(days) => format!("{} ({days} d)", text(&c["status"])),
+                None => text(&c["status"]),
+            },
+            None if route["certificate"] == "none" => "none".to_owned(),
+            None => "fallback (none yet)".to_owned(),
+        };
+        route["tls"] = Value::String(tls);
+    }
+}
+
 fn list_table(items: &Value, columns: &[Column]) -> String {
     table::render(items.as_array().map_or(&[], Vec::as_slice), columns)
 }
@@ -1062,6 +1105,38 @@ fn write_private(path: &PathBuf, bytes: &[u8]) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_shows_the_certificate_that_covers_it() {
+        let mut routes = json!([
+            {"hostname": "app.hoge.com", "certificate": "http-01"},
+            {"hostname": "api.hoge.com", "certificate": "dns-01"},
+            {"hostname": "a.b.hoge.com", "certificate": "dns-01"},
+            {"hostname": "wiki.fuga.com", "certificate": "http-01"},
+            {"hostname": "raw.fuga.com", "certificate": "none"},
+        ]);
+        let certificates = json!([
+            {"names": ["app.hoge.com"], "status": "valid", "days_left": 62},
+            {"names": ["*.hoge.com"], "status": "pending", "days_left": null},
+        ]);
+        add_tls_state(&mut routes, &certificates);
+        let tls: Vec<&str> = routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["tls"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            tls,
+            [
+                "valid (62 d)",
+                "pending",
+                "fallback (none yet)",
+                "fallback (none yet)",
+                "none"
+            ]
+        );
+    }
 
     #[test]
     fn service_specs() {

@@ -8,16 +8,18 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use kokoa_agent::CaPin;
 use serde::Deserialize;
 
 use crate::error::Error;
 
-/// The configuration file: `url` and `token`, both optional.
+/// The configuration file: `url`, `token` and `ca_pin`, each optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     url: Option<String>,
     token: Option<String>,
+    ca_pin: Option<String>,
 }
 
 /// The control plane to talk to.
@@ -25,6 +27,8 @@ struct File {
 pub(crate) struct Target {
     pub(crate) url: String,
     pub(crate) token: String,
+    /// Trust only the control plane's own CA, by this pin; `None`: the system's CAs.
+    pub(crate) ca_pin: Option<CaPin>,
 }
 
 /// `$XDG_CONFIG_HOME/kokoa/config.toml`, else `~/.config/kokoa/config.toml`.
@@ -42,12 +46,13 @@ pub(crate) fn default_path() -> Option<PathBuf> {
 pub(crate) fn resolve(
     url: Option<String>,
     token: Option<String>,
+    ca_pin: Option<String>,
     path: Option<PathBuf>,
     explicit: bool,
 ) -> Result<Target, Error> {
-    let file = match (&url, &token, &path) {
-        (Some(_), Some(_), _) | (_, _, None) => File::default(),
-        (_, _, Some(path)) => read(path, explicit)?,
+    let file = match (&url, &token, &ca_pin, &path) {
+        (Some(_), Some(_), Some(_), _) | (_, _, _, None) => File::default(),
+        (_, _, _, Some(path)) => read(path, explicit)?,
     };
     let shown = path.as_deref().map_or_else(
         || "~/.config/kokoa/config.toml".into(),
@@ -63,9 +68,15 @@ pub(crate) fn resolve(
             "no API token: pass --token TOKEN, set KOKOA_TOKEN, or set `token` in {shown}"
         ))
     })?;
+    let ca_pin = ca_pin
+        .or(file.ca_pin)
+        .map(|pin| pin.parse::<CaPin>())
+        .transpose()
+        .map_err(|e| Error::Usage(e.to_string()))?;
     Ok(Target {
         url: url.trim_end_matches('/').to_owned(),
         token,
+        ca_pin,
     })
 }
 
@@ -117,30 +128,52 @@ mod tests {
         )
         .unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        let both = resolve(Some("http://flag".into()), None, Some(path.clone()), true).unwrap();
+        let both = resolve(
+            Some("http://flag".into()),
+            None,
+            None,
+            Some(path.clone()),
+            true,
+        )
+        .unwrap();
         assert_eq!(
             (both.url.as_str(), both.token.as_str()),
             ("http://flag", "kk_api_file")
         );
-        let file = resolve(None, None, Some(path), true).unwrap();
+        let file = resolve(None, None, None, Some(path.clone()), true).unwrap();
         assert_eq!(file.url, "http://file:8080");
+        assert_eq!(file.ca_pin, None);
+
+        let pin = format!("sha256:{}", "1f".repeat(32));
+        fs::write(
+            &path,
+            format!("url = \"https://cp\"\ntoken = \"t\"\nca_pin = \"{pin}\"\n"),
+        )
+        .unwrap();
+        let pinned = resolve(None, None, None, Some(path.clone()), true).unwrap();
+        assert_eq!(pinned.ca_pin.map(|p| p.to_string()), Some(pin));
+        let err = resolve(None, None, Some("sha256:12".into()), Some(path), true).unwrap_err();
+        assert!(
+            matches!(err, Error::Usage(_)) && err.to_string().contains("\"sha256:12\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_values_and_bad_files_are_usage_errors() {
         let dir = tempfile::tempdir().unwrap();
         let absent = dir.path().join("absent.toml");
-        let err = resolve(None, Some("t".into()), Some(absent.clone()), false).unwrap_err();
+        let err = resolve(None, Some("t".into()), None, Some(absent.clone()), false).unwrap_err();
         assert!(
             matches!(err, Error::Usage(_)) && err.to_string().contains("KOKOA_URL"),
             "{err}"
         );
-        let err = resolve(None, None, Some(absent), true).unwrap_err();
+        let err = resolve(None, None, None, Some(absent), true).unwrap_err();
         assert!(err.to_string().contains("absent.toml"), "{err}");
         let bad = dir.path().join("bad.toml");
         fs::write(&bad, "url = 3\n").unwrap();
         fs::set_permissions(&bad, fs::Permissions::from_mode(0o600)).unwrap();
-        let err = resolve(None, None, Some(bad), true).unwrap_err();
+        let err = resolve(None, None, None, Some(bad), true).unwrap_err();
         assert!(
             matches!(err, Error::Usage(_)) && err.to_string().contains("bad.toml"),
             "{err}"

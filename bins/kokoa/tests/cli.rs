@@ -156,8 +156,17 @@ fn manage_origins_and_routes() {
     let port_at = column(lines[0], "PORT");
     assert_eq!(column(lines[1], "app.hoge.com"), hostname_at, "{table}");
     assert_eq!(column(lines[2], "wiki.fuga.com"), hostname_at, "{table}");
-    assert_eq!(&lines[1][port_at..], "8001  http-01", "{table}");
-    assert_eq!(&lines[2][port_at..], "8002  http-01", "{table}");
+    // No certificate yet (no [acme]): the edges serve their fallback, and the list says so.
+    assert_eq!(
+        &lines[1][port_at..],
+        "8001  http-01      fallback (none yet)",
+        "{table}"
+    );
+    assert_eq!(
+        &lines[2][port_at..],
+        "8002  http-01      fallback (none yet)",
+        "{table}"
+    );
 
     // --json: the API's own answer.
     let list = server.json(&["route", "list"]);
@@ -230,7 +239,7 @@ fn manage_origins_and_routes() {
     assert!(removed.contains(&wiki), "{removed}");
     assert_eq!(
         server.ok(&["route", "list"]),
-        "ID  HOSTNAME  ORIGIN  PORT  CERTIFICATE\n"
+        "ID  HOSTNAME  ORIGIN  PORT  CERTIFICATE  TLS\n"
     );
     let gone = server.run(&["route", "rm", "app.hoge.com"]);
     assert_eq!(

@@ -17,6 +17,7 @@ fn download(url: &str, sha256: &str) -> EdgeBootstrap {
             url: url.into(),
             sha256: sha256.into(),
         },
+        ca_pin: None,
     }
 }
 
@@ -71,7 +72,7 @@ fn downloads_checks_and_enrolls() {
             CONF_PATH.to_owned(),
             "0600".to_owned(),
             format!(
-                "https://control.example.net\nedg_1\nkk_enr_5f1e\ndownload\n{url}\n{STUB_AGENT_SHA256}\n"
+                "https://control.example.net\nedg_1\nkk_enr_5f1e\ndownload\n{url}\n{STUB_AGENT_SHA256}\n\n"
             )
         )
     );
@@ -91,7 +92,7 @@ fn downloads_checks_and_enrolls() {
             AGENT_UNIT.to_owned()
         )
     );
-    assert!(AGENT_UNIT.contains("ExecStart=/usr/local/bin/kokoa-edge run\n"));
+    assert!(AGENT_UNIT.contains("ExecStart=kokoa-edge run\n"));
     // nginx and WireGuard must outlive an agent restart on a provisioned edge too.
     assert!(AGENT_UNIT.contains("\nKillMode=process\n"));
     assert_eq!(runcmd(&doc), [[SCRIPT_PATH, CONF_PATH]]);
@@ -105,7 +106,6 @@ fn downloads_checks_and_enrolls() {
         "KOKOA_ENROLL_TOKEN=$token kokoa-edge enroll --control-plane \"$control_plane\"",
         "systemctl enable --now kokoa-edge.service",
         "http://127.0.0.1/health",
-        "\"$control_plane/api/v1/edge-nodes/$node_id/ready\"",
     ];
     let mut rest = BOOTSTRAP_SCRIPT;
     for step in steps {
@@ -122,7 +122,7 @@ fn a_package_brings_its_own_unit() {
     let paths: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
     assert_eq!(paths, [CONF_PATH, SCRIPT_PATH]);
     assert!(
-        files[0].2.ends_with("\npackage\nkokoa-edge\n\n"),
+        files[0].2.ends_with("\npackage\nkokoa-edge\n\n\n"),
         "{}",
         files[0].2
     );
@@ -346,10 +346,9 @@ fn the_script_runs_every_step_in_order() {
     let run = run_bootstrap(&download(url, STUB_AGENT_SHA256));
     assert!(run.succeeded, "{}", run.log);
     assert_eq!(run.leftovers, 0, "the download is cleaned up");
-    let jq = r#"jq -r "header = \"Authorization: Bearer \(.credential)\"" /var/lib/kokoa-edge/credential.json"#;
     let expected = [
         "apt-get update",
-        "apt-get install -y --no-install-recommends wireguard-tools nginx curl ca-certificates jq",
+        "apt-get install -y --no-install-recommends wireguard-tools nginx curl ca-certificates",
         "systemctl disable --now nginx.service",
         &format!("curl -fsSL --proto =https --retry 5 --max-time 600 -o <tmp> {url}"),
         "install -m 0755 <tmp> /usr/local/bin/kokoa-edge",
@@ -357,11 +356,40 @@ fn the_script_runs_every_step_in_order() {
         "systemctl daemon-reload",
         "systemctl enable --now kokoa-edge.service",
         "curl -fsS --retry 60 --retry-delay 5 --retry-all-errors --max-time 5 -o /dev/null http://127.0.0.1/health",
-        jq,
-        "curl -fsS --retry 5 --max-time 30 -K - -X POST -H Content-Type: application/json -d {} -o /dev/null https://control.example.net/api/v1/edge-nodes/edg_1/ready",
-        "  stdin: header = \"Authorization: Bearer kk_node_test\"",
     ];
     assert_eq!(run.log, expected.join("\n"));
+}
+
+#[test]
+fn a_pinned_control_plane_is_enrolled_with_its_pin() {
+    let pin = format!("sha256:{}", "0a".repeat(32));
+    let run = run_bootstrap(&EdgeBootstrap {
+        ca_pin: Some(pin.clone()),
+        ..package()
+    });
+    assert!(run.succeeded, "{}", run.log);
+    let enroll = format!(
+        "kokoa-edge enroll --control-plane https://control.example.net --ca-pin {pin} (token kk_enr_5f1e)"
+    );
+    assert!(run.log.lines().any(|line| line == enroll), "{}", run.log);
+
+    // The agent from the control plane itself: its CA is not the system's, the checksum
+    // vouches for the binary. From anywhere else, the system's CAs as always.
+    for (url, insecure) in [
+        ("https://control.example.net/downloads/kokoa-edge", true),
+        ("https://downloads.example.net/kokoa-edge", false),
+    ] {
+        let run = run_bootstrap(&EdgeBootstrap {
+            ca_pin: Some(pin.clone()),
+            ..download(url, STUB_AGENT_SHA256)
+        });
+        assert!(run.succeeded, "{}", run.log);
+        let curl = format!(
+            "curl -fsSL {}--proto =https --retry 5 --max-time 600 -o <tmp> {url}",
+            if insecure { "--insecure " } else { "" }
+        );
+        assert!(run.log.lines().any(|line| line == curl), "{}", run.log);
+    }
 }
 
 #[test]
@@ -412,12 +440,55 @@ proptest! {
         prop_assert_eq!(doc.as_mapping().unwrap().len(), 2);
         prop_assert_eq!(files.len(), 2);
         let lines: Vec<&str> = files[0].2.lines().collect();
-        prop_assert_eq!(lines.len(), 6);
+        prop_assert_eq!(lines.len(), 7);
         prop_assert_eq!(lines[0], b.control_plane_url.trim_end_matches('/'));
         prop_assert_eq!(lines[2], token.as_str());
         prop_assert_eq!(&files[1].2, BOOTSTRAP_SCRIPT);
         prop_assert_eq!(runcmd(&doc), [[SCRIPT_PATH, CONF_PATH]]);
     }
+}
+
+#[test]
+fn the_ca_pin_is_written_checked_and_read_back() {
+    let pin = format!("sha256:{}", "AB".repeat(32));
+    let b = EdgeBootstrap {
+        ca_pin: Some(pin.clone()),
+        ..package()
+    };
+    let user_data = render_user_data(&b).unwrap();
+    let (_, files) = parse(&user_data);
+    let conf = &files
+        .iter()
+        .find(|(path, _, _)| path == "/etc/kokoa-edge/bootstrap.conf")
+        .unwrap()
+        .2;
+    assert!(
+        conf.ends_with(&format!("\n{}\n", pin.to_lowercase())),
+        "{conf}"
+    );
+    let parsed = EdgeBootstrap::from_user_data(&user_data).unwrap();
+    assert_eq!(parsed.ca_pin, Some(pin.to_lowercase()));
+
+    for bad in ["sha256:ab", "md5:00", &format!("sha256:{}", "g".repeat(64))] {
+        let err = render_user_data(&EdgeBootstrap {
+            ca_pin: Some(bad.into()),
+            ..package()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(bad) && err.contains("ca_pin"), "{err}");
+    }
+    let err = render_user_data(&EdgeBootstrap {
+        control_plane_url: "http://10.99.0.1:8080".into(),
+        ca_pin: Some(pin),
+        ..package()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("a CA pin is for an https:// control plane"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -442,7 +513,7 @@ fn malformed_user_data_is_refused() {
     let good = render_user_data(&package()).unwrap();
     let good = good.expose();
     let conf =
-        r#"content: "https://control.example.net\nedg_1\nkk_enr_5f1e\npackage\nkokoa-edge\n\n""#;
+        r#"content: "https://control.example.net\nedg_1\nkk_enr_5f1e\npackage\nkokoa-edge\n\n\n""#;
     assert!(good.contains(conf), "{good}");
     let changed = |from: &str, to: &str| good.replacen(from, to, 1);
     for (what, text) in [
@@ -457,21 +528,25 @@ fn malformed_user_data_is_refused() {
             ),
         ),
         (
-            "a seventh value",
-            changed("kokoa-edge\\n\\n\"", "kokoa-edge\\n\\nx\\n\""),
+            "an eighth value",
+            changed("kokoa-edge\\n\\n\\n\"", "kokoa-edge\\n\\n\\nx\\n\""),
         ),
         (
-            "five values",
-            changed("kokoa-edge\\n\\n\"", "kokoa-edge\\n\""),
+            "six values",
+            changed("kokoa-edge\\n\\n\\n\"", "kokoa-edge\\n\\n\""),
         ),
         (
             "no last newline",
-            changed("kokoa-edge\\n\\n\"", "kokoa-edge\\n\\nx\""),
+            changed("kokoa-edge\\n\\n\\n\"", "kokoa-edge\\n\\n\\nx\""),
         ),
         ("another source", changed("\\npackage\\n", "\\nscript\\n")),
         (
             "a package with a checksum",
-            changed("kokoa-edge\\n\\n\"", "kokoa-edge\\nab\\n\""),
+            changed("kokoa-edge\\n\\n\\n\"", "kokoa-edge\\nab\\n\\n\""),
+        ),
+        (
+            "a bad pin",
+            changed("kokoa-edge\\n\\n\\n\"", "kokoa-edge\\n\\nsha256:00\\n\""),
         ),
         ("a bad node id", changed("\\nedg_1\\n", "\\nedg 1\\n")),
         ("a bad token", changed("kk_enr_5f1e", "kk_enr_5f1e;reboot")),
@@ -529,13 +604,19 @@ fn valid_bootstrap() -> impl Strategy<Value = EdgeBootstrap> {
         "[A-Za-z0-9_-]{1,64}",
         "[A-Za-z0-9._~+/=-]{1,100}",
         agent,
+        proptest::option::of("[0-9a-f]{64}"),
     )
-        .prop_map(|(control_plane_url, node, token, agent)| EdgeBootstrap {
-            control_plane_url,
-            node_id: EdgeNodeId::parse(&node).unwrap(),
-            enrollment_token: Secret::new(token),
-            agent,
-        })
+        .prop_map(
+            |(control_plane_url, node, token, agent, pin)| EdgeBootstrap {
+                ca_pin: pin
+                    .filter(|_| control_plane_url.starts_with("https://"))
+                    .map(|digits| format!("sha256:{digits}")),
+                control_plane_url,
+                node_id: EdgeNodeId::parse(&node).unwrap(),
+                enrollment_token: Secret::new(token),
+                agent,
+            },
+        )
 }
 
 proptest! {

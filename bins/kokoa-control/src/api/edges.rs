@@ -211,8 +211,12 @@ pub(super) async fn create_edge(
         .as_ref()
         .filter(|_| !loopback || body.allow_loopback_url)
         .map(|token| {
+            let pin = state
+                .ca_pin()
+                .map(|pin| format!(" --ca-pin {pin}"))
+                .unwrap_or_default();
             format!(
-                "KOKOA_ENROLL_TOKEN={} kokoa-edge enroll --control-plane {}",
+                "KOKOA_ENROLL_TOKEN={} kokoa-edge enroll --control-plane {}{pin}",
                 token.as_str(),
                 state.public_url()
             )

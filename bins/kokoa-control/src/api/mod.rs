@@ -145,6 +145,14 @@ pub fn router(state: AppState) -> Router {
     build()
         .0
         .merge(crate::ui::routes())
+        .route(
+            "/downloads/SHA256SUMS",
+            axum::routing::get(crate::downloads::sums),
+        )
+        .route(
+            "/downloads/{name}",
+            axum::routing::get(crate::downloads::file),
+        )
         .layer(axum::middleware::map_response(crate::ui::security_headers))
         .fallback(|| async {
             ApiError::new(

@@ -327,8 +327,13 @@ pub(super) async fn origin_bundle(
         control_plane_url: state.public_url().to_owned(),
         origin_id: id.clone(),
         enrollment_token: token.to_string(),
+        ca_pin: state.ca_pin(),
     };
-    let archive = bundle::origin_archive(&wg0, &nginx, &credentials, now)
+    let agent = state.download_of("kokoa-origin");
+    let agent = agent
+        .as_ref()
+        .map(|(url, sha256)| (url.as_str(), sha256.as_str()));
+    let archive = bundle::origin_archive(&wg0, &nginx, &credentials, agent, now)
         .map_err(|e| ApiError::internal(&e))?;
     tracing::info!(origin = %id, enrollment = %enrollment.id, "origin bundle issued");
     Ok((

@@ -591,9 +591,8 @@ impl Step<'_> {
             control_plane_url: self.state.public_url().to_owned(),
             node_id: self.edge.id.clone(),
             enrollment_token: Secret::new(token.as_str()),
-            agent: settings.agent.clone().unwrap_or(AgentSource::Package {
-                name: "kokoa-edge".into(),
-            }),
+            agent: edge_agent(self.state, settings.agent.as_ref()),
+            ca_pin: self.state.ca_pin().map(|pin| pin.to_string()),
         })
         .map_err(|e| e.to_string())?;
         let size = self
@@ -1416,4 +1415,18 @@ async fn keep_minimum(state: &AppState) -> Result<(), kokoa_core::Error> {
         }
     }
     Ok(())
+}
+
+/// Where a new VPS gets `kokoa-edge`: as configured (`[edge_agent]`), else from this control
+/// plane's downloads, else the `kokoa-edge` package of the image's repositories.
+fn edge_agent(state: &AppState, configured: Option<&AgentSource>) -> AgentSource {
+    if let Some(agent) = configured {
+        return agent.clone();
+    }
+    match state.download_of("kokoa-edge") {
+        Some((url, sha256)) => AgentSource::Download { url, sha256 },
+        None => AgentSource::Package {
+            name: "kokoa-edge".into(),
+        },
+    }
 }

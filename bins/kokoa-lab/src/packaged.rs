@@ -1,0 +1,320 @@
+//! `check --packaged`: the release artifacts, as a self-hoster installs them. The lab's
+//! control plane is the binary of the `kokoa-control` Debian package, on TLS with its own CA
+//! (every request of the lab trusts it by the pin `init` printed), handing out the agents
+//! the package carries at `/downloads/`; the lab's edges and origins run agents downloaded
+//! from it and checked against its `SHA256SUMS`. Then:
+//!
+//! - P1. the artifacts and their sizes;
+//! - P2. a VPS made from the rendered cloud-init alone: the lab provider downloads the
+//!   agent from the URL in the user data, checks its SHA-256, enrolls it with the pin and
+//!   starts it; timed from the create request to HTTPS answers through it; then deleted;
+//! - P3. an enrollment with another pin is refused before the token is sent.
+
+use std::{
+    io::Write,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::{
+    Error,
+    check::{Step, get_at, report},
+    lab::{AGENTS, Lab, control_url, wait_for},
+    plan::APPS,
+    vps,
+};
+
+/// Runs P1-P3, printing a line each; the first failure is returned.
+pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
+    let mut first_failure = None;
+    report(
+        out,
+        "P1",
+        "release artifacts",
+        artifacts(lab),
+        &mut first_failure,
+    );
+    let result = vps_from_cloud_init(lab).await;
+    report(out, "P2", "VPS from cloud-init", result, &mut first_failure);
+    let result = wrong_pin(lab).await;
+    report(out, "P3", "wrong CA pin", result, &mut first_failure);
+    first_failure.map_or(Ok(()), Err)
+}
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// `POST /api/v1/edge-nodes` with `body`: the new edge's id and the whole answer.
+async fn create_edge(
+    lab: &Lab,
+    body: serde_json::Value,
+) -> Result<(String, serde_json::Value), String> {
+    let created = lab
+        .api
+        .json(
+            Method::POST,
+            "/api/v1/edge-nodes",
+            Some(body),
+            StatusCode::ACCEPTED,
+        )
+        .await
+        .map_err(text)?;
+    let id = created["id"]
+        .as_str()
+        .ok_or("no id in the answer")?
+        .to_owned();
+    Ok((id, created))
+}
+
+/// P1. Every artifact with its size, and the agents as downloaded.
+fn artifacts(lab: &Lab) -> Step {
+    let packaged = lab.packaged.as_ref().ok_or("not a --packaged lab")?;
+    let mut sizes = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&packaged.artifacts)
+        .map_err(text)?
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".deb") || name.ends_with(".tar.gz") {
+            let size = entry.metadata().map_err(text)?.len();
+            sizes.push(format!("{name} {}", megabytes(size)));
+        }
+    }
+    if !sizes.iter().any(|s| s.starts_with("kokoa-control_")) {
+        return Err(format!(
+            "no kokoa-control package in {}",
+            packaged.artifacts.display()
+        ));
+    }
+    let mut agents = Vec::new();
+    for agent in AGENTS {
+        let path = lab.bins().path(agent).map_err(text)?;
+        let size = std::fs::metadata(&path).map_err(text)?.len();
+        agents.push(format!("{agent} {}", megabytes(size)));
+    }
+    Ok(format!(
+        "{}; agents downloaded from {control}/downloads/ over TLS and checked against its \
+         SHA256SUMS: {}",
+        sizes.join(", "),
+        agents.join(", "),
+        control = control_url(),
+    ))
+}
+
+/// P2. An edge created through the lab provider, from its user data alone.
+async fn vps_from_cloud_init(lab: &mut Lab) -> Step {
+    // The edge automation creates VPSes; it is off until the failover steps.
+    switch_provisioner(lab, true).await?;
+    let created = create_and_delete(lab).await;
+    switch_provisioner(lab, false).await?;
+    created
+}
+
+async fn switch_provisioner(lab: &Lab, on: bool) -> Result<(), String> {
+    lab.api
+        .json(
+            Method::PUT,
+            "/api/v1/modules/edge_provisioner",
+            Some(json!({ "enabled": on })),
+            StatusCode::OK,
+        )
+        .await
+        .map(drop)
+        .map_err(text)
+}
+
+async fn create_and_delete(lab: &mut Lab) -> Step {
+    let asked = Instant::now();
+    let (id, _) = create_edge(
+        lab,
+        json!({"provider": "lab", "region": vps::REGIONS[0], "name": "packaged"}),
+    )
+    .await?;
+    let path = format!("/api/v1/edge-nodes/{id}");
+    let api = &lab.api;
+    let served = wait_for(
+        "the new VPS to serve every app over HTTPS",
+        Duration::from_secs(150),
+        Duration::from_millis(250),
+        || async {
+            let edge = api
+                .json(Method::GET, &path, None, StatusCode::OK)
+                .await
+                .ok()?;
+            if edge["status"] != "active" {
+                return None;
+            }
+            let address: Ipv4Addr = edge["public_ip"].as_str()?.parse().ok()?;
+            for app in APPS {
+                let reply = get_at(address, app.hostname).await.ok()?;
+                if reply.status != 200 {
+                    return None;
+                }
+            }
+            Some(edge)
+        },
+    )
+    .await;
+    let outcome = match served {
+        Ok(edge) => {
+            let serving_in = asked.elapsed();
+            let instance = edge["instance_id"].as_str().unwrap_or_default().to_owned();
+            let log = vps::config(&lab.dir, lab.bins())
+                .map_err(text)?
+                .dir
+                .join(&instance)
+                .join("edge.log");
+            let log =
+                std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+            let url = format!("{}/downloads/kokoa-edge", control_url());
+            match log
+                .lines()
+                .find(|line| line.contains(&format!("downloaded kokoa-edge from {url}")))
+            {
+                Some(line) => Ok(format!(
+                    "create request to HTTPS answers of both apps through it in {:.1} s; {}",
+                    serving_in.as_secs_f64(),
+                    line.trim()
+                )),
+                None => Err(format!(
+                    "{id} serves, but its agent was not the download of {url}:\n{log}"
+                )),
+            }
+        }
+        Err(e) => {
+            // What the edge and its VPS got to.
+            let edge = api
+                .json(Method::GET, &path, None, StatusCode::OK)
+                .await
+                .unwrap_or_default();
+            let log = edge["instance_id"]
+                .as_str()
+                .and_then(|instance| {
+                    let dir = vps::config(&lab.dir, lab.bins()).ok()?.dir;
+                    std::fs::read_to_string(dir.join(instance).join("edge.log")).ok()
+                })
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            Err(format!(
+                "{e}; the edge: status {}, phase {}, address {}, last error {}; its VPS's log \
+                 ends:\n{}",
+                edge["status"],
+                edge["lifecycle"]["phase"],
+                edge["public_ip"],
+                edge["agent_error"],
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ))
+        }
+    };
+    // The rest of the scenario counts on the lab's own edges only.
+    let deleted = async {
+        lab.api
+            .send(Method::DELETE, &path, None, StatusCode::ACCEPTED)
+            .await
+            .map_err(text)?;
+        wait_for(
+            format!("{id} to be deleted"),
+            Duration::from_secs(90),
+            Duration::from_millis(500),
+            || async {
+                let edge = api
+                    .json(Method::GET, &path, None, StatusCode::OK)
+                    .await
+                    .ok()?;
+                (edge["status"] == "deleted").then_some(())
+            },
+        )
+        .await
+        .map_err(text)
+    };
+    let deleted = deleted.await;
+    match (outcome, deleted) {
+        (Ok(figure), Ok(())) => Ok(format!("{figure}; deleted again")),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// P3. `kokoa-edge enroll` with a pin that is not the control plane's: refused, and the
+/// token is still good afterwards (it was never sent).
+async fn wrong_pin(lab: &mut Lab) -> Step {
+    let (id, created) = create_edge(
+        lab,
+        json!({"provider": "manual", "region": "lab", "name": "wrong-pin"}),
+    )
+    .await?;
+    let token = created["enrollment_token"]
+        .as_str()
+        .ok_or("no enrollment token in the answer")?
+        .to_owned();
+    let edge = lab.bins().path("kokoa-edge").map_err(text)?;
+    let state = tempfile::tempdir().map_err(text)?;
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let enroll = |pin: String| {
+        let mut command = tokio::process::Command::new(&edge);
+        command
+            .args([
+                "enroll",
+                "--control-plane",
+                &control_url(),
+                "--ca-pin",
+                &pin,
+            ])
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("KOKOA_ENROLL_TOKEN", &token)
+            .kill_on_drop(true);
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), command.output())
+                .await
+                .map_err(|_| "kokoa-edge enroll did not finish within 30 s".to_owned())?
+                .map_err(text)
+        }
+    };
+    let refused = enroll(wrong.clone()).await?;
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    let outcome = if refused.status.success() {
+        Err(format!("kokoa-edge enroll --ca-pin {wrong} succeeded"))
+    } else if !stderr.contains(&format!("pinned {wrong}")) {
+        Err(format!("refused, but without naming the pin: {stderr}"))
+    } else {
+        // The right pin still enrolls with the same token: the refusal sent nothing.
+        let right = enroll(lab.api.ca_pin().to_string()).await?;
+        if right.status.success() {
+            let reason = stderr
+                .lines()
+                .find(|l| l.contains("pinned"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            Ok(format!(
+                "refused before the token was sent ({reason}); the right pin then enrolls with \
+                 the same token"
+            ))
+        } else {
+            Err(format!(
+                "the right pin did not enroll afterwards: {}",
+                String::from_utf8_lossy(&right.stderr)
+            ))
+        }
+    };
+    lab.api
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/edge-nodes/{id}"),
+            None,
+            StatusCode::ACCEPTED,
+        )
+        .await
+        .map_err(text)?;
+    outcome
+}
