@@ -18,7 +18,10 @@ use zeroize::Zeroizing;
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("KOKOA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            // KOKOA_LOG, as for every Kokoa program; RUST_LOG still counts.
+            EnvFilter::try_from_env("KOKOA_LOG")
+                .or_else(|_| EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -1056,5 +1056,7 @@ async fn tokens_enrollments_events_and_unknown_endpoints() {
         assert_error(&body, "method_not_allowed");
         let (status, body) = s.call(Method::GET, "/health", None, None).await;
         assert_eq!((status.as_u16(), body), (200, json!({"status": "ok"})));
+        let (status, body) = s.call(Method::GET, "/ready", None, None).await;
+        assert_eq!((status.as_u16(), body), (200, json!({"status": "ready"})));
     }
 }

@@ -740,10 +740,10 @@ fn kubernetes_manifests_agree_with_each_other_and_the_image() {
             "{at}: containerPort {container_ports:?}, the image listens on {port} ({IMAGE_ENV})"
         )
     });
-    for probe in ["readinessProbe", "livenessProbe"] {
+    for (probe, path) in [("readinessProbe", "/ready"), ("livenessProbe", "/health")] {
         let get = &container[probe]["httpGet"];
-        problems.check(get["path"].as_str() == Some("/health"), || {
-            format!("{at}: {probe} asks for {:?}, expected /health", get["path"])
+        problems.check(get["path"].as_str() == Some(path), || {
+            format!("{at}: {probe} asks for {:?}, expected {path}", get["path"])
         });
         problems.check(get["scheme"].as_str() == Some("HTTPS"), || {
             format!("{at}: {probe} scheme {:?}, expected HTTPS (the control plane serves TLS by default)", get["scheme"])

@@ -25,7 +25,7 @@ Examples:
       --listen-address 127.0.0.1 --stop-on-exit
 
 Exit codes: 0 stopped normally, 1 failure, 2 bad usage, 3 not enrolled or credential refused.
-Logs go to standard error; set RUST_LOG (e.g. RUST_LOG=kokoa_edge=debug) for more.";
+Logs go to standard error; set KOKOA_LOG (e.g. KOKOA_LOG=kokoa_edge=debug) for more.";
 
 #[derive(Debug, Parser)]
 #[command(name = "kokoa-edge", version, about, after_help = AFTER_HELP)]
@@ -107,7 +107,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // KOKOA_LOG, as for every Kokoa program; RUST_LOG still counts.
+            EnvFilter::try_from_env("KOKOA_LOG")
+                .or_else(|_| EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -142,6 +142,16 @@ impl Api {
             .is_ok_and(|a| a.status().is_success())
     }
 
+    /// The status of `GET /ready` (0 when nothing answered within 5 s).
+    pub async fn readiness(&self) -> u16 {
+        self.http
+            .get(format!("{}/ready", self.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_or(0, |a| a.status().as_u16())
+    }
+
     /// Creates a route and returns its id.
     pub async fn add_route(
         &self,

@@ -709,7 +709,8 @@ async fn blocking(
         .map_err(text)
 }
 
-/// E. The database stops: the edges serve on and keep their records; once it is back, a
+/// E. The database stops: the edges serve on and keep their records, every control plane
+///    answers `/ready` 503 but `/health` 200; once it is back, they are ready again and a
 ///    change goes through.
 async fn database_down(lab: &mut Lab, run: &mut Run) -> Step {
     let from = now();
@@ -719,9 +720,16 @@ async fn database_down(lab: &mut Lab, run: &mut Run) -> Step {
         .record(|s| s.stopped_postgres = Some(server.clone()))
         .map_err(text)?;
     let mut restart = Restart(Some(server.clone()));
+    let apis = lab
+        .controls
+        .iter()
+        .map(|control| lab.control_api(control).map_err(text))
+        .collect::<Result<Vec<_>, _>>()?;
     blocking(&server, postgres::Server::stop_blocking).await?;
     let stopped = Instant::now();
     let (mut sent, mut failures) = (0usize, Vec::new());
+    // Readiness follows the database, liveness does not: asked once it is surely down.
+    let mut readiness_while_down = None;
     // Bounded: at most one request per edge each 0.5 s, for the outage.
     while stopped.elapsed() < DATABASE_DOWN {
         for edge in &edges {
@@ -738,11 +746,33 @@ async fn database_down(lab: &mut Lab, run: &mut Run) -> Step {
                 Err(e) => failures.push(e),
             }
         }
+        if readiness_while_down.is_none() && stopped.elapsed() > Duration::from_secs(5) {
+            let mut seen = Vec::new();
+            for api in &apis {
+                seen.push((api.readiness().await, api.healthy().await));
+            }
+            readiness_while_down = Some(seen);
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     blocking(&server, postgres::Server::start_blocking).await?;
     restart.0 = None;
     let started = Instant::now();
+    let ready_again = wait_for(
+        "every control plane to be ready again after PostgreSQL is back",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async {
+            for api in &apis {
+                if api.readiness().await != 200 {
+                    return None;
+                }
+            }
+            Some(started.elapsed())
+        },
+    )
+    .await
+    .map_err(text)?;
     lab.ledger
         .record(|s| s.stopped_postgres = None)
         .map_err(text)?;
@@ -779,12 +809,21 @@ async fn database_down(lab: &mut Lab, run: &mut Run) -> Step {
             first_failures(&failures)
         ));
     }
+    let seen = readiness_while_down.unwrap_or_default();
+    if seen.is_empty() || seen.iter().any(|&(ready, alive)| ready != 503 || !alive) {
+        return Err(format!(
+            "while PostgreSQL was down, expected /ready 503 and /health 200 from every control \
+             plane, got (status of /ready, /health answered) {seen:?}"
+        ));
+    }
     let dns = no_empty_answer(run, from, now())?;
     Ok(format!(
-        "{sent}/{sent} requests through {} edges answered while it was down; {dns}; recovery: \
-         the API took a route {} after PostgreSQL was back, every edge served it after {} \
-         ({})",
+        "{sent}/{sent} requests through {} edges answered while it was down; {dns}; /ready 503 \
+         on all {} control planes while down (/health 200), 200 again {} after; recovery: the \
+         API took a route {} after PostgreSQL was back, every edge served it after {} ({})",
         edges.len(),
+        seen.len(),
+        secs(ready_again),
         secs(accepted),
         secs(served.slowest),
         served.times

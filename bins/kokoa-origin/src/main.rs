@@ -45,7 +45,7 @@ are not reachable through the tunnel. If the rules cannot be installed the agent
 serving, logs why and reports \"firewall\": \"failed: ...\" in its heartbeats.
 
 Exit codes: 0 stopped normally, 1 failure, 2 bad usage, 3 not enrolled or token refused.
-Logs go to standard error; set RUST_LOG (e.g. RUST_LOG=kokoa_origin=debug) for more.";
+Logs go to standard error; set KOKOA_LOG (e.g. KOKOA_LOG=kokoa_origin=debug) for more.";
 
 /// How long one service check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -147,7 +147,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // KOKOA_LOG, as for every Kokoa program; RUST_LOG still counts.
+            EnvFilter::try_from_env("KOKOA_LOG")
+                .or_else(|_| EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -174,6 +174,7 @@ pub fn router(state: AppState) -> Router {
 fn build() -> (Router<AppState>, openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
+        .routes(routes!(system::ready))
         .routes(routes!(system::openapi_document))
         .routes(routes!(routes::create_route, routes::list_routes))
         .routes(routes!(

@@ -1,11 +1,24 @@
-//! `/health` and the OpenAPI document.
+//! `/health`, `/ready` and the OpenAPI document.
 
-use axum::Json;
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use kokoa_core::Timestamp;
 use utoipa::openapi::OpenApi;
 
 use super::HealthAnswer;
+use crate::state::AppState;
 
-/// Liveness of the control plane.
+/// How long the database may take to answer a readiness probe.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Liveness of the control plane: the process answers. It does not look at the database,
+/// so a database outage never gets the control plane restarted.
 #[utoipa::path(
     get,
     path = "/health",
@@ -16,6 +29,46 @@ pub(super) async fn health() -> Json<HealthAnswer> {
     Json(HealthAnswer {
         status: "ok".into(),
     })
+}
+
+/// Readiness: the control plane can serve, its database answers within 2 s. A load
+/// balancer or orchestrator sends requests only to a ready control plane; edges keep
+/// serving their last configuration either way.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "system",
+    responses(
+        (status = 200, description = "The database answers", body = HealthAnswer),
+        (status = 503, description = "The database does not answer", body = HealthAnswer)
+    )
+)]
+pub(super) async fn ready(State(state): State<AppState>) -> Response {
+    let asked = state.store().kv_get("system", "ready", Timestamp::now());
+    let reason = match tokio::time::timeout(READY_TIMEOUT, asked).await {
+        Ok(Ok(_)) => {
+            return Json(HealthAnswer {
+                status: "ready".into(),
+            })
+            .into_response();
+        }
+        // The detail goes to the log only: this answer is for anyone who asks.
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: the database failed");
+            "not_ready: the database failed"
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the database did not answer within 2 s");
+            "not_ready: the database did not answer within 2 s"
+        }
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(HealthAnswer {
+            status: reason.into(),
+        }),
+    )
+        .into_response()
 }
 
 /// This OpenAPI document.

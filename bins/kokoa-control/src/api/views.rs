@@ -276,7 +276,7 @@ pub struct LimitQuery {
 /// `GET /health`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthAnswer {
-    /// Always `ok`.
+    /// `ok` (`/health`), `ready`, or `not_ready: …` with the reason (`/ready`).
     pub status: String,
 }
 
