@@ -536,6 +536,39 @@ async fn edge_nodes_follow_the_spec_and_get_a_tunnel_per_origin() {
     }
 }
 
+/// Origins created while edges register: each side lists the other after writing its own
+/// row, so every edge that serves all origins ends with a tunnel to every one of them (an
+/// edge that missed a new origin would never serve its routes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_and_edges_created_at_once_all_get_their_tunnels() {
+    const EACH: usize = 6;
+    for backend in backends() {
+        let s = Server::start(&backend).await;
+        let origins = (0..EACH).map(|i| s.origin_named(format!("origin-{i}")));
+        let edges = (0..EACH).map(|i| {
+            s.admin(
+                Method::POST,
+                "/api/v1/edge-nodes",
+                Some(json!({"provider": "manual", "region": "sgp1",
+                            "public_ip": format!("203.0.113.{}", 10 + i)})),
+                202,
+            )
+        });
+        let (_, edges) = tokio::join!(
+            futures_util::future::join_all(origins),
+            futures_util::future::join_all(edges)
+        );
+        for edge in edges {
+            let id = edge["id"].as_str().unwrap();
+            let edge = s
+                .admin(Method::GET, &format!("/api/v1/edge-nodes/{id}"), None, 200)
+                .await;
+            let tunnels = edge["tunnels"].as_array().unwrap();
+            assert_eq!(tunnels.len(), EACH, "{backend:?}: {edge}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn nodes_enroll_once_report_ready_and_send_heartbeats() {
     for backend in backends() {

@@ -38,8 +38,8 @@ pub(crate) async fn create_tunnel(
 ) -> Result<EdgeTunnel, ApiError> {
     let (public_key, private_key) =
         keys::generate(state.master_key(), KeyOwner::Tunnel(edge, origin))?;
-    Ok(state
-        .store()
+    let store = state.store();
+    let created = store
         .create_tunnel(NewTunnel {
             edge_node_id: edge.clone(),
             origin_id: origin.clone(),
@@ -47,7 +47,26 @@ pub(crate) async fn create_tunnel(
             private_key,
             created_at: Timestamp::now(),
         })
-        .await?)
+        .await;
+    match created {
+        // Made a moment ago from the other side: an edge registered while the origin was
+        // created both find each other.
+        Err(kokoa_core::Error::Conflict {
+            what: "edge tunnel",
+            ..
+        }) => {
+            if let Some(tunnel) = store
+                .list_tunnels(Some(edge), Some(origin))
+                .await?
+                .into_iter()
+                .next()
+            {
+                return Ok(tunnel);
+            }
+            Err(created.unwrap_err().into())
+        }
+        other => Ok(other?),
+    }
 }
 
 impl From<EdgeTunnel> for TunnelView {

@@ -109,21 +109,12 @@ pub async fn register(
             ),
         ));
     }
-    let origins = match &request.origin_id {
-        Some(id) => vec![
-            store
-                .get_origin(id)
-                .await
-                .map_err(|e| ApiError::from(e).with_field("origin_id"))?
-                .id,
-        ],
-        None => store
-            .list_origins()
-            .await?
-            .into_iter()
-            .map(|o| o.id)
-            .collect(),
-    };
+    if let Some(id) = &request.origin_id {
+        store
+            .get_origin(id)
+            .await
+            .map_err(|e| ApiError::from(e).with_field("origin_id"))?;
+    }
     let id = EdgeNodeId::new();
     let name = match request.name {
         Some(name) => name,
@@ -162,6 +153,17 @@ pub async fn register(
         lifecycle,
     };
     store.create_edge(&edge).await?;
+    // Listed after the edge is written, as an origin being created lists the edges after
+    // it is written: of the two, at least one sees the other and makes their tunnel.
+    let origins = match &edge.origin_id {
+        Some(id) => vec![id.clone()],
+        None => store
+            .list_origins()
+            .await?
+            .into_iter()
+            .map(|o| o.id)
+            .collect(),
+    };
     for origin in &origins {
         if let Err(e) = crate::api::create_tunnel(state, &id, origin).await {
             // Undo: the edge never served, so it is marked deleted without tunnels.

@@ -309,6 +309,11 @@ impl Server {
 
     /// Creates an origin named `name` with one web service; returns its JSON.
     pub async fn origin(&self, name: &str) -> Value {
+        self.origin_named(name.to_owned()).await
+    }
+
+    /// [`origin`](Self::origin) with an owned name, for requests made side by side.
+    pub async fn origin_named(&self, name: String) -> Value {
         self.admin(
             Method::POST,
             "/api/v1/origins",

@@ -270,6 +270,11 @@ impl Plane {
         notifier: Option<kokoa_control::notify::Notifier>,
     ) -> (Self, String) {
         use kokoa_core::{MasterKey, Name, Role, SubnetPool};
+        // The duties' logs, shown with a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("info")
+            .try_init();
         let pdns = LocalPowerDns::start()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
