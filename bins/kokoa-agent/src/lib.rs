@@ -11,6 +11,8 @@
 //!   from memory when dropped.
 //! - [`LinkState`] and [`NodeStatus`]: the states a heartbeat reports.
 //! - [`Sampler`]: CPU, memory, connections and request figures for heartbeats.
+//! - [`logging::init`]: logs as every Kokoa program writes them (`KOKOA_LOG`, text or
+//!   JSON lines).
 //! - [`read_private`] and [`write_atomic`]: the state directory's files, read into wiped
 //!   memory and replaced atomically with the mode asked (0600 for secrets); [`StateLock`]:
 //!   one agent per state directory.
@@ -37,6 +39,7 @@
 mod api;
 mod backoff;
 mod files;
+pub mod logging;
 mod metrics;
 mod secret;
 mod status;

@@ -157,6 +157,15 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines are written: `text`, or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "KOKOA_LOG_FORMAT",
+        default_value_t,
+        value_name = "FORMAT"
+    )]
+    pub log_format: kokoa_agent::logging::LogFormat,
 }
 
 /// The subcommands.

@@ -25,6 +25,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 BUNDLE=$(cd "$(dirname "$0")/.." && pwd)
+# Whether systemd runs this machine (not merely installed, as in many containers).
+systemd_runs() { [ -d /run/systemd/system ]; }
 for f in wireguard/wg0.conf nginx/nginx.conf credentials.json; do
     if [ ! -f "$BUNDLE/$f" ]; then
         echo "install.sh: $BUNDLE/$f is missing; unpack the whole origin-config.tar.gz" >&2
@@ -70,7 +72,7 @@ if ! command -v kokoa-origin >/dev/null 2>&1 && [ -f "$BUNDLE/agent.conf" ]; the
     echo "$agent_sha256  $download" | sha256sum -c -
     install -m 0755 "$download" /usr/local/bin/kokoa-origin
     rm -f "$download"
-    if command -v systemctl >/dev/null 2>&1 && ! systemctl cat kokoa-origin.service >/dev/null 2>&1; then
+    if systemd_runs && ! systemctl cat kokoa-origin.service >/dev/null 2>&1; then
         install -m 0644 "$BUNDLE/systemd/kokoa-origin.service" /etc/systemd/system/kokoa-origin.service
         systemctl daemon-reload
     fi
@@ -86,7 +88,7 @@ if command -v kokoa-origin >/dev/null 2>&1; then
     if [ ! -f "$STATE/credential.json" ]; then
         kokoa-origin enroll --state-dir "$STATE" --bundle /etc/kokoa/credentials.json
     fi
-    if command -v systemctl >/dev/null 2>&1 && systemctl cat kokoa-origin.service >/dev/null 2>&1; then
+    if systemd_runs && systemctl cat kokoa-origin.service >/dev/null 2>&1; then
         systemctl enable --now kokoa-origin
     else
         nohup kokoa-origin run --state-dir "$STATE" >/var/log/kokoa-origin.log 2>&1 &
@@ -101,7 +103,7 @@ if ip link show wg0 >/dev/null 2>&1; then
     wg-quick down wg0 || true
 fi
 wg-quick up wg0
-if command -v systemctl >/dev/null 2>&1; then
+if systemd_runs; then
     systemctl enable wg-quick@wg0 >/dev/null 2>&1 || true
 fi
 
@@ -110,7 +112,7 @@ install -m 0644 "$BUNDLE/nginx/nginx.conf" /etc/nginx/conf.d/kokoa-origin.conf
 nginx -t
 if pgrep -x nginx >/dev/null 2>&1; then
     nginx -s reload
-elif command -v systemctl >/dev/null 2>&1; then
+elif systemd_runs; then
     systemctl enable --now nginx
 else
     nginx

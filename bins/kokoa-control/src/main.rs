@@ -11,21 +11,12 @@ use kokoa_control::{
     config::{Cli, Command, Settings, UserArgs, UserCommand, resolve_init},
 };
 use kokoa_core::{Email, Role};
-use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // KOKOA_LOG, as for every Kokoa program; RUST_LOG still counts.
-            EnvFilter::try_from_env("KOKOA_LOG")
-                .or_else(|_| EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    kokoa_agent::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Init(args) => init(&args).await,
         Command::Serve(args) => match Settings::resolve(&args) {

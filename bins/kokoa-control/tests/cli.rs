@@ -82,6 +82,33 @@ fn init_creates_the_data_directory_once() {
     assert_eq!(stdout.matches("kk_api_").count(), 1, "{stdout}");
 }
 
+/// `--log-format json`: every line is one JSON object a log collector can read, with the
+/// level and the message; an unknown format is refused naming it.
+#[test]
+fn logs_can_be_json_lines() {
+    let out = run(&["--log-format", "json", "serve"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let error = lines
+        .iter()
+        .find(|l| l["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no data directory")),
+        "{error}"
+    );
+    let out = run(&["--log-format", "xml", "serve"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown log format \"xml\""), "{stderr}");
+}
+
 #[test]
 fn help_shows_examples() {
     let out = run(&["--help"]);

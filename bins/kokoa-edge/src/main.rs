@@ -1,6 +1,6 @@
 //! `kokoa-edge`: enroll an edge with the control plane, then run the agent.
 
-use std::{io::IsTerminal as _, net::IpAddr, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use kokoa_agent::CaPin;
@@ -10,7 +10,6 @@ use kokoa_edge::{
 use kokoa_nginx::Listen;
 use kokoa_wg::apply::Implementation;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::EnvFilter;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -32,6 +31,15 @@ Logs go to standard error; set KOKOA_LOG (e.g. KOKOA_LOG=kokoa_edge=debug) for m
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written: `text`, or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "KOKOA_LOG_FORMAT",
+        default_value_t,
+        value_name = "FORMAT"
+    )]
+    log_format: kokoa_agent::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,16 +113,7 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // KOKOA_LOG, as for every Kokoa program; RUST_LOG still counts.
-            EnvFilter::try_from_env("KOKOA_LOG")
-                .or_else(|_| EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    kokoa_agent::logging::init(cli.log_format);
     // One thread: the agent only polls, reports and checks; nginx and WireGuard carry the
     // traffic. Blocking work (nginx, wg, ping) runs on the blocking pool, whose threads
     // leave when idle, so an idle agent stays small.

@@ -67,22 +67,31 @@ pub async fn build(ledger: &mut Ledger) -> Result<(), Error> {
     ip(&["link", "set", ROOT_LINK, "up"]).await?;
 
     for host in plan::HOSTS {
-        let ns = host.netns();
-        let port = host.hub_port();
-        ledger.record(|s| s.namespaces.push(ns.clone()))?;
-        ip(&["netns", "add", &ns]).await?;
-        // Created directly in the two namespaces, so no name is ever taken in the root one.
-        ip(&[
-            "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns",
-            HUB,
-        ])
-        .await?;
-        attach(HUB, &port).await?;
-        let address = format!("{}/{NETWORK_LEN}", host.address);
-        ip(&["-n", &ns, "addr", "add", &address, "dev", "eth0"]).await?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"]).await?;
-        ip(&["-n", &ns, "link", "set", "lo", "up"]).await?;
+        add_host(ledger, &host.netns(), &host.hub_port(), host.address).await?;
     }
+    Ok(())
+}
+
+/// A host on the bridge: namespace `ns` (recorded before it is made) with `eth0` at
+/// `address`, whose other end `port` is in the hub.
+pub async fn add_host(
+    ledger: &mut Ledger,
+    ns: &str,
+    port: &str,
+    address: Ipv4Addr,
+) -> Result<(), Error> {
+    ledger.record(|s| s.namespaces.push(ns.to_owned()))?;
+    ip(&["netns", "add", ns]).await?;
+    // Created directly in the two namespaces, so no name is ever taken in the root one.
+    ip(&[
+        "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", HUB,
+    ])
+    .await?;
+    attach(HUB, port).await?;
+    let address = format!("{address}/{NETWORK_LEN}");
+    ip(&["-n", ns, "addr", "add", &address, "dev", "eth0"]).await?;
+    ip(&["-n", ns, "link", "set", "eth0", "up"]).await?;
+    ip(&["-n", ns, "link", "set", "lo", "up"]).await?;
     Ok(())
 }
 

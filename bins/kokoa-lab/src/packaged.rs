@@ -8,7 +8,12 @@
 //! - P2. a VPS made from the rendered cloud-init alone: the lab provider downloads the
 //!   agent from the URL in the user data, checks its SHA-256, enrolls it with the pin and
 //!   starts it; timed from the create request to HTTPS answers through it; then deleted;
-//! - P3. an enrollment with another pin is refused before the token is sent.
+//! - P3. an enrollment with another pin is refused before the token is sent;
+//! - P4. an origin installed as an administrator installs one: its bundle downloaded, then
+//!   `sudo sh scripts/install.sh` on a new home server (a namespace of its own, and a mount
+//!   namespace where the script's system paths are empty), which downloads the agent,
+//!   checks it, enrolls it with the pin and starts it; timed until its app answers through
+//!   both edges; then removed.
 
 use std::{
     io::Write,
@@ -23,11 +28,12 @@ use crate::{
     Error,
     check::{Step, get_at, report},
     lab::{AGENTS, Lab, control_url, wait_for},
+    net,
     plan::APPS,
     vps,
 };
 
-/// Runs P1-P3, printing a line each; the first failure is returned.
+/// Runs P1-P4, printing a line each; the first failure is returned.
 pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
     let mut first_failure = None;
     report(
@@ -41,6 +47,14 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
     report(out, "P2", "VPS from cloud-init", result, &mut first_failure);
     let result = wrong_pin(lab).await;
     report(out, "P3", "wrong CA pin", result, &mut first_failure);
+    let result = origin_from_bundle(lab).await;
+    report(
+        out,
+        "P4",
+        "origin from its bundle's install.sh",
+        result,
+        &mut first_failure,
+    );
     first_failure.map_or(Ok(()), Err)
 }
 
@@ -317,4 +331,200 @@ async fn wrong_pin(lab: &mut Lab) -> Step {
         .await
         .map_err(text)?;
     outcome
+}
+
+/// The home server of P4: its namespace, the bridge port and address (clear of the fixed
+/// hosts and of the VPS range), and the port its app listens on.
+const HOME: (&str, &str, Ipv4Addr, u16) = ("kl-home", "p-home", Ipv4Addr::new(10, 99, 0, 25), 8090);
+/// The host name P4 publishes.
+const HOME_HOSTNAME: &str = "home.hoge.test";
+/// The paths `install.sh` writes to, each an empty tmpfs in its mount namespace (the
+/// machine running the lab keeps its own), and `/run/systemd` hidden so the script sees a
+/// machine without systemd, as in a container.
+const HIDDEN: [&str; 5] = [
+    "/usr/local/bin",
+    "/etc/kokoa",
+    "/var/lib/kokoa-origin",
+    "/run/wireguard",
+    "/run/systemd",
+];
+
+/// P4. An origin made through the API, its bundle downloaded and its `install.sh` run on a
+/// new home server; the rest is up to the script and the agent it installs.
+async fn origin_from_bundle(lab: &mut Lab) -> Step {
+    let (ns, port, address, app_port) = HOME;
+    let origin = lab
+        .api
+        .json(
+            Method::POST,
+            "/api/v1/origins",
+            Some(json!({"name": "home", "services": [{"name": "web", "port": app_port}]})),
+            StatusCode::CREATED,
+        )
+        .await
+        .map_err(text)?;
+    let id = origin["id"]
+        .as_str()
+        .ok_or("no id in the answer")?
+        .to_owned();
+    let installed = install_and_serve(lab, &id, ns, port, address, app_port).await;
+    // Gone again, so the later steps see the lab's own origins only.
+    let _ = net::run(&crate::supervisor::Spec::root(
+        [
+            "sh",
+            "-c",
+            &format!("kill $(ip netns pids {ns}) 2>/dev/null; true"),
+        ]
+        .map(String::from)
+        .to_vec(),
+    ))
+    .await;
+    let removed = async {
+        let routes = lab
+            .api
+            .json(Method::GET, "/api/v1/routes", None, StatusCode::OK)
+            .await
+            .map_err(text)?;
+        for route in routes["routes"].as_array().into_iter().flatten() {
+            if route["hostname"] == HOME_HOSTNAME {
+                let path = format!(
+                    "/api/v1/routes/{}",
+                    route["id"].as_str().unwrap_or_default()
+                );
+                lab.api
+                    .send(Method::DELETE, &path, None, StatusCode::NO_CONTENT)
+                    .await
+                    .map_err(text)?;
+            }
+        }
+        lab.api
+            .send(
+                Method::DELETE,
+                &format!("/api/v1/origins/{id}"),
+                None,
+                StatusCode::NO_CONTENT,
+            )
+            .await
+            .map_err(text)
+    };
+    let removed = removed.await;
+    match (installed, removed) {
+        (Ok(figure), Ok(_)) => Ok(format!("{figure}; removed again")),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+async fn install_and_serve(
+    lab: &mut Lab,
+    id: &str,
+    ns: &str,
+    port: &str,
+    address: Ipv4Addr,
+    app_port: u16,
+) -> Step {
+    lab.api
+        .json(
+            Method::POST,
+            "/api/v1/routes",
+            Some(json!({"hostname": HOME_HOSTNAME, "origin_id": id,
+                        "target_port": app_port, "certificate": "none"})),
+            StatusCode::CREATED,
+        )
+        .await
+        .map_err(text)?;
+    net::add_host(&mut lab.ledger, ns, port, address)
+        .await
+        .map_err(text)?;
+    let _app = net::serve_app_in(ns, "home", app_port).map_err(text)?;
+
+    // What the administrator downloads and unpacks on the home server.
+    let bundle = lab
+        .api
+        .send(
+            Method::GET,
+            &format!("/api/v1/origins/{id}/config"),
+            None,
+            StatusCode::OK,
+        )
+        .await
+        .map_err(text)?;
+    let home = lab.dir.join("home");
+    let unpacked = home.join("origin-config");
+    let logs = home.join("log");
+    for dir in [&unpacked, &logs] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    tar::Archive::new(flate2::read::GzDecoder::new(&bundle[..]))
+        .unpack(&unpacked)
+        .map_err(|e| format!("unpack the bundle: {e}"))?;
+
+    let started = Instant::now();
+    let mut script = String::from("set -e; ");
+    for path in HIDDEN {
+        script.push_str(&format!("mkdir -p {path} && mount -t tmpfs tmpfs {path}; "));
+    }
+    script.push_str(&format!(
+        "mount --bind {} /var/log; exec sh {}/scripts/install.sh",
+        logs.display(),
+        unpacked.display()
+    ));
+    let mut command = tokio::process::Command::new("ip");
+    command
+        .args(["netns", "exec", ns, "unshare", "-m", "sh", "-c", &script])
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .kill_on_drop(true);
+    let ran = tokio::time::timeout(Duration::from_secs(180), command.output())
+        .await
+        .map_err(|_| "install.sh did not finish within 180 s".to_owned())?
+        .map_err(text)?;
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    if !ran.status.success() {
+        return Err(format!("install.sh failed ({}):\n{output}", ran.status));
+    }
+    let url = format!("{}/downloads/kokoa-origin", control_url());
+    if !output.contains(&format!("Downloading kokoa-origin from {url}")) {
+        return Err(format!(
+            "install.sh did not download the agent from {url}:\n{output}"
+        ));
+    }
+    let installed_in = started.elapsed();
+
+    let edges = crate::plan::hosts(crate::plan::Role::Edge)
+        .map(|h| h.address)
+        .collect::<Vec<_>>();
+    let served = wait_for(
+        format!("{HOME_HOSTNAME} to answer from the home server through both edges"),
+        Duration::from_secs(90),
+        Duration::from_millis(250),
+        || async {
+            for edge in &edges {
+                if !get_at(*edge, HOME_HOSTNAME).await.ok()?.is_from("home") {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    if let Err(e) = served {
+        let log = std::fs::read_to_string(logs.join("kokoa-origin.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        return Err(format!(
+            "{e}; install.sh said:\n{output}\nthe agent's log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    Ok(format!(
+        "install.sh downloaded, checked and enrolled the agent in {:.1} s; {HOME_HOSTNAME} \
+         answered from the home server through both edges {:.1} s after it started",
+        installed_in.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    ))
 }

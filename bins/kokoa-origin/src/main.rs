@@ -1,7 +1,6 @@
 //! `kokoa-origin`: enroll an origin with the control plane, then run the agent.
 
 use std::{
-    io::IsTerminal as _,
     net::{IpAddr, Ipv4Addr},
     path::PathBuf,
     process::ExitCode,
@@ -19,7 +18,6 @@ use kokoa_wg::{
     apply::{Implementation, WgHost},
 };
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::EnvFilter;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -55,6 +53,15 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written: `text`, or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "KOKOA_LOG_FORMAT",
+        default_value_t,
+        value_name = "FORMAT"
+    )]
+    log_format: kokoa_agent::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,16 +152,7 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // KOKOA_LOG, as for every Kokoa program; RUST_LOG still counts.
-            EnvFilter::try_from_env("KOKOA_LOG")
-                .or_else(|_| EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    kokoa_agent::logging::init(cli.log_format);
     // Worker threads for the forwarded traffic; blocking work (wg, nft, ping) runs on the
     // blocking pool, whose threads leave when idle, so an idle agent stays small.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
