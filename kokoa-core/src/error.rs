@@ -86,16 +86,6 @@ pub enum Error {
         input: String,
     },
 
-    /// A WireGuard private key is not 32 bytes in base64. The key itself is not repeated.
-    #[error(
-        "invalid WireGuard private key ({length} characters): expected 44 characters \
-         of base64 as printed by `wg genkey`"
-    )]
-    InvalidPrivateKey {
-        /// Length of the text given.
-        length: usize,
-    },
-
     /// A time outside what RFC 3339 can show.
     #[error("timestamp {seconds} (Unix seconds) is outside the years 0000-9999")]
     TimestampOutOfRange {

@@ -7,7 +7,7 @@
 //! crates that write nginx and WireGuard files can trust it.
 //!
 //! - [`Hostname`], [`Name`], [`Port`], [`Email`], [`HealthCheckPath`], [`WgPublicKey`],
-//!   [`WgPrivateKey`], [`Timestamp`], typed ids such as [`OriginId`]: validated values.
+//!   [`Timestamp`], typed ids such as [`OriginId`]: validated values.
 //! - [`Origin`], [`OriginService`], [`Route`], [`EdgeNode`] (with the [`EdgeStatus`] life
 //!   cycle) and its [`EdgeTunnel`]s, [`DnsRecord`], [`HealthCheck`], [`User`], [`ApiToken`],
 //!   [`Enrollment`], [`NodeCredential`]: the records of the control plane.
@@ -92,7 +92,7 @@ pub use payload::{
 pub use secret::{MasterKey, Sealed, TokenHash};
 pub use subnet::{SubnetPool, allocate_edge_address, origin_address};
 pub use time::Timestamp;
-pub use value::{Email, HealthCheckPath, Name, Port, WgPrivateKey, WgPublicKey};
+pub use value::{Email, HealthCheckPath, Name, Port, WgPublicKey};
 
 /// Runs the README's example as a doctest so it cannot drift from the API.
 #[cfg(doctest)]

@@ -54,8 +54,9 @@ pub struct Origin {
     pub network_cidr: Ipv4Net,
     /// Its tunnel address, `.1` of [`network_cidr`](Self::network_cidr).
     pub wireguard_ip: Ipv4Addr,
-    /// Its WireGuard public key.
-    pub wireguard_public_key: WgPublicKey,
+    /// Its WireGuard public key, registered by its agent, which made the key pair and keeps
+    /// the private half; none before it enrolls.
+    pub wireguard_public_key: Option<WgPublicKey>,
     /// When it was created.
     pub created_at: Timestamp,
 }
@@ -275,6 +276,10 @@ pub struct EdgeNode {
     /// Where the control plane's automation is with it (SPEC §9).
     #[serde(default)]
     pub lifecycle: EdgeLifecycle,
+    /// Its WireGuard public key, registered by its agent, which made the key pair and keeps
+    /// the private half; none before it enrolls.
+    #[serde(default)]
+    pub wireguard_public_key: Option<WgPublicKey>,
 }
 
 /// The step an edge is at in the automation that creates, checks, withdraws and destroys
@@ -424,8 +429,8 @@ impl EdgeNode {
 /// One WireGuard interface of an edge node: the one that reaches one origin.
 ///
 /// The edge's address lies in the origin's /24 (`.10` and up) and each interface of an edge
-/// listens on its own port (51820 and up). Its private key is kept sealed by the store,
-/// apart from this type.
+/// listens on its own port (51820 and up). Every interface of an edge uses the edge's own
+/// key ([`EdgeNode::wireguard_public_key`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeTunnel {
     /// The edge node.
@@ -436,8 +441,6 @@ pub struct EdgeTunnel {
     pub wireguard_ip: Ipv4Addr,
     /// The UDP port the interface listens on.
     pub listen_port: Port,
-    /// The interface's public key.
-    pub public_key: WgPublicKey,
     /// When it was created.
     pub created_at: Timestamp,
 }
@@ -1033,6 +1036,7 @@ mod tests {
             deleted_at: None,
             instance_id: None,
             lifecycle: EdgeLifecycle::default(),
+            wireguard_public_key: Some(WgPublicKey::parse(KEY).unwrap()),
         }
     }
 
@@ -1103,7 +1107,6 @@ mod tests {
             origin_id: OriginId::parse("org_1").unwrap(),
             wireguard_ip: Ipv4Addr::new(10, 0, 1, 10),
             listen_port: Port::new(51820).unwrap(),
-            public_key: WgPublicKey::parse(KEY).unwrap(),
             created_at: Timestamp::from_unix(1_737_455_400).unwrap(),
         };
         let value = serde_json::to_value(&tunnel).unwrap();

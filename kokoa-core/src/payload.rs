@@ -18,7 +18,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeMap as _};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Hostname, Name, OriginId, Port, WgPrivateKey, WgPublicKey};
+use crate::{Error, Hostname, Name, OriginId, Port, WgPublicKey};
 
 /// A SHA-256 digest in lowercase hex: the `config_hash` of a payload, or the version of a
 /// certificate's content.
@@ -93,7 +93,8 @@ impl<'de> Deserialize<'de> for ContentHash {
 }
 
 /// One WireGuard interface on the edge, towards one origin (SPEC §10.5: one interface per
-/// origin, each with its own key and listen port).
+/// origin, each with its own listen port). Every interface uses the edge's own key (see
+/// [`EdgeContent::wireguard_public_key`]): no private key travels in a payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tunnel {
     /// The origin at the other end.
@@ -106,8 +107,6 @@ pub struct Tunnel {
     pub origin_ip: Ipv4Addr,
     /// The origin's public key.
     pub origin_public_key: WgPublicKey,
-    /// The edge's private key for this interface.
-    pub private_key: WgPrivateKey,
     /// The UDP port the interface listens on; origins dial in here.
     pub listen_port: Port,
     /// Where the origin listens, in the mode where the edge dials the origin; none when the
@@ -251,6 +250,16 @@ pub struct EdgeContent {
     /// payloads without any keep the hash they had before this part existed.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub acme_challenges: BTreeMap<String, String>,
+    /// The public half of the key the edge's interfaces use, which the edge made and holds
+    /// (SPEC §10.3: private keys never leave their node). None until the edge registered
+    /// one: it then uses the key it has and registers that. Left out of the JSON when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wireguard_public_key: Option<WgPublicKey>,
+    /// Set while a key rotation waits for the edge's next key: the edge makes a new key
+    /// pair, keeps the private half and registers the public one. Left out of the JSON when
+    /// false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub wireguard_key_requested: bool,
 }
 
 /// Longest ACME token or account key thumbprint accepted (pebble and Let's Encrypt send
@@ -366,8 +375,7 @@ impl EdgeContent {
 /// Serialised as in SPEC §4, with the extra parts alongside:
 /// `{"config_hash": "…", "hostnames": ["app.hoge.com"], "routes": {"app.hoge.com":
 /// "10.0.1.1:8080"}, "tunnels": […], "certificates": […], "rate_limits": {…},
-/// "unavailable": […]}`. `hostnames` is the sorted list of routed names. `Debug` never shows
-/// private keys.
+/// "unavailable": […]}`. `hostnames` is the sorted list of routed names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeConfig {
     config_hash: ContentHash,

@@ -18,7 +18,7 @@ use base64::{
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
-use crate::{CertificateId, ContentHash, DnsZoneId, EdgeNodeId, Error, OriginId, UserId};
+use crate::{CertificateId, ContentHash, DnsZoneId, Error, UserId};
 
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -30,18 +30,15 @@ const TAG_LEN: usize = 16;
 /// from memory when dropped.
 ///
 /// ```
-/// use kokoa_core::{MasterKey, OriginId, secret};
+/// use kokoa_core::{CertificateId, MasterKey, secret};
 ///
 /// let key = MasterKey::generate();
-/// let origin = OriginId::new();
-/// let aad = secret::origin_key_context(&origin);
-/// let sealed = key.seal("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=", &aad);
-/// assert_eq!(
-///     key.open(&sealed, &aad)?.as_str(),
-///     "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
-/// );
-/// // Sealed for one origin, it does not open as another's.
-/// assert!(key.open(&sealed, &secret::origin_key_context(&OriginId::new())).is_err());
+/// let certificate = CertificateId::new();
+/// let aad = secret::certificate_key_context(&certificate);
+/// let sealed = key.seal("-----BEGIN PRIVATE KEY-----", &aad);
+/// assert_eq!(key.open(&sealed, &aad)?.as_str(), "-----BEGIN PRIVATE KEY-----");
+/// // Sealed for one certificate, it does not open as another's.
+/// assert!(key.open(&sealed, &secret::certificate_key_context(&CertificateId::new())).is_err());
 /// assert_eq!(format!("{key:?}"), "MasterKey(<redacted>)");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -92,8 +89,8 @@ impl MasterKey {
         Aes256Gcm::new(key.into())
     }
 
-    /// Encrypts `plaintext` for the record named by `context` (see [`origin_key_context`]
-    /// and [`tunnel_key_context`]).
+    /// Encrypts `plaintext` for the record named by `context` (see
+    /// [`certificate_key_context`] and the other `*_context` functions).
     ///
     /// Each call draws a fresh random 96-bit nonce; at the rate keys are created here the
     /// chance of a repeat is negligible.
@@ -141,16 +138,6 @@ impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MasterKey(<redacted>)")
     }
-}
-
-/// The context an origin's WireGuard private key is sealed for.
-pub fn origin_key_context(origin: &OriginId) -> String {
-    format!("origin:{origin}:wg-private-key")
-}
-
-/// The context the private key of an edge's tunnel to an origin is sealed for.
-pub fn tunnel_key_context(edge: &EdgeNodeId, origin: &OriginId) -> String {
-    format!("tunnel:{edge}:{origin}:wg-private-key")
 }
 
 /// The context a certificate's private key is sealed for.
@@ -301,15 +288,13 @@ mod tests {
 
     #[test]
     fn contexts_name_the_record() {
-        let (edge, origin) = (
-            EdgeNodeId::parse("edg_1").unwrap(),
-            OriginId::parse("org_1").unwrap(),
-        );
-        assert_eq!(origin_key_context(&origin), "origin:org_1:wg-private-key");
+        let certificate = CertificateId::parse("crt_1").unwrap();
         assert_eq!(
-            tunnel_key_context(&edge, &origin),
-            "tunnel:edg_1:org_1:wg-private-key"
+            certificate_key_context(&certificate),
+            "certificate:crt_1:private-key"
         );
+        let user = UserId::parse("usr_1").unwrap();
+        assert_eq!(totp_secret_context(&user), "user:usr_1:totp-secret");
     }
 
     #[test]

@@ -6,7 +6,6 @@
 use std::{fmt, num::NonZeroU16, str::FromStr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use zeroize::Zeroizing;
 
 use crate::{Error, Hostname};
 
@@ -293,60 +292,6 @@ impl WgPublicKey {
 
 string_value!(WgPublicKey);
 
-/// A WireGuard private key in base64. `Debug` shows `<redacted>`, and the text is wiped
-/// from memory when dropped.
-///
-/// ```
-/// use kokoa_core::WgPrivateKey;
-/// let key = WgPrivateKey::parse("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=")?;
-/// assert_eq!(format!("{key:?}"), "WgPrivateKey(<redacted>)");
-/// assert_eq!(key.expose_secret(), "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=");
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct WgPrivateKey(Zeroizing<String>);
-
-impl WgPrivateKey {
-    /// Validates a key. The error never contains the input.
-    pub fn parse(input: &str) -> Result<Self, Error> {
-        Self::from_owned(Zeroizing::new(input.to_owned()))
-    }
-
-    fn from_owned(input: Zeroizing<String>) -> Result<Self, Error> {
-        if is_wg_key(&input) {
-            Ok(Self(input))
-        } else {
-            Err(Error::InvalidPrivateKey {
-                length: input.len(),
-            })
-        }
-    }
-
-    /// The key text, for writing the WireGuard configuration. The name makes every use
-    /// easy to find.
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for WgPrivateKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("WgPrivateKey(<redacted>)")
-    }
-}
-
-impl Serialize for WgPrivateKey {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for WgPrivateKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Self::from_owned(Zeroizing::new(String::deserialize(d)?)).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -443,19 +388,7 @@ mod tests {
             &KEY.replace('+', "-"),
         ] {
             assert!(WgPublicKey::parse(bad).is_err(), "{bad}");
-            let err = WgPrivateKey::parse(bad).unwrap_err().to_string();
-            assert!(
-                bad.is_empty() || !err.contains(bad),
-                "private key leaked: {err}"
-            );
         }
-        let private = WgPrivateKey::parse(KEY).unwrap();
-        assert!(!format!("{private:?}").contains(KEY));
-        let json = serde_json::to_string(&private).unwrap();
-        assert_eq!(
-            serde_json::from_str::<WgPrivateKey>(&json).unwrap(),
-            private
-        );
     }
 
     proptest! {

@@ -114,16 +114,28 @@ impl Config {
     pub fn render(&self, format: Format) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = self.write(&mut out, format);
+        let _ = self.write(&mut out, format, true);
         out
     }
 
-    fn write(&self, out: &mut String, format: Format) -> fmt::Result {
+    /// Renders the file without the interface's `PrivateKey`: a template for a node that
+    /// holds its key itself and completes it with
+    /// [`parse_template`](Config::parse_template). The rest is as [`render`](Self::render)
+    /// writes it (preshared keys included).
+    pub fn render_template(&self, format: Format) -> String {
+        let mut out = String::new();
+        let _ = self.write(&mut out, format, false);
+        out
+    }
+
+    fn write(&self, out: &mut String, format: Format, private_key: bool) -> fmt::Result {
         let i = &self.interface;
         out.push_str("[Interface]\n");
         write_comment(out, i.comment.as_ref())?;
-        i.private_key
-            .with_base64(|key| writeln!(out, "PrivateKey = {key}"))?;
+        if private_key {
+            i.private_key
+                .with_base64(|key| writeln!(out, "PrivateKey = {key}"))?;
+        }
         if format == Format::WgQuick {
             write_list(out, "Address", &i.addresses)?;
         }

@@ -156,6 +156,37 @@ impl Config {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn parse(text: &str, format: Format) -> Result<Self, Error> {
+        Self::parse_with(text, format, None)
+    }
+
+    /// Parses a template as [`render_template`](Config::render_template) writes it: a file
+    /// without `PrivateKey`, completed with `key`, which the node that uses it holds (and
+    /// which never travelled). A template that does hold a private key is refused.
+    ///
+    /// ```
+    /// use kokoa_wg::{Config, Format, Interface, PrivateKey};
+    ///
+    /// let mut interface = Interface::new(PrivateKey::generate());
+    /// interface.mtu = Some(1420);
+    /// let template = Config::new(interface, Vec::new()).render_template(Format::WgQuick);
+    /// assert!(!template.contains("PrivateKey"));
+    ///
+    /// let mine = PrivateKey::generate();
+    /// let config = Config::parse_template(&template, Format::WgQuick, mine.clone())?;
+    /// assert_eq!(config.interface.private_key, mine);
+    /// assert_eq!(config.interface.mtu, Some(1420));
+    ///
+    /// let full = config.render(Format::WgQuick);
+    /// let err = Config::parse_template(&full, Format::WgQuick, mine).unwrap_err().to_string();
+    /// assert!(err.contains("a template holds no PrivateKey"), "{err}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn parse_template(text: &str, format: Format, key: PrivateKey) -> Result<Self, Error> {
+        Self::parse_with(text, format, Some(key))
+    }
+
+    fn parse_with(text: &str, format: Format, key: Option<PrivateKey>) -> Result<Self, Error> {
+        let mut key = key;
         let mut sections: Vec<Section<'_>> = Vec::new();
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
@@ -251,7 +282,7 @@ impl Config {
         let mut peers: Vec<(usize, Peer)> = Vec::new();
         for section in sections {
             match section.kind {
-                Kind::Interface => interface = Some(build_interface(section)?),
+                Kind::Interface => interface = Some(build_interface(section, key.take())?),
                 Kind::Peer => {
                     let (line, text) = (section.line, section.text);
                     let peer = build_peer(section)?;
@@ -285,8 +316,11 @@ impl Config {
     }
 }
 
-fn build_interface(section: Section<'_>) -> Result<Interface, Error> {
-    let mut private_key = None;
+/// The `[Interface]` of `section`; with `given`, the section must hold no private key and
+/// `given` is the interface's.
+fn build_interface(section: Section<'_>, given: Option<PrivateKey>) -> Result<Interface, Error> {
+    let template = given.is_some();
+    let mut private_key = given;
     let mut addresses = Vec::new();
     let mut listen_port = None;
     let mut mtu = None;
@@ -294,6 +328,11 @@ fn build_interface(section: Section<'_>) -> Result<Interface, Error> {
     for e in &section.entries {
         let v = e.value;
         match e.key {
+            Field::PrivateKey if template => {
+                return Err(
+                    e.fail("a template holds no PrivateKey: the node adds its own".to_owned())
+                );
+            }
             Field::PrivateKey => {
                 private_key =
                     Some(PrivateKey::from_base64(v).map_err(|err| e.fail(err.to_string()))?);

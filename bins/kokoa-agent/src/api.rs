@@ -118,14 +118,16 @@ impl Api {
     }
 
     /// Exchanges the single-use enrollment `token` for a node credential
-    /// (`POST /api/v1/enroll`); the node must be of `kind` (`"edge"`, `"origin"`).
-    /// `ca_pin` as for [`new`](Self::new).
+    /// (`POST /api/v1/enroll`), registering the public half of the node's WireGuard key;
+    /// the node must be of `kind` (`"edge"`, `"origin"`). `ca_pin` as for
+    /// [`new`](Self::new).
     pub async fn enroll<I>(
         user_agent: &str,
         control_plane_url: &str,
         ca_pin: Option<CaPin>,
         token: &Secret,
         kind: &str,
+        wireguard_public_key: &str,
     ) -> Result<Enrolled<I>, ApiError>
     where
         I: FromStr,
@@ -134,6 +136,7 @@ impl Api {
         #[derive(Serialize)]
         struct Request<'a> {
             token: &'a str,
+            wireguard_public_key: &'a str,
         }
         #[derive(Deserialize)]
         struct Node {
@@ -152,6 +155,7 @@ impl Api {
             .timeout(REQUEST_MARGIN)
             .json(&Request {
                 token: token.expose(),
+                wireguard_public_key,
             })
             .send()
             .await

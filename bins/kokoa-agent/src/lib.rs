@@ -11,6 +11,8 @@
 //!   from memory when dropped.
 //! - [`LinkState`] and [`NodeStatus`]: the states a heartbeat reports.
 //! - [`Sampler`]: CPU, memory, connections and request figures for heartbeats.
+//! - [`keys::NodeKeys`]: the node's WireGuard keys, made and kept on the node; only their
+//!   public halves are registered with the control plane.
 //! - [`logging::init`]: logs as every Kokoa program writes them (`KOKOA_LOG`, text or
 //!   JSON lines).
 //! - [`read_private`] and [`write_atomic`]: the state directory's files, read into wiped
@@ -39,6 +41,7 @@
 mod api;
 mod backoff;
 mod files;
+pub mod keys;
 pub mod logging;
 mod metrics;
 mod secret;

@@ -79,12 +79,14 @@ pub mod kinds {
     /// A VPS carrying this installation's tag that no edge owns was found (and adopted or
     /// destroyed).
     pub const ORPHAN_VPS: &str = "edge.orphan_vps";
-    /// A WireGuard key rotation began: the peers learn the new key (SPEC §10.3).
+    /// A WireGuard key rotation began: the node is asked for a new key (SPEC §10.3).
     pub const KEY_ROTATION_STARTED: &str = "wireguard.rotation_started";
     /// The peers know the new key; the node switches to it.
     pub const KEY_ROTATION_SWITCHED: &str = "wireguard.rotation_switched";
     /// The node uses the new key; the old one is gone everywhere.
     pub const KEY_ROTATED: &str = "wireguard.key_rotated";
+    /// A rotation was dropped: its node sent no new key in time; its key stays.
+    pub const KEY_ROTATION_ABANDONED: &str = "wireguard.rotation_abandoned";
     /// An edge's agent reports that it cannot do its work (nginx does not start, a
     /// configuration does not apply): its heartbeat carries the error.
     pub const EDGE_AGENT_ERROR: &str = "edge.agent_error";
@@ -127,6 +129,7 @@ pub mod kinds {
         KEY_ROTATION_STARTED,
         KEY_ROTATION_SWITCHED,
         KEY_ROTATED,
+        KEY_ROTATION_ABANDONED,
         EDGE_AGENT_ERROR,
         EDGE_AGENT_RECOVERED,
     ];

@@ -1,56 +1,10 @@
-//! WireGuard key pairs: generated here, private halves sealed under the master key before
-//! they reach the store, opened only to build a node's configuration (SPEC §10.3).
+//! Secret settings sealed under the master key before they reach the store (SPEC §10.3).
 //!
-//! Each sealed key is bound to its row by its context (see `kokoa_core::secret`), so a
-//! sealed value copied into another row does not open.
+//! Each sealed value is bound to its row by its context (see `kokoa_core::secret`), so a
+//! sealed value copied into another row does not open. WireGuard private keys are not
+//! among them: each node makes its own and keeps it.
 
-use kokoa_core::{EdgeNodeId, MasterKey, OriginId, Sealed, WgPrivateKey, WgPublicKey, secret};
-
-use crate::error::ApiError;
-
-/// Whose private key: the context bound into its seal.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum KeyOwner<'a> {
-    /// An origin's `wg0` key.
-    Origin(&'a OriginId),
-    /// An edge's key for its interface towards one origin.
-    Tunnel(&'a EdgeNodeId, &'a OriginId),
-}
-
-impl KeyOwner<'_> {
-    fn context(self) -> String {
-        match self {
-            Self::Origin(origin) => secret::origin_key_context(origin),
-            Self::Tunnel(edge, origin) => secret::tunnel_key_context(edge, origin),
-        }
-    }
-}
-
-/// A new key pair for `owner`: the public key, and the private key sealed.
-pub(crate) fn generate(
-    master: &MasterKey,
-    owner: KeyOwner<'_>,
-) -> Result<(WgPublicKey, Sealed), ApiError> {
-    let private = kokoa_wg::PrivateKey::generate();
-    let public = WgPublicKey::parse(&private.public_key().to_string())?;
-    let sealed = master.seal(&private.to_base64(), &owner.context());
-    Ok((public, sealed))
-}
-
-/// Opens the sealed private key of `owner`.
-pub(crate) fn open(
-    master: &MasterKey,
-    owner: KeyOwner<'_>,
-    sealed: &Sealed,
-) -> Result<WgPrivateKey, ApiError> {
-    let text = master.open(sealed, &owner.context())?;
-    Ok(WgPrivateKey::parse(&text)?)
-}
-
-/// The same key as the WireGuard crate's type, for rendering `wg-quick` files.
-pub(crate) fn to_wg(key: &WgPrivateKey) -> Result<kokoa_wg::PrivateKey, ApiError> {
-    kokoa_wg::PrivateKey::from_base64(key.expose_secret()).map_err(|e| ApiError::internal(&e))
-}
+use kokoa_core::{MasterKey, Sealed, secret};
 
 /// Whose secret settings (a JSON object of credentials): the context bound into its seal.
 #[derive(Debug, Clone, Copy)]

@@ -5,8 +5,11 @@
 //! [`Snapshot`] and reused until a change is made through this control plane or the
 //! snapshot is [`SNAPSHOT_TTL`] old. The age limit keeps several control planes on one
 //! database (SPEC §11) in step: a change made through another one is seen within it. Each
-//! edge's own part (its tunnels and keys) is read whenever its payload is built (see
+//! edge's own part (its tunnels and key) is read whenever its payload is built (see
 //! `payload_cache`).
+//!
+//! No payload holds a private key: each node made its own key pair and keeps the private
+//! half; a payload names the public half of the key the node is to use.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -27,7 +30,6 @@ use crate::{
     api::{KeyChangeView, OriginConfig, OriginRoute, ServiceView},
     bundle,
     error::ApiError,
-    keys,
     runtime::{
         self, certs,
         rotation::{Rotations, Subject},
@@ -75,12 +77,12 @@ impl Snapshot {
     /// Whether [`edge_config`] builds the same payloads from `other` as from `self`: it
     /// compares all that edge_config reads, but not what every heartbeat moves.
     pub(crate) fn same_for_edges(&self, other: &Self) -> bool {
-        fn read(o: &Origin) -> (&Name, Ipv4Net, Ipv4Addr, &WgPublicKey, Option<Port>) {
+        fn read(o: &Origin) -> (&Name, Ipv4Net, Ipv4Addr, Option<&WgPublicKey>, Option<Port>) {
             (
                 &o.name,
                 o.network_cidr,
                 o.wireguard_ip,
-                &o.wireguard_public_key,
+                o.wireguard_public_key.as_ref(),
                 application_port(o.last_metrics.as_ref()),
             )
         }
@@ -166,39 +168,43 @@ impl Snapshot {
     }
 }
 
-/// The configuration of edge `edge`: one tunnel per origin it has an interface to, with
-/// its private key, and the routes of those origins.
+/// The configuration of edge `edge`: one tunnel per origin it has an interface to (and
+/// whose key is known), the key its interfaces use, and the routes of those origins.
 pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConfig, ApiError> {
     EdgeConfig::new(edge_content(state, edge).await?).map_err(|e| ApiError::internal(&e))
 }
 
 /// What [`edge_config`] holds, before it is checked and hashed.
 pub async fn edge_content(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeContent, ApiError> {
-    let tunnels = state.store().tunnels_with_keys(edge).await?;
+    let store = state.store();
+    let tunnels = store.list_tunnels(Some(edge), None).await?;
     let mut content = EdgeContent {
         rate_limits: state.rate_limits(),
         ..EdgeContent::default()
     };
+    let rotations = Rotations::load(state).await?;
+    if let Some(key) = store.get_edge(edge).await?.wireguard_public_key {
+        let subject = Subject::Edge(edge.clone());
+        content.wireguard_key_requested = rotations.key_requested(&subject, &key);
+        content.wireguard_public_key = Some(rotations.in_use(&subject, &key));
+    }
     if tunnels.is_empty() {
         return Ok(content);
     }
     let snapshot = state.snapshot().await?;
-    let rotations = Rotations::load(state).await?;
     let mut served: Vec<(&OriginId, Ipv4Addr)> = Vec::new();
-    for (tunnel, sealed) in tunnels {
-        // An origin deleted since the snapshot takes its tunnels with it.
+    for tunnel in tunnels {
+        // An origin deleted since the snapshot takes its tunnels with it; one without a
+        // key (its agent has not enrolled) cannot be reached yet.
         let Some(origin) = snapshot.origins.get(&tunnel.origin_id) else {
             continue;
         };
-        let subject = Subject::Tunnel(edge.clone(), origin.id.clone());
-        let (_, private_key) =
-            rotations.private_key(state, &subject, &tunnel.public_key, &sealed)?;
+        let Some(origin_key) = &origin.wireguard_public_key else {
+            continue;
+        };
         let origin_next_public_key = rotations
-            .of(
-                &Subject::Origin(origin.id.clone()),
-                &origin.wireguard_public_key,
-            )
-            .map(|p| p.next_public_key.clone());
+            .next_key(&Subject::Origin(origin.id.clone()), origin_key)
+            .cloned();
         let address = Ipv4Net::new(tunnel.wireguard_ip, origin.network_cidr.prefix_len())
             .map_err(|e| ApiError::internal(&e))?;
         content.tunnels.push(Tunnel {
@@ -206,8 +212,7 @@ pub async fn edge_content(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeCon
             origin_name: origin.name.clone(),
             address,
             origin_ip: origin.wireguard_ip,
-            origin_public_key: origin.wireguard_public_key.clone(),
-            private_key,
+            origin_public_key: origin_key.clone(),
             listen_port: tunnel.listen_port,
             origin_endpoint: None,
             application_check: application_check(state, origin.last_metrics.as_ref()),
@@ -302,10 +307,11 @@ pub async fn origin_routes(
     Ok(state.snapshot().await?.routes_of(origin).to_vec())
 }
 
-/// The origin's `wg0.conf`: one peer per edge that has a tunnel to it and a known public
-/// address; the origin dials out to each (it needs no open port, works behind NAT). While
-/// an edge's key rotates, its new key is a second peer without addresses, named in the
-/// key changes returned alongside (see [`rotation`](crate::runtime::rotation)).
+/// The origin's `wg0.conf` as a template without `PrivateKey` (the origin holds its key):
+/// one peer per edge that has a tunnel to it, a key and a known public address; the origin
+/// dials out to each (it needs no open port, works behind NAT). While an edge's key
+/// rotates, its new key is a second peer without addresses, named in the key changes
+/// returned alongside (see [`rotation`](crate::runtime::rotation)).
 pub async fn origin_wg0(
     state: &AppState,
     origin: &Origin,
@@ -327,43 +333,41 @@ pub async fn origin_wg0(
         let Some(edge) = edges.get(&tunnel.edge_node_id) else {
             continue;
         };
-        let Some(ip) = edge
-            .public_ip
-            .filter(|_| edge.status != EdgeStatus::Deleted)
-        else {
+        let (Some(ip), Some(key)) = (
+            edge.public_ip
+                .filter(|_| edge.status != EdgeStatus::Deleted),
+            &edge.wireguard_public_key,
+        ) else {
             continue;
         };
         let port = NonZeroU16::new(tunnel.listen_port.get()).unwrap_or(kokoa_wg::BASE_LISTEN_PORT);
         peers.push(kokoa_wg::Edge::new(
             // Names label peers and must be unique; edge names need not be, ids are.
             format!("{} {}", edge.name, edge.id),
-            wg_key(&tunnel.public_key)?,
+            wg_key(key)?,
             Host::from(ip),
             tunnel.wireguard_ip,
             port,
         ));
-        let subject = Subject::Tunnel(edge.id.clone(), origin.id.clone());
-        if let Some(pending) = rotations.of(&subject, &tunnel.public_key) {
+        if let Some(next) = rotations.next_key(&Subject::Edge(edge.id.clone()), key) {
             changes.push(KeyChangeView {
-                from: tunnel.public_key.clone(),
-                to: pending.next_public_key.clone(),
+                from: key.clone(),
+                to: next.clone(),
             });
         }
     }
-    let sealed = store.origin_private_key(&origin.id).await?;
-    let subject = Subject::Origin(origin.id.clone());
-    let (public, key) =
-        rotations.private_key(state, &subject, &origin.wireguard_public_key, &sealed)?;
+    // The topology needs a key to build the interface; the template leaves it out.
+    let placeholder = kokoa_wg::PrivateKey::generate();
     let wg_origin = kokoa_wg::Origin::new(
         origin.id.as_str(),
         origin.name.as_str(),
         origin.network_cidr,
         origin.wireguard_ip,
-        wg_key(&public)?,
+        placeholder.public_key(),
     );
     let topology = Topology::new(wg_origin, peers, Direction::OriginDialsOut).map_err(internal)?;
     let mut config = topology
-        .origin_config(&keys::to_wg(&key)?)
+        .origin_config(&placeholder)
         .map_err(internal)?
         .config;
     for change in &changes {
@@ -379,7 +383,7 @@ pub async fn origin_wg0(
         prepared.persistent_keepalive = current.persistent_keepalive;
         config.peers.push(prepared);
     }
-    Ok((config.render(Format::WgQuick), changes))
+    Ok((config.render_template(Format::WgQuick), changes))
 }
 
 /// Everything an origin agent follows: its `wg0.conf` (edges come and go), its local
@@ -387,6 +391,15 @@ pub async fn origin_wg0(
 pub async fn origin_config(state: &AppState, id: &OriginId) -> Result<OriginConfig, ApiError> {
     let origin = state.store().get_origin(id).await?;
     let (wg0_conf, key_changes) = origin_wg0(state, &origin).await?;
+    let rotations = Rotations::load(state).await?;
+    let subject = Subject::Origin(origin.id.clone());
+    let (wireguard_public_key, wireguard_key_requested) = match &origin.wireguard_public_key {
+        Some(key) => (
+            Some(rotations.in_use(&subject, key)),
+            rotations.key_requested(&subject, key),
+        ),
+        None => (None, false),
+    };
     let routes = origin_routes(state, id).await?;
     let nginx_conf = bundle::origin_nginx_conf(origin.wireguard_ip, &routes);
     let services: Vec<ServiceView> = state
@@ -403,20 +416,16 @@ pub async fn origin_config(state: &AppState, id: &OriginId) -> Result<OriginConf
             target_port,
         })
         .collect();
-    // Key changes count only when there are some, so the hash of a configuration without
-    // any stays what it was.
-    let hashed = if key_changes.is_empty() {
-        serde_json::to_vec(&(&origin.id, &wg0_conf, &nginx_conf, &routes, &services))
-    } else {
-        serde_json::to_vec(&(
-            &origin.id,
-            &wg0_conf,
-            &nginx_conf,
-            &routes,
-            &services,
-            &key_changes,
-        ))
-    }
+    let hashed = serde_json::to_vec(&(
+        &origin.id,
+        &wg0_conf,
+        &nginx_conf,
+        &routes,
+        &services,
+        &key_changes,
+        &wireguard_public_key,
+        wireguard_key_requested,
+    ))
     .map_err(|e| ApiError::internal(&e))?;
     Ok(OriginConfig {
         config_hash: ContentHash::of(&hashed).to_string(),
@@ -426,5 +435,7 @@ pub async fn origin_config(state: &AppState, id: &OriginId) -> Result<OriginConf
         routes,
         services,
         key_changes,
+        wireguard_public_key,
+        wireguard_key_requested,
     })
 }

@@ -119,7 +119,8 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use kokoa_core::{
-        EdgeNodeId, MasterKey, Name, OriginId, RateLimits, Role, SubnetPool, store::MemoryStore,
+        EdgeNodeId, MasterKey, Name, OriginId, RateLimits, Role, SubnetPool, WgPublicKey,
+        store::MemoryStore,
     };
     use serde_json::{Value, json};
 
@@ -137,6 +138,8 @@ mod tests {
         origin: OriginId,
         edge: EdgeNodeId,
         credential: String,
+        /// The public key the edge enrolled with.
+        key: WgPublicKey,
     }
 
     impl Plane {
@@ -161,11 +164,19 @@ mod tests {
                 origin: OriginId::new(),
                 edge: EdgeNodeId::new(),
                 credential: String::new(),
+                key: new_key(),
             };
             let origin = plane
                 .admin("/api/v1/origins", json!({"name": "home"}))
                 .await;
             plane.origin = OriginId::parse(origin["id"].as_str().unwrap()).unwrap();
+            // Its agent enrolled and registered its key (edges reach it from then on).
+            plane
+                .state
+                .store()
+                .set_origin_key(&plane.origin, &new_key())
+                .await
+                .unwrap();
             let edge = plane
                 .admin(
                     "/api/v1/edge-nodes",
@@ -174,17 +185,24 @@ mod tests {
                 .await;
             plane.edge = EdgeNodeId::parse(edge["id"].as_str().unwrap()).unwrap();
             let enrolled = plane
-                .admin("/api/v1/enroll", json!({"token": edge["enrollment_token"]}))
+                .admin(
+                    "/api/v1/enroll",
+                    json!({"token": edge["enrollment_token"], "wireguard_public_key": plane.key}),
+                )
                 .await;
             plane.credential = enrolled["credential"].as_str().unwrap().to_owned();
             plane
         }
 
         async fn admin(&self, path: &str, body: Value) -> Value {
+            self.post(path, &self.admin, body).await
+        }
+
+        async fn post(&self, path: &str, bearer: &str, body: Value) -> Value {
             let response = self
                 .client
                 .post(format!("{}{path}", self.base))
-                .bearer_auth(&self.admin)
+                .bearer_auth(bearer)
                 .json(&body)
                 .send()
                 .await
@@ -226,6 +244,10 @@ mod tests {
         }
     }
 
+    fn new_key() -> WgPublicKey {
+        WgPublicKey::parse(&kokoa_wg::PrivateKey::generate().public_key().to_string()).unwrap()
+    }
+
     #[tokio::test]
     async fn every_change_is_answered_with_a_payload_built_after_it() {
         let p = Plane::start().await;
@@ -243,13 +265,25 @@ mod tests {
         assert!(body["routes"]["app.hoge.com"].is_string(), "{body}");
         assert_eq!(p.config(Some(&etag)).await.0, 304);
 
-        // A key rotation switching the edge to its new private key.
-        let subject = Subject::Tunnel(p.edge.clone(), p.origin.clone());
-        rotation::start(&p.state, &[subject], "test").await.unwrap();
-        rotation::step(&p.state).await.unwrap();
+        // A key rotation asking the edge for a new key, then the key it registers.
+        assert_eq!(before["wireguard_public_key"], json!(p.key));
+        let subject = Subject::Edge(p.edge.clone());
+        rotation::start(&p.state, &subject, &p.key, "test")
+            .await
+            .unwrap();
         let (etag, body) = p.changed(&etag).await;
-        let private = |b: &Value| b["tunnels"][0]["private_key"].clone();
-        assert_ne!(private(&body), private(&before));
+        assert_eq!(body["wireguard_key_requested"], true, "{body}");
+        let next = new_key();
+        let registered = p
+            .post(
+                "/api/v1/wireguard-key",
+                &p.credential,
+                json!({ "public_key": next }),
+            )
+            .await;
+        assert_eq!(registered["status"], "next");
+        let (etag, body) = p.changed(&etag).await;
+        assert!(body.get("wireguard_key_requested").is_none(), "{body}");
 
         // The per client limits.
         p.state.set_rate_limits(RateLimits {

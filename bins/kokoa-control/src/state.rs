@@ -182,7 +182,7 @@ impl AppState {
         Arc::clone(&self.inner.store)
     }
 
-    /// The key sealing private keys at rest.
+    /// The key sealing secrets at rest (TLS and ACME keys, provider credentials).
     pub fn master_key(&self) -> &MasterKey {
         &self.inner.master_key
     }

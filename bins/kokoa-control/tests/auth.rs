@@ -334,6 +334,12 @@ async fn every_endpoint_checks_its_bearer_token() {
                 Some(json!({"node_id": edge_id, "status": "healthy"})),
                 Audience::Node,
             ),
+            (
+                Method::POST,
+                "/api/v1/wireguard-key".into(),
+                Some(json!({"public_key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="})),
+                Audience::Node,
+            ),
         ];
 
         // The document lists exactly these secured operations (plus the open ones), so a
@@ -568,7 +574,13 @@ async fn a_new_edge_reads_its_bundle_with_its_enrollment_token_until_it_is_used(
         assert_eq!(status, 401);
         let (status, again) = s.call(Method::GET, &path, Some(&credential), None).await;
         assert_eq!(status, 200);
-        assert_eq!(again["config"], bundle["config"]);
+        // The same configuration, now naming the key the edge registered at enrollment.
+        assert_eq!(again["config"]["tunnels"], bundle["config"]["tunnels"]);
+        assert!(bundle["config"].get("wireguard_public_key").is_none());
+        assert!(
+            again["config"]["wireguard_public_key"].is_string(),
+            "{again}"
+        );
         // An enrollment token opens nothing else.
         let (status, _) = s
             .call(

@@ -89,7 +89,7 @@ fn logs_can_be_json_lines() {
     let out = run(&["--log-format", "json", "serve"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<serde_json::Value> = stderr
+    let lines: Vec<Value> = stderr
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect();

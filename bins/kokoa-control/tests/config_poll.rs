@@ -16,8 +16,8 @@ const ME: &str = "/api/v1/edge-nodes/me/config";
 async fn an_edge_gets_its_routes_tunnels_and_keys() {
     for backend in backends() {
         let s = Server::start(&backend).await;
-        let a = s.origin("origin-a").await;
-        let b = s.origin("origin-b").await;
+        let a = s.new_origin("origin-a".into()).await;
+        let b = s.new_origin("origin-b".into()).await;
         let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
         for (host, origin, port) in [("app.hoge.com", a_id, 8080), ("wiki.fuga.com", b_id, 8000)] {
             s.admin(
@@ -30,6 +30,18 @@ async fn an_edge_gets_its_routes_tunnels_and_keys() {
         }
         let (all_id, all_credential) = s.enrolled_edge(None).await;
         let (_, only_b) = s.enrolled_edge(Some(b_id)).await;
+        // Tunnels appear once the origins' agents have registered their keys.
+        let (status, body) = s.call(Method::GET, ME, Some(&all_credential), None).await;
+        assert_eq!(
+            (status.as_u16(), &body["tunnels"]),
+            (200, &json!([])),
+            "{body}"
+        );
+        s.enrolled_origin(a_id).await;
+        s.enrolled_origin(b_id).await;
+        let a = s
+            .admin(Method::GET, &format!("/api/v1/origins/{a_id}"), None, 200)
+            .await;
 
         let (status, body) = s.call(Method::GET, ME, Some(&all_credential), None).await;
         assert_eq!(status, 200);
@@ -46,7 +58,7 @@ async fn an_edge_gets_its_routes_tunnels_and_keys() {
             body["routes"],
             json!({"app.hoge.com": "10.0.1.1:8080", "wiki.fuga.com": "10.0.2.1:8000"})
         );
-        // One tunnel per origin, whose key pair matches what the control plane publishes.
+        // One tunnel per origin, all with the key the edge registered; no private key.
         let edge = s
             .admin(
                 Method::GET,
@@ -55,6 +67,9 @@ async fn an_edge_gets_its_routes_tunnels_and_keys() {
                 200,
             )
             .await;
+        assert!(edge["wireguard_public_key"].is_string(), "{edge}");
+        assert_eq!(body["wireguard_public_key"], edge["wireguard_public_key"]);
+        assert!(!body.to_string().contains("private"), "{body}");
         let tunnels = &config.content().tunnels;
         assert_eq!(tunnels.len(), 2);
         for tunnel in tunnels {
@@ -64,9 +79,7 @@ async fn an_edge_gets_its_routes_tunnels_and_keys() {
                 .iter()
                 .find(|t| t["origin_id"] == tunnel.origin_id.as_str())
                 .unwrap();
-            let key =
-                kokoa_wg::PrivateKey::from_base64(tunnel.private_key.expose_secret()).unwrap();
-            assert_eq!(key.public_key().to_string(), published["public_key"]);
+            assert_eq!(published["public_key"], edge["wireguard_public_key"]);
             assert_eq!(tunnel.address.addr().to_string(), published["wireguard_ip"]);
             assert_eq!(
                 u64::from(tunnel.listen_port.get()),
@@ -246,9 +259,10 @@ async fn an_origin_follows_its_edges() {
         let etag = response.headers()["etag"].to_str().unwrap().to_owned();
         let first: Value = response.json().await.unwrap();
         assert_eq!(first["origin_id"], id);
-        let wg = kokoa_wg::Config::parse(
+        let wg = kokoa_wg::Config::parse_template(
             first["wg0_conf"].as_str().unwrap(),
             kokoa_wg::Format::WgQuick,
+            kokoa_wg::PrivateKey::generate(),
         )
         .unwrap();
         assert!(wg.peers.is_empty());
@@ -279,9 +293,10 @@ async fn an_origin_follows_its_edges() {
             .await
             .unwrap()
             .unwrap();
-        let wg = kokoa_wg::Config::parse(
+        let wg = kokoa_wg::Config::parse_template(
             body["wg0_conf"].as_str().unwrap(),
             kokoa_wg::Format::WgQuick,
+            kokoa_wg::PrivateKey::generate(),
         )
         .unwrap();
         assert_eq!(wg.peers.len(), 1);

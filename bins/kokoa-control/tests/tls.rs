@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kokoa-control");
 const UA: &str = "tls-test/0";
+/// The public key the test's edge enrolls with.
+const KEY: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
 
 struct Running(Child);
 
@@ -155,7 +157,7 @@ async fn an_edge_enrolls_by_the_pin_and_refuses_any_other_server() {
         "{command}"
     );
     let enrollment = Secret::new(created["enrollment_token"].as_str().unwrap());
-    let enrolled = Api::enroll::<String>(UA, &url, Some(pin), &enrollment, "edge")
+    let enrolled = Api::enroll::<String>(UA, &url, Some(pin), &enrollment, "edge", KEY)
         .await
         .unwrap();
     assert_eq!(enrolled.ca_pin, Some(pin));
@@ -194,7 +196,7 @@ async fn an_edge_enrolls_by_the_pin_and_refuses_any_other_server() {
     // in the message.
     let other = stranger().await;
     let token = Secret::new("kk_enr_never_sent");
-    let err = Api::enroll::<String>(UA, &other, Some(pin), &token, "edge")
+    let err = Api::enroll::<String>(UA, &other, Some(pin), &token, "edge", KEY)
         .await
         .unwrap_err()
         .to_string();
@@ -204,7 +206,7 @@ async fn an_edge_enrolls_by_the_pin_and_refuses_any_other_server() {
     );
     // So is this control plane when the pin is another one.
     let wrong = CaPin::of(b"another CA");
-    let err = Api::enroll::<String>(UA, &url, Some(wrong), &token, "edge")
+    let err = Api::enroll::<String>(UA, &url, Some(wrong), &token, "edge", KEY)
         .await
         .unwrap_err()
         .to_string();

@@ -472,8 +472,14 @@ async fn a_person_runs_the_control_plane_from_the_browser() {
     click(&c, "form[aria-label='New origin'] button[type=submit]").await;
     wait_text(&c, "#app table", "home-server").await;
     wait_text(&c, ".notice", "Download its configuration bundle").await;
-    // Its tunnel's firewall as its heartbeat says; its keys rotated from the page.
+    // Its agent registered its key; its tunnel's firewall as its heartbeat says; its key
+    // rotated from the page.
     let origin = store.list_origins().await.unwrap().remove(0);
+    let key = kokoa_wg::PrivateKey::generate().public_key().to_string();
+    store
+        .set_origin_key(&origin.id, &kokoa_core::WgPublicKey::parse(&key).unwrap())
+        .await
+        .unwrap();
     let beat = json!({"status": "healthy", "firewall": "on"});
     store
         .record_origin_heartbeat(

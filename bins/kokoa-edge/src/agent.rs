@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kokoa_agent::{Backoff, LinkState, Sampler};
+use kokoa_agent::{Backoff, LinkState, Sampler, keys::NodeKeys};
 use kokoa_core::{ContentHash, EdgeConfig, OriginId};
 use tokio::{
     sync::{Notify, watch},
@@ -126,10 +126,12 @@ impl<P: DataPlane> Agent<P> {
             stop_on_exit,
             shared,
         } = self;
+        let keys = state.keys()?;
         let ctx = Arc::new(Ctx {
             client,
             plane,
             state,
+            keys,
             timing,
             shared,
             beat_now: Notify::new(),
@@ -198,6 +200,8 @@ struct Ctx<P> {
     client: ControlPlane,
     plane: Arc<P>,
     state: StateDir,
+    /// The edge's own WireGuard keys.
+    keys: NodeKeys,
     timing: Timing,
     shared: Arc<Mutex<Shared>>,
     /// Sends a heartbeat before the next tick (an application verdict changed).
@@ -218,11 +222,43 @@ impl<P: DataPlane> Ctx<P> {
         shared.keys_changing = live.keys_changing;
     }
 
+    /// Applies `config` with the key it names, then follows what it says of the keys:
+    /// a next key made when asked, old keys dropped, a key to register registered.
+    async fn apply(&self, config: EdgeConfig) -> Result<(), Error> {
+        let content = config.content();
+        let named = content
+            .wireguard_public_key
+            .as_ref()
+            .map(|k| k.as_str().to_owned());
+        let requested = content.wireguard_key_requested;
+        let key = self
+            .keys
+            .key_for(named.as_deref())
+            .map_err(|e| Error::Refused {
+                hash: config.config_hash().to_string(),
+                reason: e.to_string(),
+            })?;
+        apply_and_save(Arc::clone(&self.plane), self.state.clone(), config, key).await?;
+        self.keys
+            .applied(named.as_deref(), requested)
+            .map_err(Error::io("save the WireGuard keys in", self.state.path()))?;
+        self.register_key().await;
+        Ok(())
+    }
+
+    /// Registers the key the last applied configuration calls for, if any; a failure is
+    /// tried again with the next heartbeat.
+    async fn register_key(&self) {
+        if let Err(e) = self.keys.register(self.client.api()).await {
+            tracing::warn!(error = %e, "cannot register the WireGuard key yet; will retry");
+        }
+    }
+
     async fn apply_last_good(&self) {
         match self.state.read_last_good() {
             Ok(Some(config)) => {
                 let live = Live::of(&config);
-                match apply_and_save(Arc::clone(&self.plane), self.state.clone(), config).await {
+                match self.apply(config).await {
                     Ok(()) => {
                         tracing::info!(hash = %live.hash, "serving the last good configuration");
                         self.serving(live);
@@ -277,10 +313,7 @@ impl<P: DataPlane> Ctx<P> {
                     let hash = config.config_hash().clone();
                     let live = Live::of(&config);
                     let applied = match self.install_certificates(&config).await {
-                        Ok(()) => {
-                            apply_and_save(Arc::clone(&self.plane), self.state.clone(), config)
-                                .await
-                        }
+                        Ok(()) => self.apply(config).await,
                         Err(e) => Err(e),
                     };
                     match applied {
@@ -380,6 +413,7 @@ impl<P: DataPlane> Ctx<P> {
                 Ok(()) => tracing::debug!(status = ?heartbeat.status, "heartbeat sent"),
                 Err(e) => tracing::warn!(error = %e, "heartbeat not delivered"),
             }
+            self.register_key().await;
             self.send_ready_once().await;
         }
     }
@@ -494,13 +528,14 @@ pub async fn apply_and_save<P: DataPlane>(
     plane: Arc<P>,
     state: StateDir,
     config: EdgeConfig,
+    key: kokoa_wg::PrivateKey,
 ) -> Result<(), Error> {
     blocking(move || {
         config.verify_hash().map_err(|e| Error::Refused {
             hash: config.config_hash().to_string(),
             reason: e.to_string(),
         })?;
-        plane.apply(&config)?;
+        plane.apply(&config, &key)?;
         state.save_last_good(&config)
     })
     .await

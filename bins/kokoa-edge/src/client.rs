@@ -63,20 +63,35 @@ impl ControlPlane {
         &self.node_id
     }
 
+    /// The API client, for what the agents share (registering keys).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
     /// Exchanges the single-use enrollment `token` for a node credential
-    /// (`POST /api/v1/enroll`).
-    /// With `ca_pin`, only the control plane's own CA is trusted, then and afterwards.
+    /// (`POST /api/v1/enroll`), registering `wireguard_public_key`, the public half of the
+    /// edge's own key. With `ca_pin`, only the control plane's own CA is trusted, then and
+    /// afterwards.
     pub async fn enroll(
         control_plane_url: &str,
         ca_pin: Option<CaPin>,
         token: &Secret,
+        wireguard_public_key: &str,
     ) -> Result<Credential, Error> {
         let Enrolled {
             control_plane_url,
             node_id,
             credential,
             ca_pin,
-        } = Api::enroll(USER_AGENT, control_plane_url, ca_pin, token, "edge").await?;
+        } = Api::enroll(
+            USER_AGENT,
+            control_plane_url,
+            ca_pin,
+            token,
+            "edge",
+            wireguard_public_key,
+        )
+        .await?;
         Ok(Credential {
             control_plane_url,
             node_id,

@@ -50,15 +50,16 @@ pub struct Desired {
 /// - A route gets the first certificate (by name) that covers its host name, exactly or by
 ///   a `*.` wildcard, and that `installed` says is present with the right content; otherwise
 ///   nginx presents the fallback certificate.
-/// - Every tunnel becomes an interface named [`InterfaceName::for_origin`], with the edge's
-///   address, listen port and MTU 1420, whose only peer is the origin, allowed only its
+/// - Every tunnel becomes an interface named [`InterfaceName::for_origin`] with the edge's
+///   own `key`, address, listen port and MTU 1420, whose only peer is the origin, allowed only its
 ///   `/32`. When the origin listens (`origin_endpoint`), the edge dials it and keeps the path
 ///   open with keepalives.
 ///
-/// Fails (a refusal: the payload is at fault) when a private key is not a WireGuard key or
+/// Fails (a refusal: the payload is at fault) when a public key is not a WireGuard key or
 /// two origins would get the same interface name.
 pub fn convert(
     config: &EdgeConfig,
+    key: &PrivateKey,
     listen: Listen,
     installed: &dyn Fn(&CertificateRef) -> bool,
 ) -> Result<Desired, Error> {
@@ -104,7 +105,7 @@ pub fn convert(
     let mut names: BTreeMap<InterfaceName, &OriginId> = BTreeMap::new();
     let mut tunnels = Vec::with_capacity(content.tunnels.len());
     for tunnel in &content.tunnels {
-        let interface = interface_for(tunnel).map_err(|e| refuse(e.to_string()))?;
+        let interface = interface_for(tunnel, key).map_err(|e| refuse(e.to_string()))?;
         if let Some(other) = names.insert(interface.name.clone(), &tunnel.origin_id) {
             return Err(refuse(format!(
                 "origins {other} and {} map to the same interface name {}",
@@ -120,10 +121,9 @@ pub fn convert(
     Ok(Desired { site, tunnels })
 }
 
-fn interface_for(tunnel: &Tunnel) -> Result<InterfaceConfig, kokoa_wg::Error> {
+fn interface_for(tunnel: &Tunnel, key: &PrivateKey) -> Result<InterfaceConfig, kokoa_wg::Error> {
     let note = Comment::new(&format!("origin: {}", tunnel.origin_name))?;
-    let mut interface =
-        Interface::new(PrivateKey::from_base64(tunnel.private_key.expose_secret())?);
+    let mut interface = Interface::new(key.clone());
     interface.comment = Some(note.clone());
     interface.addresses = vec![IpNet::V4(tunnel.address)];
     interface.listen_port = Some(tunnel.listen_port.get());

@@ -32,8 +32,10 @@
 //! content.unavailable.insert(app);
 //! let config = EdgeConfig::new(content)?;
 //!
-//! // No certificate of the payload is installed yet: every name gets the fallback.
-//! let desired = kokoa_edge::convert(&config, Listen::default(), &|_| false)?;
+//! // No certificate of the payload is installed yet: every name gets the fallback. The
+//! // interfaces use the edge's own key, which no payload carries.
+//! let key = kokoa_wg::PrivateKey::generate();
+//! let desired = kokoa_edge::convert(&config, &key, Listen::default(), &|_| false)?;
 //! let routes = &desired.site.routes;
 //! assert_eq!(routes.len(), 2);
 //! assert!(routes.iter().any(|r| r.hostname.as_str() == "app.hoge.com" && !r.available));

@@ -149,8 +149,10 @@ async fn execute(command: Command) -> Result<(), Error> {
             state_dir,
         } => {
             let state = StateDir::open(state_dir)?;
+            // The key pair is made here and stays here: only its public half is sent.
+            let key = state.keys()?.newest().to_string();
             let credential =
-                ControlPlane::enroll(&control_plane, ca_pin, &Secret::new(token)).await?;
+                ControlPlane::enroll(&control_plane, ca_pin, &Secret::new(token), &key).await?;
             state.write_credential(&credential)?;
             tracing::info!(
                 node_id = %credential.node_id,

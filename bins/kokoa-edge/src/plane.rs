@@ -14,7 +14,7 @@ use kokoa_agent::LinkState;
 use kokoa_core::{CertificateRef, ContentHash, EdgeConfig, OriginId};
 use kokoa_nginx::{CertName, Layout, Listen, NginxInstance};
 use kokoa_wg::{
-    InterfaceConfig,
+    InterfaceConfig, PrivateKey,
     apply::{Implementation, TunnelStatus as WgStatus, WgHost},
 };
 use serde::Serialize;
@@ -86,9 +86,10 @@ pub struct TunnelReport {
 /// What the agent drives. Every method blocks: the agent calls them from
 /// `spawn_blocking`.
 pub trait DataPlane: Send + Sync + 'static {
-    /// Makes `config` live: WireGuard first (routes point into the tunnels), then nginx,
-    /// started when it is not running. On failure the previous configuration keeps serving.
-    fn apply(&self, config: &EdgeConfig) -> Result<(), Error>;
+    /// Makes `config` live with the edge's private `key`: WireGuard first (routes point
+    /// into the tunnels), then nginx, started when it is not running. On failure the
+    /// previous configuration keeps serving.
+    fn apply(&self, config: &EdgeConfig, key: &PrivateKey) -> Result<(), Error>;
 
     /// The state of every tunnel of the live configuration. Bounded: about one second per
     /// tunnel at most.
@@ -242,8 +243,8 @@ impl EdgeHost {
 }
 
 impl DataPlane for EdgeHost {
-    fn apply(&self, config: &EdgeConfig) -> Result<(), Error> {
-        let desired = convert(config, self.listen, &|c| self.installed(c))?;
+    fn apply(&self, config: &EdgeConfig, key: &PrivateKey) -> Result<(), Error> {
+        let desired = convert(config, key, self.listen, &|c| self.installed(c))?;
         self.write_challenges(config)?;
         let interfaces: Vec<InterfaceConfig> = desired
             .tunnels

@@ -1,10 +1,11 @@
-//! The agent's state directory: its credential, the last good configuration and the
-//! fallback certificate.
+//! The agent's state directory: its credential, its WireGuard keys, the last good
+//! configuration and the fallback certificate.
 //!
 //! | file | mode | what |
 //! |---|---|---|
 //! | `credential.json` | 0600 | `{control_plane_url, node_id, credential}` from enrollment |
-//! | `last-good.json` | 0600 | the last configuration that was applied successfully (it holds WireGuard private keys) |
+//! | `wireguard-keys` | 0600 | the edge's WireGuard private keys, made here (see `kokoa_agent::keys`) |
+//! | `last-good.json` | 0600 | the last configuration that was applied successfully |
 //! | `fallback.crt`, `fallback.key` | 0644, 0600 | self-signed certificate for names without their own |
 //!
 //! Every file is replaced atomically (write beside, flush, rename), so a crash leaves the
@@ -60,6 +61,12 @@ impl StateDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// The edge's WireGuard keys (a new one is made when there is none).
+    pub fn keys(&self) -> Result<kokoa_agent::keys::NodeKeys, Error> {
+        kokoa_agent::keys::NodeKeys::open(&self.dir)
+            .map_err(Error::io("read the WireGuard keys in", &self.dir))
     }
 
     /// Takes this directory for one agent until the lock is dropped; fails at once, naming

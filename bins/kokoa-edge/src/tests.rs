@@ -8,17 +8,13 @@ use std::{
 use ipnet::{IpNet, Ipv4Net};
 use kokoa_core::{
     ApplicationCheck, CertificateRef, ContentHash, EdgeConfig, EdgeContent, Hostname, Name,
-    OriginId, Port, Tunnel, WgPrivateKey, WgPublicKey,
+    OriginId, Port, Tunnel, WgPublicKey,
 };
 use kokoa_nginx::{CertName, Layout, Listen};
 use kokoa_wg::{InterfaceName, PrivateKey};
 use proptest::prelude::*;
 
 use crate::convert::convert;
-
-fn private_key(seed: u8) -> WgPrivateKey {
-    WgPrivateKey::parse(&PrivateKey::from_bytes([seed; 32]).to_base64()).unwrap()
-}
 
 fn public_key(seed: u8) -> WgPublicKey {
     WgPublicKey::parse(&PrivateKey::from_bytes([seed; 32]).public_key().to_string()).unwrap()
@@ -33,7 +29,6 @@ fn tunnel(n: u8, endpoint: bool) -> Tunnel {
         address: Ipv4Net::new(Ipv4Addr::new(10, 0, octet, 10), 24).unwrap(),
         origin_ip: Ipv4Addr::new(10, 0, octet, 1),
         origin_public_key: public_key(100 + n),
-        private_key: private_key(n),
         listen_port: Port::new(51820 + u16::from(octet)).unwrap(),
         origin_endpoint: endpoint.then(|| ([192, 0, 2, octet], 51820).into()),
         application_check: None,
@@ -109,7 +104,8 @@ proptest! {
             "exact" => installed[0],
             _ => installed[1],
         };
-        let desired = convert(&config, Listen::default(), &is_installed).unwrap();
+        let key = PrivateKey::from_bytes([7; 32]);
+        let desired = convert(&config, &key, Listen::default(), &is_installed).unwrap();
         let content = config.content();
 
         // Every route appears once, to its backend; unavailable ones are marked.
@@ -147,8 +143,7 @@ proptest! {
             prop_assert_eq!(&peer.allowed_ips, &vec![IpNet::V4(Ipv4Net::from(tunnel.origin_ip))]);
             prop_assert_eq!(peer.endpoint.is_some(), tunnel.origin_endpoint.is_some());
             prop_assert_eq!(peer.persistent_keepalive.is_some(), tunnel.origin_endpoint.is_some());
-            let key = wg.interface.private_key.to_base64();
-            prop_assert_eq!(key.as_str(), tunnel.private_key.expose_secret());
+            prop_assert_eq!(&wg.interface.private_key, &key, "the edge's own key");
         }
 
         // nginx accepts the rendering.
@@ -171,7 +166,8 @@ fn wildcard_certificate_covers_one_label_only() {
         sha256: ContentHash::of(b"x"),
     }];
     let config = EdgeConfig::new(content).unwrap();
-    let desired = convert(&config, Listen::default(), &|_| true).unwrap();
+    let key = PrivateKey::generate();
+    let desired = convert(&config, &key, Listen::default(), &|_| true).unwrap();
     let certs: BTreeMap<&str, Option<&str>> = desired
         .site
         .routes

@@ -190,7 +190,8 @@ async fn agent_serves_follows_refuses_and_survives_a_restart() {
         },
     };
     let state = StateDir::open(&edge.state).unwrap();
-    let credential = ControlPlane::enroll(&control.url(), None, &Secret::new(ENROLL_TOKEN))
+    let key = state.keys().unwrap().newest().to_string();
+    let credential = ControlPlane::enroll(&control.url(), None, &Secret::new(ENROLL_TOKEN), &key)
         .await
         .unwrap();
     state.write_credential(&credential).unwrap();
@@ -230,6 +231,12 @@ async fn agent_serves_follows_refuses_and_survives_a_restart() {
     );
     eventually(Duration::from_secs(5), "ready", || {
         control.ready_calls() == [NODE_ID]
+    })
+    .await;
+    // The payload names no key (as for a node the control plane knows no key of): the
+    // agent used its own and registered its public half, never anything private.
+    eventually(Duration::from_secs(5), "the key registered", || {
+        control.registered_keys() == [key.clone()]
     })
     .await;
 

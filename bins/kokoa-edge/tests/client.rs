@@ -18,6 +18,9 @@ use kokoa_edge::{
 };
 use tokio::sync::oneshot;
 
+/// The public key the edge enrolls with.
+const KEY: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+
 fn config(names: &[&str]) -> EdgeConfig {
     let mut content = EdgeContent::default();
     for (n, name) in names.iter().enumerate() {
@@ -45,11 +48,12 @@ async fn enroll_exchanges_the_token_for_a_credential() {
         &format!("{}/", control.url()),
         None,
         &Secret::new(ENROLL_TOKEN),
+        KEY,
     )
     .await
     .unwrap();
     assert_eq!(got, credential(&control, CREDENTIAL));
-    let err = ControlPlane::enroll(&control.url(), None, &Secret::new("wrong"))
+    let err = ControlPlane::enroll(&control.url(), None, &Secret::new("wrong"), KEY)
         .await
         .unwrap_err();
     assert!(
@@ -57,7 +61,7 @@ async fn enroll_exchanges_the_token_for_a_credential() {
         "{err}"
     );
     for bad in ["ftp://x", "not a url", "http://u:p@127.0.0.1/"] {
-        let err = ControlPlane::enroll(bad, None, &Secret::new(ENROLL_TOKEN))
+        let err = ControlPlane::enroll(bad, None, &Secret::new(ENROLL_TOKEN), KEY)
             .await
             .unwrap_err();
         assert!(matches!(err, Error::InvalidUrl { .. }), "{bad}: {err}");
@@ -172,9 +176,15 @@ async fn last_good_is_written_only_after_a_successful_apply() {
     let plane = Arc::new(FakePlane::default());
 
     let first = config(&["app.hoge.com"]);
-    apply_and_save(Arc::clone(&plane), state.clone(), first.clone())
-        .await
-        .unwrap();
+    let key = kokoa_wg::PrivateKey::generate();
+    apply_and_save(
+        Arc::clone(&plane),
+        state.clone(),
+        first.clone(),
+        key.clone(),
+    )
+    .await
+    .unwrap();
     assert_eq!(state.read_last_good().unwrap(), Some(first.clone()));
 
     // The host fails: nothing saved, the first stays the last good one.
@@ -183,6 +193,7 @@ async fn last_good_is_written_only_after_a_successful_apply() {
         Arc::clone(&plane),
         state.clone(),
         config(&["wiki.fuga.com"]),
+        key.clone(),
     )
     .await
     .unwrap_err();
@@ -194,7 +205,7 @@ async fn last_good_is_written_only_after_a_successful_apply() {
     let mut json = serde_json::to_value(config(&["other.hoge.com"])).unwrap();
     json["config_hash"] = ContentHash::of(b"forged").to_string().into();
     let forged: EdgeConfig = serde_json::from_value(json).unwrap();
-    let err = apply_and_save(Arc::clone(&plane), state.clone(), forged)
+    let err = apply_and_save(Arc::clone(&plane), state.clone(), forged, key)
         .await
         .unwrap_err();
     assert!(

@@ -857,9 +857,10 @@ async fn wireguard_path(lab: &mut Lab) -> Step {
 /// The longest one key rotation may take.
 const ROTATION_LIMIT: Duration = Duration::from_secs(60);
 
-/// 10. edge1's keys (one per origin) and then origin-a's key are rotated while a stream of
-///     requests goes through both edges to both origins: every request is answered by its
-///     origin (goal of SPEC §10.3: no traffic lost), and the API shows the new keys.
+/// 10. edge1's key and then origin-a's key are rotated while a stream of requests goes
+///     through both edges to both origins: every request is answered by its origin (goal of
+///     SPEC §10.3: no traffic lost), the API shows the new keys, and each node holds the
+///     private half the control plane never saw.
 async fn key_rotation(lab: &mut Lab) -> Step {
     let api = |method: Method, path: String, want: StatusCode| {
         let api = &lab.api;
@@ -894,6 +895,7 @@ async fn key_rotation(lab: &mut Lab) -> Step {
         failures: Vec::new(),
     };
     let mut took = Vec::new();
+    let mut shown = Vec::new();
     // Bounded: each rotation at most ROTATION_LIMIT, four requests a round (each edge sees
     // two per 250 ms, under its 10 per second).
     for (who, path) in &rotations {
@@ -905,24 +907,18 @@ async fn key_rotation(lab: &mut Lab) -> Step {
         )
         .await?;
         let began = Instant::now();
-        let next: Vec<Value> = started["rotations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| r["next_public_key"].clone())
-            .collect();
-        if next.is_empty() {
-            return Err(format!("rotating {who}'s keys started nothing: {started}"));
+        let old = started["rotations"][0]["public_key"].clone();
+        if !old.is_string() {
+            return Err(format!("rotating {who}'s key started nothing: {started}"));
         }
         loop {
             tally.round().await;
+            // Done when the node shows a key of its own making other than the old one.
             let node = api(Method::GET, path.clone(), StatusCode::OK).await?;
-            let shown: Vec<&Value> = match node["tunnels"].as_array() {
-                Some(tunnels) => tunnels.iter().map(|t| &t["public_key"]).collect(),
-                None => vec![&node["wireguard_public_key"]],
-            };
-            if next.iter().all(|k| shown.contains(&k)) {
-                took.push((who.to_string(), began.elapsed(), next.len()));
+            let key = &node["wireguard_public_key"];
+            if key.is_string() && *key != old {
+                took.push((who.to_string(), began.elapsed()));
+                shown.push((who.to_string(), key.as_str().unwrap_or_default().to_owned()));
                 break;
             }
             if began.elapsed() > ROTATION_LIMIT {
@@ -950,14 +946,52 @@ async fn key_rotation(lab: &mut Lab) -> Step {
             first_failures(&failures)
         ));
     }
+    for (who, key) in &shown {
+        holds_its_key(lab, who, key)?;
+    }
     let took: Vec<String> = took
         .iter()
-        .map(|(who, d, n)| format!("{who} ({n} key(s)) in {}", secs(*d)))
+        .map(|(who, d)| format!("{who} in {}", secs(*d)))
         .collect();
     Ok(format!(
-        "rotated {}; 0 of {requests} requests through both edges to both origins failed",
+        "rotated {}; 0 of {requests} requests through both edges to both origins failed; \
+         each node holds the one private key whose public half the API shows, and its last \
+         configuration from the control plane holds no private key",
         took.join(", ")
     ))
+}
+
+/// Node `name` keeps exactly one WireGuard key now, whose public half is `shown`, and the
+/// configuration it last received does not contain it: the key never left the node.
+fn holds_its_key(lab: &Lab, name: &str, shown: &str) -> Result<(), String> {
+    let state = lab.dir.join(name).join("state");
+    let read = |file: &str| {
+        let path = state.join(file);
+        fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let keys = read(kokoa_agent::keys::KEYS_FILE)?;
+    let keys: Vec<&str> = keys.lines().filter(|l| !l.trim().is_empty()).collect();
+    let [key] = keys.as_slice() else {
+        return Err(format!(
+            "{name} keeps {} keys after its rotation, not 1",
+            keys.len()
+        ));
+    };
+    let public = kokoa_wg::PrivateKey::from_base64(key.trim())
+        .map_err(|e| format!("{name}'s key file: {e}"))?
+        .public_key()
+        .to_string();
+    if public != shown {
+        return Err(format!(
+            "{name} holds the key of {public}, the API shows {shown}"
+        ));
+    }
+    if read("last-good.json")?.contains(key.trim()) {
+        return Err(format!(
+            "{name}'s configuration from the control plane holds its private key"
+        ));
+    }
+    Ok(())
 }
 
 /// Requests asked over one client connection in step 11.

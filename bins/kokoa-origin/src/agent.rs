@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use kokoa_agent::{Backoff, Sampler};
+use kokoa_agent::{Backoff, Sampler, keys::NodeKeys};
 use kokoa_wg::{
     InterfaceConfig, InterfaceName,
     apply::{HANDSHAKE_FRESH, WgHost},
@@ -169,7 +169,10 @@ struct Shared {
 /// One origin agent.
 #[derive(Debug)]
 pub struct Agent<T> {
-    ctx: Ctx<T>,
+    client: ControlPlane,
+    tunnel: T,
+    state: StateDir,
+    settings: Settings,
 }
 
 #[derive(Debug)]
@@ -177,6 +180,8 @@ struct Ctx<T> {
     client: ControlPlane,
     tunnel: Arc<T>,
     state: StateDir,
+    /// The origin's own WireGuard keys.
+    keys: NodeKeys,
     settings: Settings,
     shared: Mutex<Shared>,
     /// Wakes the checks: a new configuration may name other services.
@@ -189,15 +194,10 @@ impl<T: Tunnel> Agent<T> {
     /// An agent.
     pub fn new(client: ControlPlane, tunnel: T, state: StateDir, settings: Settings) -> Self {
         Self {
-            ctx: Ctx {
-                client,
-                tunnel: Arc::new(tunnel),
-                state,
-                settings,
-                shared: Mutex::default(),
-                recheck: Notify::new(),
-                report: Notify::new(),
-            },
+            client,
+            tunnel,
+            state,
+            settings,
         }
     }
 
@@ -209,7 +209,16 @@ impl<T: Tunnel> Agent<T> {
     /// [`Timing::check_interval`] and sends a heartbeat every
     /// [`Timing::heartbeat_interval`] and at once when a service changes state.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let ctx = Arc::new(self.ctx);
+        let ctx = Arc::new(Ctx {
+            keys: self.state.keys()?,
+            client: self.client,
+            tunnel: Arc::new(self.tunnel),
+            state: self.state,
+            settings: self.settings,
+            shared: Mutex::default(),
+            recheck: Notify::new(),
+            report: Notify::new(),
+        });
         if let Ok(Some(config)) = ctx
             .state
             .read_last_good()
@@ -289,9 +298,23 @@ impl<T: Tunnel> Ctx<T> {
         self.shared().live.as_ref().map(|(hash, _)| hash.clone())
     }
 
-    /// Applies `config` (tunnel first, then forwarding) and saves it as the last good one.
+    /// Applies `config` with the key it names (tunnel first, then forwarding), saves it as
+    /// the last good one, then follows what it says of the keys: a next key made when
+    /// asked, old keys dropped, a key to register registered.
     async fn apply(&self, config: OriginConfig) -> Result<String, Error> {
-        let plan = config.plan(self.settings.interface.clone())?;
+        let named = config
+            .wireguard_public_key
+            .as_ref()
+            .map(|k| k.as_str().to_owned());
+        let requested = config.wireguard_key_requested;
+        let key = self
+            .keys
+            .key_for(named.as_deref())
+            .map_err(|e| Error::Refused {
+                hash: config.config_hash.clone(),
+                reason: e.to_string(),
+            })?;
+        let plan = config.plan(self.settings.interface.clone(), key)?;
         let (tunnel, state, wanted) = (
             Arc::clone(&self.tunnel),
             self.state.clone(),
@@ -310,10 +333,24 @@ impl<T: Tunnel> Ctx<T> {
         }
         self.set_application(&plan, false);
         self.install_firewall(&plan).await;
-        let mut shared = self.shared();
-        shared.live = Some((hash.clone(), plan));
-        shared.last_error = None;
+        {
+            let mut shared = self.shared();
+            shared.live = Some((hash.clone(), plan));
+            shared.last_error = None;
+        }
+        self.keys
+            .applied(named.as_deref(), requested)
+            .map_err(Error::io("save the WireGuard keys in", self.state.path()))?;
+        self.register_key().await;
         Ok(hash)
+    }
+
+    /// Registers the key the last applied configuration calls for, if any; a failure is
+    /// tried again with the next heartbeat.
+    async fn register_key(&self) {
+        if let Err(e) = self.keys.register(self.client.api()).await {
+            tracing::warn!(error = %e, "cannot register the WireGuard key yet; will retry");
+        }
     }
 
     /// Installs the firewall rules of `plan` unless they are installed already. A failure
@@ -564,6 +601,7 @@ impl<T: Tunnel> Ctx<T> {
                 Ok(()) => tracing::debug!(status = ?heartbeat.status, "heartbeat sent"),
                 Err(e) => tracing::warn!(error = %e, "heartbeat not delivered"),
             }
+            self.register_key().await;
         }
     }
 }

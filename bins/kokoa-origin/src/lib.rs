@@ -20,12 +20,13 @@
 //! use kokoa_origin::OriginConfig;
 //! use kokoa_wg::{Config, Format, Interface, InterfaceName, Peer, PrivateKey};
 //!
-//! // wg0.conf as the control plane renders it: the origin dials out to one edge.
+//! // wg0.conf as the control plane renders it, without a private key: the origin dials
+//! // out to one edge.
 //! let mut interface = Interface::new(PrivateKey::generate());
 //! interface.addresses = vec!["10.0.1.1/24".parse()?];
 //! let mut edge = Peer::new(PrivateKey::generate().public_key());
 //! edge.allowed_ips = vec!["10.0.1.10/32".parse()?];
-//! let wg0 = Config::new(interface, vec![edge]).render(Format::WgQuick);
+//! let wg0 = Config::new(interface, vec![edge]).render_template(Format::WgQuick);
 //!
 //! let config: OriginConfig = serde_json::from_value(serde_json::json!({
 //!     "config_hash": "3b5d…",
@@ -36,7 +37,10 @@
 //!     "services": [{"id": "svc_1", "name": "web", "port": 8080, "protocol": "http",
 //!                   "health_check_path": "/health"}],
 //! }))?;
-//! let plan = config.plan(InterfaceName::new("wg0")?)?;
+//! // The origin's own key, which it made and keeps, completes it.
+//! let own = PrivateKey::generate();
+//! let plan = config.plan(InterfaceName::new("wg0")?, own.clone())?;
+//! assert_eq!(plan.interface.config.interface.private_key, own);
 //! assert_eq!(plan.tunnel_ip.to_string(), "10.0.1.1");
 //! assert_eq!(plan.edges.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.1.10"]);
 //! assert_eq!(plan.ports.into_iter().collect::<Vec<_>>(), [8080]);

@@ -202,7 +202,9 @@ async fn execute(command: Command) -> Result<(), Error> {
                 _ => return Err(Error::EnrollArguments),
             };
             let state = StateDir::open(state_dir)?;
-            let credential = ControlPlane::enroll(&url, pin, &token).await?;
+            // The key pair is made here and stays here: only its public half is sent.
+            let key = state.keys()?.newest().to_string();
+            let credential = ControlPlane::enroll(&url, pin, &token, &key).await?;
             state.write_credential(&credential)?;
             tracing::info!(
                 origin_id = %credential.node_id,

@@ -3,9 +3,8 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use kokoa_agent::Secret;
 use kokoa_core::{HealthCheckPath, Hostname, Name, OriginId, Port, Protocol, WgPublicKey};
-use kokoa_wg::{Config, Format, InterfaceConfig, InterfaceName, KeyChange, PublicKey};
+use kokoa_wg::{Config, Format, InterfaceConfig, InterfaceName, KeyChange, PrivateKey, PublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -17,9 +16,10 @@ pub struct OriginConfig {
     pub config_hash: String,
     /// The origin.
     pub origin_id: OriginId,
-    /// Its `wg0.conf` in wg-quick format: one peer per edge, each dialled out to. Holds the
-    /// origin's private key.
-    pub wg0_conf: Secret,
+    /// Its `wg0.conf` in wg-quick format without `PrivateKey`: one peer per edge, each
+    /// dialled out to. The agent adds the key named by `wireguard_public_key`, which it
+    /// made and holds.
+    pub wg0_conf: String,
     /// The nginx alternative to the agent's forwarding (not used by the agent).
     pub nginx_conf: String,
     /// Routes to this origin.
@@ -30,6 +30,14 @@ pub struct OriginConfig {
     /// without addresses that takes over from the old one at its first handshake.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_changes: Vec<KeyChangeEntry>,
+    /// The public half of the key `wg0_conf` is used with; none until the origin
+    /// registered one (it then uses the key it has and registers that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_public_key: Option<WgPublicKey>,
+    /// Set while a key rotation waits for the origin's next key: the agent makes one and
+    /// registers its public half.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wireguard_key_requested: bool,
 }
 
 /// One peer key being replaced, as the configuration names it.
@@ -79,18 +87,18 @@ pub struct Plan {
 }
 
 impl OriginConfig {
-    /// Parses `wg0.conf` for interface `name` and collects the addresses and ports the
-    /// agent serves.
+    /// Parses `wg0.conf` for interface `name`, completed with the origin's private `key`,
+    /// and collects the addresses and ports the agent serves.
     ///
     /// An edge's address is the host of each single-address `AllowedIPs` entry of its
     /// peer: the control plane gives every edge exactly its /32 (SPEC §10.5). A wider
     /// entry is refused, since it would let any address of that range through.
-    pub fn plan(&self, name: InterfaceName) -> Result<Plan, Error> {
+    pub fn plan(&self, name: InterfaceName, key: PrivateKey) -> Result<Plan, Error> {
         let refused = |reason: String| Error::Refused {
             hash: self.config_hash.clone(),
             reason,
         };
-        let config = Config::parse(self.wg0_conf.expose(), Format::WgQuick)
+        let config = Config::parse_template(&self.wg0_conf, Format::WgQuick, key)
             .map_err(|e| refused(format!("wg0.conf does not parse: {e}")))?;
         let tunnel_ip = config
             .interface
@@ -148,11 +156,11 @@ mod tests {
                 peer
             })
             .collect();
-        let wg0 = Config::new(interface, peers).render(Format::WgQuick);
+        let wg0 = Config::new(interface, peers).render_template(Format::WgQuick);
         OriginConfig {
             config_hash: "h1".into(),
             origin_id: OriginId::parse("org_1").unwrap(),
-            wg0_conf: Secret::new(wg0),
+            wg0_conf: wg0,
             nginx_conf: String::new(),
             routes: vec![
                 OriginRoute {
@@ -170,16 +178,18 @@ mod tests {
             ],
             services: Vec::new(),
             key_changes: Vec::new(),
+            wireguard_public_key: None,
+            wireguard_key_requested: false,
         }
     }
 
     #[test]
     fn plan_prepares_a_changing_key_without_giving_it_an_address() {
         let mut config = config_with(&["10.0.1.10/32"]);
-        let mut wg0 = Config::parse(config.wg0_conf.expose(), Format::WgQuick).unwrap();
+        let mut wg0 = Config::parse_template(&config.wg0_conf, Format::WgQuick, key()).unwrap();
         let (old, new) = (wg0.peers[0].public_key, PrivateKey::generate().public_key());
         wg0.peers.push(Peer::new(new));
-        config.wg0_conf = Secret::new(wg0.render(Format::WgQuick));
+        config.wg0_conf = wg0.render_template(Format::WgQuick);
         let entry = |from: PublicKey, to: PublicKey| KeyChangeEntry {
             from: WgPublicKey::parse(&from.to_string()).unwrap(),
             to: WgPublicKey::parse(&to.to_string()).unwrap(),
@@ -187,7 +197,9 @@ mod tests {
         // A change naming a peer the configuration lacks is left out.
         let stranger = PrivateKey::generate().public_key();
         config.key_changes = vec![entry(old, new), entry(stranger, new)];
-        let plan = config.plan(InterfaceName::new("wg0").unwrap()).unwrap();
+        let plan = config
+            .plan(InterfaceName::new("wg0").unwrap(), key())
+            .unwrap();
         assert_eq!(
             plan.interface.key_changes,
             [KeyChange { from: old, to: new }]
@@ -199,7 +211,9 @@ mod tests {
     #[test]
     fn plan_collects_edges_and_ports() {
         let config = config_with(&["10.0.1.10/32", "10.0.1.11/32"]);
-        let plan = config.plan(InterfaceName::new("wg0").unwrap()).unwrap();
+        let plan = config
+            .plan(InterfaceName::new("wg0").unwrap(), key())
+            .unwrap();
         assert_eq!(plan.interface.name.as_str(), "wg0");
         assert_eq!(plan.tunnel_ip, "10.0.1.1".parse::<IpAddr>().unwrap());
         let edges: Vec<String> = plan.edges.iter().map(ToString::to_string).collect();
@@ -211,18 +225,37 @@ mod tests {
     fn plan_refuses_a_peer_with_a_range() {
         let config = config_with(&["10.0.1.0/24"]);
         let err = config
-            .plan(InterfaceName::new("wg0").unwrap())
+            .plan(InterfaceName::new("wg0").unwrap(), key())
             .unwrap_err()
             .to_string();
         assert!(err.contains("10.0.1.0/24"), "{err}");
     }
 
+    fn key() -> PrivateKey {
+        PrivateKey::from_bytes([9; 32])
+    }
+
     #[test]
-    fn the_private_key_is_never_in_debug_output() {
+    fn the_plan_uses_the_origins_own_key_and_a_payload_with_a_key_is_refused() {
         let config = config_with(&["10.0.1.10/32"]);
-        let text = config.wg0_conf.expose();
-        let key_line = text.lines().find(|l| l.starts_with("PrivateKey")).unwrap();
-        let key = key_line.split(" = ").nth(1).unwrap();
-        assert!(!format!("{config:?}").contains(key));
+        assert!(!config.wg0_conf.contains("PrivateKey"));
+        let plan = config
+            .plan(InterfaceName::new("wg0").unwrap(), key())
+            .unwrap();
+        assert_eq!(plan.interface.config.interface.private_key, key());
+
+        let mut full = config.clone();
+        let mut wg0 = Config::parse_template(&config.wg0_conf, Format::WgQuick, key()).unwrap();
+        wg0.interface.private_key = PrivateKey::generate();
+        full.wg0_conf = wg0.render(Format::WgQuick);
+        let err = full
+            .plan(InterfaceName::new("wg0").unwrap(), key())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds no PrivateKey"), "{err}");
+        assert!(
+            !err.contains(&*wg0.interface.private_key.to_base64()),
+            "{err}"
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! | file | mode | what |
 //! |---|---|---|
 //! | `credential.json` | 0600 | `{control_plane_url, node_id, credential}` from enrollment |
-//! | `last-good.json` | 0600 | the last configuration that applied (its `wg0.conf` holds the origin's private key) |
+//! | `wireguard-keys` | 0600 | the origin's WireGuard private keys, made here (see `kokoa_agent::keys`) |
+//! | `last-good.json` | 0600 | the last configuration that applied |
 //!
 //! Files are replaced atomically (write beside, flush, rename): a crash leaves the old or
 //! the new version, never a mix.
@@ -80,6 +81,12 @@ impl StateDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// The origin's WireGuard keys (a new one is made when there is none).
+    pub fn keys(&self) -> Result<kokoa_agent::keys::NodeKeys, Error> {
+        kokoa_agent::keys::NodeKeys::open(&self.dir)
+            .map_err(Error::io("read the WireGuard keys in", &self.dir))
     }
 
     /// Takes this directory for one agent until the lock is dropped; fails at once, naming

@@ -144,6 +144,7 @@ impl ControlPlaneServer {
         response
     }
 
+    /// A manual edge, enrolled with a key of its own as its agent would.
     async fn manual_edge(&self, public_ip: &str) -> String {
         let created: Value = self
             .admin(
@@ -155,6 +156,14 @@ impl ControlPlaneServer {
             .json()
             .await
             .unwrap();
+        let key = kokoa_wg::PrivateKey::generate().public_key().to_string();
+        let enrolled = reqwest::Client::new()
+            .post(format!("{}/api/v1/enroll", self.base))
+            .json(&json!({"token": created["enrollment_token"], "wireguard_public_key": key}))
+            .send()
+            .await
+            .unwrap();
+        assert!(enrolled.status().is_success(), "{}", enrolled.status());
         created["id"].as_str().unwrap().to_owned()
     }
 }
@@ -254,14 +263,28 @@ async fn origin_enrolls_from_its_bundle_follows_edges_and_reports_services() {
     assert_eq!(credentials.origin_id, origin_id);
     assert_eq!(credentials.control_plane_url, cp.base);
     let state = StateDir::open(work.path().join("state")).unwrap();
+    let key = state.keys().unwrap().newest().to_string();
     let credential = ControlPlane::enroll(
         &credentials.control_plane_url,
         None,
         &credentials.enrollment_token,
+        &key,
     )
     .await
     .unwrap();
     assert_eq!(credential.node_id, origin_id);
+    // The control plane knows the public half of the key the origin made, and nothing more.
+    let registered = cp.store.get_origin(&origin_id).await.unwrap();
+    assert_eq!(
+        registered
+            .wireguard_public_key
+            .map(|k| k.as_str().to_owned()),
+        Some(key.clone())
+    );
+    assert_eq!(
+        mode(&state.path().join(kokoa_agent::keys::KEYS_FILE)),
+        0o600
+    );
     state.write_credential(&credential).unwrap();
     assert_eq!(mode(&state.credential_path()), 0o600);
     // The token was single-use.
@@ -269,6 +292,7 @@ async fn origin_enrolls_from_its_bundle_follows_edges_and_reports_services() {
         &credentials.control_plane_url,
         None,
         &credentials.enrollment_token,
+        &key,
     )
     .await
     .unwrap_err();
@@ -319,6 +343,11 @@ async fn origin_enrolls_from_its_bundle_follows_edges_and_reports_services() {
         let applied = tunnel.applied.lock().unwrap();
         let wg0 = applied.last().unwrap();
         assert_eq!(wg0.name.as_str(), "wg0");
+        assert_eq!(
+            wg0.config.interface.private_key.public_key().to_string(),
+            key,
+            "wg0 uses the origin's own key"
+        );
         assert_eq!(
             wg0.config.interface.addresses[0].addr().to_string(),
             origin["wireguard_ip"].as_str().unwrap()

@@ -217,8 +217,8 @@ enum OriginCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Rotate an origin's WireGuard key without cutting traffic: its edges learn the new
-    /// key, the origin switches to it, the old key is removed.
+    /// Rotate an origin's WireGuard key without cutting traffic: the origin makes a new key,
+    /// its edges learn it, the origin switches to it, the old key is removed.
     ///
     /// Example: kokoa origin rotate-keys org_2x7…
     RotateKeys(RotateArgs),
@@ -226,7 +226,7 @@ enum OriginCommand {
     Bundle {
         /// The origin's id.
         id: String,
-        /// Where to write it (mode 0600: it holds the origin's private key).
+        /// Where to write it (mode 0600: it holds a single-use enrollment token).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
@@ -272,8 +272,8 @@ enum EdgeCommand {
         /// The edge node's id.
         id: String,
     },
-    /// Rotate an edge's WireGuard keys (one per origin) without cutting traffic: each
-    /// origin learns the new key, the edge switches to it, the old key is removed.
+    /// Rotate an edge's WireGuard key without cutting traffic: the edge makes a new key,
+    /// every origin it reaches learns it, the edge switches to it, the old key is removed.
     ///
     /// Example: kokoa edge rotate-keys edge_7f3… --timeout 120
     RotateKeys(RotateArgs),
@@ -516,10 +516,7 @@ async fn execute(cli: Cli) -> Result<String, Error> {
             }
             OriginCommand::RotateKeys(args) => {
                 let path = format!("/api/v1/origins/{}", segment(&args.id)?);
-                rotate(&api, &path, &args, &show, |node, next| {
-                    node["wireguard_public_key"] == next["next_public_key"]
-                })
-                .await
+                rotate(&api, &path, &args, &show).await
             }
             OriginCommand::Bundle { id, output } => {
                 let bytes = api
@@ -527,9 +524,9 @@ async fn execute(cli: Cli) -> Result<String, Error> {
                     .await?;
                 write_private(&output, &bytes)?;
                 Ok(format!(
-                    "Wrote {} ({} bytes, mode 0600). It holds the origin's private key and a \
-                     single-use enrollment token: copy it to the origin, unpack it and run \
-                     `sudo sh scripts/install.sh`.\n",
+                    "Wrote {} ({} bytes, mode 0600). It holds a single-use enrollment token: \
+                     copy it to the origin, unpack it and run `sudo sh scripts/install.sh` (the \
+                     origin makes its own WireGuard key there).\n",
                     output.display(),
                     bytes.len()
                 ))
@@ -628,13 +625,7 @@ async fn execute(cli: Cli) -> Result<String, Error> {
             }
             EdgeCommand::RotateKeys(args) => {
                 let path = format!("/api/v1/edge-nodes/{}", segment(&args.id)?);
-                rotate(&api, &path, &args, &show, |node, next| {
-                    node["tunnels"].as_array().into_iter().flatten().any(|t| {
-                        t["origin_id"] == next["origin_id"]
-                            && t["public_key"] == next["next_public_key"]
-                    })
-                })
-                .await
+                rotate(&api, &path, &args, &show).await
             }
             EdgeCommand::Rm { id } => {
                 let path = format!("/api/v1/edge-nodes/{}", segment(&id)?);
@@ -979,48 +970,32 @@ fn list_table(items: &Value, columns: &[Column]) -> String {
 /// Renders an answer: as JSON with `--json`, else with the given function.
 type Show<'a> = &'a dyn Fn(Value, &dyn Fn(&Value) -> String) -> String;
 
-/// Starts the key rotation of the node at `path` and, unless told not to, waits until
-/// `done(node, rotation)` holds for every rotation, telling what is left as it goes.
-async fn rotate(
-    api: &Api,
-    path: &str,
-    args: &RotateArgs,
-    show: Show<'_>,
-    done: impl Fn(&Value, &Value) -> bool,
-) -> Result<String, Error> {
+/// Starts the key rotation of the node at `path` and, unless told not to, waits until the
+/// node shows a key other than the one it had.
+async fn rotate(api: &Api, path: &str, args: &RotateArgs, show: Show<'_>) -> Result<String, Error> {
     let started = api
         .call(Method::POST, &format!("{path}/rotate-keys"), None)
         .await?;
-    let rotations: Vec<Value> = started["rotations"].as_array().cloned().unwrap_or_default();
     if args.no_wait {
         return Ok(show(started, &|v| format!("{}\n", text(&v["message"]))));
     }
     eprintln!("{}", text(&started["message"]));
+    let old = started["rotations"][0]["public_key"].clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
-    let mut left = rotations.len();
     loop {
         let node = api.call(Method::GET, path, None).await?;
-        let now_left = rotations.iter().filter(|r| !done(&node, r)).count();
-        if now_left == 0 {
-            return Ok(show(started, &|_| {
-                format!("Rotated {} key(s) of {}\n", rotations.len(), args.id)
+        let key = &node["wireguard_public_key"];
+        if key.is_string() && *key != old {
+            return Ok(show(node.clone(), &|_| {
+                format!("Rotated the key of {}: {}\n", args.id, text(key))
             }));
-        }
-        if now_left != left {
-            eprintln!(
-                "{} of {} key(s) rotated",
-                rotations.len() - now_left,
-                rotations.len()
-            );
-            left = now_left;
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(Error::Usage(format!(
-                "{now_left} of {} key(s) of {} still rotating after {} s; the rotation goes on \
-                 (it waits for nodes that are down to come back): see `kokoa events`",
-                rotations.len(),
-                args.id,
-                args.timeout
+                "the key of {} is still rotating after {} s; the rotation goes on (it waits \
+                 for the node to send its new key and for nodes that are down to come back): \
+                 see `kokoa events`",
+                args.id, args.timeout
             )));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

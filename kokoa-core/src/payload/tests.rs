@@ -22,7 +22,6 @@ fn tunnel(i: u8) -> Tunnel {
         address: format!("10.0.{i}.10/24").parse().unwrap(),
         origin_ip: Ipv4Addr::new(10, 0, i, 1),
         origin_public_key: WgPublicKey::parse(&key(i)).unwrap(),
-        private_key: WgPrivateKey::parse(&key(i.wrapping_add(100))).unwrap(),
         listen_port: Port::new(51_820 + u16::from(i)).unwrap(),
         origin_endpoint: None,
         application_check: None,
@@ -46,6 +45,8 @@ fn spec_content() -> EdgeContent {
         rate_limits: RateLimits::default(),
         unavailable: [host("wiki.fuga.com")].into(),
         acme_challenges: BTreeMap::new(),
+        wireguard_public_key: Some(WgPublicKey::parse(&key(100)).unwrap()),
+        wireguard_key_requested: false,
     }
 }
 
@@ -80,7 +81,13 @@ fn serialises_in_the_spec_shape() {
         .collect();
     assert_eq!(origins, ["org_1", "org_2"], "tunnels are sorted by origin");
     assert_eq!(v["tunnels"][0]["address"], "10.0.1.10/24");
-    assert_eq!(v["tunnels"][0]["private_key"], key(101));
+    assert_eq!(v["wireguard_public_key"], key(100));
+    assert!(
+        v.get("wireguard_key_requested").is_none(),
+        "false is left out: {v}"
+    );
+    let text = v.to_string();
+    assert!(!text.contains("private"), "no private key travels: {text}");
 }
 
 #[test]
@@ -121,11 +128,14 @@ fn a_tampered_payload_fails_verification() {
 }
 
 #[test]
-fn debug_never_shows_private_keys() {
-    let config = EdgeConfig::new(spec_content()).unwrap();
-    let debug = format!("{config:?}");
-    assert!(debug.contains("org_1") && debug.contains("<redacted>"));
-    assert!(!debug.contains(&key(101)) && !debug.contains(&key(102)));
+fn a_key_request_is_part_of_the_hash() {
+    let mut content = spec_content();
+    let quiet = EdgeConfig::new(content.clone()).unwrap();
+    content.wireguard_key_requested = true;
+    let asking = EdgeConfig::new(content).unwrap();
+    assert_ne!(asking.config_hash(), quiet.config_hash());
+    let v = serde_json::to_value(&asking).unwrap();
+    assert_eq!(v["wireguard_key_requested"], true);
 }
 
 #[test]

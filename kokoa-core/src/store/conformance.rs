@@ -96,17 +96,10 @@ fn service(n: &str, p: u16) -> NewService {
 }
 
 fn new_origin(n: &str) -> NewOrigin {
-    let id = OriginId::new();
-    let key = MasterKey::from_bytes([7; 32]);
     NewOrigin {
-        private_key: key.seal(
-            &format!("private key of {n}"),
-            &secret::origin_key_context(&id),
-        ),
-        id,
+        id: OriginId::new(),
         name: name(n),
         domain: None,
-        public_key: public_key(),
         services: Vec::new(),
         created_at: at(0),
     }
@@ -146,19 +139,14 @@ fn edge(n: &str, origin: Option<&OriginId>, created: i64) -> EdgeNode {
         deleted_at: None,
         instance_id: None,
         lifecycle: EdgeLifecycle::default(),
+        wireguard_public_key: None,
     }
 }
 
 fn new_tunnel(edge: &EdgeNodeId, origin: &OriginId) -> NewTunnel {
-    let key = MasterKey::from_bytes([7; 32]);
     NewTunnel {
         edge_node_id: edge.clone(),
         origin_id: origin.clone(),
-        public_key: public_key(),
-        private_key: key.seal(
-            &format!("key of {edge} to {origin}"),
-            &secret::tunnel_key_context(edge, origin),
-        ),
         created_at: at(2),
     }
 }
@@ -224,7 +212,7 @@ fn assert_refused<T: std::fmt::Debug>(result: Result<T, Error>, reason_part: &st
     }
 }
 
-/// Origins, their services, sealed keys and heartbeats come back as stored.
+/// Origins, their services, public keys and heartbeats come back as stored.
 pub async fn origins_round_trip(store: &dyn Store) {
     let mut new = new_origin("home-server");
     new.domain = Some(host("app.example.com"));
@@ -236,7 +224,6 @@ pub async fn origins_round_trip(store: &dyn Store) {
         },
         service("api", 8002),
     ];
-    let sealed = new.private_key.clone();
     let created = store
         .create_origin(&SubnetPool::default(), new.clone())
         .await
@@ -251,6 +238,10 @@ pub async fn origins_round_trip(store: &dyn Store) {
     );
     assert_eq!(created.status, OriginStatus::Inactive);
     assert_eq!(created.wireguard_ip, Ipv4Addr::new(10, 0, 1, 1));
+    assert_eq!(
+        created.wireguard_public_key, None,
+        "no key before its agent registers one"
+    );
     assert_eq!(store.get_origin(&created.id).await.expect("get"), created);
     let other = create(store, "another").await;
     assert_eq!(
@@ -296,37 +287,22 @@ pub async fn origins_round_trip(store: &dyn Store) {
             .is_empty()
     );
 
-    let stored_key = store.origin_private_key(&created.id).await.expect("key");
-    assert_eq!(stored_key, sealed);
-    let opened = MasterKey::from_bytes([7; 32])
-        .open(&stored_key, &secret::origin_key_context(&created.id))
-        .expect("the stored key opens");
-    assert_eq!(opened.as_str(), "private key of home-server");
-
-    // A rotation's end: the new pair replaces the old one; nothing else changes.
-    let rotated = MasterKey::from_bytes([7; 32]).seal(
-        "next key of home-server",
-        &secret::origin_key_context(&created.id),
-    );
-    let next_public = other_public_key();
-    store
-        .set_origin_key(&created.id, &next_public, &rotated)
-        .await
-        .expect("set key");
-    assert_eq!(
-        store.origin_private_key(&created.id).await.expect("key"),
-        rotated
-    );
-    let after = store.get_origin(&created.id).await.expect("get");
-    assert_eq!(after.wireguard_public_key, next_public);
-    assert_eq!(
-        (after.name, after.wireguard_ip),
-        (created.name.clone(), created.wireguard_ip)
-    );
-    assert_not_found(
+    // The key its agent registers, then a rotation's end: the successor replaces it;
+    // nothing else changes.
+    for key in [public_key(), other_public_key()] {
         store
-            .set_origin_key(&OriginId::new(), &next_public, &rotated)
-            .await,
+            .set_origin_key(&created.id, &key)
+            .await
+            .expect("set key");
+        let after = store.get_origin(&created.id).await.expect("get");
+        assert_eq!(after.wireguard_public_key, Some(key));
+        assert_eq!(
+            (after.name, after.wireguard_ip),
+            (created.name.clone(), created.wireguard_ip)
+        );
+    }
+    assert_not_found(
+        store.set_origin_key(&OriginId::new(), &public_key()).await,
         "origin",
     );
 
@@ -349,7 +325,6 @@ pub async fn origins_round_trip(store: &dyn Store) {
     let unknown = OriginId::new();
     assert_not_found(store.get_origin(&unknown).await, "origin");
     assert_not_found(store.origin_services(&unknown).await, "origin");
-    assert_not_found(store.origin_private_key(&unknown).await, "origin");
     assert_not_found(
         store
             .record_origin_heartbeat(&unknown, at(1), OriginStatus::Active, None)
@@ -764,6 +739,20 @@ pub async fn edges_round_trip(store: &dyn Store) {
         "origin, creation time, heartbeat and failure count kept"
     );
 
+    // The key its agent registers; a copy written later keeps it.
+    store
+        .set_edge_key(&shared.id, &public_key())
+        .await
+        .expect("set key");
+    let mut stale = shared.clone();
+    stale.name = name("edge-fra1-renamed");
+    store.update_edge(&stale).await.expect("update");
+    let keyed = store.get_edge(&shared.id).await.expect("get");
+    assert_eq!(
+        (keyed.wireguard_public_key, keyed.name),
+        (Some(public_key()), stale.name)
+    );
+
     let metrics = json!({"connections_active": 42, "tunnel_rtt_ms": 23});
     store
         .record_edge_heartbeat(&shared.id, at(50), Some(metrics.clone()))
@@ -780,6 +769,10 @@ pub async fn edges_round_trip(store: &dyn Store) {
     assert_not_found(store.update_edge(&unknown).await, "edge node");
     assert_not_found(
         store.record_edge_heartbeat(&unknown.id, at(1), None).await,
+        "edge node",
+    );
+    assert_not_found(
+        store.set_edge_key(&unknown.id, &public_key()).await,
         "edge node",
     );
 }
@@ -807,7 +800,7 @@ pub async fn tunnels_get_addresses_and_ports(store: &dyn Store) {
     assert_eq!(placed(&a1), ("10.0.1.10".to_owned(), FIRST_LISTEN_PORT));
     assert_eq!(placed(&a2), ("10.0.2.10".to_owned(), 51821));
     assert_eq!(placed(&b1), ("10.0.1.11".to_owned(), 51820));
-    assert_eq!((a1.public_key.as_str(), a1.created_at), (PUBLIC_KEY, at(2)));
+    assert_eq!(a1.created_at, at(2));
 
     assert_conflict(
         store.create_tunnel(new_tunnel(&a.id, &one.id)).await,
@@ -842,48 +835,6 @@ pub async fn tunnels_get_addresses_and_ports(store: &dyn Store) {
         []
     );
     assert_eq!(store.list_tunnels(None, None).await.expect("list").len(), 3);
-
-    let key = MasterKey::from_bytes([7; 32]);
-    let sealed = store
-        .tunnel_private_key(&a.id, &two.id)
-        .await
-        .expect("sealed key");
-    let opened = key
-        .open(&sealed, &secret::tunnel_key_context(&a.id, &two.id))
-        .expect("opens");
-    assert_eq!(opened.as_str(), format!("key of {} to {}", a.id, two.id));
-    assert_not_found(
-        store.tunnel_private_key(&b.id, &two.id).await,
-        "edge tunnel",
-    );
-    let with_keys = store.tunnels_with_keys(&a.id).await.expect("with keys");
-    assert_eq!(
-        with_keys.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(),
-        [a1.clone(), a2]
-    );
-    assert_eq!(with_keys[1].1, sealed);
-
-    let rotated = key.seal("next key", &secret::tunnel_key_context(&a.id, &one.id));
-    store
-        .set_tunnel_key(&a.id, &one.id, &other_public_key(), &rotated)
-        .await
-        .expect("set tunnel key");
-    let with_keys = store.tunnels_with_keys(&a.id).await.expect("with keys");
-    assert_eq!(
-        (
-            &with_keys[0].0.public_key,
-            &with_keys[0].1,
-            with_keys[0].0.listen_port
-        ),
-        (&other_public_key(), &rotated, a1.listen_port)
-    );
-    assert_eq!(with_keys[1].1, sealed, "only that tunnel changed");
-    assert_not_found(
-        store
-            .set_tunnel_key(&b.id, &two.id, &other_public_key(), &rotated)
-            .await,
-        "edge tunnel",
-    );
 
     assert_eq!(
         store.delete_tunnels_of_edge(&a.id).await.expect("delete"),

@@ -34,11 +34,11 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct State {
-    origins: Vec<(Origin, Sealed)>,
+    origins: Vec<Origin>,
     services: Vec<OriginService>,
     routes: Vec<Route>,
     edges: Vec<EdgeNode>,
-    tunnels: Vec<(EdgeTunnel, Sealed)>,
+    tunnels: Vec<EdgeTunnel>,
     api_tokens: Vec<(ApiToken, TokenHash)>,
     enrollments: Vec<(Enrollment, TokenHash)>,
     credentials: Vec<(NodeCredential, TokenHash)>,
@@ -123,17 +123,16 @@ impl MemoryStore {
 }
 
 impl State {
-    fn origin(&self, id: &OriginId) -> Result<&(Origin, Sealed), Error> {
+    fn origin(&self, id: &OriginId) -> Result<&Origin, Error> {
         self.origins
             .iter()
-            .find(|(o, _)| &o.id == id)
+            .find(|o| &o.id == id)
             .ok_or_else(|| not_found("origin", id))
     }
 
     fn origin_mut(&mut self, id: &OriginId) -> Result<&mut Origin, Error> {
         self.origins
             .iter_mut()
-            .map(|(o, _)| o)
             .find(|o| &o.id == id)
             .ok_or_else(|| not_found("origin", id))
     }
@@ -173,12 +172,12 @@ impl Store for MemoryStore {
     async fn create_origin(&self, pool: &SubnetPool, new: NewOrigin) -> Result<Origin, Error> {
         let mut state = self.lock()?;
         unique(
-            state.origins.iter().any(|(o, _)| o.id == new.id),
+            state.origins.iter().any(|o| o.id == new.id),
             "origin id",
             &new.id,
         )?;
         unique(
-            state.origins.iter().any(|(o, _)| o.name == new.name),
+            state.origins.iter().any(|o| o.name == new.name),
             "origin name",
             &new.name,
         )?;
@@ -189,7 +188,7 @@ impl Store for MemoryStore {
                 &service.name,
             )?;
         }
-        let network_cidr = pool.allocate(state.origins.iter().map(|(o, _)| &o.network_cidr))?;
+        let network_cidr = pool.allocate(state.origins.iter().map(|o| &o.network_cidr))?;
         let origin = Origin {
             id: new.id,
             name: new.name,
@@ -199,7 +198,7 @@ impl Store for MemoryStore {
             last_metrics: None,
             network_cidr,
             wireguard_ip: origin_address(network_cidr)?,
-            wireguard_public_key: new.public_key,
+            wireguard_public_key: None,
             created_at: new.created_at,
         };
         state
@@ -213,21 +212,16 @@ impl Store for MemoryStore {
                 health_check_path: s.health_check_path,
                 created_at: new.created_at,
             }));
-        state.origins.push((origin.clone(), new.private_key));
+        state.origins.push(origin.clone());
         Ok(origin)
     }
 
     async fn get_origin(&self, id: &OriginId) -> Result<Origin, Error> {
-        Ok(self.lock()?.origin(id)?.0.clone())
+        Ok(self.lock()?.origin(id)?.clone())
     }
 
     async fn list_origins(&self) -> Result<Vec<Origin>, Error> {
-        let mut origins: Vec<Origin> = self
-            .lock()?
-            .origins
-            .iter()
-            .map(|(o, _)| o.clone())
-            .collect();
+        let mut origins: Vec<Origin> = self.lock()?.origins.clone();
         sort::origins(&mut origins);
         Ok(origins)
     }
@@ -245,24 +239,8 @@ impl Store for MemoryStore {
         Ok(services)
     }
 
-    async fn origin_private_key(&self, id: &OriginId) -> Result<Sealed, Error> {
-        Ok(self.lock()?.origin(id)?.1.clone())
-    }
-
-    async fn set_origin_key(
-        &self,
-        id: &OriginId,
-        public_key: &WgPublicKey,
-        private_key: &Sealed,
-    ) -> Result<(), Error> {
-        let mut state = self.lock()?;
-        let (origin, key) = state
-            .origins
-            .iter_mut()
-            .find(|(o, _)| &o.id == id)
-            .ok_or_else(|| not_found("origin", id))?;
-        origin.wireguard_public_key = public_key.clone();
-        *key = private_key.clone();
+    async fn set_origin_key(&self, id: &OriginId, public_key: &WgPublicKey) -> Result<(), Error> {
+        self.lock()?.origin_mut(id)?.wireguard_public_key = Some(public_key.clone());
         Ok(())
     }
 
@@ -281,10 +259,10 @@ impl Store for MemoryStore {
         let node = NodeRef::Origin(id.clone());
         state.routes.retain(|r| &r.origin_id != id);
         state.services.retain(|s| &s.origin_id != id);
-        state.tunnels.retain(|(t, _)| &t.origin_id != id);
+        state.tunnels.retain(|t| &t.origin_id != id);
         state.enrollments.retain(|(e, _)| e.node != node);
         state.credentials.retain(|(c, _)| c.node != node);
-        state.origins.retain(|(o, _)| &o.id != id);
+        state.origins.retain(|o| &o.id != id);
         Ok(())
     }
 
@@ -391,8 +369,14 @@ impl Store for MemoryStore {
             last_heartbeat: stored.last_heartbeat,
             last_metrics: stored.last_metrics.take(),
             health_check_failures: stored.health_check_failures,
+            wireguard_public_key: stored.wireguard_public_key.take(),
             ..edge.clone()
         };
+        Ok(())
+    }
+
+    async fn set_edge_key(&self, id: &EdgeNodeId, public_key: &WgPublicKey) -> Result<(), Error> {
+        self.lock()?.edge_mut(id)?.wireguard_public_key = Some(public_key.clone());
         Ok(())
     }
 
@@ -412,10 +396,10 @@ impl Store for MemoryStore {
     async fn create_tunnel(&self, new: NewTunnel) -> Result<EdgeTunnel, Error> {
         let mut state = self.lock()?;
         state.edge_mut(&new.edge_node_id)?;
-        let origin = state.origin(&new.origin_id)?.0.clone();
+        let origin = state.origin(&new.origin_id)?.clone();
         let mut addresses = Vec::new();
         let mut ports = Vec::new();
-        for (t, _) in &state.tunnels {
+        for t in &state.tunnels {
             if t.edge_node_id == new.edge_node_id && t.origin_id == new.origin_id {
                 return Err(conflict(
                     "edge tunnel",
@@ -436,10 +420,9 @@ impl Store for MemoryStore {
             origin_id: new.origin_id,
             wireguard_ip,
             listen_port,
-            public_key: new.public_key,
             created_at: new.created_at,
         };
-        state.tunnels.push((tunnel.clone(), new.private_key));
+        state.tunnels.push(tunnel.clone());
         Ok(tunnel)
     }
 
@@ -452,7 +435,6 @@ impl Store for MemoryStore {
             .lock()?
             .tunnels
             .iter()
-            .map(|(t, _)| t)
             .filter(|t| edge.is_none_or(|e| &t.edge_node_id == e))
             .filter(|t| origin.is_none_or(|o| &t.origin_id == o))
             .cloned()
@@ -461,56 +443,10 @@ impl Store for MemoryStore {
         Ok(tunnels)
     }
 
-    async fn tunnel_private_key(
-        &self,
-        edge: &EdgeNodeId,
-        origin: &OriginId,
-    ) -> Result<Sealed, Error> {
-        self.lock()?
-            .tunnels
-            .iter()
-            .find(|(t, _)| &t.edge_node_id == edge && &t.origin_id == origin)
-            .map(|(_, key)| key.clone())
-            .ok_or_else(|| not_found("edge tunnel", format!("{edge} to {origin}")))
-    }
-
-    async fn set_tunnel_key(
-        &self,
-        edge: &EdgeNodeId,
-        origin: &OriginId,
-        public_key: &WgPublicKey,
-        private_key: &Sealed,
-    ) -> Result<(), Error> {
-        let mut state = self.lock()?;
-        let (tunnel, key) = state
-            .tunnels
-            .iter_mut()
-            .find(|(t, _)| &t.edge_node_id == edge && &t.origin_id == origin)
-            .ok_or_else(|| not_found("edge tunnel", format!("{edge} to {origin}")))?;
-        tunnel.public_key = public_key.clone();
-        *key = private_key.clone();
-        Ok(())
-    }
-
-    async fn tunnels_with_keys(
-        &self,
-        edge: &EdgeNodeId,
-    ) -> Result<Vec<(EdgeTunnel, Sealed)>, Error> {
-        let mut tunnels: Vec<(EdgeTunnel, Sealed)> = self
-            .lock()?
-            .tunnels
-            .iter()
-            .filter(|(t, _)| &t.edge_node_id == edge)
-            .cloned()
-            .collect();
-        tunnels.sort_by_key(|(t, _)| t.listen_port);
-        Ok(tunnels)
-    }
-
     async fn delete_tunnels_of_edge(&self, edge: &EdgeNodeId) -> Result<u64, Error> {
         let mut state = self.lock()?;
         let before = state.tunnels.len();
-        state.tunnels.retain(|(t, _)| &t.edge_node_id != edge);
+        state.tunnels.retain(|t| &t.edge_node_id != edge);
         Ok((before - state.tunnels.len()) as u64)
     }
 

@@ -18,25 +18,20 @@
 //! ```
 //! use std::sync::Arc;
 //! use kokoa_core::{
-//!     MasterKey, Name, OriginId, Port, Protocol, SubnetPool, Timestamp, WgPublicKey, secret,
+//!     Name, OriginId, Port, Protocol, SubnetPool, Timestamp, WgPublicKey,
 //!     store::{MemoryStore, NewOrigin, NewService, Store},
 //! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-//! let key = MasterKey::generate();
-//! let id = OriginId::new();
-//! let private_key = key.seal("<the private key>", &secret::origin_key_context(&id));
 //! let origin = store
 //!     .create_origin(
 //!         &SubnetPool::default(),
 //!         NewOrigin {
-//!             id,
-//!             private_key,
+//!             id: OriginId::new(),
 //!             name: Name::parse("home-server")?,
 //!             domain: None,
-//!             public_key: WgPublicKey::parse("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=")?,
 //!             services: vec![NewService {
 //!                 name: Name::parse("web")?,
 //!                 port: Port::new(8001)?,
@@ -50,6 +45,11 @@
 //! assert_eq!(origin.network_cidr.to_string(), "10.0.1.0/24");
 //! assert_eq!(origin.wireguard_ip.to_string(), "10.0.1.1");
 //! assert_eq!(store.origin_services(&origin.id).await?[0].port.get(), 8001);
+//!
+//! // Its agent made its key pair and registers the public half.
+//! let key = WgPublicKey::parse("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=")?;
+//! store.set_origin_key(&origin.id, &key).await?;
+//! assert_eq!(store.get_origin(&origin.id).await?.wireguard_public_key, Some(key));
 //! # Ok(())
 //! # }
 //! ```
@@ -94,17 +94,12 @@ pub const FIRST_LISTEN_PORT: u16 = 51820;
 /// service ids.
 #[derive(Debug, Clone)]
 pub struct NewOrigin {
-    /// The id to create it under (chosen by the caller because the private key is sealed
-    /// for it, see [`origin_key_context`](crate::secret::origin_key_context)).
+    /// The id to create it under.
     pub id: OriginId,
     /// Unique name.
     pub name: Name,
     /// The domain it mainly serves.
     pub domain: Option<Hostname>,
-    /// Its WireGuard public key.
-    pub public_key: WgPublicKey,
-    /// Its WireGuard private key, sealed.
-    pub private_key: Sealed,
     /// Its services; names must be distinct.
     pub services: Vec<NewService>,
     /// Creation time, also used for the services.
@@ -131,11 +126,6 @@ pub struct NewTunnel {
     pub edge_node_id: EdgeNodeId,
     /// The origin it reaches.
     pub origin_id: OriginId,
-    /// The interface's public key.
-    pub public_key: WgPublicKey,
-    /// Its private key, sealed for
-    /// [`tunnel_key_context`](crate::secret::tunnel_key_context).
-    pub private_key: Sealed,
     /// Creation time.
     pub created_at: Timestamp,
 }
@@ -166,16 +156,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The services of an origin, by name.
     async fn origin_services(&self, id: &OriginId) -> Result<Vec<OriginService>, Error>;
 
-    /// The sealed WireGuard private key of an origin.
-    async fn origin_private_key(&self, id: &OriginId) -> Result<Sealed, Error>;
-
-    /// Replaces an origin's WireGuard key pair (the end of a key rotation, SPEC §10.3).
-    async fn set_origin_key(
-        &self,
-        id: &OriginId,
-        public_key: &WgPublicKey,
-        private_key: &Sealed,
-    ) -> Result<(), Error>;
+    /// Sets an origin's WireGuard public key: the one its agent registered, or its
+    /// successor at the end of a key rotation (SPEC §10.3).
+    async fn set_origin_key(&self, id: &OriginId, public_key: &WgPublicKey) -> Result<(), Error>;
 
     /// Deletes an origin with its services, enrollments and credentials. Without `force`,
     /// [`Error::InUse`] while routes point at it; with `force` its routes and the edges'
@@ -225,11 +208,16 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Writes what the control plane changes of an edge node: name, provider, region,
     /// public address, status, deletion time, instance id and lifecycle. Its id, origin and
-    /// creation time stay; its heartbeat and metrics are written only by
+    /// creation time stay; its key is written only by [`set_edge_key`](Self::set_edge_key),
+    /// its heartbeat and metrics only by
     /// [`record_edge_heartbeat`](Self::record_edge_heartbeat) and its failure count only by
     /// [`record_health_check`](Self::record_health_check), so neither is lost to a write
     /// made from an older copy.
     async fn update_edge(&self, edge: &EdgeNode) -> Result<(), Error>;
+
+    /// Sets an edge's WireGuard public key, as [`set_origin_key`](Self::set_origin_key) does
+    /// an origin's. [`Error::NotFound`] for an unknown edge.
+    async fn set_edge_key(&self, id: &EdgeNodeId, public_key: &WgPublicKey) -> Result<(), Error>;
 
     /// Records a heartbeat of an edge node: time and the `metrics` object sent.
     async fn record_edge_heartbeat(
@@ -255,29 +243,6 @@ pub trait Store: Send + Sync + fmt::Debug {
         edge: Option<&EdgeNodeId>,
         origin: Option<&OriginId>,
     ) -> Result<Vec<EdgeTunnel>, Error>;
-
-    /// The sealed private key of an edge's tunnel to an origin.
-    async fn tunnel_private_key(
-        &self,
-        edge: &EdgeNodeId,
-        origin: &OriginId,
-    ) -> Result<Sealed, Error>;
-
-    /// Replaces the key pair of an edge's tunnel to an origin (the end of a key rotation).
-    async fn set_tunnel_key(
-        &self,
-        edge: &EdgeNodeId,
-        origin: &OriginId,
-        public_key: &WgPublicKey,
-        private_key: &Sealed,
-    ) -> Result<(), Error>;
-
-    /// The tunnels of an edge with their sealed private keys, by listen port: all an edge's
-    /// configuration needs in one query.
-    async fn tunnels_with_keys(
-        &self,
-        edge: &EdgeNodeId,
-    ) -> Result<Vec<(EdgeTunnel, Sealed)>, Error>;
 
     /// Deletes every tunnel of an edge; returns how many there were.
     async fn delete_tunnels_of_edge(&self, edge: &EdgeNodeId) -> Result<u64, Error>;

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0002_operations.sql"),
     include_str!("migrations/postgres/0003_users.sql"),
     include_str!("migrations/postgres/0004_leases.sql"),
+    include_str!("migrations/postgres/0005_node_keys.sql"),
 ];
 
 /// Taken inside the migration transaction, so that control planes starting together
@@ -210,7 +211,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_version_3_database_gets_leases_and_keeps_its_rows() {
+    async fn a_version_3_database_is_upgraded_and_keeps_its_rows() {
         let Some(server) = server_url() else { return };
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -238,7 +239,16 @@ mod tests {
                    health_check_failures, created_at) \
                    VALUES ('edg_1', 'edge-1', 'manual', 'lab', 'active', 0, 0);
                  INSERT INTO health_checks (edge_node_id, check_name, status, checked_at) \
-                   VALUES ('edg_1', 'http', 'success', 5);",
+                   VALUES ('edg_1', 'http', 'success', 5);
+                 INSERT INTO origins (id, name, status, network_cidr, wireguard_ip, \
+                   wireguard_public_key, wireguard_private_key_encrypted, created_at) \
+                   VALUES ('org_1', 'home', 'active', '10.0.1.0/24', '10.0.1.1', \
+                   'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=', 'sealed', 0);
+                 INSERT INTO edge_tunnels (edge_node_id, origin_id, wireguard_ip, \
+                   listen_port, public_key, private_key_encrypted, created_at) \
+                   VALUES ('edg_1', 'org_1', '10.0.1.10', 51820, \
+                   'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=', 'sealed', 0);
+                 INSERT INTO shared_values VALUES ('key_rotation', 'origin/org_1', '{}', NULL);",
             )
             .await
             .expect("rows of version 3");
@@ -262,7 +272,30 @@ mod tests {
                     other => panic!("a version: {other:?}"),
                 })
                 .collect();
-            assert_eq!(versions, [1, 2, 3, 4]);
+            assert_eq!(versions, [1, 2, 3, 4, 5]);
+            // Version 5: the keys the control plane had made are gone, the rows stay; the
+            // nodes register keys of their own.
+            let origin = crate::OriginId::parse("org_1").expect("an id");
+            assert_eq!(
+                store
+                    .get_origin(&origin)
+                    .await
+                    .expect("origin")
+                    .wireguard_public_key,
+                None
+            );
+            let tunnels = store
+                .list_tunnels(None, Some(&origin))
+                .await
+                .expect("tunnels");
+            assert_eq!(tunnels.len(), 1);
+            assert_eq!(
+                store
+                    .kv_list("key_rotation", crate::Timestamp::now())
+                    .await
+                    .expect("list"),
+                []
+            );
             let now = crate::Timestamp::now();
             assert_eq!(
                 store.kv_get("settings", "modules", now).await.expect("get"),

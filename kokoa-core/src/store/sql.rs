@@ -189,10 +189,6 @@ impl Reader<'_> {
         }
     }
 
-    fn sealed(&mut self) -> Result<Sealed, Error> {
-        Sealed::parse(self.text()?)
-    }
-
     fn opt_sealed(&mut self) -> Result<Option<Sealed>, Error> {
         self.opt_text()?.map(Sealed::parse).transpose()
     }
@@ -309,7 +305,7 @@ fn origin(row: &Row) -> Result<Origin, Error> {
         last_metrics: r.json()?,
         network_cidr: r.parse()?,
         wireguard_ip: r.parse()?,
-        wireguard_public_key: r.parse()?,
+        wireguard_public_key: r.opt_parse()?,
         created_at: r.time()?,
     })
 }
@@ -354,7 +350,8 @@ fn route(row: &Row) -> Result<Route, Error> {
 macro_rules! edge_columns {
     () => {
         "id, name, origin_id, provider, region, public_ip, status, last_heartbeat, \
-         last_metrics, health_check_failures, created_at, deleted_at, instance_id, lifecycle"
+         last_metrics, health_check_failures, created_at, deleted_at, instance_id, lifecycle, \
+         wireguard_public_key"
     };
 }
 
@@ -375,27 +372,25 @@ fn edge(row: &Row) -> Result<EdgeNode, Error> {
         deleted_at: r.opt_time()?,
         instance_id: r.opt_text()?.map(str::to_owned),
         lifecycle: r.json_or_default()?,
+        wireguard_public_key: r.opt_parse()?,
     })
 }
 
 macro_rules! tunnel_columns {
     () => {
-        "edge_node_id, origin_id, wireguard_ip, listen_port, public_key, created_at, \
-         private_key_encrypted"
+        "edge_node_id, origin_id, wireguard_ip, listen_port, created_at"
     };
 }
 
-fn tunnel(row: &Row) -> Result<(EdgeTunnel, Sealed), Error> {
+fn tunnel(row: &Row) -> Result<EdgeTunnel, Error> {
     let mut r = row.reader();
-    let tunnel = EdgeTunnel {
+    Ok(EdgeTunnel {
         edge_node_id: r.parse()?,
         origin_id: r.parse()?,
         wireguard_ip: r.parse()?,
         listen_port: r.port()?,
-        public_key: r.parse()?,
         created_at: r.time()?,
-    };
-    Ok((tunnel, r.sealed()?))
+    })
 }
 
 macro_rules! api_token_columns {
@@ -826,7 +821,7 @@ impl SqlStore {
             last_metrics: None,
             network_cidr,
             wireguard_ip: origin_address(network_cidr)?,
-            wireguard_public_key: new.public_key.clone(),
+            wireguard_public_key: None,
             created_at: new.created_at,
         };
         let inserted = conn
@@ -834,8 +829,7 @@ impl SqlStore {
                 concat!(
                     "INSERT INTO origins (",
                     origin_columns!(),
-                    ", wireguard_private_key_encrypted) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
                 ),
                 vec![
                     text(&origin.id),
@@ -846,9 +840,8 @@ impl SqlStore {
                     json(&origin.last_metrics),
                     text(origin.network_cidr),
                     text(origin.wireguard_ip),
-                    text(&origin.wireguard_public_key),
+                    opt_text(origin.wireguard_public_key.as_ref()),
                     time(origin.created_at),
-                    text(new.private_key.as_str()),
                 ],
             )
             .await;
@@ -949,7 +942,6 @@ impl SqlStore {
             origin_id: new.origin_id.clone(),
             wireguard_ip,
             listen_port,
-            public_key: new.public_key.clone(),
             created_at: new.created_at,
         };
         let inserted = conn
@@ -957,16 +949,14 @@ impl SqlStore {
                 concat!(
                     "INSERT INTO edge_tunnels (",
                     tunnel_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    ") VALUES ($1, $2, $3, $4, $5)"
                 ),
                 vec![
                     text(&tunnel.edge_node_id),
                     text(&tunnel.origin_id),
                     text(tunnel.wireguard_ip),
                     int(tunnel.listen_port.get()),
-                    text(&tunnel.public_key),
                     time(tunnel.created_at),
-                    text(new.private_key.as_str()),
                 ],
             )
             .await;
@@ -1044,27 +1034,11 @@ impl Store for SqlStore {
         Ok(services)
     }
 
-    async fn origin_private_key(&self, id: &OriginId) -> Result<Sealed, Error> {
-        let rows = self
-            .query(
-                "SELECT wireguard_private_key_encrypted FROM origins WHERE id = $1",
-                vec![text(id)],
-            )
-            .await?;
-        one(&rows, |row| row.reader().sealed(), "origin", id)
-    }
-
-    async fn set_origin_key(
-        &self,
-        id: &OriginId,
-        public_key: &WgPublicKey,
-        private_key: &Sealed,
-    ) -> Result<(), Error> {
+    async fn set_origin_key(&self, id: &OriginId, public_key: &WgPublicKey) -> Result<(), Error> {
         let rows = self
             .execute(
-                "UPDATE origins SET wireguard_public_key = $2, \
-                 wireguard_private_key_encrypted = $3 WHERE id = $1",
-                vec![text(id), text(public_key), text(private_key.as_str())],
+                "UPDATE origins SET wireguard_public_key = $2 WHERE id = $1",
+                vec![text(id), text(public_key)],
             )
             .await?;
         changed(rows, "origin", id)
@@ -1202,7 +1176,7 @@ impl Store for SqlStore {
             concat!(
                 "INSERT INTO edge_nodes (",
                 edge_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
             ),
             vec![
                 text(&e.id),
@@ -1219,6 +1193,7 @@ impl Store for SqlStore {
                 opt_time(e.deleted_at),
                 opt_text(e.instance_id.as_ref()),
                 to_json(&e.lifecycle)?,
+                opt_text(e.wireguard_public_key.as_ref()),
             ],
         )
         .await
@@ -1269,6 +1244,16 @@ impl Store for SqlStore {
         changed(rows, "edge node", &e.id)
     }
 
+    async fn set_edge_key(&self, id: &EdgeNodeId, public_key: &WgPublicKey) -> Result<(), Error> {
+        let rows = self
+            .execute(
+                "UPDATE edge_nodes SET wireguard_public_key = $2 WHERE id = $1",
+                vec![text(id), text(public_key)],
+            )
+            .await?;
+        changed(rows, "edge node", id)
+    }
+
     async fn record_edge_heartbeat(
         &self,
         id: &EdgeNodeId,
@@ -1316,70 +1301,8 @@ impl Store for SqlStore {
                 vec![opt_text(edge), opt_text(origin)],
             )
             .await?;
-        let mut tunnels: Vec<EdgeTunnel> =
-            all(&rows, tunnel)?.into_iter().map(|(t, _)| t).collect();
-        sort::tunnels(&mut tunnels);
-        Ok(tunnels)
-    }
-
-    async fn tunnel_private_key(
-        &self,
-        edge: &EdgeNodeId,
-        origin: &OriginId,
-    ) -> Result<Sealed, Error> {
-        let rows = self
-            .query(
-                "SELECT private_key_encrypted FROM edge_tunnels \
-                 WHERE edge_node_id = $1 AND origin_id = $2",
-                vec![text(edge), text(origin)],
-            )
-            .await?;
-        one(
-            &rows,
-            |row| row.reader().sealed(),
-            "edge tunnel",
-            format!("{edge} to {origin}"),
-        )
-    }
-
-    async fn set_tunnel_key(
-        &self,
-        edge: &EdgeNodeId,
-        origin: &OriginId,
-        public_key: &WgPublicKey,
-        private_key: &Sealed,
-    ) -> Result<(), Error> {
-        let rows = self
-            .execute(
-                "UPDATE edge_tunnels SET public_key = $3, private_key_encrypted = $4 \
-                 WHERE edge_node_id = $1 AND origin_id = $2",
-                vec![
-                    text(edge),
-                    text(origin),
-                    text(public_key),
-                    text(private_key.as_str()),
-                ],
-            )
-            .await?;
-        changed(rows, "edge tunnel", format!("{edge} to {origin}"))
-    }
-
-    async fn tunnels_with_keys(
-        &self,
-        edge: &EdgeNodeId,
-    ) -> Result<Vec<(EdgeTunnel, Sealed)>, Error> {
-        let rows = self
-            .query(
-                concat!(
-                    "SELECT ",
-                    tunnel_columns!(),
-                    " FROM edge_tunnels WHERE edge_node_id = $1"
-                ),
-                vec![text(edge)],
-            )
-            .await?;
         let mut tunnels = all(&rows, tunnel)?;
-        tunnels.sort_by_key(|(t, _)| t.listen_port);
+        sort::tunnels(&mut tunnels);
         Ok(tunnels)
     }
 

@@ -1,26 +1,29 @@
-//! Endpoints the edge and origin agents call: enroll, pull configuration, report ready,
-//! send heartbeats.
+//! Endpoints the edge and origin agents call: enroll, register WireGuard keys, pull
+//! configuration, report ready, send heartbeats.
 
 use axum::{Json, extract::State, http::HeaderMap, response::Response};
 use kokoa_core::{
     EdgeNodeId, EdgeStatus, NodeCredentialId, NodeRef, OriginStatus, Severity, Timestamp,
-    TokenHash, secret::new_token,
+    TokenHash, WgPublicKey, secret::new_token,
 };
 use serde_json::{Value, json};
 
 use super::{
     ApiJson, ApiPath, ApiQuery, EdgeBundle, EdgeConfigDoc, EdgeView, EnrollRequest, Enrolled,
-    HeartbeatAnswer, HeartbeatRequest, NodeView, OriginConfig,
+    HeartbeatAnswer, HeartbeatRequest, NodeView, OriginConfig, WireguardKeyRequest,
     conditional::{WaitQuery, conditional},
     edges::edge_view,
-    path_id,
+    path_id, valid,
 };
 use crate::{
     auth::{Bearer, EdgeAgent, NODE_CREDENTIAL_PREFIX, NodeAgent, Principal},
     error::{ApiError, ErrorBody},
     events::kinds,
     payload, payload_cache,
-    runtime::lifecycle,
+    runtime::{
+        lifecycle,
+        rotation::{self, Registered},
+    },
     state::AppState,
 };
 
@@ -38,8 +41,9 @@ impl From<&NodeRef> for NodeView {
     }
 }
 
-/// Trades a single-use enrollment token for the node's long-lived credential. The token is
-/// the authentication: no bearer header is needed.
+/// Trades a single-use enrollment token for the node's long-lived credential, and
+/// registers the public half of the WireGuard key the node made (its private half never
+/// leaves the node). The token is the authentication: no bearer header is needed.
 #[utoipa::path(
     post,
     path = "/api/v1/enroll",
@@ -48,12 +52,19 @@ impl From<&NodeRef> for NodeView {
     responses(
         (status = 200, description = "Enrolled; the credential is shown once", body = Enrolled),
         (status = 401, description = "Unknown, expired or used-up token", body = ErrorBody),
+        (status = 422, description = "The WireGuard public key is not one", body = ErrorBody),
     )
 )]
 pub(super) async fn enroll(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<EnrollRequest>,
 ) -> Result<Json<Enrolled>, ApiError> {
+    // Checked before the token is spent.
+    let key = body
+        .wireguard_public_key
+        .as_deref()
+        .map(|k| valid("wireguard_public_key", WgPublicKey::parse(k)))
+        .transpose()?;
     let secret = new_token(NODE_CREDENTIAL_PREFIX);
     let credential = state
         .store()
@@ -65,15 +76,19 @@ pub(super) async fn enroll(
         )
         .await?;
     tracing::info!(node = %credential.node, credential = %credential.id, "node enrolled");
+    if let Some(key) = &key {
+        rotation::enrolled(&state, &credential.node, key).await?;
+    }
     Ok(Json(Enrolled {
         node: (&credential.node).into(),
         credential: secret.to_string(),
     }))
 }
 
-/// The calling edge's configuration (SPEC §4): its routes, host names, tunnels (with
-/// private keys) and limits. `ETag` is the `config_hash`; send it back in `If-None-Match`
-/// to get `304` while nothing changed, and add `?wait=N` to hold the request until a change.
+/// The calling edge's configuration (SPEC §4): its routes, host names, tunnels, limits and
+/// the public half of the key its interfaces use (the edge holds the private half). `ETag`
+/// is the `config_hash`; send it back in `If-None-Match` to get `304` while nothing changed,
+/// and add `?wait=N` to hold the request until a change.
 #[utoipa::path(
     get,
     path = "/api/v1/edge-nodes/me/config",
@@ -223,6 +238,37 @@ pub(super) async fn edge_ready(
     }
     let tunnels = store.list_tunnels(Some(&caller), None).await?;
     Ok(Json(edge_view(edge, tunnels, now)))
+}
+
+/// Registers the public half of a WireGuard key the calling node made: its first key (a
+/// node enrolled without one), or the next key its key rotation asks for. Registering a key
+/// again changes nothing; any other key is refused with 409 (a node's key is replaced only
+/// through a rotation or a new enrollment).
+#[utoipa::path(
+    post,
+    path = "/api/v1/wireguard-key",
+    tag = "agents",
+    request_body = WireguardKeyRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Registered (or registered already)", body = Object,
+            example = json!({"status": "next"})),
+        (status = 409, description = "The node has another key and no rotation asks for one", body = ErrorBody),
+        (status = 422, description = "Not a WireGuard public key", body = ErrorBody),
+    )
+)]
+pub(super) async fn register_key(
+    State(state): State<AppState>,
+    NodeAgent(node): NodeAgent,
+    ApiJson(body): ApiJson<WireguardKeyRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let key = valid("public_key", WgPublicKey::parse(&body.public_key))?;
+    let status = match rotation::register(&state, &node, &key).await? {
+        Registered::Key => "registered",
+        Registered::Next => "next",
+        Registered::Unchanged => "unchanged",
+    };
+    Ok(Json(json!({ "status": status })))
 }
 
 /// A node's heartbeat (SPEC §6, §8.4): edges every 5 s, origins every 30 s.

@@ -4,7 +4,8 @@ use std::net::IpAddr;
 
 use axum::{Json, extract::State, http::StatusCode};
 use kokoa_core::{
-    EdgeNode, EdgeNodeId, EdgeStatus, EdgeTunnel, Name, OriginId, Timestamp, store::NewTunnel,
+    EdgeNode, EdgeNodeId, EdgeStatus, EdgeTunnel, Name, OriginId, Timestamp, WgPublicKey,
+    store::NewTunnel,
 };
 
 use super::{
@@ -14,7 +15,6 @@ use super::{
 use crate::{
     auth::{Admin, Reader},
     error::{ApiError, ErrorBody},
-    keys::{self, KeyOwner},
     runtime::{
         lifecycle::{self, NewEdge},
         rotation::{self, Subject},
@@ -29,22 +29,18 @@ const MANUAL_ENROLLMENT_SECONDS: i64 = 24 * 3600;
 /// Longest free-text provisioning field accepted.
 const MAX_PROVISIONING_TEXT: usize = 16 * 1024;
 
-/// Creates the edge's tunnel to an origin: a new key pair (private key sealed), the
-/// address and listen port allocated by the store.
+/// Creates the edge's tunnel to an origin: the address and listen port allocated by the
+/// store (the keys are the edge's and the origin's own).
 pub(crate) async fn create_tunnel(
     state: &AppState,
     edge: &EdgeNodeId,
     origin: &OriginId,
 ) -> Result<EdgeTunnel, ApiError> {
-    let (public_key, private_key) =
-        keys::generate(state.master_key(), KeyOwner::Tunnel(edge, origin))?;
     let store = state.store();
     let created = store
         .create_tunnel(NewTunnel {
             edge_node_id: edge.clone(),
             origin_id: origin.clone(),
-            public_key,
-            private_key,
             created_at: Timestamp::now(),
         })
         .await;
@@ -66,17 +62,6 @@ pub(crate) async fn create_tunnel(
             Err(created.unwrap_err().into())
         }
         other => Ok(other?),
-    }
-}
-
-impl From<EdgeTunnel> for TunnelView {
-    fn from(t: EdgeTunnel) -> Self {
-        Self {
-            origin_id: t.origin_id,
-            wireguard_ip: t.wireguard_ip,
-            listen_port: t.listen_port.get(),
-            public_key: t.public_key,
-        }
     }
 }
 
@@ -109,7 +94,16 @@ pub(super) fn edge_view(edge: EdgeNode, tunnels: Vec<EdgeTunnel>, now: Timestamp
         agent_error: super::agent::agent_error(edge.last_metrics.as_ref()),
         created_at: edge.created_at,
         deleted_at: edge.deleted_at,
-        tunnels: tunnels.into_iter().map(Into::into).collect(),
+        tunnels: tunnels
+            .into_iter()
+            .map(|t| TunnelView {
+                origin_id: t.origin_id,
+                wireguard_ip: t.wireguard_ip,
+                listen_port: t.listen_port.get(),
+                public_key: edge.wireguard_public_key.clone(),
+            })
+            .collect(),
+        wireguard_public_key: edge.wireguard_public_key,
         instance_id: edge.instance_id,
         lifecycle: edge.lifecycle,
     }
@@ -312,10 +306,10 @@ pub(super) async fn get_edge(
     Ok(Json(edge_view(edge, tunnels, Timestamp::now())))
 }
 
-/// Rotates the edge's WireGuard keys, one per origin (SPEC §10.3), without cutting
-/// traffic: each origin learns the new key first, then the edge switches to it, then the
-/// old key is removed. Done when the edge's tunnels show the new public keys (and
-/// `wireguard.key_rotated` events).
+/// Rotates the edge's WireGuard key (SPEC §10.3) without cutting traffic: the edge makes
+/// a new key pair and registers its public half, every origin it reaches learns it, then
+/// the edge switches to it, then the old key is removed. Done when the edge shows another
+/// `wireguard_public_key` (and a `wireguard.key_rotated` event).
 #[utoipa::path(
     post,
     path = "/api/v1/edge-nodes/{id}/rotate-keys",
@@ -325,7 +319,7 @@ pub(super) async fn get_edge(
     responses(
         (status = 202, description = "Started", body = RotationStarted),
         (status = 404, description = "Unknown edge node", body = ErrorBody),
-        (status = 409, description = "Deleted, without tunnels, or rotating already", body = ErrorBody),
+        (status = 409, description = "Deleted, without a key yet, or rotating already", body = ErrorBody),
     )
 )]
 pub(super) async fn rotate_edge_keys(
@@ -336,39 +330,29 @@ pub(super) async fn rotate_edge_keys(
     let id: EdgeNodeId = path_id("edge node", &id)?;
     let store = state.store();
     let edge = store.get_edge(&id).await?;
-    let tunnels = store.list_tunnels(Some(&id), None).await?;
-    if edge.status == EdgeStatus::Deleted || tunnels.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!(
-                "edge node {id} has no tunnels (deleted, or serving no origin): no key to rotate"
-            ),
-        ));
-    }
-    let subjects: Vec<Subject> = tunnels
-        .into_iter()
-        .map(|t| Subject::Tunnel(id.clone(), t.origin_id))
-        .collect();
-    let started = rotation::start(&state, &subjects, "manual").await?;
-    Ok((StatusCode::ACCEPTED, Json(rotation_started(started))))
+    let key = match (&edge.wireguard_public_key, edge.status) {
+        (Some(key), status) if status != EdgeStatus::Deleted => key.clone(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("edge node {id} has no key to rotate (deleted, or not enrolled yet)"),
+            ));
+        }
+    };
+    rotation::start(&state, &Subject::Edge(id), &key, "manual").await?;
+    Ok((StatusCode::ACCEPTED, Json(rotation_started(key))))
 }
 
-/// The answer to a rotation request.
-pub(super) fn rotation_started(started: Vec<(Subject, rotation::Pending)>) -> RotationStarted {
+/// The answer to a rotation request of the key `current`.
+pub(super) fn rotation_started(current: WgPublicKey) -> RotationStarted {
     RotationStarted {
-        message: "Key rotation started: the peers learn the new keys, then the node switches \
-                  to them, then the old keys are removed"
+        message: "Key rotation started: the node makes a new key and registers it, the peers \
+                  learn it, then the node switches to it, then the old key is removed"
             .into(),
-        rotations: started
-            .into_iter()
-            .map(|(subject, pending)| RotationView {
-                origin_id: match subject {
-                    Subject::Tunnel(_, origin) | Subject::Origin(origin) => origin,
-                },
-                next_public_key: pending.next_public_key,
-            })
-            .collect(),
+        rotations: vec![RotationView {
+            public_key: current,
+        }],
     }
 }
 

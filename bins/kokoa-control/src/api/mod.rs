@@ -197,6 +197,7 @@ fn build() -> (Router<AppState>, openapi::OpenApi) {
         .routes(routes!(agent::edge_bundle))
         .routes(routes!(agent::edge_ready))
         .routes(routes!(agent::heartbeat))
+        .routes(routes!(agent::register_key))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(tokens::create_enrollment))

@@ -26,7 +26,6 @@ use crate::{
     auth::{Admin, Reader},
     bundle::{self, Credentials},
     error::{ApiError, ErrorBody},
-    keys::{self, KeyOwner},
     payload,
     runtime::rotation::{self, Subject},
     state::AppState,
@@ -113,8 +112,9 @@ fn new_services(body: &OriginRequest) -> Result<Vec<NewService>, ApiError> {
         .collect()
 }
 
-/// Creates an origin: generates its WireGuard key pair (the private key is stored sealed),
-/// allocates its /24, and gives every edge that serves all origins a tunnel to it.
+/// Creates an origin: allocates its /24 and gives every edge that serves all origins a
+/// tunnel to it. Its WireGuard key is made by its agent, which registers the public half
+/// when it enrolls (`wireguard_public_key` is null until then).
 #[utoipa::path(
     post,
     path = "/api/v1/origins",
@@ -139,7 +139,6 @@ pub(super) async fn create_origin(
         .transpose()?;
     let services = new_services(&body)?;
     let id = OriginId::new();
-    let (public_key, private_key) = keys::generate(state.master_key(), KeyOwner::Origin(&id))?;
     let store = state.store();
     let origin = store
         .create_origin(
@@ -148,8 +147,6 @@ pub(super) async fn create_origin(
                 id,
                 name,
                 domain,
-                public_key,
-                private_key,
                 services,
                 created_at: Timestamp::now(),
             },
@@ -261,9 +258,10 @@ pub(super) async fn delete_origin(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Rotates the origin's WireGuard key (SPEC §10.3) without cutting traffic: every edge
-/// learns the new key first, then the origin switches to it, then the old key is removed.
-/// Done when the origin shows the new `wireguard_public_key`.
+/// Rotates the origin's WireGuard key (SPEC §10.3) without cutting traffic: the origin
+/// makes a new key pair and registers its public half, every edge learns it, then the
+/// origin switches to it, then the old key is removed. Done when the origin shows another
+/// `wireguard_public_key`.
 #[utoipa::path(
     post,
     path = "/api/v1/origins/{id}/rotate-keys",
@@ -273,7 +271,7 @@ pub(super) async fn delete_origin(
     responses(
         (status = 202, description = "Started", body = RotationStarted),
         (status = 404, description = "Unknown origin", body = ErrorBody),
-        (status = 409, description = "Rotating already", body = ErrorBody),
+        (status = 409, description = "Not enrolled yet, or rotating already", body = ErrorBody),
     )
 )]
 pub(super) async fn rotate_origin_key(
@@ -282,17 +280,25 @@ pub(super) async fn rotate_origin_key(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<RotationStarted>), ApiError> {
     let id: OriginId = path_id("origin", &id)?;
-    state.store().get_origin(&id).await?;
-    let started = rotation::start(&state, &[Subject::Origin(id)], "manual").await?;
+    let Some(key) = state.store().get_origin(&id).await?.wireguard_public_key else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("origin {id} has no key to rotate (its agent has not enrolled yet)"),
+        ));
+    };
+    rotation::start(&state, &Subject::Origin(id), &key, "manual").await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(super::edges::rotation_started(started)),
+        Json(super::edges::rotation_started(key)),
     ))
 }
 
-/// Downloads the origin's installation bundle, `origin-config.tar.gz`: `wireguard/wg0.conf`,
-/// `nginx/nginx.conf`, `scripts/install.sh` and `credentials.json`. It holds the origin's
-/// private key and a fresh single-use enrollment token, so it needs an admin token.
+/// Downloads the origin's installation bundle, `origin-config.tar.gz`: `wireguard/wg0.conf`
+/// (without a private key: the agent makes its own), `nginx/nginx.conf`,
+/// `scripts/install.sh`, `systemd/kokoa-origin.service`, `credentials.json` and, when this
+/// control plane hands out the agent, `agent.conf`. It holds a fresh single-use enrollment
+/// token, so it needs an admin token.
 #[utoipa::path(
     get,
     path = "/api/v1/origins/{id}/config",

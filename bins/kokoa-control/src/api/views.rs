@@ -126,6 +126,19 @@ pub struct EdgeRequest {
 pub struct EnrollRequest {
     /// The enrollment token.
     pub token: String,
+    /// The public half of the WireGuard key the node made (it keeps the private half):
+    /// registered with the enrollment. A node enrolled without one registers it later
+    /// with `POST /api/v1/wireguard-key`.
+    #[schema(example = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=")]
+    pub wireguard_public_key: Option<String>,
+}
+
+/// `POST /api/v1/wireguard-key`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct WireguardKeyRequest {
+    /// The public half of a WireGuard key the node made.
+    #[schema(example = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=")]
+    pub public_key: String,
 }
 
 /// `POST /api/v1/heartbeat`. Fields beyond these (SPEC §8.4: `tunnel_status`,
@@ -360,9 +373,10 @@ pub struct OriginView {
     /// Its tunnel address.
     #[schema(value_type = String, example = "10.0.1.1")]
     pub wireguard_ip: Ipv4Addr,
-    /// Its WireGuard public key.
-    #[schema(value_type = String)]
-    pub wireguard_public_key: kokoa_core::WgPublicKey,
+    /// Its WireGuard public key, registered by its agent (which made the key and keeps the
+    /// private half); null until the agent enrolls.
+    #[schema(value_type = Option<String>)]
+    pub wireguard_public_key: Option<kokoa_core::WgPublicKey>,
     /// Its services.
     pub services: Vec<ServiceView>,
     /// The names of the services its last heartbeat reported down (the others were up,
@@ -421,9 +435,10 @@ pub struct TunnelView {
     pub wireguard_ip: Ipv4Addr,
     /// The interface's UDP port on the edge.
     pub listen_port: u16,
-    /// The interface's public key.
-    #[schema(value_type = String)]
-    pub public_key: kokoa_core::WgPublicKey,
+    /// The interface's public key: the edge's own (every interface of an edge uses it);
+    /// null until the edge enrolls.
+    #[schema(value_type = Option<String>)]
+    pub public_key: Option<kokoa_core::WgPublicKey>,
 }
 
 /// An edge node.
@@ -447,6 +462,10 @@ pub struct EdgeView {
     /// Public address, once known.
     #[schema(value_type = Option<String>)]
     pub public_ip: Option<IpAddr>,
+    /// Its WireGuard public key, registered by its agent (which made the key and keeps the
+    /// private half); null until the agent enrolls.
+    #[schema(value_type = Option<String>)]
+    pub wireguard_public_key: Option<kokoa_core::WgPublicKey>,
     /// `provisioning`, `active`, `unhealthy` or `deleted`.
     #[schema(value_type = String, example = "active")]
     pub status: EdgeStatus,
@@ -512,12 +531,10 @@ pub struct RotationStarted {
 /// One key rotation in progress.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RotationView {
-    /// The origin the key is for (an edge has one key per origin).
+    /// The key in use, which is being replaced; the rotation is done when the node shows
+    /// another.
     #[schema(value_type = String)]
-    pub origin_id: OriginId,
-    /// The new public key: the rotation is done when the node shows it.
-    #[schema(value_type = String)]
-    pub next_public_key: kokoa_core::WgPublicKey,
+    pub public_key: kokoa_core::WgPublicKey,
 }
 
 /// One health check result.
@@ -681,7 +698,8 @@ pub struct OriginConfig {
     /// The origin.
     #[schema(value_type = String)]
     pub origin_id: OriginId,
-    /// Its `wg0.conf` (contains its private key).
+    /// Its `wg0.conf` without `PrivateKey`: the agent adds the key named by
+    /// `wireguard_public_key`, which it made and holds.
     pub wg0_conf: String,
     /// Its local proxy (nginx, http context).
     pub nginx_conf: String,
@@ -693,6 +711,15 @@ pub struct OriginConfig {
     /// addresses that takes over from the old one at its first handshake (SPEC §10.3).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub key_changes: Vec<KeyChangeView>,
+    /// The public half of the key `wg0_conf` is used with; absent until the origin
+    /// registered one (it then uses the key it has and registers that).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub wireguard_public_key: Option<kokoa_core::WgPublicKey>,
+    /// Set while a key rotation waits for the origin's next key: the agent makes one and
+    /// registers its public half.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub wireguard_key_requested: bool,
 }
 
 /// One peer key being replaced.
@@ -731,7 +758,8 @@ pub struct EdgeConfigDoc {
     /// Host name → `origin tunnel IP:port`.
     #[schema(value_type = std::collections::HashMap<String, String>)]
     routes: Value,
-    /// One WireGuard interface per origin; holds private keys.
+    /// One WireGuard interface per origin (the edge's own key is named by
+    /// `wireguard_public_key`; no private key is part of a configuration).
     #[schema(value_type = Vec<Object>)]
     tunnels: Value,
     /// Certificates to install.
@@ -742,6 +770,11 @@ pub struct EdgeConfigDoc {
     rate_limits: Value,
     /// Routed host names answered with 503.
     unavailable: Vec<String>,
+    /// The public half of the key the edge's interfaces use, which the edge made and holds;
+    /// absent until it registered one.
+    wireguard_public_key: Option<String>,
+    /// Present (true) while a key rotation waits for the edge's next key.
+    wireguard_key_requested: Option<bool>,
 }
 
 #[cfg(test)]
@@ -753,7 +786,16 @@ mod tests {
         let doc = serde_json::to_value(super::super::openapi()).unwrap();
         let documented = &doc["components"]["schemas"]["EdgeConfigDoc"]["properties"];
         let mut documented: Vec<&String> = documented.as_object().unwrap().keys().collect();
-        let real = serde_json::to_value(EdgeConfig::new(EdgeContent::default()).unwrap()).unwrap();
+        // With the parts left out of the JSON when empty or false set.
+        let content = EdgeContent {
+            wireguard_public_key: Some(
+                kokoa_core::WgPublicKey::parse("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=")
+                    .unwrap(),
+            ),
+            wireguard_key_requested: true,
+            ..EdgeContent::default()
+        };
+        let real = serde_json::to_value(EdgeConfig::new(content).unwrap()).unwrap();
         let mut real: Vec<&String> = real.as_object().unwrap().keys().collect();
         documented.sort();
         real.sort();

@@ -151,6 +151,7 @@ pub async fn register(
         deleted_at: None,
         instance_id: None,
         lifecycle,
+        wireguard_public_key: None,
     };
     store.create_edge(&edge).await?;
     // Listed after the edge is written, as an origin being created lists the edges after
@@ -726,12 +727,11 @@ impl Step<'_> {
             self.done("reported_ready", kinds::EDGE_REPORTED_READY, message, now)
                 .await;
         }
-        let expected = self
-            .state
-            .store()
-            .list_tunnels(Some(&self.edge.id), None)
+        // The tunnels its configuration has: to origins whose agent registered a key.
+        let expected = payload::edge_content(self.state, &self.edge.id)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| e.message().to_owned())?
+            .tunnels
             .into_iter()
             .map(|t| t.origin_id)
             .collect::<BTreeSet<_>>();
@@ -1168,7 +1168,7 @@ const SWEEP_PERIOD: i64 = 60;
 
 /// Finds VPSes carrying this installation's tag that no edge owns (a create whose answer
 /// was lost and whose edge was given up, a crash before an id was written) and destroys
-/// them: each holds an enrollment token and would receive private keys. A VPS whose edge
+/// them: each holds an enrollment token and would receive certificates. A VPS whose edge
 /// is still being created is left to that edge's step, which adopts it.
 async fn sweep_orphans(state: &AppState) -> Result<(), kokoa_core::Error> {
     let store = state.store();

@@ -1,41 +1,37 @@
-//! WireGuard key rotation (SPEC §10.3): an edge's tunnel keys or an origin's key replaced,
-//! by hand (`POST …/rotate-keys`) or on a schedule (`[wireguard] rotate_keys_days`),
-//! without cutting traffic.
+//! WireGuard key rotation (SPEC §10.3): an edge's or an origin's key replaced, by hand
+//! (`POST …/rotate-keys`) or on a schedule (`[wireguard] rotate_keys_days`), without
+//! cutting traffic. Keys are made by the nodes, which keep the private halves: the control
+//! plane only ever sees public keys.
 //!
 //! WireGuard lets one peer own an address, so a key cannot simply be swapped on both ends
-//! at once. A rotation goes through three steps, each proven before the next:
+//! at once. A rotation goes through these steps, each proven before the next:
 //!
-//! 1. **prepare** — a new key pair is made (the private half sealed, as every key) and the
-//!    peers' configurations gain the new public key as a second peer without addresses
-//!    (`kokoa_wg::rotation`). Nothing changes for traffic.
-//! 2. **switch** — once every peer that reports reports the configuration with the new
+//! 1. **request** — the rotating node's configuration asks for a next key; the node makes
+//!    a key pair, keeps it beside the current one and registers the public half
+//!    (`POST /api/v1/wireguard-key`, see [`register`]).
+//! 2. **prepare** — the peers' configurations gain the new public key as a second peer
+//!    without addresses (`kokoa_wg::rotation`). Nothing changes for traffic.
+//! 3. **switch** — once every peer that reports reports the configuration with the new
 //!    key as applied (a peer silent for its heartbeat timeout is not waited for: it gets
-//!    the final configuration when it returns), the rotating node's configuration carries
-//!    the new private key. Its next packet makes a handshake with the new key, and each
-//!    peer hands the address over at that handshake, within a fraction of a second.
-//! 3. **commit** — once the rotating node reports the configuration with the new key as
-//!    applied, the new pair replaces the old in the store and the old key leaves every
-//!    configuration.
+//!    the final configuration when it returns), the rotating node's configuration names
+//!    the new key. Its next packet makes a handshake with it, and each peer hands the
+//!    address over at that handshake, within a fraction of a second.
+//! 4. **commit** — once the rotating node reports the configuration naming the new key
+//!    as applied, the new key replaces the old in the store and the old key leaves every
+//!    configuration; the node drops the old private key.
 //!
 //! A rotation waits in the store (`key_rotation` values), so it survives restarts and a
-//! change of leader; a step that cannot be proven waits, it never guesses. Nothing here
-//! removes a working key before its successor carries traffic.
+//! change of leader; a step that cannot be proven waits, it never guesses. A node that
+//! sends no next key within [`NEXT_KEY_WAIT`] has its rotation dropped (with an event),
+//! leaving its key as it was. Nothing here removes a working key before its successor
+//! carries traffic.
 
 use std::time::Duration;
 
-use kokoa_core::{
-    EdgeNodeId, EdgeStatus, OriginId, Sealed, Severity, Timestamp, WgPrivateKey, WgPublicKey,
-};
+use kokoa_core::{EdgeNodeId, EdgeStatus, NodeRef, OriginId, Severity, Timestamp, WgPublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    error::ApiError,
-    events::kinds,
-    keys::{self, KeyOwner},
-    payload,
-    runtime::sleep_or_stop,
-    state::AppState,
-};
+use crate::{error::ApiError, events::kinds, payload, runtime::sleep_or_stop, state::AppState};
 
 /// Where pending rotations are kept.
 const NAMESPACE: &str = "key_rotation";
@@ -47,12 +43,14 @@ const PERIOD: Duration = Duration::from_secs(1);
 const SCHEDULE_EVERY: u32 = 60;
 /// An edge silent this long is not waited for (it sends a heartbeat every 5 s).
 const EDGE_SILENT: Duration = Duration::from_secs(30);
+/// How long a rotation waits for its node's next key before it is dropped.
+pub const NEXT_KEY_WAIT: Duration = Duration::from_secs(3600);
 
 /// Whose key rotates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
-    /// An edge's key for its interface towards one origin.
-    Tunnel(EdgeNodeId, OriginId),
+    /// An edge's key (every interface of the edge uses it).
+    Edge(EdgeNodeId),
     /// An origin's key.
     Origin(OriginId),
 }
@@ -60,34 +58,32 @@ pub enum Subject {
 impl Subject {
     fn key(&self) -> String {
         match self {
-            Self::Tunnel(edge, origin) => format!("tunnel/{edge}/{origin}"),
+            Self::Edge(edge) => format!("edge/{edge}"),
             Self::Origin(origin) => format!("origin/{origin}"),
         }
     }
 
     fn parse(key: &str) -> Option<Self> {
-        let mut parts = key.split('/');
-        let subject = match (parts.next()?, parts.next()?, parts.next()) {
-            ("tunnel", edge, Some(origin)) => {
-                Self::Tunnel(EdgeNodeId::parse(edge).ok()?, OriginId::parse(origin).ok()?)
-            }
-            ("origin", origin, None) => Self::Origin(OriginId::parse(origin).ok()?),
-            _ => return None,
-        };
-        parts.next().is_none().then_some(subject)
-    }
-
-    fn owner(&self) -> KeyOwner<'_> {
-        match self {
-            Self::Tunnel(edge, origin) => KeyOwner::Tunnel(edge, origin),
-            Self::Origin(origin) => KeyOwner::Origin(origin),
+        match key.split_once('/')? {
+            ("edge", edge) => Some(Self::Edge(EdgeNodeId::parse(edge).ok()?)),
+            ("origin", origin) => Some(Self::Origin(OriginId::parse(origin).ok()?)),
+            _ => None,
         }
     }
 
     fn describe(&self) -> String {
         match self {
-            Self::Tunnel(edge, origin) => format!("edge {edge}'s key towards origin {origin}"),
+            Self::Edge(edge) => format!("edge {edge}'s key"),
             Self::Origin(origin) => format!("origin {origin}'s key"),
+        }
+    }
+}
+
+impl From<&NodeRef> for Subject {
+    fn from(node: &NodeRef) -> Self {
+        match node {
+            NodeRef::Edge(edge) => Self::Edge(edge.clone()),
+            NodeRef::Origin(origin) => Self::Origin(origin.clone()),
         }
     }
 }
@@ -95,22 +91,16 @@ impl Subject {
 /// One rotation in progress, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
-    /// The new public key.
-    pub next_public_key: WgPublicKey,
-    /// The new private key, sealed like every private key.
-    next_private_key: String,
-    /// Whether the rotating node was told to use the new key (step 2).
+    /// The key being replaced.
+    pub current: WgPublicKey,
+    /// The node's next public key, once it registered one.
+    pub next_public_key: Option<WgPublicKey>,
+    /// Whether the rotating node was told to use the new key (step 3).
     pub switched: bool,
     /// When the rotation began.
     pub started_at: Timestamp,
     /// `manual` or `schedule`.
     pub reason: String,
-}
-
-impl Pending {
-    fn sealed(&self) -> Result<Sealed, ApiError> {
-        Ok(Sealed::parse(&self.next_private_key)?)
-    }
 }
 
 /// Every rotation in progress, read once for one configuration.
@@ -125,97 +115,93 @@ impl Rotations {
             values
                 .into_iter()
                 .filter_map(|(key, value)| {
-                    Some((Subject::parse(&key)?, serde_json::from_str(&value).ok()?))
+                    let parsed = Subject::parse(&key).zip(serde_json::from_str(&value).ok());
+                    if parsed.is_none() {
+                        tracing::warn!(%key, "ignoring a key rotation record that does not parse");
+                    }
+                    parsed
                 })
                 .collect(),
         ))
     }
 
-    /// The rotation of `subject` whose new key is not the one in use (`current`): a
-    /// rotation committed but not yet deleted (a crash between the two) counts as none.
-    pub fn of(&self, subject: &Subject, current: &WgPublicKey) -> Option<&Pending> {
+    /// The rotation of `subject` away from `current`, the key in the store (one that was
+    /// committed but not yet deleted, after a crash between the two, counts as none).
+    fn of(&self, subject: &Subject, current: &WgPublicKey) -> Option<&Pending> {
         self.0
             .iter()
-            .find(|(s, p)| s == subject && p.next_public_key != *current)
+            .find(|(s, p)| s == subject && p.current == *current)
             .map(|(_, p)| p)
     }
 
-    /// The private key `subject` uses now: the new one once switched, else `sealed`.
-    pub fn private_key(
-        &self,
-        state: &AppState,
-        subject: &Subject,
-        current: &WgPublicKey,
-        sealed: &Sealed,
-    ) -> Result<(WgPublicKey, WgPrivateKey), ApiError> {
-        match self.of(subject, current).filter(|p| p.switched) {
-            Some(p) => Ok((
-                p.next_public_key.clone(),
-                keys::open(state.master_key(), subject.owner(), &p.sealed()?)?,
-            )),
-            None => Ok((
-                current.clone(),
-                keys::open(state.master_key(), subject.owner(), sealed)?,
-            )),
-        }
+    /// The next key of `subject` its peers must know: registered, not yet committed.
+    pub fn next_key(&self, subject: &Subject, current: &WgPublicKey) -> Option<&WgPublicKey> {
+        self.of(subject, current)?.next_public_key.as_ref()
+    }
+
+    /// The key `subject` uses now: the next one once switched, else `current`.
+    pub fn in_use(&self, subject: &Subject, current: &WgPublicKey) -> WgPublicKey {
+        self.of(subject, current)
+            .filter(|p| p.switched)
+            .and_then(|p| p.next_public_key.clone())
+            .unwrap_or_else(|| current.clone())
+    }
+
+    /// Whether `subject` is asked for a next key (a rotation waits for it).
+    pub fn key_requested(&self, subject: &Subject, current: &WgPublicKey) -> bool {
+        self.of(subject, current)
+            .is_some_and(|p| p.next_public_key.is_none())
     }
 }
 
-/// Starts rotating the keys of `subjects` (all of one node); refused with 409 when one of
-/// them rotates already.
+fn conflict(message: String) -> ApiError {
+    ApiError::new(axum::http::StatusCode::CONFLICT, "conflict", message)
+}
+
+/// Starts rotating `subject`'s key `current`; refused with 409 when it rotates already.
 pub async fn start(
     state: &AppState,
-    subjects: &[Subject],
+    subject: &Subject,
+    current: &WgPublicKey,
     reason: &str,
-) -> Result<Vec<(Subject, Pending)>, ApiError> {
-    let store = state.store();
+) -> Result<Pending, ApiError> {
     let now = Timestamp::now();
-    for subject in subjects {
-        if store
-            .kv_get(NAMESPACE, &subject.key(), now)
-            .await?
-            .is_some()
-        {
-            return Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "conflict",
-                format!(
-                    "{} is being rotated already; wait until it finishes",
-                    subject.describe()
-                ),
-            ));
-        }
-    }
-    let mut started = Vec::new();
-    for subject in subjects {
-        let (public, sealed) = keys::generate(state.master_key(), subject.owner())?;
-        let pending = Pending {
-            next_public_key: public,
-            next_private_key: sealed.as_str().to_owned(),
-            switched: false,
-            started_at: now,
-            reason: reason.to_owned(),
-        };
-        put(state, subject, &pending).await?;
-        let message = format!(
-            "{} rotates ({reason}): the peers learn the new key",
+    if state
+        .store()
+        .kv_get(NAMESPACE, &subject.key(), now)
+        .await?
+        .is_some()
+    {
+        return Err(conflict(format!(
+            "{} is being rotated already; wait until it finishes",
             subject.describe()
-        );
-        tracing::info!(subject = %subject.key(), "{message}");
-        state
-            .events()
-            .emit(
-                kinds::KEY_ROTATION_STARTED,
-                Severity::Info,
-                Some(&subject.key()),
-                message,
-                serde_json::json!({ "reason": reason, "public_key": pending.next_public_key }),
-            )
-            .await;
-        started.push((subject.clone(), pending));
+        )));
     }
+    let pending = Pending {
+        current: current.clone(),
+        next_public_key: None,
+        switched: false,
+        started_at: now,
+        reason: reason.to_owned(),
+    };
+    put(state, subject, &pending).await?;
+    let message = format!(
+        "{} rotates ({reason}): the node is asked for a new key",
+        subject.describe()
+    );
+    tracing::info!(subject = %subject.key(), "{message}");
+    state
+        .events()
+        .emit(
+            kinds::KEY_ROTATION_STARTED,
+            Severity::Info,
+            Some(&subject.key()),
+            message,
+            serde_json::json!({ "reason": reason, "public_key": current }),
+        )
+        .await;
     state.notify_changed();
-    Ok(started)
+    Ok(pending)
 }
 
 async fn put(state: &AppState, subject: &Subject, pending: &Pending) -> Result<(), ApiError> {
@@ -224,6 +210,87 @@ async fn put(state: &AppState, subject: &Subject, pending: &Pending) -> Result<(
         .store()
         .kv_put(NAMESPACE, &subject.key(), &text, None)
         .await?)
+}
+
+/// The key `node` has in the store; none before it registered one.
+async fn stored_key(state: &AppState, node: &NodeRef) -> Result<Option<WgPublicKey>, ApiError> {
+    Ok(match node {
+        NodeRef::Edge(edge) => state.store().get_edge(edge).await?.wireguard_public_key,
+        NodeRef::Origin(origin) => state.store().get_origin(origin).await?.wireguard_public_key,
+    })
+}
+
+async fn set_key(state: &AppState, node: &NodeRef, key: &WgPublicKey) -> Result<(), ApiError> {
+    match node {
+        NodeRef::Edge(edge) => state.store().set_edge_key(edge, key).await?,
+        NodeRef::Origin(origin) => state.store().set_origin_key(origin, key).await?,
+    }
+    Ok(())
+}
+
+/// What [`register`] did with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// It is the node's key now (the node had none).
+    Key,
+    /// It is the next key of the node's rotation.
+    Next,
+    /// It was registered already; nothing changed.
+    Unchanged,
+}
+
+/// Registers `key`, a public key node `node` made: its first key, or the next key its
+/// rotation asked for. Anything else is refused with 409: a node's key is replaced only
+/// through a rotation (or a new enrollment, see [`enrolled`]).
+pub async fn register(
+    state: &AppState,
+    node: &NodeRef,
+    key: &WgPublicKey,
+) -> Result<Registered, ApiError> {
+    let Some(current) = stored_key(state, node).await? else {
+        set_key(state, node, key).await?;
+        tracing::info!(%node, public_key = %key, "WireGuard key registered");
+        state.notify_changed();
+        return Ok(Registered::Key);
+    };
+    if current == *key {
+        return Ok(Registered::Unchanged);
+    }
+    let subject = Subject::from(node);
+    let rotations = Rotations::load(state).await?;
+    let refused = || {
+        conflict(format!(
+            "{node} has WireGuard key {current} registered; another key is accepted only when \
+             a rotation asks for one (POST …/rotate-keys)"
+        ))
+    };
+    let Some(mut pending) = rotations.of(&subject, &current).cloned() else {
+        return Err(refused());
+    };
+    match &pending.next_public_key {
+        Some(next) if next == key => return Ok(Registered::Unchanged),
+        // Once the node was told to use it, the next key is settled.
+        Some(_) if pending.switched => return Err(refused()),
+        _ => {}
+    }
+    pending.next_public_key = Some(key.clone());
+    put(state, &subject, &pending).await?;
+    tracing::info!(%node, public_key = %key, "next WireGuard key registered; the peers learn it");
+    state.notify_changed();
+    Ok(Registered::Next)
+}
+
+/// A new enrollment of `node` with `key`: the key is the node's from now on (an
+/// administrator issued the token), and a rotation it was in is over.
+pub async fn enrolled(state: &AppState, node: &NodeRef, key: &WgPublicKey) -> Result<(), ApiError> {
+    set_key(state, node, key).await?;
+    state
+        .store()
+        .kv_delete(NAMESPACE, &Subject::from(node).key())
+        .await?;
+    tracing::info!(%node, public_key = %key, "WireGuard key registered at enrollment");
+    state.notify_changed();
+    Ok(())
 }
 
 /// The `config_hash` a node last reported applied.
@@ -242,8 +309,11 @@ enum Outcome {
     Wait,
     Switch,
     Commit,
-    /// Its node or tunnel is gone (or the rotation was committed): forget it.
+    /// Its node is gone, its key changed otherwise, or the rotation was committed: forget
+    /// it.
     Drop,
+    /// The node sent no next key in time: forget it, and say so.
+    GiveUp,
 }
 
 /// Whether the origin serves its current configuration, or cannot be waited for.
@@ -288,44 +358,47 @@ async fn judge(
     now: Timestamp,
 ) -> Result<Outcome, ApiError> {
     let store = state.store();
+    let node = match subject {
+        Subject::Edge(edge) => NodeRef::Edge(edge.clone()),
+        Subject::Origin(origin) => NodeRef::Origin(origin.clone()),
+    };
+    let current = match stored_key(state, &node).await {
+        Ok(key) => key,
+        Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => return Ok(Outcome::Drop),
+        Err(e) => return Err(e),
+    };
+    if current.as_ref() != Some(&pending.current) {
+        return Ok(Outcome::Drop);
+    }
+    if pending.next_public_key.is_none() {
+        let waited = now.seconds_since(pending.started_at);
+        return Ok(if waited > NEXT_KEY_WAIT.as_secs() as i64 {
+            Outcome::GiveUp
+        } else {
+            Outcome::Wait
+        });
+    }
     match subject {
-        Subject::Tunnel(edge, origin) => {
-            let Some(tunnel) = store
-                .list_tunnels(Some(edge), Some(origin))
-                .await?
-                .into_iter()
-                .next()
-            else {
-                return Ok(Outcome::Drop);
-            };
-            if tunnel.public_key == pending.next_public_key {
+        Subject::Edge(edge) => {
+            if store.get_edge(edge).await?.status == EdgeStatus::Deleted {
                 return Ok(Outcome::Drop);
             }
             if !pending.switched {
-                let ready = origin_ready(state, origin, now).await?;
-                return Ok(if ready {
-                    Outcome::Switch
-                } else {
-                    Outcome::Wait
-                });
+                for tunnel in store.list_tunnels(Some(edge), None).await? {
+                    if !origin_ready(state, &tunnel.origin_id, now).await? {
+                        return Ok(Outcome::Wait);
+                    }
+                }
+                return Ok(Outcome::Switch);
             }
             Ok(match edge_ready(state, edge, now).await? {
-                Some(true) => Outcome::Commit,
                 Some(false) => Outcome::Wait,
-                // A deleted edge's tunnels go with it; a silent one takes the new key
-                // when it returns, and its origin knows only that key by then.
-                None => Outcome::Commit,
+                // A silent edge takes the new key when it returns, and its origins know
+                // only that key by then.
+                Some(true) | None => Outcome::Commit,
             })
         }
         Subject::Origin(origin) => {
-            let row = match store.get_origin(origin).await {
-                Ok(row) => row,
-                Err(kokoa_core::Error::NotFound { .. }) => return Ok(Outcome::Drop),
-                Err(e) => return Err(e.into()),
-            };
-            if row.wireguard_public_key == pending.next_public_key {
-                return Ok(Outcome::Drop);
-            }
             if !pending.switched {
                 for tunnel in store.list_tunnels(None, Some(origin)).await? {
                     if edge_ready(state, &tunnel.edge_node_id, now).await? == Some(false) {
@@ -334,8 +407,7 @@ async fn judge(
                 }
                 return Ok(Outcome::Switch);
             }
-            let ready = origin_ready(state, origin, now).await?;
-            Ok(if ready {
+            Ok(if origin_ready(state, origin, now).await? {
                 Outcome::Commit
             } else {
                 Outcome::Wait
@@ -356,45 +428,52 @@ pub async fn step(state: &AppState) -> Result<usize, ApiError> {
             Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => Outcome::Drop,
             Err(e) => return Err(e),
         };
-        match outcome {
-            Outcome::Wait => left += 1,
+        let (kind, severity, message, data) = match outcome {
+            Outcome::Wait => {
+                left += 1;
+                continue;
+            }
             Outcome::Drop => {
                 store.kv_delete(NAMESPACE, &subject.key()).await?;
+                continue;
+            }
+            Outcome::GiveUp => {
+                store.kv_delete(NAMESPACE, &subject.key()).await?;
+                state.notify_changed();
+                (
+                    kinds::KEY_ROTATION_ABANDONED,
+                    Severity::Warning,
+                    format!(
+                        "{}: the node sent no new key within {} min; the rotation is dropped \
+                         and the key stays as it was",
+                        subject.describe(),
+                        NEXT_KEY_WAIT.as_secs() / 60
+                    ),
+                    serde_json::json!({ "public_key": rotation.current }),
+                )
             }
             Outcome::Switch => {
                 rotation.switched = true;
                 put(state, &subject, &rotation).await?;
                 state.notify_changed();
                 left += 1;
-                let message = format!(
-                    "{}: the peers know the new key; switching to it",
-                    subject.describe()
-                );
-                tracing::info!(subject = %subject.key(), "{message}");
-                state
-                    .events()
-                    .emit(
-                        kinds::KEY_ROTATION_SWITCHED,
-                        Severity::Info,
-                        Some(&subject.key()),
-                        message,
-                        serde_json::json!({}),
-                    )
-                    .await;
+                (
+                    kinds::KEY_ROTATION_SWITCHED,
+                    Severity::Info,
+                    format!(
+                        "{}: the peers know the new key; switching to it",
+                        subject.describe()
+                    ),
+                    serde_json::json!({ "public_key": rotation.next_public_key }),
+                )
             }
             Outcome::Commit => {
-                let sealed = rotation.sealed()?;
+                let Some(next) = rotation.next_public_key.clone() else {
+                    continue;
+                };
                 match &subject {
-                    Subject::Tunnel(edge, origin) => {
-                        store
-                            .set_tunnel_key(edge, origin, &rotation.next_public_key, &sealed)
-                            .await?
-                    }
-                    Subject::Origin(origin) => {
-                        store
-                            .set_origin_key(origin, &rotation.next_public_key, &sealed)
-                            .await?
-                    }
+                    Subject::Edge(edge) => store.set_edge_key(edge, &next).await?,
+                    Subject::Origin(origin) => store.set_origin_key(origin, &next).await?,
                 }
                 store.kv_delete(NAMESPACE, &subject.key()).await?;
                 store
@@ -402,20 +481,19 @@ pub async fn step(state: &AppState) -> Result<usize, ApiError> {
                     .await?;
                 state.notify_changed();
                 let took = now.seconds_since(rotation.started_at);
-                let message = format!("{} rotated in {took} s", subject.describe());
-                tracing::info!(subject = %subject.key(), "{message}");
-                state
-                    .events()
-                    .emit(
-                        kinds::KEY_ROTATED,
-                        Severity::Info,
-                        Some(&subject.key()),
-                        message,
-                        serde_json::json!({ "public_key": rotation.next_public_key, "seconds": took }),
-                    )
-                    .await;
+                (
+                    kinds::KEY_ROTATED,
+                    Severity::Info,
+                    format!("{} rotated in {took} s", subject.describe()),
+                    serde_json::json!({ "public_key": next, "seconds": took }),
+                )
             }
-        }
+        };
+        tracing::info!(subject = %subject.key(), "{message}");
+        state
+            .events()
+            .emit(kind, severity, Some(&subject.key()), message, data)
+            .await;
     }
     Ok(left)
 }
@@ -436,21 +514,28 @@ pub async fn schedule(state: &AppState, every: Duration) -> Result<(), ApiError>
             .and_then(|(_, v)| v.parse::<Timestamp>().ok())
             .map_or(created, |at| at.max(created))
     };
-    let mut due: Vec<(Timestamp, Subject)> = Vec::new();
+    let mut due: Vec<(Timestamp, Subject, WgPublicKey)> = Vec::new();
     for origin in store.list_origins().await? {
         let subject = Subject::Origin(origin.id.clone());
-        due.push((since(&subject, origin.created_at), subject));
+        if let Some(key) = origin.wireguard_public_key {
+            due.push((since(&subject, origin.created_at), subject, key));
+        }
     }
-    for tunnel in store.list_tunnels(None, None).await? {
-        let subject = Subject::Tunnel(tunnel.edge_node_id, tunnel.origin_id);
-        due.push((since(&subject, tunnel.created_at), subject));
+    for edge in store.list_edges().await? {
+        let subject = Subject::Edge(edge.id.clone());
+        if let (Some(key), false) = (
+            edge.wireguard_public_key,
+            edge.status == EdgeStatus::Deleted,
+        ) {
+            due.push((since(&subject, edge.created_at), subject, key));
+        }
     }
     let oldest = due
         .into_iter()
-        .filter(|(at, _)| now.seconds_since(*at) > every.as_secs() as i64)
-        .min_by_key(|(at, _)| *at);
-    if let Some((_, subject)) = oldest {
-        start(state, &[subject], "schedule").await?;
+        .filter(|(at, _, _)| now.seconds_since(*at) > every.as_secs() as i64)
+        .min_by_key(|(at, _, _)| *at);
+    if let Some((_, subject, key)) = oldest {
+        start(state, &subject, &key, "schedule").await?;
     }
     Ok(())
 }
@@ -484,14 +569,20 @@ mod tests {
 
     #[test]
     fn subjects_round_trip_through_their_keys() {
-        let (edge, origin) = (EdgeNodeId::new(), OriginId::new());
         for subject in [
-            Subject::Tunnel(edge, origin.clone()),
-            Subject::Origin(origin),
+            Subject::Edge(EdgeNodeId::new()),
+            Subject::Origin(OriginId::new()),
         ] {
             assert_eq!(Subject::parse(&subject.key()), Some(subject));
         }
-        for bad in ["", "tunnel/x", "origin/a/b", "node/x", "origin/x/"] {
+        for bad in [
+            "",
+            "tunnel/edg_1/org_1",
+            "origin/a/b",
+            "node/x",
+            "origin/x/",
+            "edge",
+        ] {
             assert_eq!(Subject::parse(bad), None, "{bad}");
         }
     }

@@ -307,13 +307,23 @@ impl Server {
         json
     }
 
-    /// Creates an origin named `name` with one web service; returns its JSON.
+    /// Creates an origin named `name` with one web service, whose agent has enrolled and
+    /// registered its WireGuard key (edges reach it); returns its JSON as created.
     pub async fn origin(&self, name: &str) -> Value {
-        self.origin_named(name.to_owned()).await
+        let origin = self.new_origin(name.to_owned()).await;
+        let id = kokoa_core::OriginId::parse(origin["id"].as_str().unwrap()).unwrap();
+        let key = kokoa_wg::PrivateKey::generate().public_key().to_string();
+        self.state
+            .store()
+            .set_origin_key(&id, &kokoa_core::WgPublicKey::parse(&key).unwrap())
+            .await
+            .unwrap();
+        origin
     }
 
-    /// [`origin`](Self::origin) with an owned name, for requests made side by side.
-    pub async fn origin_named(&self, name: String) -> Value {
+    /// Creates an origin named `name` with one web service, whose agent has not enrolled
+    /// yet (it has no key); returns its JSON.
+    pub async fn new_origin(&self, name: String) -> Value {
         self.admin(
             Method::POST,
             "/api/v1/origins",
@@ -362,14 +372,16 @@ impl Server {
         assert_eq!(status, 200, "[{}] heartbeat: {answer}", self.backend);
     }
 
-    /// Redeems an enrollment token; returns the credential.
+    /// Redeems an enrollment token with a new WireGuard public key, as an agent does;
+    /// returns the credential.
     pub async fn enroll(&self, token: &str) -> String {
+        let key = kokoa_wg::PrivateKey::generate().public_key().to_string();
         let (status, body) = self
             .call(
                 Method::POST,
                 "/api/v1/enroll",
                 None,
-                Some(json!({"token": token})),
+                Some(json!({"token": token, "wireguard_public_key": key})),
             )
             .await;
         assert_eq!(status, 200, "[{}] enroll: {body}", self.backend);

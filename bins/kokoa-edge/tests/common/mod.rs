@@ -72,6 +72,7 @@ struct Inner {
     seen: Mutex<Vec<Seen>>,
     heartbeats: Mutex<Vec<Value>>,
     ready: Mutex<Vec<String>>,
+    keys: Mutex<Vec<String>>,
 }
 
 /// The fake control plane; stops serving when dropped.
@@ -88,11 +89,13 @@ impl FakeControl {
             seen: Mutex::default(),
             heartbeats: Mutex::default(),
             ready: Mutex::default(),
+            keys: Mutex::default(),
         });
         let app = Router::new()
             .route("/api/v1/enroll", post(enroll))
             .route("/api/v1/edge-nodes/me/config", get(config))
             .route("/api/v1/heartbeat", post(heartbeat))
+            .route("/api/v1/wireguard-key", post(register_key))
             .route("/api/v1/edge-nodes/{id}/ready", post(ready))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -123,6 +126,11 @@ impl FakeControl {
     pub(crate) fn ready_calls(&self) -> Vec<String> {
         self.inner.ready.lock().unwrap().clone()
     }
+
+    /// The public keys registered with `POST /api/v1/wireguard-key`.
+    pub(crate) fn registered_keys(&self) -> Vec<String> {
+        self.inner.keys.lock().unwrap().clone()
+    }
 }
 
 impl Drop for FakeControl {
@@ -141,11 +149,16 @@ fn authorised(headers: &HeaderMap) -> bool {
 #[derive(Deserialize)]
 struct Token {
     token: String,
+    wireguard_public_key: String,
 }
 
 async fn enroll(Json(body): Json<Token>) -> Response {
     if body.token != ENROLL_TOKEN {
         return StatusCode::UNAUTHORIZED.into_response();
+    }
+    // The node sends the public half of the key it made, nothing more.
+    if kokoa_wg::PublicKey::from_base64(&body.wireguard_public_key).is_err() {
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
     }
     Json(json!({"node": {"kind": "edge", "id": NODE_ID}, "credential": CREDENTIAL})).into_response()
 }
@@ -226,6 +239,21 @@ async fn heartbeat(
     Json(json!({"message": "Heartbeat received", "next_check_in": 5})).into_response()
 }
 
+async fn register_key(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorised(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Some(key) = body["public_key"].as_str() else {
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
+    };
+    inner.keys.lock().unwrap().push(key.to_owned());
+    Json(json!({"status": "registered"})).into_response()
+}
+
 async fn ready(
     State(inner): State<Arc<Inner>>,
     Path(id): Path<String>,
@@ -261,7 +289,7 @@ pub(crate) struct FakePlane {
 }
 
 impl DataPlane for FakePlane {
-    fn apply(&self, config: &EdgeConfig) -> Result<(), Error> {
+    fn apply(&self, config: &EdgeConfig, _: &kokoa_wg::PrivateKey) -> Result<(), Error> {
         if *self.fail.lock().unwrap() {
             return Err(Error::Certificate("injected failure".into()));
         }

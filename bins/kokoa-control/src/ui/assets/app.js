@@ -183,16 +183,17 @@
     }, label);
   }
 
-  // Starts a key rotation (the old keys keep working until the new ones carry traffic).
+  // Starts a key rotation: the node makes a new key (the old one works until the new one
+  // carries traffic).
   function rotateButton(path, who) {
     return h('button', {
       type: 'button', class: 'secondary', 'data-action': 'rotate-keys',
       onclick: async (event) => {
-        if (!window.confirm(`Rotate the WireGuard keys of ${who}? Traffic keeps flowing; the old keys go once the new ones work.`)) return;
+        if (!window.confirm(`Rotate the WireGuard key of ${who}? It makes a new key; traffic keeps flowing and the old key goes once the new one works.`)) return;
         event.target.disabled = true;
         try { await api('POST', path); event.target.textContent = 'Rotation started'; } catch (e) { window.alert(e.message); event.target.disabled = false; }
       },
-    }, 'Rotate keys');
+    }, 'Rotate key');
   }
 
   function section(title, ...content) {
@@ -370,7 +371,7 @@
             : h('span', { class: 'muted' }, 'none'),
           h('span', { class: 'mono' }, o.network_cidr),
           h('span', {}, admin ? h('a', { class: 'button secondary', href: o.config_download_url, download: 'origin-config.tar.gz' }, 'Download config') : null, ' ',
-            admin ? rotateButton(`/api/v1/origins/${encodeURIComponent(o.id)}/rotate-keys`, `origin ${o.name}`) : null, ' ',
+            admin && o.wireguard_public_key ? rotateButton(`/api/v1/origins/${encodeURIComponent(o.id)}/rotate-keys`, `origin ${o.name}`) : null, ' ',
             admin ? confirmButton('Delete', `Delete origin ${o.name}? Its routes go too.`, async () => {
               await api('DELETE', `/api/v1/origins/${encodeURIComponent(o.id)}?force=true`);
               refresh();
@@ -591,8 +592,8 @@
             life && life.phase ? h('span', {}, life.phase, life.last_error ? h('div', { class: 'error' }, life.last_error) : null) : '—']], '')),
         section('Health history', chart(history.checks)),
         section('Tunnels', table(['Origin', 'Address', 'Port', 'Public key'], edge.tunnels.map((t) =>
-          [t.origin_id, t.wireguard_ip, t.listen_port, h('code', {}, t.public_key)]), 'No tunnels.'),
-          admin && edge.tunnels.length ? rotateButton(`/api/v1/edge-nodes/${id}/rotate-keys`, `edge ${edge.name}`) : null),
+          [t.origin_id, t.wireguard_ip, t.listen_port, t.public_key ? h('code', {}, t.public_key) : 'not enrolled yet']), 'No tunnels.'),
+          admin && edge.wireguard_public_key ? rotateButton(`/api/v1/edge-nodes/${id}/rotate-keys`, `edge ${edge.name}`) : null),
         section('Latest checks', table(['Time', 'Result', 'Response time', 'Error'], history.checks.slice(0, 20).map((c) =>
           [ago(c.timestamp), badge(c.status), c.response_time_ms !== null && c.response_time_ms !== undefined ? `${c.response_time_ms} ms` : '—', c.error_message || '']), 'No checks yet.')));
     };
