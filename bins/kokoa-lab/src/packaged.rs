@@ -340,7 +340,8 @@ const HOME: (&str, &str, Ipv4Addr, u16) = ("kl-home", "p-home", Ipv4Addr::new(10
 const HOME_HOSTNAME: &str = "home.hoge.test";
 /// The paths `install.sh` writes to, each an empty tmpfs in its mount namespace (the
 /// machine running the lab keeps its own), and `/run/systemd` hidden so the script sees a
-/// machine without systemd, as in a container.
+/// machine without systemd, as in a container. A mount point the machine lacks is made for
+/// the step and removed after it: the machine is left as it was.
 const HIDDEN: [&str; 5] = [
     "/usr/local/bin",
     "/etc/kokoa",
@@ -348,6 +349,23 @@ const HIDDEN: [&str; 5] = [
     "/run/wireguard",
     "/run/systemd",
 ];
+
+/// The mount points of [`HIDDEN`] this machine lacks, made (and recorded, so the lab's
+/// teardown removes them should it stop half way).
+fn mount_points(lab: &mut Lab) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut made = Vec::new();
+    for path in HIDDEN.map(std::path::PathBuf::from) {
+        if path.exists() {
+            continue;
+        }
+        lab.ledger
+            .record(|s| s.dirs.push(path.clone()))
+            .map_err(text)?;
+        std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        made.push(path);
+    }
+    Ok(made)
+}
 
 /// P4. An origin made through the API, its bundle downloaded and its `install.sh` run on a
 /// new home server; the rest is up to the script and the agent it installs.
@@ -367,6 +385,7 @@ async fn origin_from_bundle(lab: &mut Lab) -> Step {
         .as_str()
         .ok_or("no id in the answer")?
         .to_owned();
+    let made = mount_points(lab)?;
     let installed = install_and_serve(lab, &id, ns, port, address, app_port).await;
     // Gone again, so the later steps see the lab's own origins only.
     let _ = net::run(&crate::supervisor::Spec::root(
@@ -379,6 +398,15 @@ async fn origin_from_bundle(lab: &mut Lab) -> Step {
         .to_vec(),
     ))
     .await;
+    for dir in made.iter().rev() {
+        match std::fs::remove_dir(dir) {
+            // Not the teardown's any more: whatever is there later is not the lab's.
+            Ok(()) => {
+                let _ = lab.ledger.record(|s| s.dirs.retain(|d| d != dir));
+            }
+            Err(e) => eprintln!("kokoa-lab: cannot remove {}: {e}", dir.display()),
+        }
+    }
     let removed = async {
         let routes = lab
             .api
@@ -461,7 +489,7 @@ async fn install_and_serve(
     let started = Instant::now();
     let mut script = String::from("set -e; ");
     for path in HIDDEN {
-        script.push_str(&format!("mkdir -p {path} && mount -t tmpfs tmpfs {path}; "));
+        script.push_str(&format!("mount -t tmpfs tmpfs {path}; "));
     }
     script.push_str(&format!(
         "mount --bind {} /var/log; exec sh {}/scripts/install.sh",
