@@ -32,6 +32,16 @@ pub enum OriginStatus {
     Inactive,
 }
 
+impl OriginStatus {
+    /// The word the API uses: `active` or `inactive`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+        }
+    }
+}
+
 /// A private network running services (home server, VM, cluster), reached over WireGuard.
 ///
 /// Each origin owns one /24 ([`network_cidr`](Self::network_cidr), see

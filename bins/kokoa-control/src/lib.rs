@@ -65,6 +65,7 @@ pub mod downloads;
 pub mod error;
 pub mod events;
 mod keys;
+pub mod metrics;
 pub mod notify;
 pub mod payload;
 mod payload_cache;

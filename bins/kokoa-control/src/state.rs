@@ -59,6 +59,8 @@ struct Inner {
     snapshot: Arc<Mutex<Option<Arc<Snapshot>>>>,
     /// Each edge's configuration as last built (see [`crate::payload_cache`]).
     edge_payloads: EdgePayloads,
+    /// The API's requests, for `/metrics`.
+    http_metrics: crate::metrics::HttpMetrics,
 }
 
 impl fmt::Debug for AppState {
@@ -120,6 +122,7 @@ impl AppState {
                 shutdown: watch::Sender::new(false),
                 snapshot: Arc::new(Mutex::new(None)),
                 edge_payloads: EdgePayloads::default(),
+                http_metrics: crate::metrics::HttpMetrics::default(),
                 acme: OnceLock::new(),
                 ca_pin: OnceLock::new(),
                 downloads: OnceLock::new(),
@@ -309,6 +312,11 @@ impl AppState {
     }
 
     /// Each edge's configuration as last built.
+    /// The API's requests, counted for `/metrics`.
+    pub fn http_metrics(&self) -> &crate::metrics::HttpMetrics {
+        &self.inner.http_metrics
+    }
+
     pub(crate) fn edge_payloads(&self) -> &EdgePayloads {
         &self.inner.edge_payloads
     }

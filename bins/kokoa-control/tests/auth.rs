@@ -55,6 +55,7 @@ async fn every_endpoint_checks_its_bearer_token() {
             json!({"hostname": "b.hoge.com", "origin_id": origin_id, "target_port": 1});
         let table: Vec<(Method, String, Option<Value>, Audience)> = vec![
             (Method::GET, "/api/v1/routes".into(), None, Audience::Reader),
+            (Method::GET, "/metrics".into(), None, Audience::Reader),
             (
                 Method::POST,
                 "/api/v1/routes".into(),

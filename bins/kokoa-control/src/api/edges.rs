@@ -67,12 +67,7 @@ pub(crate) async fn create_tunnel(
 
 /// The API view of an edge and its tunnels.
 pub(super) fn edge_view(edge: EdgeNode, tunnels: Vec<EdgeTunnel>, now: Timestamp) -> EdgeView {
-    let health = match edge.status {
-        EdgeStatus::Active if edge.health_check_failures == 0 => "healthy",
-        EdgeStatus::Active => "degraded",
-        EdgeStatus::Unhealthy => "unhealthy",
-        _ => "unknown",
-    };
+    let health = crate::metrics::edge_health(&edge);
     let serving = matches!(edge.status, EdgeStatus::Active | EdgeStatus::Unhealthy);
     let uptime_seconds = if serving {
         u64::try_from(now.as_unix() - edge.created_at.as_unix()).unwrap_or(0)

@@ -153,6 +153,10 @@ pub fn router(state: AppState) -> Router {
             "/downloads/{name}",
             axum::routing::get(crate::downloads::file),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .layer(axum::middleware::map_response(crate::ui::security_headers))
         .fallback(|| async {
             ApiError::new(
@@ -175,6 +179,7 @@ fn build() -> (Router<AppState>, openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
         .routes(routes!(system::ready))
+        .routes(routes!(system::metrics))
         .routes(routes!(system::openapi_document))
         .routes(routes!(routes::create_route, routes::list_routes))
         .routes(routes!(

@@ -1,4 +1,4 @@
-//! `/health`, `/ready` and the OpenAPI document.
+//! `/health`, `/ready`, `/metrics` and the OpenAPI document.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use kokoa_core::Timestamp;
 use utoipa::openapi::OpenApi;
 
 use super::HealthAnswer;
-use crate::state::AppState;
+use crate::{auth::Reader, error::ApiError, state::AppState};
 
 /// How long the database may take to answer a readiness probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,6 +69,29 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
         }),
     )
         .into_response()
+}
+
+/// The control plane's metrics in the Prometheus text format (0.0.4): edges by status and
+/// health, origins by status, routes, certificate expiry per host name, modules, leadership
+/// and the API's requests with their latency histogram. Scrape it with an API token of any
+/// role as the bearer token.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, description = "No valid token", body = crate::error::ErrorBody),
+    )
+)]
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    _: Reader,
+) -> Result<Response, ApiError> {
+    Ok(crate::metrics::response(
+        crate::metrics::render(&state).await?,
+    ))
 }
 
 /// This OpenAPI document.

@@ -1,0 +1,190 @@
+//! `GET /metrics`: what a Prometheus scraping the control plane reads, checked against the
+//! text format's rules and against what was done through the API.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Backend, Server};
+use reqwest::Method;
+use serde_json::json;
+
+/// The samples of a scrape by series (`name{labels}`), after checking the format: every
+/// family has `# HELP` and `# TYPE` before its samples, names and values are well formed,
+/// and each histogram's buckets grow up to `+Inf`, which equals its `_count`.
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    let mut typed: BTreeMap<String, String> = BTreeMap::new();
+    let mut helped = Vec::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.push(rest.split(' ').next().unwrap().to_owned());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(helped.iter().any(|h| h == name), "TYPE before HELP: {line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(
+                typed.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "{line}"
+            );
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| typed.get(*f).is_some_and(|k| k == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(
+            typed.contains_key(family),
+            "a sample before its TYPE: {line}"
+        );
+        let labels = &series[name.len()..];
+        assert!(
+            labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+            "{line}"
+        );
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|e| panic!("{line}: {e}")),
+        };
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "twice: {line}"
+        );
+    }
+    // Histograms: cumulative buckets, +Inf = _count.
+    for (name, kind) in &typed {
+        if kind != "histogram" {
+            continue;
+        }
+        let mut by_series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for (series, value) in &samples {
+            let Some(labels) = series.strip_prefix(&format!("{name}_bucket{{")) else {
+                continue;
+            };
+            let (rest, le) = labels.rsplit_once(",le=\"").unwrap();
+            let le = le.trim_end_matches("\"}");
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            by_series
+                .entry(rest.to_owned())
+                .or_default()
+                .push((le, *value));
+        }
+        for (labels, mut buckets) in by_series {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{labels}");
+            let count = samples[&format!("{name}_count{{{labels}}}")];
+            assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, count), "{labels}");
+        }
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_show_the_deployment_and_the_api_traffic_to_a_token_holder() {
+    let s = Server::start(&Backend::Sqlite).await;
+    let origin = s.origin("home-server").await;
+    let origin_id = origin["id"].as_str().unwrap();
+    s.admin(
+        Method::POST,
+        "/api/v1/routes",
+        Some(json!({"hostname": "app.hoge.com", "origin_id": origin_id, "target_port": 8080})),
+        201,
+    )
+    .await;
+    s.enrolled_edge(None).await;
+    // An issued certificate, as the SSL manager stores one.
+    let expires = kokoa_core::Timestamp::from_unix(1_900_000_000).unwrap();
+    let now = kokoa_core::Timestamp::now();
+    let certificate = kokoa_core::Certificate {
+        id: kokoa_core::CertificateId::new(),
+        names: ["app.hoge.com".parse().unwrap()].into(),
+        source: kokoa_core::CertificateSource::Acme,
+        method: kokoa_core::CertificateMode::Http01,
+        issuer: Some("CN=Pebble".into()),
+        not_before: Some(now),
+        not_after: Some(expires),
+        sha256: None,
+        chain_pem: None,
+        next_renewal: None,
+        failures: 0,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    s.state
+        .store()
+        .put_certificate(&certificate, None)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        s.admin(Method::GET, "/api/v1/routes", None, 200).await;
+    }
+    s.admin(Method::GET, "/api/v1/routes/rt_nope", None, 404)
+        .await;
+
+    // Without a token: refused, like every API read.
+    let (status, _) = s.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, 401);
+    let response = s
+        .send(Method::GET, "/metrics", Some(&s.viewer), None, &[])
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    let samples = parse(&text);
+    let get = |series: &str| {
+        *samples
+            .get(series)
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+
+    assert_eq!(get("kokoa_routes"), 1.0);
+    assert_eq!(
+        get("kokoa_certificate_expiry_timestamp_seconds{hostname=\"app.hoge.com\"}"),
+        1_900_000_000.0
+    );
+    assert_eq!(get("kokoa_origins{status=\"inactive\"}"), 1.0);
+    assert_eq!(get("kokoa_origins{status=\"active\"}"), 0.0);
+    assert_eq!(
+        get("kokoa_edges{status=\"provisioning\",health=\"unknown\"}"),
+        1.0
+    );
+    assert_eq!(get("kokoa_leader"), 0.0, "no duties run in this test");
+    assert_eq!(get("kokoa_module_enabled{module=\"dns_manager\"}"), 1.0);
+    assert_eq!(
+        get("kokoa_http_requests_total{route=\"/api/v1/routes\",method=\"GET\",status=\"200\"}"),
+        3.0
+    );
+    assert_eq!(
+        get(
+            "kokoa_http_requests_total{route=\"/api/v1/routes/{id}\",method=\"GET\",status=\"404\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get("kokoa_http_request_duration_seconds_count{route=\"/api/v1/routes\",method=\"GET\"}"),
+        3.0
+    );
+    // Bounded labels: path templates, never a raw path or an id.
+    assert!(!text.contains("rt_nope"), "{text}");
+    assert!(!text.contains(origin_id), "{text}");
+}
