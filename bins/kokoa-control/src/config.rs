@@ -28,6 +28,9 @@ use crate::{
     tls::TlsSource,
 };
 
+/// Where `--tls-acme` answers HTTP-01 by default: the port the CA asks on.
+pub const DEFAULT_ACME_HTTP_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80);
 /// The default listen address: local only, so a fresh install is not exposed by accident.
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -52,6 +55,11 @@ Examples:
   kokoa-control serve --data-dir /var/lib/kokoa --tls-cert cp.pem --tls-key cp.key
   kokoa-control serve --data-dir /var/lib/kokoa --insecure-http --listen 127.0.0.1:8080
 
+  # Or a public certificate from the [acme] section's CA for the public URL's host,
+  # proven over HTTP-01 on port 80 (nodes then trust the system's roots, no pin)
+  kokoa-control serve --config /etc/kokoa/control.toml --tls-acme \\
+      --listen 0.0.0.0:443 --public-url https://control.example.com
+
   # Same, settings from a file and the environment (flags win over both)
   KOKOA_DATABASE_URL=postgres://kokoa@db/kokoa kokoa-control serve --config /etc/kokoa/control.toml
 
@@ -64,6 +72,8 @@ Configuration file (TOML, every key optional):
   # tls_cert = \"/etc/kokoa/cp.pem\"           # or serve this chain and key
   # tls_key = \"/etc/kokoa/cp.key\"
   # insecure_http = true                       # or plain HTTP (development, TLS proxy)
+  # tls_acme = true                            # or a public certificate through [acme]
+  # acme_http_listen = \"0.0.0.0:80\"           # where its HTTP-01 responses are served
   downloads_dir = \"/usr/share/kokoa/downloads\"  # agents handed out at /downloads/
   subnet_pool = \"10.0.0.0/16\"                  # one /24 per origin is taken from it
   edge_requests_per_second = 10                # per client address, at every edge
@@ -304,6 +314,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub tls_names: Vec<String>,
+    /// Serve a public certificate for the public URL's host, ordered through the `[acme]`
+    /// section's CA and renewed by the leader; until it is issued, the own CA's serves.
+    /// Nodes then trust the system's roots: enrollment commands carry no pin.
+    #[arg(long, env = "KOKOA_TLS_ACME", conflicts_with_all = ["insecure_http", "tls_cert"])]
+    pub tls_acme: bool,
+    /// Where --tls-acme answers the CA's HTTP-01 requests (and sends every other plain
+    /// HTTP request to the public URL) [default: 0.0.0.0:80].
+    #[arg(long, env = "KOKOA_ACME_HTTP_LISTEN", value_name = "ADDR:PORT")]
+    pub acme_http_listen: Option<SocketAddr>,
     /// Hand out the files of this directory at /downloads/ (the agents, for new edges and
     /// origins) [default: /usr/share/kokoa/downloads when it exists].
     #[arg(long, env = "KOKOA_DOWNLOADS_DIR", value_name = "DIR")]
@@ -350,6 +369,8 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_names: Option<Vec<String>>,
+    tls_acme: Option<bool>,
+    acme_http_listen: Option<SocketAddr>,
     downloads_dir: Option<PathBuf>,
     subnet_pool: Option<SubnetPool>,
     edge_requests_per_second: Option<NonZeroU32>,
@@ -929,8 +950,22 @@ impl Settings {
             None if insecure_http => format!("http://{listen}"),
             None => format!("https://{listen}"),
         };
+        let acme_http_listen = (args.tls_acme || file.tls_acme.unwrap_or(false)).then(|| {
+            args.acme_http_listen
+                .or(file.acme_http_listen)
+                .unwrap_or(DEFAULT_ACME_HTTP_LISTEN)
+        });
+        if acme_http_listen.is_some() && acme.is_none() {
+            return Err(Error::Setting {
+                setting: "tls_acme",
+                message: "a public certificate is ordered through the [acme] section of the \
+                          configuration file (--config), and it has none"
+                    .into(),
+            });
+        }
         let tls = tls_source(
             insecure_http,
+            acme_http_listen,
             args.tls_cert.clone().or(file.tls_cert.clone()),
             args.tls_key.clone().or(file.tls_key.clone()),
             if args.tls_names.is_empty() {
@@ -1325,6 +1360,7 @@ fn database(data_dir: &Path, url: Option<String>) -> Result<Database, Error> {
 /// How to serve TLS, from the flags and file: `None` for plain HTTP.
 fn tls_source(
     insecure_http: bool,
+    acme_http_listen: Option<SocketAddr>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     names: Vec<String>,
@@ -1337,6 +1373,14 @@ fn tls_source(
             return Err(setting(
                 "insecure_http",
                 "plain HTTP and a TLS certificate (tls_cert, tls_key) exclude each other; \
+                 choose one"
+                    .into(),
+            ));
+        }
+        if acme_http_listen.is_some() {
+            return Err(setting(
+                "insecure_http",
+                "plain HTTP and a public certificate (tls_acme) exclude each other; \
                  choose one"
                     .into(),
             ));
@@ -1366,18 +1410,60 @@ fn tls_source(
             ));
         }
     }
-    Ok(Some(match (cert, key) {
-        (Some(cert), Some(key)) => TlsSource::Files { cert, key },
-        (None, None) => TlsSource::OwnCa {
-            names: crate::tls::serving_names(public_url, listen, &names),
+    let own_ca = crate::tls::serving_names(public_url, listen, &names);
+    Ok(Some(match (cert, key, acme_http_listen) {
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            return Err(setting(
+                "tls_acme",
+                "a public certificate (tls_acme) and one from files (tls_cert, tls_key) \
+                 exclude each other; choose one"
+                    .into(),
+            ));
+        }
+        (None, None, Some(http_listen)) => TlsSource::Acme {
+            host: acme_host(public_url)?,
+            http_listen,
+            fallback: own_ca,
         },
-        (Some(_), None) | (None, Some(_)) => {
+        (Some(cert), Some(key), None) => TlsSource::Files { cert, key },
+        (None, None, None) => TlsSource::OwnCa { names: own_ca },
+        (Some(_), None, None) | (None, Some(_), None) => {
             return Err(setting(
                 "tls_cert",
                 "give both a certificate (tls_cert) and its key (tls_key), or neither".into(),
             ));
         }
     }))
+}
+
+/// The host a public certificate is ordered for: the public URL's, a DNS name.
+fn acme_host(public_url: &str) -> Result<kokoa_core::Hostname, Error> {
+    let host = reqwest::Url::parse(public_url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let refused = |why: &str| Error::Setting {
+        setting: "tls_acme",
+        message: format!(
+            "the public URL's host {host:?} {why}; a public certificate needs the DNS name \
+             clients reach this server by, in --public-url"
+        ),
+    };
+    if host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+    {
+        return Err(refused("is an IP address"));
+    }
+    if host == "localhost" || host.ends_with(".localhost") {
+        return Err(refused("is loopback"));
+    }
+    kokoa_core::Hostname::parse(&host)
+        .ok()
+        .filter(|h| !h.is_wildcard())
+        .ok_or_else(|| refused("is not a DNS name a CA issues for"))
 }
 
 fn check_public_url(url: &str) -> Result<String, Error> {
@@ -1637,5 +1723,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("data_dri") && err.contains(path), "{err}");
+    }
+    #[test]
+    fn a_public_certificate_needs_acme_a_dns_name_and_no_other_tls() {
+        let resolve = |text: &str, flags: &[&str]| {
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            write!(file, "data_dir = \"/d\"\n{text}").unwrap();
+            let mut argv = vec!["--config", file.path().to_str().unwrap()];
+            argv.extend_from_slice(flags);
+            Settings::resolve(&serve_args(&argv)).map_err(|e| e.to_string())
+        };
+        let acme = "[acme]\ndirectory = \"letsencrypt-staging\"\n";
+        let url = "public_url = \"https://cp.example.com\"\n";
+
+        let s = resolve(&format!("{url}{acme}"), &["--tls-acme"]).unwrap();
+        let Some(TlsSource::Acme {
+            host,
+            http_listen,
+            fallback,
+        }) = s.tls
+        else {
+            panic!("{:?}", s.tls)
+        };
+        assert_eq!(host.as_str(), "cp.example.com");
+        assert_eq!(http_listen, DEFAULT_ACME_HTTP_LISTEN);
+        assert!(
+            fallback.contains(&"cp.example.com".to_owned()),
+            "{fallback:?}"
+        );
+        let s = resolve(
+            &format!("{url}tls_acme = true\nacme_http_listen = \"127.0.0.1:8081\"\n{acme}"),
+            &[],
+        )
+        .unwrap();
+        assert!(
+            matches!(s.tls, Some(TlsSource::Acme { http_listen, .. }) if http_listen.port() == 8081)
+        );
+
+        let err = resolve(url, &["--tls-acme"]).unwrap_err();
+        assert!(err.contains("tls_acme") && err.contains("[acme]"), "{err}");
+        for (public_url, why) in [
+            ("https://192.0.2.7:8443", "IP address"),
+            ("https://[2001:db8::1]", "IP address"),
+            ("https://localhost:8443", "loopback"),
+        ] {
+            let text = format!("public_url = \"{public_url}\"\n{acme}");
+            let err = resolve(&text, &["--tls-acme"]).unwrap_err();
+            assert!(
+                err.contains(why) && err.contains("--public-url"),
+                "{public_url}: {err}"
+            );
+        }
+        let err = resolve(
+            &format!("{url}insecure_http = true\n{acme}"),
+            &["--tls-acme"],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("tls_acme") && err.contains("insecure_http"),
+            "{err}"
+        );
+        let err = resolve(
+            &format!("{url}tls_cert = \"/c.pem\"\ntls_key = \"/c.key\"\n{acme}"),
+            &["--tls-acme"],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("tls_acme") && err.contains("tls_cert"),
+            "{err}"
+        );
     }
 }

@@ -228,7 +228,7 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let master_key = load_master_key(&settings.master_key_path())?;
     let store = open_store(&settings.database).await?;
-    let tls = match &settings.tls {
+    let mut tls = match &settings.tls {
         Some(source) => Some(tls::ServingTls::new(source, store.as_ref(), &master_key).await?),
         None => None,
     };
@@ -263,6 +263,56 @@ pub async fn serve(
     if let Some(acme) = &settings.acme {
         state.set_acme(acme.clone());
     }
+    let acme_responder = match (&mut tls, &settings.tls) {
+        (
+            Some(tls),
+            Some(tls::TlsSource::Acme {
+                host, http_listen, ..
+            }),
+        ) => {
+            let listener =
+                TcpListener::bind(http_listen)
+                    .await
+                    .map_err(|source| match source.kind() {
+                        std::io::ErrorKind::PermissionDenied => Error::Setting {
+                            setting: "acme_http_listen",
+                            message: format!(
+                                "cannot listen on {http_listen}: {source}; ports below 1024 need \
+                             root or CAP_NET_BIND_SERVICE (under systemd: \
+                             AmbientCapabilities=CAP_NET_BIND_SERVICE). The CA asks on port \
+                             80: listen elsewhere only if port 80 is forwarded there"
+                            ),
+                        },
+                        _ => Error::Listen {
+                            address: *http_listen,
+                            source,
+                        },
+                    })?;
+            let address = listener.local_addr().map_err(Error::Serve)?;
+            tracing::info!(%address, %host, "answering the CA's HTTP-01 requests");
+            // Checked before the CA is told to look: the port on loopback when the
+            // responder listens everywhere.
+            let check = match address.ip() {
+                ip if ip.is_unspecified() => std::net::SocketAddr::new(
+                    if ip.is_ipv4() {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    },
+                    address.port(),
+                ),
+                _ => address,
+            };
+            tls.keep_public(state.clone(), host.clone(), check);
+            let stopping = state.clone();
+            Some(tokio::spawn(serve_on(
+                listener,
+                tls::acme::responder(state.clone()),
+                async move { stopping.shutting_down().await },
+            )))
+        }
+        _ => None,
+    };
     if let Some(notifications) = &settings.notifications {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
@@ -284,6 +334,9 @@ pub async fn serve(
         public_url = %settings.public_url,
         tls = match (&tls, &settings.tls) {
             (Some(_), Some(tls::TlsSource::Files { cert, .. })) => cert.display().to_string(),
+            (Some(_), Some(tls::TlsSource::Acme { host, .. })) => {
+                format!("public certificate for {host} through ACME (the own CA's until issued)")
+            }
             (Some(tls), _) => format!("own CA, nodes pin {}", tls.pin),
             _ => "none: plain HTTP (--insecure-http)".into(),
         },
@@ -316,6 +369,9 @@ pub async fn serve(
         }
         None => serve_on(listener, router, shutdown).await,
     };
+    if let Some(responder) = acme_responder {
+        let _ = responder.await;
+    }
     let _ = stop_duties.send(());
     if let Err(e) = duties.await {
         tracing::error!(error = %e, "the control plane's duties ended abnormally");

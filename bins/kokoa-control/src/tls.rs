@@ -12,6 +12,9 @@
 //! Or it serves a certificate chain and key from files (`--tls-cert`, `--tls-key`),
 //! re-read when they change ([`RELOAD_EVERY`]), e.g. from a public CA or a company CA.
 //!
+//! Or a public certificate for the public URL's host (`--tls-acme`), ordered through the
+//! `[acme]` CA by the leader and kept in the store for every control plane ([`acme`]).
+//!
 //! [`TlsListener`] completes TLS handshakes off the accept loop, each within
 //! [`HANDSHAKE_TIMEOUT`], so a client that stalls its handshake holds up nobody else.
 
@@ -225,6 +228,16 @@ pub enum TlsSource {
         /// The private key.
         key: PathBuf,
     },
+    /// A public certificate for `host` through ACME; until it is issued, one of the
+    /// control plane's CA for `fallback`.
+    Acme {
+        /// The public URL's host.
+        host: kokoa_core::Hostname,
+        /// Where the CA's HTTP-01 requests are answered.
+        http_listen: SocketAddr,
+        /// The names of the own-CA certificate served meanwhile.
+        fallback: Vec<String>,
+    },
 }
 
 /// The serving certificate of the moment; [`TlsListener`] hands it to every handshake.
@@ -248,14 +261,17 @@ impl Current {
 #[derive(Debug)]
 pub struct ServingTls {
     config: Arc<ServerConfig>,
+    current: Arc<Current>,
     /// The pin of the control plane's CA, or of the last certificate of a chain from files.
     pub pin: CaPin,
-    refresher: JoinHandle<()>,
+    refresher: Option<JoinHandle<()>>,
 }
 
 impl Drop for ServingTls {
     fn drop(&mut self) {
-        self.refresher.abort();
+        if let Some(refresher) = &self.refresher {
+            refresher.abort();
+        }
     }
 }
 
@@ -266,11 +282,24 @@ impl ServingTls {
         store: &dyn Store,
         master: &MasterKey,
     ) -> Result<Self, Error> {
-        let (first, pin, refresher): (CertifiedKey, CaPin, Refresh) = match source {
+        let (first, pin, refresher): (CertifiedKey, CaPin, Option<Refresh>) = match source {
             TlsSource::OwnCa { names } => {
                 let ca = ControlCa::load_or_create(store, master).await?;
                 let pin = ca.pin();
-                (ca.issue(names)?, pin, Refresh::Issue(ca, names.clone()))
+                (
+                    ca.issue(names)?,
+                    pin,
+                    Some(Refresh::Issue(ca, names.clone())),
+                )
+            }
+            TlsSource::Acme { host, fallback, .. } => {
+                let ca = ControlCa::load_or_create(store, master).await?;
+                let first = match acme::stored(store, master, host).await {
+                    Some(public) => public.certified()?,
+                    None => ca.issue(fallback)?,
+                };
+                // Renewed by the ACME task, started with the rest of the control plane.
+                (first, ca.pin(), None)
             }
             TlsSource::Files { cert, key } => {
                 let (loaded, stamp) = read_files(cert, key)?;
@@ -282,7 +311,7 @@ impl ServingTls {
                 (
                     loaded,
                     pin,
-                    Refresh::Files(cert.clone(), key.clone(), stamp),
+                    Some(Refresh::Files(cert.clone(), key.clone(), stamp)),
                 )
             }
         };
@@ -297,8 +326,21 @@ impl ServingTls {
         Ok(Self {
             config: Arc::new(config),
             pin,
-            refresher: tokio::spawn(refresher.run(current)),
+            refresher: refresher.map(|r| tokio::spawn(r.run(current.clone()))),
+            current,
         })
+    }
+
+    /// For [`TlsSource::Acme`]: keeps the public certificate for `host` (the leader orders
+    /// and renews it; every control plane serves what is stored) until this is dropped.
+    pub fn keep_public(
+        &mut self,
+        state: crate::state::AppState,
+        host: kokoa_core::Hostname,
+        responder: SocketAddr,
+    ) {
+        let current = self.current.clone();
+        self.refresher = Some(tokio::spawn(acme::keep(state, current, host, responder)));
     }
 
     /// Listens on `listener` with this configuration.
@@ -456,5 +498,6 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+pub mod acme;
 #[cfg(test)]
 mod tests;

@@ -6,18 +6,18 @@
 mod common;
 
 use std::{
-    net::{SocketAddr, TcpListener, UdpSocket},
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use common::{Backend, Server, assert_error};
+use common::{
+    Backend, Server, assert_error,
+    pebble::{INSTALL, Pebble},
+};
 use kokoa_control::config::AcmeSettings;
 use reqwest::Method;
 use serde_json::{Value, json};
-
-const INSTALL: &str = "apt-get install -y --no-install-recommends pebble pdns-server \
-                       pdns-backend-sqlite3 sqlite3 dnsutils";
 
 /// A self-signed certificate for `names`, valid from `days.0` to `days.1` days from today.
 fn self_signed(names: &[&str], days: (i64, i64)) -> (String, String) {
@@ -179,30 +179,6 @@ async fn uploads_are_checked_and_reach_only_the_edge_serving_them() {
     );
 }
 
-/// A port free on 127.0.0.1 for TCP and UDP.
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn dig(server: SocketAddr, name: &str) -> Vec<String> {
     let out = Command::new("dig")
         .args([
@@ -236,53 +212,13 @@ async fn dns_01_through_the_managed_zone_gives_a_wildcard_certificate() {
     pdns.create_zone("kokoa.test").await.unwrap();
 
     // pebble, asking PowerDNS for the TXT records.
-    let dir = tempfile::tempdir().unwrap();
-    let mut ca_params = rcgen::CertificateParams::default();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
-        .unwrap();
-    let server_key = rcgen::KeyPair::generate().unwrap();
-    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    let path = dir.path();
-    std::fs::write(path.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(path.join("cert.pem"), server.pem()).unwrap();
-    std::fs::write(path.join("key.pem"), server_key.serialize_pem()).unwrap();
-    let acme_port = free_port();
-    let config = json!({"pebble": {
-        "listenAddress": format!("127.0.0.1:{acme_port}"),
-        "managementListenAddress": format!("127.0.0.1:{}", free_port()),
-        "certificate": path.join("cert.pem"), "privateKey": path.join("key.pem"),
-        "httpPort": free_port(), "tlsPort": free_port(), "ocspResponderURL": "",
-    }});
-    std::fs::write(path.join("pebble.json"), config.to_string()).unwrap();
-    let pebble = Command::new("pebble")
-        .arg("-config")
-        .arg(path.join("pebble.json"))
-        .args(["-dnsserver", &pdns.dns_address().to_string()])
-        .env("PEBBLE_VA_NOSLEEP", "1")
-        .env("PEBBLE_AUTHZREUSE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("pebble: {e}; {INSTALL}"));
-    let _pebble = Killed(pebble);
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", acme_port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "pebble does not listen"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let pebble = Pebble::start(pdns.dns_address()).await;
 
     let s = Server::start(&Backend::Sqlite).await;
     s.state
         .set_acme(AcmeSettings::new(kokoa_acme::Issuer::Custom {
-            directory_url: format!("https://127.0.0.1:{acme_port}/dir"),
-            trusted_root: Some(path.join("ca.pem")),
+            directory_url: pebble.directory(),
+            trusted_root: Some(pebble.tls_root()),
             external_account: None,
         }));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,6 +1,7 @@
 //! The control plane on TLS, as a user runs it: `kokoa-control serve` serves HTTPS with a
 //! certificate from its own CA by default, nodes trust it by the pin `init` printed and
-//! refuse any other server; `--insecure-http` and `--tls-cert`/`--tls-key` as asked.
+//! refuse any other server; `--insecure-http` and `--tls-cert`/`--tls-key` as asked; and
+//! `--tls-acme`, a public certificate from pebble over HTTP-01.
 
 mod common;
 
@@ -279,4 +280,169 @@ async fn plain_http_and_certificate_files_are_served_as_asked() {
     );
     let err = stderr(serve_fails(&dir, &["--tls-name", "bad name"]));
     assert!(err.contains("\"bad name\""), "{err}");
+}
+
+/// The events of `kind` about `subject`, read over `client`.
+async fn events(client: &reqwest::Client, base: &str, token: &str, kind: &str) -> Vec<Value> {
+    let answer: Value = client
+        .get(format!(
+            "{base}/api/v1/events?type={kind}&subject=cp.kokoa.test"
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["events"].as_array().unwrap().clone()
+}
+
+/// Polls `probe` every 100 ms until it gives something, for `limit` at most.
+async fn until<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_certificate_is_ordered_over_http_01_and_kept_across_restarts() {
+    use common::pebble::{INSTALL, Pebble, free_port};
+
+    // cp.kokoa.test is 127.0.0.1 for pebble, which asks PowerDNS.
+    let pdns = kokoa_dns::local::LocalPowerDns::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}; {INSTALL}"));
+    pdns.create_zone("kokoa.test").await.unwrap();
+    let rrsets = json!({"rrsets": [{"name": "cp.kokoa.test.", "type": "A", "ttl": 60,
+        "changetype": "REPLACE", "records": [{"content": "127.0.0.1", "disabled": false}]}]});
+    reqwest::Client::new()
+        .patch(format!(
+            "{}/api/v1/servers/localhost/zones/kokoa.test.",
+            pdns.api_url()
+        ))
+        .header("X-API-Key", pdns.api_key())
+        .json(&rrsets)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let (token, pin) = init(&dir);
+    let port = free_port();
+    let listen: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let base = format!("https://cp.kokoa.test:{port}");
+    let config = parent.path().join("control.toml");
+    let write_config = |directory: &str, ca_file: Option<&Path>, http_port: u16| {
+        let mut text = format!(
+            "listen = \"{listen}\"\npublic_url = \"{base}\"\ntls_acme = true\n\
+             acme_http_listen = \"127.0.0.1:{http_port}\"\n[acme]\ndirectory = \"{directory}\"\n"
+        );
+        if let Some(file) = ca_file {
+            text.push_str(&format!("ca_file = \"{}\"\n", file.display()));
+        }
+        std::fs::write(&config, text).unwrap();
+    };
+    let serve_config = || serve(&dir, &["--config", config.to_str().unwrap()]);
+    let own_ca = pinned(pin);
+    let own_url = format!("https://{listen}");
+
+    // The CA cannot be reached: the own CA's certificate serves, and an event says why.
+    write_config(
+        &format!("https://127.0.0.1:{}/dir", free_port()),
+        None,
+        free_port(),
+    );
+    let server = serve_config();
+    let health = answered(&own_ca, &format!("{own_url}/health")).await;
+    assert_eq!(health.status(), 200);
+    let failed = until(
+        "a certificate.failed event",
+        Duration::from_secs(20),
+        || {
+            let own_ca = own_ca.clone();
+            let (own_url, token) = (own_url.clone(), token.clone());
+            async move {
+                let found = events(&own_ca, &own_url, &token, "certificate.failed").await;
+                found.into_iter().next()
+            }
+        },
+    )
+    .await;
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.contains("cp.kokoa.test") && message.contains("own CA keeps serving"),
+        "{failed}"
+    );
+    drop(server);
+
+    // With pebble: ordered, proven over HTTP-01 at the responder, served.
+    let pebble = Pebble::start(pdns.dns_address()).await;
+    write_config(
+        &pebble.directory(),
+        Some(&pebble.tls_root()),
+        pebble.http_port,
+    );
+    let server = serve_config();
+    let root = reqwest::Certificate::from_pem(pebble.issuing_root().await.as_bytes()).unwrap();
+    let public = reqwest::Client::builder()
+        .tls_certs_only([root])
+        .resolve("cp.kokoa.test", listen)
+        .build()
+        .unwrap();
+    let health = until("the public certificate", Duration::from_secs(60), || {
+        let request = public.get(format!("{base}/health")).send();
+        async move { request.await.ok() }
+    })
+    .await;
+    assert_eq!(health.status(), 200);
+    assert!(health.headers().contains_key("strict-transport-security"));
+    let issued = events(&public, &base, &token, "certificate.issued").await;
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(issued[0]["data"]["control_plane"], true, "{issued:?}");
+
+    // The responder answers only responses it holds, and sends the rest to the API.
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let responder = format!("http://127.0.0.1:{}", pebble.http_port);
+    let unknown = plain
+        .get(format!("{responder}/.well-known/acme-challenge/unknown"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let moved = plain
+        .get(format!("{responder}/ui/edges?x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 308);
+    assert_eq!(moved.headers()["location"], format!("{base}/ui/edges?x=1"));
+
+    // A restart serves the stored certificate from the first handshake, with no new order.
+    drop(server);
+    let _server = serve_config();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "not listening");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = public.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let issued = events(&public, &base, &token, "certificate.issued").await;
+    assert_eq!(issued.len(), 1, "{issued:?}");
 }

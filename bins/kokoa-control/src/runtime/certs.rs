@@ -396,7 +396,7 @@ async fn step(state: &AppState, manager: &mut Option<CertificateManager>) -> Dur
         _ => Vec::new(),
     };
     if manager.is_none() {
-        match open_account(state, acme).await {
+        match open_account(state, acme, None).await {
             Ok(m) => *manager = Some(m),
             Err(e) => {
                 let detail = format!("cannot use the ACME account at {}: {e}", acme.provider());
@@ -473,16 +473,19 @@ async fn sync(state: &AppState) -> Result<Vec<Certificate>, kokoa_core::Error> {
 }
 
 /// Restores the stored ACME account, or creates one (and stores it) the first time or
-/// when the configured certificate authority changed.
-async fn open_account(
+/// when the configured certificate authority changed. HTTP-01 responses are checked on
+/// the edges serving the name, or at `responder` when given (the control plane's own).
+pub(crate) async fn open_account(
     state: &AppState,
     acme: &AcmeSettings,
+    responder: Option<SocketAddr>,
 ) -> Result<CertificateManager, kokoa_acme::Error> {
     let builder = || {
         let mut builder = CertificateManager::builder(acme.issuer.clone())
             .http01(Arc::new(EdgePublisher::new(
                 state.clone(),
                 acme.http01_port,
+                responder,
             )))
             .dns01(Arc::new(ZoneSolver::new(state.clone())))
             .leadership(state.leader().clone())
@@ -525,6 +528,21 @@ async fn open_account(
     Ok(manager)
 }
 
+/// Orders a certificate for `names` (the first one is what HTTP-01 responses are
+/// published for).
+pub(crate) async fn obtain(
+    manager: &CertificateManager,
+    names: &[Hostname],
+    method: ChallengeMethod,
+) -> Result<IssuedCertificate, kokoa_acme::Error> {
+    let Some(first) = names.first() else {
+        return Err(kokoa_acme::Error::NoDomains);
+    };
+    ORDER_HOSTNAME
+        .scope(first.clone(), manager.obtain(names, method))
+        .await
+}
+
 /// Orders `cert`, stores the outcome and announces it. Returns the error on failure.
 async fn order(
     state: &AppState,
@@ -555,9 +573,7 @@ async fn order(
         return None;
     }
     tracing::info!(names = ?names, %method, "ordering a certificate");
-    let result = ORDER_HOSTNAME
-        .scope(hostname.clone(), manager.obtain(&names, method))
-        .await;
+    let result = obtain(manager, &names, method).await;
     let store = state.store();
     let mut current = reread(state, &cert.id).await?;
     let now = Timestamp::now();
@@ -918,15 +934,18 @@ pub async fn pending_challenges(
 }
 
 /// Puts HTTP-01 responses into the configuration of the edges serving the name, and
-/// returns once every one of them answers the response on port 80.
+/// returns once every one of them answers the response on port 80. For the control
+/// plane's own certificate, its responder answers them (from the same shared values) and
+/// is the one checked.
 struct EdgePublisher {
     state: AppState,
     port: u16,
+    responder: Option<SocketAddr>,
     client: reqwest::Client,
 }
 
 impl EdgePublisher {
-    fn new(state: AppState, port: u16) -> Self {
+    fn new(state: AppState, port: u16, responder: Option<SocketAddr>) -> Self {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(2))
@@ -936,8 +955,25 @@ impl EdgePublisher {
         Self {
             state,
             port,
+            responder,
             client,
         }
+    }
+
+    /// Where the CA may ask: the control plane's responder, or the edges for the name.
+    async fn targets(
+        &self,
+        hostname: Option<&Hostname>,
+    ) -> Result<Vec<(String, SocketAddr)>, kokoa_core::Error> {
+        if let Some(responder) = self.responder {
+            return Ok(vec![("this control plane".into(), responder)]);
+        }
+        Ok(self
+            .edges_for(hostname)
+            .await?
+            .into_iter()
+            .map(|(name, ip)| (name, SocketAddr::new(ip, self.port)))
+            .collect())
     }
 
     /// The edges the CA may ask: those in DNS for the name (active, with a public
@@ -980,18 +1016,16 @@ impl EdgePublisher {
         })
     }
 
-    /// Whether the edge at `ip` answers `token` with `key_authorization` for `hostname`.
+    /// Whether the server at `address` answers `token` with `key_authorization` for
+    /// `hostname`.
     async fn answers(
         &self,
-        ip: IpAddr,
+        address: SocketAddr,
         hostname: Option<&Hostname>,
         token: &str,
         key_authorization: &str,
     ) -> Result<(), String> {
-        let url = format!(
-            "http://{}/.well-known/acme-challenge/{token}",
-            SocketAddr::new(ip, self.port)
-        );
+        let url = format!("http://{address}/.well-known/acme-challenge/{token}");
         let mut request = self.client.get(&url);
         if let Some(h) = hostname {
             request = request.header(reqwest::header::HOST, h.as_str());
@@ -1042,7 +1076,7 @@ impl Http01Publisher for EdgePublisher {
         let started = Instant::now();
         let host = hostname.as_ref();
         loop {
-            let edges = self.edges_for(host).await?;
+            let edges = self.targets(host).await?;
             if edges.is_empty() {
                 tracing::warn!(
                     ?hostname,
@@ -1050,8 +1084,8 @@ impl Http01Publisher for EdgePublisher {
                 );
                 return Ok(());
             }
-            let checks = edges.iter().map(|(name, ip)| async move {
-                self.answers(*ip, host, token, key_authorization)
+            let checks = edges.iter().map(|(name, address)| async move {
+                self.answers(*address, host, token, key_authorization)
                     .await
                     .map_err(|e| format!("{name}: {e}"))
             });
@@ -1071,7 +1105,7 @@ impl Http01Publisher for EdgePublisher {
             }
             if started.elapsed() >= HTTP01_WAIT {
                 return Err(format!(
-                    "after {} s these edges still do not serve the HTTP-01 response: {}",
+                    "after {} s the HTTP-01 response is still not served by {}",
                     HTTP01_WAIT.as_secs(),
                     missing.join("; ")
                 )

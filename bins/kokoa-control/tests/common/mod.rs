@@ -6,6 +6,7 @@
 
 #![allow(dead_code, unreachable_pub)] // each test file uses its own part of the harness
 
+pub mod pebble;
 pub mod standin;
 
 use std::{
