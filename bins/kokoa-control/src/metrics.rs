@@ -3,9 +3,11 @@
 //!
 //! What it shows: the build, whether this control plane leads, edges by status and health,
 //! origins by status, routes, each certificate's expiry per host name, which modules are on,
-//! and the API's requests by route, method and status with their latency histogram. Labels
-//! are bounded: routes are the API's path templates (`/api/v1/routes/{id}`), host names are
-//! bounded by the configuration; never a client address or a raw path.
+//! the API's requests by route, method and status with their latency histogram, the duties'
+//! runs by outcome with their durations and last success, DNS changes by zone and ACME
+//! orders by outcome. Labels are bounded: routes are the API's path templates
+//! (`/api/v1/routes/{id}`), host names and zones are bounded by the configuration; never a
+//! client address or a raw path.
 
 use std::{
     collections::BTreeMap,
@@ -39,6 +41,33 @@ struct Histogram {
     buckets: [u64; BUCKETS.len()],
     sum: f64,
     count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    /// Writes the `_bucket`, `_sum` and `_count` lines of `name` with `labels`.
+    fn write(&self, out: &mut String, name: &str, labels: &str) {
+        for (bound, count) in BUCKETS.iter().zip(self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{}\"}} {count}",
+                number(*bound)
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", number(self.sum));
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
 }
 
 /// Request counts by (route, method, status).
@@ -76,14 +105,7 @@ impl HttpMetrics {
             .durations
             .entry((route.to_owned(), method.to_owned()))
             .or_default();
-        let seconds = took.as_secs_f64();
-        for (bucket, bound) in histogram.buckets.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        histogram.sum += seconds;
-        histogram.count += 1;
+        histogram.observe(took);
     }
 
     fn snapshot(&self) -> (Requests, Durations) {
@@ -103,6 +125,163 @@ impl HttpMetrics {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         )
+    }
+}
+
+/// The duties whose runs are counted, as their `duty` label.
+pub const DUTIES: [&str; 4] = [
+    "dns_manager",
+    "edge_automation",
+    "health_judge",
+    "key_rotation",
+];
+
+/// What the duties did since this control plane started: every series of a duty and of
+/// an ACME outcome exists from the start (at 0), so rules can compare them at once.
+#[derive(Debug, Default)]
+pub struct DutyMetrics {
+    inner: Mutex<DutySeries>,
+}
+
+#[derive(Debug, Default)]
+struct DutySeries {
+    /// By (duty, succeeded).
+    runs: BTreeMap<(&'static str, bool), u64>,
+    durations: BTreeMap<&'static str, Histogram>,
+    /// Unix time of each duty's last successful run.
+    last_success: BTreeMap<&'static str, f64>,
+    /// By (zone, action): records created, updated or deleted at the provider.
+    dns_changes: BTreeMap<(String, &'static str), u64>,
+    /// By zone: changes the provider refused, and rounds the zone could not be planned.
+    dns_failures: BTreeMap<String, u64>,
+    /// By outcome (`issued`, `failed`).
+    acme_orders: BTreeMap<&'static str, u64>,
+}
+
+impl DutyMetrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DutySeries> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one run of `duty` (one of [`DUTIES`]) that took `took`.
+    pub fn run(&self, duty: &'static str, succeeded: bool, took: Duration) {
+        let mut series = self.lock();
+        *series.runs.entry((duty, succeeded)).or_default() += 1;
+        series.durations.entry(duty).or_default().observe(took);
+        if succeeded {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            series.last_success.insert(duty, now.as_secs_f64());
+        }
+    }
+
+    /// Counts what a DNS round did in `zone`: changes made by action, and failures.
+    pub fn dns_round(&self, zone: &str, made: &[&'static str], failures: usize) {
+        let mut series = self.lock();
+        for action in made {
+            *series
+                .dns_changes
+                .entry((zone.to_owned(), action))
+                .or_default() += 1;
+        }
+        *series.dns_failures.entry(zone.to_owned()).or_default() += failures as u64;
+    }
+
+    /// Counts an ACME order that ended `issued` or `failed`.
+    pub fn acme_order(&self, issued: bool) {
+        *self
+            .lock()
+            .acme_orders
+            .entry(if issued { "issued" } else { "failed" })
+            .or_default() += 1;
+    }
+
+    fn render(&self, out: &mut String) {
+        let series = self.lock();
+        family(
+            out,
+            "kokoa_duty_runs_total",
+            "counter",
+            "Runs of the leader's duties by outcome (ok, failed).",
+        );
+        for duty in DUTIES {
+            for (outcome, succeeded) in [("ok", true), ("failed", false)] {
+                let count = series.runs.get(&(duty, succeeded)).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "kokoa_duty_runs_total{{duty=\"{duty}\",outcome=\"{outcome}\"}} {count}"
+                );
+            }
+        }
+        family(
+            out,
+            "kokoa_duty_run_duration_seconds",
+            "histogram",
+            "How long the duties' runs took.",
+        );
+        for duty in DUTIES {
+            let histogram = series.durations.get(duty).cloned().unwrap_or_default();
+            histogram.write(
+                out,
+                "kokoa_duty_run_duration_seconds",
+                &format!("duty=\"{duty}\""),
+            );
+        }
+        family(
+            out,
+            "kokoa_duty_last_success_timestamp_seconds",
+            "gauge",
+            "When each duty last ran without a failure (Unix time; absent before the first).",
+        );
+        for (duty, at) in &series.last_success {
+            let _ = writeln!(
+                out,
+                "kokoa_duty_last_success_timestamp_seconds{{duty=\"{duty}\"}} {}",
+                number(*at)
+            );
+        }
+        family(
+            out,
+            "kokoa_dns_changes_total",
+            "counter",
+            "DNS records created, updated or deleted at the providers, by zone and action.",
+        );
+        for ((zone, action), count) in &series.dns_changes {
+            let _ = writeln!(
+                out,
+                "kokoa_dns_changes_total{{zone=\"{}\",action=\"{action}\"}} {count}",
+                escape(zone)
+            );
+        }
+        family(
+            out,
+            "kokoa_dns_failures_total",
+            "counter",
+            "DNS changes a provider refused, and rounds a zone could not be planned, by zone.",
+        );
+        for (zone, count) in &series.dns_failures {
+            let _ = writeln!(
+                out,
+                "kokoa_dns_failures_total{{zone=\"{}\"}} {count}",
+                escape(zone)
+            );
+        }
+        family(
+            out,
+            "kokoa_acme_orders_total",
+            "counter",
+            "Certificate orders by outcome (issued, failed), the control plane's own included.",
+        );
+        for outcome in ["issued", "failed"] {
+            let count = series.acme_orders.get(outcome).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "kokoa_acme_orders_total{{outcome=\"{outcome}\"}} {count}"
+            );
+        }
     }
 }
 
@@ -220,6 +399,19 @@ pub async fn render(state: &AppState) -> Result<String, ApiError> {
     for (status, count) in origins {
         let _ = writeln!(out, "kokoa_origins{{status=\"{status}\"}} {count}");
     }
+    let down = crate::runtime::health::origin_verdicts(state)
+        .await?
+        .values()
+        .filter(|v| crate::runtime::health::origin_down(Some(v)))
+        .count();
+    family(
+        &mut out,
+        "kokoa_origins_down",
+        "gauge",
+        "Origins the health judge holds down: their tunnel fails at every edge, or their \
+         application check fails; the edges answer 503 for their routes.",
+    );
+    let _ = writeln!(out, "kokoa_origins_down {down}");
 
     family(
         &mut out,
@@ -288,29 +480,9 @@ pub async fn render(state: &AppState) -> Result<String, ApiError> {
     );
     for ((route, method), histogram) in durations {
         let labels = format!("route=\"{}\",method=\"{method}\"", escape(&route));
-        for (bound, count) in BUCKETS.iter().zip(histogram.buckets) {
-            let _ = writeln!(
-                out,
-                "kokoa_http_request_duration_seconds_bucket{{{labels},le=\"{}\"}} {count}",
-                number(*bound)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "kokoa_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-            histogram.count
-        );
-        let _ = writeln!(
-            out,
-            "kokoa_http_request_duration_seconds_sum{{{labels}}} {}",
-            number(histogram.sum)
-        );
-        let _ = writeln!(
-            out,
-            "kokoa_http_request_duration_seconds_count{{{labels}}} {}",
-            histogram.count
-        );
+        histogram.write(&mut out, "kokoa_http_request_duration_seconds", &labels);
     }
+    state.duty_metrics().render(&mut out);
     Ok(out)
 }
 

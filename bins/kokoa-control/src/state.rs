@@ -61,6 +61,8 @@ struct Inner {
     edge_payloads: EdgePayloads,
     /// The API's requests, for `/metrics`.
     http_metrics: crate::metrics::HttpMetrics,
+    /// What the duties did, for `/metrics`.
+    duty_metrics: crate::metrics::DutyMetrics,
 }
 
 impl fmt::Debug for AppState {
@@ -123,6 +125,7 @@ impl AppState {
                 snapshot: Arc::new(Mutex::new(None)),
                 edge_payloads: EdgePayloads::default(),
                 http_metrics: crate::metrics::HttpMetrics::default(),
+                duty_metrics: crate::metrics::DutyMetrics::default(),
                 acme: OnceLock::new(),
                 ca_pin: OnceLock::new(),
                 downloads: OnceLock::new(),
@@ -311,12 +314,17 @@ impl AppState {
         *self.inner.changes.borrow()
     }
 
-    /// Each edge's configuration as last built.
     /// The API's requests, counted for `/metrics`.
     pub fn http_metrics(&self) -> &crate::metrics::HttpMetrics {
         &self.inner.http_metrics
     }
 
+    /// What the duties did, counted for `/metrics`.
+    pub fn duty_metrics(&self) -> &crate::metrics::DutyMetrics {
+        &self.inner.duty_metrics
+    }
+
+    /// Each edge's configuration as last built.
     pub(crate) fn edge_payloads(&self) -> &EdgePayloads {
         &self.inner.edge_payloads
     }

@@ -1,5 +1,6 @@
 //! `GET /metrics`: what a Prometheus scraping the control plane reads, checked against the
-//! text format's rules and against what was done through the API.
+//! text format's rules (ours and `promtool check metrics`) and against what was done
+//! through the API and by the duties.
 
 mod common;
 
@@ -164,6 +165,7 @@ async fn metrics_show_the_deployment_and_the_api_traffic_to_a_token_holder() {
     );
     assert_eq!(get("kokoa_origins{status=\"inactive\"}"), 1.0);
     assert_eq!(get("kokoa_origins{status=\"active\"}"), 0.0);
+    assert_eq!(get("kokoa_origins_down"), 0.0);
     assert_eq!(
         get("kokoa_edges{status=\"provisioning\",health=\"unknown\"}"),
         1.0
@@ -184,7 +186,156 @@ async fn metrics_show_the_deployment_and_the_api_traffic_to_a_token_holder() {
         get("kokoa_http_request_duration_seconds_count{route=\"/api/v1/routes\",method=\"GET\"}"),
         3.0
     );
+    // Every duty's series exist before its first run, so rules can compare them at once.
+    assert_eq!(
+        get("kokoa_duty_runs_total{duty=\"dns_manager\",outcome=\"failed\"}"),
+        0.0
+    );
+    assert_eq!(get("kokoa_acme_orders_total{outcome=\"issued\"}"), 0.0);
     // Bounded labels: path templates, never a raw path or an id.
     assert!(!text.contains("rt_nope"), "{text}");
     assert!(!text.contains(origin_id), "{text}");
+    promtool_accepts(&text);
+}
+
+/// `promtool check metrics` (Prometheus's own linter) finds nothing to say about `text`.
+fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool: {e}; apt-get install -y --no-install-recommends prometheus")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {out:?}\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_duties_count_their_runs_and_last_success() {
+    let s = Server::start(&Backend::Sqlite).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let duties = tokio::spawn(kokoa_control::runtime::run(s.state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let started = std::time::Instant::now();
+    let samples = loop {
+        let text = s
+            .send(Method::GET, "/metrics", Some(&s.viewer), None, &[])
+            .await
+            .text()
+            .await
+            .unwrap();
+        let samples = parse(&text);
+        let ran = |duty: &str| {
+            samples
+                .get(&format!(
+                    "kokoa_duty_runs_total{{duty=\"{duty}\",outcome=\"ok\"}}"
+                ))
+                .is_some_and(|n| *n >= 1.0)
+        };
+        if ["edge_automation", "health_judge", "key_rotation"]
+            .into_iter()
+            .all(ran)
+        {
+            promtool_accepts(&text);
+            break samples;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "the duties did not run:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(samples["kokoa_leader"], 1.0);
+    let runs = samples["kokoa_duty_runs_total{duty=\"health_judge\",outcome=\"ok\"}"];
+    assert_eq!(
+        samples["kokoa_duty_run_duration_seconds_count{duty=\"health_judge\"}"],
+        runs
+    );
+    assert_eq!(
+        samples["kokoa_duty_runs_total{duty=\"health_judge\",outcome=\"failed\"}"],
+        0.0
+    );
+    let now = kokoa_core::Timestamp::now().as_unix() as f64;
+    let last = samples["kokoa_duty_last_success_timestamp_seconds{duty=\"health_judge\"}"];
+    assert!((now - 20.0..=now + 1.0).contains(&last), "{last} vs {now}");
+    let _ = stop.send(());
+    let _ = duties.await;
+}
+
+/// `packaging/prometheus/`: the alert rules pass `promtool check rules` and their unit
+/// tests, the scrape configuration `promtool check config` (its files stood in for), and
+/// every metric the rules and the configuration name is one the control plane serves.
+#[tokio::test]
+async fn the_shipped_alert_rules_pass_their_tests_and_name_served_metrics() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/prometheus");
+    let promtool = |cwd: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("promtool: {e}; apt-get install -y --no-install-recommends prometheus")
+            });
+        assert!(out.status.success(), "promtool {args:?}: {out:?}");
+    };
+    promtool(&dir, &["check", "rules", "kokoa-alerts.yml"]);
+    promtool(&dir, &["test", "rules", "kokoa-alerts.test.yml"]);
+    // The configuration as installed: its files in /etc/prometheus, here a directory.
+    let etc = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(dir.join("prometheus.yml"))
+        .unwrap()
+        .replace("/etc/prometheus", etc.path().to_str().unwrap());
+    std::fs::write(etc.path().join("prometheus.yml"), config).unwrap();
+    std::fs::copy(
+        dir.join("kokoa-alerts.yml"),
+        etc.path().join("kokoa-alerts.yml"),
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(etc.path().join("kokoa-ca.pem"), ca.pem()).unwrap();
+    std::fs::write(etc.path().join("kokoa-token"), "kokoa_viewer_token").unwrap();
+    promtool(etc.path(), &["check", "config", "prometheus.yml"]);
+
+    let s = Server::start(&Backend::Sqlite).await;
+    let text = s
+        .send(Method::GET, "/metrics", Some(&s.viewer), None, &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let served: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let rules = std::fs::read_to_string(dir.join("kokoa-alerts.yml")).unwrap();
+    let named: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("kokoa_"))
+        .collect();
+    assert!(named.len() >= 6, "{named:?}");
+    for name in named {
+        assert!(
+            served.contains(name),
+            "the rules name {name}, which /metrics does not serve"
+        );
+    }
 }

@@ -574,6 +574,12 @@ async fn order(
     }
     tracing::info!(names = ?names, %method, "ordering a certificate");
     let result = obtain(manager, &names, method).await;
+    if !matches!(
+        result,
+        Err(kokoa_acme::Error::AlreadyInProgress { .. } | kokoa_acme::Error::NotLeader { .. })
+    ) {
+        state.duty_metrics().acme_order(result.is_ok());
+    }
     let store = state.store();
     let mut current = reread(state, &cert.id).await?;
     let now = Timestamp::now();

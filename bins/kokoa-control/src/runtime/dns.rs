@@ -1035,10 +1035,18 @@ pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
         let mut failed = false;
         if state.leader().is_leader() && state.modules().enabled(&state, Module::DnsManager).await {
+            let started = std::time::Instant::now();
             match reconcile(&state, false).await {
                 Ok(outcome) => {
-                    for zone in outcome.zones.iter().filter(|z| z.error.is_some()) {
-                        tracing::warn!(zone = %zone.zone, error = ?zone.error, "DNS reconciliation failed");
+                    for zone in &outcome.zones {
+                        if zone.error.is_some() {
+                            tracing::warn!(zone = %zone.zone, error = ?zone.error, "DNS reconciliation failed");
+                        }
+                        let made: Vec<_> = zone.changes.iter().map(|c| c.action).collect();
+                        let failures = zone.failed.len() + usize::from(zone.error.is_some());
+                        state
+                            .duty_metrics()
+                            .dns_round(zone.zone.as_str(), &made, failures);
                     }
                     failed = outcome
                         .zones
@@ -1050,6 +1058,9 @@ pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
                     failed = true;
                 }
             }
+            state
+                .duty_metrics()
+                .run("dns_manager", !failed, started.elapsed());
         }
         // A failed round is tried again soon: records of a withdrawn edge must go (and
         // its destroy waits for that) as soon as the provider answers again.

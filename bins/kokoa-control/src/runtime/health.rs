@@ -1084,9 +1084,15 @@ pub(super) async fn run_judge(state: AppState, mut stop: watch::Receiver<bool>) 
     loop {
         if state.leader().is_leader()
             && state.modules().enabled(&state, Module::HealthChecker).await
-            && let Err(e) = judge(&state, &memory).await
         {
-            tracing::warn!(error = %e, "the health judge could not read the store");
+            let started = std::time::Instant::now();
+            let result = judge(&state, &memory).await;
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "the health judge could not read the store");
+            }
+            state
+                .duty_metrics()
+                .run("health_judge", result.is_ok(), started.elapsed());
         }
         if super::wait_or_stop(JUDGE_PERIOD, &state.wakers().health, &mut stop).await {
             return;

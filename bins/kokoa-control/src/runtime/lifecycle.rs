@@ -294,10 +294,15 @@ async fn start_removals(state: &AppState) -> Result<(), kokoa_core::Error> {
 /// Runs the automation on the leader.
 pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
-        if state.leader().is_leader()
-            && let Err(e) = step_all(&state).await
-        {
-            tracing::warn!(error = %e, "the edge automation could not read the store");
+        if state.leader().is_leader() {
+            let started = std::time::Instant::now();
+            let result = step_all(&state).await;
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "the edge automation could not read the store");
+            }
+            state
+                .duty_metrics()
+                .run("edge_automation", result.is_ok(), started.elapsed());
         }
         if wait_or_stop(PERIOD, &state.wakers().edges, &mut stop).await {
             return;

@@ -551,9 +551,14 @@ pub async fn run(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) 
             continue;
         }
         round = round.wrapping_add(1);
-        if let Err(e) = step(&state).await {
+        let started = std::time::Instant::now();
+        let result = step(&state).await;
+        if let Err(e) = &result {
             tracing::warn!(error = %e.message(), "key rotation step failed; will retry");
         }
+        state
+            .duty_metrics()
+            .run("key_rotation", result.is_ok(), started.elapsed());
         if let Some(every) = state.settings().key_rotation
             && round.is_multiple_of(SCHEDULE_EVERY)
             && let Err(e) = schedule(&state, every).await

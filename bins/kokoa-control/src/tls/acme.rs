@@ -140,7 +140,9 @@ pub(super) async fn keep(
             }
         }
         if due && state.leader().is_leader() && Instant::now() >= next_attempt {
-            match order(&state, &host, responder).await {
+            let result = order(&state, &host, responder).await;
+            state.duty_metrics().acme_order(result.is_ok());
+            match result {
                 Ok(()) => {
                     // Served from the store at once; never ordered again sooner than a
                     // failure would be, whatever goes wrong there.
