@@ -19,6 +19,8 @@ const POLL: Duration = Duration::from_millis(20);
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a graceful stop may take (open connections are finished first).
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a graceful stop may take before the remaining connections are closed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long the master may take to start the workers of a new configuration.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -189,13 +191,28 @@ impl NginxInstance {
         })
     }
 
-    /// Stops nginx gracefully (`-s quit`: open requests are finished) and waits up to 15 s
-    /// for it to exit. Does nothing when it is not running.
+    /// Stops nginx gracefully (`-s quit`: open requests are finished); connections still
+    /// open after 5 s (a client keeping one alive, a long download) are closed with a fast
+    /// shutdown (`-s stop`). Waits up to 15 s more for it to exit. Does nothing when it is
+    /// not running.
     pub fn stop(&self) -> Result<(), Error> {
         if !self.is_running() {
             return Ok(());
         }
-        self.run(&["-s", "quit", "-c"], &self.layout.main_config())?;
+        let main = self.layout.main_config();
+        self.run(&["-s", "quit", "-c"], &main)?;
+        if self
+            .wait_for(STOP_GRACE, "nginx is still finishing requests", || {
+                !self.is_running()
+            })
+            .is_ok()
+        {
+            return Ok(());
+        }
+        // The master may have exited between the check and the signal: that is a stop.
+        if self.is_running() {
+            let _ = self.run(&["-s", "stop", "-c"], &main);
+        }
         self.wait_for(STOP_TIMEOUT, "nginx is still running", || {
             !self.is_running()
         })

@@ -128,8 +128,12 @@ impl Layout {
         dirs
     }
 
-    /// Renders the main configuration: worker user, pid file, error log, the five temporary
-    /// paths inside the prefix, and an `include` of `site_config` in the `http` block.
+    /// Renders the main configuration: worker user, workers that a reload replaced closing
+    /// what is still open after 240 s (`worker_shutdown_timeout`: a WebSocket outlives a
+    /// few reloads, and old workers do not pile up over many), pid file, error log, the
+    /// five temporary
+    /// paths inside the prefix, the access log (format `kokoa`: `combined` followed by
+    /// `"$host" $request_time`), and an `include` of `site_config` in the `http` block.
     ///
     /// `site_config` is normally [`Layout::site_config`]; a candidate is tested by including
     /// the candidate file instead.
@@ -144,7 +148,9 @@ impl Layout {
         }
         let _ = write!(
             out,
-            "worker_processes auto;\npid {};\nerror_log {};\n\n\
+            "worker_processes auto;\n\
+             # Workers a reload replaced close what is still open after this (WebSockets, long downloads).\n\
+             worker_shutdown_timeout 240s;\npid {};\nerror_log {};\n\n\
              events {{\n    worker_connections 1024;\n}}\n\nhttp {{\n",
             q(&self.pid_file()),
             q(&self.logs_dir().join("error.log")),
@@ -153,9 +159,13 @@ impl Layout {
         for (directive, name) in TEMP_PATHS {
             let _ = writeln!(out, "    {directive} {};", q(&temp.join(name)));
         }
+        // `combined` and then the name asked for and the time taken, which the agent counts
+        // requests by host name with.
         let _ = write!(
             out,
-            "    access_log {};\n    include {};\n}}\n",
+            "    log_format kokoa '$remote_addr - $remote_user [$time_local] \"$request\" \
+             $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\" \"$host\" \
+             $request_time';\n    access_log {} kokoa;\n    include {};\n}}\n",
             q(&self.logs_dir().join("access.log")),
             q(site_config),
         );
@@ -250,7 +260,8 @@ mod tests {
                 .unwrap()
                 .render_main(&layout.site_config())
                 .unwrap()
-                .contains("user")
+                .lines()
+                .any(|l| l.starts_with("user "))
         );
     }
 }

@@ -5,16 +5,21 @@
 //! - Active connections: established TCP connections on the HTTP and HTTPS ports
 //!   (`/proc/net/tcp` and `tcp6`): kokoa-nginx renders no `stub_status`, and the kernel's
 //!   count is the same figure without an extra listener.
-//! - Requests per second and error rate: the lines appended to nginx's access log (the
-//!   default `combined` format) since the previous sample, and the share of them with a 5xx
-//!   status.
+//! - Requests per second and error rate: the lines appended to nginx's access log since
+//!   the previous sample, and the share of them with a 5xx status. The log's format is
+//!   `combined`, optionally followed by `"$host" $request_time` (kokoa-nginx's `kokoa`
+//!   format); with those, [`Traffic`] counts requests, durations and bytes by host name.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     fs,
     io::{Read as _, Seek as _, SeekFrom},
     path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
     time::Instant,
 };
+
+use crate::prometheus::{Histogram, escape, family};
 
 /// Read at most this much of the access log per sample; more is counted by line only in
 /// the part read, and the rest skipped, so a flood cannot make a heartbeat slow.
@@ -43,6 +48,7 @@ pub struct Sampler {
     cpu: Option<CpuTimes>,
     log_offset: Option<u64>,
     at: Instant,
+    traffic: Option<Arc<Traffic>>,
 }
 
 impl Sampler {
@@ -55,7 +61,14 @@ impl Sampler {
             cpu: None,
             log_offset: None,
             at: Instant::now(),
+            traffic: None,
         }
+    }
+
+    /// Also counts every logged request into `traffic`, at each sample.
+    pub fn with_traffic(mut self, traffic: Arc<Traffic>) -> Self {
+        self.traffic = Some(traffic);
+        self
     }
 
     /// Reads the figures; what cannot be read counts as 0.
@@ -124,9 +137,164 @@ impl Sampler {
             file.take(MAX_LOG_READ.min(len - start))
                 .read_to_string(&mut text)
         });
-        match read {
-            Ok(_) => tally(&text),
-            Err(_) => (0, 0),
+        if read.is_err() {
+            return (0, 0);
+        }
+        let lines: Vec<LogLine<'_>> = text.lines().filter_map(LogLine::parse).collect();
+        if let Some(traffic) = &self.traffic {
+            traffic.count(&lines);
+        }
+        let errors = lines.iter().filter(|l| l.status >= 500).count();
+        (lines.len() as u64, errors as u64)
+    }
+}
+
+/// What one access log line tells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LogLine<'a> {
+    status: u16,
+    /// `$body_bytes_sent`.
+    bytes: u64,
+    /// `$host`, in the `kokoa` format.
+    host: Option<&'a str>,
+    /// `$request_time` in seconds, in the `kokoa` format.
+    seconds: Option<f64>,
+}
+
+impl<'a> LogLine<'a> {
+    /// Reads a line of the `combined` format, `ADDR - USER [TIME] "REQUEST" STATUS BYTES
+    /// "REFERER" "AGENT"`, and of the `kokoa` format, which adds ` "HOST" SECONDS`. nginx
+    /// escapes quotes inside fields, so fields are told apart by the quotes.
+    fn parse(line: &'a str) -> Option<Self> {
+        let fields: Vec<&str> = line.split('"').collect();
+        let mut numbers = fields.get(2)?.split_whitespace();
+        let status = numbers.next()?.parse().ok()?;
+        let bytes = numbers.next().and_then(|b| b.parse().ok()).unwrap_or(0);
+        let host = fields.get(7).copied().filter(|h| !h.is_empty());
+        let seconds = fields.get(8).and_then(|t| t.trim().parse().ok());
+        Some(Self {
+            status,
+            bytes,
+            host,
+            seconds,
+        })
+    }
+}
+
+/// Requests by host name, counted from the access log since the agent started, for
+/// `/metrics`. Only the names set with [`Traffic::set_hosts`] (the routes, wildcards
+/// included) get series of their own; every other `Host` a client sends counts as
+/// `other`, so the number of series stays bounded by the configuration.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    inner: Mutex<TrafficSeries>,
+}
+
+#[derive(Debug, Default)]
+struct TrafficSeries {
+    /// Exact names, and the suffixes (`.hoge.com`) of wildcard names (`*.hoge.com`).
+    exact: BTreeSet<String>,
+    wildcards: BTreeSet<String>,
+    /// By (host label, status class 1–5).
+    requests: BTreeMap<(String, u8), u64>,
+    durations: BTreeMap<String, Histogram>,
+    bytes: BTreeMap<String, u64>,
+}
+
+impl TrafficSeries {
+    /// The label `host` counts under: the route's name, or `other`.
+    fn label(&self, host: Option<&str>) -> String {
+        let Some(host) = host.map(str::to_ascii_lowercase) else {
+            return "other".into();
+        };
+        if self.exact.contains(&host) {
+            return host;
+        }
+        // The most specific wildcard covering the name, as nginx picks it.
+        let mut suffix = host.as_str();
+        while let Some((_, rest)) = suffix.split_once('.') {
+            let dotted = &suffix[suffix.len() - rest.len() - 1..];
+            if self.wildcards.contains(dotted) {
+                return format!("*{dotted}");
+            }
+            suffix = rest;
+        }
+        "other".into()
+    }
+}
+
+impl Traffic {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrafficSeries> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The host names requests are counted by from now on (`app.hoge.com`,
+    /// `*.hoge.com`); series of names no longer set stay, as counters must.
+    pub fn set_hosts<'a>(&self, hosts: impl IntoIterator<Item = &'a str>) {
+        let mut series = self.lock();
+        series.exact.clear();
+        series.wildcards.clear();
+        for host in hosts {
+            let host = host.to_ascii_lowercase();
+            match host.strip_prefix('*') {
+                Some(suffix) => series.wildcards.insert(suffix.to_owned()),
+                None => series.exact.insert(host),
+            };
+        }
+    }
+
+    fn count(&self, lines: &[LogLine<'_>]) {
+        let mut series = self.lock();
+        for line in lines {
+            let label = series.label(line.host);
+            let class = (line.status / 100).clamp(1, 5) as u8;
+            *series.requests.entry((label.clone(), class)).or_default() += 1;
+            *series.bytes.entry(label.clone()).or_default() += line.bytes;
+            if let Some(seconds) = line.seconds {
+                series.durations.entry(label).or_default().observe(seconds);
+            }
+        }
+    }
+
+    /// Writes `<prefix>_requests_total{hostname,code}`, `<prefix>_request_duration_seconds`
+    /// and `<prefix>_response_bytes_total`.
+    pub fn render(&self, out: &mut String, prefix: &str) {
+        use std::fmt::Write as _;
+        let series = self.lock();
+        let requests = format!("{prefix}_requests_total");
+        family(
+            out,
+            &requests,
+            "counter",
+            "Requests by host name (the route's; other: any other Host) and status class.",
+        );
+        for ((host, class), count) in &series.requests {
+            let _ = writeln!(
+                out,
+                "{requests}{{hostname=\"{}\",code=\"{class}xx\"}} {count}",
+                escape(host)
+            );
+        }
+        let durations = format!("{prefix}_request_duration_seconds");
+        family(
+            out,
+            &durations,
+            "histogram",
+            "How long requests took, from their first byte read to their last byte sent, \
+             by host name.",
+        );
+        for (host, histogram) in &series.durations {
+            histogram.write(out, &durations, &format!("hostname=\"{}\"", escape(host)));
+        }
+        let bytes = format!("{prefix}_response_bytes_total");
+        family(
+            out,
+            &bytes,
+            "counter",
+            "Response body bytes sent, by host name.",
+        );
+        for (host, count) in &series.bytes {
+            let _ = writeln!(out, "{bytes}{{hostname=\"{}\"}} {count}", escape(host));
         }
     }
 }
@@ -194,28 +362,6 @@ fn established_on(table: &str, ports: &[u16]) -> u64 {
         .count() as u64
 }
 
-/// Requests and 5xx answers in access log lines of the `combined` format:
-/// `ADDR - USER [TIME] "REQUEST" STATUS BYTES "REFERER" "AGENT"`. nginx escapes quotes
-/// inside fields, so the status follows the second `"`.
-fn tally(log: &str) -> (u64, u64) {
-    let mut requests = 0;
-    let mut errors = 0;
-    for line in log.lines() {
-        let Some(status) = line
-            .split('"')
-            .nth(2)
-            .and_then(|after| after.split_whitespace().next()?.parse::<u16>().ok())
-        else {
-            continue;
-        };
-        requests += 1;
-        if (500..600).contains(&status) {
-            errors += 1;
-        }
-    }
-    (requests, errors)
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
@@ -258,12 +404,60 @@ mod tests {
     }
 
     #[test]
-    fn tallies_requests_and_server_errors() {
-        let log = "127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] \"GET / HTTP/1.1\" 200 12 \"-\" \"curl/8\"\n\
-127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] \"GET /x\\x22y HTTP/1.1\" 503 99 \"-\" \"curl/8\"\n\
-127.0.0.1 - - [01/Jan/2026:00:00:01 +0000] \"GET / HTTP/1.1\" 404 0 \"-\" \"-\"\n\
-garbage\n";
-        assert_eq!(tally(log), (3, 1));
+    fn reads_combined_and_kokoa_lines() {
+        let parse = |line| LogLine::parse(line).map(|l| (l.status, l.bytes, l.host, l.seconds));
+        assert_eq!(
+            parse(
+                "127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] \"GET / HTTP/1.1\" 200 12 \"-\" \"curl/8\""
+            ),
+            Some((200, 12, None, None))
+        );
+        assert_eq!(
+            parse(
+                "127.0.0.1 - - [t] \"GET /x\\x22y HTTP/1.1\" 503 99 \"-\" \"a \\x22b\" \"app.hoge.com\" 0.012"
+            ),
+            Some((503, 99, Some("app.hoge.com"), Some(0.012)))
+        );
+        assert_eq!(parse("garbage"), None);
+        assert_eq!(
+            parse("1.2.3.4 - - [t] \"GET / HTTP/1.1\" x 1 \"-\" \"-\""),
+            None
+        );
+    }
+
+    #[test]
+    fn traffic_counts_by_route_name_and_bounds_the_rest() {
+        let traffic = Traffic::default();
+        traffic.set_hosts(["app.hoge.com", "*.fuga.net"]);
+        fn line(host: &str, status: u16, seconds: f64) -> LogLine<'_> {
+            LogLine {
+                status,
+                bytes: 10,
+                host: Some(host),
+                seconds: Some(seconds),
+            }
+        }
+        traffic.count(&[
+            line("app.hoge.com", 200, 0.003),
+            line("APP.hoge.com", 502, 0.2),
+            line("a.b.fuga.net", 404, 0.003),
+            line("scanner.example", 200, 0.003),
+            line("fuga.net", 200, 0.003),
+        ]);
+        let mut out = String::new();
+        traffic.render(&mut out, "kokoa_edge");
+        for expected in [
+            "kokoa_edge_requests_total{hostname=\"app.hoge.com\",code=\"2xx\"} 1\n",
+            "kokoa_edge_requests_total{hostname=\"app.hoge.com\",code=\"5xx\"} 1\n",
+            "kokoa_edge_requests_total{hostname=\"*.fuga.net\",code=\"4xx\"} 1\n",
+            "kokoa_edge_requests_total{hostname=\"other\",code=\"2xx\"} 2\n",
+            "kokoa_edge_request_duration_seconds_count{hostname=\"app.hoge.com\"} 2\n",
+            "kokoa_edge_request_duration_seconds_bucket{hostname=\"app.hoge.com\",le=\"0.005\"} 1\n",
+            "kokoa_edge_response_bytes_total{hostname=\"other\"} 20\n",
+        ] {
+            assert!(out.contains(expected), "{expected} not in\n{out}");
+        }
+        assert!(!out.contains("scanner"), "{out}");
     }
 
     #[test]

@@ -22,53 +22,10 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use kokoa_agent::prometheus::{CONTENT_TYPE, Histogram, escape, family, number};
 use kokoa_core::{EdgeNode, EdgeStatus, OriginStatus};
 
 use crate::{error::ApiError, runtime::Module, state::AppState};
-
-/// The upper bounds of the request duration buckets, in seconds (Prometheus's defaults).
-const BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// The media type of the text format.
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// One route and method's request durations.
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    /// Requests at or under each bound of [`BUCKETS`].
-    buckets: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn observe(&mut self, took: Duration) {
-        let seconds = took.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        self.sum += seconds;
-        self.count += 1;
-    }
-
-    /// Writes the `_bucket`, `_sum` and `_count` lines of `name` with `labels`.
-    fn write(&self, out: &mut String, name: &str, labels: &str) {
-        for (bound, count) in BUCKETS.iter().zip(self.buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels},le=\"{}\"}} {count}",
-                number(*bound)
-            );
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", number(self.sum));
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
-    }
-}
 
 /// Request counts by (route, method, status).
 type Requests = Vec<((String, String, u16), u64)>;
@@ -105,7 +62,7 @@ impl HttpMetrics {
             .durations
             .entry((route.to_owned(), method.to_owned()))
             .or_default();
-        histogram.observe(took);
+        histogram.observe(took.as_secs_f64());
     }
 
     fn snapshot(&self) -> (Requests, Durations) {
@@ -169,7 +126,11 @@ impl DutyMetrics {
     pub fn run(&self, duty: &'static str, succeeded: bool, took: Duration) {
         let mut series = self.lock();
         *series.runs.entry((duty, succeeded)).or_default() += 1;
-        series.durations.entry(duty).or_default().observe(took);
+        series
+            .durations
+            .entry(duty)
+            .or_default()
+            .observe(took.as_secs_f64());
         if succeeded {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -309,29 +270,6 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         );
     }
     response
-}
-
-/// A label value as the text format wants it.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Writes `# HELP` and `# TYPE` of one metric family.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A float as the text format writes it.
-fn number(value: f64) -> String {
-    if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
-    } else {
-        value.to_string()
-    }
 }
 
 /// The health word an edge's view shows.
@@ -511,12 +449,5 @@ mod tests {
         // 3 ms in every bucket, 30 ms from 0.05 s on.
         assert_eq!(histogram.buckets, [1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2]);
         assert!((histogram.sum - 0.033).abs() < 1e-9);
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        assert_eq!(number(f64::INFINITY), "+Inf");
-        assert_eq!(number(0.25), "0.25");
     }
 }

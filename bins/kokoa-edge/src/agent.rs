@@ -19,6 +19,7 @@ use crate::{
     application::{self, ApplicationChecks, ApplicationTarget},
     client::{ControlPlane, Fetched},
     heartbeat::Heartbeat,
+    metrics::{Apply, EdgeMetrics},
     plane::DataPlane,
     state::StateDir,
 };
@@ -86,6 +87,7 @@ pub struct Agent<P> {
     sampler: Sampler,
     stop_on_exit: bool,
     shared: Arc<Mutex<Shared>>,
+    metrics: Arc<EdgeMetrics>,
 }
 
 impl<P: DataPlane> Agent<P> {
@@ -107,7 +109,15 @@ impl<P: DataPlane> Agent<P> {
             sampler,
             stop_on_exit,
             shared: Arc::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records what the agent does into `metrics` (served by `--metrics-listen`); give the
+    /// sampler its [`traffic`](EdgeMetrics::traffic) to count requests too.
+    pub fn with_metrics(mut self, metrics: Arc<EdgeMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs until `shutdown` completes.
@@ -125,6 +135,7 @@ impl<P: DataPlane> Agent<P> {
             sampler,
             stop_on_exit,
             shared,
+            metrics,
         } = self;
         let keys = state.keys()?;
         let ctx = Arc::new(Ctx {
@@ -134,6 +145,7 @@ impl<P: DataPlane> Agent<P> {
             keys,
             timing,
             shared,
+            metrics,
             beat_now: Notify::new(),
         });
         ctx.apply_last_good().await;
@@ -176,6 +188,7 @@ struct Live {
     hash: ContentHash,
     targets: Vec<ApplicationTarget>,
     keys_changing: bool,
+    hostnames: Vec<String>,
 }
 
 impl Live {
@@ -188,6 +201,12 @@ impl Live {
                 .tunnels
                 .iter()
                 .any(|t| t.origin_next_public_key.is_some()),
+            hostnames: config
+                .content()
+                .routes
+                .keys()
+                .map(|h| h.as_str().to_owned())
+                .collect(),
         }
     }
 }
@@ -204,6 +223,7 @@ struct Ctx<P> {
     keys: NodeKeys,
     timing: Timing,
     shared: Arc<Mutex<Shared>>,
+    metrics: Arc<EdgeMetrics>,
     /// Sends a heartbeat before the next tick (an application verdict changed).
     beat_now: Notify,
 }
@@ -215,6 +235,10 @@ impl<P: DataPlane> Ctx<P> {
 
     /// Notes that the configuration `live` was taken from serves now.
     fn serving(&self, live: Live) {
+        self.metrics.apply(Apply::Applied);
+        self.metrics
+            .traffic()
+            .set_hosts(live.hostnames.iter().map(String::as_str));
         let mut shared = self.shared();
         shared.applied = Some(live.hash);
         shared.last_error = None;
@@ -327,12 +351,14 @@ impl<P: DataPlane> Ctx<P> {
                         }
                         Err(e) if e.is_refusal() => {
                             tracing::error!(%hash, error = %e, "configuration refused; the previous one keeps serving");
+                            self.metrics.apply(Apply::Refused);
                             self.shared().last_error = Some(e.to_string());
                             known = Some(hash);
                             Duration::ZERO
                         }
                         Err(e) => {
                             tracing::error!(%hash, error = %e, "configuration failed to apply; will retry");
+                            self.metrics.apply(Apply::Failed);
                             self.shared().last_error = Some(e.to_string());
                             backoff.next_delay()
                         }
@@ -340,6 +366,7 @@ impl<P: DataPlane> Ctx<P> {
                 }
                 Err(e) if e.is_refusal() => {
                     tracing::error!(error = %e, "configuration refused; the previous one keeps serving");
+                    self.metrics.apply(Apply::Refused);
                     self.shared().last_error = Some(e.to_string());
                     let stated = match &e {
                         Error::Refused { hash, .. } => ContentHash::parse(hash).ok(),
@@ -404,6 +431,7 @@ impl<P: DataPlane> Ctx<P> {
                 tunnels,
                 applied,
             );
+            self.metrics.heartbeat(&heartbeat);
             let plane = Arc::clone(&self.plane);
             let body = heartbeat.health_body();
             if let Err(e) = blocking(move || plane.set_health(&body)).await {

@@ -56,6 +56,7 @@ mod client;
 mod convert;
 mod error;
 mod heartbeat;
+mod metrics;
 mod plane;
 mod state;
 
@@ -65,7 +66,8 @@ pub use client::{ControlPlane, Fetched};
 pub use convert::{Desired, TunnelPlan, convert};
 pub use error::Error;
 pub use heartbeat::{Heartbeat, Metrics};
-pub use kokoa_agent::{Backoff, LinkState, NodeStatus, Sample, Sampler, Secret};
+pub use kokoa_agent::{Backoff, LinkState, NodeStatus, Sample, Sampler, Secret, Traffic};
+pub use metrics::EdgeMetrics;
 pub use plane::{DataPlane, EdgeHost, HostSettings, TunnelReport};
 pub use state::{Credential, StateDir};
 

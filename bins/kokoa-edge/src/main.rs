@@ -5,7 +5,8 @@ use std::{net::IpAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use clap::{Parser, Subcommand};
 use kokoa_agent::CaPin;
 use kokoa_edge::{
-    Agent, ControlPlane, EdgeHost, Error, HostSettings, Sampler, Secret, StateDir, Timing,
+    Agent, ControlPlane, EdgeHost, EdgeMetrics, Error, HostSettings, Sampler, Secret, StateDir,
+    Timing,
 };
 use kokoa_nginx::Listen;
 use kokoa_wg::apply::Implementation;
@@ -22,6 +23,9 @@ Examples:
   # A test edge on high ports, taking nginx and the tunnels down when it stops:
   kokoa-edge run --state-dir /tmp/edge --listen-http 8080 --listen-https 8443 \\
       --listen-address 127.0.0.1 --stop-on-exit
+
+  # With Prometheus metrics on a private address (scraped as http://10.8.0.2:9581/metrics):
+  kokoa-edge run --metrics-listen 10.8.0.2:9581
 
 Exit codes: 0 stopped normally, 1 failure, 2 bad usage, 3 not enrolled or credential refused.
 Logs go to standard error; set KOKOA_LOG (e.g. KOKOA_LOG=kokoa_edge=debug) for more.";
@@ -109,6 +113,11 @@ struct RunArgs {
     /// serving without it).
     #[arg(long)]
     stop_on_exit: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics: requests by host name and status
+    /// class, durations, bytes, configuration applies, tunnels. No authentication: bind
+    /// loopback or a private address [default: off].
+    #[arg(long, env = "KOKOA_EDGE_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -187,7 +196,25 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     };
     let plane = EdgeHost::new(settings, &state)?;
     let access_log = plane.nginx().layout().logs_dir().join("access.log");
-    let sampler = Sampler::new(vec![listen.http_port, listen.https_port], access_log);
+    let metrics = Arc::new(EdgeMetrics::default());
+    let sampler = Sampler::new(vec![listen.http_port, listen.https_port], access_log)
+        .with_traffic(metrics.traffic());
+    if let Some(address) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| Error::Io {
+                action: "listen for metrics on",
+                path: address.to_string().into(),
+                source,
+            })?;
+        tracing::info!(%address, "serving metrics at /metrics");
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(kokoa_agent::prometheus::serve(
+            listener,
+            move || metrics.render(),
+            std::future::pending(),
+        ));
+    }
     tracing::info!(node_id = %credential.node_id, control_plane = %credential.control_plane_url, "edge agent starting");
     let agent = Agent::new(
         client,
@@ -196,7 +223,8 @@ async fn run(args: RunArgs) -> Result<(), Error> {
         Timing::default(),
         sampler,
         args.stop_on_exit,
-    );
+    )
+    .with_metrics(metrics);
     agent.run(shutdown_signal()).await
 }
 

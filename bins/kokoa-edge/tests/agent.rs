@@ -22,7 +22,8 @@ use axum::{Router, http::HeaderMap};
 use common::{ENROLL_TOKEN, FakeControl, NODE_ID, Served, eventually};
 use kokoa_core::{EdgeConfig, EdgeContent, Hostname};
 use kokoa_edge::{
-    Agent, ControlPlane, EdgeHost, Error, HostSettings, Sampler, Secret, StateDir, Timing,
+    Agent, ControlPlane, EdgeHost, EdgeMetrics, Error, HostSettings, Sampler, Secret, StateDir,
+    Timing,
 };
 use kokoa_nginx::{Listen, NginxInstance};
 use kokoa_wg::apply::Implementation;
@@ -110,22 +111,34 @@ impl Edge {
         EdgeHost::new(settings, &StateDir::open(&self.state).unwrap()).unwrap()
     }
 
-    /// Starts the agent with the credential in the state directory.
-    fn start(
+    /// Starts the agent with the credential in the state directory, its metrics served at
+    /// the address returned.
+    async fn start(
         &self,
     ) -> (
         oneshot::Sender<()>,
         JoinHandle<Result<(), Error>>,
         NginxGuard,
+        SocketAddr,
     ) {
         let state = StateDir::open(&self.state).unwrap();
         let client = ControlPlane::new(&state.read_credential().unwrap()).unwrap();
         let host = self.host();
         let guard = NginxGuard(host.nginx().clone());
+        let metrics = Arc::new(EdgeMetrics::default());
         let sampler = Sampler::new(
             vec![self.listen.http_port, self.listen.https_port],
             host.nginx().layout().logs_dir().join("access.log"),
-        );
+        )
+        .with_traffic(metrics.traffic());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_address = listener.local_addr().unwrap();
+        let served = Arc::clone(&metrics);
+        tokio::spawn(kokoa_agent::prometheus::serve(
+            listener,
+            move || served.render(),
+            std::future::pending(),
+        ));
         let timing = Timing {
             long_poll: Duration::from_secs(5),
             poll_interval: Duration::from_millis(500),
@@ -134,12 +147,13 @@ impl Edge {
             backoff_max: Duration::from_millis(400),
             reconnect: Duration::from_millis(400),
         };
-        let agent = Agent::new(client, Arc::new(host), state, timing, sampler, true);
+        let agent =
+            Agent::new(client, Arc::new(host), state, timing, sampler, true).with_metrics(metrics);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(agent.run(async {
             let _ = stopped.await;
         }));
-        (stop, task, guard)
+        (stop, task, guard, metrics_address)
     }
 }
 
@@ -154,6 +168,31 @@ fn client(https_port: u16, names: &[&str]) -> reqwest::Client {
         builder = builder.resolve(name, SocketAddr::from((Ipv4Addr::LOCALHOST, https_port)));
     }
     builder.build().unwrap()
+}
+
+/// `promtool check metrics` (Prometheus's own linter) finds nothing to say about `text`.
+fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool: {e}; apt-get install -y --no-install-recommends prometheus")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {out:?}\n{text}"
+    );
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Option<(u16, String)> {
@@ -208,7 +247,7 @@ async fn agent_serves_follows_refuses_and_survives_a_restart() {
     let url = |name: &str| format!("https://{name}:{https}/");
 
     // Both hostnames answer through nginx with their own backend's body.
-    let (stop_tx, task, _nginx) = edge.start();
+    let (stop_tx, task, _nginx, metrics) = edge.start().await;
     let start = Instant::now();
     loop {
         if let Some((200, body)) = get(&client, &url("app.kokoa.test")).await {
@@ -239,6 +278,66 @@ async fn agent_serves_follows_refuses_and_survives_a_restart() {
         control.registered_keys() == [key.clone()]
     })
     .await;
+
+    // /metrics counts requests by route name and status class; any other name as other.
+    let scrape = || async {
+        let text = get(
+            &reqwest::Client::new(),
+            &format!("http://{metrics}/metrics"),
+        )
+        .await
+        .expect("/metrics answers")
+        .1;
+        let count = |series: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(series)?
+                        .strip_prefix(' ')?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(0.0)
+        };
+        (
+            count("kokoa_edge_requests_total{hostname=\"app.kokoa.test\",code=\"2xx\"}"),
+            count("kokoa_edge_requests_total{hostname=\"other\",code=\"4xx\"}"),
+            count("kokoa_edge_request_duration_seconds_count{hostname=\"app.kokoa.test\"}"),
+            text,
+        )
+    };
+    // Whatever the start counted, once a heartbeat read the log.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (app, other, timed, _) = scrape().await;
+    for _ in 0..5 {
+        assert_eq!(get(&client, &url("app.kokoa.test")).await.unwrap().0, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(get(&client, &url("nope.kokoa.test")).await.unwrap().0, 404);
+    }
+    let counted = Instant::now();
+    loop {
+        let (app_now, other_now, timed_now, text) = scrape().await;
+        if (app_now, other_now, timed_now) == (app + 5.0, other + 2.0, timed + 5.0) {
+            assert!(
+                text.contains("kokoa_edge_config_applies_total{outcome=\"applied\"} 1\n"),
+                "{text}"
+            );
+            assert!(
+                text.contains("kokoa_edge_status{status=\"healthy\"} 1\n"),
+                "{text}"
+            );
+            assert!(!text.contains("nope.kokoa.test"), "{text}");
+            promtool_accepts(&text);
+            break;
+        }
+        assert!(
+            counted.elapsed() < Duration::from_secs(5),
+            "expected {} and {} requests, got:\n{text}",
+            app + 5.0,
+            other + 2.0
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // /health tells whether the edge and its tunnels work.
     let plain = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -357,7 +456,7 @@ async fn agent_serves_follows_refuses_and_survives_a_restart() {
 
     // Restarted while the control plane is gone: the last good configuration serves.
     drop(control);
-    let (stop_tx, task, _nginx) = edge.start();
+    let (stop_tx, task, _nginx, _) = edge.start().await;
     let start = Instant::now();
     loop {
         if let Some((200, body)) = get(&client, &url("wiki.kokoa.test")).await {

@@ -1,0 +1,193 @@
+//! The edge's figures for Prometheus (`kokoa-edge run --metrics-listen ADDR`): requests by
+//! host name and status class with their durations and bytes (from nginx's access log, as
+//! of the last heartbeat), the edge's state and connections, configuration applies, and
+//! each tunnel's state and round trip.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use kokoa_agent::{
+    LinkState, NodeStatus, Traffic,
+    prometheus::{escape, family, number},
+};
+
+use crate::heartbeat::Heartbeat;
+
+/// How a configuration apply ended, as the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Apply {
+    /// Serving now.
+    Applied,
+    /// Refused as invalid (or forged); the previous one keeps serving.
+    Refused,
+    /// Failed to apply (nginx, WireGuard); tried again.
+    Failed,
+}
+
+impl Apply {
+    const ALL: [Self; 3] = [Self::Applied, Self::Refused, Self::Failed];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// What the edge agent shows at `/metrics`; shared by the agent's loops and the server.
+#[derive(Debug, Default)]
+pub struct EdgeMetrics {
+    traffic: Arc<Traffic>,
+    inner: Mutex<Observed>,
+}
+
+#[derive(Debug, Default)]
+struct Observed {
+    heartbeat: Option<Heartbeat>,
+    applies: BTreeMap<Apply, u64>,
+    /// Unix time of the last successful apply.
+    applied_at: Option<f64>,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+impl EdgeMetrics {
+    /// Where the access log's requests are counted: give it to the
+    /// [`Sampler`](kokoa_agent::Sampler) with `with_traffic`.
+    pub fn traffic(&self) -> Arc<Traffic> {
+        Arc::clone(&self.traffic)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Observed> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn heartbeat(&self, heartbeat: &Heartbeat) {
+        self.lock().heartbeat = Some(heartbeat.clone());
+    }
+
+    pub(crate) fn apply(&self, outcome: Apply) {
+        let mut observed = self.lock();
+        *observed.applies.entry(outcome).or_default() += 1;
+        if outcome == Apply::Applied {
+            observed.applied_at = Some(unix_now());
+        }
+    }
+
+    /// The text of `GET /metrics`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        family(
+            &mut out,
+            "kokoa_edge_build_info",
+            "gauge",
+            "The agent's version.",
+        );
+        let _ = writeln!(
+            out,
+            "kokoa_edge_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let observed = self.lock();
+        family(
+            &mut out,
+            "kokoa_edge_config_applies_total",
+            "counter",
+            "Configurations applied, refused (the previous one kept serving) or failed.",
+        );
+        for outcome in Apply::ALL {
+            let count = observed.applies.get(&outcome).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "kokoa_edge_config_applies_total{{outcome=\"{}\"}} {count}",
+                outcome.as_str()
+            );
+        }
+        if let Some(at) = observed.applied_at {
+            family(
+                &mut out,
+                "kokoa_edge_config_applied_timestamp_seconds",
+                "gauge",
+                "When the configuration serving now was applied (Unix time).",
+            );
+            let _ = writeln!(
+                out,
+                "kokoa_edge_config_applied_timestamp_seconds {}",
+                number(at)
+            );
+        }
+        if let Some(heartbeat) = &observed.heartbeat {
+            family(
+                &mut out,
+                "kokoa_edge_status",
+                "gauge",
+                "The edge's state as its last heartbeat told (1 for the current one).",
+            );
+            for (status, name) in [
+                (NodeStatus::Healthy, "healthy"),
+                (NodeStatus::Degraded, "degraded"),
+                (NodeStatus::Unhealthy, "unhealthy"),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "kokoa_edge_status{{status=\"{name}\"}} {}",
+                    u8::from(heartbeat.status == status)
+                );
+            }
+            family(
+                &mut out,
+                "kokoa_edge_connections_active",
+                "gauge",
+                "Established connections on the HTTP and HTTPS ports.",
+            );
+            let _ = writeln!(
+                out,
+                "kokoa_edge_connections_active {}",
+                heartbeat.metrics.connections_active
+            );
+            family(
+                &mut out,
+                "kokoa_edge_tunnel_up",
+                "gauge",
+                "Whether the origin answers through its tunnel (1) or not (0), by origin.",
+            );
+            for tunnel in &heartbeat.tunnels {
+                let _ = writeln!(
+                    out,
+                    "kokoa_edge_tunnel_up{{origin_id=\"{}\"}} {}",
+                    escape(tunnel.origin_id.as_str()),
+                    u8::from(tunnel.status == LinkState::Up)
+                );
+            }
+            family(
+                &mut out,
+                "kokoa_edge_tunnel_rtt_seconds",
+                "gauge",
+                "The last ping's round trip through each tunnel, by origin.",
+            );
+            for tunnel in &heartbeat.tunnels {
+                if let Some(ms) = tunnel.rtt_ms {
+                    let _ = writeln!(
+                        out,
+                        "kokoa_edge_tunnel_rtt_seconds{{origin_id=\"{}\"}} {}",
+                        escape(tunnel.origin_id.as_str()),
+                        number(ms / 1000.0)
+                    );
+                }
+            }
+        }
+        drop(observed);
+        self.traffic.render(&mut out, "kokoa_edge");
+        out
+    }
+}
