@@ -114,6 +114,37 @@ pub struct Applied {
     pub removed: Vec<InterfaceName>,
 }
 
+/// One peer's latest handshake and traffic, from [`WgHost::peers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// The peer.
+    pub public_key: PublicKey,
+    /// Its latest completed handshake; `None` before the first.
+    pub latest_handshake: Option<SystemTime>,
+    /// Bytes received from it since the interface was made.
+    pub rx_bytes: u64,
+    /// Bytes sent to it since the interface was made.
+    pub tx_bytes: u64,
+}
+
+impl PeerStats {
+    /// The figures of `public_key`'s peer.
+    pub fn new(
+        public_key: PublicKey,
+        latest_handshake: Option<SystemTime>,
+        rx_bytes: u64,
+        tx_bytes: u64,
+    ) -> Self {
+        Self {
+            public_key,
+            latest_handshake,
+            rx_bytes,
+            tx_bytes,
+        }
+    }
+}
+
 /// The state of one tunnel, from [`WgHost::status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -287,6 +318,23 @@ impl WgHost {
     ) -> Result<Vec<(PublicKey, Option<SystemTime>)>, Error> {
         let out = self.run("wg", &["show", name.as_str(), "latest-handshakes"])?;
         Ok(parse_handshakes(&out))
+    }
+
+    /// Every peer of `name` with its latest handshake and traffic (`wg show NAME
+    /// latest-handshakes` and `transfer`: never `dump`, which prints the private key).
+    pub fn peers(&self, name: &InterfaceName) -> Result<Vec<PeerStats>, Error> {
+        let handshakes = self.latest_handshakes(name)?;
+        let transfer = parse_transfer(&self.run("wg", &["show", name.as_str(), "transfer"])?);
+        Ok(handshakes
+            .into_iter()
+            .map(|(public_key, latest_handshake)| {
+                let (rx_bytes, tx_bytes) = transfer
+                    .iter()
+                    .find(|(key, ..)| *key == public_key)
+                    .map_or((0, 0), |(_, rx, tx)| (*rx, *tx));
+                PeerStats::new(public_key, latest_handshake, rx_bytes, tx_bytes)
+            })
+            .collect())
     }
 
     /// The round trip of one ping to `ip`, waiting at most `timeout` (rounded up to whole
@@ -531,6 +579,19 @@ fn parse_handshakes(out: &str) -> Vec<(PublicKey, Option<SystemTime>)> {
         .collect()
 }
 
+/// Parses `wg show IFACE transfer`: `KEY<TAB>RX<TAB>TX` per peer, in bytes.
+fn parse_transfer(out: &str) -> Vec<(PublicKey, u64, u64)> {
+    out.lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let key = PublicKey::from_base64(fields.next()?.trim()).ok()?;
+            let rx = fields.next()?.trim().parse().ok()?;
+            let tx = fields.next()?.trim().parse().ok()?;
+            Some((key, rx, tx))
+        })
+        .collect()
+}
+
 /// The `time=0.045 ms` of a ping reply line.
 fn parse_ping_time(out: &str) -> Option<Duration> {
     let rest = &out[out.find("time=")? + "time=".len()..];
@@ -581,6 +642,16 @@ mod tests {
         }
         let err = "wireguard".parse::<Implementation>().unwrap_err();
         assert!(err.to_string().contains("\"wireguard\""), "{err}");
+    }
+
+    #[test]
+    fn reads_transfer() {
+        let (a, b) = (
+            PrivateKey::generate().public_key(),
+            PrivateKey::generate().public_key(),
+        );
+        let out = format!("{a}\t1234\t5678\n{b}\t0\t0\nnot a key\t1\t2\n");
+        assert_eq!(parse_transfer(&out), vec![(a, 1234, 5678), (b, 0, 0)]);
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! host runs every command through `nsenter` into it.
 
 use std::{
-    collections::BTreeMap,
     fs,
     net::{IpAddr, Ipv4Addr},
     path::Path,
@@ -116,21 +115,6 @@ impl Node {
             name.as_str(),
             what,
         ]))
-    }
-
-    /// Bytes received and sent per peer (`wg show NAME transfer`); a peer that is removed
-    /// and added again starts from zero.
-    fn transfer(&self, name: &InterfaceName) -> BTreeMap<String, (u64, u64)> {
-        let out = self.wg_show(name, "transfer");
-        out.lines()
-            .filter_map(|line| {
-                let mut fields = line.split('\t');
-                let key = fields.next()?.to_owned();
-                let rx = fields.next()?.trim().parse().ok()?;
-                let tx = fields.next()?.trim().parse().ok()?;
-                Some((key, (rx, tx)))
-            })
-            .collect()
     }
 }
 
@@ -285,7 +269,23 @@ fn syncconf_adds_a_peer_without_dropping_the_live_session() {
                 .is_some()
         );
     }
-    let counted = origin_node.transfer(&wg0.name)[&edge1_key_pub.to_string()];
+    let traffic = |name| {
+        origin_node
+            .host
+            .peers(name)
+            .unwrap()
+            .into_iter()
+            .find(|p| p.public_key == edge1_key_pub)
+            .expect("edge 1 is a peer")
+    };
+    let first = traffic(&wg0.name);
+    assert_eq!(first.latest_handshake, Some(session));
+    // Five pings of 84 bytes each way, and more with WireGuard's framing.
+    assert!(
+        first.rx_bytes >= 5 * 84 && first.tx_bytes >= 5 * 84,
+        "{first:?}"
+    );
+    let counted = (first.rx_bytes, first.tx_bytes);
     let port = origin_node.wg_show(&wg0.name, "listen-port");
     thread::sleep(Duration::from_millis(1100));
 
@@ -304,7 +304,8 @@ fn syncconf_adds_a_peer_without_dropping_the_live_session() {
     // The dialling side has no fixed port; an update must not move it, or the edges would
     // answer to the old one until the next keepalive.
     assert_eq!(origin_node.wg_show(&wg0.name, "listen-port"), port);
-    let (rx, tx) = origin_node.transfer(&wg0.name)[&edge1_key_pub.to_string()];
+    let later = traffic(&wg0.name);
+    let (rx, tx) = (later.rx_bytes, later.tx_bytes);
     assert!(
         rx >= counted.0 && tx >= counted.1,
         "counters restarted: {counted:?} then {:?}",

@@ -229,17 +229,26 @@ impl Traffic {
     }
 
     /// The host names requests are counted by from now on (`app.hoge.com`,
-    /// `*.hoge.com`); series of names no longer set stay, as counters must.
+    /// `*.hoge.com`). Each gets its request series at 0 for every status class at once, so
+    /// a rate over the first requests sees them; series of names no longer set stay, as
+    /// counters must.
     pub fn set_hosts<'a>(&self, hosts: impl IntoIterator<Item = &'a str>) {
         let mut series = self.lock();
         series.exact.clear();
         series.wildcards.clear();
+        let mut labels = vec!["other".to_owned()];
         for host in hosts {
             let host = host.to_ascii_lowercase();
+            labels.push(host.clone());
             match host.strip_prefix('*') {
                 Some(suffix) => series.wildcards.insert(suffix.to_owned()),
                 None => series.exact.insert(host),
             };
+        }
+        for label in labels {
+            for class in 1..=5 {
+                series.requests.entry((label.clone(), class)).or_insert(0);
+            }
         }
     }
 
@@ -458,6 +467,11 @@ mod tests {
             assert!(out.contains(expected), "{expected} not in\n{out}");
         }
         assert!(!out.contains("scanner"), "{out}");
+        // Every class of every name is there from the start.
+        assert!(
+            out.contains("kokoa_edge_requests_total{hostname=\"*.fuga.net\",code=\"1xx\"} 0\n"),
+            "{out}"
+        );
     }
 
     #[test]

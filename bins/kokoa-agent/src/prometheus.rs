@@ -17,22 +17,44 @@ pub const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Durations counted into [`BUCKETS`].
-#[derive(Debug, Default, Clone, PartialEq)]
+/// Bounds for durations of minutes (a VPS created and serving), in seconds.
+pub const MINUTE_BUCKETS: [f64; 10] = [
+    5.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 1200.0, 3600.0,
+];
+
+/// Observations counted into buckets ([`BUCKETS`] unless made [`with_bounds`](Self::with_bounds)).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {
-    /// Observations at or under each bound of [`BUCKETS`].
-    pub buckets: [u64; BUCKETS.len()],
-    /// Their sum, in seconds.
+    bounds: &'static [f64],
+    /// Observations at or under each bound.
+    pub buckets: Vec<u64>,
+    /// Their sum.
     pub sum: f64,
     /// How many.
     pub count: u64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::with_bounds(&BUCKETS)
+    }
+}
+
 impl Histogram {
+    /// An empty histogram with these upper bounds (ascending).
+    pub fn with_bounds(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
     /// Counts one observation of `seconds`.
     pub fn observe(&mut self, seconds: f64) {
-        for (bucket, bound) in self.buckets.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
+        for (bucket, bound) in self.buckets.iter_mut().zip(self.bounds) {
+            if seconds <= *bound {
                 *bucket += 1;
             }
         }
@@ -44,7 +66,7 @@ impl Histogram {
     /// as they are: `a="1",b="2"`).
     pub fn write(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
-        for (bound, count) in BUCKETS.iter().zip(self.buckets) {
+        for (bound, count) in self.bounds.iter().zip(&self.buckets) {
             let _ = writeln!(
                 out,
                 "{name}_bucket{{{labels}{sep}le=\"{}\"}} {count}",

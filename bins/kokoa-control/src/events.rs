@@ -238,4 +238,9 @@ impl EventBus {
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.tx.subscribe()
     }
+
+    /// How many receivers [`subscribe`](Self::subscribe) handed out are still alive.
+    pub fn subscribers(&self) -> usize {
+        self.inner.tx.receiver_count()
+    }
 }

@@ -22,7 +22,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use kokoa_agent::prometheus::{CONTENT_TYPE, Histogram, escape, family, number};
+use kokoa_agent::prometheus::{CONTENT_TYPE, Histogram, MINUTE_BUCKETS, escape, family, number};
 use kokoa_core::{EdgeNode, EdgeStatus, OriginStatus};
 
 use crate::{error::ApiError, runtime::Module, state::AppState};
@@ -36,6 +36,19 @@ type Durations = Vec<((String, String), Histogram)>;
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
     inner: Mutex<HttpSeries>,
+    long_polls: std::sync::atomic::AtomicU64,
+}
+
+/// A configuration request held for a change; counted while it lives.
+#[derive(Debug)]
+pub struct LongPoll<'a>(&'a HttpMetrics);
+
+impl Drop for LongPoll<'_> {
+    fn drop(&mut self) {
+        self.0
+            .long_polls
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +76,13 @@ impl HttpMetrics {
             .entry((route.to_owned(), method.to_owned()))
             .or_default();
         histogram.observe(took.as_secs_f64());
+    }
+
+    /// Counts a configuration request held for a change until the guard is dropped.
+    pub fn long_poll(&self) -> LongPoll<'_> {
+        self.long_polls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LongPoll(self)
     }
 
     fn snapshot(&self) -> (Requests, Durations) {
@@ -113,6 +133,14 @@ struct DutySeries {
     dns_failures: BTreeMap<String, u64>,
     /// By outcome (`issued`, `failed`).
     acme_orders: BTreeMap<&'static str, u64>,
+    /// By change (`acquired`, `lost`).
+    leader_changes: BTreeMap<&'static str, u64>,
+    /// By (provider, step).
+    edge_steps: BTreeMap<(String, String), u64>,
+    /// Seconds from an edge's creation to each step, by step.
+    edge_step_seconds: BTreeMap<String, Histogram>,
+    /// Failed lifecycle attempts, by provider.
+    edge_failures: BTreeMap<String, u64>,
 }
 
 impl DutyMetrics {
@@ -157,6 +185,39 @@ impl DutyMetrics {
             .lock()
             .acme_orders
             .entry(if issued { "issued" } else { "failed" })
+            .or_default() += 1;
+    }
+
+    /// Counts this control plane taking the lease (`acquired`) or losing it.
+    pub fn leader_change(&self, acquired: bool) {
+        *self
+            .lock()
+            .leader_changes
+            .entry(if acquired { "acquired" } else { "lost" })
+            .or_default() += 1;
+    }
+
+    /// Counts an edge at `provider` reaching `step` of its lifecycle (`instance_created`,
+    /// `enrolled`, …, `destroyed`) `seconds` after it was created.
+    pub fn edge_step(&self, provider: &str, step: &str, seconds: i64) {
+        let mut series = self.lock();
+        *series
+            .edge_steps
+            .entry((provider.to_owned(), step.to_owned()))
+            .or_default() += 1;
+        series
+            .edge_step_seconds
+            .entry(step.to_owned())
+            .or_insert_with(|| Histogram::with_bounds(&MINUTE_BUCKETS))
+            .observe(seconds.max(0) as f64);
+    }
+
+    /// Counts a failed attempt of an edge's lifecycle at `provider`.
+    pub fn edge_failure(&self, provider: &str) {
+        *self
+            .lock()
+            .edge_failures
+            .entry(provider.to_owned())
             .or_default() += 1;
     }
 
@@ -241,6 +302,60 @@ impl DutyMetrics {
             let _ = writeln!(
                 out,
                 "kokoa_acme_orders_total{{outcome=\"{outcome}\"}} {count}"
+            );
+        }
+        family(
+            out,
+            "kokoa_leader_changes_total",
+            "counter",
+            "Times this control plane took the leader lease (acquired) or lost it.",
+        );
+        for change in ["acquired", "lost"] {
+            let count = series.leader_changes.get(change).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "kokoa_leader_changes_total{{change=\"{change}\"}} {count}"
+            );
+        }
+        family(
+            out,
+            "kokoa_lifecycle_steps_total",
+            "counter",
+            "Edges that reached a step of their lifecycle (instance_created … serving, \
+             dns_removed, destroyed), by provider.",
+        );
+        for ((provider, step), count) in &series.edge_steps {
+            let _ = writeln!(
+                out,
+                "kokoa_lifecycle_steps_total{{provider=\"{}\",step=\"{}\"}} {count}",
+                escape(provider),
+                escape(step)
+            );
+        }
+        family(
+            out,
+            "kokoa_lifecycle_step_seconds",
+            "histogram",
+            "Seconds from an edge's creation to each step of its lifecycle.",
+        );
+        for (step, histogram) in &series.edge_step_seconds {
+            histogram.write(
+                out,
+                "kokoa_lifecycle_step_seconds",
+                &format!("step=\"{}\"", escape(step)),
+            );
+        }
+        family(
+            out,
+            "kokoa_lifecycle_failures_total",
+            "counter",
+            "Failed attempts of the edges' lifecycle (a provider call, a timeout), by provider.",
+        );
+        for (provider, count) in &series.edge_failures {
+            let _ = writeln!(
+                out,
+                "kokoa_lifecycle_failures_total{{provider=\"{}\"}} {count}",
+                escape(provider)
             );
         }
     }
@@ -420,6 +535,31 @@ pub async fn render(state: &AppState) -> Result<String, ApiError> {
         let labels = format!("route=\"{}\",method=\"{method}\"", escape(&route));
         histogram.write(&mut out, "kokoa_http_request_duration_seconds", &labels);
     }
+    family(
+        &mut out,
+        "kokoa_config_long_polls",
+        "gauge",
+        "Configuration requests of nodes held open until a change (?wait=).",
+    );
+    let _ = writeln!(
+        out,
+        "kokoa_config_long_polls {}",
+        state
+            .http_metrics()
+            .long_polls
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "kokoa_event_stream_subscribers",
+        "gauge",
+        "Clients following GET /api/v1/events/stream.",
+    );
+    let _ = writeln!(
+        out,
+        "kokoa_event_stream_subscribers {}",
+        state.events().subscribers()
+    );
     state.duty_metrics().render(&mut out);
     Ok(out)
 }

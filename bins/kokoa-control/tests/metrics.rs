@@ -108,7 +108,7 @@ async fn metrics_show_the_deployment_and_the_api_traffic_to_a_token_holder() {
         201,
     )
     .await;
-    s.enrolled_edge(None).await;
+    let (_, credential) = s.enrolled_edge(None).await;
     // An issued certificate, as the SSL manager stores one.
     let expires = kokoa_core::Timestamp::from_unix(1_900_000_000).unwrap();
     let now = kokoa_core::Timestamp::now();
@@ -196,6 +196,52 @@ async fn metrics_show_the_deployment_and_the_api_traffic_to_a_token_holder() {
     assert!(!text.contains("rt_nope"), "{text}");
     assert!(!text.contains(origin_id), "{text}");
     promtool_accepts(&text);
+    assert_eq!(get("kokoa_config_long_polls"), 0.0);
+    assert_eq!(get("kokoa_event_stream_subscribers"), 0.0);
+
+    // A node waiting for a change of the configuration it holds, and a client following
+    // the events, count while they last.
+    let config = "/api/v1/edge-nodes/me/config";
+    let held = s
+        .send(Method::GET, config, Some(&credential), None, &[])
+        .await;
+    let etag = held.headers()["etag"].to_str().unwrap().to_owned();
+    let _stream = s
+        .send(
+            Method::GET,
+            "/api/v1/events/stream",
+            Some(&s.viewer),
+            None,
+            &[],
+        )
+        .await;
+    let (waiting, headers) = (
+        format!("{config}?wait=30"),
+        [("if-none-match", etag.as_str())],
+    );
+    let long_poll = s.send(Method::GET, &waiting, Some(&credential), None, &headers);
+    let counted = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let text = s
+                .send(Method::GET, "/metrics", Some(&s.viewer), None, &[])
+                .await
+                .text()
+                .await
+                .unwrap();
+            let samples = parse(&text);
+            if samples.get("kokoa_config_long_polls") == Some(&1.0) {
+                break samples;
+            }
+        }
+    };
+    let samples = tokio::select! {
+        _ = long_poll => panic!("the long poll was answered"),
+        samples = tokio::time::timeout(std::time::Duration::from_secs(10), counted) => {
+            samples.expect("the long poll was never counted")
+        }
+    };
+    assert_eq!(samples["kokoa_event_stream_subscribers"], 1.0);
 }
 
 /// `promtool check metrics` (Prometheus's own linter) finds nothing to say about `text`.
@@ -260,6 +306,11 @@ async fn the_duties_count_their_runs_and_last_success() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     assert_eq!(samples["kokoa_leader"], 1.0);
+    assert_eq!(
+        samples["kokoa_leader_changes_total{change=\"acquired\"}"],
+        1.0
+    );
+    assert_eq!(samples["kokoa_leader_changes_total{change=\"lost\"}"], 0.0);
     let runs = samples["kokoa_duty_runs_total{duty=\"health_judge\",outcome=\"ok\"}"];
     assert_eq!(
         samples["kokoa_duty_run_duration_seconds_count{duty=\"health_judge\"}"],
@@ -278,7 +329,9 @@ async fn the_duties_count_their_runs_and_last_success() {
 
 /// `packaging/prometheus/`: the alert rules pass `promtool check rules` and their unit
 /// tests, the scrape configuration `promtool check config` (its files stood in for), and
-/// every metric the rules and the configuration name is one the control plane serves.
+/// every metric the rules and the Grafana dashboard (`packaging/grafana/`) name is one the
+/// control plane serves (`kokoa_edge_…` and `kokoa_origin_…` are the agents', checked by
+/// their tests).
 #[tokio::test]
 async fn the_shipped_alert_rules_pass_their_tests_and_name_served_metrics() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/prometheus");
@@ -326,16 +379,25 @@ async fn the_shipped_alert_rules_pass_their_tests_and_name_served_metrics() {
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split(' ').next())
         .collect();
-    let rules = std::fs::read_to_string(dir.join("kokoa-alerts.yml")).unwrap();
-    let named: std::collections::BTreeSet<&str> = rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("kokoa_"))
-        .collect();
-    assert!(named.len() >= 6, "{named:?}");
-    for name in named {
-        assert!(
-            served.contains(name),
-            "the rules name {name}, which /metrics does not serve"
-        );
+    // The agents' metrics (kokoa_edge_…, kokoa_origin_…) are checked by their own tests.
+    let agents = |w: &&str| w.starts_with("kokoa_edge_") || w.starts_with("kokoa_origin_");
+    for file in [
+        dir.join("kokoa-alerts.yml"),
+        dir.join("../grafana/kokoa.json"),
+    ] {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let named: std::collections::BTreeSet<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("kokoa_") && !agents(w))
+            .map(|w| w.trim_end_matches("_bucket"))
+            .collect();
+        assert!(named.len() >= 5, "{}: {named:?}", file.display());
+        for name in named {
+            assert!(
+                served.contains(name),
+                "{} names {name}, which /metrics does not serve",
+                file.display()
+            );
+        }
     }
 }

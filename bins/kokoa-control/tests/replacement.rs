@@ -314,6 +314,32 @@ async fn an_unhealthy_edge_is_destroyed_and_replaced_in_another_region() {
             "edge.ready"
         ]
     );
+    // The same steps in /metrics: three edges made at the provider (two, then the
+    // replacement), one destroyed, and how long after their creation they passed checks.
+    let metrics = plane.metrics().await;
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    let step = |step: &str| {
+        value(&format!(
+            "kokoa_lifecycle_steps_total{{provider=\"standin\",step=\"{step}\"}}"
+        ))
+    };
+    assert_eq!(step("instance_created"), 3.0);
+    assert_eq!(step("checks_passed"), 3.0);
+    assert_eq!(step("destroyed"), 1.0);
+    assert_eq!(
+        value("kokoa_lifecycle_step_seconds_count{step=\"checks_passed\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("kokoa_lifecycle_step_seconds_bucket{step=\"checks_passed\",le=\"60\"}"),
+        3.0,
+        "every edge passed its checks within a minute of its creation"
+    );
     plane.stop().await;
 }
 

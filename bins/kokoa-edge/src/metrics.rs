@@ -191,3 +191,48 @@ impl EdgeMetrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every edge metric the shipped alert rules and Grafana dashboard name is one the
+    /// edge serves (a histogram by its family name).
+    #[test]
+    fn the_shipped_rules_and_dashboard_name_served_metrics() {
+        let metrics = EdgeMetrics::default();
+        metrics.apply(Apply::Applied);
+        metrics.heartbeat(&Heartbeat::new(
+            kokoa_core::EdgeNodeId::new(),
+            true,
+            None,
+            kokoa_agent::Sample::default(),
+            Vec::new(),
+            None,
+        ));
+        let text = metrics.render();
+        for (file, shipped) in [
+            (
+                "kokoa-alerts.yml",
+                include_str!("../../../packaging/prometheus/kokoa-alerts.yml"),
+            ),
+            (
+                "kokoa.json",
+                include_str!("../../../packaging/grafana/kokoa.json"),
+            ),
+        ] {
+            let named: Vec<&str> = shipped
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("kokoa_edge_"))
+                .map(|w| w.trim_end_matches("_bucket"))
+                .collect();
+            assert!(!named.is_empty(), "{file}");
+            for name in named {
+                assert!(
+                    text.contains(&format!("# TYPE {name} ")),
+                    "{file} names {name}, which the edge does not serve:\n{text}"
+                );
+            }
+        }
+    }
+}

@@ -42,6 +42,11 @@ pub fn router(name: String, down_file: Option<PathBuf>) -> Router {
     let (conn_name, ws_name) = (name.clone(), name.clone());
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
+        // A page that always fails: the lab counts 5xx answers by host name with it.
+        .route(
+            "/fail",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "failing on purpose\n") }),
+        )
         .route(
             "/conn",
             get(

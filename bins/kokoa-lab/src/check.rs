@@ -66,7 +66,7 @@ pub(crate) fn report(
 /// Runs every step in order, printing one line each. A failed step does not stop the
 /// others (one run shows every problem); the first failure is returned.
 pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
-    let steps: [(u8, &'static str); 11] = [
+    let steps: [(u8, &'static str); 12] = [
         (1, "routing"),
         (2, "convergence"),
         (3, "isolation"),
@@ -78,6 +78,7 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
         (9, "WireGuard check"),
         (10, "key rotation"),
         (11, "keep-alive and WebSocket"),
+        (12, "metrics in Prometheus"),
     ];
     let mut first_failure = None;
     for (number, name) in steps {
@@ -93,7 +94,8 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
             8 => application_down(lab).await,
             9 => wireguard_path(lab).await,
             10 => key_rotation(lab).await,
-            _ => keep_alive_and_websocket(lab).await,
+            11 => keep_alive_and_websocket(lab).await,
+            _ => metrics(lab).await,
         };
         report(out, number, name, result, &mut first_failure);
     }
@@ -1298,5 +1300,123 @@ async fn certificates(lab: &mut Lab) -> Step {
         first.0,
         secs(first.1),
         secs(slowest)
+    ))
+}
+
+/// 12. A real Prometheus scrapes the control plane, both edges and both origins with the
+///     shipped alert rules; a burst of known requests through edge1 (30 answered, 10
+///     failing with 500) shows up in edge1's series for app.hoge.test (the failures
+///     exactly), and makes the 5xx alert for that name fire.
+async fn metrics(lab: &mut Lab) -> Step {
+    use crate::prom::{EDGE_METRICS_PORT, Prometheus, targets};
+    let prometheus = Prometheus::start(lab).await?;
+    let started = Instant::now();
+    let expected = targets().len() as f64;
+    loop {
+        let up = prometheus.scalar("sum(up)").await?;
+        if up == expected {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let all = prometheus.query("up").await?;
+            return Err(format!("{up} of {expected} targets up after 30 s: {all:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let leader = prometheus.scalar("max(kokoa_leader)").await?;
+    if leader != 1.0 {
+        return Err(format!("kokoa_leader is {leader}, not 1"));
+    }
+
+    let edge = plan::host("edge1");
+    let app = APPS[0];
+    let instance = format!("{}:{EDGE_METRICS_PORT}", edge.address);
+    let count = |code: &str| {
+        format!(
+            "sum(kokoa_edge_requests_total{{instance=\"{instance}\",hostname=\"{}\",code=\"{code}\"}})",
+            app.hostname
+        )
+    };
+    let before = (
+        prometheus.scalar(&count("2xx")).await?,
+        prometheus.scalar(&count("5xx")).await?,
+    );
+    let (answered, failing) = (30, 10);
+    for i in 0..answered + failing {
+        let path = if i % 4 == 3 { "/fail" } else { "/" };
+        let reply = net::https_via(edge.address, app.hostname, path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let want = if path == "/fail" { 500 } else { 200 };
+        if reply.status != want {
+            return Err(format!("GET {path} via edge1: {}", reply.outcome()));
+        }
+        // 8 a second: under the edge's per-client limit.
+        tokio::time::sleep(Duration::from_millis(125)).await;
+    }
+    let burst = Instant::now();
+    let counted = loop {
+        let now = (
+            prometheus.scalar(&count("2xx")).await?,
+            prometheus.scalar(&count("5xx")).await?,
+        );
+        let delta = (now.0 - before.0, now.1 - before.1);
+        // The control plane's end-to-end checks add answered requests of their own;
+        // nothing else fails there.
+        if delta.0 >= f64::from(answered) && delta.1 == f64::from(failing) {
+            break (burst.elapsed(), delta.0);
+        }
+        if burst.elapsed() > Duration::from_secs(30) {
+            return Err(format!(
+                "after 30 s Prometheus counts +{} 2xx and +{} 5xx for {} via edge1, not \
+                 +{answered} (or more) and +{failing}",
+                delta.0, delta.1, app.hostname
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let firing = format!(
+        "ALERTS{{alertname=\"KokoaHostnameServerErrors\",alertstate=\"firing\",hostname=\"{}\"}}",
+        app.hostname
+    );
+    let fired = loop {
+        if !prometheus.query(&firing).await?.is_empty() {
+            break burst.elapsed();
+        }
+        if burst.elapsed() > Duration::from_secs(60) {
+            let alerts = prometheus.query("ALERTS").await?;
+            return Err(format!(
+                "the 5xx alert for {} did not fire: {alerts:?}",
+                app.hostname
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let connected = prometheus
+        .scalar("min(kokoa_origin_edges_connected)")
+        .await?;
+    if connected != 2.0 {
+        return Err(format!(
+            "an origin counts {connected} edges connected, not 2"
+        ));
+    }
+    let queries = crate::prom::dashboard_queries()?;
+    for (panel, query) in &queries {
+        if prometheus.query(query).await?.is_empty() {
+            return Err(format!(
+                "the dashboard's panel {panel:?} shows nothing: {query}"
+            ));
+        }
+    }
+    let (counted, answered_seen) = counted;
+    Ok(format!(
+        "{expected} targets up; {answered} answered and {failing} failing requests for {} \
+         via edge1 counted after {} (+{answered_seen} 2xx with the control plane's checks, \
+         +{failing} 5xx); its 5xx alert firing after {}; every origin sees 2 edges; all {} \
+         queries of the Grafana dashboard return data",
+        app.hostname,
+        secs(counted),
+        secs(fired),
+        queries.len()
     ))
 }

@@ -202,7 +202,7 @@ struct Run {
     replacement: Option<(String, Ipv4Addr)>,
 }
 
-/// Runs steps 12–16, one line each; the first failure is returned.
+/// Runs steps 13–17, one line each; the first failure is returned.
 pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
     let edge1 = plan::host("edge1");
     // The lab's two edges serve: from now on the automation keeps two and replaces losses.
@@ -238,19 +238,19 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
         replacement: None,
     };
     let steps: [(u8, &'static str); 5] = [
-        (12, "edge killed, out of DNS"),
-        (13, "unhealthy on the open Edge nodes page"),
-        (14, "replaced elsewhere"),
-        (15, "requests"),
-        (16, "origin down at the new edges"),
+        (13, "edge killed, out of DNS"),
+        (14, "unhealthy on the open Edge nodes page"),
+        (15, "replaced elsewhere"),
+        (16, "requests"),
+        (17, "origin down at the new edges"),
     ];
     let mut first_failure = None;
     for (number, name) in steps {
         let result = match number {
-            12 => removed(lab, &mut shared).await,
-            13 => seen_on_page(&page, killed_at).await,
-            14 => replaced(lab, &mut shared).await,
-            15 => requests(&mut shared).await,
+            13 => removed(lab, &mut shared).await,
+            14 => seen_on_page(&page, killed_at).await,
+            15 => replaced(lab, &mut shared).await,
+            16 => requests(&mut shared).await,
             _ => origin_down(lab, &shared).await,
         };
         check::report(out, number, name, result, &mut first_failure);
@@ -262,7 +262,7 @@ pub async fn run(lab: &mut Lab, out: &mut dyn Write) -> Result<(), Error> {
     first_failure.map_or(Ok(()), Err)
 }
 
-/// 12. edge1's records leave PowerDNS.
+/// 13. edge1's records leave PowerDNS.
 async fn removed(lab: &Lab, run: &mut Run) -> Step {
     let dead = plan::host("edge1").address;
     wait_for(
@@ -296,7 +296,7 @@ async fn removed(lab: &Lab, run: &mut Run) -> Step {
     ))
 }
 
-/// 13. The Edge nodes page, open since before the kill, showed edge1 unhealthy by itself.
+/// 14. The Edge nodes page, open since before the kill, showed edge1 unhealthy by itself.
 async fn seen_on_page(page: &Result<EdgesPage, String>, killed: SystemTime) -> Step {
     let page = page
         .as_ref()
@@ -311,7 +311,7 @@ async fn seen_on_page(page: &Result<EdgesPage, String>, killed: SystemTime) -> S
     ))
 }
 
-/// 14. A replacement in another region passes its checks, goes into DNS and serves the
+/// 15. A replacement in another region passes its checks, goes into DNS and serves the
 ///     client.
 async fn replaced(lab: &Lab, run: &mut Run) -> Step {
     let fixed: Vec<Ipv4Addr> = plan::hosts(Role::Edge).map(|h| h.address).collect();
@@ -424,7 +424,7 @@ async fn replaced(lab: &Lab, run: &mut Run) -> Step {
     ))
 }
 
-/// 15. No request fails before the kill (one in flight at that moment may), nor once the
+/// 16. No request fails before the kill (one in flight at that moment may), nor once the
 ///     TTL after the removal has run out.
 async fn requests(run: &mut Run) -> Step {
     // A few more answers through the new set of edges first.
@@ -473,7 +473,7 @@ async fn requests(run: &mut Run) -> Step {
     ))
 }
 
-/// 16. origin-a's app stops: its routes answer 503 at every serving edge (edge2 and the
+/// 17. origin-a's app stops: its routes answer 503 at every serving edge (edge2 and the
 ///     replacement) while origin-b's answer 200; it restarts: 200 again.
 async fn origin_down(lab: &mut Lab, run: &Run) -> Step {
     let Some((name, address)) = run.replacement.clone() else {

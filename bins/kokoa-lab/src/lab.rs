@@ -612,6 +612,12 @@ impl Lab {
             "--nginx-prefix".into(),
             home.join("nginx").display().to_string(),
             "--stop-on-exit".into(),
+            "--metrics-listen".into(),
+            format!(
+                "{}:{}",
+                plan::host(name).address,
+                crate::prom::EDGE_METRICS_PORT
+            ),
         ];
         self.supervisor
             .start(&mut self.ledger, name, Spec::netns_own_wireguard(&ns, run))
@@ -695,6 +701,12 @@ impl Lab {
             "--state-dir".into(),
             state_dir,
             "--stop-on-exit".into(),
+            "--metrics-listen".into(),
+            format!(
+                "{}:{}",
+                plan::host(origin).address,
+                crate::prom::ORIGIN_METRICS_PORT
+            ),
         ];
         if let Some(port) = app_port {
             run.extend([

@@ -38,6 +38,7 @@ pub mod net;
 pub mod packaged;
 pub mod plan;
 pub mod postgres;
+pub mod prom;
 pub mod sampler;
 pub mod state;
 pub mod supervisor;

@@ -13,7 +13,7 @@ use std::{
 use kokoa_agent::{Backoff, Sampler, keys::NodeKeys};
 use kokoa_wg::{
     InterfaceConfig, InterfaceName,
-    apply::{HANDSHAKE_FRESH, WgHost},
+    apply::{HANDSHAKE_FRESH, PeerStats, WgHost},
 };
 use tokio::sync::{Notify, watch};
 
@@ -25,6 +25,7 @@ use crate::{
     firewall::{Firewall, FirewallState, Rules},
     forward::Forwarder,
     heartbeat::{Heartbeat, Metrics, disk_percent},
+    metrics::{EdgeTunnel, OriginMetrics},
     payload::{OriginConfig, Plan},
     state::StateDir,
 };
@@ -37,6 +38,12 @@ pub trait Tunnel: Send + Sync + 'static {
 
     /// How many peers of `name` completed a handshake within the last 180 s.
     fn edges_connected(&self, name: &InterfaceName) -> usize;
+
+    /// Each peer of `name` with its latest handshake and traffic (for `/metrics`).
+    fn peers(&self, name: &InterfaceName) -> Vec<PeerStats> {
+        let _ = name;
+        Vec::new()
+    }
 
     /// Hands an edge's address over to its new key once that key has completed a
     /// handshake (see `kokoa_wg::rotation`); returns whether anything changed. Cheap while
@@ -62,6 +69,10 @@ impl Tunnel for WgTunnel {
         let applied = self.0.apply(std::slice::from_ref(wanted))?;
         tracing::debug!(created = ?applied.created, updated = ?applied.updated, removed = ?applied.removed, "WireGuard applied");
         Ok(())
+    }
+
+    fn peers(&self, name: &InterfaceName) -> Vec<PeerStats> {
+        self.0.peers(name).unwrap_or_default()
     }
 
     fn edges_connected(&self, name: &InterfaceName) -> usize {
@@ -173,6 +184,7 @@ pub struct Agent<T> {
     tunnel: T,
     state: StateDir,
     settings: Settings,
+    metrics: Arc<OriginMetrics>,
 }
 
 #[derive(Debug)]
@@ -184,6 +196,7 @@ struct Ctx<T> {
     keys: NodeKeys,
     settings: Settings,
     shared: Mutex<Shared>,
+    metrics: Arc<OriginMetrics>,
     /// Wakes the checks: a new configuration may name other services.
     recheck: Notify,
     /// Wakes the heartbeat: a service changed state.
@@ -198,7 +211,14 @@ impl<T: Tunnel> Agent<T> {
             tunnel,
             state,
             settings,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records what the agent observes into `metrics` (served by `--metrics-listen`).
+    pub fn with_metrics(mut self, metrics: Arc<OriginMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs until `shutdown` completes.
@@ -216,6 +236,7 @@ impl<T: Tunnel> Agent<T> {
             state: self.state,
             settings: self.settings,
             shared: Mutex::default(),
+            metrics: self.metrics,
             recheck: Notify::new(),
             report: Notify::new(),
         });
@@ -554,7 +575,7 @@ impl<T: Tunnel> Ctx<T> {
                 () = self.report.notified() => {}
                 _ = stop.changed() => return,
             }
-            let (live, hash, services, last_error, firewall) = {
+            let (live, hash, services, last_error, firewall, interface) = {
                 let shared = self.shared();
                 let live = shared.live.as_ref().map(|(_, plan)| plan.edges.len());
                 (
@@ -563,6 +584,7 @@ impl<T: Tunnel> Ctx<T> {
                     shared.services.clone(),
                     shared.last_error.clone(),
                     shared.firewall.clone(),
+                    shared.live.as_ref().map(|(_, plan)| plan.interface.clone()),
                 )
             };
             let (tunnel, name, disk) = (
@@ -570,7 +592,7 @@ impl<T: Tunnel> Ctx<T> {
                 self.settings.interface.clone(),
                 self.settings.disk.clone(),
             );
-            let (returned, metrics) = blocking(move || {
+            let (returned, metrics, peers) = blocking(move || {
                 let sample = sampler.sample();
                 let metrics = Metrics {
                     cpu_percent: sample.cpu_percent,
@@ -578,10 +600,14 @@ impl<T: Tunnel> Ctx<T> {
                     disk_percent: disk_percent(&disk),
                     edges_connected: live.map_or(0, |_| tunnel.edges_connected(&name)),
                 };
-                (sampler, metrics)
+                let peers = live.map_or_else(Vec::new, |_| tunnel.peers(&name));
+                (sampler, metrics, peers)
             })
             .await;
             sampler = returned;
+            let tunnels = interface.map_or_else(Vec::new, |i| EdgeTunnel::named(&i, peers));
+            self.metrics
+                .observe(metrics.edges_connected, tunnels, services.clone());
             let mut heartbeat = Heartbeat::new(
                 self.client.node_id().clone(),
                 live.is_some(),

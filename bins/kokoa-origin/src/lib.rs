@@ -61,6 +61,7 @@ mod error;
 mod firewall;
 mod forward;
 mod heartbeat;
+mod metrics;
 mod payload;
 mod state;
 
@@ -72,5 +73,6 @@ pub use error::Error;
 pub use firewall::{Firewall, FirewallState, Rules, TABLE};
 pub use forward::{DEFAULT_MAX_CONNECTIONS, Forwarder, Relay};
 pub use heartbeat::{Heartbeat, Metrics, disk_percent};
+pub use metrics::OriginMetrics;
 pub use payload::{OriginConfig, OriginRoute, Plan, Service};
 pub use state::{BundleCredentials, Credential, StateDir};

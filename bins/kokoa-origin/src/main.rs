@@ -1,9 +1,10 @@
 //! `kokoa-origin`: enroll an origin with the control plane, then run the agent.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::ExitCode,
+    sync::Arc,
     time::Duration,
 };
 
@@ -11,7 +12,7 @@ use clap::{Parser, Subcommand};
 use kokoa_agent::{CaPin, Secret};
 use kokoa_origin::{
     Agent, ApplicationEndpoint, BundleCredentials, Checker, ControlPlane, DEFAULT_MAX_CONNECTIONS,
-    Error, Firewall, Forwarder, Relay, Settings, StateDir, Timing, WgTunnel,
+    Error, Firewall, Forwarder, OriginMetrics, Relay, Settings, StateDir, Timing, WgTunnel,
 };
 use kokoa_wg::{
     InterfaceName,
@@ -35,6 +36,9 @@ Examples:
 
   # On a host whose firewall is managed otherwise (no nftables table `inet kokoa`):
   kokoa-origin run --no-firewall
+
+  # With Prometheus metrics for a scraper on this host:
+  kokoa-origin run --metrics-listen 127.0.0.1:9582
 
 Firewall: `run` installs the nftables table `inet kokoa` (needs the nft program, package
 nftables): on the WireGuard interface only the edges' tunnel addresses get in, to the
@@ -135,6 +139,11 @@ struct RunArgs {
     /// The firewall rules go with it.
     #[arg(long)]
     stop_on_exit: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics: each edge's tunnel (handshake age,
+    /// bytes), the edges connected, the checked services. No authentication: bind loopback
+    /// or a private address [default: off].
+    #[arg(long, env = "KOKOA_ORIGIN_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    metrics_listen: Option<SocketAddr>,
     /// The application's own health URL, e.g. `http://127.0.0.1:8080/health`: the edges'
     /// check `GET http://<tunnel address>/health` answers 200 while it answers 2xx, 503
     /// otherwise (the control plane then serves this origin's routes as 503). Without it
@@ -254,7 +263,25 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     };
     let tunnel = WgTunnel(WgHost::new(args.wg_userspace, state.path()));
     tracing::info!(origin_id = %credential.node_id, control_plane = %credential.control_plane_url, "origin agent starting");
+    let metrics = Arc::new(OriginMetrics::default());
+    if let Some(address) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| Error::Io {
+                action: "listen for metrics on",
+                path: address.to_string().into(),
+                source,
+            })?;
+        tracing::info!(%address, "serving metrics at /metrics");
+        let served = Arc::clone(&metrics);
+        tokio::spawn(kokoa_agent::prometheus::serve(
+            listener,
+            move || served.render(),
+            std::future::pending(),
+        ));
+    }
     Agent::new(client, tunnel, state, settings)
+        .with_metrics(metrics)
         .run(shutdown_signal())
         .await
 }

@@ -66,6 +66,7 @@ where
         if Instant::now() >= deadline {
             return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
         }
+        let _held = state.http_metrics().long_poll();
         let changed = tokio::select! {
             changed = tokio::time::timeout_at(deadline, changes.changed()) => {
                 matches!(changed, Ok(Ok(())))

@@ -710,6 +710,11 @@ async fn act(
                     edge.set_status(EdgeStatus::Active, now)?;
                     edge.lifecycle.enter(EdgePhase::Serving, now);
                     edge.lifecycle.steps.insert("checks_passed".into(), now);
+                    state.duty_metrics().edge_step(
+                        edge.provider.as_str(),
+                        "checks_passed",
+                        now.seconds_since(edge.created_at),
+                    );
                     events
                         .emit(
                             kinds::EDGE_READY,

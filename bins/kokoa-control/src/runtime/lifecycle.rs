@@ -471,6 +471,11 @@ impl Step<'_> {
         }
         self.edge.lifecycle.steps.insert(step.to_owned(), now);
         self.changed = true;
+        self.state.duty_metrics().edge_step(
+            self.edge.provider.as_str(),
+            step,
+            now.seconds_since(self.edge.created_at),
+        );
         self.state
             .events()
             .emit(
@@ -490,6 +495,9 @@ impl Step<'_> {
 
     /// A failed attempt: retried with a doubling delay; given up after [`MAX_ATTEMPTS`].
     async fn fail(&mut self, now: Timestamp, message: String) {
+        self.state
+            .duty_metrics()
+            .edge_failure(self.edge.provider.as_str());
         let attempts = self.edge.lifecycle.attempts + 1;
         let delay = 2_i64.saturating_pow(attempts.min(8)).min(300);
         self.edge

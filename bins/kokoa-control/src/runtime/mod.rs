@@ -141,6 +141,9 @@ impl Leader {
             },
         });
         self.set_term(term);
+        if before.is_some() != term.is_some() {
+            state.duty_metrics().leader_change(term.is_some());
+        }
         match (before, term) {
             (None, Some(term)) => {
                 state
@@ -189,6 +192,7 @@ impl Leader {
             Ok(_) => Ok(()),
             Err(e @ kokoa_core::Error::Fenced { .. }) => {
                 self.set_term(None);
+                state.duty_metrics().leader_change(false);
                 let message = format!("{kind} {subject} refused: {e}");
                 tracing::warn!(instance = %self.instance, "{message}");
                 state

@@ -376,6 +376,19 @@ impl Plane {
         json
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let answer = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .expect("the API answers");
+        assert_eq!(answer.status(), 200);
+        answer.text().await.unwrap()
+    }
+
     /// Trades an enrollment token for the node credential.
     pub async fn enroll(&self, token: &str) -> String {
         let enrolled: Value = self
