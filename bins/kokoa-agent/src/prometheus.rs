@@ -166,6 +166,19 @@ pub async fn serve(
     }
 }
 
+/// Binds `address` and serves `render` there (see [`serve`]) for as long as the process
+/// runs; returns the address bound (a port 0 resolved).
+pub async fn spawn(
+    address: std::net::SocketAddr,
+    render: impl Fn() -> String + Send + Sync + 'static,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, "serving metrics at /metrics");
+    tokio::spawn(serve(listener, render, std::future::pending()));
+    Ok(bound)
+}
+
 /// Reads up to the end of the request head; `None` if it is too long or the client left.
 async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option<String>> {
     let mut head = Vec::with_capacity(256);

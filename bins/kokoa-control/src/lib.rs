@@ -270,39 +270,8 @@ pub async fn serve(
                 host, http_listen, ..
             }),
         ) => {
-            let listener =
-                TcpListener::bind(http_listen)
-                    .await
-                    .map_err(|source| match source.kind() {
-                        std::io::ErrorKind::PermissionDenied => Error::Setting {
-                            setting: "acme_http_listen",
-                            message: format!(
-                                "cannot listen on {http_listen}: {source}; ports below 1024 need \
-                             root or CAP_NET_BIND_SERVICE (under systemd: \
-                             AmbientCapabilities=CAP_NET_BIND_SERVICE). The CA asks on port \
-                             80: listen elsewhere only if port 80 is forwarded there"
-                            ),
-                        },
-                        _ => Error::Listen {
-                            address: *http_listen,
-                            source,
-                        },
-                    })?;
-            let address = listener.local_addr().map_err(Error::Serve)?;
-            tracing::info!(%address, %host, "answering the CA's HTTP-01 requests");
-            // Checked before the CA is told to look: the port on loopback when the
-            // responder listens everywhere.
-            let check = match address.ip() {
-                ip if ip.is_unspecified() => std::net::SocketAddr::new(
-                    if ip.is_ipv4() {
-                        std::net::Ipv4Addr::LOCALHOST.into()
-                    } else {
-                        std::net::Ipv6Addr::LOCALHOST.into()
-                    },
-                    address.port(),
-                ),
-                _ => address,
-            };
+            let (listener, check) = tls::acme::bind(*http_listen).await?;
+            tracing::info!(address = %http_listen, %host, "answering the CA's HTTP-01 requests");
             tls.keep_public(state.clone(), host.clone(), check);
             let stopping = state.clone();
             Some(tokio::spawn(serve_on(

@@ -564,6 +564,54 @@ pub async fn render(state: &AppState) -> Result<String, ApiError> {
     Ok(out)
 }
 
+/// A node's metrics address from its last heartbeat (`metrics_address`), with `public_ip`
+/// for an agent that listens on every address; `None` when it serves none or cannot be
+/// reached that way.
+fn scrape_address(
+    last_metrics: Option<&serde_json::Value>,
+    public_ip: Option<std::net::IpAddr>,
+) -> Option<std::net::SocketAddr> {
+    let address: std::net::SocketAddr = last_metrics?
+        .get("metrics_address")?
+        .as_str()?
+        .parse()
+        .ok()?;
+    if address.ip().is_unspecified() {
+        Some(std::net::SocketAddr::new(public_ip?, address.port()))
+    } else {
+        Some(address)
+    }
+}
+
+/// The target groups of `GET /api/v1/prometheus/targets`: every edge (not deleted) and
+/// origin whose agent serves metrics.
+pub async fn targets(state: &AppState) -> Result<Vec<crate::api::TargetGroup>, ApiError> {
+    let store = state.store();
+    let group =
+        |node: &str, name: &str, id: &str, address: std::net::SocketAddr| crate::api::TargetGroup {
+            targets: vec![address.to_string()],
+            labels: [("node", node), ("name", name), ("id", id)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+    let mut groups: Vec<_> = store
+        .list_edges()
+        .await?
+        .into_iter()
+        .filter(|e| e.status != EdgeStatus::Deleted)
+        .filter_map(|e| {
+            let address = scrape_address(e.last_metrics.as_ref(), e.public_ip)?;
+            Some(group("edge", e.name.as_str(), e.id.as_str(), address))
+        })
+        .collect();
+    groups.extend(store.list_origins().await?.into_iter().filter_map(|o| {
+        let address = scrape_address(o.last_metrics.as_ref(), None)?;
+        Some(group("origin", o.name.as_str(), o.id.as_str(), address))
+    }));
+    Ok(groups)
+}
+
 /// The answer of `GET /metrics`.
 pub fn response(text: String) -> Response {
     let mut response = text.into_response();

@@ -401,3 +401,74 @@ async fn the_shipped_alert_rules_pass_their_tests_and_name_served_metrics() {
         }
     }
 }
+
+/// `GET /api/v1/prometheus/targets`: the nodes whose agents serve metrics, as their
+/// heartbeats tell, in the format of Prometheus's HTTP service discovery.
+#[tokio::test]
+async fn prometheus_discovers_the_nodes_that_serve_metrics() {
+    let s = Server::start(&Backend::Sqlite).await;
+    let (everywhere, everywhere_cred) = s.enrolled_edge(None).await;
+    let (private, private_cred) = s.enrolled_edge(None).await;
+    let (silent, silent_cred) = s.enrolled_edge(None).await;
+    let origin = s.new_origin("home".into()).await;
+    let origin_id = origin["id"].as_str().unwrap();
+    let origin_cred = s.enrolled_origin(origin_id).await;
+    let beat = |id: &str, address: Option<&str>| {
+        let mut body = json!({"node_id": id, "status": "healthy"});
+        if let Some(address) = address {
+            body["metrics_address"] = json!(address);
+        }
+        body
+    };
+    s.heartbeat(&everywhere_cred, beat(&everywhere, Some("0.0.0.0:9581")))
+        .await;
+    s.heartbeat(&private_cred, beat(&private, Some("10.8.0.12:9581")))
+        .await;
+    s.heartbeat(&silent_cred, beat(&silent, None)).await;
+    s.heartbeat(&origin_cred, beat(origin_id, Some("192.168.1.20:9582")))
+        .await;
+
+    let (status, _) = s
+        .call(Method::GET, "/api/v1/prometheus/targets", None, None)
+        .await;
+    assert_eq!(status, 401);
+    let groups = s
+        .send(
+            Method::GET,
+            "/api/v1/prometheus/targets",
+            Some(&s.viewer),
+            None,
+            &[],
+        )
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let target = |id: &str| {
+        groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["labels"]["id"] == id)
+            .map(|g| (g["targets"].clone(), g["labels"]["node"].clone()))
+    };
+    // An agent on every address is scraped at the edge's public address.
+    assert_eq!(
+        target(&everywhere),
+        Some((json!(["203.0.113.10:9581"]), json!("edge")))
+    );
+    assert_eq!(
+        target(&private),
+        Some((json!(["10.8.0.12:9581"]), json!("edge")))
+    );
+    assert_eq!(target(&silent), None);
+    assert_eq!(
+        target(origin_id),
+        Some((json!(["192.168.1.20:9582"]), json!("origin")))
+    );
+    assert_eq!(groups.as_array().unwrap().len(), 3, "{groups}");
+    assert!(
+        groups[0]["labels"]["name"].is_string(),
+        "every group names its node: {groups}"
+    );
+}

@@ -423,7 +423,7 @@ impl<P: DataPlane> Ctx<P> {
                 }
                 (shared.last_error.clone(), shared.applied.clone())
             };
-            let heartbeat = Heartbeat::new(
+            let mut heartbeat = Heartbeat::new(
                 self.client.node_id().clone(),
                 serving,
                 last_error,
@@ -431,6 +431,7 @@ impl<P: DataPlane> Ctx<P> {
                 tunnels,
                 applied,
             );
+            heartbeat.metrics_address = self.metrics.address();
             self.metrics.heartbeat(&heartbeat);
             let plane = Arc::clone(&self.plane);
             let body = heartbeat.health_body();

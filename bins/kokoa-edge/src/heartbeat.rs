@@ -44,6 +44,10 @@ pub struct Heartbeat {
     /// with the current one to know the edge applied it (certificates included).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<ContentHash>,
+    /// Where the agent serves its metrics (`--metrics-listen`); none set by
+    /// [`Heartbeat::new`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl Heartbeat {
@@ -86,6 +90,7 @@ impl Heartbeat {
             tunnels,
             last_error,
             config_hash,
+            metrics_address: None,
         }
     }
 

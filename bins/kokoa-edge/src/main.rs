@@ -200,20 +200,15 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     let sampler = Sampler::new(vec![listen.http_port, listen.https_port], access_log)
         .with_traffic(metrics.traffic());
     if let Some(address) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(address)
+        let served = Arc::clone(&metrics);
+        let bound = kokoa_agent::prometheus::spawn(address, move || served.render())
             .await
             .map_err(|source| Error::Io {
                 action: "listen for metrics on",
                 path: address.to_string().into(),
                 source,
             })?;
-        tracing::info!(%address, "serving metrics at /metrics");
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(kokoa_agent::prometheus::serve(
-            listener,
-            move || metrics.render(),
-            std::future::pending(),
-        ));
+        metrics.served_at(bound);
     }
     tracing::info!(node_id = %credential.node_id, control_plane = %credential.control_plane_url, "edge agent starting");
     let agent = Agent::new(

@@ -6,7 +6,8 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    sync::{Arc, Mutex, PoisonError},
+    net::SocketAddr,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
 };
 
 use kokoa_agent::{
@@ -44,6 +45,7 @@ impl Apply {
 pub struct EdgeMetrics {
     traffic: Arc<Traffic>,
     inner: Mutex<Observed>,
+    address: OnceLock<SocketAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +68,16 @@ impl EdgeMetrics {
     /// [`Sampler`](kokoa_agent::Sampler) with `with_traffic`.
     pub fn traffic(&self) -> Arc<Traffic> {
         Arc::clone(&self.traffic)
+    }
+
+    /// Notes where these metrics are served; heartbeats tell the control plane, which lists
+    /// it for Prometheus (`GET /api/v1/prometheus/targets`).
+    pub fn served_at(&self, address: SocketAddr) {
+        let _ = self.address.set(address);
+    }
+
+    pub(crate) fn address(&self) -> Option<SocketAddr> {
+        self.address.get().copied()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Observed> {

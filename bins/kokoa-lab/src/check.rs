@@ -1310,22 +1310,35 @@ async fn certificates(lab: &mut Lab) -> Step {
 async fn metrics(lab: &mut Lab) -> Step {
     use crate::prom::{EDGE_METRICS_PORT, Prometheus, targets};
     let prometheus = Prometheus::start(lab).await?;
+    // The control plane is configured; the nodes come from its service discovery.
     let started = Instant::now();
-    let expected = targets().len() as f64;
-    loop {
-        let up = prometheus.scalar("sum(up)").await?;
+    let controls: Vec<std::net::SocketAddr> = lab.controls.iter().map(|c| c.listen).collect();
+    let mut expected = targets(&controls);
+    expected.sort();
+    let discovered = loop {
+        let mut up: Vec<String> = prometheus
+            .query("up == 1")
+            .await?
+            .into_iter()
+            .filter_map(|(labels, _)| labels.get("instance").cloned())
+            .collect();
+        up.sort();
         if up == expected {
-            break;
+            break started.elapsed();
         }
         if started.elapsed() > Duration::from_secs(30) {
             let all = prometheus.query("up").await?;
-            return Err(format!("{up} of {expected} targets up after 30 s: {all:?}"));
+            return Err(format!(
+                "after 30 s up are {up:?}, not {expected:?}: {all:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let leader = prometheus.scalar("max(kokoa_leader)").await?;
-    if leader != 1.0 {
-        return Err(format!("kokoa_leader is {leader}, not 1"));
+    };
+    let leaders = prometheus.scalar("sum(kokoa_leader)").await?;
+    if leaders != 1.0 {
+        return Err(format!(
+            "{leaders} control planes lead by their kokoa_leader, not 1"
+        ));
     }
 
     let edge = plan::host("edge1");
@@ -1400,6 +1413,32 @@ async fn metrics(lab: &mut Lab) -> Step {
             "an origin counts {connected} edges connected, not 2"
         ));
     }
+    // edge1's agent stops answering (SIGSTOP; nginx serves on): the node alert fires.
+    let stopped = Instant::now();
+    if !lab
+        .supervisor
+        .signal("edge1", rustix::process::Signal::STOP)
+    {
+        return Err("cannot stop edge1's agent".into());
+    }
+    let unreachable = format!(
+        "ALERTS{{alertname=\"KokoaNodeUnreachable\",alertstate=\"firing\",instance=\"{instance}\"}}"
+    );
+    let node_alert = loop {
+        if !prometheus.query(&unreachable).await?.is_empty() {
+            break Ok(stopped.elapsed());
+        }
+        if stopped.elapsed() > Duration::from_secs(30) {
+            break Err(format!(
+                "edge1's agent stopped 30 s, no KokoaNodeUnreachable: {:?}",
+                prometheus.query("ALERTS").await?
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    lab.supervisor
+        .signal("edge1", rustix::process::Signal::CONT);
+    let node_alert = node_alert?;
     let queries = crate::prom::dashboard_queries()?;
     for (panel, query) in &queries {
         if prometheus.query(query).await?.is_empty() {
@@ -1410,13 +1449,19 @@ async fn metrics(lab: &mut Lab) -> Step {
     }
     let (counted, answered_seen) = counted;
     Ok(format!(
-        "{expected} targets up; {answered} answered and {failing} failing requests for {} \
+        "the 4 nodes discovered through the control plane and all {} targets up after {}, \
+         one control plane leading; \
+         {answered} answered and {failing} failing requests for {} \
          via edge1 counted after {} (+{answered_seen} 2xx with the control plane's checks, \
-         +{failing} 5xx); its 5xx alert firing after {}; every origin sees 2 edges; all {} \
-         queries of the Grafana dashboard return data",
+         +{failing} 5xx); its 5xx alert firing after {}; every origin sees 2 edges; edge1's \
+         agent stopped: KokoaNodeUnreachable firing after {}; all {} queries of the Grafana \
+         dashboard return data",
+        expected.len(),
+        secs(discovered),
         app.hostname,
         secs(counted),
         secs(fired),
+        secs(node_alert),
         queries.len()
     ))
 }

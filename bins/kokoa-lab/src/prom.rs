@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    net::TcpListener,
+    net::{SocketAddr, TcpListener},
     path::Path,
     time::{Duration, Instant},
 };
@@ -65,52 +65,42 @@ pub fn dashboard_queries() -> Result<Vec<(String, String)>, String> {
     Ok(queries)
 }
 
-/// The scrape targets: (job, address), the control plane first.
-pub fn targets() -> Vec<(&'static str, String)> {
-    let control = control_url();
-    let mut targets = vec![(
-        "kokoa-control",
-        control.trim_start_matches("https://").to_owned(),
-    )];
-    targets.extend(
-        plan::hosts(Role::Edge)
-            .map(|h| ("kokoa-edge", format!("{}:{EDGE_METRICS_PORT}", h.address))),
-    );
-    targets.extend(plan::hosts(Role::Origin).map(|h| {
-        (
-            "kokoa-origin",
-            format!("{}:{ORIGIN_METRICS_PORT}", h.address),
-        )
-    }));
+/// The addresses Prometheus should scrape: every control plane (configured), then both
+/// edges and both origins (discovered through the control planes).
+pub fn targets(controls: &[SocketAddr]) -> Vec<String> {
+    let mut targets: Vec<String> = controls.iter().map(ToString::to_string).collect();
+    targets.extend(plan::hosts(Role::Edge).map(|h| format!("{}:{EDGE_METRICS_PORT}", h.address)));
+    targets
+        .extend(plan::hosts(Role::Origin).map(|h| format!("{}:{ORIGIN_METRICS_PORT}", h.address)));
     targets
 }
 
-fn config(dir: &Path) -> String {
-    let mut jobs = String::new();
-    for job in ["kokoa-control", "kokoa-edge", "kokoa-origin"] {
-        let addresses: Vec<String> = targets()
-            .into_iter()
-            .filter(|(j, _)| *j == job)
-            .map(|(_, a)| format!("\"{a}\""))
-            .collect();
-        jobs.push_str(&format!("  - job_name: {job}\n"));
-        if job == "kokoa-control" {
-            // The lab's own CA, whose pin every other step checks.
-            jobs.push_str(&format!(
-                "    scheme: https\n    tls_config: {{ insecure_skip_verify: true }}\n    \
-                 authorization: {{ credentials_file: {} }}\n",
-                dir.join("token").display()
-            ));
-        }
-        jobs.push_str(&format!(
-            "    static_configs: [{{ targets: [{}] }}]\n",
-            addresses.join(", ")
-        ));
-    }
+/// Every control plane as a static target (each one: whether it leads is its own); the
+/// nodes through their HTTP service discovery (the load balancer, with two), as
+/// `packaging/prometheus/prometheus.yml` does. The lab's own CA is not checked here: its pin
+/// is, by every other step.
+fn config(dir: &Path, controls: &[SocketAddr]) -> String {
+    let control = control_url();
+    let token = dir.join("token");
+    let token = token.display();
+    let hosts: Vec<String> = controls.iter().map(|c| format!("\"{c}\"")).collect();
     format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-         rule_files: [\"{}\"]\nscrape_configs:\n{jobs}",
-        dir.join("kokoa-alerts.yml").display()
+         rule_files: [\"{rules}\"]\n\
+         scrape_configs:\n\
+         \x20 - job_name: kokoa-control\n\
+         \x20   scheme: https\n\
+         \x20   tls_config: {{ insecure_skip_verify: true }}\n\
+         \x20   authorization: {{ credentials_file: {token} }}\n\
+         \x20   static_configs: [{{ targets: [{hosts}] }}]\n\
+         \x20 - job_name: kokoa-nodes\n\
+         \x20   http_sd_configs:\n\
+         \x20     - url: {control}/api/v1/prometheus/targets\n\
+         \x20       refresh_interval: 2s\n\
+         \x20       tls_config: {{ insecure_skip_verify: true }}\n\
+         \x20       authorization: {{ type: Bearer, credentials_file: {token} }}\n",
+        rules = dir.join("kokoa-alerts.yml").display(),
+        hosts = hosts.join(", "),
     )
 }
 
@@ -125,7 +115,8 @@ impl Prometheus {
         };
         write("token", lab.api.token())?;
         write("kokoa-alerts.yml", &lab_rules(RULES))?;
-        write("prometheus.yml", &config(&dir))?;
+        let controls: Vec<SocketAddr> = lab.controls.iter().map(|c| c.listen).collect();
+        write("prometheus.yml", &config(&dir, &controls))?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
@@ -243,17 +234,26 @@ mod tests {
     }
 
     #[test]
-    fn every_node_is_a_target() {
-        let config = config(Path::new("/lab/prometheus"));
-        for (_, address) in targets() {
-            assert!(
-                config.contains(&format!("\"{address}\"")),
-                "{address}: {config}"
-            );
-        }
+    fn the_control_plane_is_configured_and_tells_the_rest() {
+        let controls: Vec<SocketAddr> = vec![
+            "10.99.0.1:18081".parse().unwrap(),
+            "10.99.0.1:18082".parse().unwrap(),
+        ];
+        let config = config(Path::new("/lab/prometheus"), &controls);
         assert!(
-            config.contains("credentials_file: /lab/prometheus/token"),
+            config.contains("targets: [\"10.99.0.1:18081\", \"10.99.0.1:18082\"]"),
             "{config}"
         );
+        assert!(
+            config.contains("url: https://10.99.0.1:8080/api/v1/prometheus/targets"),
+            "{config}"
+        );
+        assert_eq!(
+            config
+                .matches("credentials_file: /lab/prometheus/token")
+                .count(),
+            2
+        );
+        assert_eq!(targets(&controls).len(), 6);
     }
 }

@@ -618,6 +618,7 @@ impl<T: Tunnel> Ctx<T> {
                 firewall,
             );
             heartbeat.config_hash = hash;
+            heartbeat.metrics_address = self.metrics.address();
             heartbeat.application_port = self
                 .settings
                 .application

@@ -33,6 +33,10 @@ pub struct Heartbeat {
     /// none set by [`Heartbeat::new`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// Where the agent serves its metrics (`--metrics-listen`); none set by
+    /// [`Heartbeat::new`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// Host figures of a heartbeat.
@@ -81,6 +85,7 @@ impl Heartbeat {
             firewall,
             application_port: None,
             config_hash: None,
+            metrics_address: None,
         }
     }
 }

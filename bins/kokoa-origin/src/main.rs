@@ -265,20 +265,15 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     tracing::info!(origin_id = %credential.node_id, control_plane = %credential.control_plane_url, "origin agent starting");
     let metrics = Arc::new(OriginMetrics::default());
     if let Some(address) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(address)
+        let served = Arc::clone(&metrics);
+        let bound = kokoa_agent::prometheus::spawn(address, move || served.render())
             .await
             .map_err(|source| Error::Io {
                 action: "listen for metrics on",
                 path: address.to_string().into(),
                 source,
             })?;
-        tracing::info!(%address, "serving metrics at /metrics");
-        let served = Arc::clone(&metrics);
-        tokio::spawn(kokoa_agent::prometheus::serve(
-            listener,
-            move || served.render(),
-            std::future::pending(),
-        ));
+        metrics.served_at(bound);
     }
     Agent::new(client, tunnel, state, settings)
         .with_metrics(metrics)

@@ -4,7 +4,8 @@
 
 use std::{
     fmt::Write as _,
-    sync::{Mutex, PoisonError},
+    net::SocketAddr,
+    sync::{Mutex, OnceLock, PoisonError},
     time::SystemTime,
 };
 
@@ -53,6 +54,7 @@ impl EdgeTunnel {
 #[derive(Debug, Default)]
 pub struct OriginMetrics {
     inner: Mutex<Observed>,
+    address: OnceLock<SocketAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +66,16 @@ struct Observed {
 }
 
 impl OriginMetrics {
+    /// Notes where these metrics are served; heartbeats tell the control plane, which lists
+    /// it for Prometheus (`GET /api/v1/prometheus/targets`).
+    pub fn served_at(&self, address: SocketAddr) {
+        let _ = self.address.set(address);
+    }
+
+    pub(crate) fn address(&self) -> Option<SocketAddr> {
+        self.address.get().copied()
+    }
+
     pub(crate) fn observe(
         &self,
         edges_connected: usize,

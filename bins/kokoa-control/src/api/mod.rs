@@ -180,6 +180,7 @@ fn build() -> (Router<AppState>, openapi::OpenApi) {
         .routes(routes!(system::health))
         .routes(routes!(system::ready))
         .routes(routes!(system::metrics))
+        .routes(routes!(system::prometheus_targets))
         .routes(routes!(system::openapi_document))
         .routes(routes!(routes::create_route, routes::list_routes))
         .routes(routes!(

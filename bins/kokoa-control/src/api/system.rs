@@ -11,7 +11,7 @@ use axum::{
 use kokoa_core::Timestamp;
 use utoipa::openapi::OpenApi;
 
-use super::HealthAnswer;
+use super::{HealthAnswer, TargetGroup};
 use crate::{auth::Reader, error::ApiError, state::AppState};
 
 /// How long the database may take to answer a readiness probe.
@@ -92,6 +92,28 @@ pub(super) async fn metrics(
     Ok(crate::metrics::response(
         crate::metrics::render(&state).await?,
     ))
+}
+
+/// The edges and origins that serve their own metrics (`--metrics-listen`, told in their
+/// heartbeats), in the format of Prometheus's HTTP service discovery (`http_sd_configs`):
+/// a replaced edge is scraped without anyone editing Prometheus's configuration. An agent
+/// listening on every address is listed at the edge's public address; deleted edges are
+/// left out.
+#[utoipa::path(
+    get,
+    path = "/api/v1/prometheus/targets",
+    tag = "system",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One target group per node", body = Vec<TargetGroup>),
+        (status = 401, description = "No valid token", body = crate::error::ErrorBody),
+    )
+)]
+pub(super) async fn prometheus_targets(
+    State(state): State<AppState>,
+    _: Reader,
+) -> Result<Json<Vec<TargetGroup>>, ApiError> {
+    Ok(Json(crate::metrics::targets(&state).await?))
 }
 
 /// This OpenAPI document.

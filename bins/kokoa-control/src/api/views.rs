@@ -286,6 +286,18 @@ pub struct LimitQuery {
 
 // ---------------------------------------------------------------- responses
 
+/// One target group of `GET /api/v1/prometheus/targets` (Prometheus's HTTP service
+/// discovery): a node's metrics address and labels naming it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TargetGroup {
+    /// `ADDRESS:PORT` of the node's `/metrics`.
+    #[schema(example = json!(["203.0.113.10:9581"]))]
+    pub targets: Vec<String>,
+    /// `node` (`edge` or `origin`), `name` and `id`.
+    #[schema(example = json!({"node": "edge", "name": "edge-nrt-01", "id": "edg_01J..."}))]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
 /// `GET /health`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthAnswer {

@@ -10,7 +10,11 @@
 //!   control plane answers them on `--acme-http-listen` ([`responder`]), so the CA may
 //!   reach any of them. Every other plain HTTP request is sent to the public URL.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -27,7 +31,7 @@ use rustls::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::time::Instant;
+use tokio::{net::TcpListener, time::Instant};
 use zeroize::Zeroizing;
 
 use super::{Current, RELOAD_EVERY, certified, tls_error};
@@ -267,6 +271,32 @@ async fn failed(
                     "retry_in_seconds": retry_in.as_secs() }),
         )
         .await;
+}
+
+/// Binds `--acme-http-listen`. Returns the listener and the address its own responses are
+/// checked at before the CA is told to look: loopback when it listens everywhere.
+pub async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::PermissionDenied => Error::Setting {
+                setting: "acme_http_listen",
+                message: format!(
+                    "cannot listen on {address}: {source}; ports below 1024 need root or \
+                     CAP_NET_BIND_SERVICE (under systemd: \
+                     AmbientCapabilities=CAP_NET_BIND_SERVICE). The CA asks on port 80: \
+                     listen elsewhere only if port 80 is forwarded there"
+                ),
+            },
+            _ => Error::Listen { address, source },
+        })?;
+    let bound = listener.local_addr().map_err(Error::Serve)?;
+    let check = match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, bound.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, bound.port()).into(),
+        _ => bound,
+    };
+    Ok((listener, check))
 }
 
 /// The plain HTTP server of `--acme-http-listen`: HTTP-01 responses from the shared
