@@ -294,7 +294,7 @@ impl ServingTls {
             }
             TlsSource::Acme { host, fallback, .. } => {
                 let ca = ControlCa::load_or_create(store, master).await?;
-                let first = match acme::stored(store, master, host).await {
+                let first = match acme::stored(store, master, host).await? {
                     Some(public) => public.certified()?,
                     None => ca.issue(fallback)?,
                 };

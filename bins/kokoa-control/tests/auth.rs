@@ -57,6 +57,12 @@ async fn every_endpoint_checks_its_bearer_token() {
             (Method::GET, "/api/v1/routes".into(), None, Audience::Reader),
             (Method::GET, "/metrics".into(), None, Audience::Reader),
             (
+                Method::GET,
+                "/api/v1/prometheus/targets".into(),
+                None,
+                Audience::Reader,
+            ),
+            (
                 Method::POST,
                 "/api/v1/routes".into(),
                 Some(route_body.clone()),

@@ -497,11 +497,12 @@ pub(crate) async fn open_account(
     };
     let store = state.store();
     let context = secret::value_context(ACCOUNT.0, ACCOUNT.1);
+    // A store that does not answer is not an account that does not exist: no new account
+    // at the CA for it.
     let stored = store
         .kv_get(ACCOUNT.0, ACCOUNT.1, Timestamp::now())
         .await
-        .ok()
-        .flatten()
+        .map_err(|e| kokoa_acme::Error::Other(e.into()))?
         .and_then(|text| Sealed::parse(&text).ok())
         .and_then(|sealed| state.master_key().open(&sealed, &context).ok());
     if let Some(text) = stored {

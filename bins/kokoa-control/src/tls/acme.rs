@@ -76,18 +76,15 @@ impl Public {
 }
 
 /// The stored public certificate for `host`, if there is one whose key opens. One for
-/// another host (the public URL changed) does not count.
+/// another host (the public URL changed) does not count. An error only when the store
+/// cannot be read: then nothing is known, and nothing should be ordered.
 pub(super) async fn stored(
     store: &dyn Store,
     master: &MasterKey,
     host: &Hostname,
-) -> Option<Public> {
-    let text = match store.kv_get(KV.0, KV.1, Timestamp::now()).await {
-        Ok(text) => text?,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the stored public certificate");
-            return None;
-        }
+) -> Result<Option<Public>, kokoa_core::Error> {
+    let Some(text) = store.kv_get(KV.0, KV.1, Timestamp::now()).await? else {
+        return Ok(None);
     };
     let opened = serde_json::from_str::<Stored>(&text)
         .map_err(|e| e.to_string())
@@ -98,7 +95,7 @@ pub(super) async fn stored(
                 .map_err(|e| e.to_string())?;
             Ok((stored, key_pem))
         });
-    match opened {
+    Ok(match opened {
         Ok((stored, key_pem)) if stored.host == *host => Some(Public {
             chain_pem: stored.chain_pem,
             key_pem: Zeroizing::new(key_pem.to_string()),
@@ -109,7 +106,7 @@ pub(super) async fn stored(
             tracing::warn!(error = %e, "the stored public certificate cannot be used; ordering another");
             None
         }
-    }
+    })
 }
 
 /// Serves the stored public certificate for `host` as it changes, and on the leader orders
@@ -124,7 +121,15 @@ pub(super) async fn keep(
     let mut failures = 0;
     let mut next_attempt = Instant::now();
     loop {
-        let public = stored(state.store(), state.master_key(), &host).await;
+        let public = match stored(state.store(), state.master_key(), &host).await {
+            Ok(public) => public,
+            Err(e) => {
+                // The store does not answer: what serves keeps serving, nothing is ordered.
+                tracing::warn!(error = %e, "cannot read the stored public certificate");
+                tokio::time::sleep(WAITING_POLL).await;
+                continue;
+            }
+        };
         let mut due = public
             .as_ref()
             .is_none_or(|p| Timestamp::now() >= p.renew_at);
