@@ -96,6 +96,15 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
     samples
 }
 
+/// The text of `GET /metrics`, read with the viewer's token.
+async fn scrape(s: &Server) -> String {
+    s.send(Method::GET, "/metrics", Some(&s.viewer), None, &[])
+        .await
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn metrics_show_the_deployment_and_the_api_traffic_to_a_token_holder() {
     let s = Server::start(&Backend::Sqlite).await;
@@ -223,12 +232,7 @@ async fn metrics_show_the_deployment_and_the_api_traffic_to_a_token_holder() {
     let counted = async {
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            let text = s
-                .send(Method::GET, "/metrics", Some(&s.viewer), None, &[])
-                .await
-                .text()
-                .await
-                .unwrap();
+            let text = scrape(&s).await;
             let samples = parse(&text);
             if samples.get("kokoa_config_long_polls") == Some(&1.0) {
                 break samples;
@@ -278,12 +282,7 @@ async fn the_duties_count_their_runs_and_last_success() {
     }));
     let started = std::time::Instant::now();
     let samples = loop {
-        let text = s
-            .send(Method::GET, "/metrics", Some(&s.viewer), None, &[])
-            .await
-            .text()
-            .await
-            .unwrap();
+        let text = scrape(&s).await;
         let samples = parse(&text);
         let ran = |duty: &str| {
             samples
@@ -368,12 +367,7 @@ async fn the_shipped_alert_rules_pass_their_tests_and_name_served_metrics() {
     promtool(etc.path(), &["check", "config", "prometheus.yml"]);
 
     let s = Server::start(&Backend::Sqlite).await;
-    let text = s
-        .send(Method::GET, "/metrics", Some(&s.viewer), None, &[])
-        .await
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&s).await;
     let served: std::collections::BTreeSet<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
