@@ -70,6 +70,7 @@ pub mod sigv4;
 pub mod store;
 mod subnet;
 mod time;
+mod traffic;
 mod value;
 
 pub use dns_name::DnsName;
@@ -92,6 +93,10 @@ pub use payload::{
 pub use secret::{MasterKey, Sealed, TokenHash};
 pub use subnet::{SubnetPool, allocate_edge_address, origin_address};
 pub use time::Timestamp;
+pub use traffic::{
+    HostTraffic, LATENCY_BOUNDS_MS, LATENCY_BUCKETS, TrafficCounts, TrafficPoint,
+    TrafficResolution, TrafficRow, TrafficScope,
+};
 pub use value::{Email, HealthCheckPath, Name, Port, WgPublicKey};
 
 /// Runs the README's example as a doctest so it cannot drift from the API.

@@ -19,6 +19,8 @@ use std::{
     time::Instant,
 };
 
+use kokoa_core::{HostTraffic, TrafficCounts};
+
 use crate::prometheus::{Histogram, escape, family};
 
 /// Read at most this much of the access log per sample; more is counted by line only in
@@ -199,6 +201,8 @@ struct TrafficSeries {
     requests: BTreeMap<(String, u8), u64>,
     durations: BTreeMap<String, Histogram>,
     bytes: BTreeMap<String, u64>,
+    /// Counted since the last [`Traffic::take_window`], by host label.
+    window: BTreeMap<String, TrafficCounts>,
 }
 
 impl TrafficSeries {
@@ -259,9 +263,35 @@ impl Traffic {
             let class = (line.status / 100).clamp(1, 5) as u8;
             *series.requests.entry((label.clone(), class)).or_default() += 1;
             *series.bytes.entry(label.clone()).or_default() += line.bytes;
+            series
+                .window
+                .entry(label.clone())
+                .or_default()
+                .observe(line.status, line.seconds);
             if let Some(seconds) = line.seconds {
                 series.durations.entry(label).or_default().observe(seconds);
             }
+        }
+    }
+
+    /// What was counted since the previous call, by host label (for a heartbeat); the
+    /// window starts again empty.
+    pub fn take_window(&self) -> Vec<HostTraffic> {
+        std::mem::take(&mut self.lock().window)
+            .into_iter()
+            .map(|(hostname, counts)| HostTraffic { hostname, counts })
+            .collect()
+    }
+
+    /// Puts back a window that could not be delivered, to go with the next one.
+    pub fn restore(&self, window: Vec<HostTraffic>) {
+        let mut series = self.lock();
+        for host in window {
+            series
+                .window
+                .entry(host.hostname)
+                .or_default()
+                .add(&host.counts);
         }
     }
 
@@ -472,6 +502,24 @@ mod tests {
             out.contains("kokoa_edge_requests_total{hostname=\"*.fuga.net\",code=\"1xx\"} 0\n"),
             "{out}"
         );
+
+        // The same requests as heartbeat windows, taken once; an undelivered one comes back.
+        let window = traffic.take_window();
+        let app = window
+            .iter()
+            .find(|h| h.hostname == "app.hoge.com")
+            .expect("app.hoge.com counted");
+        assert_eq!((app.counts.requests, app.counts.errors), (2, 1));
+        assert_eq!(app.counts.latency[0] + app.counts.latency[5], 2);
+        let labels: Vec<&str> = window.iter().map(|h| h.hostname.as_str()).collect();
+        assert_eq!(labels, ["*.fuga.net", "app.hoge.com", "other"]);
+        assert!(traffic.take_window().is_empty(), "taken once");
+        traffic.restore(window.clone());
+        traffic.count(&[line("app.hoge.com", 200, 0.003)]);
+        let again = traffic.take_window();
+        let app = again.iter().find(|h| h.hostname == "app.hoge.com").unwrap();
+        assert_eq!(app.counts.requests, 3, "restored and added to");
+        assert_eq!(again.len(), window.len());
     }
 
     #[test]

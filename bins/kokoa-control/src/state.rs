@@ -63,6 +63,8 @@ struct Inner {
     http_metrics: crate::metrics::HttpMetrics,
     /// What the duties did, for `/metrics`.
     duty_metrics: crate::metrics::DutyMetrics,
+    /// Traffic figures received from edges, not written yet.
+    traffic: runtime::traffic::TrafficLog,
 }
 
 impl fmt::Debug for AppState {
@@ -126,6 +128,7 @@ impl AppState {
                 edge_payloads: EdgePayloads::default(),
                 http_metrics: crate::metrics::HttpMetrics::default(),
                 duty_metrics: crate::metrics::DutyMetrics::default(),
+                traffic: runtime::traffic::TrafficLog::default(),
                 acme: OnceLock::new(),
                 ca_pin: OnceLock::new(),
                 downloads: OnceLock::new(),
@@ -162,6 +165,11 @@ impl AppState {
     /// The modules' switches and states.
     pub fn modules(&self) -> &Modules {
         &self.inner.modules
+    }
+
+    /// Traffic figures received from edges and not written yet (the metrics collector).
+    pub fn traffic(&self) -> &runtime::traffic::TrafficLog {
+        &self.inner.traffic
     }
 
     /// Wakes the duties (see [`runtime`]).

@@ -75,6 +75,18 @@ async fn every_endpoint_checks_its_bearer_token() {
                 Audience::Reader,
             ),
             (
+                Method::GET,
+                format!("/api/v1/routes/{route_id}/traffic"),
+                None,
+                Audience::Reader,
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/edge-nodes/{edge_id}/traffic"),
+                None,
+                Audience::Reader,
+            ),
+            (
                 Method::PUT,
                 format!("/api/v1/routes/{route_id}"),
                 Some(route_body),

@@ -27,7 +27,8 @@ use kokoa_control::{
 };
 use kokoa_core::{
     CheckStatus, EdgeStatus, Email, HealthCheck, MasterKey, OriginStatus, Role, Severity,
-    SubnetPool, Timestamp, store::Store,
+    SubnetPool, Timestamp, TrafficCounts, TrafficResolution, TrafficRow, TrafficScope,
+    store::Store,
 };
 use serde_json::{Value, json};
 
@@ -585,6 +586,52 @@ async fn a_person_runs_the_control_plane_from_the_browser() {
 
     open(&c, base, "/ui/routes").await;
     screenshot(&c, "routes").await;
+
+    // A route's traffic, as edges reported it over the last 40 minutes, with a burst of
+    // 200 requests, 50 of them failing, two minutes ago.
+    let route = store.list_routes().await.unwrap().remove(0);
+    let minute = TrafficResolution::Minute.bucket_start(Timestamp::now());
+    let mut rows = Vec::new();
+    let mut total = (0, 0);
+    for ago in 0..40i64 {
+        let (requests, errors) = match ago {
+            2 => (200, 50),
+            _ => (20 + ((ago * 7) % 13) as u64, u64::from(ago == 17)),
+        };
+        total = (total.0 + requests, total.1 + errors);
+        let mut counts = TrafficCounts {
+            requests,
+            errors,
+            ..TrafficCounts::default()
+        };
+        // Most within 50 ms; the burst's failures slow (250–500 ms).
+        let slow = if ago == 2 { 40 } else { 1 };
+        counts.latency[3] = requests - slow;
+        counts.latency[if ago == 2 { 6 } else { 5 }] = slow;
+        rows.push(TrafficRow {
+            resolution: TrafficResolution::Minute,
+            scope: TrafficScope::Host(route.hostname.to_string()),
+            start: minute.plus_secs(-60 * ago),
+            counts,
+        });
+    }
+    store.add_traffic(&rows).await.unwrap();
+    open(&c, base, &format!("/ui/routes/{}", route.id)).await;
+    wait_text(&c, "#title", "app.kokoa.test").await;
+    let caption = wait_text(
+        &c,
+        "figcaption[data-traffic-total]",
+        &format!("{} requests, {} errors", total.0, total.1),
+    )
+    .await;
+    assert!(caption.contains("p95"), "{caption}");
+    assert!(
+        c.find(Locator::Css("svg.traffic rect.errors"))
+            .await
+            .is_ok()
+    );
+    assert!(c.find(Locator::Css("svg.traffic path.line")).await.is_ok());
+    screenshot(&c, "route-traffic").await;
     open(&c, base, "/ui/origins").await;
     screenshot(&c, "origins").await;
     open(&c, base, "/ui/users").await;

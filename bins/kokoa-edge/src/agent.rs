@@ -432,6 +432,7 @@ impl<P: DataPlane> Ctx<P> {
                 applied,
             );
             heartbeat.metrics_address = self.metrics.address();
+            heartbeat.traffic = self.metrics.traffic().take_window();
             self.metrics.heartbeat(&heartbeat);
             let plane = Arc::clone(&self.plane);
             let body = heartbeat.health_body();
@@ -440,7 +441,10 @@ impl<P: DataPlane> Ctx<P> {
             }
             match self.client.heartbeat(&heartbeat).await {
                 Ok(()) => tracing::debug!(status = ?heartbeat.status, "heartbeat sent"),
-                Err(e) => tracing::warn!(error = %e, "heartbeat not delivered"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "heartbeat not delivered");
+                    self.metrics.traffic().restore(heartbeat.traffic);
+                }
             }
             self.register_key().await;
             self.send_ready_once().await;

@@ -1,7 +1,7 @@
 //! What the edge reports every few seconds (SPEC §8.4), and the body of its `/health` page.
 
 use kokoa_agent::{LinkState, NodeStatus, Sample};
-use kokoa_core::{ContentHash, EdgeNodeId};
+use kokoa_core::{ContentHash, EdgeNodeId, HostTraffic};
 use serde::Serialize;
 
 use crate::plane::TunnelReport;
@@ -48,6 +48,10 @@ pub struct Heartbeat {
     /// [`Heartbeat::new`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Requests counted since the previous delivered heartbeat, by host name (the
+    /// control plane's traffic analytics); none set by [`Heartbeat::new`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<HostTraffic>,
 }
 
 impl Heartbeat {
@@ -91,6 +95,7 @@ impl Heartbeat {
             last_error,
             config_hash,
             metrics_address: None,
+            traffic: Vec::new(),
         }
     }
 

@@ -1306,7 +1306,8 @@ async fn certificates(lab: &mut Lab) -> Step {
 /// 12. A real Prometheus scrapes the control plane, both edges and both origins with the
 ///     shipped alert rules; a burst of known requests through edge1 (30 answered, 10
 ///     failing with 500) shows up in edge1's series for app.hoge.test (the failures
-///     exactly), and makes the 5xx alert for that name fire.
+///     exactly) and in the control plane's own traffic analytics of the route, and makes
+///     the 5xx alert for that name fire.
 async fn metrics(lab: &mut Lab) -> Step {
     use crate::prom::{EDGE_METRICS_PORT, Prometheus, targets};
     let prometheus = Prometheus::start(lab).await?;
@@ -1354,7 +1355,34 @@ async fn metrics(lab: &mut Lab) -> Step {
         prometheus.scalar(&count("2xx")).await?,
         prometheus.scalar(&count("5xx")).await?,
     );
-    let (answered, failing) = (30, 10);
+    // The built-in analytics count the same burst (over both edges, from heartbeats).
+    let routes = lab
+        .api
+        .json(Method::GET, "/api/v1/routes", None, StatusCode::OK)
+        .await
+        .map_err(|e| e.to_string())?;
+    let route = routes["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["hostname"] == app.hostname)
+        .and_then(|r| r["id"].as_str())
+        .ok_or_else(|| format!("no route of {}: {routes}", app.hostname))?
+        .to_owned();
+    let traffic_path = format!("/api/v1/routes/{route}/traffic?range=24h");
+    let analytics = |series: &Value| {
+        (
+            series["total"]["requests"].as_u64().unwrap_or(0),
+            series["total"]["errors"].as_u64().unwrap_or(0),
+        )
+    };
+    let analytics_before = analytics(
+        &lab.api
+            .json(Method::GET, &traffic_path, None, StatusCode::OK)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let (answered, failing): (u32, u32) = (30, 10);
     for i in 0..answered + failing {
         let path = if i % 4 == 3 { "/fail" } else { "/" };
         let reply = net::https_via(edge.address, app.hostname, path)
@@ -1384,6 +1412,32 @@ async fn metrics(lab: &mut Lab) -> Step {
                 "after 30 s Prometheus counts +{} 2xx and +{} 5xx for {} via edge1, not \
                  +{answered} (or more) and +{failing}",
                 delta.0, delta.1, app.hostname
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let in_analytics = loop {
+        let series = lab
+            .api
+            .json(Method::GET, &traffic_path, None, StatusCode::OK)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = analytics(&series);
+        let delta = (
+            now.0.saturating_sub(analytics_before.0),
+            now.1.saturating_sub(analytics_before.1),
+        );
+        if delta.0 >= u64::from(answered + failing) && delta.1 == u64::from(failing) {
+            break burst.elapsed();
+        }
+        if burst.elapsed() > Duration::from_secs(30) {
+            return Err(format!(
+                "after 30 s GET {traffic_path} counts +{} requests and +{} errors, not \
+                 +{} (or more) and +{failing}: {}",
+                delta.0,
+                delta.1,
+                answered + failing,
+                series["total"]
             ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1453,13 +1507,15 @@ async fn metrics(lab: &mut Lab) -> Step {
          one control plane leading; \
          {answered} answered and {failing} failing requests for {} \
          via edge1 counted after {} (+{answered_seen} 2xx with the control plane's checks, \
-         +{failing} 5xx); its 5xx alert firing after {}; every origin sees 2 edges; edge1's \
+         +{failing} 5xx), and by the control plane's traffic analytics after {}; its 5xx \
+         alert firing after {}; every origin sees 2 edges; edge1's \
          agent stopped: KokoaNodeUnreachable firing after {}; all {} queries of the Grafana \
          dashboard return data",
         expected.len(),
         secs(discovered),
         app.hostname,
         secs(counted),
+        secs(in_analytics),
         secs(fired),
         secs(node_alert),
         queries.len()

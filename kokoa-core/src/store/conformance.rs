@@ -56,6 +56,7 @@ where
     intents_are_fenced(&*fresh().await).await;
     racing_holders_get_one_term(fresh().await).await;
     retention_prunes_only_old_rows(&*fresh().await).await;
+    traffic_adds_up_per_bucket(&*fresh().await).await;
 }
 
 fn at(seconds: i64) -> Timestamp {
@@ -2392,4 +2393,93 @@ pub async fn retention_prunes_only_old_rows(store: &dyn Store) {
     );
     let third = store.record_intent(&fence, &intent).await.expect("record");
     assert!(third.id > second.id, "numbers are not reused after pruning");
+}
+
+/// Traffic: rows add to their bucket (in one call or several, as control planes do), each
+/// series is read alone and in order, and pruning keeps the other resolution.
+pub async fn traffic_adds_up_per_bucket(store: &dyn Store) {
+    use crate::{TrafficCounts, TrafficResolution as R, TrafficRow, TrafficScope};
+    let app = TrafficScope::Host("app.hoge.com".to_owned());
+    let edge = TrafficScope::Edge(EdgeNodeId::new());
+    let counts = |requests: u64, errors: u64, slow: u64| {
+        let mut c = TrafficCounts {
+            requests,
+            errors,
+            ..TrafficCounts::default()
+        };
+        c.latency[2] = requests - slow;
+        c.latency[11] = slow;
+        c
+    };
+    let row = |resolution, scope: &TrafficScope, start, counts| TrafficRow {
+        resolution,
+        scope: scope.clone(),
+        start,
+        counts,
+    };
+    store
+        .add_traffic(&[
+            row(R::Minute, &app, at(60), counts(10, 1, 2)),
+            row(R::Minute, &app, at(0), counts(3, 0, 0)),
+            row(R::Hour, &app, at(0), counts(13, 1, 2)),
+            row(R::Minute, &edge, at(60), counts(7, 7, 7)),
+        ])
+        .await
+        .expect("add");
+    // A second control plane adds to the same bucket.
+    store
+        .add_traffic(&[row(R::Minute, &app, at(60), counts(5, 2, 1))])
+        .await
+        .expect("add again");
+    store.add_traffic(&[]).await.expect("nothing to add");
+
+    let series = store
+        .traffic_series(R::Minute, &app, at(0))
+        .await
+        .expect("series");
+    let read: Vec<_> = series.iter().map(|p| (p.start, p.counts)).collect();
+    assert_eq!(
+        read,
+        [(at(0), counts(3, 0, 0)), (at(60), counts(15, 3, 3))],
+        "summed per bucket, oldest first"
+    );
+    let later = store
+        .traffic_series(R::Minute, &app, at(1))
+        .await
+        .expect("series");
+    assert_eq!(later.len(), 1, "since is the bucket start, inclusive");
+    let edge_series = store
+        .traffic_series(R::Minute, &edge, at(0))
+        .await
+        .expect("series");
+    assert_eq!(edge_series.len(), 1);
+    assert_eq!(edge_series[0].counts, counts(7, 7, 7), "series stay apart");
+    let hours = store
+        .traffic_series(R::Hour, &app, at(0))
+        .await
+        .expect("series");
+    assert_eq!(hours.len(), 1);
+    assert_eq!(hours[0].counts, counts(13, 1, 2));
+
+    assert_eq!(
+        store.prune_traffic(R::Minute, at(60)).await.expect("prune"),
+        1
+    );
+    assert_eq!(
+        store
+            .traffic_series(R::Minute, &app, at(0))
+            .await
+            .expect("series")
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .traffic_series(R::Hour, &app, at(0))
+            .await
+            .expect("series")
+            .len(),
+        1,
+        "pruning minutes leaves the hours"
+    );
 }

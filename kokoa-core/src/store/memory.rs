@@ -18,8 +18,9 @@ use crate::{
     ApiToken, ApiTokenId, Certificate, CertificateId, DnsRecord, DnsRecordId, DnsZone, DnsZoneId,
     EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
     Hostname, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin, OriginId, OriginService,
-    OriginStatus, Role, Route, RouteId, ServiceId, Session, SessionId, SubnetPool, Timestamp, User,
-    UserId, UserSecrets, WgPublicKey, origin_address,
+    OriginStatus, Role, Route, RouteId, ServiceId, Session, SessionId, SubnetPool, Timestamp,
+    TrafficCounts, TrafficPoint, TrafficResolution, TrafficRow, TrafficScope, User, UserId,
+    UserSecrets, WgPublicKey, origin_address,
     secret::{Sealed, TokenHash},
 };
 
@@ -44,6 +45,7 @@ struct State {
     credentials: Vec<(NodeCredential, TokenHash)>,
     dns_records: Vec<DnsRecord>,
     health_checks: Vec<HealthCheck>,
+    traffic: BTreeMap<(TrafficResolution, TrafficScope, Timestamp), TrafficCounts>,
     users: Vec<StoredUser>,
     sessions: Vec<(Session, TokenHash)>,
     certificates: Vec<(Certificate, Option<Sealed>)>,
@@ -681,6 +683,49 @@ impl Store for MemoryStore {
         let count = state.health_checks.len();
         state.health_checks.retain(|c| c.checked_at >= before);
         Ok((count - state.health_checks.len()) as u64)
+    }
+
+    async fn add_traffic(&self, rows: &[TrafficRow]) -> Result<(), Error> {
+        let mut state = self.lock()?;
+        for row in rows {
+            state
+                .traffic
+                .entry((row.resolution, row.scope.clone(), row.start))
+                .or_default()
+                .add(&row.counts);
+        }
+        Ok(())
+    }
+
+    async fn traffic_series(
+        &self,
+        resolution: TrafficResolution,
+        scope: &TrafficScope,
+        since: Timestamp,
+    ) -> Result<Vec<TrafficPoint>, Error> {
+        let state = self.lock()?;
+        Ok(state
+            .traffic
+            .range((resolution, scope.clone(), since)..)
+            .take_while(|((r, s, _), _)| *r == resolution && s == scope)
+            .map(|((_, _, start), counts)| TrafficPoint {
+                start: *start,
+                counts: *counts,
+            })
+            .collect())
+    }
+
+    async fn prune_traffic(
+        &self,
+        resolution: TrafficResolution,
+        before: Timestamp,
+    ) -> Result<u64, Error> {
+        let mut state = self.lock()?;
+        let count = state.traffic.len();
+        state
+            .traffic
+            .retain(|(r, _, start), _| *r != resolution || *start >= before);
+        Ok((count - state.traffic.len()) as u64)
     }
 
     async fn create_user(&self, user: &User, password_hash: Option<&str>) -> Result<(), Error> {

@@ -63,7 +63,8 @@ use crate::{
     EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
     HealthCheckPath, Hostname, Name, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin,
     OriginId, OriginService, OriginStatus, Port, Protocol, Role, Route, RouteId, Session,
-    SessionId, SubnetPool, Timestamp, User, UserId, UserSecrets, WgPublicKey,
+    SessionId, SubnetPool, Timestamp, TrafficPoint, TrafficResolution, TrafficRow, TrafficScope,
+    User, UserId, UserSecrets, WgPublicKey,
     secret::{Sealed, TokenHash},
 };
 
@@ -335,6 +336,29 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Deletes the health checks (of every edge) made before `before`; returns how many.
     async fn prune_health_checks(&self, before: Timestamp) -> Result<u64, Error>;
+
+    // --- traffic analytics ---
+
+    /// Adds each row's counts to its bucket (creating it at zero), all rows in one
+    /// transaction. Additions commute, so several control planes may add to one bucket.
+    async fn add_traffic(&self, rows: &[TrafficRow]) -> Result<(), Error>;
+
+    /// The buckets of one series starting at or after `since`, oldest first; buckets
+    /// without traffic are absent.
+    async fn traffic_series(
+        &self,
+        resolution: TrafficResolution,
+        scope: &TrafficScope,
+        since: Timestamp,
+    ) -> Result<Vec<TrafficPoint>, Error>;
+
+    /// Deletes the buckets of `resolution` (of every series) that start before `before`;
+    /// returns how many.
+    async fn prune_traffic(
+        &self,
+        resolution: TrafficResolution,
+        before: Timestamp,
+    ) -> Result<u64, Error>;
 
     // --- users and their Web UI sessions ---
 

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0003_users.sql"),
     include_str!("migrations/postgres/0004_leases.sql"),
     include_str!("migrations/postgres/0005_node_keys.sql"),
+    include_str!("migrations/postgres/0006_traffic.sql"),
 ];
 
 /// Taken inside the migration transaction, so that control planes starting together
@@ -272,7 +273,7 @@ mod tests {
                     other => panic!("a version: {other:?}"),
                 })
                 .collect();
-            assert_eq!(versions, [1, 2, 3, 4, 5]);
+            assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
             // Version 5: the keys the control plane had made are gone, the rows stay; the
             // nodes register keys of their own.
             let origin = crate::OriginId::parse("org_1").expect("an id");

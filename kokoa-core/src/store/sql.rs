@@ -25,7 +25,8 @@ use crate::{
     EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
     Hostname, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin, OriginId, OriginService,
     OriginStatus, Port, RecordData, Role, Route, RouteId, ServiceId, Session, SessionId, Severity,
-    SubnetPool, Timestamp, User, UserId, UserSecrets, WgPublicKey, origin_address,
+    SubnetPool, Timestamp, TrafficCounts, TrafficPoint, TrafficResolution, TrafficRow,
+    TrafficScope, User, UserId, UserSecrets, WgPublicKey, origin_address,
     secret::{Sealed, TokenHash},
 };
 
@@ -62,6 +63,11 @@ fn opt_text(v: Option<impl ToString>) -> Value {
 
 fn time(t: Timestamp) -> Value {
     int(t.as_unix())
+}
+
+/// A count as a column holds it (held at `i64::MAX`).
+fn count(n: u64) -> Value {
+    int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 fn opt_time(t: Option<Timestamp>) -> Value {
@@ -607,6 +613,21 @@ async fn check_user(conn: &mut dyn Conn, id: &UserId) -> Result<(), Error> {
         .query("SELECT 1 FROM users WHERE id = $1", vec![text(id)])
         .await?;
     changed(rows.len() as u64, "user", id)
+}
+
+fn traffic_point(row: &Row) -> Result<TrafficPoint, Error> {
+    let mut r = row.reader();
+    let mut count = || r.int().and_then(|n| u64::try_from(n).map_err(corrupt));
+    let start = Timestamp::from_unix(i64::try_from(count()?).map_err(corrupt)?)?;
+    let mut counts = TrafficCounts {
+        requests: count()?,
+        errors: count()?,
+        ..TrafficCounts::default()
+    };
+    for bucket in &mut counts.latency {
+        *bucket = count()?;
+    }
+    Ok(TrafficPoint { start, counts })
 }
 
 fn all<T>(rows: &[Row], f: impl Fn(&Row) -> Result<T, Error>) -> Result<Vec<T>, Error> {
@@ -1653,6 +1674,67 @@ impl Store for SqlStore {
         self.execute(
             "DELETE FROM health_checks WHERE checked_at < $1",
             vec![time(before)],
+        )
+        .await
+    }
+
+    async fn add_traffic(&self, rows: &[TrafficRow]) -> Result<(), Error> {
+        let mut conn = self.write().await?;
+        for row in rows {
+            let mut params = vec![
+                int(row.resolution.code()),
+                text(row.scope.kind()),
+                text(row.scope.key()),
+                time(row.start),
+                count(row.counts.requests),
+                count(row.counts.errors),
+            ];
+            params.extend(row.counts.latency.iter().map(|n| count(*n)));
+            conn.execute(
+                "INSERT INTO traffic (resolution, scope_kind, scope, bucket_start, requests, \
+                 errors, latency_0, latency_1, latency_2, latency_3, latency_4, latency_5, latency_6, latency_7, latency_8, latency_9, latency_10, latency_11) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+                 ON CONFLICT (resolution, scope_kind, scope, bucket_start) DO UPDATE SET \
+                 requests = traffic.requests + excluded.requests, \
+                 errors = traffic.errors + excluded.errors, \
+                 latency_0 = traffic.latency_0 + excluded.latency_0, latency_1 = traffic.latency_1 + excluded.latency_1, latency_2 = traffic.latency_2 + excluded.latency_2, latency_3 = traffic.latency_3 + excluded.latency_3, latency_4 = traffic.latency_4 + excluded.latency_4, latency_5 = traffic.latency_5 + excluded.latency_5, latency_6 = traffic.latency_6 + excluded.latency_6, latency_7 = traffic.latency_7 + excluded.latency_7, latency_8 = traffic.latency_8 + excluded.latency_8, latency_9 = traffic.latency_9 + excluded.latency_9, latency_10 = traffic.latency_10 + excluded.latency_10, latency_11 = traffic.latency_11 + excluded.latency_11",
+                params,
+            )
+            .await?;
+        }
+        Ok(conn.commit().await?)
+    }
+
+    async fn traffic_series(
+        &self,
+        resolution: TrafficResolution,
+        scope: &TrafficScope,
+        since: Timestamp,
+    ) -> Result<Vec<TrafficPoint>, Error> {
+        let rows = self
+            .query(
+                "SELECT bucket_start, requests, errors, latency_0, latency_1, latency_2, latency_3, latency_4, latency_5, latency_6, latency_7, latency_8, latency_9, latency_10, latency_11 \
+                 FROM traffic WHERE resolution = $1 AND scope_kind = $2 AND scope = $3 \
+                 AND bucket_start >= $4 ORDER BY bucket_start",
+                vec![
+                    int(resolution.code()),
+                    text(scope.kind()),
+                    text(scope.key()),
+                    time(since),
+                ],
+            )
+            .await?;
+        all(&rows, traffic_point)
+    }
+
+    async fn prune_traffic(
+        &self,
+        resolution: TrafficResolution,
+        before: Timestamp,
+    ) -> Result<u64, Error> {
+        self.execute(
+            "DELETE FROM traffic WHERE resolution = $1 AND bucket_start < $2",
+            vec![int(resolution.code()), time(before)],
         )
         .await
     }

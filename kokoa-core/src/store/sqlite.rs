@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0003_users.sql"),
     include_str!("migrations/sqlite/0004_leases.sql"),
     include_str!("migrations/sqlite/0005_node_keys.sql"),
+    include_str!("migrations/sqlite/0006_traffic.sql"),
 ];
 
 /// How long a statement waits for another process holding the database lock.
@@ -311,7 +312,7 @@ mod tests {
                     .collect()
             })
             .expect("read versions");
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
         // Version 5: the keys the control plane had made are gone, the rows stay; the
         // nodes register keys of their own.
         let origin = crate::OriginId::parse("org_1").expect("an id");

@@ -271,6 +271,12 @@ pub(super) async fn register_key(
     Ok(Json(json!({ "status": status })))
 }
 
+/// Host names one heartbeat may count traffic for.
+const MAX_TRAFFIC_ENTRIES: usize = 1_000;
+/// Requests one heartbeat may count for a host name: far above what an edge serves
+/// between two heartbeats, and low enough that the stored sums never overflow.
+const MAX_TRAFFIC_REQUESTS: u64 = 1_000_000_000;
+
 /// A node's heartbeat (SPEC §6, §8.4): edges every 5 s, origins every 30 s.
 #[utoipa::path(
     post,
@@ -301,6 +307,34 @@ pub(super) async fn heartbeat(
             ),
         ));
     }
+    if body.traffic.len() > MAX_TRAFFIC_ENTRIES {
+        return Err(ApiError::invalid(
+            "traffic",
+            format!(
+                "{} entries; at most {MAX_TRAFFIC_ENTRIES} host names are counted per heartbeat",
+                body.traffic.len()
+            ),
+        ));
+    }
+    if let Some(bad) = body.traffic.iter().find(|t| {
+        t.counts.requests > MAX_TRAFFIC_REQUESTS
+            || t.counts.errors > t.counts.requests
+            || t.counts.timed() > t.counts.requests
+            || t.hostname.is_empty()
+            || t.hostname.len() > 253
+    }) {
+        return Err(ApiError::invalid(
+            "traffic",
+            format!(
+                "the figures of {:?} do not add up: {} requests (at most \
+                 {MAX_TRAFFIC_REQUESTS}), {} errors, {} timed",
+                bad.hostname,
+                bad.counts.requests,
+                bad.counts.errors,
+                bad.counts.timed()
+            ),
+        ));
+    }
     // Kept as one flat object: the metrics, the other reported fields, and the status.
     let mut metrics = body.extra;
     metrics.extend(body.metrics);
@@ -313,6 +347,7 @@ pub(super) async fn heartbeat(
             let metrics = Value::Object(metrics);
             let error = agent_error(Some(&metrics));
             store.record_edge_heartbeat(id, now, Some(metrics)).await?;
+            state.traffic().record(id, now, &body.traffic);
             // An event when the agent starts or stops reporting an error; not for every
             // heartbeat, nor when the wording of an error changes while it lasts.
             let change = match (agent_error(before.last_metrics.as_ref()), error) {

@@ -30,6 +30,7 @@ mod origins;
 mod routes;
 mod system;
 mod tokens;
+mod traffic;
 mod users;
 mod views;
 
@@ -196,6 +197,8 @@ fn build() -> (Router<AppState>, openapi::OpenApi) {
         .routes(routes!(edges::create_edge, edges::list_edges))
         .routes(routes!(edges::get_edge, edges::delete_edge))
         .routes(routes!(edges::health_history))
+        .routes(routes!(traffic::edge_traffic))
+        .routes(routes!(traffic::route_traffic))
         .routes(routes!(edges::rotate_edge_keys))
         .routes(routes!(agent::enroll))
         .routes(routes!(agent::edge_own_config))

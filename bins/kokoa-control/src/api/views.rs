@@ -154,10 +154,35 @@ pub struct HeartbeatRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub metrics: Map<String, Value>,
+    /// Edges: requests counted since the previous delivered heartbeat, by host name (at
+    /// most 1 000 entries), for the traffic analytics.
+    #[serde(default)]
+    #[schema(value_type = Vec<HostTrafficSchema>)]
+    pub traffic: Vec<kokoa_core::HostTraffic>,
     /// Anything else the node reports.
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub extra: Map<String, Value>,
+}
+
+/// What an edge counted for one host name since its previous heartbeat
+/// (`kokoa_core::HostTraffic`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Only describes the document's shape.
+pub struct HostTrafficSchema {
+    /// The route's host name as configured (`*.hoge.com` for a wildcard), or `other`.
+    #[schema(example = "app.hoge.com")]
+    hostname: String,
+    /// Requests answered.
+    #[schema(maximum = 1_000_000_000)]
+    requests: u64,
+    /// Of those, answered with a 5xx status.
+    #[schema(maximum = 1_000_000_000)]
+    errors: u64,
+    /// Requests by latency bucket: at most 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000
+    /// and 10000 ms, then slower.
+    #[schema(min_items = 12, max_items = 12)]
+    latency: Vec<u64>,
 }
 
 /// `POST /api/v1/tokens`.
@@ -282,6 +307,64 @@ pub struct LimitQuery {
     /// How many checks, newest first: 1–1000, default 100.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+}
+
+/// `?range=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RangeQuery {
+    /// `1h` (one-minute buckets, the default), `24h` (one-minute buckets) or `30d`
+    /// (one-hour buckets).
+    #[param(pattern = "^(1h|24h|30d)$")]
+    pub range: Option<String>,
+}
+
+/// One bucket, or the sum of a whole range.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TrafficFigures {
+    /// Requests answered.
+    pub requests: u64,
+    /// Of those, answered with a 5xx status.
+    pub errors: u64,
+    /// 95th percentile of the request time, in milliseconds (from a histogram: exact to its
+    /// bucket); none without timed requests.
+    pub p95_ms: Option<f64>,
+}
+
+impl From<&kokoa_core::TrafficCounts> for TrafficFigures {
+    fn from(c: &kokoa_core::TrafficCounts) -> Self {
+        Self {
+            requests: c.requests,
+            errors: c.errors,
+            p95_ms: c.p95_ms().map(|ms| (ms * 10.0).round() / 10.0),
+        }
+    }
+}
+
+/// One bucket of a series.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrafficBucket {
+    /// When the bucket starts.
+    #[schema(value_type = String, format = DateTime)]
+    pub start: Timestamp,
+    /// Its figures (0 for a bucket without traffic).
+    #[serde(flatten)]
+    pub figures: TrafficFigures,
+}
+
+/// A traffic series over a range, every bucket present, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrafficSeries {
+    /// `1h`, `24h` or `30d`.
+    #[schema(example = "1h")]
+    pub range: String,
+    /// Length of a bucket in seconds: 60 or 3600.
+    pub step_seconds: i64,
+    /// The buckets. The last is the current one, still filling; figures reach the
+    /// control plane with the edges' heartbeats and are written every few seconds.
+    pub buckets: Vec<TrafficBucket>,
+    /// The whole range.
+    pub total: TrafficFigures,
 }
 
 // ---------------------------------------------------------------- responses

@@ -31,6 +31,7 @@ pub mod lifecycle;
 pub mod retention;
 pub mod rotation;
 mod settings;
+pub mod traffic;
 
 pub use settings::{
     EdgeSettings, HealthSettings, ProvisionerEntry, RetentionSettings, RuntimeSettings,
@@ -248,7 +249,7 @@ pub enum Module {
     SslManager,
     /// Checks edges and origins and acts on the results (§8.4).
     HealthChecker,
-    /// Traffic statistics (§8.5); not part of this build.
+    /// Traffic statistics from the edges' heartbeats (§8.5).
     MetricsCollector,
     /// Outbound traffic through the edges (§8.6); not part of this build.
     OutboundRouter,
@@ -279,7 +280,7 @@ impl Module {
 
     /// Whether this build has the module at all.
     pub fn available(self) -> bool {
-        !matches!(self, Self::MetricsCollector | Self::OutboundRouter)
+        !matches!(self, Self::OutboundRouter)
     }
 
     /// The module called `name`.
@@ -421,6 +422,7 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
     duties.spawn(health::run_judge(state.clone(), stopped.clone()));
     duties.spawn(lifecycle::run(state.clone(), stopped.clone()));
     duties.spawn(retention::run(state.clone(), stopped.clone()));
+    duties.spawn(traffic::run(state.clone(), stopped.clone()));
     duties.spawn(rotation::run(state.clone(), stopped.clone()));
     duties.spawn(follow_changes(state.clone(), stopped.clone()));
     shutdown.await;

@@ -1,5 +1,5 @@
 //! Keeps storage bounded: the leader deletes what is older than the retention settings
-//! (events, health check history, its record of actions) and what has expired (shared
+//! (events, health check history, its record of actions, traffic buckets) and what has expired (shared
 //! values such as pending sign-ins and challenge responses, sessions).
 
 use std::time::Duration;
@@ -28,6 +28,8 @@ pub struct Pruned {
     pub shared_values: u64,
     /// Expired sessions.
     pub sessions: u64,
+    /// Traffic buckets past their retention (a day of minutes, 30 days of hours).
+    pub traffic_buckets: u64,
 }
 
 fn before(now: Timestamp, keep: Duration) -> Timestamp {
@@ -46,6 +48,7 @@ pub async fn prune(state: &AppState, now: Timestamp) -> Result<Pruned, kokoa_cor
         intents: store.prune_intents(before(now, keep.intents)).await?,
         shared_values: store.kv_prune(now).await?,
         sessions: store.prune_sessions(now).await?,
+        traffic_buckets: super::traffic::prune(state, now).await?,
     })
 }
 

@@ -43,6 +43,7 @@ pub(crate) fn routes() -> Router<AppState> {
     let mut router = Router::new()
         .route("/ui/assets/{file}", get(asset))
         .route("/ui/edges/{id}", get(edge_detail))
+        .route("/ui/routes/{id}", get(route_detail))
         .route("/logout", post(login::logout))
         .merge(login::routes());
     for &(path, page, title) in PAGES {
@@ -81,6 +82,14 @@ async fn edge_detail(
     shell(&state, &headers, "edge", "Edge node", Some(&id)).await
 }
 
+async fn route_detail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    shell(&state, &headers, "route", "Route", Some(&id)).await
+}
+
 /// The signed-in user of a page request, or where to send the browser instead.
 async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<(Session, User), Response> {
     match session::current(headers, state).await {
@@ -105,7 +114,10 @@ async fn shell(
     let nav: String = PAGES
         .iter()
         .map(|&(path, name, label)| {
-            let current = if name == page || (page == "edge" && name == "edges") {
+            let current = if name == page
+                || (page == "edge" && name == "edges")
+                || (page == "route" && name == "routes")
+            {
                 " aria-current=\"page\""
             } else {
                 ""

@@ -1,7 +1,8 @@
 // Kokoa Proxy Web UI. Each page is drawn from the REST API (/api/v1, the same the CLI
 // uses) with the session cookie and the session's CSRF token, and drawn again when the
 // control plane's event stream reports a change. Text is always inserted as text, never
-// as HTML. No polling: the only long-lived request is the event stream.
+// as HTML. The only long-lived request is the event stream; traffic charts, whose figures
+// arrive with heartbeats rather than as events, are fetched again every 10 s while shown.
 'use strict';
 
 (() => {
@@ -455,7 +456,9 @@
       const name = (id) => (origins.find((o) => o.id === id) || { name: id }).name;
       const t = table(['Host name', 'Origin', 'Port', 'Certificate mode', 'Certificate', 'DNS', ''],
         routesAnswer.routes.map((r) => [
-          h('a', { href: `https://${r.hostname}/`, rel: 'noreferrer' }, r.hostname), name(r.origin_id), r.target_port,
+          h('span', {}, h('a', { href: `/ui/routes/${r.id}` }, r.hostname), ' ',
+            h('a', { href: `https://${r.hostname}/`, rel: 'noreferrer', class: 'muted', title: `Open https://${r.hostname}/` }, '↗')),
+          name(r.origin_id), r.target_port,
           r.certificate, status.cert(r.hostname), status.dns(r.hostname),
           admin ? h('span', {}, h('button', { type: 'button', class: 'secondary', 'data-edit': r.id }, 'Edit'), ' ',
             confirmButton('Delete', `Delete the route of ${r.hostname}?`, async () => {
@@ -576,8 +579,99 @@
       `${points.length} checks, ${failures} failed (red). Line: response time.`));
   }
 
+  // Requests per bucket as bars (5xx in red), the 95th percentile latency as a line on
+  // its own scale, for a `GET …/traffic` answer.
+  function trafficChart(series) {
+    const ns = 'http://www.w3.org/2000/svg';
+    const s = (tag, attrs) => {
+      const n = document.createElementNS(ns, tag);
+      for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+      return n;
+    };
+    const width = 800, height = 220, pad = 44;
+    const buckets = series.buckets;
+    if (!series.total.requests) {
+      return h('p', { class: 'muted', 'data-traffic-total': '0 0' },
+        `No requests counted over the last ${series.range}. Edges report what they serve with their heartbeats.`);
+    }
+    const svg = s('svg', { class: 'chart traffic', viewBox: `0 0 ${width} ${height}`, role: 'img',
+      'aria-label': 'Requests, errors and 95th percentile latency over time' });
+    const maxRequests = Math.max(1, ...buckets.map((b) => b.requests));
+    const maxMs = Math.max(1, ...buckets.map((b) => b.p95_ms || 0));
+    const slot = (width - 2 * pad) / buckets.length;
+    const x = (i) => pad + i * slot;
+    const y = (n) => height - pad - (n / maxRequests) * (height - 2 * pad);
+    const yMs = (ms) => height - pad - (ms / maxMs) * (height - 2 * pad);
+    svg.append(s('line', { class: 'axis', x1: pad, y1: height - pad, x2: width - pad, y2: height - pad }),
+      s('line', { class: 'axis', x1: pad, y1: pad, x2: pad, y2: height - pad }));
+    const label = (text, lx, ly, anchor, cls) => {
+      const t = s('text', { x: lx, y: ly, 'text-anchor': anchor || 'start' });
+      if (cls) t.setAttribute('class', cls);
+      t.textContent = text;
+      svg.append(t);
+    };
+    const when = (iso) => (series.step_seconds >= 3600 ? new Date(iso).toLocaleDateString() : new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }));
+    label(`${maxRequests} req`, 4, pad - 8);
+    label(`${maxMs} ms p95`, width - 4, pad - 8, 'end', 'latency');
+    label('0', pad - 6, height - pad + 4, 'end');
+    label(when(buckets[0].start), pad, height - 12);
+    label(when(buckets[buckets.length - 1].start), width - pad, height - 12, 'end');
+    buckets.forEach((b, i) => {
+      if (!b.requests) return;
+      const w = Math.max(1, slot - 1).toFixed(1);
+      const bar = s('rect', { class: 'requests', x: x(i).toFixed(1), y: y(b.requests).toFixed(1), width: w, height: (height - pad - y(b.requests)).toFixed(1) });
+      const tip = s('title', {});
+      tip.textContent = `${when(b.start)}: ${b.requests} requests, ${b.errors} errors${b.p95_ms !== null ? `, p95 ${b.p95_ms} ms` : ''}`;
+      bar.append(tip);
+      svg.append(bar);
+      if (b.errors) svg.append(s('rect', { class: 'errors', x: x(i).toFixed(1), y: y(b.errors).toFixed(1), width: w, height: (height - pad - y(b.errors)).toFixed(1) }));
+    });
+    const path = buckets.map((b, i) => (b.p95_ms === null ? null : [x(i) + slot / 2, yMs(b.p95_ms)]))
+      .filter(Boolean).map(([px, py], i) => `${i ? 'L' : 'M'}${px.toFixed(1)},${py.toFixed(1)}`).join(' ');
+    if (path) svg.append(s('path', { class: 'line', d: path }));
+    const t = series.total;
+    const share = t.requests ? ` (${((100 * t.errors) / t.requests).toFixed(1)} %)` : '';
+    return h('figure', {}, svg, h('figcaption', { class: 'muted', 'data-traffic-total': `${t.requests} ${t.errors}` },
+      `${t.requests} requests, ${t.errors} errors${share} (red)`, t.p95_ms !== null ? `, p95 ${t.p95_ms} ms (line)` : '', ` over the last ${series.range}.`));
+  }
+
+  // A traffic chart of `path` (…/traffic) with a range choice, fetched again every 10 s
+  // while it is on the page.
+  function trafficSection(path) {
+    const body = h('div', { 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Loading…'));
+    const range = select([['1h', 'Last hour'], ['24h', 'Last 24 hours'], ['30d', 'Last 30 days']], '1h');
+    range.setAttribute('aria-label', 'Range');
+    const draw = async () => {
+      try {
+        replace(body, trafficChart(await api('GET', `${path}?range=${range.value}`)));
+      } catch (e) {
+        if (e.status === 404) replace(body, notAvailable('Traffic analytics'));
+        else replace(body, failure(e));
+      }
+    };
+    range.addEventListener('change', draw);
+    const box = h('div', { class: 'traffic-section' }, h('p', {}, range), body);
+    const timer = setInterval(() => { if (box.isConnected) draw(); else clearInterval(timer); }, 10000);
+    draw();
+    return box;
+  }
+
+  pages.route = () => {
+    const body = h('div');
+    const traffic = trafficSection(`/api/v1/routes/${encodeURIComponent(pageId)}/traffic`);
+    app.replaceChildren(body, section('Traffic', traffic));
+    return async () => {
+      const r = await api('GET', `/api/v1/routes/${encodeURIComponent(pageId)}`);
+      const origin = await api('GET', `/api/v1/origins/${encodeURIComponent(r.origin_id)}`).catch(() => ({ name: r.origin_id }));
+      document.getElementById('title').textContent = `Route ${r.hostname}`;
+      replace(body, section('Route', table(['Host name', 'Origin', 'Port', 'Certificate mode'],
+        [[h('a', { href: `https://${r.hostname}/`, rel: 'noreferrer' }, r.hostname), origin.name, r.target_port, r.certificate]], '')));
+    };
+  };
+
   pages.edge = () => {
     const body = h('div');
+    const traffic = trafficSection(`/api/v1/edge-nodes/${encodeURIComponent(pageId)}/traffic`);
     app.replaceChildren(body);
     return async () => {
       const id = encodeURIComponent(pageId);
@@ -591,6 +685,7 @@
             duration(edge.uptime_seconds), ago(edge.last_heartbeat),
             life && life.phase ? h('span', {}, life.phase, life.last_error ? h('div', { class: 'error' }, life.last_error) : null) : '—']], '')),
         section('Health history', chart(history.checks)),
+        section('Traffic', traffic),
         section('Tunnels', table(['Origin', 'Address', 'Port', 'Public key'], edge.tunnels.map((t) =>
           [t.origin_id, t.wireguard_ip, t.listen_port, t.public_key ? h('code', {}, t.public_key) : 'not enrolled yet']), 'No tunnels.'),
           admin && edge.wireguard_public_key ? rotateButton(`/api/v1/edge-nodes/${id}/rotate-keys`, `edge ${edge.name}`) : null),
