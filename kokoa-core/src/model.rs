@@ -392,6 +392,10 @@ pub struct EdgeLifecycle {
     /// When each step of its setup and removal was done, by step name (`instance_created`,
     /// `enrolled`, `tunnels_up`, `checks_passed`, `dns_removed`, `destroyed`, ...).
     pub steps: std::collections::BTreeMap<String, Timestamp>,
+    /// The API request (or the automation's own operation) the current setup or removal
+    /// is done for; the automation's events about it carry this id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl EdgeLifecycle {

@@ -197,6 +197,12 @@ impl EventBus {
                 return None;
             }
         };
+        let mut data = data;
+        if let (Some(id), Value::Object(fields)) = (crate::request_id::current(), &mut data) {
+            fields
+                .entry("request_id")
+                .or_insert_with(|| Value::String(id));
+        }
         let new = NewEvent {
             kind,
             severity,

@@ -69,6 +69,7 @@ pub mod metrics;
 pub mod notify;
 pub mod payload;
 mod payload_cache;
+pub mod request_id;
 pub mod runtime;
 mod state;
 pub mod tls;

@@ -230,3 +230,75 @@ async fn events_are_listed_filtered_and_streamed() {
         assert_eq!(status, 401);
     }
 }
+
+/// Every answer names its request in `X-Request-Id` (the client's own when it is a short
+/// token), and the events a request causes carry that id in their data.
+#[tokio::test]
+async fn requests_have_ids_that_their_events_carry() {
+    let s = Server::start(&common::Backend::Sqlite).await;
+    let post = |id: Option<&'static str>| {
+        let headers: Vec<(&str, &str)> = id.map(|id| ("X-Request-Id", id)).into_iter().collect();
+        let s = &s;
+        async move {
+            s.send(
+                Method::POST,
+                "/api/v1/internal/events",
+                Some(&s.admin),
+                Some(json!({"type": "deploy.finished", "data": {"version": "1.2"}})),
+                &headers,
+            )
+            .await
+        }
+    };
+    let answer = post(Some("deploy-42")).await;
+    assert_eq!(answer.status(), 202);
+    assert_eq!(answer.headers()["x-request-id"], "deploy-42");
+    let generated = post(None).await.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        generated.starts_with("req_") && generated.len() == 20,
+        "{generated}"
+    );
+    let replaced = post(Some("no spaces please")).await.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(replaced.starts_with("req_"), "{replaced}");
+
+    let (_, listed) = s
+        .call(
+            Method::GET,
+            "/api/v1/events?type=deploy.finished&after=0",
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    let ids: Vec<&Value> = listed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["data"]["request_id"])
+        .collect();
+    assert_eq!(
+        ids,
+        [&json!("deploy-42"), &json!(generated), &json!(replaced)],
+        "{listed}"
+    );
+    // Answers without a route, and refusals, are named too.
+    let (status, _) = s
+        .call(Method::GET, "/api/v1/nothing-here", None, None)
+        .await;
+    assert_eq!(status, 404);
+    let missing = s
+        .send(
+            Method::GET,
+            "/api/v1/nothing-here",
+            None,
+            None,
+            &[("X-Request-Id", "x1")],
+        )
+        .await;
+    assert_eq!(missing.headers()["x-request-id"], "x1");
+}

@@ -314,6 +314,30 @@ async fn an_unhealthy_edge_is_destroyed_and_replaced_in_another_region() {
             "edge.ready"
         ]
     );
+    // One operation id, begun by the automation when it decided to remove the failed
+    // edge, runs through its removal and every step of its replacement.
+    let failed_events = plane
+        .call(
+            Method::GET,
+            &format!(
+                "/api/v1/events?subject={}&after=0",
+                failed["id"].as_str().unwrap()
+            ),
+            None,
+            200,
+        )
+        .await;
+    let removal = failed_events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "edge.removal_started")
+        .unwrap_or_else(|| panic!("no removal event: {failed_events}"));
+    let operation = removal["data"]["request_id"].as_str().unwrap();
+    assert!(operation.starts_with("op_"), "{removal}");
+    for event in events["events"].as_array().unwrap() {
+        assert_eq!(event["data"]["request_id"], operation, "{event}");
+    }
     // The same steps in /metrics: three edges made at the provider (two, then the
     // replacement), one destroyed, and how long after their creation they passed checks.
     let metrics = plane.metrics().await;
@@ -371,23 +395,73 @@ async fn the_automation_picks_up_after_a_restart() {
     let edges = edges["edge_nodes"].as_array().unwrap();
     assert_eq!(edges.len(), 1, "{edges:?}");
     assert_eq!(edges[0]["status"], "active");
+    // Created by the automation on its own (min_active_nodes): one operation id from its
+    // first event to its last, across the restart.
+    let created = plane
+        .call(
+            Method::GET,
+            &format!(
+                "/api/v1/events?subject={}&after=0",
+                edges[0]["id"].as_str().unwrap()
+            ),
+            None,
+            200,
+        )
+        .await;
+    let ids: std::collections::BTreeSet<&str> = created["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["request_id"].as_str().unwrap_or("none"))
+        .collect();
+    assert!(
+        ids.len() == 1 && ids.iter().all(|id| id.starts_with("op_")),
+        "{created}"
+    );
 
     // A removal asked while the duties are down completes once they are back.
     plane.restart_duties().await;
     let id = edges[0]["id"].as_str().unwrap();
-    plane
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/edge-nodes/{id}"),
-            None,
-            202,
-        )
-        .await;
+    let answer = plane
+        .request(Method::DELETE, &format!("/api/v1/edge-nodes/{id}"))
+        .header("X-Request-Id", "remove-edge-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    assert_eq!(answer.headers()["x-request-id"], "remove-edge-1");
     plane.restart_duties().await;
     until("the edge destroyed", Duration::from_secs(20), || {
         (cloud.destroyed.lock().unwrap().len() == 1).then_some(())
     })
     .await;
+    // The duties' events about the removal name the request that asked for it.
+    let events = plane
+        .call(
+            Method::GET,
+            &format!("/api/v1/events?subject={id}&after=0"),
+            None,
+            200,
+        )
+        .await;
+    let removal: Vec<(&str, &Value)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            ["edge.removal_started", "edge.destroyed"].contains(&e["type"].as_str().unwrap())
+        })
+        .map(|e| (e["type"].as_str().unwrap(), &e["data"]["request_id"]))
+        .collect();
+    assert_eq!(
+        removal.last().map(|(kind, _)| *kind),
+        Some("edge.destroyed"),
+        "{events}"
+    );
+    assert!(
+        removal.len() >= 2 && removal.iter().all(|(_, id)| **id == "remove-edge-1"),
+        "{events}"
+    );
     plane.stop().await;
 }
 

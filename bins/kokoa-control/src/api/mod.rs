@@ -154,11 +154,6 @@ pub fn router(state: AppState) -> Router {
             "/downloads/{name}",
             axum::routing::get(crate::downloads::file),
         )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::track,
-        ))
-        .layer(axum::middleware::map_response(crate::ui::security_headers))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -173,6 +168,12 @@ pub fn router(state: AppState) -> Router {
                 "this endpoint does not accept that method; see /api/v1/openapi.json",
             )
         })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
+        .layer(axum::middleware::map_response(crate::ui::security_headers))
+        .layer(axum::middleware::from_fn(crate::request_id::layer))
         .with_state(state)
 }
 

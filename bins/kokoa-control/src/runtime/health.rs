@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{Module, sleep_or_stop};
-use crate::{events::kinds, state::AppState};
+use crate::{events::kinds, request_id, state::AppState};
 
 /// Where each check's last state is kept: key `<edge id>/<check name>`.
 const CHECK_STATES: &str = "health-checks";
@@ -715,19 +715,19 @@ async fn act(
                         "checks_passed",
                         now.seconds_since(edge.created_at),
                     );
-                    events
-                        .emit(
-                            kinds::EDGE_READY,
-                            Severity::Info,
-                            Some(&subject),
-                            format!("edge {} passed its checks and goes into DNS", edge.name),
-                            json!({
-                                "edge_node_id": edge.id, "public_ip": edge.public_ip,
-                                "provider": edge.provider, "region": edge.region,
-                                "seconds_since_created": now.seconds_since(edge.created_at),
-                            }),
-                        )
-                        .await;
+                    // The last step of the edge's setup, for the request that asked for it.
+                    let ready = events.emit(
+                        kinds::EDGE_READY,
+                        Severity::Info,
+                        Some(&subject),
+                        format!("edge {} passed its checks and goes into DNS", edge.name),
+                        json!({
+                            "edge_node_id": edge.id, "public_ip": edge.public_ip,
+                            "provider": edge.provider, "region": edge.region,
+                            "seconds_since_created": now.seconds_since(edge.created_at),
+                        }),
+                    );
+                    request_id::scope(edge.lifecycle.request_id.clone(), ready).await;
                 }
             }
             EdgeAction::MarkUnhealthy => {

@@ -38,11 +38,12 @@ use kokoa_provision::{
     AgentSource, EdgeBootstrap, IdempotencyKey, InstanceConfig, InstanceId, InstanceStatus,
     Placement, Secret, choose_replacement, nodes_to_create, render_user_data,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
 use super::{Module, ProvisionerEntry, dns, wait_or_stop};
-use crate::{error::ApiError, events::kinds, payload, state::AppState};
+use crate::{error::ApiError, events::kinds, payload, request_id, state::AppState};
 
 /// How often every edge is looked at when nothing wakes the automation sooner.
 const PERIOD: Duration = Duration::from_secs(1);
@@ -125,6 +126,7 @@ pub async fn register(
         size: request.size,
         ssh_key_id: request.ssh_key_id,
         replaces: request.replaces,
+        request_id: request_id::current(),
         ..EdgeLifecycle::default()
     };
     // An existing VPS has nothing to create.
@@ -222,14 +224,25 @@ pub(crate) const REMOVALS: &str = "edge-removals";
 pub async fn request_removal(state: &AppState, id: &EdgeNodeId) -> Result<(), ApiError> {
     let edge = state.store().get_edge(id).await?;
     if edge.status != EdgeStatus::Deleted {
-        let reason = serde_json::to_string(&RemovalReason::Manual).unwrap_or_default();
+        let asked = RemovalRequest {
+            reason: RemovalReason::Manual,
+            request_id: request_id::current(),
+        };
+        let asked = serde_json::to_string(&asked).unwrap_or_default();
         state
             .store()
-            .kv_put(REMOVALS, id.as_str(), &reason, None)
+            .kv_put(REMOVALS, id.as_str(), &asked, None)
             .await?;
         state.wakers().edges.notify_one();
     }
     Ok(())
+}
+
+/// A removal asked through the API, until the automation starts it.
+#[derive(Debug, Serialize, Deserialize)]
+struct RemovalRequest {
+    reason: RemovalReason,
+    request_id: Option<String>,
 }
 
 /// The steps of a removal, for the API's answer.
@@ -245,8 +258,13 @@ pub async fn removal_steps(state: &AppState) -> Vec<String> {
 async fn start_removals(state: &AppState) -> Result<(), kokoa_core::Error> {
     let store = state.store();
     let now = Timestamp::now();
-    for (id, reason) in store.kv_list(REMOVALS, now).await? {
-        let reason: RemovalReason = serde_json::from_str(&reason).unwrap_or(RemovalReason::Manual);
+    for (id, asked) in store.kv_list(REMOVALS, now).await? {
+        // Before request ids the reason alone was kept.
+        let asked: RemovalRequest = serde_json::from_str(&asked).unwrap_or(RemovalRequest {
+            reason: RemovalReason::Manual,
+            request_id: None,
+        });
+        let reason = asked.reason;
         let Ok(id) = EdgeNodeId::parse(&id) else {
             store.kv_delete(REMOVALS, &id).await?;
             continue;
@@ -267,23 +285,22 @@ async fn start_removals(state: &AppState) -> Result<(), kokoa_core::Error> {
             );
         if !underway {
             edge.lifecycle.removal = Some(reason);
+            edge.lifecycle.request_id = asked.request_id.clone();
             edge.lifecycle.withdrawn_at.get_or_insert(now);
             edge.lifecycle.enter(EdgePhase::Draining, now);
             store.update_edge(&edge).await?;
-            state
-                .events()
-                .emit(
-                    kinds::EDGE_REMOVAL_STARTED,
-                    Severity::Info,
-                    Some(edge.id.as_str()),
-                    format!(
-                        "removal of edge {} started: out of DNS, then destroyed",
-                        edge.name
-                    ),
-                    json!({"edge_node_id": edge.id, "reason": reason,
-                           "steps": removal_steps(state).await}),
-                )
-                .await;
+            let started = state.events().emit(
+                kinds::EDGE_REMOVAL_STARTED,
+                Severity::Info,
+                Some(edge.id.as_str()),
+                format!(
+                    "removal of edge {} started: out of DNS, then destroyed",
+                    edge.name
+                ),
+                json!({"edge_node_id": edge.id, "reason": reason,
+                       "steps": removal_steps(state).await}),
+            );
+            request_id::scope(asked.request_id, started).await;
             state.wakers().dns.notify_one();
         }
         store.kv_delete(REMOVALS, id.as_str()).await?;
@@ -335,7 +352,8 @@ pub(crate) async fn step_all(state: &AppState) -> Result<(), kokoa_core::Error> 
             changed: false,
             notify: false,
         };
-        step.go().await;
+        let working_for = step.edge.lifecycle.request_id.clone();
+        request_id::scope(working_for, step.go()).await;
         if step.changed
             && let Err(e) = state.store().update_edge(&step.edge).await
         {
@@ -528,10 +546,17 @@ impl Step<'_> {
             )
             .await;
         if give_up {
-            self.edge.lifecycle.removal = Some(RemovalReason::ProvisioningFailed);
             self.edge.lifecycle.withdrawn_at.get_or_insert(now);
-            self.enter(EdgePhase::Draining, now);
+            self.start_removal(RemovalReason::ProvisioningFailed, now);
         }
+    }
+
+    /// Starts removing this edge on the automation's own decision, as an operation of its
+    /// own: its id ties together the events of the removal and of the replacement.
+    fn start_removal(&mut self, reason: RemovalReason, now: Timestamp) {
+        self.edge.lifecycle.removal = Some(reason);
+        self.edge.lifecycle.request_id = Some(request_id::begin());
+        self.enter(EdgePhase::Draining, now);
     }
 
     /// A VPS that has not come up in time is taken away (and replaced).
@@ -541,9 +566,8 @@ impl Step<'_> {
             return false;
         }
         tracing::warn!(edge = %self.edge.id, "edge did not come up in {limit} s; removing it");
-        self.edge.lifecycle.removal = Some(RemovalReason::ProvisioningFailed);
         self.edge.lifecycle.withdrawn_at.get_or_insert(now);
-        self.enter(EdgePhase::Draining, now);
+        self.start_removal(RemovalReason::ProvisioningFailed, now);
         self.edge.lifecycle.last_error = Some(format!("did not come up within {limit} s"));
         true
     }
@@ -852,8 +876,7 @@ impl Step<'_> {
             return Ok(());
         }
         self.edge.lifecycle.steps.remove(DESTROY_HELD);
-        self.edge.lifecycle.removal = Some(RemovalReason::Unhealthy);
-        self.enter(EdgePhase::Draining, now);
+        self.start_removal(RemovalReason::Unhealthy, now);
         self.state
             .events()
             .emit(
@@ -1388,45 +1411,47 @@ async fn keep_minimum(state: &AppState) -> Result<(), kokoa_core::Error> {
         let Some(placement) = place(state, &seed, &live) else {
             break;
         };
-        match register(
-            state,
-            NewEdge {
-                name: None,
-                origin_id: None,
-                provider: placement.provider.clone(),
-                region: placement.region.clone(),
-                public_ip: None,
-                size: None,
-                ssh_key_id: None,
-                replaces: None,
-            },
-            0,
-        )
-        .await
-        {
-            Ok((edge, _)) => {
-                state
-                    .events()
-                    .emit(
-                        kinds::EDGE_REPLACEMENT,
-                        Severity::Info,
-                        Some(edge.id.as_str()),
-                        format!(
-                            "edge {} created at {} in {}: fewer than {} edges were active",
-                            edge.name,
-                            placement.provider,
-                            placement.region,
-                            settings.management.min_active_nodes
-                        ),
-                        json!({"edge_node_id": edge.id, "provider": placement.provider,
-                               "region": placement.region, "reason": "min_active_nodes"}),
-                    )
-                    .await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e.message(), "cannot create an edge to keep min_active_nodes");
-                break;
-            }
+        // An operation of the automation's own, from this event to the edge in DNS.
+        let created = request_id::scope(None, async {
+            request_id::begin();
+            let (edge, _) = register(
+                state,
+                NewEdge {
+                    name: None,
+                    origin_id: None,
+                    provider: placement.provider.clone(),
+                    region: placement.region.clone(),
+                    public_ip: None,
+                    size: None,
+                    ssh_key_id: None,
+                    replaces: None,
+                },
+                0,
+            )
+            .await?;
+            state
+                .events()
+                .emit(
+                    kinds::EDGE_REPLACEMENT,
+                    Severity::Info,
+                    Some(edge.id.as_str()),
+                    format!(
+                        "edge {} created at {} in {}: fewer than {} edges were active",
+                        edge.name,
+                        placement.provider,
+                        placement.region,
+                        settings.management.min_active_nodes
+                    ),
+                    json!({"edge_node_id": edge.id, "provider": placement.provider,
+                           "region": placement.region, "reason": "min_active_nodes"}),
+                )
+                .await;
+            Ok::<_, ApiError>(())
+        })
+        .await;
+        if let Err(e) = created {
+            tracing::warn!(error = %e.message(), "cannot create an edge to keep min_active_nodes");
+            break;
         }
     }
     Ok(())

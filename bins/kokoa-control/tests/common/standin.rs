@@ -354,6 +354,13 @@ impl Plane {
         (plane, origin_id)
     }
 
+    /// A request to the API with the admin token, to finish and send.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.admin)
+    }
+
     /// An admin call, asserting the status; the JSON answer.
     pub async fn call(
         &self,
@@ -362,10 +369,7 @@ impl Plane {
         body: Option<Value>,
         want: u16,
     ) -> Value {
-        let mut request = self
-            .client
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.admin);
+        let mut request = self.request(method.clone(), path);
         if let Some(body) = body {
             request = request.json(&body);
         }
