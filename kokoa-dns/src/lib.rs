@@ -77,6 +77,7 @@ mod driver;
 mod error;
 pub mod manual;
 mod memory;
+mod observed;
 mod provider;
 mod reconcile;
 
@@ -121,6 +122,7 @@ pub mod route53;
 pub use driver::{ApplyReport, RateLimit, RateLimiter, Reconciler, RetryPolicy};
 pub use error::Error;
 pub use memory::MemoryProvider;
+pub use observed::{Call, Observed};
 pub use provider::{DnsProvider, HealthCheckSpec, ProviderRecord, RecordId, RecordSpec, Zone};
 pub use reconcile::{
     Change, Create, DEFAULT_TTL, Delete, DeleteReason, DesiredState, EdgeState, EdgeTarget, Plan,

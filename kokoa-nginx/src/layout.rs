@@ -133,7 +133,8 @@ impl Layout {
     /// few reloads, and old workers do not pile up over many), pid file, error log, the
     /// five temporary
     /// paths inside the prefix, the access log (format `kokoa`: `combined` followed by
-    /// `"$host" $request_time`), and an `include` of `site_config` in the `http` block.
+    /// `"$host" $request_time $upstream_response_time`), and an `include` of `site_config`
+    /// in the `http` block.
     ///
     /// `site_config` is normally [`Layout::site_config`]; a candidate is tested by including
     /// the candidate file instead.
@@ -159,13 +160,14 @@ impl Layout {
         for (directive, name) in TEMP_PATHS {
             let _ = writeln!(out, "    {directive} {};", q(&temp.join(name)));
         }
-        // `combined` and then the name asked for and the time taken, which the agent counts
-        // requests by host name with.
+        // `combined` and then the name asked for, the time taken and the time the upstreams
+        // took (`-` without one), which the agent counts requests by host name with.
         let _ = write!(
             out,
             "    log_format kokoa '$remote_addr - $remote_user [$time_local] \"$request\" \
              $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\" \"$host\" \
-             $request_time';\n    access_log {} kokoa;\n    include {};\n}}\n",
+             $request_time $upstream_response_time';\n    access_log {} kokoa;\n    \
+             include {};\n}}\n",
             q(&self.logs_dir().join("access.log")),
             q(site_config),
         );

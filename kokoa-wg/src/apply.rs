@@ -153,6 +153,10 @@ pub struct TunnelStatus {
     pub latest_handshake: Option<SystemTime>,
     /// Round trip of one ping to the peer's tunnel address; `None` when it went unanswered.
     pub rtt: Option<Duration>,
+    /// Bytes received from the interface's peers since it was made.
+    pub rx_bytes: u64,
+    /// Bytes sent to them.
+    pub tx_bytes: u64,
 }
 
 impl TunnelStatus {
@@ -363,13 +367,12 @@ impl WgHost {
         peer_ip: IpAddr,
         ping_timeout: Duration,
     ) -> TunnelStatus {
-        let latest_handshake = self
-            .latest_handshakes(name)
-            .ok()
-            .and_then(|peers| peers.into_iter().filter_map(|(_, at)| at).max());
+        let peers = self.peers(name).unwrap_or_default();
         TunnelStatus {
-            latest_handshake,
+            latest_handshake: peers.iter().filter_map(|p| p.latest_handshake).max(),
             rtt: self.ping(peer_ip, ping_timeout),
+            rx_bytes: peers.iter().map(|p| p.rx_bytes).sum(),
+            tx_bytes: peers.iter().map(|p| p.tx_bytes).sum(),
         }
     }
 
@@ -704,14 +707,17 @@ mod tests {
         let fresh = TunnelStatus {
             latest_handshake: Some(now - Duration::from_secs(60)),
             rtt: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
         };
         let stale = TunnelStatus {
             latest_handshake: Some(now - Duration::from_secs(600)),
-            rtt: None,
+            ..fresh
         };
         let replied = TunnelStatus {
             latest_handshake: None,
             rtt: Some(Duration::from_millis(1)),
+            ..fresh
         };
         assert!(fresh.up() && replied.up());
         assert!(!stale.up());

@@ -27,8 +27,9 @@ fn main() {
         let status = if i % 20 == 0 { 502 } else { 200 };
         text.push_str(&format!(
             "203.0.113.{} - - [07/Dec/2026:07:00:00 +0000] \"GET /page/{i} HTTP/1.1\" {status} \
-             1234 \"-\" \"Mozilla/5.0 (X11; Linux x86_64)\" \"{host}\" 0.0{}\n",
+             1234 \"-\" \"Mozilla/5.0 (X11; Linux x86_64)\" \"{host}\" 0.0{} 0.00{}\n",
             i % 250,
+            i % 10,
             i % 10
         ));
     }

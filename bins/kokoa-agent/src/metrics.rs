@@ -7,8 +7,9 @@
 //!   count is the same figure without an extra listener.
 //! - Requests per second and error rate: the lines appended to nginx's access log since
 //!   the previous sample, and the share of them with a 5xx status. The log's format is
-//!   `combined`, optionally followed by `"$host" $request_time` (kokoa-nginx's `kokoa`
-//!   format); with those, [`Traffic`] counts requests, durations and bytes by host name.
+//!   `combined`, optionally followed by `"$host" $request_time $upstream_response_time`
+//!   (kokoa-nginx's `kokoa` format); with those, [`Traffic`] counts requests, durations,
+//!   upstream durations, bytes and rate-limited requests by host name.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -161,24 +162,37 @@ struct LogLine<'a> {
     host: Option<&'a str>,
     /// `$request_time` in seconds, in the `kokoa` format.
     seconds: Option<f64>,
+    /// `$upstream_response_time` in seconds, summed over the upstreams tried; none when
+    /// nginx answered itself (a refusal, a rate limit, the Kokoa error page).
+    upstream_seconds: Option<f64>,
 }
 
 impl<'a> LogLine<'a> {
     /// Reads a line of the `combined` format, `ADDR - USER [TIME] "REQUEST" STATUS BYTES
-    /// "REFERER" "AGENT"`, and of the `kokoa` format, which adds ` "HOST" SECONDS`. nginx
-    /// escapes quotes inside fields, so fields are told apart by the quotes.
+    /// "REFERER" "AGENT"`, and of the `kokoa` format, which adds ` "HOST" SECONDS
+    /// UPSTREAM_SECONDS` (the last `-`, one time, or several separated by `, ` and ` : `
+    /// when nginx tried more than one upstream). nginx escapes quotes inside fields, so
+    /// fields are told apart by the quotes.
     fn parse(line: &'a str) -> Option<Self> {
         let fields: Vec<&str> = line.split('"').collect();
         let mut numbers = fields.get(2)?.split_whitespace();
         let status = numbers.next()?.parse().ok()?;
         let bytes = numbers.next().and_then(|b| b.parse().ok()).unwrap_or(0);
         let host = fields.get(7).copied().filter(|h| !h.is_empty());
-        let seconds = fields.get(8).and_then(|t| t.trim().parse().ok());
+        let mut times = fields.get(8).map_or("", |t| t.trim()).splitn(2, ' ');
+        let seconds = times.next().and_then(|t| t.parse().ok());
+        let upstream: Vec<f64> = times
+            .next()
+            .unwrap_or("")
+            .split([',', ':', ' '])
+            .filter_map(|t| t.parse().ok())
+            .collect();
         Some(Self {
             status,
             bytes,
             host,
             seconds,
+            upstream_seconds: (!upstream.is_empty()).then(|| upstream.iter().sum()),
         })
     }
 }
@@ -200,7 +214,10 @@ struct TrafficSeries {
     /// By (host label, status class 1–5).
     requests: BTreeMap<(String, u8), u64>,
     durations: BTreeMap<String, Histogram>,
+    upstream_durations: BTreeMap<String, Histogram>,
     bytes: BTreeMap<String, u64>,
+    /// Requests nginx refused with 429 itself (the per-client limits), by host label.
+    rate_limited: BTreeMap<String, u64>,
     /// Counted since the last [`Traffic::take_window`], by host label.
     window: BTreeMap<String, TrafficCounts>,
 }
@@ -253,6 +270,7 @@ impl Traffic {
             for class in 1..=5 {
                 series.requests.entry((label.clone(), class)).or_insert(0);
             }
+            series.rate_limited.entry(label).or_insert(0);
         }
     }
 
@@ -268,6 +286,15 @@ impl Traffic {
                 .entry(label.clone())
                 .or_default()
                 .observe(line.status, line.seconds);
+            if let Some(seconds) = line.upstream_seconds {
+                series
+                    .upstream_durations
+                    .entry(label.clone())
+                    .or_default()
+                    .observe(seconds);
+            } else if line.status == 429 {
+                *series.rate_limited.entry(label.clone()).or_default() += 1;
+            }
             if let Some(seconds) = line.seconds {
                 series.durations.entry(label).or_default().observe(seconds);
             }
@@ -295,8 +322,9 @@ impl Traffic {
         }
     }
 
-    /// Writes `<prefix>_requests_total{hostname,code}`, `<prefix>_request_duration_seconds`
-    /// and `<prefix>_response_bytes_total`.
+    /// Writes `<prefix>_requests_total{hostname,code}`, `<prefix>_request_duration_seconds`,
+    /// `<prefix>_upstream_duration_seconds`, `<prefix>_response_bytes_total` and
+    /// `<prefix>_rate_limited_requests_total`.
     pub fn render(&self, out: &mut String, prefix: &str) {
         use std::fmt::Write as _;
         let series = self.lock();
@@ -324,6 +352,27 @@ impl Traffic {
         );
         for (host, histogram) in &series.durations {
             histogram.write(out, &durations, &format!("hostname=\"{}\"", escape(host)));
+        }
+        let upstream = format!("{prefix}_upstream_duration_seconds");
+        family(
+            out,
+            &upstream,
+            "histogram",
+            "How long the origins took to answer (through the tunnel, every upstream tried), \
+             by host name.",
+        );
+        for (host, histogram) in &series.upstream_durations {
+            histogram.write(out, &upstream, &format!("hostname=\"{}\"", escape(host)));
+        }
+        let limited = format!("{prefix}_rate_limited_requests_total");
+        family(
+            out,
+            &limited,
+            "counter",
+            "Requests refused with 429 by the edge's per-client limits, by host name.",
+        );
+        for (host, count) in &series.rate_limited {
+            let _ = writeln!(out, "{limited}{{hostname=\"{}\"}} {count}", escape(host));
         }
         let bytes = format!("{prefix}_response_bytes_total");
         family(
@@ -444,19 +493,32 @@ mod tests {
 
     #[test]
     fn reads_combined_and_kokoa_lines() {
-        let parse = |line| LogLine::parse(line).map(|l| (l.status, l.bytes, l.host, l.seconds));
+        let parse = |line| {
+            LogLine::parse(line).map(|l| (l.status, l.bytes, l.host, l.seconds, l.upstream_seconds))
+        };
         assert_eq!(
             parse(
                 "127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] \"GET / HTTP/1.1\" 200 12 \"-\" \"curl/8\""
             ),
-            Some((200, 12, None, None))
+            Some((200, 12, None, None, None))
         );
         assert_eq!(
             parse(
                 "127.0.0.1 - - [t] \"GET /x\\x22y HTTP/1.1\" 503 99 \"-\" \"a \\x22b\" \"app.hoge.com\" 0.012"
             ),
-            Some((503, 99, Some("app.hoge.com"), Some(0.012)))
+            Some((503, 99, Some("app.hoge.com"), Some(0.012), None))
         );
+        // The upstream's time: one, none (nginx answered itself), several tried.
+        let kokoa = |times: &str| {
+            let line = format!(
+                "1.2.3.4 - - [t] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\" \"app.hoge.com\" {times}"
+            );
+            LogLine::parse(&line).and_then(|l| l.upstream_seconds)
+        };
+        assert_eq!(kokoa("0.012 0.010"), Some(0.010));
+        assert_eq!(kokoa("0.000 -"), None);
+        let tried = kokoa("1.500 1.000, 0.250 : 0.125").unwrap();
+        assert!((tried - 1.375).abs() < 1e-9, "{tried}");
         assert_eq!(parse("garbage"), None);
         assert_eq!(
             parse("1.2.3.4 - - [t] \"GET / HTTP/1.1\" x 1 \"-\" \"-\""),
@@ -474,6 +536,7 @@ mod tests {
                 bytes: 10,
                 host: Some(host),
                 seconds: Some(seconds),
+                upstream_seconds: (status != 429).then_some(seconds / 2.0),
             }
         }
         traffic.count(&[
@@ -482,16 +545,22 @@ mod tests {
             line("a.b.fuga.net", 404, 0.003),
             line("scanner.example", 200, 0.003),
             line("fuga.net", 200, 0.003),
+            line("app.hoge.com", 429, 0.0),
         ]);
         let mut out = String::new();
         traffic.render(&mut out, "kokoa_edge");
         for expected in [
             "kokoa_edge_requests_total{hostname=\"app.hoge.com\",code=\"2xx\"} 1\n",
+            "kokoa_edge_requests_total{hostname=\"app.hoge.com\",code=\"4xx\"} 1\n",
             "kokoa_edge_requests_total{hostname=\"app.hoge.com\",code=\"5xx\"} 1\n",
+            "kokoa_edge_rate_limited_requests_total{hostname=\"app.hoge.com\"} 1\n",
+            "kokoa_edge_rate_limited_requests_total{hostname=\"*.fuga.net\"} 0\n",
+            "kokoa_edge_upstream_duration_seconds_count{hostname=\"app.hoge.com\"} 2\n",
+            "kokoa_edge_upstream_duration_seconds_bucket{hostname=\"app.hoge.com\",le=\"0.1\"} 2\n",
             "kokoa_edge_requests_total{hostname=\"*.fuga.net\",code=\"4xx\"} 1\n",
             "kokoa_edge_requests_total{hostname=\"other\",code=\"2xx\"} 2\n",
-            "kokoa_edge_request_duration_seconds_count{hostname=\"app.hoge.com\"} 2\n",
-            "kokoa_edge_request_duration_seconds_bucket{hostname=\"app.hoge.com\",le=\"0.005\"} 1\n",
+            "kokoa_edge_request_duration_seconds_count{hostname=\"app.hoge.com\"} 3\n",
+            "kokoa_edge_request_duration_seconds_bucket{hostname=\"app.hoge.com\",le=\"0.005\"} 2\n",
             "kokoa_edge_response_bytes_total{hostname=\"other\"} 20\n",
         ] {
             assert!(out.contains(expected), "{expected} not in\n{out}");
@@ -509,8 +578,8 @@ mod tests {
             .iter()
             .find(|h| h.hostname == "app.hoge.com")
             .expect("app.hoge.com counted");
-        assert_eq!((app.counts.requests, app.counts.errors), (2, 1));
-        assert_eq!(app.counts.latency[0] + app.counts.latency[5], 2);
+        assert_eq!((app.counts.requests, app.counts.errors), (3, 1));
+        assert_eq!(app.counts.latency[0] + app.counts.latency[5], 3);
         let labels: Vec<&str> = window.iter().map(|h| h.hostname.as_str()).collect();
         assert_eq!(labels, ["*.fuga.net", "app.hoge.com", "other"]);
         assert!(traffic.take_window().is_empty(), "taken once");
@@ -518,7 +587,7 @@ mod tests {
         traffic.count(&[line("app.hoge.com", 200, 0.003)]);
         let again = traffic.take_window();
         let app = again.iter().find(|h| h.hostname == "app.hoge.com").unwrap();
-        assert_eq!(app.counts.requests, 3, "restored and added to");
+        assert_eq!(app.counts.requests, 4, "restored and added to");
         assert_eq!(again.len(), window.len());
     }
 

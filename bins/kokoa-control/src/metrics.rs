@@ -131,6 +131,10 @@ struct DutySeries {
     dns_changes: BTreeMap<(String, &'static str), u64>,
     /// By zone: changes the provider refused, and rounds the zone could not be planned.
     dns_failures: BTreeMap<String, u64>,
+    /// Calls to the DNS providers by (provider, zone, operation, succeeded).
+    dns_calls: BTreeMap<(&'static str, String, &'static str, bool), u64>,
+    /// Their durations by (provider, zone).
+    dns_call_seconds: BTreeMap<(&'static str, String), Histogram>,
     /// By outcome (`issued`, `failed`).
     acme_orders: BTreeMap<&'static str, u64>,
     /// By change (`acquired`, `lost`).
@@ -177,6 +181,20 @@ impl DutyMetrics {
                 .or_default() += 1;
         }
         *series.dns_failures.entry(zone.to_owned()).or_default() += failures as u64;
+    }
+
+    /// Counts a call to a zone's DNS provider and its duration.
+    pub fn dns_call(&self, zone: &str, call: &kokoa_dns::Call) {
+        let mut series = self.lock();
+        *series
+            .dns_calls
+            .entry((call.provider, zone.to_owned(), call.operation, call.ok))
+            .or_default() += 1;
+        series
+            .dns_call_seconds
+            .entry((call.provider, zone.to_owned()))
+            .or_default()
+            .observe(call.duration.as_secs_f64());
     }
 
     /// Counts an ACME order that ended `issued` or `failed`.
@@ -289,6 +307,35 @@ impl DutyMetrics {
                 out,
                 "kokoa_dns_failures_total{{zone=\"{}\"}} {count}",
                 escape(zone)
+            );
+        }
+        family(
+            out,
+            "kokoa_dns_provider_calls_total",
+            "counter",
+            "Calls to the DNS providers' APIs by provider, zone, operation and outcome (ok, \
+             failed).",
+        );
+        for ((provider, zone, operation, ok), count) in &series.dns_calls {
+            let _ = writeln!(
+                out,
+                "kokoa_dns_provider_calls_total{{provider=\"{provider}\",zone=\"{}\",\
+                 operation=\"{operation}\",outcome=\"{}\"}} {count}",
+                escape(zone),
+                if *ok { "ok" } else { "failed" }
+            );
+        }
+        family(
+            out,
+            "kokoa_dns_provider_call_duration_seconds",
+            "histogram",
+            "How long calls to the DNS providers' APIs took, by provider and zone.",
+        );
+        for ((provider, zone), histogram) in &series.dns_call_seconds {
+            histogram.write(
+                out,
+                "kokoa_dns_provider_call_duration_seconds",
+                &format!("provider=\"{provider}\",zone=\"{}\"", escape(zone)),
             );
         }
         family(

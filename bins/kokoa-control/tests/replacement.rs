@@ -364,6 +364,30 @@ async fn an_unhealthy_edge_is_destroyed_and_replaced_in_another_region() {
         3.0,
         "every edge passed its checks within a minute of its creation"
     );
+    // Every call to PowerDNS counted by operation and timed: three edges' records made,
+    // the failed one's deleted.
+    let calls = |operation: &str| {
+        value(&format!(
+            "kokoa_dns_provider_calls_total{{provider=\"powerdns\",zone=\"kokoa.test\",\
+             operation=\"{operation}\",outcome=\"ok\"}}"
+        ))
+    };
+    assert!(calls("create_record") >= 1.0 && calls("delete_record") >= 1.0);
+    let all: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(
+                "kokoa_dns_provider_calls_total{provider=\"powerdns\",zone=\"kokoa.test\"",
+            )
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        value(
+            "kokoa_dns_provider_call_duration_seconds_count{provider=\"powerdns\",zone=\"kokoa.test\"}"
+        ),
+        all
+    );
     plane.stop().await;
 }
 

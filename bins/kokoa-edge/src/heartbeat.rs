@@ -130,6 +130,9 @@ mod tests {
             interface: "kk0123456789ab".into(),
             status,
             rtt_ms,
+            handshake_age_seconds: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
             application: None,
         }
     }

@@ -139,6 +139,20 @@ impl EdgeMetrics {
             );
         }
         if let Some(heartbeat) = &observed.heartbeat {
+            if let Some(hash) = &heartbeat.config_hash {
+                family(
+                    &mut out,
+                    "kokoa_edge_config_info",
+                    "gauge",
+                    "The configuration serving now, by its hash (the control plane's \
+                     config_hash).",
+                );
+                let _ = writeln!(
+                    out,
+                    "kokoa_edge_config_info{{config_hash=\"{}\"}} 1",
+                    escape(&hash.to_string())
+                );
+            }
             family(
                 &mut out,
                 "kokoa_edge_status",
@@ -194,6 +208,43 @@ impl EdgeMetrics {
                         "kokoa_edge_tunnel_rtt_seconds{{origin_id=\"{}\"}} {}",
                         escape(tunnel.origin_id.as_str()),
                         number(ms / 1000.0)
+                    );
+                }
+            }
+            family(
+                &mut out,
+                "kokoa_edge_tunnel_handshake_age_seconds",
+                "gauge",
+                "Seconds since each tunnel's latest WireGuard handshake, by origin.",
+            );
+            for tunnel in &heartbeat.tunnels {
+                if let Some(age) = tunnel.handshake_age_seconds {
+                    let _ = writeln!(
+                        out,
+                        "kokoa_edge_tunnel_handshake_age_seconds{{origin_id=\"{}\"}} {age}",
+                        escape(tunnel.origin_id.as_str())
+                    );
+                }
+            }
+            for (name, help, bytes) in [
+                (
+                    "kokoa_edge_tunnel_receive_bytes_total",
+                    "Bytes received through each tunnel, by origin.",
+                    (|t: &crate::plane::TunnelReport| t.rx_bytes) as fn(&_) -> u64,
+                ),
+                (
+                    "kokoa_edge_tunnel_transmit_bytes_total",
+                    "Bytes sent through each tunnel, by origin.",
+                    |t| t.tx_bytes,
+                ),
+            ] {
+                family(&mut out, name, "counter", help);
+                for tunnel in &heartbeat.tunnels {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{origin_id=\"{}\"}} {}",
+                        escape(tunnel.origin_id.as_str()),
+                        bytes(tunnel)
                     );
                 }
             }

@@ -77,6 +77,13 @@ pub struct TunnelReport {
     pub status: LinkState,
     /// The ping's round trip in milliseconds, when it was answered.
     pub rtt_ms: Option<f64>,
+    /// Seconds since the latest WireGuard handshake, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake_age_seconds: Option<u64>,
+    /// Bytes received through the tunnel since its interface was made.
+    pub rx_bytes: u64,
+    /// Bytes sent through it.
+    pub tx_bytes: u64,
     /// The origin's application check through this tunnel, once it has a verdict (see
     /// [`ApplicationChecks`](crate::ApplicationChecks)); left out otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -297,6 +304,14 @@ impl DataPlane for EdgeHost {
                 origin_id: t.origin_id,
                 interface: t.interface.name.to_string(),
                 rtt_ms: status.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                handshake_age_seconds: status.latest_handshake.map(|at| {
+                    std::time::SystemTime::now()
+                        .duration_since(at)
+                        .unwrap_or_default()
+                        .as_secs()
+                }),
+                rx_bytes: status.rx_bytes,
+                tx_bytes: status.tx_bytes,
                 application: None,
             })
             .collect()

@@ -327,7 +327,42 @@ async fn agent_serves_follows_refuses_and_survives_a_restart() {
                 "{text}"
             );
             assert!(!text.contains("nope.kokoa.test"), "{text}");
+            // The backend's time apart from the whole request's, and the configuration.
+            let upstream =
+                "kokoa_edge_upstream_duration_seconds_count{hostname=\"app.kokoa.test\"} ";
+            assert!(
+                text.lines()
+                    .find_map(|l| l.strip_prefix(upstream)?.parse::<f64>().ok())
+                    .is_some_and(|n| n >= 5.0),
+                "{text}"
+            );
+            assert!(
+                text.contains("kokoa_edge_config_info{config_hash=\""),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "kokoa_edge_rate_limited_requests_total{hostname=\"app.kokoa.test\"} 0\n"
+                ),
+                "{text}"
+            );
             promtool_accepts(&text);
+            // The heartbeats carried the same requests, each in one heartbeat only.
+            eventually(
+                Duration::from_secs(10),
+                "the requests in heartbeats",
+                || {
+                    let sent: u64 = control
+                        .heartbeats()
+                        .iter()
+                        .flat_map(|h| h["traffic"].as_array().cloned().unwrap_or_default())
+                        .filter(|t| t["hostname"] == "app.kokoa.test")
+                        .map(|t| t["requests"].as_u64().unwrap())
+                        .sum();
+                    sent as f64 == app_now
+                },
+            )
+            .await;
             break;
         }
         assert!(

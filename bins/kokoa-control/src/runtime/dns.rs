@@ -215,6 +215,12 @@ pub(crate) async fn provider_of(
     let Some(provider) = build_provider(zone, &credentials)? else {
         return Ok(None);
     };
+    let metrics = state.clone();
+    let name = zone.name.to_string();
+    let provider: Arc<dyn DnsProvider> =
+        Arc::new(kokoa_dns::Observed::new(provider, move |call| {
+            metrics.duty_metrics().dns_call(&name, &call);
+        }));
     let provider_zone = match &zone.provider_zone_id {
         Some(id) => Zone {
             id: id.clone(),
