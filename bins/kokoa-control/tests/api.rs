@@ -1094,3 +1094,33 @@ async fn tokens_enrollments_events_and_unknown_endpoints() {
         assert_eq!((status.as_u16(), body), (200, json!({"status": "ready"})));
     }
 }
+
+/// `/ready` answers 503 while the database's schema is not this build's (an older backup
+/// restored under the running control plane, or a newer version's upgrade), and ready
+/// again once it is; `/health` stays 200 throughout.
+#[tokio::test]
+async fn ready_needs_the_schema_of_this_build() {
+    let s = Server::start(&common::Backend::Sqlite).await;
+    let (status, body) = s.call(Method::GET, "/ready", None, None).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"status": "ready"})));
+    let db = rusqlite::Connection::open(common::sqlite_path(s.dir.path())).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute(
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)",
+        [],
+    )
+    .unwrap();
+    let (status, body) = s.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(status, 503, "{body}");
+    let said = body["status"].as_str().unwrap();
+    assert!(
+        said.starts_with("not_ready: the database's schema is version 99, this control plane's "),
+        "{said}"
+    );
+    let (status, _) = s.call(Method::GET, "/health", None, None).await;
+    assert_eq!(status, 200);
+    db.execute("DELETE FROM schema_migrations WHERE version = 99", [])
+        .unwrap();
+    let (status, _) = s.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(status, 200);
+}

@@ -57,6 +57,7 @@ where
     racing_holders_get_one_term(fresh().await).await;
     retention_prunes_only_old_rows(&*fresh().await).await;
     traffic_adds_up_per_bucket(&*fresh().await).await;
+    the_schema_is_the_builds(&*fresh().await).await;
 }
 
 fn at(seconds: i64) -> Timestamp {
@@ -2482,4 +2483,10 @@ pub async fn traffic_adds_up_per_bucket(store: &dyn Store) {
         1,
         "pruning minutes leaves the hours"
     );
+}
+
+/// A freshly opened store has the schema its build makes.
+pub async fn the_schema_is_the_builds(store: &dyn Store) {
+    let (found, built) = store.schema_versions().await.expect("schema versions");
+    assert_eq!(found, built);
 }

@@ -685,6 +685,10 @@ impl Store for MemoryStore {
         Ok((count - state.health_checks.len()) as u64)
     }
 
+    async fn schema_versions(&self) -> Result<(u32, u32), Error> {
+        Ok((0, 0))
+    }
+
     async fn add_traffic(&self, rows: &[TrafficRow]) -> Result<(), Error> {
         let mut state = self.lock()?;
         for row in rows {

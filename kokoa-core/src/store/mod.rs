@@ -337,6 +337,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Deletes the health checks (of every edge) made before `before`; returns how many.
     async fn prune_health_checks(&self, before: Timestamp) -> Result<u64, Error>;
 
+    // --- the schema ---
+
+    /// The database's schema version and the one this build uses, `(found, built)`. They
+    /// differ under a running control plane when a backup of an older schema was restored
+    /// or a newer version upgraded the database; it is not ready then. A store without a
+    /// schema answers `(0, 0)`.
+    async fn schema_versions(&self) -> Result<(u32, u32), Error>;
+
     // --- traffic analytics ---
 
     /// Adds each row's counts to its bucket (creating it at zero), all rows in one

@@ -45,7 +45,7 @@ pub async fn connect(url: &str) -> Result<SqlStore, Error> {
         })?;
     let backend = Postgres { pool };
     migrate(&backend, MIGRATIONS, Some(MIGRATION_LOCK)).await?;
-    Ok(SqlStore::new(Box::new(backend)))
+    Ok(SqlStore::new(Box::new(backend), MIGRATIONS))
 }
 
 #[derive(Debug)]

@@ -290,6 +290,8 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
 #[derive(Debug)]
 pub struct SqlStore {
     backend: Box<dyn Backend>,
+    /// The schema version this build's migrations make.
+    schema: u32,
 }
 
 /// Columns read by [`origin`], in order.
@@ -789,8 +791,12 @@ pub(crate) async fn migrate(
 }
 
 impl SqlStore {
-    pub(crate) fn new(backend: Box<dyn Backend>) -> Self {
-        Self { backend }
+    /// A store over `backend`, whose schema `migrations` made.
+    pub(crate) fn new(backend: Box<dyn Backend>, migrations: &[&str]) -> Self {
+        Self {
+            backend,
+            schema: u32::try_from(migrations.len()).unwrap_or(u32::MAX),
+        }
     }
 
     /// The database's clock in Unix milliseconds, read on `conn`.
@@ -1676,6 +1682,19 @@ impl Store for SqlStore {
             vec![time(before)],
         )
         .await
+    }
+
+    async fn schema_versions(&self) -> Result<(u32, u32), Error> {
+        let found = first_int(
+            &self
+                .query(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                    vec![],
+                )
+                .await?,
+            "the schema version",
+        )?;
+        Ok((u32::try_from(found).map_err(corrupt)?, self.schema))
     }
 
     async fn add_traffic(&self, rows: &[TrafficRow]) -> Result<(), Error> {

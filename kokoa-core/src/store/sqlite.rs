@@ -63,7 +63,7 @@ pub async fn open(path: impl AsRef<Path>) -> Result<SqlStore, Error> {
         conn: Arc::new(Mutex::new(conn)),
     };
     migrate(&backend, MIGRATIONS, None).await?;
-    Ok(SqlStore::new(Box::new(backend)))
+    Ok(SqlStore::new(Box::new(backend), MIGRATIONS))
 }
 
 #[derive(Debug)]

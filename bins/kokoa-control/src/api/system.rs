@@ -8,7 +8,6 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use kokoa_core::Timestamp;
 use utoipa::openapi::OpenApi;
 
 use super::{HealthAnswer, TargetGroup};
@@ -31,42 +30,53 @@ pub(super) async fn health() -> Json<HealthAnswer> {
     })
 }
 
-/// Readiness: the control plane can serve, its database answers within 2 s. A load
-/// balancer or orchestrator sends requests only to a ready control plane; edges keep
-/// serving their last configuration either way.
+/// Readiness: the control plane can serve, its database answers within 2 s and has the
+/// schema this build uses (not a backup of an older one restored under it, nor one a
+/// newer version upgraded). A load balancer or orchestrator sends requests only to a ready
+/// control plane; edges keep serving their last configuration either way.
 #[utoipa::path(
     get,
     path = "/ready",
     tag = "system",
     responses(
         (status = 200, description = "The database answers", body = HealthAnswer),
-        (status = 503, description = "The database does not answer", body = HealthAnswer)
+        (status = 503, description = "The database does not answer, or its schema is not \
+            this build's", body = HealthAnswer)
     )
 )]
 pub(super) async fn ready(State(state): State<AppState>) -> Response {
-    let asked = state.store().kv_get("system", "ready", Timestamp::now());
+    let asked = state.store().schema_versions();
     let reason = match tokio::time::timeout(READY_TIMEOUT, asked).await {
-        Ok(Ok(_)) => {
+        Ok(Ok((found, built))) if found == built => {
             return Json(HealthAnswer {
                 status: "ready".into(),
             })
             .into_response();
         }
+        Ok(Ok((found, built))) => {
+            tracing::warn!(
+                found,
+                built,
+                "not ready: the database's schema is not this build's"
+            );
+            format!(
+                "not_ready: the database's schema is version {found}, this control plane's \
+                 {built}"
+            )
+        }
         // The detail goes to the log only: this answer is for anyone who asks.
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: the database failed");
-            "not_ready: the database failed"
+            "not_ready: the database failed".to_owned()
         }
         Err(_) => {
             tracing::warn!("not ready: the database did not answer within 2 s");
-            "not_ready: the database did not answer within 2 s"
+            "not_ready: the database did not answer within 2 s".to_owned()
         }
     };
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(HealthAnswer {
-            status: reason.into(),
-        }),
+        Json(HealthAnswer { status: reason }),
     )
         .into_response()
 }
