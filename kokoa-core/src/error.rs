@@ -365,8 +365,11 @@ pub enum HostnameProblem {
     HyphenAtEdge(String),
     /// `*` is allowed only as the whole leftmost label.
     MisplacedWildcard(String),
-    /// The internationalised name could not be converted to its ASCII form.
+    /// The internationalised name could not be converted to its ASCII form, or an
+    /// `xn--` label is not the ASCII form of one.
     Idna,
+    /// The last label is all digits (no top-level domain is; `1.2.3.4` is an address).
+    NumericTopLabel(String),
 }
 
 impl fmt::Display for HostnameProblem {
@@ -395,6 +398,11 @@ impl fmt::Display for HostnameProblem {
                 "label {l:?}: '*' is allowed only as the whole leftmost label (\"*.example.com\")"
             ),
             Self::Idna => f.write_str("it is not a valid internationalised domain name"),
+            Self::NumericTopLabel(l) => write!(
+                f,
+                "its last label {l:?} is all digits; no top-level domain is (an IP address is \
+                 not a host name)"
+            ),
         }
     }
 }

@@ -15,7 +15,9 @@ const MAX_INPUT: usize = 1024;
 /// Normal form: lowercase ASCII, internationalised labels in their punycode (`xn--`) form,
 /// no trailing dot. Every label is 1–63 characters of `a-z`, `0-9` and `-`, not starting or
 /// ending with `-`; the whole name is at most 253 characters with at least two labels. A
-/// wildcard is allowed only as the whole leftmost label.
+/// wildcard is allowed only as the whole leftmost label. The last label is never all digits
+/// (no top-level domain is, so a name never reads as an IP address), and an `xn--` label
+/// is the ASCII form of a valid internationalised label.
 ///
 /// Because of these rules a `Hostname` can be written between double quotes in an nginx or
 /// wg-quick file as it is: it never holds a quote, `;`, braces, `$`, `\`, whitespace or a
@@ -29,6 +31,7 @@ const MAX_INPUT: usize = 1024;
 /// assert_eq!(Hostname::parse("bücher.example")?.as_str(), "xn--bcher-kva.example");
 /// assert!(Hostname::parse("*.fuga.com")?.is_wildcard());
 /// assert!(Hostname::parse("a.*.fuga.com").is_err());
+/// assert!(Hostname::parse("203.0.113.10").is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -64,6 +67,20 @@ impl Hostname {
         }
         if labels < 2 {
             return Err(fail(HostnameProblem::TooFewLabels));
+        }
+        // No top-level domain is all digits: such a name would read as an IP address.
+        let last = ascii.rsplit('.').next().unwrap_or_default();
+        if last.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(fail(HostnameProblem::NumericTopLabel(last.to_owned())));
+        }
+        // An ASCII name with `xn--` labels is checked as IDNA too: it must decode, and
+        // encode back to itself.
+        if ascii.split('.').any(|l| l.starts_with("xn--")) {
+            let (unicode, decoded) = idna::domain_to_unicode(&ascii);
+            let canonical = idna::domain_to_ascii(&unicode).ok();
+            if decoded.is_err() || canonical.as_deref() != Some(ascii.as_str()) {
+                return Err(fail(HostnameProblem::Idna));
+            }
         }
         let normal = if wildcard {
             format!("*.{ascii}")
@@ -238,6 +255,27 @@ mod tests {
                 character: '"'
             }
         );
+        assert_eq!(
+            problem("1.2.3.4"),
+            HostnameProblem::NumericTopLabel("4".into())
+        );
+        assert_eq!(
+            problem("app.hoge.123"),
+            HostnameProblem::NumericTopLabel("123".into())
+        );
+        assert_eq!(
+            problem("xn--abc-.com"),
+            HostnameProblem::HyphenAtEdge("xn--abc-".into())
+        );
+        assert_eq!(problem("xn--a-zz.com"), HostnameProblem::Idna);
+        // The ASCII form of a real internationalised name stays accepted.
+        let munchen = Hostname::parse("münchen.de").unwrap();
+        assert_eq!(munchen.as_str(), "xn--mnchen-3ya.de");
+        assert_eq!(Hostname::parse(munchen.as_str()).unwrap(), munchen);
+        assert!(
+            Hostname::parse("1a.2b.3c").is_ok(),
+            "digits are fine with a letter"
+        );
         let long = "a".repeat(64);
         assert_eq!(
             problem(&format!("{long}.com")),
@@ -271,10 +309,12 @@ mod tests {
 
         #[test]
         fn well_formed_names_are_accepted(
-            labels in proptest::collection::vec("[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", 2..6),
+            labels in proptest::collection::vec("[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", 1..5),
+            top in "[a-z][a-z0-9]{1,10}",
             upper in any::<bool>(),
         ) {
-            let name = labels.join(".");
+            prop_assume!(labels.iter().all(|l| !l.starts_with("xn--")));
+            let name = format!("{}.{top}", labels.join("."));
             let input = if upper { name.to_uppercase() } else { name.clone() };
             let parsed = Hostname::parse(&input).unwrap();
             prop_assert_eq!(parsed.as_str(), name.as_str());

@@ -180,7 +180,28 @@ impl FromStr for Endpoint {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// The two validators agree: every host name `kokoa_core` accepts (but a wildcard)
+        /// can be dialled, and reads back as itself, never as an address.
+        #[test]
+        fn every_hostname_dials(input in "(\\*\\.)?[a-z0-9xn-]{1,12}(\\.[a-z0-9-]{1,8}){1,3}") {
+            if let Ok(name) = Hostname::parse(&input) {
+                let wildcard = name.is_wildcard();
+                match Host::try_from(name.clone()) {
+                    Ok(host) => {
+                        prop_assert!(!wildcard);
+                        prop_assert_eq!(host.to_string().parse::<Host>().unwrap(), host);
+                        prop_assert!(name.as_str().parse::<IpAddr>().is_err());
+                    }
+                    Err(e) => prop_assert!(wildcard, "{} refused: {}", name, e),
+                }
+            }
+        }
+    }
 
     #[test]
     fn parses_every_form() {
