@@ -12,7 +12,7 @@ use tokio::time::{Instant, sleep};
 
 use crate::{
     Change, Create, Delete, DesiredState, DnsProvider, Error, Plan, ProviderRecord, RecordId,
-    Update, Zone, plan,
+    RecordSpec, Update, Zone, plan,
 };
 
 /// A provider's request budget: `requests` per `per`.
@@ -251,7 +251,7 @@ impl Reconciler {
         };
         let mut failed_names: BTreeSet<DnsName> = BTreeSet::new();
         for create in plan.creates {
-            match self.create(&create).await {
+            match self.create_spec(&create.spec).await {
                 Ok(id) => {
                     tracing::info!(record = %create.spec, %id, "created DNS record");
                     report.owned.insert(id.clone());
@@ -308,10 +308,29 @@ impl Reconciler {
         report
     }
 
+    /// Creates one record outside a plan (a DNS-01 challenge's TXT record), paced and
+    /// retried as a plan's changes are; a retried create that meets its own record made by
+    /// the attempt that timed out returns that record's id.
+    pub async fn create_record(&self, spec: &RecordSpec) -> Result<RecordId, Error> {
+        self.create_spec(spec).await
+    }
+
+    /// Deletes one record outside a plan, paced and retried; a record gone already counts
+    /// as deleted.
+    pub async fn delete_record(&self, id: &RecordId) -> Result<(), Error> {
+        match self
+            .call(|| self.provider.delete_record(&self.zone, id))
+            .await
+            .0
+        {
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates a record. A create that timed out may still have been made; if the retry
     /// then hits a conflict, the record found with the same value is ours.
-    async fn create(&self, create: &Create) -> Result<RecordId, Error> {
-        let spec = &create.spec;
+    async fn create_spec(&self, spec: &RecordSpec) -> Result<RecordId, Error> {
         let (result, attempts) = self
             .call(|| self.provider.create_record(&self.zone, spec))
             .await;

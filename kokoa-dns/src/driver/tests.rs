@@ -32,11 +32,7 @@ impl DnsProvider for Flaky {
     ) -> Result<Vec<ProviderRecord>, Error> {
         self.inner.list_records(zone, name).await
     }
-    async fn create_record(
-        &self,
-        zone: &Zone,
-        spec: &crate::RecordSpec,
-    ) -> Result<RecordId, Error> {
+    async fn create_record(&self, zone: &Zone, spec: &RecordSpec) -> Result<RecordId, Error> {
         if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
             if self.commit {
                 self.inner.create_record(zone, spec).await?;
@@ -49,7 +45,7 @@ impl DnsProvider for Flaky {
         &self,
         zone: &Zone,
         id: &RecordId,
-        spec: &crate::RecordSpec,
+        spec: &RecordSpec,
     ) -> Result<RecordId, Error> {
         self.inner.update_record(zone, id, spec).await
     }
@@ -181,7 +177,7 @@ async fn a_create_whose_answer_was_lost_is_adopted_not_duplicated() -> Result<()
 async fn a_failed_create_holds_deletes_that_would_empty_the_name() -> Result<(), Error> {
     let provider = flaky(u32::MAX, false, transient);
     // An old record of an address no edge has: it may go only once the new one exists.
-    let old = crate::RecordSpec {
+    let old = RecordSpec {
         name: Hostname::parse("app.hoge.com").expect("test name").into(),
         data: RecordData::A("198.51.100.1".parse().expect("test address")),
         ttl: 30,
@@ -238,4 +234,25 @@ async fn names_outside_the_zone_are_refused() {
         error.to_string(),
         "app.fuga.com is not in the zone hoge.com: manage it in its own zone or set its records by hand"
     );
+}
+
+/// One record outside a plan (a DNS-01 challenge): created exactly once though the
+/// answers to two attempts were lost, and deleted twice without an error.
+#[tokio::test(start_paused = true)]
+async fn single_records_are_paced_and_retried_like_a_plan() -> Result<(), Error> {
+    let provider = flaky(2, true, transient);
+    let reconciler = Reconciler::new(provider.clone(), zone());
+    let spec = RecordSpec {
+        name: DnsName::parse("_acme-challenge.app.hoge.com").expect("test name"),
+        data: RecordData::Txt(kokoa_core::TxtText::new("token").expect("test text")),
+        ttl: 60,
+    };
+    let id = reconciler.create_record(&spec).await?;
+    let records = provider.inner.records(&zone());
+    assert_eq!(records.len(), 1, "made once, though two answers were lost");
+    assert_eq!(records[0].id, id);
+    reconciler.delete_record(&id).await?;
+    assert!(provider.inner.records(&zone()).is_empty());
+    reconciler.delete_record(&id).await?;
+    Ok(())
 }

@@ -36,7 +36,7 @@ use kokoa_core::{
     Certificate, CertificateId, CertificateMode, CertificateSource, ContentHash, DnsName, DnsZone,
     EdgeStatus, Hostname, Name, RecordData, Route, Sealed, Severity, Timestamp, secret,
 };
-use kokoa_dns::{RecordId, RecordSpec, Zone};
+use kokoa_dns::{Reconciler, RecordId, RecordSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
@@ -1150,11 +1150,8 @@ impl ZoneSolver {
         }
     }
 
-    /// The managed zone holding `name`, its provider and the provider's zone.
-    async fn zone_of(
-        &self,
-        name: &DnsName,
-    ) -> Result<(DnsZone, Arc<dyn kokoa_dns::DnsProvider>, Zone), BoxError> {
+    /// The managed zone holding `name` and the driver of its records.
+    async fn zone_of(&self, name: &DnsName) -> Result<(DnsZone, Reconciler), BoxError> {
         let zones = self.state.store().list_dns_zones().await?;
         let zone = zones
             .into_iter()
@@ -1169,8 +1166,8 @@ impl ZoneSolver {
         let Some(zone) = zone else {
             return Err(needs().into());
         };
-        match dns::provider_of(&self.state, &zone).await? {
-            Some((provider, provider_zone)) => Ok((zone, provider, provider_zone)),
+        match dns::reconciler_of(&self.state, &zone).await? {
+            Some(records) => Ok((zone, records)),
             None => Err(format!("{} (zone {} is manual)", needs(), zone.name).into()),
         }
     }
@@ -1180,13 +1177,13 @@ impl ZoneSolver {
 impl Dns01Solver for ZoneSolver {
     async fn set_txt(&self, name: &str, value: &str) -> Result<(), BoxError> {
         let name = DnsName::parse(name)?;
-        let (zone, provider, provider_zone) = self.zone_of(&name).await?;
+        let (zone, records) = self.zone_of(&name).await?;
         let spec = RecordSpec {
             name: name.clone(),
             data: RecordData::Txt(kokoa_core::TxtText::new(value)?),
             ttl: TXT_TTL,
         };
-        let id = provider.create_record(&provider_zone, &spec).await?;
+        let id = records.create_record(&spec).await?;
         self.made
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -1207,16 +1204,12 @@ impl Dns01Solver for ZoneSolver {
         let Some((zone, id)) = made else {
             return Ok(());
         };
-        let Some((provider, provider_zone)) = dns::provider_of(&self.state, &zone).await? else {
+        let Some(records) = dns::reconciler_of(&self.state, &zone).await? else {
             return Ok(());
         };
-        match provider.delete_record(&provider_zone, &id).await {
-            Ok(()) | Err(kokoa_dns::Error::NotFound { .. }) => {
-                tracing::info!(%name, zone = %zone.name, "DNS-01 record removed");
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        records.delete_record(&id).await?;
+        tracing::info!(%name, zone = %zone.name, "DNS-01 record removed");
+        Ok(())
     }
 }
 

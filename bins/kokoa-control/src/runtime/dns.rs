@@ -179,6 +179,15 @@ pub fn build_provider(
     Ok(Some(provider))
 }
 
+/// The driver of `zone`'s records at its provider: paced by the provider's shared rate
+/// limiter, retried; `None` for a manual zone.
+pub(crate) async fn reconciler_of(
+    state: &AppState,
+    zone: &DnsZone,
+) -> Result<Option<Reconciler>, ZoneError> {
+    Ok(open(state, zone).await?.map(|open| open.reconciler))
+}
+
 /// A managed zone, ready to reconcile.
 struct OpenZone {
     zone: DnsZone,
