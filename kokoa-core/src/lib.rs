@@ -63,6 +63,7 @@ mod hostname;
 mod id;
 mod model;
 mod payload;
+mod redacted;
 pub mod secret;
 #[cfg(feature = "sigv4")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sigv4")))]
@@ -90,6 +91,7 @@ pub use model::{
 pub use payload::{
     ApplicationCheck, CertificateRef, ContentHash, EdgeConfig, EdgeContent, RateLimits, Tunnel,
 };
+pub use redacted::Secret;
 pub use secret::{MasterKey, Sealed, TokenHash};
 pub use subnet::{SubnetPool, allocate_edge_address, origin_address};
 pub use time::Timestamp;

@@ -8,34 +8,10 @@ use std::{
 use async_trait::async_trait;
 use kokoa_core::Name;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use crate::Error;
 
-/// A secret string: an API token, an enrollment token, user data that holds one.
-///
-/// `Debug` never shows it and it is wiped from memory when dropped; read it with
-/// [`expose`](Self::expose) where it must be sent.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Zeroizing<String>);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(Zeroizing::new(value.into()))
-    }
-
-    /// The secret itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret(<{} bytes hidden>)", self.0.len())
-    }
-}
+pub use kokoa_core::Secret;
 
 /// A provider's id of an instance: a number at DigitalOcean and Hetzner, a UUID at Vultr,
 /// `region:instance` at EC2 (`ap-southeast-1:i-0123456789abcdef0`), the address for a VPS
@@ -485,13 +461,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    #[test]
-    fn secrets_stay_out_of_debug() {
-        let secret = Secret::new("dop_v1_very_secret");
-        assert_eq!(secret.expose(), "dop_v1_very_secret");
-        assert_eq!(format!("{secret:?}"), "Secret(<18 bytes hidden>)");
-    }
 
     #[test]
     fn instance_ids() {

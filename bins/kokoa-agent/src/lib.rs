@@ -45,14 +45,13 @@ pub mod keys;
 pub mod logging;
 mod metrics;
 pub mod prometheus;
-mod secret;
 mod status;
 mod tls;
 
 pub use api::{Api, ApiError, Enrolled, with_causes};
 pub use backoff::Backoff;
 pub use files::{StateLock, read_private, write_atomic};
+pub use kokoa_core::Secret;
 pub use metrics::{Sample, Sampler, Traffic};
-pub use secret::Secret;
 pub use status::{LinkState, NodeStatus};
 pub use tls::{CaPin, InvalidPin, pinned_client_config};

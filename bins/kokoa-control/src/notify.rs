@@ -76,7 +76,6 @@ use reqwest::{
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::Sha256;
 use tokio::{sync::mpsc, task::JoinHandle};
-use zeroize::Zeroizing;
 
 /// The header carrying the webhook body's HMAC-SHA256 under the shared secret, as
 /// `sha256=<lowercase hex>`.
@@ -218,34 +217,7 @@ impl Filter {
     }
 }
 
-/// A secret from the configuration: `Debug` shows `<redacted>`, the memory is wiped when
-/// dropped.
-#[derive(Clone)]
-pub struct Secret(Zeroizing<String>);
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Self::new)
-    }
-}
-
-impl Secret {
-    /// Wraps `text`.
-    pub fn new(text: impl Into<String>) -> Self {
-        Self(Zeroizing::new(text.into()))
-    }
-
-    /// The secret text.
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use kokoa_core::Secret;
 
 /// The `[notify]` settings.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -552,7 +524,7 @@ impl WebhookSink {
         for (key, value) in &config.headers {
             let header = HeaderName::from_str(key)
                 .map_err(|_| config_error(&name, format!("{key:?} is not an HTTP header name")))?;
-            let mut value = HeaderValue::from_str(value.expose_secret()).map_err(|_| {
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
                 config_error(
                     &name,
                     format!("the value of header {key:?} is not a valid header value"),
@@ -597,7 +569,7 @@ impl Sink for WebhookSink {
         if let Some(secret) = &self.secret {
             request = request.header(
                 SIGNATURE_HEADER,
-                signature(secret.expose_secret().as_bytes(), &body),
+                signature(secret.expose().as_bytes(), &body),
             );
         }
         let response = request
@@ -632,7 +604,7 @@ impl SlackSink {
         config: &SlackConfig,
     ) -> Result<Self, NotifyError> {
         let name = name.unwrap_or("slack").to_owned();
-        let url = parse_url(&name, config.url.expose_secret())?;
+        let url = parse_url(&name, config.url.expose())?;
         Ok(Self { name, client, url })
     }
 
@@ -732,10 +704,7 @@ impl EmailSink {
         match (&config.username, &config.password) {
             (Some(user), Some(password)) => {
                 builder = builder
-                    .credentials(Credentials::new(
-                        user.clone(),
-                        password.expose_secret().to_owned(),
-                    ))
+                    .credentials(Credentials::new(user.clone(), password.expose().to_owned()))
                     .authentication(vec![Mechanism::Plain, Mechanism::Login]);
             }
             (None, None) => {}
