@@ -103,8 +103,7 @@ impl RenewalPolicy {
     /// How long to wait after `failures` consecutive failures (`0` and `1` both give
     /// `first_retry`): doubling, at most `max_retry`.
     pub fn retry_delay(&self, failures: u32) -> Duration {
-        let factor = 2u32.saturating_pow(failures.saturating_sub(1));
-        self.first_retry.saturating_mul(factor).min(self.max_retry)
+        kokoa_core::doubling(self.first_retry, failures.saturating_sub(1), self.max_retry)
     }
 }
 

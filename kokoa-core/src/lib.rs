@@ -56,6 +56,7 @@
 //! [`store::MemoryStore`] and [`secret`] are always there.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backoff;
 mod dns_name;
 mod error;
 mod event;
@@ -74,6 +75,7 @@ mod time;
 mod traffic;
 mod value;
 
+pub use backoff::doubling;
 pub use dns_name::DnsName;
 pub use error::{Error, HostnameProblem};
 pub use event::{Event, EventFilter, EventKind, NewEvent, Severity};

@@ -128,8 +128,7 @@ impl RetryPolicy {
         {
             return (*wait <= self.max_delay).then_some(*wait);
         }
-        let backoff = self.base_delay.saturating_mul(2_u32.saturating_pow(retry));
-        Some(backoff.min(self.max_delay))
+        Some(kokoa_core::doubling(self.base_delay, retry, self.max_delay))
     }
 }
 

@@ -11,7 +11,8 @@ use rand_core::{OsRng, RngCore as _};
 pub struct Backoff {
     initial: Duration,
     max: Duration,
-    step: Duration,
+    /// Pauses since the last reset.
+    taken: u32,
 }
 
 impl Backoff {
@@ -20,14 +21,14 @@ impl Backoff {
         Self {
             initial,
             max,
-            step: initial,
+            taken: 0,
         }
     }
 
     /// The next pause, between half the current step and the step itself.
     pub fn next_delay(&mut self) -> Duration {
-        let step = self.step;
-        self.step = (step * 2).min(self.max);
+        let step = kokoa_core::doubling(self.initial, self.taken, self.max);
+        self.taken = self.taken.saturating_add(1);
         let half = step / 2;
         let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
         let jitter = if nanos == 0 {
@@ -40,7 +41,7 @@ impl Backoff {
 
     /// Back to the first step, after a success.
     pub fn reset(&mut self) {
-        self.step = self.initial;
+        self.taken = 0;
     }
 
     /// The pause after a failed request: within `reconnect` (jittered from half of it) when

@@ -1054,7 +1054,6 @@ async fn deliver(
     options: &DeliveryOptions,
 ) -> Result<(), NotifyError> {
     let max_attempts = options.max_attempts.max(1);
-    let mut wait = options.first_retry;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -1089,6 +1088,7 @@ async fn deliver(
             );
             return Err(error);
         }
+        let wait = kokoa_core::doubling(options.first_retry, attempt - 1, options.max_retry);
         tracing::warn!(
             sink = sink.name(),
             id = notification.id,
@@ -1098,7 +1098,6 @@ async fn deliver(
             "notification delivery failed; retrying"
         );
         tokio::time::sleep(wait).await;
-        wait = wait.saturating_mul(2).min(options.max_retry);
     }
 }
 

@@ -50,6 +50,8 @@ const PERIOD: Duration = Duration::from_secs(1);
 /// Where an edge's `POST .../ready` is noted, per edge id (kept apart from the edge's row,
 /// which only the leader writes).
 pub(crate) const READY: &str = "edge-ready";
+/// The longest wait before a failed step is tried again (2 s, doubling).
+const RETRY_LONGEST: Duration = Duration::from_secs(300);
 /// Failed attempts at one step before the edge is given up (and replaced).
 const MAX_ATTEMPTS: u32 = 8;
 /// Replacements of replacements that never came up before the automation stops trying.
@@ -517,10 +519,10 @@ impl Step<'_> {
             .duty_metrics()
             .edge_failure(self.edge.provider.as_str());
         let attempts = self.edge.lifecycle.attempts + 1;
-        let delay = 2_i64.saturating_pow(attempts.min(8)).min(300);
+        let delay = kokoa_core::doubling(Duration::from_secs(2), attempts - 1, RETRY_LONGEST);
         self.edge
             .lifecycle
-            .failed(message.clone(), now.plus_secs(delay));
+            .failed(message.clone(), now.plus_secs(delay.as_secs() as i64));
         self.changed = true;
         let give_up = attempts >= MAX_ATTEMPTS
             && matches!(
