@@ -246,16 +246,15 @@ impl GoogleCloudDns {
         let url = self.url(&[&zone.id, "changes"]);
         let mut change: Change = self.call(Method::POST, url, Some(body)).await?;
         let started = Instant::now();
-        let mut wait = FIRST_POLL;
-        for _ in 0..MAX_POLLS {
+        for poll in 0..MAX_POLLS {
             if change.status == "done" {
                 return Ok(());
             }
+            let wait = kokoa_core::doubling(FIRST_POLL, poll, LONGEST_POLL);
             if started.elapsed() + wait > self.change_timeout {
                 break;
             }
             sleep(wait).await;
-            wait = (wait * 2).min(LONGEST_POLL);
             let url = self.url(&[&zone.id, "changes", &change.id]);
             change = self.call(Method::GET, url, None).await?;
         }
