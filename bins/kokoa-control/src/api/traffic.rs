@@ -1,14 +1,15 @@
 //! `GET /api/v1/routes/{id}/traffic` and `GET /api/v1/edge-nodes/{id}/traffic`: the
 //! built-in traffic analytics (see [`crate::runtime::traffic`]).
 
+use axum::{Json, extract::State};
+use kokoa_core::{EdgeNodeId, RouteId, Timestamp, TrafficCounts, TrafficResolution, TrafficScope};
+
 use super::{ApiPath, ApiQuery, RangeQuery, TrafficBucket, TrafficFigures, TrafficSeries, path_id};
 use crate::{
     auth::Reader,
     error::{ApiError, ErrorBody},
     state::AppState,
 };
-use axum::{Json, extract::State};
-use kokoa_core::{EdgeNodeId, RouteId, Timestamp, TrafficCounts, TrafficResolution, TrafficScope};
 
 fn parse_range(range: Option<&str>) -> Result<(TrafficResolution, i64), ApiError> {
     match range.unwrap_or("1h") {
