@@ -108,12 +108,10 @@ async fn targets(state: &AppState, ring: &Ring) -> Result<Vec<Target>, kokoa_cor
     let management = &settings.edges.management;
     let store = state.store();
     let now = Timestamp::now();
-    let stored: HashMap<String, CheckState> = store
-        .kv_list(CHECK_STATES, now)
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, serde_json::from_str(&v).ok()?)))
-        .collect();
+    let stored: HashMap<String, CheckState> =
+        parsed(CHECK_STATES, store.kv_list(CHECK_STATES, now).await?, |k| {
+            Some(k.to_owned())
+        });
     let routes = store.list_routes().await?;
     // The services of the origins checked end to end, read once each.
     let mut services: HashMap<OriginId, Vec<kokoa_core::OriginService>> = HashMap::new();
@@ -514,18 +512,16 @@ pub(crate) async fn judge(state: &AppState, memory: &JudgeMemory) -> Result<(), 
     let observing_since = state.leader().leading_since().map_or(now, system_time);
     let settings = &state.settings().health;
     let rules = settings.edge;
-    let checks: HashMap<String, CheckState> = store
-        .kv_list(CHECK_STATES, now_ts)
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, serde_json::from_str(&v).ok()?)))
-        .collect();
-    let verdicts: HashMap<String, EdgeVerdict> = store
-        .kv_list(EDGE_VERDICTS, now_ts)
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, serde_json::from_str(&v).ok()?)))
-        .collect();
+    let checks: HashMap<String, CheckState> = parsed(
+        CHECK_STATES,
+        store.kv_list(CHECK_STATES, now_ts).await?,
+        |k| Some(k.to_owned()),
+    );
+    let verdicts: HashMap<String, EdgeVerdict> = parsed(
+        EDGE_VERDICTS,
+        store.kv_list(EDGE_VERDICTS, now_ts).await?,
+        |k| Some(k.to_owned()),
+    );
     let edges = store.list_edges().await?;
     let tunnels = store.list_tunnels(None, None).await?;
     let reports = tunnel_reports(&edges, &tunnels, now, rules.heartbeat_timeout);
@@ -816,13 +812,36 @@ fn describe_edge(condition: EdgeCondition) -> &'static str {
 pub(crate) async fn origin_verdicts(
     state: &AppState,
 ) -> Result<HashMap<OriginId, OriginVerdict>, kokoa_core::Error> {
-    Ok(state
+    let stored = state
         .store()
         .kv_list(ORIGIN_VERDICTS, Timestamp::now())
-        .await?
+        .await?;
+    Ok(parsed(ORIGIN_VERDICTS, stored, |k| OriginId::parse(k).ok()))
+}
+
+/// The entries of `namespace` whose key and value parse. One that does not (damaged, or
+/// written by another version) is left out, which counts as no record for it, and said in
+/// the log with its key, so the judge's view never loses a record in silence.
+fn parsed<K: std::hash::Hash + Eq, T: serde::de::DeserializeOwned>(
+    namespace: &str,
+    entries: Vec<(String, String)>,
+    key: impl Fn(&str) -> Option<K>,
+) -> HashMap<K, T> {
+    entries
         .into_iter()
-        .filter_map(|(k, v)| Some((OriginId::parse(&k).ok()?, serde_json::from_str(&v).ok()?)))
-        .collect())
+        .filter_map(|(k, v)| {
+            let parsed = key(&k).ok_or_else(|| "not a valid key".to_owned()).and_then(|key| {
+                serde_json::from_str(&v)
+                    .map(|value| (key, value))
+                    .map_err(|e| e.to_string())
+            });
+            parsed
+                .map_err(|error| {
+                    tracing::warn!(namespace, key = %k, %error, "ignoring an unreadable health record");
+                })
+                .ok()
+        })
+        .collect()
 }
 
 /// Judges each origin; returns whether what edges must serve as unavailable changed. An
@@ -886,7 +905,13 @@ async fn damped(
     let mut damper: FlapDamper = store
         .kv_get(ORIGIN_FLAPS, origin.id.as_str(), now)
         .await?
-        .and_then(|text| serde_json::from_str(&text).ok())
+        .and_then(|text| {
+            serde_json::from_str(&text)
+                .map_err(|error| {
+                    tracing::warn!(origin = %origin.id, %error, "ignoring an unreadable flap record; starting a new one");
+                })
+                .ok()
+        })
         .unwrap_or_default();
     let decision = damper.offer(system_time(now), &damping);
     let text =
@@ -1110,6 +1135,20 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn unreadable_records_are_left_out_and_the_rest_kept() {
+        let good = OriginId::new();
+        let entries = vec![
+            (good.to_string(), "{\"unavailable\":[]}".to_owned()),
+            (OriginId::new().to_string(), "{not json".to_owned()),
+            ("not an id!".to_owned(), "{\"unavailable\":[]}".to_owned()),
+        ];
+        let read: HashMap<OriginId, Value> =
+            parsed(ORIGIN_VERDICTS, entries, |k| OriginId::parse(k).ok());
+        assert_eq!(read.len(), 1);
+        assert!(read.contains_key(&good));
+    }
 
     #[test]
     fn the_end_to_end_check_asks_the_services_health_path_or_accepts_any_answer() {
