@@ -73,15 +73,31 @@ pub enum Implementation {
     /// answering its control socket, so an interface it runs takes its first configuration
     /// only: not for agents whose configuration changes.
     Boringtun,
+    /// Built into the program itself ([`crate::userspace`], feature `userspace`, Linux):
+    /// the program is started again as the interface's daemon, so it must call
+    /// [`crate::userspace::run_if_asked`] first thing in `main`.
+    #[cfg(all(feature = "userspace", target_os = "linux"))]
+    Builtin,
 }
 
 impl Implementation {
-    /// The name used on command lines: `kernel`, `wireguard-go` or `boringtun`.
+    /// Every implementation this build offers.
+    pub const ALL: &'static [Self] = &[
+        Self::Kernel,
+        Self::WireguardGo,
+        Self::Boringtun,
+        #[cfg(all(feature = "userspace", target_os = "linux"))]
+        Self::Builtin,
+    ];
+
+    /// The name used on command lines: `kernel`, `wireguard-go`, `boringtun` or `builtin`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Kernel => "kernel",
             Self::WireguardGo => "wireguard-go",
             Self::Boringtun => "boringtun",
+            #[cfg(all(feature = "userspace", target_os = "linux"))]
+            Self::Builtin => "builtin",
         }
     }
 }
@@ -95,8 +111,9 @@ impl fmt::Display for Implementation {
 impl FromStr for Implementation {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        [Self::Kernel, Self::WireguardGo, Self::Boringtun]
-            .into_iter()
+        Self::ALL
+            .iter()
+            .copied()
             .find(|i| i.as_str() == s)
             .ok_or_else(|| Error::UnknownImplementation(s.chars().take(60).collect()))
     }
@@ -383,19 +400,34 @@ impl WgHost {
             "ip",
             &["link", "add", "dev", name.as_str(), "type", "wireguard"],
         );
-        let program = match (self.implementation, kernel) {
+        let (program, mut cmd) = match (self.implementation, kernel) {
             (_, Ok(_)) => return Ok(()),
             (Implementation::Kernel, Err(e)) => return Err(e),
-            (Implementation::WireguardGo, Err(_)) => "wireguard-go",
-            (Implementation::Boringtun, Err(_)) => "boringtun-cli",
+            (Implementation::WireguardGo, Err(_)) => ("wireguard-go", self.command("wireguard-go")),
+            (Implementation::Boringtun, Err(_)) => {
+                let mut cmd = self.command("boringtun-cli");
+                // boringtun drops privileges to the user who ran sudo unless told otherwise;
+                // it would then lose access to its own control socket. (The flag, not its
+                // environment variable: boringtun-cli 0.7 takes only `true` or `false`.)
+                cmd.arg("--disable-drop-privileges");
+                ("boringtun-cli", cmd)
+            }
+            #[cfg(all(feature = "userspace", target_os = "linux"))]
+            (Implementation::Builtin, Err(_)) => {
+                let mut exe = std::env::current_exe().map_err(|source| Error::Spawn {
+                    program: "the running program".to_owned(),
+                    source,
+                })?;
+                // Replaced on disk (an upgrade before the restart): run the image this
+                // process runs, which the kernel keeps.
+                if exe.to_string_lossy().ends_with(" (deleted)") && self.prefix.is_empty() {
+                    exe = PathBuf::from("/proc/self/exe");
+                }
+                let mut cmd = self.command(exe);
+                cmd.arg(crate::userspace::DAEMON_ARG);
+                ("the built-in WireGuard", cmd)
+            }
         };
-        let mut cmd = self.command(program);
-        if self.implementation == Implementation::Boringtun {
-            // boringtun drops privileges to the user who ran sudo unless told otherwise;
-            // it would then lose access to its own control socket. (The flag, not its
-            // environment variable: boringtun-cli 0.7 takes only `true` or `false` there.)
-            cmd.arg("--disable-drop-privileges");
-        }
         cmd.arg(name.as_str())
             .env_remove("WG_PROCESS_FOREGROUND")
             .stdin(Stdio::null())
@@ -469,7 +501,7 @@ impl WgHost {
             .map(drop)
     }
 
-    fn command(&self, program: &str) -> Command {
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         match self.prefix.split_first() {
             Some((first, rest)) => {
                 let mut cmd = Command::new(first);
@@ -636,11 +668,7 @@ mod tests {
 
     #[test]
     fn implementation_names_round_trip() {
-        for i in [
-            Implementation::Kernel,
-            Implementation::WireguardGo,
-            Implementation::Boringtun,
-        ] {
+        for &i in Implementation::ALL {
             assert_eq!(i.as_str().parse::<Implementation>().unwrap(), i);
         }
         let err = "wireguard".parse::<Implementation>().unwrap_err();

@@ -106,8 +106,11 @@ pub enum Error {
         /// The public key of the private key given.
         actual: PublicKey,
     },
-    /// A WireGuard implementation name that is not `kernel`, `wireguard-go` or `boringtun`.
-    #[error("unknown WireGuard implementation {0:?}; use kernel, wireguard-go or boringtun")]
+    /// A WireGuard implementation name this build does not offer.
+    #[error(
+        "unknown WireGuard implementation {0:?}; use kernel, wireguard-go, boringtun or \
+         builtin (Linux, with kokoa-wg's userspace feature)"
+    )]
     UnknownImplementation(String),
     /// A program could not be started.
     #[error(

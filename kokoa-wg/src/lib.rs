@@ -54,6 +54,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | — | | none; `apply` (Unix only) runs `ip`, `wg` and a userspace daemon, the rest is pure logic |
+//! | `userspace` | no | [`userspace`] (Linux): a WireGuard interface built into the program (boringtun's protocol, a TUN device, `wg`'s control socket) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(unix)]
@@ -65,6 +66,9 @@ mod key;
 mod parse;
 pub mod rotation;
 mod topology;
+#[cfg(all(feature = "userspace", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "userspace", target_os = "linux"))))]
+pub mod userspace;
 
 #[cfg(test)]
 mod tests;

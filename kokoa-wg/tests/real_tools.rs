@@ -1,7 +1,9 @@
 //! The real WireGuard tools accept what kokoa-wg renders: `wg pubkey` agrees on keys,
 //! `wg-quick strip` agrees on the setconf form, `wg setconf` / `wg showconf` on a userspace
-//! interface (wireguard-go) give the same settings back, and a rendered topology carries
-//! pings between two network namespaces in both dialling directions.
+//! interface (wireguard-go, and the built-in one with feature `userspace`) give the same
+//! settings back, and a rendered topology carries pings between two network namespaces in
+//! both dialling directions: wireguard-go on both ends, the built-in one on both ends, and
+//! each of them against the other.
 //!
 //! Needs root (network namespaces) and wg, wg-quick, wireguard-go, ip, ping, nsenter,
 //! unshare. Each wireguard-go runs in its own mount namespace with a private /run/wireguard,
@@ -73,7 +75,25 @@ fn write_private(path: &Path, text: &str) {
     file.write_all(text.as_bytes()).unwrap();
 }
 
-/// A network namespace with one wireguard-go interface; both go away on drop, also when the
+/// The userspace daemon a [`Node`] runs.
+#[derive(Clone, Copy, Debug)]
+enum Daemon {
+    WireguardGo,
+    #[cfg(feature = "userspace")]
+    Builtin,
+}
+
+impl Daemon {
+    fn program(self) -> &'static str {
+        match self {
+            Self::WireguardGo => "wireguard-go",
+            #[cfg(feature = "userspace")]
+            Self::Builtin => env!("CARGO_BIN_EXE_kokoa-wireguard"),
+        }
+    }
+}
+
+/// A network namespace with one userspace interface; both go away on drop, also when the
 /// test panics.
 struct Node {
     ns: String,
@@ -83,7 +103,7 @@ struct Node {
 }
 
 impl Node {
-    fn new(tag: &str, iface: &str) -> Self {
+    fn with(tag: &str, iface: &str, daemon: Daemon) -> Self {
         let ns = format!("kokoa-wgtest-{}-{tag}", std::process::id());
         run(Command::new("ip").args(["netns", "add", &ns]));
         let mut host = Self {
@@ -97,18 +117,19 @@ impl Node {
             .args(["netns", "exec", &host.ns, "unshare", "-m", "sh", "-c"])
             .arg(
                 "mkdir -p /run/wireguard && mount -t tmpfs tmpfs /run/wireguard \
-                 && exec wireguard-go \"$0\"",
+                 && exec \"$0\" \"$1\"",
             )
+            .arg(daemon.program())
             .arg(iface)
             .env("WG_PROCESS_FOREGROUND", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start wireguard-go: {e}; install with: {INSTALL}"));
+            .unwrap_or_else(|e| panic!("cannot start {daemon:?}: {e}; install with: {INSTALL}"));
         host.daemon = Some(daemon);
         host.wait_for(
             Duration::from_secs(5),
-            "wireguard-go to create its interface",
+            "the daemon to create its interface",
             |h| {
                 h.wg_command(&["show", &h.iface])
                     .output()
@@ -294,6 +315,16 @@ fn wg_quick_strip_agrees_with_the_setconf_rendering() {
 
 #[test]
 fn wg_setconf_then_showconf_gives_the_same_settings() {
+    setconf_then_showconf(Daemon::WireguardGo, "");
+}
+
+#[cfg(feature = "userspace")]
+#[test]
+fn the_builtin_interface_gives_wg_setconf_back_to_wg_showconf() {
+    setconf_then_showconf(Daemon::Builtin, "b");
+}
+
+fn setconf_then_showconf(daemon: Daemon, suffix: &str) {
     require_tools();
     let (origin_key, edge_key) = (PrivateKey::generate(), PrivateKey::generate());
     let subnet: Ipv4Net = "10.0.3.0/24".parse().unwrap();
@@ -333,7 +364,7 @@ fn wg_setconf_then_showconf_gives_the_same_settings() {
         ("showconf-o", "wg0", &wg0),
         ("showconf-e", on_edge.name.as_str(), &on_edge.config),
     ] {
-        let host = Node::new(tag, name);
+        let host = Node::with(&format!("{tag}{suffix}"), name, daemon);
         let file = host.dir.path().join("in.setconf");
         write_private(&file, &config.render(Format::SetConf));
         host.wg(&["setconf", name, file.to_str().unwrap()]);
@@ -352,6 +383,16 @@ fn wg_setconf_then_showconf_gives_the_same_settings() {
 /// Brings up a rendered origin/edge pair between two namespaces joined by a veth pair and
 /// pings across the tunnel, starting from the side that dials.
 fn tunnel(tag: &str, third_octet: u8, origin_dials: bool) {
+    tunnel_between(tag, third_octet, origin_dials, [Daemon::WireguardGo; 2]);
+}
+
+/// [`tunnel`] with the origin's and the edge's daemons given.
+fn tunnel_between(
+    tag: &str,
+    third_octet: u8,
+    origin_dials: bool,
+    [on_origin, on_edge_daemon]: [Daemon; 2],
+) {
     require_tools();
     let (origin_key, edge_key) = (PrivateKey::generate(), PrivateKey::generate());
     let subnet = Ipv4Net::new(Ipv4Addr::new(10, 0, third_octet, 0), 24).unwrap();
@@ -384,8 +425,8 @@ fn tunnel(tag: &str, third_octet: u8, origin_dials: bool) {
     let wg0 = topology.origin_config(&origin_key).unwrap();
     let on_edge = topology.edge_config("edge-1", &edge_key).unwrap();
 
-    let origin_host = Node::new(&format!("{tag}-o"), wg0.name.as_str());
-    let edge_host = Node::new(&format!("{tag}-e"), on_edge.name.as_str());
+    let origin_host = Node::with(&format!("{tag}-o"), wg0.name.as_str(), on_origin);
+    let edge_host = Node::with(&format!("{tag}-e"), on_edge.name.as_str(), on_edge_daemon);
     run(Command::new("ip").args([
         "link",
         "add",
@@ -450,4 +491,41 @@ fn origin_dialling_out_carries_pings() {
 #[test]
 fn edges_dialling_in_carry_pings() {
     tunnel("in", 72, false);
+}
+
+#[cfg(feature = "userspace")]
+#[test]
+fn builtin_interfaces_carry_pings_both_ways() {
+    tunnel_between("bb-out", 73, true, [Daemon::Builtin; 2]);
+    tunnel_between("bb-in", 74, false, [Daemon::Builtin; 2]);
+}
+
+#[cfg(feature = "userspace")]
+#[test]
+fn the_builtin_interface_and_wireguard_go_understand_each_other() {
+    tunnel_between("bg-out", 75, true, [Daemon::Builtin, Daemon::WireguardGo]);
+    tunnel_between("gb-out", 76, true, [Daemon::WireguardGo, Daemon::Builtin]);
+    tunnel_between("bg-in", 77, false, [Daemon::Builtin, Daemon::WireguardGo]);
+}
+
+/// Deleting the interface ends its daemon, which removes its control socket.
+#[cfg(feature = "userspace")]
+#[test]
+fn the_builtin_daemon_exits_when_its_interface_is_deleted() {
+    require_tools();
+    let mut host = Node::with("bdel", "kkdel0", Daemon::Builtin);
+    host.ip(&["link", "del", "kkdel0"]);
+    let mut daemon = host.daemon.take().expect("started");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the daemon still runs 5 s after its interface was deleted"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "the daemon exited with {status}");
 }

@@ -96,9 +96,9 @@ struct RunArgs {
     /// group.
     #[arg(long, env = "KOKOA_EDGE_NGINX_USER", default_value = "www-data")]
     nginx_user: String,
-    /// WireGuard where the kernel has no module: wireguard-go, boringtun, or kernel (no
-    /// fallback).
-    #[arg(long, env = "KOKOA_EDGE_WG_USERSPACE", default_value = "wireguard-go")]
+    /// WireGuard where the kernel has no module: builtin (this program, started again as
+    /// the interface's daemon), wireguard-go, boringtun, or kernel (no fallback).
+    #[arg(long, env = "KOKOA_EDGE_WG_USERSPACE", default_value = "builtin")]
     wg_userspace: Implementation,
     /// Plain HTTP port (ACME challenges, /health, redirect to HTTPS).
     #[arg(long, env = "KOKOA_EDGE_LISTEN_HTTP", default_value_t = 80)]
@@ -121,6 +121,9 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    // Started again as its own WireGuard interface's daemon (`--wg-userspace builtin`)?
+    #[cfg(target_os = "linux")]
+    kokoa_wg::userspace::run_if_asked();
     let cli = Cli::parse();
     kokoa_agent::logging::init(cli.log_format);
     // One thread: the agent only polls, reports and checks; nginx and WireGuard carry the

@@ -113,13 +113,9 @@ struct RunArgs {
         default_value = "/var/lib/kokoa-origin"
     )]
     state_dir: PathBuf,
-    /// WireGuard where the kernel has no module: wireguard-go, boringtun, or kernel (no
-    /// fallback).
-    #[arg(
-        long,
-        env = "KOKOA_ORIGIN_WG_USERSPACE",
-        default_value = "wireguard-go"
-    )]
+    /// WireGuard where the kernel has no module: builtin (this program, started again as
+    /// the interface's daemon), wireguard-go, boringtun, or kernel (no fallback).
+    #[arg(long, env = "KOKOA_ORIGIN_WG_USERSPACE", default_value = "builtin")]
     wg_userspace: Implementation,
     /// The WireGuard interface.
     #[arg(long, env = "KOKOA_ORIGIN_INTERFACE", default_value = "wg0")]
@@ -160,6 +156,9 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    // Started again as its own WireGuard interface's daemon (`--wg-userspace builtin`)?
+    #[cfg(target_os = "linux")]
+    kokoa_wg::userspace::run_if_asked();
     let cli = Cli::parse();
     kokoa_agent::logging::init(cli.log_format);
     // Worker threads for the forwarded traffic; blocking work (wg, nft, ping) runs on the
