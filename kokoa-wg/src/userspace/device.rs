@@ -142,6 +142,7 @@ impl State {
         if set.replace_peers {
             self.peers.clear();
         }
+        let mut rekeyed = false;
         if let Some(key) = set.private_key {
             let unchanged = match (&key, &self.private_key) {
                 (Some(new), Some(old)) => **new == old.to_bytes(),
@@ -159,11 +160,33 @@ impl State {
                     lock(&self.peers[i].session).tunn = tunn;
                 }
             }
+            rekeyed = !unchanged;
         }
         for change in set.peers {
             self.apply_peer(change);
         }
+        if rekeyed {
+            // The sessions of the old key are gone, here and not yet at the peers, which
+            // keep sending into them: a handshake with the new key now, not at the next
+            // packet this side happens to send (which might be a keepalive 25 s away).
+            for peer in &self.peers {
+                self.initiate(&mut lock(&peer.session));
+            }
+        }
         Ok(())
+    }
+
+    /// Starts a handshake with the peer of `session` unless one is under way, where the peer
+    /// is known to be.
+    fn initiate(&self, session: &mut Session) {
+        let mut out = [0u8; 256];
+        let endpoint = session.endpoint;
+        if let (Some(tunn), Some(to)) = (session.tunn.as_mut(), endpoint)
+            && let TunnResult::WriteToNetwork(wire) =
+                tunn.format_handshake_initiation(&mut out, false)
+        {
+            self.send(wire, to);
+        }
     }
 
     fn apply_peer(&mut self, change: PeerSet) {
@@ -398,6 +421,7 @@ impl Device {
             let Some(peer) = peer else {
                 continue;
             };
+            let is_data = matches!(packet, Packet::PacketData(_));
             let mut session = lock(&peer.session);
             let Some(tunn) = session.tunn.as_mut() else {
                 continue;
@@ -405,7 +429,15 @@ impl Device {
             let mut flush = false;
             match tunn.decapsulate(Some(from.ip()), &datagram[..n], &mut out) {
                 TunnResult::Done => {}
-                TunnResult::Err(_) => continue,
+                TunnResult::Err(_) => {
+                    // Data this side cannot open (its sessions were replaced: a new key, a
+                    // restart) keeps failing until a handshake: start one, towards where
+                    // the peer was last authenticated, never towards this unproven sender.
+                    if is_data {
+                        state.initiate(&mut session);
+                    }
+                    continue;
+                }
                 TunnResult::WriteToNetwork(wire) => {
                     state.send(wire, from);
                     flush = true;
