@@ -386,13 +386,21 @@ fn tunnel(tag: &str, third_octet: u8, origin_dials: bool) {
     tunnel_between(tag, third_octet, origin_dials, [Daemon::WireguardGo; 2]);
 }
 
+/// Both ends of a tunnel that carried pings, for a test to go on with.
+struct Pair {
+    origin_host: Node,
+    edge_host: Node,
+    origin_key: PrivateKey,
+    edge_ip: Ipv4Addr,
+}
+
 /// [`tunnel`] with the origin's and the edge's daemons given.
 fn tunnel_between(
     tag: &str,
     third_octet: u8,
     origin_dials: bool,
     [on_origin, on_edge_daemon]: [Daemon; 2],
-) {
+) -> Pair {
     require_tools();
     let (origin_key, edge_key) = (PrivateKey::generate(), PrivateKey::generate());
     let subnet = Ipv4Net::new(Ipv4Addr::new(10, 0, third_octet, 0), 24).unwrap();
@@ -481,6 +489,12 @@ fn tunnel_between(
         !origin_host.ping(other),
         "{tag}: {other} answered, but only the edge is allowed"
     );
+    Pair {
+        origin_host,
+        edge_host,
+        origin_key,
+        edge_ip,
+    }
 }
 
 #[test]
@@ -528,4 +542,50 @@ fn the_builtin_daemon_exits_when_its_interface_is_deleted() {
         thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "the daemon exited with {status}");
+}
+
+/// A new private key on the built-in side starts a handshake at once: its peer, which still
+/// holds sessions of the old key, sees the new key's handshake within a second without this
+/// side sending any traffic (a keepalive would be 25 s away), and the tunnel carries pings.
+#[cfg(feature = "userspace")]
+#[test]
+fn a_new_private_key_shakes_hands_at_once() {
+    let pair = tunnel_between("bkey", 78, true, [Daemon::Builtin, Daemon::WireguardGo]);
+    let edge_iface = pair.edge_host.iface.clone();
+    let next = PrivateKey::generate();
+    let next_public = next.public_key().to_string();
+    // As a rotation does: the edge learns the next key (no addresses yet), then the origin
+    // switches to it.
+    pair.edge_host
+        .wg(&["set", &edge_iface, "peer", &next_public]);
+    let file = pair.origin_host.dir.path().join("next.key");
+    write_private(&file, &next.to_base64());
+    pair.origin_host.wg(&[
+        "set",
+        &pair.origin_host.iface,
+        "private-key",
+        file.to_str().unwrap(),
+    ]);
+    pair.edge_host.wait_for(
+        Duration::from_secs(2),
+        "the edge to see a handshake with the origin's new key",
+        |h| h.handshakes().get(&next_public).is_some_and(|t| *t > 0),
+    );
+    assert_ne!(pair.origin_key.public_key().to_string(), next_public);
+    // The addresses move to the new key, as the edge's settle does, and pings pass.
+    pair.edge_host.wg(&[
+        "set",
+        &edge_iface,
+        "peer",
+        &pair.origin_key.public_key().to_string(),
+        "remove",
+        "peer",
+        &next_public,
+        "allowed-ips",
+        &format!("{}/32", Ipv4Addr::new(10, 0, 78, 1)),
+    ]);
+    assert!(
+        (0..3).any(|_| pair.origin_host.ping(pair.edge_ip)),
+        "no ping over the tunnel after the key change"
+    );
 }
