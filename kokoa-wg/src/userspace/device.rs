@@ -17,6 +17,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use super::{
+    recv,
     tun::Tun,
     uapi::{self, DeviceState, PeerSet, PeerState, Refused, Set},
 };
@@ -369,12 +370,12 @@ impl Device {
     /// Datagrams from the network: handshakes answered, data decrypted into the interface
     /// when its source address belongs to the peer that sent it.
     fn network_to_interface(&self) {
-        let mut datagram = vec![0u8; BUFFER];
+        let mut batch = recv::Batch::new();
         let mut out = vec![0u8; BUFFER];
         let mut socket = Arc::clone(&self.read().socket);
         let _ = socket.set_read_timeout(Some(RECV_WAIT));
         loop {
-            let Ok((n, from)) = socket.recv_from(&mut datagram) else {
+            let Ok(count) = batch.receive(&socket) else {
                 // A timeout, or the socket was replaced: take the current one.
                 let current = Arc::clone(&self.read().socket);
                 if !Arc::ptr_eq(&current, &socket) {
@@ -383,85 +384,92 @@ impl Device {
                 }
                 continue;
             };
-            let from = canonical(from);
             let state = self.read();
-            let Some(limiter) = state.rate_limiter.as_ref() else {
-                continue;
-            };
-            let Ok(packet) = Tunn::parse_incoming_packet(&datagram[..n]) else {
-                continue;
-            };
-            let peer = match &packet {
-                Packet::HandshakeInit(init) => {
-                    // The MACs (and, under load, a cookie) before the costly part.
-                    match limiter.verify_packet(Some(from.ip()), &datagram[..n], &mut out) {
-                        Ok(_) => {}
-                        Err(TunnResult::WriteToNetwork(cookie)) => {
-                            state.send(cookie, from);
-                            continue;
-                        }
-                        Err(_) => continue,
-                    }
-                    let Some(private) = state.private_key.as_ref() else {
-                        continue;
-                    };
-                    parse_handshake_anon(private, &PublicKey::from(private), init)
-                        .ok()
-                        .and_then(|half| {
-                            state
-                                .peers
-                                .iter()
-                                .find(|p| p.public_key == half.peer_static_public)
-                        })
-                }
-                Packet::HandshakeResponse(p) => state.by_index(p.receiver_idx),
-                Packet::PacketCookieReply(p) => state.by_index(p.receiver_idx),
-                Packet::PacketData(p) => state.by_index(p.receiver_idx),
-            };
-            let Some(peer) = peer else {
-                continue;
-            };
-            let is_data = matches!(packet, Packet::PacketData(_));
-            let mut session = lock(&peer.session);
-            let Some(tunn) = session.tunn.as_mut() else {
-                continue;
-            };
-            let mut flush = false;
-            match tunn.decapsulate(Some(from.ip()), &datagram[..n], &mut out) {
-                TunnResult::Done => {}
-                TunnResult::Err(_) => {
-                    // Data this side cannot open (its sessions were replaced: a new key, a
-                    // restart) keeps failing until a handshake: start one, towards where
-                    // the peer was last authenticated, never towards this unproven sender.
-                    if is_data {
-                        state.initiate(&mut session);
-                    }
-                    continue;
-                }
-                TunnResult::WriteToNetwork(wire) => {
-                    state.send(wire, from);
-                    flush = true;
-                }
-                TunnResult::WriteToTunnelV4(inner, src) => {
-                    if peer.owns(IpAddr::V4(src)) {
-                        let _ = self.tun.write(inner);
-                    }
-                }
-                TunnResult::WriteToTunnelV6(inner, src) => {
-                    if peer.owns(IpAddr::V6(src)) {
-                        let _ = self.tun.write(inner);
-                    }
-                }
+            for i in 0..count {
+                let (datagram, from) = batch.get(i);
+                self.receive(&state, datagram, canonical(from), &mut out);
             }
-            if flush {
-                // Packets queued while the handshake was under way.
-                while let TunnResult::WriteToNetwork(wire) = tunn.decapsulate(None, &[], &mut out) {
-                    state.send(wire, from);
-                }
-            }
-            // The peer is where its last authenticated packet came from (roaming).
-            session.endpoint = Some(from);
         }
+    }
+
+    /// One datagram from the network.
+    fn receive(&self, state: &State, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
+        let Some(limiter) = state.rate_limiter.as_ref() else {
+            return;
+        };
+        let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
+            return;
+        };
+        let peer = match &packet {
+            Packet::HandshakeInit(init) => {
+                // The MACs (and, under load, a cookie) before the costly part.
+                match limiter.verify_packet(Some(from.ip()), datagram, out) {
+                    Ok(_) => {}
+                    Err(TunnResult::WriteToNetwork(cookie)) => {
+                        state.send(cookie, from);
+                        return;
+                    }
+                    Err(_) => return,
+                }
+                let Some(private) = state.private_key.as_ref() else {
+                    return;
+                };
+                parse_handshake_anon(private, &PublicKey::from(private), init)
+                    .ok()
+                    .and_then(|half| {
+                        state
+                            .peers
+                            .iter()
+                            .find(|p| p.public_key == half.peer_static_public)
+                    })
+            }
+            Packet::HandshakeResponse(p) => state.by_index(p.receiver_idx),
+            Packet::PacketCookieReply(p) => state.by_index(p.receiver_idx),
+            Packet::PacketData(p) => state.by_index(p.receiver_idx),
+        };
+        let Some(peer) = peer else {
+            return;
+        };
+        let is_data = matches!(packet, Packet::PacketData(_));
+        let mut session = lock(&peer.session);
+        let Some(tunn) = session.tunn.as_mut() else {
+            return;
+        };
+        let mut flush = false;
+        match tunn.decapsulate(Some(from.ip()), datagram, out) {
+            TunnResult::Done => {}
+            TunnResult::Err(_) => {
+                // Data this side cannot open (its sessions were replaced: a new key, a
+                // restart) keeps failing until a handshake: start one, towards where
+                // the peer was last authenticated, never towards this unproven sender.
+                if is_data {
+                    state.initiate(&mut session);
+                }
+                return;
+            }
+            TunnResult::WriteToNetwork(wire) => {
+                state.send(wire, from);
+                flush = true;
+            }
+            TunnResult::WriteToTunnelV4(inner, src) => {
+                if peer.owns(IpAddr::V4(src)) {
+                    let _ = self.tun.write(inner);
+                }
+            }
+            TunnResult::WriteToTunnelV6(inner, src) => {
+                if peer.owns(IpAddr::V6(src)) {
+                    let _ = self.tun.write(inner);
+                }
+            }
+        }
+        if flush {
+            // Packets queued while the handshake was under way.
+            while let TunnResult::WriteToNetwork(wire) = tunn.decapsulate(None, &[], out) {
+                state.send(wire, from);
+            }
+        }
+        // The peer is where its last authenticated packet came from (roaming).
+        session.endpoint = Some(from);
     }
 
     /// Handshake retries, rekeying and keepalives of every peer; the handshake rate

@@ -19,6 +19,7 @@
 //! ```
 
 mod device;
+mod recv;
 mod tun;
 mod uapi;
 
