@@ -78,6 +78,26 @@ fn bind(port: u16) -> io::Result<(UdpSocket, bool)> {
     }
 }
 
+/// Marks the socket's packets with `fwmark` (`SO_MARK`; 0 clears it), for policy routing.
+fn mark(socket: &UdpSocket, fwmark: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: SO_MARK takes a u32 by pointer and length; the descriptor is ours.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&raw const fwmark).cast(),
+            size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// The address as the peer is known: IPv4-mapped IPv6 addresses as IPv4.
 fn canonical(addr: SocketAddr) -> SocketAddr {
     match addr {
@@ -137,8 +157,13 @@ impl State {
             self.socket = Arc::new(socket);
             self.dual_stack = dual_stack;
         }
+        let previous_mark = self.fwmark;
         if let Some(fwmark) = set.fwmark {
             self.fwmark = fwmark;
+        }
+        // A new socket has no mark; only a mark set now or before needs the call.
+        if self.fwmark != 0 || previous_mark != 0 {
+            mark(&self.socket, self.fwmark)?;
         }
         if set.replace_peers {
             self.peers.clear();
