@@ -39,7 +39,7 @@ struct PeerEntry {
     allowed_ips: Vec<IpNet>,
     preshared_key: Option<Zeroizing<[u8; 32]>>,
     keepalive: u16,
-    session: Arc<Mutex<Session>>,
+    session: Mutex<Session>,
 }
 
 struct Session {
@@ -133,6 +133,11 @@ impl State {
             }
         }
         best.map(|(peer, _)| peer)
+    }
+
+    /// The peer a session index (from a response, cookie or data packet) belongs to.
+    fn by_index(&self, receiver_idx: u32) -> Option<&PeerEntry> {
+        self.peers.iter().find(|p| p.index == receiver_idx >> 8)
     }
 
     fn new_tunn(&self, peer: &PeerEntry) -> Option<Tunn> {
@@ -237,10 +242,10 @@ impl State {
                     allowed_ips: Vec::new(),
                     preshared_key: None,
                     keepalive: 0,
-                    session: Arc::new(Mutex::new(Session {
+                    session: Mutex::new(Session {
                         tunn: None,
                         endpoint: None,
-                    })),
+                    }),
                 });
                 self.peers.len() - 1
             }
@@ -338,11 +343,12 @@ impl Device {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Answers one control request: `get` or a parsed `set`.
+    /// The answer to `get=1`.
     pub(crate) fn get(&self) -> Zeroizing<String> {
         uapi::format_get(&self.read().snapshot())
     }
 
+    /// Carries out a parsed `set=1`; a refusal carries the `errno` to answer.
     pub(crate) fn set(&self, set: Set) -> Result<(), Refused> {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.apply(set).map_err(|e| Refused {
@@ -524,12 +530,6 @@ impl Device {
                 }
             }
         }
-    }
-}
-
-impl State {
-    fn by_index(&self, receiver_idx: u32) -> Option<&PeerEntry> {
-        self.peers.iter().find(|p| p.index == receiver_idx >> 8)
     }
 }
 

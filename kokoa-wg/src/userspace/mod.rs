@@ -41,6 +41,8 @@ pub const DAEMON_ARG: &str = "--kokoa-wireguard";
 
 /// Where `wg` looks for the control sockets of userspace interfaces.
 const SOCKET_DIR: &str = "/var/run/wireguard";
+/// How long a control connection may wait between two lines.
+const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// When the program was started as a daemon ([`DAEMON_ARG`] first), runs the interface and
 /// never returns: the process exits 0 once its interface is deleted, 1 when it cannot make
@@ -115,8 +117,12 @@ fn serve(name: &InterfaceName, foreground: bool) -> io::Result<()> {
     }
     let control = Arc::clone(&device);
     thread::spawn(move || {
+        // A thread per connection, each bounded in time: a client that stalls holds up
+        // neither the others nor itself for long.
         for stream in listener.incoming().flatten() {
-            let _ = answer(&control, stream);
+            let device = Arc::clone(&control);
+            let _ = stream.set_read_timeout(Some(CONTROL_TIMEOUT));
+            thread::spawn(move || answer(&device, stream));
         }
     });
     let gone = device.run();
