@@ -343,8 +343,8 @@ const UNDECLARED_PORT: u16 = 9100;
 
 /// 3. Nothing in origin-a's subnet answers origin-b; from the client no origin app and no
 ///    tunnel address answers except through an edge. Origin-a's firewall lets edge1 reach
-///    the declared port through the tunnel but not a service on 0.0.0.0 that no route
-///    declares (which answers inside origin-a). Then origin-b and the client play
+///    the declared port through the tunnel (redirected to 127.0.0.1 by its nftables table)
+///    but not a service on 0.0.0.0 that no route declares (which answers inside origin-a). Then origin-b and the client play
 ///    attackers that route the tunnel networks into origin-b's tunnel or at edge1's public
 ///    address: origin-a must stay out of reach (the edge forwards nothing between
 ///    interfaces). An edge answering for its own tunnel address then is reported, not
@@ -374,6 +374,25 @@ async fn isolation(lab: &Lab) -> Step {
         ));
     }
     let firewall_leak = reachable(&edge1.netns(), &[undeclared]).await;
+    // The declared port answered through the kernel's redirect, the origin agent's default.
+    let redirect = net::ip(&[
+        "netns",
+        "exec",
+        &a_ns,
+        "nft",
+        "list",
+        "chain",
+        "inet",
+        "kokoa",
+        "tunnel_redirect",
+    ])
+    .await
+    .map_err(|e| format!("origin-a forwards nothing in the kernel: {e}"))?;
+    if !redirect.contains("dnat ip to 127.0.0.1") {
+        return Err(format!(
+            "origin-a's redirect chain sends nothing to 127.0.0.1: {redirect}"
+        ));
+    }
 
     let origin_a = [Probe::Ping(a_ip), Probe::Tcp(a_ip, 8080)];
     let mut edges_in_a: Vec<Probe> = a_edges.iter().map(|&ip| Probe::Ping(ip)).collect();
@@ -433,7 +452,7 @@ async fn isolation(lab: &Lab) -> Step {
     let mut figure = format!(
         "{plain} direct probes and {} attacker-routed probes all failed; control ping \
          edge1 -> origin-a {:.2} ms; origin-a's firewall: edge1 -> {a_ip}:{UNDECLARED_PORT} \
-         (0.0.0.0, undeclared) dropped, :{} answers",
+         (0.0.0.0, undeclared) dropped, :{} answers (redirected to 127.0.0.1 by the kernel)",
         origin_a.len() * 2 + client_probes.len(),
         control_rtt.as_secs_f64() * 1000.0,
         APPS[0].port

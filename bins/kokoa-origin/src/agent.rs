@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeSet,
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant, SystemTime},
@@ -23,7 +23,7 @@ use crate::{
     checks::{Checker, ServiceReport},
     client::ControlPlane,
     firewall::{Firewall, FirewallState, Rules},
-    forward::Forwarder,
+    forward::{Forwarder, Relay},
     heartbeat::{Heartbeat, Metrics, disk_percent},
     metrics::{EdgeTunnel, OriginMetrics},
     payload::{OriginConfig, Plan},
@@ -273,10 +273,11 @@ impl<T: Tunnel> Agent<T> {
         }
         if ctx.settings.stop_on_exit {
             let (tunnel, name) = (Arc::clone(&ctx.tunnel), ctx.settings.interface.clone());
-            blocking(move || tunnel.stop(&name)).await?;
+            let stopped = name.clone();
+            blocking(move || tunnel.stop(&stopped)).await?;
             tracing::info!("tunnel removed");
             if let Some(firewall) = ctx.settings.firewall.clone() {
-                match blocking(move || firewall.remove()).await {
+                match blocking(move || firewall.remove(&name)).await {
                     Ok(()) => tracing::info!("firewall rules removed"),
                     Err(e) => tracing::warn!(error = %e, "cannot remove the firewall rules"),
                 }
@@ -381,12 +382,27 @@ impl<T: Tunnel> Ctx<T> {
         let Some(firewall) = self.settings.firewall.clone() else {
             return;
         };
-        let rules = match Rules::new(
+        let redirect = match &self.settings.forwarder {
+            #[cfg(target_os = "linux")]
+            Some(forwarder) if forwarder.relay() == Relay::Kernel && plan.tunnel_ip.is_ipv4() => {
+                match forwarder.target() {
+                    IpAddr::V4(target) => Some(target),
+                    IpAddr::V6(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let rules = Rules::new(
             self.settings.interface.clone(),
             plan.tunnel_ip,
             plan.edges.clone(),
             plan.ports.clone(),
-        ) {
+        )
+        .and_then(|rules| match redirect {
+            Some(target) => rules.redirecting(target),
+            None => Ok(rules),
+        });
+        let rules = match rules {
             Ok(rules) => rules,
             Err(e) => {
                 tracing::warn!(error = %e, "firewall rules not installed; the previous ones stay");
@@ -403,7 +419,7 @@ impl<T: Tunnel> Ctx<T> {
         let installing = rules.clone();
         let (state, installed) = match blocking(move || firewall.apply(&installing)).await {
             Ok(()) => {
-                tracing::info!(ports = ?rules.ports(), edges = plan.edges.len(), "firewall rules installed: the tunnel admits only the edges, to these ports");
+                tracing::info!(ports = ?rules.ports(), edges = plan.edges.len(), redirect = ?rules.redirect(), "firewall rules installed: the tunnel admits only the edges, to these ports");
                 (FirewallState::On, Some(rules))
             }
             Err(e) => {

@@ -17,13 +17,24 @@
 //! destination NAT (Docker's published ports): it sees the address and port the edge asked
 //! for, and drops what is refused before it is delivered or forwarded anywhere.
 //!
+//! **Forwarding in the kernel.** With [`Rules::redirecting`] the table also sends the
+//! edges' connections to the declared ports on to `127.0.0.1` (`dnat`, same port): the
+//! kernel forwards them and the [`Forwarder`] never sees them (it keeps listening, and
+//! serves whenever the redirect is not installed). Loopback destinations arriving from an
+//! interface are dropped by Linux unless the interface's `route_localnet` is set, and with
+//! it set anything addressed to `127.0.0.0/8` through the tunnel would be delivered: so
+//! [`Firewall::apply`] sets it only *after* nft installed the filter above (which drops
+//! every destination but the tunnel address), and clears it when redirecting stops, before
+//! the rules go. IPv4 only: Linux cannot redirect IPv6 to `::1`.
+//!
 //! [`Forwarder`]: crate::Forwarder
 
 use std::{
     collections::BTreeSet,
     fmt::{self, Write as _},
     io::{self, Write as _},
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
     process::{Command, Stdio},
 };
 
@@ -42,6 +53,7 @@ pub struct Rules {
     tunnel_ip: IpAddr,
     edges: BTreeSet<IpAddr>,
     ports: BTreeSet<u16>,
+    redirect: Option<Ipv4Addr>,
 }
 
 impl Rules {
@@ -75,7 +87,30 @@ impl Rules {
             tunnel_ip,
             edges,
             ports,
+            redirect: None,
         })
+    }
+
+    /// The same rules, also redirecting the edges' connections to the declared ports (not
+    /// [`APPLICATION_PORT`]) to `target`, port unchanged: forwarding in the kernel.
+    ///
+    /// Fails for an IPv6 tunnel address (Linux redirects IPv6 to no loopback address).
+    pub fn redirecting(mut self, target: Ipv4Addr) -> Result<Self, Error> {
+        if !self.tunnel_ip.is_ipv4() {
+            return Err(Error::Firewall {
+                message: format!(
+                    "cannot redirect to {target} from the IPv6 tunnel address {}",
+                    self.tunnel_ip
+                ),
+            });
+        }
+        self.redirect = Some(target);
+        Ok(self)
+    }
+
+    /// Where the declared ports are redirected to, if they are.
+    pub fn redirect(&self) -> Option<Ipv4Addr> {
+        self.redirect
     }
 
     /// The ports admitted: the declared ones and [`APPLICATION_PORT`].
@@ -117,6 +152,26 @@ impl Rules {
         }
         line("\t\tdrop");
         line("\t}");
+        let redirected: BTreeSet<u16> = self
+            .ports
+            .iter()
+            .copied()
+            .filter(|p| *p != APPLICATION_PORT)
+            .collect();
+        if let Some(target) = self.redirect
+            && !self.edges.is_empty()
+            && !redirected.is_empty()
+        {
+            line("\tchain tunnel_redirect {");
+            line("\t\ttype nat hook prerouting priority dstnat; policy accept;");
+            line(&format!(
+                "\t\tiifname \"{interface}\" ip saddr {} ip daddr {} tcp dport {} dnat ip to {target}",
+                set(&self.edges),
+                self.tunnel_ip,
+                set(&redirected)
+            ));
+            line("\t}");
+        }
         line("}");
         out
     }
@@ -170,13 +225,32 @@ impl Firewall {
     }
 
     /// Replaces the table with `rules`, atomically: when nft refuses, the rules installed
-    /// before stay.
+    /// before stay. Then sets the interface's `route_localnet` when the rules redirect to
+    /// a loopback address, and clears it otherwise (see the module's documentation). When
+    /// it cannot be set, the rules are installed again without the redirect, and the
+    /// forwarder serves (logged as a warning).
     pub fn apply(&self, rules: &Rules) -> Result<(), Error> {
-        self.run(&["-f", "-"], Some(&rules.render()))
+        let local = rules.redirect.is_some_and(|target| target.is_loopback());
+        if !local {
+            // Cleared before the rules that guard it change.
+            route_localnet(&rules.interface, false)?;
+        }
+        self.run(&["-f", "-"], Some(&rules.render()))?;
+        if local && let Err(e) = route_localnet(&rules.interface, true) {
+            tracing::warn!(error = %e, "not forwarding in the kernel: the forwarder serves");
+            let plain = Rules {
+                redirect: None,
+                ..rules.clone()
+            };
+            self.run(&["-f", "-"], Some(&plain.render()))?;
+        }
+        Ok(())
     }
 
-    /// Deletes the table; nothing to do when there is none.
-    pub fn remove(&self) -> Result<(), Error> {
+    /// Clears `interface`'s `route_localnet`, then deletes the table; nothing to do when
+    /// there is none.
+    pub fn remove(&self, interface: &InterfaceName) -> Result<(), Error> {
+        route_localnet(interface, false)?;
         match self.run(&["delete", "table", "inet", TABLE], None) {
             Err(Error::Firewall { message }) if message.contains("No such file or directory") => {
                 Ok(())
@@ -234,6 +308,31 @@ impl Firewall {
             ),
         })
     }
+}
+
+/// Sets or clears `interface`'s `net.ipv4.conf.<interface>.route_localnet` (in this
+/// thread's network namespace). Clearing it on an interface that does not exist, or where it
+/// is clear, changes nothing.
+fn route_localnet(interface: &InterfaceName, on: bool) -> Result<(), Error> {
+    let path = PathBuf::from("/proc/sys/net/ipv4/conf")
+        .join(interface.as_str())
+        .join("route_localnet");
+    let fail = |e: io::Error| Error::Firewall {
+        message: format!(
+            "cannot {} {}: {e}",
+            if on { "set" } else { "clear" },
+            path.display()
+        ),
+    };
+    if !on {
+        match std::fs::read_to_string(&path) {
+            Ok(value) if value.trim() == "0" => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    std::fs::write(&path, if on { "1\n" } else { "0\n" }).map_err(fail)
 }
 
 /// The firewall's state, as heartbeats report it: `"on"`, `"off"` (turned off with

@@ -10,9 +10,14 @@
 //! accepting, so at the limit new connections wait in the kernel's backlog rather than
 //! exhausting file descriptors.
 //!
-//! The bytes are moved by [`Relay::Splice`] on Linux (in the kernel, through a pipe per
-//! direction) and by [`Relay::Copy`] (through a buffer in this process) elsewhere or when
-//! asked (`kokoa-origin run --relay copy`).
+//! On Linux the default, [`Relay::Kernel`], has the agent's firewall table redirect the
+//! edges' connections to `127.0.0.1` (see [`Rules::redirecting`]): they never reach these
+//! listeners, which serve while the redirect is not installed (no firewall, an IPv6 tunnel).
+//! The bytes of the connections that do are moved by [`Relay::Splice`] on Linux (in the
+//! kernel, through a pipe per direction) and by [`Relay::Copy`] (through a buffer in this
+//! process) elsewhere or when asked (`kokoa-origin run --relay copy`).
+//!
+//! [`Rules::redirecting`]: crate::Rules::redirecting
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -33,6 +38,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// How a forwarded connection's bytes are moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relay {
+    /// Forwarded by the kernel (nftables `dnat`) where the firewall is installed and the
+    /// tunnel is IPv4; [`Relay::Splice`] for what reaches the listeners. Linux only.
+    #[cfg(target_os = "linux")]
+    Kernel,
     /// Read into a buffer of this process and written out again: works everywhere.
     Copy,
     /// `splice(2)` through a pipe: the bytes stay in the kernel. Linux only.
@@ -41,10 +50,10 @@ pub enum Relay {
 }
 
 impl Default for Relay {
-    /// [`Relay::Splice`] on Linux, [`Relay::Copy`] elsewhere.
+    /// [`Relay::Kernel`] on Linux, [`Relay::Copy`] elsewhere.
     fn default() -> Self {
         #[cfg(target_os = "linux")]
-        return Self::Splice;
+        return Self::Kernel;
         #[cfg(not(target_os = "linux"))]
         return Self::Copy;
     }
@@ -54,6 +63,8 @@ impl std::fmt::Display for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Copy => "copy",
+            #[cfg(target_os = "linux")]
+            Self::Kernel => "kernel",
             #[cfg(target_os = "linux")]
             Self::Splice => "splice",
         })
@@ -66,9 +77,11 @@ impl std::str::FromStr for Relay {
         match s {
             "copy" => Ok(Self::Copy),
             #[cfg(target_os = "linux")]
+            "kernel" => Ok(Self::Kernel),
+            #[cfg(target_os = "linux")]
             "splice" => Ok(Self::Splice),
             other => Err(format!(
-                "unknown relay {other:?}: use \"splice\" (Linux) or \"copy\""
+                "unknown relay {other:?}: use \"kernel\" or \"splice\" (Linux), or \"copy\""
             )),
         }
     }
@@ -101,6 +114,16 @@ impl Forwarder {
     pub fn with_relay(mut self, relay: Relay) -> Self {
         self.relay = relay;
         self
+    }
+
+    /// How connections move.
+    pub fn relay(&self) -> Relay {
+        self.relay
+    }
+
+    /// Where connections go (port unchanged).
+    pub fn target(&self) -> IpAddr {
+        self.target
     }
 
     /// Listens on `listen:port` for each of `ports` and admits connections only from
@@ -238,7 +261,7 @@ async fn relay(mut inbound: TcpStream, target: SocketAddr, mode: Relay) -> io::R
             tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await?;
         }
         #[cfg(target_os = "linux")]
-        Relay::Splice => {
+        Relay::Kernel | Relay::Splice => {
             splice::relay(&inbound, &outbound).await?;
         }
     }

@@ -127,9 +127,11 @@ struct RunArgs {
     /// Most connections forwarded at the same time.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
-    /// How forwarded bytes move: `splice` (in the kernel; Linux, the default there) or
-    /// `copy` (through this process; everywhere).
-    #[arg(long, value_name = "splice|copy", default_value_t = Relay::default())]
+    /// How forwarded connections move: `kernel` (Linux, the default there: the firewall
+    /// table redirects the declared ports to 127.0.0.1, nothing passes through this
+    /// process; needs the firewall and an IPv4 tunnel, `splice` otherwise), `splice` (through
+    /// this process, the bytes staying in the kernel; Linux) or `copy` (everywhere).
+    #[arg(long, value_name = "kernel|splice|copy", default_value_t = Relay::default())]
     relay: Relay,
     /// Delete the WireGuard interface when the agent stops (by default it keeps running).
     /// The firewall rules go with it.
@@ -234,7 +236,7 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let firewall = if args.no_firewall {
         // Rules a previous run left would keep admitting its edges only.
-        if let Err(e) = Firewall::new().remove() {
+        if let Err(e) = Firewall::new().remove(&InterfaceName::new(&args.interface)?) {
             tracing::debug!(error = %e, "no firewall table removed");
         }
         tracing::info!("firewall off (--no-firewall): the tunnel admits what the host admits");

@@ -8,7 +8,8 @@
 
 use std::{
     fs::File,
-    net::{SocketAddr, TcpListener},
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener},
     os::fd::AsFd as _,
     path::Path,
     process::Command,
@@ -164,13 +165,28 @@ fn inside<R: Send + 'static>(ns: &str, work: impl FnOnce() -> R + Send + 'static
 
 /// Listeners on `0.0.0.0:PORT` in `ns`; the kernel completes handshakes without accept.
 fn listen_in(ns: &str, ports: &[u16]) -> Vec<TcpListener> {
+    listen_on(ns, "0.0.0.0", ports)
+}
+
+/// Listeners on `ADDRESS:PORT` in `ns`.
+fn listen_on(ns: &str, address: &'static str, ports: &[u16]) -> Vec<TcpListener> {
     let ports = ports.to_vec();
     inside(ns, move || {
         ports
             .into_iter()
-            .map(|port| TcpListener::bind(("0.0.0.0", port)).unwrap())
+            .map(|port| TcpListener::bind((address, port)).unwrap())
             .collect()
     })
+}
+
+/// `route_localnet` of the origin's `wg0`.
+fn route_localnet(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat"])
+        .arg("/proc/sys/net/ipv4/conf/wg0/route_localnet")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// For each (source, destination, port): whether a TCP connection from `ns` gets through
@@ -288,8 +304,12 @@ fn only_the_edges_reach_the_declared_ports_through_the_tunnel() {
         "one table, replaced: {tables}"
     );
 
-    firewall.remove().unwrap();
-    firewall.remove().expect("removing again is not an error");
+    firewall
+        .remove(&InterfaceName::new("wg0").unwrap())
+        .unwrap();
+    firewall
+        .remove(&InterfaceName::new("wg0").unwrap())
+        .expect("removing again is not an error");
     let tables = nft(origin, &["list", "tables"]);
     assert!(!tables.contains("kokoa"), "{tables}");
     assert!(
@@ -324,4 +344,125 @@ fn without_permission_the_error_says_so() {
     assert!(message.contains("--no-firewall"), "{message}");
     let tables = nft(&hosts.origin, &["list", "tables"]);
     assert!(!tables.contains("kokoa"), "{tables}");
+}
+
+#[test]
+fn the_kernel_redirect_reaches_loopback_services_on_the_declared_ports_only() {
+    let hosts = Hosts::new("k");
+    let (origin, edge) = (hosts.origin.as_str(), hosts.edge.as_str());
+    // Applications listen on loopback, as they do behind an origin.
+    let served = listen_on(origin, "127.0.0.1", &[DECLARED, UNDECLARED]);
+    let probes = [
+        (EDGE, TUNNEL_IP, DECLARED),
+        (EDGE, TUNNEL_IP, UNDECLARED),
+        (STRANGER, TUNNEL_IP, DECLARED),
+    ];
+    assert_eq!(
+        connects(edge, &probes),
+        [false; 3],
+        "nothing on the tunnel address yet"
+    );
+
+    let rules = rules(&[EDGE], &[DECLARED])
+        .redirecting(Ipv4Addr::LOCALHOST)
+        .unwrap();
+    let firewall = Firewall::new();
+    let applied = rules.clone();
+    inside(origin, move || Firewall::new().apply(&applied)).unwrap();
+    assert_eq!(route_localnet(origin), "1");
+    assert_eq!(
+        connects(edge, &probes),
+        [true, false, false],
+        "edge -> declared, edge -> undeclared, stranger -> declared"
+    );
+
+    // Bytes go both ways, and the application sees the edge's tunnel address.
+    let listener = served[0].try_clone().unwrap();
+    let answering = std::thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        // The probes above left connections in the backlog that close at once.
+        loop {
+            let (mut stream, peer) = listener.accept().unwrap();
+            let mut asked = [0; 4];
+            if stream.read_exact(&mut asked).is_ok() {
+                stream.write_all(b"pong").unwrap();
+                return (asked, peer);
+            }
+        }
+    });
+    let answer = inside(edge, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(SocketAddr::new(EDGE.parse().unwrap(), 0))
+                .unwrap();
+            let to = SocketAddr::new(TUNNEL_IP.parse().unwrap(), DECLARED);
+            let mut stream = socket.connect(to).await.unwrap();
+            stream.write_all(b"ping").await.unwrap();
+            let mut answer = [0; 4];
+            tokio::time::timeout(CONNECT_TIMEOUT, stream.read_exact(&mut answer))
+                .await
+                .expect("answered in time")
+                .unwrap();
+            answer
+        })
+    });
+    assert_eq!(&answer, b"pong");
+    let (asked, peer) = answering.join().unwrap();
+    assert_eq!(&asked, b"ping");
+    assert_eq!(peer.ip().to_string(), EDGE);
+
+    // route_localnet lets loopback destinations in through the tunnel; the rules must
+    // keep an edge from addressing the origin's loopback services directly. The edge routes
+    // 127.0.0.0/8 into the tunnel, as a compromised one could.
+    ip(&["-n", edge, "addr", "flush", "dev", "lo"]);
+    let localnet = "/proc/sys/net/ipv4/conf/eth0/route_localnet";
+    let set = Command::new("ip")
+        .args(["netns", "exec", edge, "sh", "-c"])
+        .arg(format!("echo 1 > {localnet}"))
+        .status()
+        .unwrap();
+    assert!(set.success());
+    ip(&[
+        "-n",
+        edge,
+        "route",
+        "add",
+        "127.0.0.0/8",
+        "via",
+        TUNNEL_IP,
+        "dev",
+        "eth0",
+    ]);
+    let loopback = [
+        (EDGE, "127.0.0.1", UNDECLARED),
+        (EDGE, "127.0.0.1", DECLARED),
+    ];
+    assert_eq!(connects(edge, &loopback), [false, false], "with the rules");
+    // Without them (the table deleted by hand, route_localnet left set) the probes get
+    // through: they can tell.
+    nft(origin, &["delete", "table", "inet", "kokoa"]);
+    assert_eq!(connects(edge, &loopback), [true, true], "without the rules");
+
+    // Removing clears route_localnet; rules without the redirect keep it clear.
+    inside(origin, move || {
+        firewall.apply(&rules)?;
+        firewall.remove(&InterfaceName::new("wg0").unwrap())
+    })
+    .unwrap();
+    assert_eq!(route_localnet(origin), "0");
+    assert_eq!(connects(edge, &loopback), [false, false], "after removing");
+    let plain = self::rules(&[EDGE], &[DECLARED]);
+    inside(origin, move || Firewall::new().apply(&plain)).unwrap();
+    assert_eq!(route_localnet(origin), "0");
+    assert_eq!(
+        connects(edge, &probes),
+        [false; 3],
+        "no redirect: the forwarder's job"
+    );
 }

@@ -43,6 +43,48 @@ table inet kokoa {
 }
 
 #[test]
+fn the_redirect_sends_the_declared_ports_to_loopback_not_the_agents_own() {
+    let rules = Rules::new(
+        wg0(),
+        "10.0.1.1".parse().unwrap(),
+        ips(&["10.0.1.10"]),
+        BTreeSet::from([8080, 8000]),
+    )
+    .unwrap()
+    .redirecting(Ipv4Addr::LOCALHOST)
+    .unwrap();
+    assert_eq!(rules.redirect(), Some(Ipv4Addr::LOCALHOST));
+    let text = rules.render();
+    assert!(
+        text.ends_with(
+            "\t\tdrop\n\t}\n\tchain tunnel_redirect {\n\
+             \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+             \t\tiifname \"wg0\" ip saddr { 10.0.1.10 } ip daddr 10.0.1.1 tcp dport { 8000, 8080 } \
+             dnat ip to 127.0.0.1\n\t}\n}\n"
+        ),
+        "{text}"
+    );
+    // Nothing to redirect: no chain (nft refuses an empty set).
+    for (edges, ports) in [
+        (ips(&[]), BTreeSet::from([8080])),
+        (ips(&["10.0.1.10"]), BTreeSet::new()),
+    ] {
+        let text = Rules::new(wg0(), "10.0.1.1".parse().unwrap(), edges, ports)
+            .unwrap()
+            .redirecting(Ipv4Addr::LOCALHOST)
+            .unwrap()
+            .render();
+        assert!(!text.contains("dnat"), "{text}");
+    }
+    let err = Rules::new(wg0(), "fd00::1".parse().unwrap(), ips(&[]), BTreeSet::new())
+        .unwrap()
+        .redirecting(Ipv4Addr::LOCALHOST)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fd00::1"), "{err}");
+}
+
+#[test]
 fn without_edges_everything_new_is_dropped() {
     let rules = Rules::new(
         wg0(),
@@ -117,7 +159,7 @@ fn a_missing_nft_is_a_clear_error() {
 fn nft_refusing_names_the_command_and_its_message() {
     // `false` stands in for an nft that refuses: no output, exit status 1.
     let firewall = Firewall::with_command(vec!["false".to_owned()]);
-    let err = firewall.remove().unwrap_err().to_string();
+    let err = firewall.remove(&wg0()).unwrap_err().to_string();
     assert!(
         err.contains("false delete table inet kokoa failed"),
         "{err}"

@@ -206,7 +206,7 @@ async fn every_relay_moves_bulk_data_both_ways_and_passes_half_closes_on() {
             });
         }
     });
-    for relay in [Relay::Copy, Relay::Splice] {
+    for relay in [Relay::Copy, Relay::Splice, Relay::Kernel] {
         let forwarder = Forwarder::new(ip("127.0.0.1"), 8).with_relay(relay);
         assert!(
             forwarder
@@ -250,7 +250,11 @@ async fn every_relay_moves_bulk_data_both_ways_and_passes_half_closes_on() {
 fn relays_are_named_on_the_command_line() {
     assert_eq!("copy".parse::<Relay>(), Ok(Relay::Copy));
     assert_eq!("splice".parse::<Relay>(), Ok(Relay::Splice));
-    assert_eq!(Relay::default(), Relay::Splice);
+    assert_eq!("kernel".parse::<Relay>(), Ok(Relay::Kernel));
+    assert_eq!(Relay::default(), Relay::Kernel);
+    for relay in [Relay::Copy, Relay::Splice, Relay::Kernel] {
+        assert_eq!(relay.to_string().parse::<Relay>(), Ok(relay));
+    }
     let error = "zero-copy".parse::<Relay>().unwrap_err();
     assert!(error.contains("\"zero-copy\""), "{error}");
 }
