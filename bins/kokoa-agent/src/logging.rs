@@ -1,10 +1,17 @@
 //! Logs as every Kokoa program writes them: to standard error, filtered by `KOKOA_LOG`
 //! (`RUST_LOG` still counts; default `info`), as text or as one JSON object per line for a
 //! log collector.
+//!
+//! A filter is a level and `target=level` directives, e.g. `info,kokoa_wg=debug` (tracing's
+//! `Targets`: no span or field filters, which would link a regular-expression engine into
+//! every program for them). One that does not parse counts as unset.
 
 use std::{fmt, io::IsTerminal as _, str::FromStr};
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{
+    filter::{LevelFilter, Targets},
+    prelude::*,
+};
 
 /// How log lines are written (`--log-format`, or `KOKOA_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,20 +49,34 @@ impl fmt::Display for LogFormat {
 
 /// Installs the process's log writer; call once, first thing in `main`.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("KOKOA_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter(|name| std::env::var(name).ok());
     let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_max_level(LevelFilter::TRACE);
     match format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::stderr().is_terminal())
+            .finish()
+            .with(filter)
+            .init(),
         LogFormat::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .finish()
+            .with(filter)
             .init(),
     }
+}
+
+/// The filter `KOKOA_LOG` names, else `RUST_LOG`, else `info`; `var` reads the environment.
+fn filter(var: impl Fn(&str) -> Option<String>) -> Targets {
+    ["KOKOA_LOG", "RUST_LOG"]
+        .into_iter()
+        .filter_map(var)
+        .filter(|text| !text.trim().is_empty())
+        .find_map(|text| text.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 #[cfg(test)]
@@ -69,5 +90,28 @@ mod tests {
         }
         let error = "xml".parse::<LogFormat>().unwrap_err();
         assert!(error.contains("\"xml\""), "{error}");
+    }
+
+    #[test]
+    fn the_filter_comes_from_kokoa_log_then_rust_log_then_is_info() {
+        use tracing::Level;
+        let with = |kokoa: Option<&str>, rust: Option<&str>| {
+            filter(|name| match name {
+                "KOKOA_LOG" => kokoa.map(String::from),
+                "RUST_LOG" => rust.map(String::from),
+                _ => None,
+            })
+        };
+        let f = with(Some("warn,kokoa_wg=debug"), Some("trace"));
+        assert!(f.would_enable("kokoa_wg::apply", &Level::DEBUG));
+        assert!(!f.would_enable("kokoa_origin", &Level::INFO));
+        assert!(f.would_enable("kokoa_origin", &Level::WARN));
+        let f = with(None, Some("debug"));
+        assert!(f.would_enable("kokoa_origin", &Level::DEBUG));
+        for (kokoa, rust) in [(None, None), (Some(""), None), (Some("=nonsense=="), None)] {
+            let f = with(kokoa, rust);
+            assert!(f.would_enable("kokoa_origin", &Level::INFO), "{kokoa:?}");
+            assert!(!f.would_enable("kokoa_origin", &Level::DEBUG), "{kokoa:?}");
+        }
     }
 }

@@ -273,7 +273,7 @@ impl Plane {
         // The duties' logs, shown with a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
-            .with_env_filter("info")
+            .with_max_level(tracing::Level::INFO)
             .try_init();
         let pdns = LocalPowerDns::start()
             .await
