@@ -412,7 +412,10 @@ impl<T: Tunnel> Ctx<T> {
         };
         {
             let shared = self.shared();
-            if shared.firewall == FirewallState::On && shared.installed.as_ref() == Some(&rules) {
+            if shared.firewall == FirewallState::On
+                && shared.installed.as_ref() == Some(&rules)
+                && firewall.in_place(&rules)
+            {
                 return;
             }
         }
@@ -535,6 +538,11 @@ impl<T: Tunnel> Ctx<T> {
             }
             if let Some(plan) = &plan {
                 self.set_application(plan, true);
+                // Installed rules whose interface setting was lost (see Firewall::in_place)
+                // are applied again; failed ones wait for the next configuration.
+                if self.shared().firewall == FirewallState::On {
+                    self.install_firewall(plan).await;
+                }
             }
             if previous.as_ref() != Some(&reports) {
                 for report in &reports {

@@ -247,6 +247,17 @@ impl Firewall {
         Ok(())
     }
 
+    /// Whether the interface's `route_localnet` is as `rules` need it. An interface made
+    /// again (its daemon died and the tunnel came back) starts with it clear, and the
+    /// redirected connections would be dropped: the agent checks this at every service
+    /// check round and applies the rules again when it is not.
+    pub fn in_place(&self, rules: &Rules) -> bool {
+        let wanted = rules.redirect.is_some_and(|target| target.is_loopback());
+        let set = std::fs::read_to_string(localnet_path(&rules.interface))
+            .is_ok_and(|value| value.trim() == "1");
+        set == wanted
+    }
+
     /// Clears `interface`'s `route_localnet`, then deletes the table; nothing to do when
     /// there is none.
     pub fn remove(&self, interface: &InterfaceName) -> Result<(), Error> {
@@ -314,9 +325,7 @@ impl Firewall {
 /// thread's network namespace). Clearing it on an interface that does not exist, or where it
 /// is clear, changes nothing.
 fn route_localnet(interface: &InterfaceName, on: bool) -> Result<(), Error> {
-    let path = PathBuf::from("/proc/sys/net/ipv4/conf")
-        .join(interface.as_str())
-        .join("route_localnet");
+    let path = localnet_path(interface);
     let fail = |e: io::Error| Error::Firewall {
         message: format!(
             "cannot {} {}: {e}",
@@ -333,6 +342,12 @@ fn route_localnet(interface: &InterfaceName, on: bool) -> Result<(), Error> {
         }
     }
     std::fs::write(&path, if on { "1\n" } else { "0\n" }).map_err(fail)
+}
+
+fn localnet_path(interface: &InterfaceName) -> PathBuf {
+    PathBuf::from("/proc/sys/net/ipv4/conf")
+        .join(interface.as_str())
+        .join("route_localnet")
 }
 
 /// The firewall's state, as heartbeats report it: `"on"`, `"off"` (turned off with

@@ -417,6 +417,27 @@ fn the_kernel_redirect_reaches_loopback_services_on_the_declared_ports_only() {
     assert_eq!(&asked, b"ping");
     assert_eq!(peer.ip().to_string(), EDGE);
 
+    // An interface made again starts with route_localnet clear: the agent sees the rules
+    // are no longer in place and applies them again.
+    let check = rules.clone();
+    assert!(inside(origin, move || Firewall::new().in_place(&check)));
+    let clear = Command::new("ip")
+        .args(["netns", "exec", origin, "sh", "-c"])
+        .arg("echo 0 > /proc/sys/net/ipv4/conf/wg0/route_localnet")
+        .status()
+        .unwrap();
+    assert!(clear.success());
+    assert_eq!(
+        connects(edge, &probes[..1]),
+        [false],
+        "redirected, then dropped"
+    );
+    let check = rules.clone();
+    assert!(!inside(origin, move || Firewall::new().in_place(&check)));
+    let applied = rules.clone();
+    inside(origin, move || Firewall::new().apply(&applied)).unwrap();
+    assert_eq!(connects(edge, &probes[..1]), [true], "applied again");
+
     // route_localnet lets loopback destinations in through the tunnel; the rules must
     // keep an edge from addressing the origin's loopback services directly. The edge routes
     // 127.0.0.0/8 into the tunnel, as a compromised one could.
