@@ -344,9 +344,9 @@ const UNDECLARED_PORT: u16 = 9100;
 /// 3. Nothing in origin-a's subnet answers origin-b; from the client no origin app and no
 ///    tunnel address answers except through an edge. Origin-a's firewall lets edge1 reach
 ///    the declared port through the tunnel (redirected to 127.0.0.1 by its nftables table)
-///    but not a service on 0.0.0.0 that no route declares (which answers inside origin-a). Then origin-b and the client play
-///    attackers that route the tunnel networks into origin-b's tunnel or at edge1's public
-///    address: origin-a must stay out of reach (the edge forwards nothing between
+///    but not a service on 0.0.0.0 that no route declares (which answers inside origin-a).
+///    Then origin-b and the client play attackers that route the tunnel networks into
+///    origin-b's tunnel or at edge1's public address: origin-a must stay out of reach (the edge forwards nothing between
 ///    interfaces). An edge answering for its own tunnel address then is reported, not
 ///    failed: it is the same nginx as on its public address.
 async fn isolation(lab: &Lab) -> Step {
