@@ -346,9 +346,9 @@ const UNDECLARED_PORT: u16 = 9100;
 ///    the declared port through the tunnel (redirected to 127.0.0.1 by its nftables table)
 ///    but not a service on 0.0.0.0 that no route declares (which answers inside origin-a).
 ///    Then origin-b and the client play attackers that route the tunnel networks into
-///    origin-b's tunnel or at edge1's public address: origin-a must stay out of reach (the edge forwards nothing between
-///    interfaces). An edge answering for its own tunnel address then is reported, not
-///    failed: it is the same nginx as on its public address.
+///    origin-b's tunnel or at edge1's public address: origin-a must stay out of reach
+///    (the edge forwards nothing between interfaces). An edge answering for its own tunnel
+///    address then is reported, not failed: it is the same nginx as on its public address.
 async fn isolation(lab: &Lab) -> Step {
     let (a_ip, a_edges) = tunnel_addresses(lab, "origin-a").await?;
     let (b_ip, _) = tunnel_addresses(lab, "origin-b").await?;
