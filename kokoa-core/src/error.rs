@@ -204,9 +204,9 @@ pub enum Error {
     #[error("invalid edge configuration: {0}")]
     InvalidEdgeConfig(String),
 
-    /// An edge configuration whose content does not match its `config_hash`.
+    /// An edge or origin configuration whose content does not match its `config_hash`.
     #[error(
-        "edge configuration hash mismatch: it says {stated} but its content hashes to {computed}; \
+        "configuration hash mismatch: it says {stated} but its content hashes to {computed}; \
          the payload was altered or built by an incompatible version"
     )]
     ConfigHashMismatch {
@@ -368,6 +368,9 @@ pub enum HostnameProblem {
     /// The internationalised name could not be converted to its ASCII form, or an
     /// `xn--` label is not the ASCII form of one.
     Idna,
+    /// The name is internationalised (non-ASCII, or an `xn--` label) and this build has no
+    /// IDNA support: kokoa-core's `idna` feature is off.
+    IdnaUnsupported,
     /// The last label is all digits (no top-level domain is; `1.2.3.4` is an address).
     NumericTopLabel(String),
 }
@@ -398,6 +401,10 @@ impl fmt::Display for HostnameProblem {
                 "label {l:?}: '*' is allowed only as the whole leftmost label (\"*.example.com\")"
             ),
             Self::Idna => f.write_str("it is not a valid internationalised domain name"),
+            Self::IdnaUnsupported => f.write_str(
+                "it is an internationalised domain name, and this program was built without \
+                 IDNA support (kokoa-core's `idna` feature)",
+            ),
             Self::NumericTopLabel(l) => write!(
                 f,
                 "its last label {l:?} is all digits; no top-level domain is (an IP address is \

@@ -17,7 +17,9 @@ const MAX_INPUT: usize = 1024;
 /// ending with `-`; the whole name is at most 253 characters with at least two labels. A
 /// wildcard is allowed only as the whole leftmost label. The last label is never all digits
 /// (no top-level domain is, so a name never reads as an IP address), and an `xn--` label
-/// is the ASCII form of a valid internationalised label.
+/// is the ASCII form of a valid internationalised label. Internationalised names need the
+/// `idna` feature (on by default); without it they are refused
+/// ([`HostnameProblem::IdnaUnsupported`](crate::HostnameProblem::IdnaUnsupported)).
 ///
 /// Because of these rules a `Hostname` can be written between double quotes in an nginx or
 /// wg-quick file as it is: it never holds a quote, `;`, braces, `$`, `\`, whitespace or a
@@ -28,6 +30,7 @@ const MAX_INPUT: usize = 1024;
 ///
 /// let h: Hostname = "App.Hoge.COM.".parse()?;
 /// assert_eq!(h.as_str(), "app.hoge.com");
+/// #[cfg(feature = "idna")]
 /// assert_eq!(Hostname::parse("bücher.example")?.as_str(), "xn--bcher-kva.example");
 /// assert!(Hostname::parse("*.fuga.com")?.is_wildcard());
 /// assert!(Hostname::parse("a.*.fuga.com").is_err());
@@ -58,7 +61,7 @@ impl Hostname {
         let ascii = if rest.is_ascii() {
             rest.to_ascii_lowercase()
         } else {
-            idna::domain_to_ascii(rest).map_err(|_| fail(HostnameProblem::Idna))?
+            to_ascii(rest).map_err(fail)?
         };
         let mut labels = 0;
         for label in ascii.split('.') {
@@ -76,11 +79,7 @@ impl Hostname {
         // An ASCII name with `xn--` labels is checked as IDNA too: it must decode, and
         // encode back to itself.
         if ascii.split('.').any(|l| l.starts_with("xn--")) {
-            let (unicode, decoded) = idna::domain_to_unicode(&ascii);
-            let canonical = idna::domain_to_ascii(&unicode).ok();
-            if decoded.is_err() || canonical.as_deref() != Some(ascii.as_str()) {
-                return Err(fail(HostnameProblem::Idna));
-            }
+            check_punycode(&ascii).map_err(fail)?;
         }
         let normal = if wildcard {
             format!("*.{ascii}")
@@ -123,6 +122,33 @@ impl Hostname {
             _ => false,
         }
     }
+}
+
+/// The ASCII (punycode) form of an internationalised name.
+#[cfg(feature = "idna")]
+fn to_ascii(name: &str) -> Result<String, HostnameProblem> {
+    idna::domain_to_ascii(name).map_err(|_| HostnameProblem::Idna)
+}
+
+#[cfg(not(feature = "idna"))]
+fn to_ascii(_: &str) -> Result<String, HostnameProblem> {
+    Err(HostnameProblem::IdnaUnsupported)
+}
+
+/// An ASCII name with `xn--` labels must decode, and encode back to itself.
+#[cfg(feature = "idna")]
+fn check_punycode(ascii: &str) -> Result<(), HostnameProblem> {
+    let (unicode, decoded) = idna::domain_to_unicode(ascii);
+    let canonical = idna::domain_to_ascii(&unicode).ok();
+    if decoded.is_err() || canonical.as_deref() != Some(ascii) {
+        return Err(HostnameProblem::Idna);
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "idna"))]
+fn check_punycode(_: &str) -> Result<(), HostnameProblem> {
+    Err(HostnameProblem::IdnaUnsupported)
 }
 
 fn check_label(label: &str) -> Result<(), HostnameProblem> {
@@ -201,6 +227,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "idna")]
     #[test]
     fn normalises() {
         for (input, want) in [
@@ -216,6 +243,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "idna")]
     #[test]
     fn rejects_with_the_bad_part() {
         assert_eq!(problem(""), HostnameProblem::Empty);
@@ -285,6 +313,26 @@ mod tests {
         assert!(matches!(problem(&total), HostnameProblem::TooLong(_)));
         let err = Hostname::parse("a b.com").unwrap_err().to_string();
         assert!(err.contains("\"a b.com\"") && err.contains("' '"), "{err}");
+    }
+
+    /// Without the `idna` feature internationalised names are refused, saying why; ASCII
+    /// names are not affected.
+    #[cfg(not(feature = "idna"))]
+    #[test]
+    fn internationalised_names_need_the_idna_feature() {
+        for input in ["münchen.de", "xn--mnchen-3ya.de", "*.xn--wgv71a.jp"] {
+            assert_eq!(problem(input), HostnameProblem::IdnaUnsupported, "{input}");
+            let message = Hostname::parse(input).unwrap_err().to_string();
+            assert!(message.contains("`idna` feature"), "{message}");
+        }
+        assert_eq!(
+            Hostname::parse("App.Hoge.COM.").unwrap().as_str(),
+            "app.hoge.com"
+        );
+        assert_eq!(
+            problem("203.0.113.10"),
+            HostnameProblem::NumericTopLabel("10".into())
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Domain types of Kokoa Proxy: validated host names, origins, routes, edge nodes, subnet
-//! allocation, the edge configuration payload, secrets at rest and the control plane's
-//! storage.
+//! allocation, the edge configuration payload, sealed secrets and token hashes. Pure and
+//! synchronous; the control plane's storage is `kokoa-store`.
 //!
 //! Every value that comes from outside — a host name in an API call, an id in a URL, a
 //! field in a JSON payload — is validated once, when it becomes one of these types, so the
@@ -12,11 +12,10 @@
 //!   cycle) and its [`EdgeTunnel`]s, [`DnsRecord`], [`HealthCheck`], [`User`], [`ApiToken`],
 //!   [`Enrollment`], [`NodeCredential`]: the records of the control plane.
 //! - [`SubnetPool`], [`origin_address`], [`allocate_edge_address`]: one /24 per origin.
-//! - [`EdgeConfig`]: what an edge pulls from the control plane, with its `config_hash`.
-//! - [`secret`]: [`MasterKey`] seals private keys for the database (AES-256-GCM);
-//!   [`TokenHash`] is all that is kept of a token.
-//! - [`store`]: the [`Store`](store::Store) trait with in-memory, SQLite and PostgreSQL
-//!   backends.
+//! - [`EdgeConfig`]: what an edge pulls from the control plane, with its `config_hash`;
+//!   [`OriginConfig`]: what an origin agent pulls.
+//! - [`secret`]: [`Sealed`], a private key as the database keeps it (`kokoa_store::MasterKey`
+//!   seals and opens it); [`TokenHash`] is all that is kept of a token.
 //! - `sigv4` (feature `sigv4`): AWS Signature Version 4, the request signing of AWS APIs.
 //!
 //! # Example
@@ -48,12 +47,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `sqlite` | no | `store::sqlite::open`, an `SqlStore` in an SQLite file (rusqlite, SQLite compiled in) |
-//! | `postgres` | no | `store::postgres::connect`, an `SqlStore` in PostgreSQL (sqlx; TLS with rustls) |
-//! | `test-util` | no | `store::conformance`, the test suite every `Store` backend must pass |
 //! | `sigv4` | no | `sigv4`: AWS Signature Version 4 request signing (HMAC-SHA256), for the Route53 and EC2 clients |
-//!
-//! [`store::MemoryStore`] and [`secret`] are always there.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
@@ -69,7 +63,6 @@ pub mod secret;
 #[cfg(feature = "sigv4")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sigv4")))]
 pub mod sigv4;
-pub mod store;
 mod subnet;
 mod time;
 mod traffic;
@@ -91,10 +84,11 @@ pub use model::{
     RemovalReason, Role, Route, Session, SessionStage, TxtText, User, UserSecrets,
 };
 pub use payload::{
-    ApplicationCheck, CertificateRef, ContentHash, EdgeConfig, EdgeContent, RateLimits, Tunnel,
+    ApplicationCheck, CertificateRef, ContentHash, EdgeConfig, EdgeContent, KeyChangeEntry,
+    OriginConfig, OriginRoute, RateLimits, ServiceEntry, Tunnel,
 };
 pub use redacted::Secret;
-pub use secret::{MasterKey, Sealed, TokenHash};
+pub use secret::{Sealed, TokenHash};
 pub use subnet::{SubnetPool, allocate_edge_address, origin_address};
 pub use time::Timestamp;
 pub use traffic::{

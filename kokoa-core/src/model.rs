@@ -820,8 +820,7 @@ pub struct UserSecrets {
     /// The password's hash in PHC string form (`$argon2id$…`); `None` for an account that
     /// signs in only through an OpenID provider.
     pub password_hash: Option<String>,
-    /// The TOTP secret, sealed for
-    /// [`totp_secret_context`](crate::secret::totp_secret_context): set at enrollment,
+    /// The TOTP secret, sealed for `kokoa_store::seal::totp_secret_context`: set at enrollment,
     /// before [`User::totp_enabled`] turns true.
     pub totp_secret: Option<Sealed>,
     /// The last TOTP time step a code was accepted for: a code is accepted once.
@@ -1216,7 +1215,8 @@ mod tests {
         );
         let secrets = UserSecrets {
             password_hash: Some("$argon2id$v=19$secret".into()),
-            totp_secret: Some(crate::MasterKey::generate().seal("JBSWY3DPEHPK3PXP", "t")),
+            // Any well-formed sealed value: 12-byte nonce, ciphertext, 16-byte tag.
+            totp_secret: Some(Sealed::parse(&"A".repeat(64)).unwrap()),
             totp_last_step: Some(1),
         };
         let shown = format!("{secrets:?}");

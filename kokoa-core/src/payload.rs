@@ -1,4 +1,5 @@
-//! The configuration an edge pulls from the control plane (SPEC §4), and its hash.
+//! The configuration an edge pulls from the control plane (SPEC §4), and its hash; the
+//! origin's ([`OriginConfig`]) is in the same form.
 //!
 //! The control plane fills an [`EdgeContent`] and calls [`EdgeConfig::new`], which checks
 //! that the parts agree, puts lists in a canonical order and computes `config_hash`. The
@@ -511,6 +512,10 @@ impl<'de> Deserialize<'de> for EdgeConfig {
         })
     }
 }
+
+mod origin;
+
+pub use origin::{KeyChangeEntry, OriginConfig, OriginRoute, ServiceEntry};
 
 #[cfg(test)]
 mod tests;

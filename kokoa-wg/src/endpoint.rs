@@ -210,6 +210,7 @@ mod tests {
             ("[2001:db8::1]:1", "[2001:db8::1]:1"),
             ("[::ffff:1.2.3.4]:65535", "[::ffff:1.2.3.4]:65535"),
             ("Edge1.Example.NET:51821", "edge1.example.net:51821"),
+            #[cfg(feature = "idna")]
             ("bücher.example:9", "xn--bcher-kva.example:9"),
         ] {
             let e = Endpoint::parse(text).unwrap();
@@ -222,6 +223,13 @@ mod tests {
             Some("edge1.example.net")
         );
         assert_eq!(e.host.ip(), None);
+        #[cfg(not(feature = "idna"))]
+        assert!(
+            Endpoint::parse("bücher.example:9")
+                .unwrap_err()
+                .to_string()
+                .contains("`idna` feature")
+        );
     }
 
     #[test]

@@ -19,9 +19,9 @@ use std::{
 
 use kokoa_control::{AppState, api, payload};
 use kokoa_core::{
-    EdgeNodeId, Hostname, MasterKey, Name, OriginId, Port, Role, Route, RouteId, SubnetPool,
-    Timestamp, store::sqlite,
+    EdgeNodeId, Hostname, Name, OriginId, Port, Role, Route, RouteId, SubnetPool, Timestamp,
 };
+use kokoa_store::{MasterKey, sqlite};
 use serde_json::{Value, json};
 
 const ORIGINS: usize = 5;

@@ -8,7 +8,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use kokoa_core::{Event, EventKind, NewEvent, Severity, Timestamp, store::Store};
+use kokoa_core::{Event, EventKind, NewEvent, Severity, Timestamp};
+use kokoa_store::Store;
 use serde_json::Value;
 use tokio::sync::broadcast;
 

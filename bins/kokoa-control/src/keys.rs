@@ -1,10 +1,11 @@
 //! Secret settings sealed under the master key before they reach the store (SPEC §10.3).
 //!
-//! Each sealed value is bound to its row by its context (see `kokoa_core::secret`), so a
+//! Each sealed value is bound to its row by its context (see `kokoa_store::seal`), so a
 //! sealed value copied into another row does not open. WireGuard private keys are not
 //! among them: each node makes its own and keeps it.
 
-use kokoa_core::{MasterKey, Sealed, secret};
+use kokoa_core::Sealed;
+use kokoa_store::{MasterKey, seal};
 
 /// Whose secret settings (a JSON object of credentials): the context bound into its seal.
 #[derive(Debug, Clone, Copy)]
@@ -16,7 +17,7 @@ pub(crate) enum SealedJson<'a> {
 impl SealedJson<'_> {
     fn context(self) -> String {
         match self {
-            Self::Zone(zone) => secret::dns_zone_credentials_context(zone),
+            Self::Zone(zone) => seal::dns_zone_credentials_context(zone),
         }
     }
 }

@@ -19,7 +19,8 @@
 //! ```
 //! use std::sync::Arc;
 //! use kokoa_control::{AppState, api};
-//! use kokoa_core::{MasterKey, SubnetPool, store::MemoryStore};
+//! use kokoa_core::SubnetPool;
+//! use kokoa_store::{MasterKey, MemoryStore};
 //!
 //! let state = AppState::new(
 //!     Arc::new(MemoryStore::new()),
@@ -53,7 +54,8 @@ use std::{
     sync::Arc,
 };
 
-use kokoa_core::{Email, MasterKey, Name, Role, User, store::Store};
+use kokoa_core::{Email, Name, Role, User};
+use kokoa_store::{MasterKey, Store};
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
@@ -83,8 +85,8 @@ use config::{Database, Settings};
 /// Opens (and migrates) the database.
 pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, Error> {
     Ok(match database {
-        Database::Sqlite(path) => Arc::new(kokoa_core::store::sqlite::open(path).await?),
-        Database::Postgres(url) => Arc::new(kokoa_core::store::postgres::connect(url).await?),
+        Database::Sqlite(path) => Arc::new(kokoa_store::sqlite::open(path).await?),
+        Database::Postgres(url) => Arc::new(kokoa_store::postgres::connect(url).await?),
     })
 }
 

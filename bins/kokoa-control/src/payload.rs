@@ -20,14 +20,14 @@ use std::{
 
 use ipnet::Ipv4Net;
 use kokoa_core::{
-    ApplicationCheck, CertificateRef, ContentHash, EdgeConfig, EdgeContent, EdgeNodeId, EdgeStatus,
-    Hostname, Name, Origin, OriginId, Port, Tunnel, WgPublicKey,
+    ApplicationCheck, CertificateRef, EdgeConfig, EdgeContent, EdgeNodeId, EdgeStatus, Hostname,
+    KeyChangeEntry, Name, Origin, OriginConfig, OriginId, OriginRoute, Port, ServiceEntry, Tunnel,
+    WgPublicKey,
 };
 use kokoa_wg::{Direction, Format, Host, Topology};
 use tokio::time::Instant;
 
 use crate::{
-    api::{KeyChangeView, OriginConfig, OriginRoute, ServiceView},
     bundle,
     error::ApiError,
     runtime::{
@@ -315,7 +315,7 @@ pub async fn origin_routes(
 pub async fn origin_wg0(
     state: &AppState,
     origin: &Origin,
-) -> Result<(String, Vec<KeyChangeView>), ApiError> {
+) -> Result<(String, Vec<KeyChangeEntry>), ApiError> {
     let store = state.store();
     let tunnels = store.list_tunnels(None, Some(&origin.id)).await?;
     let edges: HashMap<EdgeNodeId, _> = store
@@ -350,7 +350,7 @@ pub async fn origin_wg0(
             port,
         ));
         if let Some(next) = rotations.next_key(&Subject::Edge(edge.id.clone()), key) {
-            changes.push(KeyChangeView {
+            changes.push(KeyChangeEntry {
                 from: key.clone(),
                 to: next.clone(),
             });
@@ -402,33 +402,22 @@ pub async fn origin_config(state: &AppState, id: &OriginId) -> Result<OriginConf
     };
     let routes = origin_routes(state, id).await?;
     let nginx_conf = bundle::origin_nginx_conf(origin.wireguard_ip, &routes);
-    let services: Vec<ServiceView> = state
+    let services = state
         .store()
         .origin_services(id)
         .await?
         .into_iter()
-        .map(Into::into)
+        .map(ServiceEntry::from)
         .collect();
-    let routes: Vec<OriginRoute> = routes
+    let routes = routes
         .into_iter()
         .map(|(hostname, target_port)| OriginRoute {
             hostname,
             target_port,
         })
         .collect();
-    let hashed = serde_json::to_vec(&(
-        &origin.id,
-        &wg0_conf,
-        &nginx_conf,
-        &routes,
-        &services,
-        &key_changes,
-        &wireguard_public_key,
-        wireguard_key_requested,
-    ))
-    .map_err(|e| ApiError::internal(&e))?;
     Ok(OriginConfig {
-        config_hash: ContentHash::of(&hashed).to_string(),
+        config_hash: String::new(),
         origin_id: origin.id,
         wg0_conf,
         nginx_conf,
@@ -437,5 +426,6 @@ pub async fn origin_config(state: &AppState, id: &OriginId) -> Result<OriginConf
         key_changes,
         wireguard_public_key,
         wireguard_key_requested,
-    })
+    }
+    .with_computed_hash())
 }

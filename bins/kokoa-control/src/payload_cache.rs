@@ -118,10 +118,8 @@ pub(crate) async fn edge_config(
 mod tests {
     use std::{sync::Arc, time::Duration};
 
-    use kokoa_core::{
-        EdgeNodeId, MasterKey, Name, OriginId, RateLimits, Role, SubnetPool, WgPublicKey,
-        store::MemoryStore,
-    };
+    use kokoa_core::{EdgeNodeId, Name, OriginId, RateLimits, Role, SubnetPool, WgPublicKey};
+    use kokoa_store::{MasterKey, MemoryStore};
     use serde_json::{Value, json};
 
     use crate::{

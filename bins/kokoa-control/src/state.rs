@@ -5,7 +5,8 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use kokoa_core::{MasterKey, RateLimits, SubnetPool, store::Store};
+use kokoa_core::{RateLimits, SubnetPool};
+use kokoa_store::{MasterKey, Store};
 use tokio::sync::{Mutex, watch};
 
 use crate::{

@@ -26,7 +26,8 @@ use std::{
 };
 
 use kokoa_agent::CaPin;
-use kokoa_core::{MasterKey, Sealed, Timestamp, store::Store};
+use kokoa_core::{Sealed, Timestamp};
+use kokoa_store::{MasterKey, Store};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,

@@ -395,7 +395,7 @@ async fn wrong_codes_lock_the_account_and_end_the_half_signed_in_session() {
     let sealed = s
         .state
         .master_key()
-        .seal(&secret, &kokoa_core::secret::totp_secret_context(&user.id));
+        .seal(&secret, &kokoa_store::seal::totp_secret_context(&user.id));
     store
         .set_user_totp(&user.id, Some(&sealed), true, &[])
         .await

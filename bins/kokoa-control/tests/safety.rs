@@ -282,11 +282,11 @@ async fn every_edge_failing_at_once_points_at_the_observer() {
 async fn a_leader_whose_term_ended_cannot_act() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kokoa.db");
-    let key = kokoa_core::MasterKey::generate().to_base64().to_string();
+    let key = kokoa_store::MasterKey::generate().to_base64().to_string();
     let state = |store| {
         kokoa_control::AppState::with_settings(
             store,
-            kokoa_core::MasterKey::from_base64(&key).unwrap(),
+            kokoa_store::MasterKey::from_base64(&key).unwrap(),
             kokoa_core::SubnetPool::default(),
             "http://127.0.0.1:1".to_owned(),
             RuntimeSettings::default(),
@@ -363,7 +363,7 @@ async fn old_records_are_deleted_after_their_retention() {
     let database = kokoa_control::config::Database::Sqlite(dir.path().join("kokoa.db"));
     let state = kokoa_control::AppState::with_settings(
         kokoa_control::open_store(&database).await.unwrap(),
-        kokoa_core::MasterKey::generate(),
+        kokoa_store::MasterKey::generate(),
         kokoa_core::SubnetPool::default(),
         "http://127.0.0.1:1".to_owned(),
         RuntimeSettings::default(),

@@ -26,10 +26,10 @@ use kokoa_control::{
     runtime::{self, RuntimeSettings},
 };
 use kokoa_core::{
-    CheckStatus, EdgeStatus, Email, HealthCheck, MasterKey, OriginStatus, Role, Severity,
-    SubnetPool, Timestamp, TrafficCounts, TrafficResolution, TrafficRow, TrafficScope,
-    store::Store,
+    CheckStatus, EdgeStatus, Email, HealthCheck, OriginStatus, Role, Severity, SubnetPool,
+    Timestamp, TrafficCounts, TrafficResolution, TrafficRow, TrafficScope,
 };
+use kokoa_store::{MasterKey, Store};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";

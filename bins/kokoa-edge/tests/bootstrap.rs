@@ -35,8 +35,9 @@ use std::{
 use axum::Router;
 use common::netns::{Namespaces, Seen, listen_in};
 use kokoa_control::{AppState, api, config::Database};
-use kokoa_core::{MasterKey, Name, Role, SubnetPool};
+use kokoa_core::{Name, Role, SubnetPool};
 use kokoa_provision::{AgentSource, EdgeBootstrap, Secret, render_user_data};
+use kokoa_store::MasterKey;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 

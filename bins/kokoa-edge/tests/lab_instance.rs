@@ -22,12 +22,13 @@ use kokoa_control::{
     config::Database,
     runtime::{ProvisionerEntry, RuntimeSettings},
 };
-use kokoa_core::{MasterKey, Name, Role, SubnetPool};
+use kokoa_core::{Name, Role, SubnetPool};
 use kokoa_provision::{
     AgentSource, EdgeBootstrap, InstanceConfig, InstanceStatus, Provisioner, Secret,
     lab::{LabConfig, LabProvisioner},
     render_user_data,
 };
+use kokoa_store::MasterKey;
 use serde_json::{Value, json};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_kokoa-edge");

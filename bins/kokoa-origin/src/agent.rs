@@ -11,6 +11,7 @@ use std::{
 };
 
 use kokoa_agent::{Backoff, Sampler, keys::NodeKeys};
+use kokoa_core::OriginConfig;
 use kokoa_wg::{
     InterfaceConfig, InterfaceName,
     apply::{HANDSHAKE_FRESH, PeerStats, WgHost},
@@ -26,7 +27,7 @@ use crate::{
     forward::{Forwarder, Relay},
     heartbeat::{Heartbeat, Metrics, disk_percent},
     metrics::{EdgeTunnel, OriginMetrics},
-    payload::{OriginConfig, Plan},
+    payload::Plan,
     state::StateDir,
 };
 
@@ -336,7 +337,7 @@ impl<T: Tunnel> Ctx<T> {
                 hash: config.config_hash.clone(),
                 reason: e.to_string(),
             })?;
-        let plan = config.plan(self.settings.interface.clone(), key)?;
+        let plan = Plan::new(&config, self.settings.interface.clone(), key)?;
         let (tunnel, state, wanted) = (
             Arc::clone(&self.tunnel),
             self.state.clone(),

@@ -8,11 +8,11 @@
 use std::{net::IpAddr, time::Duration};
 
 use kokoa_agent::LinkState;
-use kokoa_core::{Name, Protocol};
+use kokoa_core::{Name, Protocol, ServiceEntry};
 use serde::Serialize;
 use tokio::{net::TcpStream, task::JoinSet};
 
-use crate::{Error, payload::Service};
+use crate::Error;
 
 /// A service's state in a heartbeat: `{"name","port","status":"up|down"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,7 +54,7 @@ impl Checker {
     }
 
     /// Whether `service` is up.
-    pub async fn check(&self, service: &Service) -> LinkState {
+    pub async fn check(&self, service: &ServiceEntry) -> LinkState {
         let port = service.port.get();
         let up = match &service.health_check_path {
             Some(path) => {
@@ -81,7 +81,7 @@ impl Checker {
     }
 
     /// Checks every service at once; the reports come in the order of `services`.
-    pub async fn check_all(&self, services: &[Service]) -> Vec<ServiceReport> {
+    pub async fn check_all(&self, services: &[ServiceEntry]) -> Vec<ServiceReport> {
         let mut running = JoinSet::new();
         for (i, service) in services.iter().enumerate() {
             let (checker, service) = (self.clone(), service.clone());
@@ -114,8 +114,9 @@ mod tests {
 
     use super::*;
 
-    fn service(name: &str, port: u16, path: Option<&str>) -> Service {
-        Service {
+    fn service(name: &str, port: u16, path: Option<&str>) -> ServiceEntry {
+        ServiceEntry {
+            id: None,
             name: Name::parse(name).unwrap(),
             port: Port::new(port).unwrap(),
             protocol: Protocol::Http,

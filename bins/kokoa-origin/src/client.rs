@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use kokoa_agent::{Api, ApiError, CaPin, Enrolled, Secret, with_causes};
-use kokoa_core::OriginId;
+use kokoa_core::{OriginConfig, OriginId};
 use serde::Deserialize;
 
-use crate::{Error, heartbeat::Heartbeat, payload::OriginConfig, state::Credential};
+use crate::{Error, heartbeat::Heartbeat, state::Credential};
 
 const USER_AGENT: &str = concat!("kokoa-origin/", env!("CARGO_PKG_VERSION"));
 
@@ -78,7 +78,8 @@ impl ControlPlane {
     }
 
     /// `GET /api/v1/origins/me/config`, conditional on `current` (the `config_hash` this
-    /// origin has) and, with `wait`, long-polled. `None`: unchanged (`304`).
+    /// origin has) and, with `wait`, long-polled. `None`: unchanged (`304`). A configuration
+    /// whose content does not match its `config_hash` is refused.
     pub async fn fetch_config(
         &self,
         current: Option<&str>,
@@ -87,12 +88,16 @@ impl ControlPlane {
         let Some(bytes) = self.api.fetch_config(CONFIG_PATH, current, wait).await? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::BadAnswer {
+        let config: OriginConfig =
+            serde_json::from_slice(&bytes).map_err(|e| Error::BadAnswer {
                 url: self.api.config_url(CONFIG_PATH, wait),
                 message: e.to_string(),
-            })
+            })?;
+        config.verify_hash().map_err(|e| Error::Refused {
+            hash: config.config_hash.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(config))
     }
 
     /// `POST /api/v1/heartbeat`.

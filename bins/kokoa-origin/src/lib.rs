@@ -5,7 +5,8 @@
 //! - [`ControlPlane`]: the API as an origin uses it — enroll with the single-use token of
 //!   the bundle's `credentials.json`, fetch `GET /api/v1/origins/me/config` (`If-None-Match`
 //!   on the live `config_hash`, long-polled with `?wait=`), heartbeat.
-//! - [`OriginConfig::plan`]: the payload's `wg0.conf` becomes the interface to apply with
+//! - [`Plan::new`]: the payload's `wg0.conf` (`kokoa_core::OriginConfig`, whose
+//!   `config_hash` the client checks) becomes the interface to apply with
 //!   kokoa-wg ([`WgTunnel`]); its peers' `/32`s are the only sources the [`Forwarder`]
 //!   admits; its routes' target ports are what it listens on, at the tunnel address.
 //! - [`Rules`] and [`Firewall`]: the second isolation layer (SPEC §10.5), an nftables table
@@ -17,7 +18,8 @@
 //!   30 s and at once when a service goes up or down.
 //!
 //! ```
-//! use kokoa_origin::OriginConfig;
+//! use kokoa_core::OriginConfig;
+//! use kokoa_origin::Plan;
 //! use kokoa_wg::{Config, Format, Interface, InterfaceName, Peer, PrivateKey};
 //!
 //! // wg0.conf as the control plane renders it, without a private key: the origin dials
@@ -39,7 +41,7 @@
 //! }))?;
 //! // The origin's own key, which it made and keeps, completes it.
 //! let own = PrivateKey::generate();
-//! let plan = config.plan(InterfaceName::new("wg0")?, own.clone())?;
+//! let plan = Plan::new(&config, InterfaceName::new("wg0")?, own.clone())?;
 //! assert_eq!(plan.interface.config.interface.private_key, own);
 //! assert_eq!(plan.tunnel_ip.to_string(), "10.0.1.1");
 //! assert_eq!(plan.edges.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.1.10"]);
@@ -74,5 +76,5 @@ pub use firewall::{Firewall, FirewallState, Rules, TABLE};
 pub use forward::{DEFAULT_MAX_CONNECTIONS, Forwarder, Relay};
 pub use heartbeat::{Heartbeat, Metrics, disk_percent};
 pub use metrics::OriginMetrics;
-pub use payload::{OriginConfig, OriginRoute, Plan, Service};
+pub use payload::Plan;
 pub use state::{BundleCredentials, Credential, StateDir};

@@ -16,11 +16,11 @@ use std::{
 };
 
 use kokoa_agent::{CaPin, Secret, read_private, write_atomic};
-use kokoa_core::OriginId;
+use kokoa_core::{OriginConfig, OriginId};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use zeroize::Zeroizing;
 
-use crate::{Error, payload::OriginConfig};
+use crate::Error;
 
 /// What enrollment gives an origin: who it is and how to prove it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,24 @@ use kokoa_origin::{ControlPlane, Credential, FirewallState, Heartbeat, Metrics, 
 use serde_json::{Value, json};
 
 const CREDENTIAL: &str = "kk_node_test-credential";
+/// A credential the server answers with a configuration whose content was altered after
+/// its hash was computed.
+const TAMPERED: &str = "kk_node_tampered";
+
+/// The configuration the server gives, its hash computed as the control plane does.
+fn served() -> Value {
+    let mut config = json!({
+        "config_hash": "",
+        "origin_id": "org_1",
+        "wg0_conf": "[Interface]\n",
+        "nginx_conf": "",
+        "routes": [{"hostname": "app.hoge.com", "target_port": 8080}],
+        "services": [],
+    });
+    let typed: kokoa_core::OriginConfig = serde_json::from_value(config.clone()).unwrap();
+    config["config_hash"] = typed.with_computed_hash().config_hash.into();
+    config
+}
 
 /// A heartbeat as received: its `Authorization` header and its body.
 type Received = (Option<String>, Value);
@@ -45,6 +63,12 @@ async fn heartbeat(
 }
 
 async fn config(headers: HeaderMap) -> impl IntoResponse {
+    let config = served();
+    if auth(&headers).as_deref() == Some(&format!("Bearer {TAMPERED}")) {
+        let mut altered = config;
+        altered["routes"][0]["target_port"] = 22.into();
+        return Json(altered).into_response();
+    }
     if auth(&headers).as_deref() != Some(&format!("Bearer {CREDENTIAL}")) {
         return (
             StatusCode::UNAUTHORIZED,
@@ -55,19 +79,11 @@ async fn config(headers: HeaderMap) -> impl IntoResponse {
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        == Some("\"h1\"")
+        == Some(format!("\"{}\"", config["config_hash"].as_str().unwrap()).as_str())
     {
         return StatusCode::NOT_MODIFIED.into_response();
     }
-    Json(json!({
-        "config_hash": "h1",
-        "origin_id": "org_1",
-        "wg0_conf": "[Interface]\n",
-        "nginx_conf": "",
-        "routes": [{"hostname": "app.hoge.com", "target_port": 8080}],
-        "services": [],
-    }))
-    .into_response()
+    Json(config).into_response()
 }
 
 async fn serve(seen: Seen) -> String {
@@ -157,15 +173,23 @@ async fn config_fetch_is_conditional_and_errors_carry_the_api_message() {
         .await
         .unwrap()
         .expect("a configuration");
-    assert_eq!(config.config_hash, "h1");
+    assert_eq!(config.config_hash, served()["config_hash"]);
     assert_eq!(config.routes[0].hostname.as_str(), "app.hoge.com");
     assert!(
         plane
-            .fetch_config(Some("h1"), None)
+            .fetch_config(Some(&config.config_hash), None)
             .await
             .unwrap()
             .is_none()
     );
+
+    // Content that does not match its hash is refused, not applied.
+    let err = client(&base, TAMPERED)
+        .fetch_config(None, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("configuration hash mismatch"), "{err}");
 
     let err = client(&base, "kk_node_wrong")
         .fetch_config(None, None)

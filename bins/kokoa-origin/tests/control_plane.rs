@@ -19,11 +19,12 @@ use std::{
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use kokoa_control::{AppState, api, config::Database};
-use kokoa_core::{MasterKey, Name, OriginId, Role, SubnetPool, store::Store};
+use kokoa_core::{Name, OriginId, Role, SubnetPool};
 use kokoa_origin::{
     Agent, BundleCredentials, Checker, ControlPlane, Error, Firewall, Settings, StateDir, Timing,
     Tunnel,
 };
+use kokoa_store::{MasterKey, Store};
 use kokoa_wg::{InterfaceConfig, InterfaceName};
 use serde_json::{Value, json};
 

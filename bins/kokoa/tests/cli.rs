@@ -10,7 +10,8 @@ use std::{
 };
 
 use kokoa_control::{AppState, api, config::Database};
-use kokoa_core::{MasterKey, Name, Role, SubnetPool};
+use kokoa_core::{Name, Role, SubnetPool};
+use kokoa_store::MasterKey;
 use serde_json::Value;
 
 struct Server {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{
     ApiJson, ApiPath, ApiQuery, EdgeBundle, EdgeConfigDoc, EdgeView, EnrollRequest, Enrolled,
-    HeartbeatAnswer, HeartbeatRequest, NodeView, OriginConfig, WireguardKeyRequest,
+    HeartbeatAnswer, HeartbeatRequest, NodeView, OriginConfigDoc, WireguardKeyRequest,
     conditional::{WaitQuery, conditional},
     edges::edge_view,
     path_id, valid,
@@ -123,7 +123,7 @@ pub(super) async fn edge_own_config(
     params(WaitQuery, ("If-None-Match" = Option<String>, Header, description = "The config_hash already applied")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The configuration", body = OriginConfig,
+        (status = 200, description = "The configuration", body = OriginConfigDoc,
             headers(("ETag" = String, description = "Quoted config_hash"))),
         (status = 304, description = "Unchanged"),
     )

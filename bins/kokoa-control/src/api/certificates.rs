@@ -10,8 +10,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use kokoa_core::{
-    Certificate, CertificateId, CertificateMode, CertificateSource, ContentHash, Timestamp, secret,
+    Certificate, CertificateId, CertificateMode, CertificateSource, ContentHash, Timestamp,
 };
+use kokoa_store::seal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -231,7 +232,7 @@ pub(super) async fn upload_certificate(
     cert.next_renewal = None;
     let sealed = state.master_key().seal(
         checked.key_pem.expose_secret(),
-        &secret::certificate_key_context(&cert.id),
+        &seal::certificate_key_context(&cert.id),
     );
     store.put_certificate(&cert, Some(&sealed)).await?;
     state.notify_changed();

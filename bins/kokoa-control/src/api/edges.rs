@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use axum::{Json, extract::State, http::StatusCode};
 use kokoa_core::{
     EdgeNode, EdgeNodeId, EdgeStatus, EdgeTunnel, Name, OriginId, Timestamp, WgPublicKey,
-    store::NewTunnel,
 };
+use kokoa_store::NewTunnel;
 
 use super::{
     ApiJson, ApiPath, ApiQuery, CheckView, DeletionStarted, EdgeCreated, EdgeList, EdgeRequest,

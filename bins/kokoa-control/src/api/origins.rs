@@ -11,8 +11,8 @@ use axum::{
 use kokoa_core::{
     EdgeStatus, HealthCheckPath, Hostname, Name, NodeRef, Origin, OriginId, OriginService, Port,
     Protocol, Timestamp,
-    store::{NewOrigin, NewService},
 };
+use kokoa_store::{NewOrigin, NewService};
 
 use super::{
     ApiJson, ApiPath, ApiQuery, EdgeList, ForceQuery, OriginList, OriginRequest, OriginView,

@@ -1,7 +1,8 @@
 //! `/api/v1/users`: the people who sign in to the Web UI, with their role.
 
 use axum::{Json, extract::State, http::StatusCode};
-use kokoa_core::{Email, Role, Timestamp, User, UserId, store::Store};
+use kokoa_core::{Email, Role, Timestamp, User, UserId};
+use kokoa_store::Store;
 
 use super::{ApiJson, ApiPath, UserList, UserRequest, UserRoleRequest, UserView, path_id, valid};
 use crate::{

@@ -774,58 +774,35 @@ pub struct EventAccepted {
     pub id: i64,
 }
 
-/// A route as the origin sees it.
+/// The origin configuration payload, as serialised by `kokoa_core::OriginConfig`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct OriginRoute {
-    /// Public host name.
-    #[schema(value_type = String)]
-    pub hostname: Hostname,
-    /// Local port it goes to.
-    #[schema(value_type = u16)]
-    pub target_port: kokoa_core::Port,
-}
-
-/// Answer of `GET /api/v1/origins/me/config`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OriginConfig {
+#[allow(dead_code)] // describes the JSON of `OriginConfig`; never built
+pub struct OriginConfigDoc {
     /// Hash of the rest; also the `ETag`.
-    pub config_hash: String,
+    config_hash: String,
     /// The origin.
-    #[schema(value_type = String)]
-    pub origin_id: OriginId,
+    origin_id: String,
     /// Its `wg0.conf` without `PrivateKey`: the agent adds the key named by
     /// `wireguard_public_key`, which it made and holds.
-    pub wg0_conf: String,
+    wg0_conf: String,
     /// Its local proxy (nginx, http context).
-    pub nginx_conf: String,
-    /// Routes to it.
-    pub routes: Vec<OriginRoute>,
+    nginx_conf: String,
+    /// Routes to it: `hostname` and the local `target_port`.
+    #[schema(value_type = Vec<Object>)]
+    routes: Value,
     /// Its services.
-    pub services: Vec<ServiceView>,
-    /// Edges whose key is being replaced: the new key is a peer of `wg0_conf` without
-    /// addresses that takes over from the old one at its first handshake (SPEC §10.3).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub key_changes: Vec<KeyChangeView>,
+    services: Vec<ServiceView>,
+    /// Edges whose key is being replaced (`from`, `to`): the new key is a peer of
+    /// `wg0_conf` without addresses that takes over from the old one at its first
+    /// handshake (SPEC §10.3). Absent when none is.
+    #[schema(value_type = Option<Vec<Object>>)]
+    key_changes: Value,
     /// The public half of the key `wg0_conf` is used with; absent until the origin
     /// registered one (it then uses the key it has and registers that).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub wireguard_public_key: Option<kokoa_core::WgPublicKey>,
-    /// Set while a key rotation waits for the origin's next key: the agent makes one and
-    /// registers its public half.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub wireguard_key_requested: bool,
-}
-
-/// One peer key being replaced.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct KeyChangeView {
-    /// The key in use.
-    #[schema(value_type = String)]
-    pub from: kokoa_core::WgPublicKey,
-    /// Its successor.
-    #[schema(value_type = String)]
-    pub to: kokoa_core::WgPublicKey,
+    wireguard_public_key: Option<String>,
+    /// Present (true) while a key rotation waits for the origin's next key: the agent makes
+    /// one and registers its public half.
+    wireguard_key_requested: Option<bool>,
 }
 
 /// Answer of `GET /api/v1/edge-nodes/{id}/config`: what a new edge unpacks.
@@ -875,6 +852,35 @@ pub struct EdgeConfigDoc {
 #[cfg(test)]
 mod tests {
     use kokoa_core::{EdgeConfig, EdgeContent};
+
+    #[test]
+    fn the_documented_origin_config_has_the_fields_origins_receive() {
+        let doc = serde_json::to_value(super::super::openapi()).unwrap();
+        let documented = &doc["components"]["schemas"]["OriginConfigDoc"]["properties"];
+        let mut documented: Vec<&String> = documented.as_object().unwrap().keys().collect();
+        let key =
+            kokoa_core::WgPublicKey::parse("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=").unwrap();
+        // With the parts left out of the JSON when empty or false set.
+        let config = kokoa_core::OriginConfig {
+            config_hash: String::new(),
+            origin_id: kokoa_core::OriginId::new(),
+            wg0_conf: String::new(),
+            nginx_conf: String::new(),
+            routes: Vec::new(),
+            services: Vec::new(),
+            key_changes: vec![kokoa_core::KeyChangeEntry {
+                from: key.clone(),
+                to: key.clone(),
+            }],
+            wireguard_public_key: Some(key),
+            wireguard_key_requested: true,
+        };
+        let real = serde_json::to_value(config.with_computed_hash()).unwrap();
+        let mut real: Vec<&String> = real.as_object().unwrap().keys().collect();
+        documented.sort();
+        real.sort();
+        assert_eq!(documented, real);
+    }
 
     #[test]
     fn the_documented_edge_config_has_the_fields_edges_receive() {

@@ -1,7 +1,7 @@
 //! Login rate limiting per client address: a token bucket per address, kept in memory.
 //!
 //! It slows down guessing from one address; the lockout kept with each account in the
-//! store (see `kokoa_core::store::Store::record_login_failure`) stops guessing against
+//! store (see `kokoa_store::Store::record_login_failure`) stops guessing against
 //! one account from many addresses, and is shared by every control plane on one database.
 
 use std::{

@@ -10,7 +10,8 @@ use std::{fmt, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
-use kokoa_core::{Role, Timestamp, store::Store};
+use kokoa_core::{Role, Timestamp};
+use kokoa_store::Store;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Mutex;

@@ -34,9 +34,10 @@ use kokoa_acme::{
 };
 use kokoa_core::{
     Certificate, CertificateId, CertificateMode, CertificateSource, ContentHash, DnsName, DnsZone,
-    EdgeStatus, Hostname, Name, RecordData, Route, Sealed, Severity, Timestamp, secret,
+    EdgeStatus, Hostname, Name, RecordData, Route, Sealed, Severity, Timestamp,
 };
 use kokoa_dns::{Reconciler, RecordId, RecordSpec};
+use kokoa_store::seal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
@@ -496,7 +497,7 @@ pub(crate) async fn open_account(
         builder
     };
     let store = state.store();
-    let context = secret::value_context(ACCOUNT.0, ACCOUNT.1);
+    let context = seal::value_context(ACCOUNT.0, ACCOUNT.1);
     // A store that does not answer is not an account that does not exist: no new account
     // at the CA for it.
     let stored = store
@@ -820,7 +821,7 @@ async fn store_issued(
 ) -> Result<(), String> {
     let sealed = state.master_key().seal(
         issued.key_pem.expose_secret(),
-        &secret::certificate_key_context(&current.id),
+        &seal::certificate_key_context(&current.id),
     );
     record_issued(current, issued, next_renewal, now);
     state
@@ -909,7 +910,7 @@ pub async fn certificate_key(
     let sealed = state.store().certificate_key(id).await.ok()??;
     state
         .master_key()
-        .open(&sealed, &secret::certificate_key_context(id))
+        .open(&sealed, &seal::certificate_key_context(id))
         .map_err(
             |e| tracing::error!(certificate = %id, error = %e, "cannot open a certificate key"),
         )

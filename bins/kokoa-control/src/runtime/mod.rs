@@ -100,9 +100,9 @@ impl Leader {
         self.lock().map(|t| t.since)
     }
 
-    /// The fence of the current term, for [`Store::record_intent`](kokoa_core::store::Store::record_intent).
-    fn fence(&self) -> Option<kokoa_core::store::Fence> {
-        self.lock().map(|t| kokoa_core::store::Fence {
+    /// The fence of the current term, for [`Store::record_intent`](kokoa_store::Store::record_intent).
+    fn fence(&self) -> Option<kokoa_store::Fence> {
+        self.lock().map(|t| kokoa_store::Fence {
             lease: LEADER_LEASE.to_owned(),
             holder: self.instance.clone(),
             token: t.token,
@@ -184,7 +184,7 @@ impl Leader {
                 "{kind} {subject} refused: this control plane does not lead"
             ));
         };
-        let intent = kokoa_core::store::NewIntent {
+        let intent = kokoa_store::NewIntent {
             kind: kind.to_owned(),
             subject: subject.to_owned(),
             detail,
@@ -606,13 +606,14 @@ pub(crate) fn new_parts(defaults: BTreeMap<Module, bool>) -> (Arc<Leader>, Modul
 mod tests {
     use std::sync::Arc;
 
-    use kokoa_core::{MasterKey, SubnetPool, store::MemoryStore};
+    use kokoa_core::SubnetPool;
+    use kokoa_store::{MasterKey, MemoryStore};
 
     use super::*;
 
     /// Two control planes on one memory store.
     fn two_planes() -> (AppState, AppState) {
-        let store: Arc<dyn kokoa_core::store::Store> = Arc::new(MemoryStore::new());
+        let store: Arc<dyn kokoa_store::Store> = Arc::new(MemoryStore::new());
         let plane = || {
             AppState::new(
                 Arc::clone(&store),

@@ -24,7 +24,8 @@ use axum::{
     routing::get,
 };
 use kokoa_acme::{ChallengeMethod, RenewalPolicy};
-use kokoa_core::{Hostname, MasterKey, Sealed, Severity, Timestamp, store::Store};
+use kokoa_core::{Hostname, Sealed, Severity, Timestamp};
+use kokoa_store::{MasterKey, Store};
 use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
     sign::CertifiedKey,

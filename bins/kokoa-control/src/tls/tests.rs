@@ -1,4 +1,4 @@
-use kokoa_core::store::MemoryStore;
+use kokoa_store::MemoryStore;
 
 use super::*;
 

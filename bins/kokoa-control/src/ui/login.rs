@@ -18,9 +18,8 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
     routing::get,
 };
-use kokoa_core::{
-    Email, Session, SessionStage, Timestamp, TokenHash, User, secret::totp_secret_context,
-};
+use kokoa_core::{Email, Session, SessionStage, Timestamp, TokenHash, User};
+use kokoa_store::seal::totp_secret_context;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 

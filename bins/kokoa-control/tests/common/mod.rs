@@ -20,7 +20,8 @@ use kokoa_control::{
     AppState, api,
     runtime::{ProvisionerEntry, RuntimeSettings},
 };
-use kokoa_core::{MasterKey, Name, Role, SubnetPool, store::Store};
+use kokoa_core::{Name, Role, SubnetPool};
+use kokoa_store::{MasterKey, Store};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;

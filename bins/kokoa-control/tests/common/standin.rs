@@ -269,7 +269,8 @@ impl Plane {
         settings: kokoa_control::runtime::RuntimeSettings,
         notifier: Option<kokoa_control::notify::Notifier>,
     ) -> (Self, String) {
-        use kokoa_core::{MasterKey, Name, Role, SubnetPool};
+        use kokoa_core::{Name, Role, SubnetPool};
+        use kokoa_store::MasterKey;
         // The duties' logs, shown with a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -444,7 +445,7 @@ impl Plane {
         .unwrap();
         let state = kokoa_control::AppState::with_settings(
             store,
-            kokoa_core::MasterKey::from_base64(&self.master_key).unwrap(),
+            kokoa_store::MasterKey::from_base64(&self.master_key).unwrap(),
             kokoa_core::SubnetPool::default(),
             self.base.clone(),
             self.settings.clone(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Timestamp};
+use kokoa_core::{Error, Timestamp};
 
 /// A term of a named lease: returned by [`Store::lease_acquire`](super::Store::lease_acquire)
 /// when it is granted, and by [`Store::lease_holder`](super::Store::lease_holder).

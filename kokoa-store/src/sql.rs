@@ -20,7 +20,7 @@ use super::{
     lease::{self, LeaseRow},
     sort,
 };
-use crate::{
+use kokoa_core::{
     ApiToken, ApiTokenId, Certificate, CertificateId, DnsRecord, DnsRecordId, DnsZone, DnsZoneId,
     EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
     Hostname, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin, OriginId, OriginService,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use kokoa_core::store::{MemoryStore, Store, conformance};
+use kokoa_store::{MemoryStore, Store, conformance};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_conforms() {

@@ -1,4 +1,5 @@
-//! Where the control plane keeps its state: the [`Store`] trait and its backends.
+//! Where Kokoa Proxy's control plane keeps its state: the [`Store`] trait and its backends,
+//! and the sealing of the secrets it holds ([`MasterKey`]).
 //!
 //! - [`MemoryStore`]: always compiled; for tests and trials. Nothing survives a restart.
 //! - `SqlStore` from `sqlite::open` (feature `sqlite`): one file, for a single control
@@ -17,10 +18,8 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use kokoa_core::{
-//!     Name, OriginId, Port, Protocol, SubnetPool, Timestamp, WgPublicKey,
-//!     store::{MemoryStore, NewOrigin, NewService, Store},
-//! };
+//! use kokoa_core::{Name, OriginId, Port, Protocol, SubnetPool, Timestamp, WgPublicKey};
+//! use kokoa_store::{MemoryStore, NewOrigin, NewService, Store};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -53,12 +52,27 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Crate features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `sqlite` | no | `sqlite::open`, an `SqlStore` in an SQLite file (rusqlite, SQLite compiled in) |
+//! | `postgres` | no | `postgres::connect`, an `SqlStore` in PostgreSQL (sqlx; TLS with rustls) |
+//! | `test-util` | no | `conformance`, the test suite every `Store` backend must pass |
+//!
+//! [`MemoryStore`] and [`seal`] are always there.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 use std::{fmt, net::Ipv4Addr, time::Duration};
 
 use async_trait::async_trait;
 
-use crate::{
+use kokoa_core::{
     ApiToken, ApiTokenId, Certificate, CertificateId, DnsRecord, DnsRecordId, DnsZone, DnsZoneId,
     EdgeNode, EdgeNodeId, EdgeTunnel, Email, Enrollment, Error, Event, EventFilter, HealthCheck,
     HealthCheckPath, Hostname, Name, NewEvent, NodeCredential, NodeCredentialId, NodeRef, Origin,
@@ -82,8 +96,11 @@ mod sql;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
 
+pub mod seal;
+
 pub use lease::{Fence, Intent, Lease, NewIntent};
 pub use memory::MemoryStore;
+pub use seal::MasterKey;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use sql::SqlStore;
@@ -462,7 +479,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     // --- certificates ---
 
     /// Stores a certificate, replacing the one with its id; `key` (sealed for
-    /// [`certificate_key_context`](crate::secret::certificate_key_context)) replaces its
+    /// [`certificate_key_context`](seal::certificate_key_context)) replaces its
     /// private key when given. [`Error::Conflict`] (`certificate names`) when another
     /// certificate covers exactly the same names.
     async fn put_certificate(&self, cert: &Certificate, key: Option<&Sealed>) -> Result<(), Error>;
@@ -482,7 +499,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     // --- DNS zones ---
 
     /// Adds a zone with its sealed credentials (for
-    /// [`dns_zone_credentials_context`](crate::secret::dns_zone_credentials_context)).
+    /// [`dns_zone_credentials_context`](seal::dns_zone_credentials_context)).
     /// [`Error::Conflict`] (`zone name`) on a zone already there.
     async fn create_dns_zone(
         &self,
@@ -624,7 +641,7 @@ fn allocate_tunnel(
     taken_addresses: &[Ipv4Addr],
     taken_ports: &[Port],
 ) -> Result<(Ipv4Addr, Port), Error> {
-    let address = crate::allocate_edge_address(origin.network_cidr, taken_addresses)?;
+    let address = kokoa_core::allocate_edge_address(origin.network_cidr, taken_addresses)?;
     let port = (FIRST_LISTEN_PORT..=u16::MAX)
         .find(|p| !taken_ports.iter().any(|t| t.get() == *p))
         .and_then(|p| Port::new(p).ok())
@@ -657,7 +674,7 @@ fn check_redeemable(enrollment: &Enrollment, now: Timestamp) -> Result<(), Error
 /// The orders lists come in, applied after loading so that every backend (and every
 /// database collation) agrees.
 mod sort {
-    use crate::{
+    use kokoa_core::{
         ApiToken, Certificate, DnsRecord, DnsZone, EdgeNode, EdgeTunnel, Origin, OriginService,
         Route, User,
     };

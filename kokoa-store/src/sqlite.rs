@@ -10,7 +10,7 @@ use rusqlite::{
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::sql::{Backend, Conn, DbError, Row, SqlStore, Value, migrate};
-use crate::Error;
+use kokoa_core::Error;
 
 /// The schema migrations, in order; migration `i` makes schema version `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -35,7 +35,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use kokoa_core::store::{Store, sqlite};
+/// use kokoa_store::{Store, sqlite};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let store = sqlite::open(dir.path().join("kokoa.db")).await?;
@@ -243,7 +243,7 @@ fn unique_key(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewIntent, Store};
+    use crate::{NewIntent, Store};
 
     async fn clock(backend: &Sqlite) -> i64 {
         let mut conn = backend.connect(false).await.expect("connect");
@@ -315,7 +315,7 @@ mod tests {
         assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
         // Version 5: the keys the control plane had made are gone, the rows stay; the
         // nodes register keys of their own.
-        let origin = crate::OriginId::parse("org_1").expect("an id");
+        let origin = kokoa_core::OriginId::parse("org_1").expect("an id");
         assert_eq!(
             store
                 .get_origin(&origin)
@@ -331,12 +331,12 @@ mod tests {
         assert_eq!(tunnels.len(), 1);
         assert_eq!(
             store
-                .kv_list("key_rotation", crate::Timestamp::now())
+                .kv_list("key_rotation", kokoa_core::Timestamp::now())
                 .await
                 .expect("list"),
             []
         );
-        let now = crate::Timestamp::now();
+        let now = kokoa_core::Timestamp::now();
         assert_eq!(
             store.kv_get("settings", "modules", now).await.expect("get"),
             Some("{}".to_owned())
@@ -358,7 +358,7 @@ mod tests {
         assert_eq!(recorded.id, 1);
         assert_eq!(
             store
-                .prune_health_checks(crate::Timestamp::from_unix(6).expect("a time"))
+                .prune_health_checks(kokoa_core::Timestamp::from_unix(6).expect("a time"))
                 .await
                 .expect("prune"),
             1

@@ -10,17 +10,17 @@ use ipnet::Ipv4Net;
 use serde_json::json;
 
 use super::{
-    FIRST_LISTEN_PORT, Fence, Intent, Lease, NewIntent, NewOrigin, NewService, NewTunnel, Store,
+    FIRST_LISTEN_PORT, Fence, Intent, Lease, MasterKey, NewIntent, NewOrigin, NewService,
+    NewTunnel, Store, seal,
 };
-use crate::{
+use kokoa_core::{
     ApiToken, ApiTokenId, Certificate, CertificateId, CertificateMode, CertificateSource,
     CheckStatus, ContentHash, DnsRecord, DnsRecordId, DnsZone, DnsZoneId, EdgeLifecycle, EdgeNode,
     EdgeNodeId, EdgePhase, EdgeStatus, Email, Enrollment, EnrollmentId, Error, EventFilter,
-    EventKind, HealthCheck, HealthCheckPath, Hostname, MasterKey, Name, NewEvent, NodeCredentialId,
-    NodeRef, Origin, OriginId, OriginStatus, Port, Protocol, RecordData, RemovalReason, Role,
-    Route, RouteId, Sealed, Session, SessionId, SessionStage, Severity, SubnetPool, Timestamp,
+    EventKind, HealthCheck, HealthCheckPath, Hostname, Name, NewEvent, NodeCredentialId, NodeRef,
+    Origin, OriginId, OriginStatus, Port, Protocol, RecordData, RemovalReason, Role, Route,
+    RouteId, Sealed, Session, SessionId, SessionStage, Severity, SubnetPool, Timestamp, TokenHash,
     User, UserId, WgPublicKey,
-    secret::{self, TokenHash},
 };
 
 const PUBLIC_KEY: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
@@ -798,7 +798,7 @@ pub async fn tunnels_get_addresses_and_ports(store: &dyn Store) {
         .create_tunnel(new_tunnel(&b.id, &one.id))
         .await
         .expect("b to one");
-    let placed = |t: &crate::EdgeTunnel| (t.wireguard_ip.to_string(), t.listen_port.get());
+    let placed = |t: &kokoa_core::EdgeTunnel| (t.wireguard_ip.to_string(), t.listen_port.get());
     assert_eq!(placed(&a1), ("10.0.1.10".to_owned(), FIRST_LISTEN_PORT));
     assert_eq!(placed(&a2), ("10.0.2.10".to_owned(), 51821));
     assert_eq!(placed(&b1), ("10.0.1.11".to_owned(), 51820));
@@ -1140,7 +1140,7 @@ pub async fn dns_records_round_trip(store: &dyn Store) {
         provider_record_id: None,
         ..record(
             "acme.app.hoge.com",
-            RecordData::Txt(crate::TxtText::new("gfj9Xq-Rg85nM").unwrap()),
+            RecordData::Txt(kokoa_core::TxtText::new("gfj9Xq-Rg85nM").unwrap()),
             None,
         )
     };
@@ -1345,7 +1345,7 @@ pub async fn users_round_trip(store: &dyn Store) {
     // Second factor: a secret, then enabled with recovery codes; each code step and each
     // recovery code is accepted once.
     let key = MasterKey::from_bytes([7; 32]);
-    let sealed = key.seal("JBSWY3DPEHPK3PXP", &secret::totp_secret_context(&user.id));
+    let sealed = key.seal("JBSWY3DPEHPK3PXP", &seal::totp_secret_context(&user.id));
     store
         .set_user_totp(&user.id, Some(&sealed), false, &[])
         .await
@@ -1586,7 +1586,7 @@ pub async fn certificates_round_trip(store: &dyn Store) {
         updated_at: at(100),
         ..pending.clone()
     };
-    let context = secret::certificate_key_context(&issued.id);
+    let context = seal::certificate_key_context(&issued.id);
     let sealed = key.seal("-----BEGIN PRIVATE KEY-----", &context);
     store
         .put_certificate(&issued, Some(&sealed))
@@ -1645,7 +1645,7 @@ pub async fn dns_zones_round_trip(store: &dyn Store) {
         ttl: 30,
         created_at: at(0),
     };
-    let context = secret::dns_zone_credentials_context(&zone.id);
+    let context = seal::dns_zone_credentials_context(&zone.id);
     let credentials = key.seal(r#"{"api_key":"k1"}"#, &context);
     store
         .create_dns_zone(&zone, Some(&credentials))
@@ -2399,7 +2399,7 @@ pub async fn retention_prunes_only_old_rows(store: &dyn Store) {
 /// Traffic: rows add to their bucket (in one call or several, as control planes do), each
 /// series is read alone and in order, and pruning keeps the other resolution.
 pub async fn traffic_adds_up_per_bucket(store: &dyn Store) {
-    use crate::{TrafficCounts, TrafficResolution as R, TrafficRow, TrafficScope};
+    use kokoa_core::{TrafficCounts, TrafficResolution as R, TrafficRow, TrafficScope};
     let app = TrafficScope::Host("app.hoge.com".to_owned());
     let edge = TrafficScope::Edge(EdgeNodeId::new());
     let counts = |requests: u64, errors: u64, slow: u64| {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use kokoa_core::store::{Store, conformance, sqlite};
+use kokoa_store::{Store, conformance, sqlite};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_store_conforms() {
@@ -59,10 +59,8 @@ async fn a_version_1_database_is_upgraded_without_losing_rows() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("kokoa.db");
     let conn = rusqlite::Connection::open(&path).expect("create directly");
-    conn.execute_batch(include_str!(
-        "../src/store/migrations/sqlite/0001_initial.sql"
-    ))
-    .expect("schema version 1");
+    conn.execute_batch(include_str!("../src/migrations/sqlite/0001_initial.sql"))
+        .expect("schema version 1");
     conn.execute_batch(
         "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
          INSERT INTO schema_migrations VALUES (1, 0);

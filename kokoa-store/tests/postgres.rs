@@ -8,7 +8,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use kokoa_core::store::{SqlStore, Store, conformance, postgres};
+use kokoa_store::{SqlStore, Store, conformance, postgres};
 use sqlx::{Connection, Executor, PgConnection};
 
 /// The server URL, or `None` when the run explicitly skips PostgreSQL.
