@@ -20,7 +20,7 @@ use crate::{ContentHash, Error};
 /// The nonce that starts a sealed value.
 pub const NONCE_LEN: usize = 12;
 /// The authentication tag that ends it.
-pub const TAG_LEN: usize = 16;
+const TAG_LEN: usize = 16;
 
 /// A secret sealed by `kokoa_store::MasterKey::seal`: base64 of the nonce followed by the ciphertext
 /// and its tag. `Debug` shows only the length.
