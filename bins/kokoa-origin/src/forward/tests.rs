@@ -208,15 +208,21 @@ async fn every_relay_moves_bulk_data_both_ways_and_passes_half_closes_on() {
     });
     for relay in [Relay::Copy, Relay::Splice, Relay::Kernel] {
         let forwarder = Forwarder::new(ip("127.0.0.1"), 8).with_relay(relay);
-        assert!(
-            forwarder
-                .set(
-                    ip(TUNNEL_IP),
-                    &BTreeSet::from([port]),
-                    BTreeSet::from([ip(EDGE)])
-                )
-                .is_empty()
-        );
+        // The previous relay's listener closes when the runtime next polls its aborted
+        // task, so the port may still be taken for a moment: retry, bounded.
+        let mut failed = Vec::new();
+        for _ in 0..100 {
+            failed = forwarder.set(
+                ip(TUNNEL_IP),
+                &BTreeSet::from([port]),
+                BTreeSet::from([ip(EDGE)]),
+            );
+            if failed.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(failed.is_empty(), "{relay:?}: {failed:?}");
         let mut stream = connect_from(EDGE, port).await;
         let sent: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
         let expected_sum: u64 = sent.iter().map(|b| u64::from(*b)).sum();
