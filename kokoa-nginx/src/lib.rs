@@ -16,6 +16,8 @@
 //!   map on `$ssl_server_name` whose values are only known [`CertName`]s).
 //! - [`Layout`] names the files of a standalone prefix (`nginx -p DIR -c DIR/nginx.conf`)
 //!   and renders its main configuration.
+//! - [`OriginProxy`] renders the origin side's optional local proxy (SPEC §6): the tunnel
+//!   address and each route's port, forwarded to the service on loopback.
 //! - [`NginxInstance::apply`] writes candidates, runs `nginx -t`, swaps them in by rename
 //!   and reloads, restoring the previous files on any failure; an unchanged configuration
 //!   is not touched. [`NginxInstance::start`] and [`NginxInstance::stop`] run the server.
@@ -74,9 +76,11 @@ mod error;
 mod instance;
 mod layout;
 mod model;
+mod origin;
 mod render;
 
 pub use error::Error;
 pub use instance::{Applied, NginxInstance};
 pub use layout::Layout;
 pub use model::{CertName, EdgeSite, Listen, RateLimits, Route};
+pub use origin::OriginProxy;

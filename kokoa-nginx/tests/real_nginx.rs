@@ -16,7 +16,10 @@ use std::{
 };
 
 use kokoa_core::Hostname;
-use kokoa_nginx::{Applied, CertName, EdgeSite, Error, Layout, Listen, NginxInstance, Route};
+use kokoa_core::Port;
+use kokoa_nginx::{
+    Applied, CertName, EdgeSite, Error, Layout, Listen, NginxInstance, OriginProxy, Route,
+};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -870,4 +873,57 @@ fn s_client(port: u16, sni: Option<&str>, input: &[u8]) -> String {
     drop(stdin);
     let output = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The origin's local proxy, served by nginx on a tunnel address of its own (127.42.0.1
+/// here): a route's hostname reaches its service on 127.0.0.1 with the same port, another
+/// hostname gets 404, and port 80 answers the health check.
+#[test]
+fn origin_proxy_forwards_each_route_to_its_loopback_service() {
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("origin")).unwrap();
+    let service = backend("service");
+    let port = Port::new(service.port()).unwrap();
+    let proxy = OriginProxy::new([127, 42, 0, 1].into(), [(host("app.kokoa.test"), port)]);
+    fs::create_dir_all(layout.prefix()).unwrap();
+    fs::write(layout.site_config(), proxy.render()).unwrap();
+    fs::write(
+        layout.main_config(),
+        layout.render_main(&layout.site_config()).unwrap(),
+    )
+    .unwrap();
+    let nginx = NginxInstance::new(NGINX, layout);
+    nginx.start().unwrap();
+    let _running = Running(nginx);
+
+    let get = |name: &str, port: u16, path: &str| {
+        let output = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "-w",
+                "\nstatus=%{http_code}",
+                "-H",
+            ])
+            .arg(format!("Host: {name}"))
+            .arg(format!("http://127.42.0.1:{port}{path}"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "curl {name}:{port}{path}: {output:?}"
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let routed = get("app.kokoa.test", port.get(), "/");
+    assert!(
+        routed.contains("backend=service host=app.kokoa.test") && routed.ends_with("status=200"),
+        "{routed}"
+    );
+    let unknown = get("other.kokoa.test", port.get(), "/");
+    assert!(unknown.ends_with("status=404"), "{unknown}");
+    let health = get("127.42.0.1", 80, "/health");
+    assert_eq!(health, "ok\n\nstatus=200", "the body, then curl's status line");
 }

@@ -28,7 +28,6 @@ use kokoa_wg::{Direction, Format, Host, Topology};
 use tokio::time::Instant;
 
 use crate::{
-    bundle,
     error::ApiError,
     runtime::{
         self, certs,
@@ -401,7 +400,8 @@ pub async fn origin_config(state: &AppState, id: &OriginId) -> Result<OriginConf
         None => (None, false),
     };
     let routes = origin_routes(state, id).await?;
-    let nginx_conf = bundle::origin_nginx_conf(origin.wireguard_ip, &routes);
+    let nginx_conf =
+        kokoa_nginx::OriginProxy::new(origin.wireguard_ip, routes.iter().cloned()).render();
     let services = state
         .store()
         .origin_services(id)

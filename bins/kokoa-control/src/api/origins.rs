@@ -320,7 +320,7 @@ pub(super) async fn origin_bundle(
     let origin = store.get_origin(&id).await?;
     let (wg0, _) = payload::origin_wg0(&state, &origin).await?;
     let routes = payload::origin_routes(&state, &id).await?;
-    let nginx = bundle::origin_nginx_conf(origin.wireguard_ip, &routes);
+    let nginx = kokoa_nginx::OriginProxy::new(origin.wireguard_ip, routes).render();
     let now = Timestamp::now();
     let (enrollment, token) = issue_enrollment(
         &state,
