@@ -202,6 +202,31 @@ async fn an_edge_that_stops_answering_leaves_dns_and_comes_back() {
         .await;
     assert_eq!(records["records"].as_array().unwrap().len(), 1, "{records}");
 
+    // The zone removed: the record the manager made goes at the provider, the foreign one
+    // stays.
+    let zones = plane
+        .call(Method::GET, "/api/v1/dns/zones", None, 200)
+        .await;
+    let zone = zones["zones"][0]["id"].as_str().unwrap().to_owned();
+    plane
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/dns/zones/{zone}"),
+            None,
+            204,
+        )
+        .await;
+    until(
+        "our record gone at PowerDNS",
+        Duration::from_secs(5),
+        || (plane.dig() == ["192.0.2.99"]).then_some(()),
+    )
+    .await;
+    let records = plane
+        .call(Method::GET, "/api/v1/dns/records", None, 200)
+        .await;
+    assert_eq!(records["records"], json!([]), "{records}");
+
     for (_, _, health, agent) in edges {
         health.abort();
         agent.abort();

@@ -965,21 +965,10 @@ pub async fn remove_zone_records(state: &AppState, zone: &DnsZone) -> Result<(),
         )
         .await
         .map_err(ZoneError::Config)?;
-    let open = open(state, zone).await?;
+    let records = reconciler_of(state, zone).await?;
     for row in rows {
-        if let (Some(open), Some(id)) = (&open, &row.provider_record_id) {
-            let zone = Zone {
-                id: open.zone.provider_zone_id.clone().unwrap_or_default(),
-                name: open.zone.name.clone(),
-            };
-            match open
-                .provider
-                .delete_record(&zone, &RecordId::new(id.as_str()))
-                .await
-            {
-                Ok(()) | Err(kokoa_dns::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+        if let (Some(records), Some(id)) = (&records, &row.provider_record_id) {
+            records.delete_record(&RecordId::new(id.as_str())).await?;
         }
         store.delete_dns_record(&row.id).await?;
     }
