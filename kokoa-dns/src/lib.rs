@@ -3,8 +3,10 @@
 //!
 //! - [`DnsProvider`]: the provider interface (zones, records, optional health checks), held
 //!   as `Arc<dyn DnsProvider>`. Providers: [`MemoryProvider`] (always), Cloudflare,
-//!   PowerDNS, DigitalOcean and Route 53 (features), and [`manual`] instructions for a
-//!   person.
+//!   PowerDNS, DigitalOcean, Route 53, Google Cloud DNS and RFC 2136 (features), and
+//!   [`manual`] instructions for a person.
+//! - [`ProviderConfig`]: a provider named by kind with its settings and credentials (what
+//!   a control plane stores per zone), built into one of the above.
 //! - [`plan()`]: the pure core. From the [`DesiredState`] (routed host names, every edge with
 //!   its [`EdgeState`]), the zone's records and the ids the manager owns, it plans the
 //!   creates, TTL updates and deletes. Foreign records are never touched, and a host name
@@ -73,6 +75,7 @@
 //! and proxies can point it elsewhere, next to the one for the real API.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod config;
 mod driver;
 mod error;
 pub mod manual;
@@ -119,6 +122,7 @@ pub mod rfc2136;
 #[cfg_attr(docsrs, doc(cfg(feature = "route53")))]
 pub mod route53;
 
+pub use config::{PROVIDER_KINDS, ProviderConfig};
 pub use driver::{ApplyReport, RateLimit, RateLimiter, Reconciler, RetryPolicy};
 pub use error::Error;
 pub use memory::MemoryProvider;

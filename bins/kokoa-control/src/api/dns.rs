@@ -186,13 +186,13 @@ pub(super) async fn create_zone(
         ));
     }
     let provider = valid("provider", Name::parse(&body.provider))?;
-    if !dns::PROVIDERS.contains(&provider.as_str()) {
+    if !kokoa_dns::PROVIDER_KINDS.contains(&provider.as_str()) {
         return Err(ApiError::invalid(
             "provider",
             format!(
                 "unknown DNS provider {:?}; use one of {}",
                 provider.as_str(),
-                dns::PROVIDERS.join(", ")
+                kokoa_dns::PROVIDER_KINDS.join(", ")
             ),
         ));
     }
