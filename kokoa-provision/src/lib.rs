@@ -4,6 +4,7 @@
 //! - [`Provisioner`]: the provider interface (create, destroy, status, SSH access, list by
 //!   tag), held as `Arc<dyn Provisioner>`. Providers: [`Manual`] (always), DigitalOcean,
 //!   Vultr, Hetzner Cloud, Amazon EC2 and the lab's network namespaces (features).
+//!   [`ProvisionerConfig`] builds one from its kind and credentials.
 //! - [`IdempotencyKey`]: the caller's name for one VPS, carried on the instance (EC2's
 //!   `ClientToken` too), so that [`Provisioner::find_instance`] finds a VPS whose creation
 //!   timed out or whose id was never stored, and no edge gets a second VPS.
@@ -53,6 +54,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cloud_init;
+mod config;
 mod error;
 mod manual;
 mod provider;
@@ -83,6 +85,7 @@ pub mod lab;
 pub mod vultr;
 
 pub use cloud_init::{AgentSource, EdgeBootstrap, render_user_data};
+pub use config::{PROVISIONER_KINDS, ProvisionerConfig};
 pub use error::Error;
 pub use manual::Manual;
 pub use provider::{

@@ -11,7 +11,6 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
     num::NonZeroU32,
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
@@ -1232,88 +1231,41 @@ fn provisioner(p: &ProvisionerFile) -> Result<ProvisionerEntry, Error> {
             ))
         })
     };
-    let token = || -> Result<Secret, Error> {
-        match (&p.token, &p.token_env) {
-            (Some(token), None) => Ok(Secret::new(token.clone())),
-            (None, Some(var)) => Ok(Secret::new(from_env(var)?)),
-            _ => Err(fail(format!(
-                "provider {:?}: give the API token with `token_env` (or `token`)",
-                p.kind
-            ))),
-        }
-    };
-    let client = || {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| fail(format!("cannot build an HTTP client: {e}")))
-    };
-    let error = |e: kokoa_provision::Error| fail(format!("provider {:?}: {e}", p.kind));
-    let provisioner: Arc<dyn kokoa_provision::Provisioner> = match p.kind.as_str() {
-        "digitalocean" => Arc::new(
-            match &p.base_url {
-                Some(url) => kokoa_provision::digitalocean::DigitalOcean::with_client(
-                    client()?,
-                    url,
-                    &token()?,
-                ),
-                None => kokoa_provision::digitalocean::DigitalOcean::new(&token()?),
-            }
-            .map_err(error)?,
-        ),
-        "vultr" => Arc::new(
-            match &p.base_url {
-                Some(url) => kokoa_provision::vultr::Vultr::with_client(client()?, url, &token()?),
-                None => kokoa_provision::vultr::Vultr::new(&token()?),
-            }
-            .map_err(error)?,
-        ),
-        "hetzner" => Arc::new(
-            match &p.base_url {
-                Some(url) => {
-                    kokoa_provision::hetzner::Hetzner::with_client(client()?, url, &token()?)
-                }
-                None => kokoa_provision::hetzner::Hetzner::new(&token()?),
-            }
-            .map_err(error)?,
-        ),
-        "aws" => {
-            let id = from_env(
-                p.access_key_id_env
-                    .as_deref()
-                    .unwrap_or("AWS_ACCESS_KEY_ID"),
-            )?;
-            let key = from_env(
-                p.secret_access_key_env
-                    .as_deref()
-                    .unwrap_or("AWS_SECRET_ACCESS_KEY"),
-            )?;
-            let mut credentials = kokoa_core::sigv4::Credentials::new(id, key);
-            if let Ok(session) = std::env::var("AWS_SESSION_TOKEN") {
-                credentials = credentials.with_session_token(session);
-            }
-            let ec2 = match &p.base_url {
-                Some(url) => kokoa_provision::ec2::Ec2::with_client(client()?, url, credentials),
-                None => kokoa_provision::ec2::Ec2::new(credentials),
-            }
-            .map_err(error)?;
-            Arc::new(
-                ec2.with_security_groups(p.security_groups.clone())
-                    .map_err(error)?,
-            )
-        }
-        "lab" => {
-            let config = p.lab.clone().ok_or_else(|| {
-                fail("provider \"lab\": its [provisioners.lab] table is missing".to_owned())
-            })?;
-            Arc::new(kokoa_provision::lab::LabProvisioner::new(config).map_err(error)?)
-        }
-        other => {
+    let mut config = kokoa_provision::ProvisionerConfig::new(&p.kind);
+    config.token = match (&p.token, &p.token_env) {
+        (Some(token), None) => Some(Secret::new(token.clone())),
+        (None, Some(var)) => Some(Secret::new(from_env(var)?)),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
             return Err(fail(format!(
-                "unknown provider kind {other:?}; use digitalocean, vultr, hetzner, aws or lab"
+                "provider {:?}: give the API token with `token_env` or `token`, not both",
+                p.kind
             )));
         }
     };
+    config.base_url.clone_from(&p.base_url);
+    if p.kind == "aws" {
+        let id = from_env(
+            p.access_key_id_env
+                .as_deref()
+                .unwrap_or("AWS_ACCESS_KEY_ID"),
+        )?;
+        let key = from_env(
+            p.secret_access_key_env
+                .as_deref()
+                .unwrap_or("AWS_SECRET_ACCESS_KEY"),
+        )?;
+        let mut keys = kokoa_core::sigv4::Credentials::new(id, key);
+        if let Ok(session) = std::env::var("AWS_SESSION_TOKEN") {
+            keys = keys.with_session_token(session);
+        }
+        config.aws = Some(keys);
+    }
+    config.security_groups.clone_from(&p.security_groups);
+    config.lab.clone_from(&p.lab);
+    let provisioner = config
+        .build()
+        .map_err(|e| fail(format!("provider {:?}: {e}", p.kind)))?;
     Ok(ProvisionerEntry {
         provisioner,
         image: p.image.clone(),
@@ -1673,6 +1625,37 @@ mod tests {
         assert_eq!(origin_ca.token_env.as_deref(), Some("CF_ORIGIN_CA_TOKEN"));
         let management = file.edge_node_management.unwrap();
         assert_eq!(management, EdgeNodeManagement::default());
+    }
+
+    #[test]
+    fn a_provisioner_entry_names_what_it_lacks() {
+        let entry = |toml_text: &str| {
+            let file: FileConfig = toml::from_str(toml_text).unwrap();
+            provisioner(&file.provisioners[0]).map(|e| e.provisioner.name().to_owned())
+        };
+        let base = "image = \"debian-12\"\nsize = \"s\"\n";
+        let ok = entry(&format!(
+            "[[provisioners]]\nkind = \"hetzner\"\ntoken = \"t\"\n{base}"
+        ));
+        assert_eq!(ok.unwrap(), "hetzner");
+        let err = entry(&format!("[[provisioners]]\nkind = \"vultr\"\n{base}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"vultr\"") && err.contains("needs an API token"),
+            "{err}"
+        );
+        let err = entry(&format!("[[provisioners]]\nkind = \"openstack\"\n{base}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"openstack\"") && err.contains("hetzner"),
+            "{err}"
+        );
+        let err = entry(&format!("[[provisioners]]\nkind = \"lab\"\n{base}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lab") && err.contains("settings"), "{err}");
     }
 
     #[test]
