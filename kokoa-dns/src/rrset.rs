@@ -44,7 +44,7 @@ pub(crate) fn parse_id(
     Ok((name, data))
 }
 
-#[cfg(any(feature = "powerdns", feature = "route53", feature = "google"))]
+#[cfg(any(feature = "powerdns", feature = "route53"))]
 pub(crate) fn not_found(provider: &'static str, name: &DnsName, data: &RecordData) -> Error {
     Error::NotFound {
         provider,

@@ -925,5 +925,8 @@ fn origin_proxy_forwards_each_route_to_its_loopback_service() {
     let unknown = get("other.kokoa.test", port.get(), "/");
     assert!(unknown.ends_with("status=404"), "{unknown}");
     let health = get("127.42.0.1", 80, "/health");
-    assert_eq!(health, "ok\n\nstatus=200", "the body, then curl's status line");
+    assert_eq!(
+        health, "ok\n\nstatus=200",
+        "the body, then curl's status line"
+    );
 }
