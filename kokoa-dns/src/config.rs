@@ -100,32 +100,28 @@ impl ProviderConfig {
         let provider: Result<Arc<dyn DnsProvider>, Error> = match self.kind.as_str() {
             "manual" => return Ok(None),
             #[cfg(feature = "cloudflare")]
-            "cloudflare" => {
-                use crate::cloudflare::CloudflareProvider;
-                let token = self.credential("api_token")?;
-                Ok(Arc::new(match self.setting("base_url") {
-                    Some(url) => CloudflareProvider::with_client(self.client()?, url, token)?,
-                    None => CloudflareProvider::new(token)?,
-                }))
-            }
+            "cloudflare" => self.with_token(
+                "cloudflare",
+                "api_token",
+                crate::cloudflare::CloudflareProvider::new,
+                crate::cloudflare::CloudflareProvider::with_client,
+            ),
             #[cfg(feature = "powerdns")]
             "powerdns" => Ok(Arc::new(crate::powerdns::PowerDnsProvider::with_client(
-                self.client()?,
+                crate::http::default_client("powerdns")?,
                 self.required("url")?,
                 self.credential("api_key")?,
             )?)),
             #[cfg(feature = "digitalocean")]
-            "digitalocean" => {
-                use crate::digitalocean::DigitalOceanProvider;
-                let token = self.credential("token")?;
-                Ok(Arc::new(match self.setting("base_url") {
-                    Some(url) => DigitalOceanProvider::with_client(self.client()?, url, token)?,
-                    None => DigitalOceanProvider::new(token)?,
-                }))
-            }
+            "digitalocean" => self.with_token(
+                "digitalocean",
+                "token",
+                crate::digitalocean::DigitalOceanProvider::new,
+                crate::digitalocean::DigitalOceanProvider::with_client,
+            ),
             #[cfg(feature = "route53")]
             "route53" => {
-                use crate::route53::Route53Provider;
+                use crate::{http::default_client, route53::Route53Provider};
                 let mut keys = kokoa_core::sigv4::Credentials::new(
                     self.credential("access_key_id")?,
                     self.credential("secret_access_key")?,
@@ -134,7 +130,9 @@ impl ProviderConfig {
                     keys = keys.with_session_token(token);
                 }
                 Ok(Arc::new(match self.setting("base_url") {
-                    Some(url) => Route53Provider::with_client(self.client()?, url, keys)?,
+                    Some(url) => {
+                        Route53Provider::with_client(default_client("route53")?, url, keys)?
+                    }
                     None => Route53Provider::new(keys)?,
                 }))
             }
@@ -143,7 +141,11 @@ impl ProviderConfig {
                 use crate::google::{GoogleCloudDns, ServiceAccountKey};
                 let key = ServiceAccountKey::from_json(self.credential("service_account")?)?;
                 let provider = match self.setting("base_url") {
-                    Some(url) => GoogleCloudDns::with_client(self.client()?, url, key)?,
+                    Some(url) => GoogleCloudDns::with_client(
+                        crate::http::default_client("google")?,
+                        url,
+                        key,
+                    )?,
                     None => GoogleCloudDns::new(key)?,
                 };
                 Ok(Arc::new(match self.setting("project") {
@@ -212,19 +214,20 @@ impl ProviderConfig {
             .ok_or_else(|| self.invalid(&format!("credential {key:?} is missing")))
     }
 
-    /// The HTTP client of a provider pointed at another base URL.
-    #[cfg(any(
-        feature = "cloudflare",
-        feature = "powerdns",
-        feature = "digitalocean",
-        feature = "route53",
-        feature = "google"
-    ))]
-    fn client(&self) -> Result<reqwest::Client, Error> {
-        reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| self.invalid(&format!("cannot build an HTTP client: {e}")))
+    /// A provider whose credential is one token, at its public API or at `base_url`.
+    #[cfg(any(feature = "cloudflare", feature = "digitalocean"))]
+    fn with_token<P: DnsProvider + 'static>(
+        &self,
+        name: &'static str,
+        key: &str,
+        new: fn(&str) -> Result<P, Error>,
+        with_client: fn(reqwest::Client, &str, &str) -> Result<P, Error>,
+    ) -> Result<Arc<dyn DnsProvider>, Error> {
+        let token = self.credential(key)?;
+        Ok(Arc::new(match self.setting("base_url") {
+            Some(url) => with_client(crate::http::default_client(name)?, url, token)?,
+            None => new(token)?,
+        }))
     }
 }
 

@@ -77,32 +77,23 @@ impl ProvisionerConfig {
     pub fn build(&self) -> Result<Arc<dyn Provisioner>, Error> {
         match self.kind.as_str() {
             #[cfg(feature = "digitalocean")]
-            "digitalocean" => {
-                use crate::digitalocean::DigitalOcean;
-                let token = self.token()?;
-                Ok(Arc::new(match &self.base_url {
-                    Some(url) => DigitalOcean::with_client(http_client()?, url, token)?,
-                    None => DigitalOcean::new(token)?,
-                }))
-            }
+            "digitalocean" => self.with_token(
+                "digitalocean",
+                crate::digitalocean::DigitalOcean::new,
+                crate::digitalocean::DigitalOcean::with_client,
+            ),
             #[cfg(feature = "vultr")]
-            "vultr" => {
-                use crate::vultr::Vultr;
-                let token = self.token()?;
-                Ok(Arc::new(match &self.base_url {
-                    Some(url) => Vultr::with_client(http_client()?, url, token)?,
-                    None => Vultr::new(token)?,
-                }))
-            }
+            "vultr" => self.with_token(
+                "vultr",
+                crate::vultr::Vultr::new,
+                crate::vultr::Vultr::with_client,
+            ),
             #[cfg(feature = "hetzner")]
-            "hetzner" => {
-                use crate::hetzner::Hetzner;
-                let token = self.token()?;
-                Ok(Arc::new(match &self.base_url {
-                    Some(url) => Hetzner::with_client(http_client()?, url, token)?,
-                    None => Hetzner::new(token)?,
-                }))
-            }
+            "hetzner" => self.with_token(
+                "hetzner",
+                crate::hetzner::Hetzner::new,
+                crate::hetzner::Hetzner::with_client,
+            ),
             #[cfg(feature = "ec2")]
             "aws" => {
                 use crate::ec2::Ec2;
@@ -112,7 +103,7 @@ impl ProvisionerConfig {
                     reason: "this provider needs an access key",
                 })?;
                 let ec2 = match &self.base_url {
-                    Some(url) => Ec2::with_client(http_client()?, url, keys)?,
+                    Some(url) => Ec2::with_client(crate::http::default_client("aws")?, url, keys)?,
                     None => Ec2::new(keys)?,
                 };
                 Ok(Arc::new(
@@ -140,29 +131,22 @@ impl ProvisionerConfig {
         }
     }
 
+    /// A provider whose credential is one API token, at its public API or at `base_url`.
     #[cfg(any(feature = "digitalocean", feature = "vultr", feature = "hetzner"))]
-    fn token(&self) -> Result<&Secret, Error> {
-        self.token.as_ref().ok_or(Error::InvalidConfig {
+    fn with_token<P: Provisioner + 'static>(
+        &self,
+        name: &'static str,
+        new: fn(&Secret) -> Result<P, Error>,
+        with_client: fn(reqwest::Client, &str, &Secret) -> Result<P, Error>,
+    ) -> Result<Arc<dyn Provisioner>, Error> {
+        let token = self.token.as_ref().ok_or(Error::InvalidConfig {
             field: "token",
             value: String::new(),
             reason: "this provider needs an API token",
-        })
+        })?;
+        Ok(Arc::new(match &self.base_url {
+            Some(url) => with_client(crate::http::default_client(name)?, url, token)?,
+            None => new(token)?,
+        }))
     }
-}
-
-/// The HTTP client of a provider pointed at another base URL.
-#[cfg(any(
-    feature = "digitalocean",
-    feature = "vultr",
-    feature = "hetzner",
-    feature = "ec2"
-))]
-fn http_client() -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(|e| Error::Other {
-            provider: "http",
-            source: Box::new(e),
-        })
 }
