@@ -466,7 +466,9 @@ struct ProvisionerFile {
     token_env: Option<String>,
     /// AWS: the environment variables of the access key (default `AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY`, and `AWS_SESSION_TOKEN` when set).
+    #[cfg(feature = "vps-aws")]
     access_key_id_env: Option<String>,
+    #[cfg(feature = "vps-aws")]
     secret_access_key_env: Option<String>,
     /// AWS: security groups of new instances.
     #[serde(default)]
@@ -481,6 +483,7 @@ struct ProvisionerFile {
     ssh_key_id: Option<String>,
     /// `kind = "lab"`: network namespaces on this machine as edge VPSes, for labs and
     /// tests (`[provisioners.lab]`, see kokoa-provision's `LabConfig`).
+    #[cfg(feature = "lab")]
     lab: Option<kokoa_provision::lab::LabConfig>,
 }
 
@@ -1244,6 +1247,7 @@ fn provisioner(p: &ProvisionerFile) -> Result<ProvisionerEntry, Error> {
         }
     };
     config.base_url.clone_from(&p.base_url);
+    #[cfg(feature = "vps-aws")]
     if p.kind == "aws" {
         let id = from_env(
             p.access_key_id_env
@@ -1262,6 +1266,7 @@ fn provisioner(p: &ProvisionerFile) -> Result<ProvisionerEntry, Error> {
         config.aws = Some(keys);
     }
     config.security_groups.clone_from(&p.security_groups);
+    #[cfg(feature = "lab")]
     config.lab.clone_from(&p.lab);
     let provisioner = config
         .build()
