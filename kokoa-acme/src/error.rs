@@ -278,7 +278,21 @@ impl Error {
             _ => false,
         }
     }
+
+    /// Whether the CA refused the request's anti-replay nonce (RFC 8555 §6.5) even after the
+    /// ACME client's own retries. The CA did nothing with such a request, so the whole
+    /// order can be tried again at once.
+    pub(crate) fn is_bad_nonce(&self) -> bool {
+        matches!(
+            self,
+            Self::Acme { source: instant_acme::Error::Api(problem), .. }
+                if problem.r#type.as_deref() == Some(BAD_NONCE)
+        )
+    }
 }
+
+/// The problem type of a refused nonce.
+pub(crate) const BAD_NONCE: &str = "urn:ietf:params:acme:error:badNonce";
 
 pub(crate) fn join(names: &[Hostname]) -> String {
     let names: Vec<&str> = names.iter().map(Hostname::as_str).collect();

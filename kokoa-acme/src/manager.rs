@@ -17,8 +17,14 @@ use zeroize::Zeroizing;
 
 use crate::{
     AriWindow, CertificateStatus, ChallengeMethod, Dns01Solver, Error, Http01Publisher,
-    IssuedCertificate, Issuer, RenewalInfo, RenewalPolicy,
+    IssuedCertificate, Issuer, RenewalInfo, RenewalPolicy, error::BAD_NONCE,
 };
+
+/// Whole orders tried when the CA keeps refusing nonces. The ACME client already sends
+/// each request up to three times with a fresh nonce; a CA that rejects nonces at random
+/// (as the test CA pebble does with 5 % of them) still fails one request in 8 000 that
+/// way, which over the requests of an order is too often to pass to the caller.
+const ORDER_ATTEMPTS: u32 = 3;
 
 /// Where the random numbers that spread renewals over the CA's window come from.
 pub type RandomSource = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -401,7 +407,8 @@ impl CertificateManager {
     /// Publishes each challenge response, waits (at most the order timeout, with backoff)
     /// for the order to become ready, finalises it and downloads the chain. The responses
     /// are withdrawn in every case: on success, on error, and when this future is dropped
-    /// (then from a spawned task).
+    /// (then from a spawned task). An order whose request the CA refused for its nonce
+    /// three times is placed again, at most three orders in all.
     pub async fn obtain(
         &self,
         domains: &[Hostname],
@@ -430,10 +437,19 @@ impl CertificateManager {
         .ok_or(Error::NoChallengeHandler { method })?;
 
         let _slot = InFlight::claim(&self.inner, names.clone())?;
-        let mut placed = Placed::default();
-        let result = self.run_order(&names, method, &handler, &mut placed).await;
-        placed.withdraw().await;
-        result
+        let mut attempt = 1;
+        loop {
+            let mut placed = Placed::default();
+            let result = self.run_order(&names, method, &handler, &mut placed).await;
+            placed.withdraw().await;
+            match result {
+                Err(error) if error.is_bad_nonce() && attempt < ORDER_ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "the CA refused our nonces; ordering again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     async fn run_order(
@@ -521,6 +537,11 @@ impl CertificateManager {
         };
         match order.poll_ready(&retry).await {
             Ok(OrderStatus::Ready) => {}
+            Err(instant_acme::Error::Api(problem))
+                if problem.r#type.as_deref() == Some(BAD_NONCE) =>
+            {
+                return Err(acme("order poll")(instant_acme::Error::Api(problem)));
+            }
             Ok(_) | Err(instant_acme::Error::Api(_)) => {
                 return Err(Error::ValidationFailed {
                     domains: domains(),

@@ -2,12 +2,12 @@
 //! directory with `renewalInfo`, an account endpoint and the renewal information of one
 //! certificate, answering as a CA would: a window with `Retry-After`, 404, 500.
 
-use std::{sync::Arc, time::Duration};
+mod common;
 
-use kokoa_acme::{
-    AriWindow, CertificateManager, CertificateStatus, Error, IssuedCertificate, Issuer,
-    RenewalPolicy,
-};
+use std::time::Duration;
+
+use common::{acme_server, manager};
+use kokoa_acme::{AriWindow, CertificateStatus, Error, IssuedCertificate, RenewalPolicy};
 use kokoa_core::Timestamp;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, date_time_ymd};
 use wiremock::{
@@ -33,61 +33,6 @@ fn certificate() -> IssuedCertificate {
     let leaf = params.signed_by(&key, &ca).unwrap();
     IssuedCertificate::from_pem(&format!("{}{}", leaf.pem(), ca.pem()), &key.serialize_pem())
         .unwrap()
-}
-
-/// Serves a directory (with `renewalInfo` when `ari`), nonces and account creation.
-async fn acme_server(ari: bool) -> MockServer {
-    let server = MockServer::start().await;
-    let base = server.uri();
-    let mut directory = serde_json::json!({
-        "newNonce": format!("{base}/nonce"),
-        "newAccount": format!("{base}/account"),
-        "newOrder": format!("{base}/order"),
-    });
-    if ari {
-        directory["renewalInfo"] = format!("{base}/renewal-info").into();
-    }
-    Mock::given(method("GET"))
-        .and(path("/dir"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(directory))
-        .mount(&server)
-        .await;
-    Mock::given(method("HEAD"))
-        .and(path("/nonce"))
-        .respond_with(ResponseTemplate::new(200).insert_header("Replay-Nonce", "nonce-1"))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/account"))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .insert_header("Replay-Nonce", "nonce-2")
-                .insert_header("Location", format!("{base}/account/1").as_str())
-                .set_body_json(serde_json::json!({ "status": "valid" })),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
-    server
-}
-
-/// A manager with an account at `server`, over plain HTTP, whose random numbers are
-/// always `random`.
-async fn manager(server: &MockServer, random: u64) -> CertificateManager {
-    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<instant_acme::BodyWrapper<bytes::Bytes>>();
-    let issuer = Issuer::Custom {
-        directory_url: format!("{}/dir", server.uri()),
-        trusted_root: None,
-        external_account: None,
-    };
-    let (manager, _) = CertificateManager::builder(issuer)
-        .http_client(Box::new(http))
-        .random_source(Arc::new(move || random))
-        .create_account()
-        .await
-        .unwrap();
-    manager
 }
 
 /// Answers the next GET of the certificate's renewal information (and only that one).
