@@ -16,13 +16,13 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 use kokoa_core::{RateLimits, SubnetPool};
+use kokoa_notify::NotifySettings;
 use kokoa_provision::{AgentSource, EdgeNodeManagement};
 use serde::Deserialize;
 
 use crate::{
     auth::oidc::OidcConfig,
     error::Error,
-    notify::NotifySettings,
     runtime::{EdgeSettings, HealthSettings, Module, ProvisionerEntry, RuntimeSettings},
     tls::TlsSource,
 };

@@ -13,7 +13,7 @@ use kokoa_store::Store;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::notify::{Notification, Notifier};
+use kokoa_notify::{Notification, Notifier};
 
 /// The event types the control plane itself emits. Modules may report others through
 /// `POST /api/v1/internal/events`.

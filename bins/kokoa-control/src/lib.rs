@@ -14,7 +14,6 @@
 //! - [`bundle`]: the origin's `origin-config.tar.gz`.
 //! - [`payload`]: the configuration each edge and origin pulls.
 //! - [`config`]: command line, environment and configuration file.
-//! - [`notify`]: notification sinks (webhook, Slack, e-mail) and their delivery.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -68,7 +67,6 @@ pub mod error;
 pub mod events;
 mod keys;
 pub mod metrics;
-pub mod notify;
 pub mod payload;
 mod payload_cache;
 pub mod request_id;
@@ -294,9 +292,11 @@ pub async fn serve(
                 message: format!("cannot build an HTTP client: {e}"),
             })?;
         let notifier =
-            notify::Notifier::from_settings(notifications, client).map_err(|e| Error::Setting {
-                setting: "notifications",
-                message: e.to_string(),
+            kokoa_notify::Notifier::from_settings(notifications, client).map_err(|e| {
+                Error::Setting {
+                    setting: "notifications",
+                    message: e.to_string(),
+                }
             })?;
         state.events().forward_to(notifier);
     }

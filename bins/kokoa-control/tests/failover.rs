@@ -12,10 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kokoa_control::{
-    notify::{Notifier, NotifySettings},
-    runtime::RuntimeSettings,
-};
+use kokoa_control::runtime::RuntimeSettings;
+use kokoa_notify::{Notifier, NotifySettings};
 use reqwest::Method;
 use serde_json::json;
 

@@ -267,7 +267,7 @@ impl Plane {
     /// origin's id.
     pub async fn start(
         settings: kokoa_control::runtime::RuntimeSettings,
-        notifier: Option<kokoa_control::notify::Notifier>,
+        notifier: Option<kokoa_notify::Notifier>,
     ) -> (Self, String) {
         use kokoa_core::{Name, Role, SubnetPool};
         use kokoa_store::MasterKey;

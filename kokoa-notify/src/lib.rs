@@ -1,4 +1,4 @@
-//! Notification sinks: control plane events (SPEC §8.7: `edge.ready`,
+//! Notifications of Kokoa Proxy: control plane events (SPEC §8.7: `edge.ready`,
 //! `edge_node_unhealthy`, `dns.record.added`, ...) delivered to people by webhook, Slack or
 //! e-mail.
 //!
@@ -12,7 +12,7 @@
 //! The configuration is the `[notify]` part of the control plane's TOML settings:
 //!
 //! ```
-//! use kokoa_control::notify::{NotifySettings, Severity};
+//! use kokoa_notify::{NotifySettings, Severity};
 //!
 //! let settings: NotifySettings = toml::from_str(r#"
 //!     [[sinks]]
@@ -918,7 +918,7 @@ impl Notifier {
     ///
     /// ```
     /// use std::{sync::{Arc, Mutex}, time::Duration};
-    /// use kokoa_control::notify::*;
+    /// use kokoa_notify::*;
     ///
     /// /// Keeps what it gets.
     /// #[derive(Debug, Default)]
@@ -1100,6 +1100,11 @@ async fn deliver(
         tokio::time::sleep(wait).await;
     }
 }
+
+// Keeps the README's example compiling and passing.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
 
 #[cfg(test)]
 mod tests {

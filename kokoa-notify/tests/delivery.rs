@@ -9,12 +9,12 @@ use std::{
 
 use async_trait::async_trait;
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
-use kokoa_control::notify::{
+use kokoa_core::Timestamp;
+use kokoa_notify::{
     DELIVERY_HEADER, DeliveryOptions, EVENT_HEADER, EmailConfig, EmailSink, Filter, Notification,
     Notifier, NotifyError, NotifySettings, Route, SIGNATURE_HEADER, Severity, Sink, SmtpTls,
     signature,
 };
-use kokoa_core::Timestamp;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -598,7 +598,7 @@ fn email_config(port: u16, tls: SmtpTls) -> EmailConfig {
         tls,
         ca_file: None,
         username: Some(USER.into()),
-        password: Some(kokoa_control::notify::Secret::new(PASSWORD)),
+        password: Some(kokoa_notify::Secret::new(PASSWORD)),
         from: "Kokoa <kokoa@example.com>".into(),
         to: vec![
             "ops@example.com".into(),
@@ -782,7 +782,7 @@ async fn smtp_refusals_are_retried_only_when_transient() {
     // Wrong credentials (535) are not retried either, and the error does not show them.
     let server = SmtpServer::start(plain_behaviour("PLAIN")).await;
     config.port = Some(server.port);
-    config.password = Some(kokoa_control::notify::Secret::new("wrong-password"));
+    config.password = Some(kokoa_notify::Secret::new("wrong-password"));
     let sink = EmailSink::new(None, &config, Duration::from_secs(5)).unwrap();
     let err = sink
         .deliver(&notification(3, "edge.ready", Severity::Info))
