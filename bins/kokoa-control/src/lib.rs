@@ -64,8 +64,6 @@ pub mod bundle;
 pub mod config;
 pub mod downloads;
 pub mod error;
-pub mod events;
-mod keys;
 pub mod metrics;
 pub mod payload;
 mod payload_cache;
@@ -76,6 +74,8 @@ pub mod tls;
 pub mod ui;
 
 pub use error::{ApiError, Error};
+// The duties' parts, under the names the control plane's modules use.
+use kokoa_runtime::{events, seal as keys};
 pub use state::AppState;
 
 use config::{Database, Settings};

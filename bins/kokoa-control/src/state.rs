@@ -9,13 +9,14 @@ use kokoa_core::{RateLimits, SubnetPool};
 use kokoa_store::{MasterKey, Store};
 use tokio::sync::{Mutex, watch};
 
+use kokoa_runtime::Runtime;
+
 use crate::{
     auth::{limit::LoginLimiter, oidc::Oidc},
     error::ApiError,
-    events::EventBus,
     payload::Snapshot,
     payload_cache::EdgePayloads,
-    runtime::{self, Leader, Modules, RuntimeSettings, Wakers, dns},
+    runtime::{self, RuntimeSettings, dns},
 };
 
 /// The shared state of the API: the store, the master key, settings, and the change
@@ -26,16 +27,11 @@ pub struct AppState {
 }
 
 struct Inner {
-    store: Arc<dyn Store>,
-    events: EventBus,
-    leader: Arc<Leader>,
-    modules: Modules,
-    wakers: Wakers,
+    /// What the duties share; the state derefs to it.
+    runtime: Runtime,
     dns_limiters: dns::Limiters,
     dns_gate: dns::Gate,
     edge_writes: Mutex<()>,
-    settings: RuntimeSettings,
-    master_key: MasterKey,
     subnet_pool: SubnetPool,
     public_url: String,
     /// Login attempts left per client address.
@@ -46,9 +42,6 @@ struct Inner {
     trusted_proxies: OnceLock<Vec<std::net::IpAddr>>,
     /// The per client limits written into every edge's configuration.
     rate_limits: watch::Sender<RateLimits>,
-    /// A counter bumped after every change that can alter a node's configuration; the
-    /// value itself means nothing, only that it moved.
-    changes: watch::Sender<u64>,
     /// Turns true when the server is shutting down, so long polls answer at once.
     shutdown: watch::Sender<bool>,
     /// How certificates are ordered, once the configuration said so.
@@ -62,8 +55,6 @@ struct Inner {
     edge_payloads: EdgePayloads,
     /// The API's requests, for `/metrics`.
     http_metrics: crate::metrics::HttpMetrics,
-    /// What the duties did, for `/metrics`.
-    duty_metrics: crate::metrics::DutyMetrics,
     /// Traffic figures received from edges, not written yet.
     traffic: runtime::traffic::TrafficLog,
 }
@@ -71,14 +62,29 @@ struct Inner {
 impl fmt::Debug for AppState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AppState")
-            .field("store", &self.inner.store)
+            .field("runtime", &self.inner.runtime)
             .field("subnet_pool", &self.inner.subnet_pool)
             .field("public_url", &self.inner.public_url)
             .finish_non_exhaustive()
     }
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Runtime;
+
+    /// The API composes the duties' context with its own parts: every duty takes the state
+    /// as its [`Runtime`].
+    fn deref(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+}
+
 impl AppState {
+    /// What the duties share.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
     /// State over `store`; `public_url` (no trailing `/`) is what nodes are told to call.
     /// The duties run with their default settings (see [`with_settings`](Self::with_settings)).
     pub fn new(
@@ -104,31 +110,22 @@ impl AppState {
         public_url: impl Into<String>,
         settings: RuntimeSettings,
     ) -> Self {
-        let (leader, modules, wakers) = runtime::new_parts(settings.modules.clone());
         Self {
             inner: Arc::new(Inner {
-                events: EventBus::new(Arc::clone(&store)),
-                leader,
-                modules,
-                wakers,
+                runtime: Runtime::new(store, master_key, settings),
                 dns_limiters: dns::Limiters::default(),
                 dns_gate: dns::Gate::default(),
                 edge_writes: Mutex::new(()),
-                settings,
-                store,
-                master_key,
                 subnet_pool,
                 public_url: public_url.into(),
                 login_limiter: LoginLimiter::default(),
                 oidc: OnceLock::new(),
                 trusted_proxies: OnceLock::new(),
                 rate_limits: watch::Sender::new(RateLimits::default()),
-                changes: watch::Sender::new(0),
                 shutdown: watch::Sender::new(false),
                 snapshot: Arc::new(Mutex::new(None)),
                 edge_payloads: EdgePayloads::default(),
                 http_metrics: crate::metrics::HttpMetrics::default(),
-                duty_metrics: crate::metrics::DutyMetrics::default(),
                 traffic: runtime::traffic::TrafficLog::default(),
                 acme: OnceLock::new(),
                 ca_pin: OnceLock::new(),
@@ -137,45 +134,15 @@ impl AppState {
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &dyn Store {
-        &*self.inner.store
-    }
-
     /// Held by the duties while they read and write an edge's row, so the health judge and
     /// the edge automation never write from stale copies.
     pub(crate) fn edge_writes(&self) -> &Mutex<()> {
         &self.inner.edge_writes
     }
 
-    /// The duties' settings.
-    pub fn settings(&self) -> &RuntimeSettings {
-        &self.inner.settings
-    }
-
-    /// The event bus.
-    pub fn events(&self) -> &EventBus {
-        &self.inner.events
-    }
-
-    /// Whether this control plane leads (SPEC §11).
-    pub fn leader(&self) -> &Arc<Leader> {
-        &self.inner.leader
-    }
-
-    /// The modules' switches and states.
-    pub fn modules(&self) -> &Modules {
-        &self.inner.modules
-    }
-
     /// Traffic figures received from edges and not written yet (the metrics collector).
     pub fn traffic(&self) -> &runtime::traffic::TrafficLog {
         &self.inner.traffic
-    }
-
-    /// Wakes the duties (see [`runtime`]).
-    pub fn wakers(&self) -> &Wakers {
-        &self.inner.wakers
     }
 
     /// The rate limiter shared by the zones of one DNS provider.
@@ -190,16 +157,6 @@ impl AppState {
     /// Taken while a DNS reconciliation runs.
     pub(crate) fn dns_gate(&self) -> &dns::Gate {
         &self.inner.dns_gate
-    }
-
-    /// The store, shared.
-    pub fn store_arc(&self) -> Arc<dyn Store> {
-        Arc::clone(&self.inner.store)
-    }
-
-    /// The key sealing secrets at rest (TLS and ACME keys, provider credentials).
-    pub fn master_key(&self) -> &MasterKey {
-        &self.inner.master_key
     }
 
     /// The pool origin subnets come from.
@@ -223,7 +180,7 @@ impl AppState {
     /// call counts. Without it the SSL manager reports "not configured".
     pub fn set_acme(&self, settings: crate::config::AcmeSettings) {
         let _ = self.inner.acme.set(settings);
-        self.inner.wakers.certificates.notify_one();
+        self.wakers().certificates.notify_one();
     }
 
     /// How certificates are ordered, if configured.
@@ -301,36 +258,9 @@ impl AppState {
         self.inner.oidc.get()
     }
 
-    /// Wakes every long poll so it recomputes its node's configuration, here and (through
-    /// the store, within a second) on the other control planes of this database.
-    pub fn notify_changed(&self) {
-        self.notify_changed_here();
-        runtime::mark_changed(self);
-    }
-
-    /// Wakes the long polls of this control plane only.
-    pub(crate) fn notify_changed_here(&self) {
-        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// A receiver that sees every later [`notify_changed`](Self::notify_changed).
-    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
-        self.inner.changes.subscribe()
-    }
-
-    /// The change counter: it grows with every change, its value means nothing else.
-    pub(crate) fn change_count(&self) -> u64 {
-        *self.inner.changes.borrow()
-    }
-
     /// The API's requests, counted for `/metrics`.
     pub fn http_metrics(&self) -> &crate::metrics::HttpMetrics {
         &self.inner.http_metrics
-    }
-
-    /// What the duties did, counted for `/metrics`.
-    pub fn duty_metrics(&self) -> &crate::metrics::DutyMetrics {
-        &self.inner.duty_metrics
     }
 
     /// Each edge's configuration as last built.

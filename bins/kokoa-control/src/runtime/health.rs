@@ -35,7 +35,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{Module, sleep_or_stop};
-use crate::{events::kinds, request_id, state::AppState};
+use kokoa_runtime::operation as request_id;
+
+use crate::{events::kinds, state::AppState};
 
 /// Where each check's last state is kept: key `<edge id>/<check name>`.
 const CHECK_STATES: &str = "health-checks";

@@ -43,7 +43,9 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::{Module, ProvisionerEntry, dns, wait_or_stop};
-use crate::{error::ApiError, events::kinds, payload, request_id, state::AppState};
+use kokoa_runtime::operation as request_id;
+
+use crate::{error::ApiError, events::kinds, payload, state::AppState};
 
 /// How often every edge is looked at when nothing wakes the automation sooner.
 const PERIOD: Duration = Duration::from_secs(1);

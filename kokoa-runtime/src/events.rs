@@ -199,7 +199,7 @@ impl EventBus {
             }
         };
         let mut data = data;
-        if let (Some(id), Value::Object(fields)) = (crate::request_id::current(), &mut data) {
+        if let (Some(id), Value::Object(fields)) = (crate::operation::current(), &mut data) {
             fields
                 .entry("request_id")
                 .or_insert_with(|| Value::String(id));

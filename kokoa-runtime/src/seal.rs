@@ -9,7 +9,7 @@ use kokoa_store::{MasterKey, seal};
 
 /// Whose secret settings (a JSON object of credentials): the context bound into its seal.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum SealedJson<'a> {
+pub enum SealedJson<'a> {
     /// A DNS zone's provider credentials.
     Zone(&'a kokoa_core::DnsZoneId),
 }
@@ -23,7 +23,7 @@ impl SealedJson<'_> {
 }
 
 /// Seals a JSON object of credentials for `owner`.
-pub(crate) fn seal_json(
+pub fn seal_json(
     master: &MasterKey,
     owner: SealedJson<'_>,
     value: &serde_json::Map<String, serde_json::Value>,
@@ -33,7 +33,7 @@ pub(crate) fn seal_json(
 }
 
 /// Opens the credentials sealed by [`seal_json`].
-pub(crate) fn open_json(
+pub fn open_json(
     master: &MasterKey,
     owner: SealedJson<'_>,
     sealed: &Sealed,

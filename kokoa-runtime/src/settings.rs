@@ -149,7 +149,7 @@ pub struct RuntimeSettings {
     /// The edge automation.
     pub edges: EdgeSettings,
     /// Which modules are on until switched at run time (available ones default to on).
-    pub modules: BTreeMap<super::Module, bool>,
+    pub modules: BTreeMap<crate::Module, bool>,
     /// Keys older than this are rotated, one at a time (`[wireguard] rotate_keys_days`);
     /// `None`: only by hand.
     pub key_rotation: Option<Duration>,

@@ -1,0 +1,62 @@
+//! The duties of a Kokoa Proxy control plane, without its web server: what runs on its own
+//! next to answering requests (SPEC §8, §11).
+//!
+//! - [`Runtime`]: the context every duty works in: the store, the [`EventBus`], the
+//!   [`Leader`], the [`Modules`]' switches, the duties' [`RuntimeSettings`] and
+//!   [`DutyMetrics`](metrics::DutyMetrics), the master key and the change counter.
+//! - [`Leader`] and [`lease_loop`]: one control plane leads per database (the `leader`
+//!   lease, timed by the database's clock); every leader-only action is first recorded
+//!   with the lease's fencing token, so a leader that stalled cannot act next to its
+//!   successor.
+//! - [`events`]: what the control plane did and why, recorded in the store, announced to
+//!   this process's listeners and handed to the notification sinks (`kokoa-notify`).
+//! - [`operation`]: request and operation ids, carried from an API request or an automated
+//!   action to the events of the work it started.
+//! - [`seal`]: secret settings sealed under the master key before they reach the store.
+//! - [`follow_changes`]: hears of changes made through the other control planes of the
+//!   database.
+//!
+//! Every duty reads what it needs from the store at every step, so nothing is lost when
+//! the leader changes or restarts.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use kokoa_runtime::{Module, Runtime, RuntimeSettings};
+//! use kokoa_store::{MasterKey, MemoryStore};
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let runtime = Runtime::new(Arc::new(MemoryStore::new()), MasterKey::generate(), RuntimeSettings::default());
+//! // Alone on its store, it leads at once.
+//! assert!(runtime.leader().claim(&runtime).await);
+//! assert!(runtime.modules().enabled(&runtime, Module::DnsManager).await);
+//! runtime.modules().set(&runtime, Module::DnsManager, false).await?;
+//! assert!(!runtime.modules().enabled(&runtime, Module::DnsManager).await);
+//! # Ok::<(), kokoa_core::Error>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod context;
+pub mod events;
+mod leader;
+pub mod metrics;
+mod modules;
+pub mod operation;
+pub mod seal;
+mod settings;
+
+pub use context::{Runtime, Wakers, follow_changes, sleep_or_stop, wait_or_stop};
+pub use events::EventBus;
+pub use leader::{INSTANCES, LEASE_TTL, Leader, lease_loop};
+pub use modules::{Module, ModuleStatus, Modules};
+pub use settings::{
+    EdgeSettings, HealthSettings, ProvisionerEntry, RetentionSettings, RuntimeSettings,
+};
+
+// Keeps the README's example compiling and passing.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
