@@ -8,7 +8,7 @@ use kokoa_core::Timestamp;
 use kokoa_store::{MasterKey, Store};
 use tokio::sync::{Notify, watch};
 
-use crate::{EventBus, Leader, Modules, RuntimeSettings, metrics::DutyMetrics};
+use crate::{EventBus, Leader, Modules, RuntimeSettings, dns, metrics::DutyMetrics};
 
 /// What the duties share. Cheap to clone: clones share everything.
 #[derive(Clone)]
@@ -28,6 +28,8 @@ struct Inner {
     /// value itself means nothing, only that it moved.
     changes: watch::Sender<u64>,
     duty_metrics: DutyMetrics,
+    dns_limiters: dns::Limiters,
+    dns_gate: dns::Gate,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -51,6 +53,8 @@ impl Runtime {
                 wakers: Wakers::default(),
                 changes: watch::Sender::new(0),
                 duty_metrics: DutyMetrics::default(),
+                dns_limiters: dns::Limiters::default(),
+                dns_gate: dns::Gate::default(),
                 settings,
                 store,
                 master_key,
@@ -101,6 +105,20 @@ impl Runtime {
     /// What the duties did, counted for `/metrics`.
     pub fn duty_metrics(&self) -> &DutyMetrics {
         &self.inner.duty_metrics
+    }
+
+    /// The rate limiter shared by the zones of one DNS provider.
+    pub fn dns_limiter(
+        &self,
+        provider: &str,
+        limit: Option<kokoa_dns::RateLimit>,
+    ) -> Option<kokoa_dns::RateLimiter> {
+        self.inner.dns_limiters.get(provider, limit)
+    }
+
+    /// Taken while a DNS reconciliation runs.
+    pub(crate) fn dns_gate(&self) -> &dns::Gate {
+        &self.inner.dns_gate
     }
 
     /// Wakes every long poll so it recomputes its node's configuration, here and (through

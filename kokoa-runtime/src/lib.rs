@@ -1,5 +1,7 @@
 //! The duties of a Kokoa Proxy control plane, without its web server: what runs on its own
-//! next to answering requests (SPEC §8, §11).
+//! next to answering requests (SPEC §8, §11). The DNS manager lives here; the certificate
+//! manager, the health judge and the edge lifecycle still live in the reference control
+//! plane, over the same [`Runtime`].
 //!
 //! - [`Runtime`]: the context every duty works in: the store, the [`EventBus`], the
 //!   [`Leader`], the [`Modules`]' switches, the duties' [`RuntimeSettings`] and
@@ -8,6 +10,11 @@
 //!   lease, timed by the database's clock); every leader-only action is first recorded
 //!   with the lease's fencing token, so a leader that stalled cannot act next to its
 //!   successor.
+//! - [`dns`]: the DNS manager (SPEC §8.1): for every routed host name in a managed zone,
+//!   one A (or AAAA) record per edge that serves it and is healthy, at the zone's provider
+//!   (any `kokoa-dns` provider the program enables), paced and retried by the driver. The
+//!   example `examples/dns-duty` runs it alone against PowerDNS.
+//! - [`reports`]: what the edges' heartbeats say about their tunnels.
 //! - [`events`]: what the control plane did and why, recorded in the store, announced to
 //!   this process's listeners and handed to the notification sinks (`kokoa-notify`).
 //! - [`operation`]: request and operation ids, carried from an API request or an automated
@@ -40,11 +47,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod context;
+pub mod dns;
 pub mod events;
 mod leader;
 pub mod metrics;
 mod modules;
 pub mod operation;
+pub mod reports;
 pub mod seal;
 mod settings;
 

@@ -16,7 +16,7 @@ use crate::{
     error::ApiError,
     payload::Snapshot,
     payload_cache::EdgePayloads,
-    runtime::{self, RuntimeSettings, dns},
+    runtime::{self, RuntimeSettings},
 };
 
 /// The shared state of the API: the store, the master key, settings, and the change
@@ -29,8 +29,6 @@ pub struct AppState {
 struct Inner {
     /// What the duties share; the state derefs to it.
     runtime: Runtime,
-    dns_limiters: dns::Limiters,
-    dns_gate: dns::Gate,
     edge_writes: Mutex<()>,
     subnet_pool: SubnetPool,
     public_url: String,
@@ -113,8 +111,6 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 runtime: Runtime::new(store, master_key, settings),
-                dns_limiters: dns::Limiters::default(),
-                dns_gate: dns::Gate::default(),
                 edge_writes: Mutex::new(()),
                 subnet_pool,
                 public_url: public_url.into(),
@@ -143,20 +139,6 @@ impl AppState {
     /// Traffic figures received from edges and not written yet (the metrics collector).
     pub fn traffic(&self) -> &runtime::traffic::TrafficLog {
         &self.inner.traffic
-    }
-
-    /// The rate limiter shared by the zones of one DNS provider.
-    pub fn dns_limiter(
-        &self,
-        provider: &str,
-        limit: Option<kokoa_dns::RateLimit>,
-    ) -> Option<kokoa_dns::RateLimiter> {
-        self.inner.dns_limiters.get(provider, limit)
-    }
-
-    /// Taken while a DNS reconciliation runs.
-    pub(crate) fn dns_gate(&self) -> &dns::Gate {
-        &self.inner.dns_gate
     }
 
     /// The pool origin subnets come from.

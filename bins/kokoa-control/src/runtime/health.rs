@@ -21,8 +21,8 @@ use std::{
 
 use async_trait::async_trait;
 use kokoa_core::{
-    CheckStatus, EdgeNode, EdgeNodeId, EdgePhase, EdgeStatus, EdgeTunnel, HealthCheck, Origin,
-    OriginId, Severity, Timestamp,
+    CheckStatus, EdgeNode, EdgeNodeId, EdgePhase, EdgeStatus, HealthCheck, Origin, OriginId,
+    Severity, Timestamp,
 };
 use kokoa_health::{
     CheckConfig, CheckReport, CheckSink, Checker, CpuTracker, Damped, DefaultExecutor, EdgeAction,
@@ -35,7 +35,10 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{Module, sleep_or_stop};
-use kokoa_runtime::operation as request_id;
+use kokoa_runtime::{
+    INSTANCES, operation as request_id,
+    reports::{GUARDS, OBSERVER_SUSPECT, Seen, system_time, tunnel_reports},
+};
 
 use crate::{events::kinds, state::AppState};
 
@@ -45,15 +48,8 @@ const CHECK_STATES: &str = "health-checks";
 const EDGE_VERDICTS: &str = "edge-verdicts";
 /// Where the verdict last acted on is kept, per origin id.
 pub(crate) const ORIGIN_VERDICTS: &str = "origin-verdicts";
-/// Where the live control planes announce themselves (for sharding).
-pub(crate) const INSTANCES: &str = "instances";
 /// Where each origin's recent configuration changes are kept (flap damping), per origin id.
 const ORIGIN_FLAPS: &str = "origin-flaps";
-/// Where the judge notes that it suspects itself (key [`OBSERVER_SUSPECT`]): while it is
-/// there, no edge is destroyed.
-pub(crate) const GUARDS: &str = "health-guards";
-/// The key of the observer guard in [`GUARDS`].
-pub(crate) const OBSERVER_SUSPECT: &str = "observer-suspect";
 /// How often the checker reads the edges again.
 const TARGETS_PERIOD: Duration = Duration::from_secs(2);
 /// How often the judge looks.
@@ -69,11 +65,6 @@ pub(crate) struct CheckState {
     pub(crate) failures: u32,
     pub(crate) error: Option<String>,
     pub(crate) at: Timestamp,
-}
-
-fn system_time(t: Timestamp) -> SystemTime {
-    let secs = u64::try_from(t.as_unix()).unwrap_or(0);
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 fn timestamp(t: SystemTime) -> Timestamp {
@@ -368,96 +359,6 @@ fn metric(metrics: Option<&Value>, path: &[&str]) -> Option<f64> {
         value = value.get(key)?;
     }
     value.as_f64()
-}
-
-/// What one edge reports of its tunnel to an origin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    edge: EdgeNodeId,
-    tunnel: TunnelStatus,
-    /// The origin's application check through this tunnel (unknown when the edge runs
-    /// none, or its tunnel is down: a check that cannot reach the origin says nothing of
-    /// the application).
-    application: HealthState,
-}
-
-/// Each origin's tunnel as each edge with a fresh heartbeat reports it. An edge speaks only
-/// for the tunnels it has: a report about any other origin is ignored.
-fn tunnel_reports(
-    edges: &[EdgeNode],
-    tunnels: &[EdgeTunnel],
-    now: SystemTime,
-    fresh_for: Duration,
-) -> HashMap<OriginId, Vec<Seen>> {
-    let own: BTreeSet<(&EdgeNodeId, &OriginId)> = tunnels
-        .iter()
-        .map(|t| (&t.edge_node_id, &t.origin_id))
-        .collect();
-    let mut out: HashMap<OriginId, Vec<_>> = HashMap::new();
-    for edge in edges.iter().filter(|e| e.status != EdgeStatus::Deleted) {
-        let fresh = edge
-            .last_heartbeat
-            .is_some_and(|t| !kokoa_health::is_stale(system_time(t), now, fresh_for));
-        if !fresh {
-            continue;
-        }
-        let tunnels = edge
-            .last_metrics
-            .as_ref()
-            .and_then(|m| m.get("tunnels"))
-            .and_then(Value::as_array);
-        for tunnel in tunnels.into_iter().flatten() {
-            let (Some(origin), Some(status)) = (
-                tunnel
-                    .get("origin_id")
-                    .and_then(Value::as_str)
-                    .and_then(|o| OriginId::parse(o).ok()),
-                tunnel.get("status").and_then(Value::as_str),
-            ) else {
-                continue;
-            };
-            if !own.contains(&(&edge.id, &origin)) {
-                continue;
-            }
-            let (tunnel, application) = if status == "up" {
-                let application = match tunnel.get("application").and_then(Value::as_str) {
-                    Some("up") => HealthState::Healthy,
-                    Some("down") => HealthState::Unhealthy,
-                    _ => HealthState::Unknown,
-                };
-                (TunnelStatus::Up, application)
-            } else {
-                (TunnelStatus::Down, HealthState::Unknown)
-            };
-            out.entry(origin).or_default().push(Seen {
-                edge: edge.id.clone(),
-                tunnel,
-                application,
-            });
-        }
-    }
-    out
-}
-
-/// Per origin, the edges whose tunnel to it is down while another edge's is up (by fresh
-/// heartbeats): the edge is at fault, not the origin.
-pub(crate) fn cut_off(
-    edges: &[EdgeNode],
-    tunnels: &[EdgeTunnel],
-    fresh_for: Duration,
-) -> HashMap<OriginId, BTreeSet<EdgeNodeId>> {
-    tunnel_reports(edges, tunnels, SystemTime::now(), fresh_for)
-        .into_iter()
-        .filter_map(|(origin, seen)| {
-            let any_up = seen.iter().any(|s| s.tunnel == TunnelStatus::Up);
-            let down: BTreeSet<_> = seen
-                .into_iter()
-                .filter(|s| s.tunnel == TunnelStatus::Down)
-                .map(|s| s.edge)
-                .collect();
-            (any_up && !down.is_empty()).then_some((origin, down))
-        })
-        .collect()
 }
 
 /// Whether the edge's tunnels are at fault as a whole: every tunnel it reports is down,

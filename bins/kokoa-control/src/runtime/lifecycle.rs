@@ -903,7 +903,11 @@ impl Step<'_> {
         let store = self.state.store();
         let now = Timestamp::now();
         let suspect = store
-            .kv_get(super::health::GUARDS, super::health::OBSERVER_SUSPECT, now)
+            .kv_get(
+                kokoa_runtime::reports::GUARDS,
+                kokoa_runtime::reports::OBSERVER_SUSPECT,
+                now,
+            )
             .await
             .map_err(|e| e.to_string())?;
         if suspect.is_some() {

@@ -13,7 +13,6 @@ use tokio::task::JoinSet;
 use crate::state::AppState;
 
 pub mod certs;
-pub mod dns;
 pub mod health;
 pub mod lifecycle;
 pub mod retention;
@@ -22,7 +21,7 @@ pub mod traffic;
 
 pub use kokoa_runtime::{
     EdgeSettings, HealthSettings, LEASE_TTL, Leader, Module, ModuleStatus, Modules,
-    ProvisionerEntry, RetentionSettings, RuntimeSettings, Wakers, sleep_or_stop, wait_or_stop,
+    ProvisionerEntry, RetentionSettings, RuntimeSettings, Wakers, dns, sleep_or_stop, wait_or_stop,
 };
 
 /// Runs every duty until `shutdown` resolves.
@@ -33,7 +32,7 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
         state.runtime().clone(),
         stopped.clone(),
     ));
-    duties.spawn(dns::run(state.clone(), stopped.clone()));
+    duties.spawn(dns::run(state.runtime().clone(), stopped.clone()));
     duties.spawn(certs::run(state.clone(), stopped.clone()));
     duties.spawn(health::run_checker(state.clone(), stopped.clone()));
     duties.spawn(health::run_judge(state.clone(), stopped.clone()));

@@ -31,11 +31,12 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, watch};
 
-use super::{Module, wait_or_stop};
 use crate::{
+    Module, Runtime,
     events::kinds,
-    keys::{self, SealedJson},
-    state::AppState,
+    reports::{GUARDS, OBSERVER_SUSPECT, cut_off},
+    seal::{self as keys, SealedJson},
+    wait_or_stop,
 };
 
 /// How often every zone is reconciled when nothing asks for it sooner: it also repairs
@@ -91,11 +92,11 @@ pub fn build_provider(
 
 /// The driver of `zone`'s records at its provider: paced by the provider's shared rate
 /// limiter, retried; `None` for a manual zone.
-pub(crate) async fn reconciler_of(
-    state: &AppState,
+pub async fn reconciler_of(
+    runtime: &Runtime,
     zone: &DnsZone,
 ) -> Result<Option<Reconciler>, ZoneError> {
-    Ok(open(state, zone).await?.map(|open| open.reconciler))
+    Ok(open(runtime, zone).await?.map(|open| open.reconciler))
 }
 
 /// A managed zone, ready to reconcile.
@@ -107,11 +108,11 @@ struct OpenZone {
 
 /// The provider and the provider's zone of `zone`; `None` for a manual zone. Looks the
 /// zone up at the provider (and remembers its id) the first time.
-async fn open(state: &AppState, zone: &DnsZone) -> Result<Option<OpenZone>, ZoneError> {
-    let Some((provider, provider_zone)) = provider_of(state, zone).await? else {
+async fn open(runtime: &Runtime, zone: &DnsZone) -> Result<Option<OpenZone>, ZoneError> {
+    let Some((provider, provider_zone)) = provider_of(runtime, zone).await? else {
         return Ok(None);
     };
-    let limiter = state.dns_limiter(zone.provider.as_str(), provider.rate_limit());
+    let limiter = runtime.dns_limiter(zone.provider.as_str(), provider.rate_limit());
     let reconciler =
         Reconciler::new(Arc::clone(&provider), provider_zone).with_rate_limiter(limiter);
     Ok(Some(OpenZone {
@@ -123,18 +124,18 @@ async fn open(state: &AppState, zone: &DnsZone) -> Result<Option<OpenZone>, Zone
 
 /// The provider of `zone` and the provider's zone; `None` for a manual zone. Looks the
 /// zone up at the provider (and remembers its id) the first time.
-pub(crate) async fn provider_of(
-    state: &AppState,
+async fn provider_of(
+    runtime: &Runtime,
     zone: &DnsZone,
 ) -> Result<Option<(Arc<dyn DnsProvider>, Zone)>, ZoneError> {
-    let credentials = match state.store().dns_zone_credentials(&zone.id).await? {
-        Some(sealed) => keys::open_json(state.master_key(), SealedJson::Zone(&zone.id), &sealed)?,
+    let credentials = match runtime.store().dns_zone_credentials(&zone.id).await? {
+        Some(sealed) => keys::open_json(runtime.master_key(), SealedJson::Zone(&zone.id), &sealed)?,
         None => Map::new(),
     };
     let Some(provider) = build_provider(zone, &credentials)? else {
         return Ok(None);
     };
-    let metrics = state.clone();
+    let metrics = runtime.clone();
     let name = zone.name.to_string();
     let provider: Arc<dyn DnsProvider> =
         Arc::new(kokoa_dns::Observed::new(provider, move |call| {
@@ -149,7 +150,7 @@ pub(crate) async fn provider_of(
             let found = provider.find_zone(&zone.name).await?;
             let mut updated = zone.clone();
             updated.provider_zone_id = Some(found.id.clone());
-            state.store().update_dns_zone(&updated, None).await?;
+            runtime.store().update_dns_zone(&updated, None).await?;
             found
         }
     };
@@ -158,11 +159,15 @@ pub(crate) async fn provider_of(
 
 /// Shares one rate limiter between the zones of one provider (its limit is per account).
 #[derive(Debug, Default)]
-pub struct Limiters(std::sync::Mutex<HashMap<String, RateLimiter>>);
+pub(crate) struct Limiters(std::sync::Mutex<HashMap<String, RateLimiter>>);
 
 impl Limiters {
     /// The limiter of `provider`, made on first use from its documented `limit`.
-    pub fn get(&self, provider: &str, limit: Option<kokoa_dns::RateLimit>) -> Option<RateLimiter> {
+    pub(crate) fn get(
+        &self,
+        provider: &str,
+        limit: Option<kokoa_dns::RateLimit>,
+    ) -> Option<RateLimiter> {
         let limit = limit?;
         let mut all = self
             .0
@@ -229,14 +234,14 @@ struct World {
 }
 
 impl World {
-    async fn read(state: &AppState) -> Result<Self, kokoa_core::Error> {
-        let store = state.store();
+    async fn read(runtime: &Runtime) -> Result<Self, kokoa_core::Error> {
+        let store = runtime.store();
         let tunnels = store.list_tunnels(None, None).await?;
         let edges = store.list_edges().await?;
-        let cut_off = super::health::cut_off(
+        let cut_off = cut_off(
             &edges,
             &tunnels,
-            state.settings().health.edge.heartbeat_timeout,
+            runtime.settings().health.edge.heartbeat_timeout,
         );
         let mut reach: HashMap<_, BTreeSet<_>> = HashMap::new();
         for tunnel in tunnels {
@@ -253,11 +258,7 @@ impl World {
             cut_off,
             records: store.list_dns_records(None).await?,
             suspect: store
-                .kv_get(
-                    super::health::GUARDS,
-                    super::health::OBSERVER_SUSPECT,
-                    Timestamp::now(),
-                )
+                .kv_get(GUARDS, OBSERVER_SUSPECT, Timestamp::now())
                 .await?
                 .is_some(),
         })
@@ -464,13 +465,13 @@ pub struct Outcome {
 /// Serialises reconciliations: the loop, the API and the health checker's immediate
 /// removals never apply two plans to one zone at once.
 #[derive(Debug, Default)]
-pub struct Gate(Mutex<()>);
+pub(crate) struct Gate(Mutex<()>);
 
 /// Plans every zone and, unless `dry_run`, applies the plans and records what the manager
 /// owns afterwards.
-pub async fn reconcile(state: &AppState, dry_run: bool) -> Result<Outcome, kokoa_core::Error> {
-    let _turn = state.dns_gate().0.lock().await;
-    let world = World::read(state).await?;
+pub async fn reconcile(runtime: &Runtime, dry_run: bool) -> Result<Outcome, kokoa_core::Error> {
+    let _turn = runtime.dns_gate().0.lock().await;
+    let world = World::read(runtime).await?;
     let mut zones = Vec::new();
     let (mut managed, mut records, mut failures) = (0u64, 0u64, 0u64);
     for zone in world
@@ -479,19 +480,19 @@ pub async fn reconcile(state: &AppState, dry_run: bool) -> Result<Outcome, kokoa
         .filter(|z| z.provider.as_str() != "manual")
     {
         managed += 1;
-        let outcome = reconcile_zone(state, &world, zone, dry_run).await;
+        let outcome = reconcile_zone(runtime, &world, zone, dry_run).await;
         failures += u64::from(outcome.error.is_some() || !outcome.failed.is_empty());
         zones.push(outcome);
     }
     if !dry_run {
-        records = state
+        records = runtime
             .store()
             .list_dns_records(None)
             .await
             .map_or(0, |r| r.len() as u64);
     }
     let manual = world.manual();
-    state.modules().report(Module::DnsManager, |s| {
+    runtime.modules().report(Module::DnsManager, |s| {
         let mut providers: Vec<&str> = world.zones.iter().map(|z| z.provider.as_str()).collect();
         providers.sort_unstable();
         providers.dedup();
@@ -513,7 +514,7 @@ pub async fn reconcile(state: &AppState, dry_run: bool) -> Result<Outcome, kokoa
 }
 
 async fn reconcile_zone(
-    state: &AppState,
+    runtime: &Runtime,
     world: &World,
     zone: &DnsZone,
     dry_run: bool,
@@ -525,7 +526,7 @@ async fn reconcile_zone(
         failed: Vec::new(),
         error: None,
     };
-    let open = match open(state, zone).await {
+    let open = match open(runtime, zone).await {
         Ok(Some(open)) => open,
         Ok(None) => return outcome,
         Err(e) => {
@@ -541,7 +542,7 @@ async fn reconcile_zone(
         }
     };
     let mut owned = world.owned(zone);
-    if let Err(e) = adopt(state, world, zone, &current, &mut owned, dry_run).await {
+    if let Err(e) = adopt(runtime, world, zone, &current, &mut owned, dry_run).await {
         outcome.error = Some(format!("cannot adopt records created earlier: {e}"));
         return outcome;
     }
@@ -561,10 +562,10 @@ async fn reconcile_zone(
     }
     if !plan.is_empty() {
         let changes: Vec<String> = plan.changes().map(|c| c.to_string()).collect();
-        if let Err(e) = state
+        if let Err(e) = runtime
             .leader()
             .intend(
-                state,
+                runtime,
                 "dns.apply",
                 zone.name.as_str(),
                 json!({ "changes": changes }),
@@ -574,7 +575,7 @@ async fn reconcile_zone(
             outcome.error = Some(e);
             return outcome;
         }
-        if let Err(e) = note_creates(state, world, zone, &plan).await {
+        if let Err(e) = note_creates(runtime, world, zone, &plan).await {
             outcome.error = Some(format!("cannot note the records to create: {e}"));
             return outcome;
         }
@@ -586,10 +587,10 @@ async fn reconcile_zone(
         .iter()
         .map(|(change, e)| format!("{change}: {e}"))
         .collect();
-    if let Err(e) = record(state, world, &open, &report).await {
+    if let Err(e) = record(runtime, world, &open, &report).await {
         outcome.error = Some(format!("the changes were made but not recorded: {e}"));
     }
-    announce(state, &open, &report).await;
+    announce(runtime, &open, &report).await;
     outcome
 }
 
@@ -603,7 +604,7 @@ fn pending<'a>(rows: &'a [DnsRecord], zone: &DnsZone) -> impl Iterator<Item = &'
 /// Adopts the records at the provider that match a pending row by name and value: they
 /// were created, but their id was never written. Unless `dry_run`, the rows get the ids.
 async fn adopt(
-    state: &AppState,
+    runtime: &Runtime,
     world: &World,
     zone: &DnsZone,
     current: &[kokoa_dns::ProviderRecord],
@@ -622,7 +623,7 @@ async fn adopt(
         owned.insert(found.id.clone());
         if !dry_run {
             tracing::info!(record = %found.spec, id = %found.id, "adopted a record created earlier");
-            let store = state.store();
+            let store = runtime.store();
             store.delete_dns_record(&row.id).await?;
             store
                 .add_dns_record(&DnsRecord {
@@ -638,7 +639,7 @@ async fn adopt(
 
 /// Writes a pending row for each record the plan creates (unless one is there already).
 async fn note_creates(
-    state: &AppState,
+    runtime: &Runtime,
     world: &World,
     zone: &DnsZone,
     plan: &Plan,
@@ -656,7 +657,7 @@ async fn note_creates(
         {
             continue;
         }
-        state
+        runtime
             .store()
             .add_dns_record(&DnsRecord {
                 id: DnsRecordId::new(),
@@ -693,12 +694,12 @@ fn made(report: &ApplyReport) -> Vec<ChangeView> {
 /// created records get their ids on their pending rows, pending rows of failed creates
 /// stay (the next round adopts the record if it was made after all), other pending rows go.
 async fn record(
-    state: &AppState,
+    runtime: &Runtime,
     world: &World,
     open: &OpenZone,
     report: &ApplyReport,
 ) -> Result<(), kokoa_core::Error> {
-    let store = state.store();
+    let store = runtime.store();
     let zone = &open.zone;
     // Read again: the pending rows of this round were written after `world` was read.
     let rows: Vec<DnsRecord> = store
@@ -785,8 +786,8 @@ async fn record(
     Ok(())
 }
 
-async fn announce(state: &AppState, open: &OpenZone, report: &ApplyReport) {
-    let events = state.events();
+async fn announce(runtime: &Runtime, open: &OpenZone, report: &ApplyReport) {
+    let events = runtime.events();
     let zone = open.zone.name.as_str();
     for (id, create) in &report.created {
         let line = create.spec.to_string();
@@ -847,15 +848,15 @@ async fn announce(state: &AppState, open: &OpenZone, report: &ApplyReport) {
 }
 
 /// The records a person must set: host names in no managed zone, or in a manual one.
-pub async fn instructions(state: &AppState) -> Result<Vec<ManualName>, kokoa_core::Error> {
-    Ok(World::read(state).await?.manual())
+pub async fn instructions(runtime: &Runtime) -> Result<Vec<ManualName>, kokoa_core::Error> {
+    Ok(World::read(runtime).await?.manual())
 }
 
 /// Deletes at the provider every record the manager made in `zone`, and their rows; a
 /// record already gone at the provider counts as deleted.
-pub async fn remove_zone_records(state: &AppState, zone: &DnsZone) -> Result<(), ZoneError> {
-    let _turn = state.dns_gate().0.lock().await;
-    let store = state.store();
+pub async fn remove_zone_records(runtime: &Runtime, zone: &DnsZone) -> Result<(), ZoneError> {
+    let _turn = runtime.dns_gate().0.lock().await;
+    let store = runtime.store();
     let rows: Vec<DnsRecord> = store
         .list_dns_records(None)
         .await?
@@ -865,17 +866,17 @@ pub async fn remove_zone_records(state: &AppState, zone: &DnsZone) -> Result<(),
     if rows.is_empty() {
         return Ok(());
     }
-    state
+    runtime
         .leader()
         .intend(
-            state,
+            runtime,
             "dns.remove_zone",
             zone.name.as_str(),
             json!({ "records": rows.len() }),
         )
         .await
         .map_err(ZoneError::Config)?;
-    let records = reconciler_of(state, zone).await?;
+    let records = reconciler_of(runtime, zone).await?;
     for row in rows {
         if let (Some(records), Some(id)) = (&records, &row.provider_record_id) {
             records.delete_record(&RecordId::new(id.as_str())).await?;
@@ -889,11 +890,11 @@ pub async fn remove_zone_records(state: &AppState, zone: &DnsZone) -> Result<(),
 /// from each zone's provider (as zone file lines), owned or not. An error when nobody can
 /// tell: a zone cannot be read, or the DNS manager is off (then nothing removes them
 /// either). Host names set by hand (manual zones) are the person's to change.
-pub(crate) async fn records_at(state: &AppState, edge: &EdgeNode) -> Result<Vec<String>, String> {
+pub async fn records_at(runtime: &Runtime, edge: &EdgeNode) -> Result<Vec<String>, String> {
     let Some(ip) = edge.public_ip else {
         return Ok(Vec::new());
     };
-    let zones: Vec<DnsZone> = state
+    let zones: Vec<DnsZone> = runtime
         .store()
         .list_dns_zones()
         .await
@@ -904,7 +905,7 @@ pub(crate) async fn records_at(state: &AppState, edge: &EdgeNode) -> Result<Vec<
     if zones.is_empty() {
         return Ok(Vec::new());
     }
-    if !state.modules().enabled(state, Module::DnsManager).await {
+    if !runtime.modules().enabled(runtime, Module::DnsManager).await {
         return Err(
             "the DNS manager is off, so nothing removes its records or can tell they \
                     are gone (switch it on: kokoa module on dns_manager)"
@@ -914,7 +915,7 @@ pub(crate) async fn records_at(state: &AppState, edge: &EdgeNode) -> Result<Vec<
     let mut left = Vec::new();
     for zone in &zones {
         let failed = |e: &dyn std::fmt::Display| format!("zone {} cannot be read: {e}", zone.name);
-        let Some(open) = open(state, zone).await.map_err(|e| failed(&e))? else {
+        let Some(open) = open(runtime, zone).await.map_err(|e| failed(&e))? else {
             continue;
         };
         // One attempt, paced like every call: the edge automation asks again at its next
@@ -943,14 +944,19 @@ pub(crate) async fn records_at(state: &AppState, edge: &EdgeNode) -> Result<Vec<
     Ok(left)
 }
 
-/// Reconciles every zone when woken, and every [`PERIOD`] anyway, on the leader while the
+/// Reconciles every zone when woken, and every minute anyway, on the leader while the
 /// DNS manager is on.
-pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+pub async fn run(runtime: Runtime, mut stop: watch::Receiver<bool>) {
     loop {
         let mut failed = false;
-        if state.leader().is_leader() && state.modules().enabled(&state, Module::DnsManager).await {
+        if runtime.leader().is_leader()
+            && runtime
+                .modules()
+                .enabled(&runtime, Module::DnsManager)
+                .await
+        {
             let started = std::time::Instant::now();
-            match reconcile(&state, false).await {
+            match reconcile(&runtime, false).await {
                 Ok(outcome) => {
                     for zone in &outcome.zones {
                         if zone.error.is_some() {
@@ -958,7 +964,7 @@ pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
                         }
                         let made: Vec<_> = zone.changes.iter().map(|c| c.action).collect();
                         let failures = zone.failed.len() + usize::from(zone.error.is_some());
-                        state
+                        runtime
                             .duty_metrics()
                             .dns_round(zone.zone.as_str(), &made, failures);
                     }
@@ -972,14 +978,14 @@ pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
                     failed = true;
                 }
             }
-            state
+            runtime
                 .duty_metrics()
                 .run("dns_manager", !failed, started.elapsed());
         }
         // A failed round is tried again soon: records of a withdrawn edge must go (and
         // its destroy waits for that) as soon as the provider answers again.
         let next = if failed { RETRY } else { PERIOD };
-        if wait_or_stop(next, &state.wakers().dns, &mut stop).await {
+        if wait_or_stop(next, &runtime.wakers().dns, &mut stop).await {
             return;
         }
     }
