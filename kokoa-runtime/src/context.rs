@@ -6,9 +6,11 @@ use std::{sync::Arc, time::Duration};
 
 use kokoa_core::Timestamp;
 use kokoa_store::{MasterKey, Store};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Mutex, Notify, watch};
 
-use crate::{EventBus, Leader, Modules, RuntimeSettings, dns, metrics::DutyMetrics};
+use crate::{
+    EventBus, Leader, Modules, RuntimeSettings, dns, metrics::DutyMetrics, traffic::TrafficLog,
+};
 
 /// What the duties share. Cheap to clone: clones share everything.
 #[derive(Clone)]
@@ -30,6 +32,8 @@ struct Inner {
     duty_metrics: DutyMetrics,
     dns_limiters: dns::Limiters,
     dns_gate: dns::Gate,
+    traffic: TrafficLog,
+    edge_writes: Mutex<()>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -55,6 +59,8 @@ impl Runtime {
                 duty_metrics: DutyMetrics::default(),
                 dns_limiters: dns::Limiters::default(),
                 dns_gate: dns::Gate::default(),
+                traffic: TrafficLog::default(),
+                edge_writes: Mutex::new(()),
                 settings,
                 store,
                 master_key,
@@ -105,6 +111,17 @@ impl Runtime {
     /// What the duties did, counted for `/metrics`.
     pub fn duty_metrics(&self) -> &DutyMetrics {
         &self.inner.duty_metrics
+    }
+
+    /// Held by the duties while they read and write an edge's row, so the health judge and
+    /// the edge automation never write from stale copies.
+    pub fn edge_writes(&self) -> &Mutex<()> {
+        &self.inner.edge_writes
+    }
+
+    /// Traffic figures received from edges and not written yet (the metrics collector).
+    pub fn traffic(&self) -> &TrafficLog {
+        &self.inner.traffic
     }
 
     /// The rate limiter shared by the zones of one DNS provider.

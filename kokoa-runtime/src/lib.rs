@@ -14,6 +14,13 @@
 //!   one A (or AAAA) record per edge that serves it and is healthy, at the zone's provider
 //!   (any `kokoa-dns` provider the program enables), paced and retried by the driver. The
 //!   example `examples/dns-duty` runs it alone against PowerDNS.
+//! - [`health`]: the health checker (its share of the checks on every control plane) and
+//!   the judge (on the leader): out of DNS and `unhealthy` on failed checks, back on
+//!   successful ones, 503 for an origin no edge reaches, alerts; guarded against a
+//!   suspect observer.
+//! - [`traffic`]: the metrics collector (SPEC §8.5): the edges' traffic counts summed by
+//!   minute and hour, per host name and per edge.
+//! - [`retention`]: the leader deletes what is older than the retention settings.
 //! - [`reports`]: what the edges' heartbeats say about their tunnels.
 //! - [`events`]: what the control plane did and why, recorded in the store, announced to
 //!   this process's listeners and handed to the notification sinks (`kokoa-notify`).
@@ -49,13 +56,16 @@
 mod context;
 pub mod dns;
 pub mod events;
+pub mod health;
 mod leader;
 pub mod metrics;
 mod modules;
 pub mod operation;
 pub mod reports;
+pub mod retention;
 pub mod seal;
 mod settings;
+pub mod traffic;
 
 pub use context::{Runtime, Wakers, follow_changes, sleep_or_stop, wait_or_stop};
 pub use events::EventBus;

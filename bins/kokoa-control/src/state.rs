@@ -16,7 +16,7 @@ use crate::{
     error::ApiError,
     payload::Snapshot,
     payload_cache::EdgePayloads,
-    runtime::{self, RuntimeSettings},
+    runtime::RuntimeSettings,
 };
 
 /// The shared state of the API: the store, the master key, settings, and the change
@@ -29,7 +29,6 @@ pub struct AppState {
 struct Inner {
     /// What the duties share; the state derefs to it.
     runtime: Runtime,
-    edge_writes: Mutex<()>,
     subnet_pool: SubnetPool,
     public_url: String,
     /// Login attempts left per client address.
@@ -53,8 +52,6 @@ struct Inner {
     edge_payloads: EdgePayloads,
     /// The API's requests, for `/metrics`.
     http_metrics: crate::metrics::HttpMetrics,
-    /// Traffic figures received from edges, not written yet.
-    traffic: runtime::traffic::TrafficLog,
 }
 
 impl fmt::Debug for AppState {
@@ -111,7 +108,6 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 runtime: Runtime::new(store, master_key, settings),
-                edge_writes: Mutex::new(()),
                 subnet_pool,
                 public_url: public_url.into(),
                 login_limiter: LoginLimiter::default(),
@@ -122,23 +118,11 @@ impl AppState {
                 snapshot: Arc::new(Mutex::new(None)),
                 edge_payloads: EdgePayloads::default(),
                 http_metrics: crate::metrics::HttpMetrics::default(),
-                traffic: runtime::traffic::TrafficLog::default(),
                 acme: OnceLock::new(),
                 ca_pin: OnceLock::new(),
                 downloads: OnceLock::new(),
             }),
         }
-    }
-
-    /// Held by the duties while they read and write an edge's row, so the health judge and
-    /// the edge automation never write from stale copies.
-    pub(crate) fn edge_writes(&self) -> &Mutex<()> {
-        &self.inner.edge_writes
-    }
-
-    /// Traffic figures received from edges and not written yet (the metrics collector).
-    pub fn traffic(&self) -> &runtime::traffic::TrafficLog {
-        &self.inner.traffic
     }
 
     /// The pool origin subnets come from.

@@ -13,15 +13,13 @@ use tokio::task::JoinSet;
 use crate::state::AppState;
 
 pub mod certs;
-pub mod health;
 pub mod lifecycle;
-pub mod retention;
 pub mod rotation;
-pub mod traffic;
 
 pub use kokoa_runtime::{
     EdgeSettings, HealthSettings, LEASE_TTL, Leader, Module, ModuleStatus, Modules,
-    ProvisionerEntry, RetentionSettings, RuntimeSettings, Wakers, dns, sleep_or_stop, wait_or_stop,
+    ProvisionerEntry, RetentionSettings, RuntimeSettings, Wakers, dns, health, retention,
+    sleep_or_stop, traffic, wait_or_stop,
 };
 
 /// Runs every duty until `shutdown` resolves.
@@ -34,11 +32,14 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
     ));
     duties.spawn(dns::run(state.runtime().clone(), stopped.clone()));
     duties.spawn(certs::run(state.clone(), stopped.clone()));
-    duties.spawn(health::run_checker(state.clone(), stopped.clone()));
-    duties.spawn(health::run_judge(state.clone(), stopped.clone()));
+    duties.spawn(health::run_checker(
+        state.runtime().clone(),
+        stopped.clone(),
+    ));
+    duties.spawn(health::run_judge(state.runtime().clone(), stopped.clone()));
     duties.spawn(lifecycle::run(state.clone(), stopped.clone()));
-    duties.spawn(retention::run(state.clone(), stopped.clone()));
-    duties.spawn(traffic::run(state.clone(), stopped.clone()));
+    duties.spawn(retention::run(state.runtime().clone(), stopped.clone()));
+    duties.spawn(traffic::run(state.runtime().clone(), stopped.clone()));
     duties.spawn(rotation::run(state.clone(), stopped.clone()));
     duties.spawn(kokoa_runtime::follow_changes(
         state.runtime().clone(),

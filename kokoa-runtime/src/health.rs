@@ -34,20 +34,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{Module, sleep_or_stop};
-use kokoa_runtime::{
-    INSTANCES, operation as request_id,
+use crate::{
+    INSTANCES, Module, Runtime,
+    events::kinds,
+    operation as request_id,
     reports::{GUARDS, OBSERVER_SUSPECT, Seen, system_time, tunnel_reports},
+    sleep_or_stop, wait_or_stop,
 };
-
-use crate::{events::kinds, state::AppState};
 
 /// Where each check's last state is kept: key `<edge id>/<check name>`.
 const CHECK_STATES: &str = "health-checks";
 /// Where the verdict last acted on is kept, per edge id.
 const EDGE_VERDICTS: &str = "edge-verdicts";
 /// Where the verdict last acted on is kept, per origin id.
-pub(crate) const ORIGIN_VERDICTS: &str = "origin-verdicts";
+pub const ORIGIN_VERDICTS: &str = "origin-verdicts";
 /// Where each origin's recent configuration changes are kept (flap damping), per origin id.
 const ORIGIN_FLAPS: &str = "origin-flaps";
 /// How often the checker reads the edges again.
@@ -60,7 +60,7 @@ pub const HTTP_CHECK: &str = "http";
 
 /// A check's state, as the checker leaves it in the store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct CheckState {
+pub struct CheckState {
     pub(crate) state: HealthState,
     pub(crate) failures: u32,
     pub(crate) error: Option<String>,
@@ -95,7 +95,7 @@ fn checked(edge: &EdgeNode) -> bool {
 }
 
 /// The checks of every edge this control plane checks.
-async fn targets(state: &AppState, ring: &Ring) -> Result<Vec<Target>, kokoa_core::Error> {
+async fn targets(state: &Runtime, ring: &Ring) -> Result<Vec<Target>, kokoa_core::Error> {
     let settings = state.settings();
     let health = &settings.health;
     let management = &settings.edges.management;
@@ -208,7 +208,7 @@ fn end_to_end(
 
 /// Writes every result into the edge's history and the check's state into the store.
 struct Recorder {
-    state: AppState,
+    state: Runtime,
 }
 
 #[async_trait]
@@ -255,7 +255,7 @@ impl CheckSink for Recorder {
 }
 
 /// The executor of every check: the system's roots and the configured extra ones.
-fn executor(state: &AppState) -> DefaultExecutor {
+fn executor(state: &Runtime) -> DefaultExecutor {
     let executor = DefaultExecutor::new();
     let Some(path) = &state.settings().health.trusted_ca_file else {
         return executor;
@@ -277,7 +277,7 @@ fn executor(state: &AppState) -> DefaultExecutor {
 }
 
 /// Runs this control plane's share of the checks while the health checker is on.
-pub(super) async fn run_checker(state: AppState, mut stop: watch::Receiver<bool>) {
+pub async fn run_checker(state: Runtime, mut stop: watch::Receiver<bool>) {
     let (targets_tx, targets_rx) = watch::channel(Vec::new());
     let workers =
         NonZeroUsize::new(state.settings().health.workers).unwrap_or(Checker::DEFAULT_WORKERS);
@@ -332,7 +332,7 @@ pub(super) async fn run_checker(state: AppState, mut stop: watch::Receiver<bool>
 }
 
 /// The ring over the control planes alive now (this one at least).
-async fn live_ring(state: &AppState) -> Ring {
+async fn live_ring(state: &Runtime) -> Ring {
     let me = state.leader().instance().to_owned();
     let mut live: Vec<String> = state
         .store()
@@ -408,7 +408,7 @@ fn assumed(edge: &EdgeNode) -> EdgeVerdict {
 /// edges look unhealthy at once than the observer guard allows, the checks are the likelier
 /// fault — the verdicts stand (the pages show them), but the DNS manager keeps publishing
 /// those edges, nothing is destroyed, and an alert says so.
-pub(crate) async fn judge(state: &AppState, memory: &JudgeMemory) -> Result<(), kokoa_core::Error> {
+pub async fn judge(state: &Runtime, memory: &JudgeMemory) -> Result<(), kokoa_core::Error> {
     let store = state.store();
     let now_ts = Timestamp::now();
     let now = system_time(now_ts);
@@ -512,7 +512,7 @@ pub(crate) async fn judge(state: &AppState, memory: &JudgeMemory) -> Result<(), 
 /// Notes whether the observer is suspect (the edge automation reads it before destroying
 /// anything), with an event when that changes.
 async fn guard_observer(
-    state: &AppState,
+    state: &Runtime,
     suspect: bool,
     unhealthy: usize,
     judged: usize,
@@ -571,7 +571,7 @@ async fn guard_observer(
 
 /// Acts on one edge's actions; returns whether its place in DNS changed.
 async fn act(
-    state: &AppState,
+    state: &Runtime,
     edge: &EdgeNode,
     verdict: &EdgeVerdict,
     actions: &[EdgeAction],
@@ -712,8 +712,8 @@ fn describe_edge(condition: EdgeCondition) -> &'static str {
 }
 
 /// The stored origin verdicts: what edges serve as unavailable.
-pub(crate) async fn origin_verdicts(
-    state: &AppState,
+pub async fn origin_verdicts(
+    state: &Runtime,
 ) -> Result<HashMap<OriginId, OriginVerdict>, kokoa_core::Error> {
     let stored = state
         .store()
@@ -751,7 +751,7 @@ fn parsed<K: std::hash::Hash + Eq, T: serde::de::DeserializeOwned>(
 /// origin whose state keeps flipping changes it at most as often as the damping allows: in
 /// between, edges keep serving its routes as they last did.
 async fn judge_origins(
-    state: &AppState,
+    state: &Runtime,
     reports: &HashMap<OriginId, Vec<Seen>>,
     now: SystemTime,
     observing_since: SystemTime,
@@ -798,7 +798,7 @@ async fn judge_origins(
 /// Offers a change of what edges serve for `origin` to its flap damper; returns whether it
 /// may happen now. The first change held back is an event.
 async fn damped(
-    state: &AppState,
+    state: &Runtime,
     origin: &Origin,
     now: Timestamp,
     verdict: &OriginVerdict,
@@ -918,7 +918,7 @@ fn application(seen: &[Seen]) -> HealthState {
     }
 }
 
-async fn announce_origin(state: &AppState, origin: &Origin, action: &OriginAction) {
+async fn announce_origin(state: &Runtime, origin: &Origin, action: &OriginAction) {
     let scope = |s: &Scope| match s {
         Scope::Service(name) => format!("service {name}"),
         _ => "every route".to_owned(),
@@ -979,13 +979,13 @@ fn severity_of(severity: kokoa_health::Severity) -> Severity {
 
 /// Whether every route of `origin` is unavailable by the stored verdict (its tunnel is down
 /// at every edge, or its application check fails).
-pub(crate) fn origin_down(verdict: Option<&OriginVerdict>) -> bool {
+pub fn origin_down(verdict: Option<&OriginVerdict>) -> bool {
     verdict.is_some_and(|v| v.unavailable().contains(&Scope::Origin))
 }
 
 /// The ports of the services that `verdict` serves as unavailable, by the names and ports
 /// the origin reports in its heartbeats (`"services": [{"name","port","status"}]`).
-pub(crate) fn ports_unavailable(verdict: &OriginVerdict, metrics: Option<&Value>) -> BTreeSet<u16> {
+pub fn ports_unavailable(verdict: &OriginVerdict, metrics: Option<&Value>) -> BTreeSet<u16> {
     let names: BTreeSet<String> = verdict
         .unavailable()
         .into_iter()
@@ -1012,7 +1012,7 @@ pub(crate) fn ports_unavailable(verdict: &OriginVerdict, metrics: Option<&Value>
 }
 
 /// Judges on the leader while the health checker is on.
-pub(super) async fn run_judge(state: AppState, mut stop: watch::Receiver<bool>) {
+pub async fn run_judge(state: Runtime, mut stop: watch::Receiver<bool>) {
     let memory = JudgeMemory::default();
     loop {
         if state.leader().is_leader()
@@ -1027,7 +1027,7 @@ pub(super) async fn run_judge(state: AppState, mut stop: watch::Receiver<bool>) 
                 .duty_metrics()
                 .run("health_judge", result.is_ok(), started.elapsed());
         }
-        if super::wait_or_stop(JUDGE_PERIOD, &state.wakers().health, &mut stop).await {
+        if wait_or_stop(JUDGE_PERIOD, &state.wakers().health, &mut stop).await {
             return;
         }
     }

@@ -22,8 +22,7 @@ use kokoa_core::{
 };
 use tokio::sync::watch;
 
-use super::{Module, sleep_or_stop};
-use crate::state::AppState;
+use crate::{Module, Runtime, sleep_or_stop};
 
 /// How often each control plane writes what it summed.
 pub const FLUSH: Duration = Duration::from_secs(5);
@@ -129,67 +128,69 @@ fn rows(
 }
 
 /// Writes what is pending; puts it back when the store fails.
-pub async fn flush(state: &AppState) -> Result<usize, kokoa_core::Error> {
-    let sums = state.traffic().take();
+pub async fn flush(runtime: &Runtime) -> Result<usize, kokoa_core::Error> {
+    let sums = runtime.traffic().take();
     if sums.is_empty() {
         return Ok(0);
     }
-    let hosts = match state.store().list_routes().await {
+    let hosts = match runtime.store().list_routes().await {
         Ok(routes) => routes
             .iter()
             .map(|r| r.hostname.as_str().to_ascii_lowercase())
             .collect(),
         Err(e) => {
-            state.traffic().restore(sums);
+            runtime.traffic().restore(sums);
             return Err(e);
         }
     };
     let rows = rows(&sums, &hosts);
-    match state.store().add_traffic(&rows).await {
+    match runtime.store().add_traffic(&rows).await {
         Ok(()) => Ok(rows.len()),
         Err(e) => {
-            state.traffic().restore(sums);
+            runtime.traffic().restore(sums);
             Err(e)
         }
     }
 }
 
 /// Deletes the buckets past their retention at `now`; returns how many.
-pub async fn prune(state: &AppState, now: Timestamp) -> Result<u64, kokoa_core::Error> {
+pub async fn prune(runtime: &Runtime, now: Timestamp) -> Result<u64, kokoa_core::Error> {
     let mut pruned = 0;
     for resolution in TrafficResolution::ALL {
         let before = resolution.bucket_start(now.plus_secs(-resolution.retention_seconds()));
-        pruned += state.store().prune_traffic(resolution, before).await?;
+        pruned += runtime.store().prune_traffic(resolution, before).await?;
     }
     Ok(pruned)
 }
 
 /// Writes every [`FLUSH`] on every control plane (each writes what it received) while the
 /// module is on; what arrives while it is off is dropped.
-pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+pub async fn run(runtime: Runtime, mut stop: watch::Receiver<bool>) {
     let mut written: u64 = 0;
     loop {
         let stopping = sleep_or_stop(FLUSH, &mut stop).await;
-        if !state
+        if !runtime
             .modules()
-            .enabled(&state, Module::MetricsCollector)
+            .enabled(&runtime, Module::MetricsCollector)
             .await
         {
-            state.traffic().take();
+            runtime.traffic().take();
         } else {
-            let result = flush(&state).await;
+            let result = flush(&runtime).await;
             if let Ok(n) = &result {
                 written += *n as u64;
             }
-            state.modules().report(Module::MetricsCollector, |status| {
-                status.provider = Some("built-in (edge heartbeats)".to_owned());
-                status.connected = Some(result.is_ok());
-                status.detail = result
-                    .as_ref()
-                    .err()
-                    .map(|e| format!("cannot write traffic figures: {e}"));
-                status.counts.insert("buckets_written".to_owned(), written);
-            });
+            runtime
+                .modules()
+                .report(Module::MetricsCollector, |status| {
+                    status.provider = Some("built-in (edge heartbeats)".to_owned());
+                    status.connected = Some(result.is_ok());
+                    status.detail = result
+                        .as_ref()
+                        .err()
+                        .map(|e| format!("cannot write traffic figures: {e}"));
+                    status.counts.insert("buckets_written".to_owned(), written);
+                });
             if let Err(e) = result {
                 tracing::warn!(error = %e, "cannot write traffic figures; kept for the next try");
             }

@@ -7,8 +7,7 @@ use std::time::Duration;
 use kokoa_core::Timestamp;
 use tokio::sync::watch;
 
-use super::sleep_or_stop;
-use crate::state::AppState;
+use crate::{Runtime, sleep_or_stop};
 
 /// How often the leader looks whether a pruning is due.
 const CHECK: Duration = Duration::from_secs(30);
@@ -37,9 +36,9 @@ fn before(now: Timestamp, keep: Duration) -> Timestamp {
 }
 
 /// Deletes everything past its retention at `now`.
-pub async fn prune(state: &AppState, now: Timestamp) -> Result<Pruned, kokoa_core::Error> {
-    let store = state.store();
-    let keep = state.settings().retention;
+pub async fn prune(runtime: &Runtime, now: Timestamp) -> Result<Pruned, kokoa_core::Error> {
+    let store = runtime.store();
+    let keep = runtime.settings().retention;
     Ok(Pruned {
         events: store.prune_events(before(now, keep.events)).await?,
         health_checks: store
@@ -48,18 +47,18 @@ pub async fn prune(state: &AppState, now: Timestamp) -> Result<Pruned, kokoa_cor
         intents: store.prune_intents(before(now, keep.intents)).await?,
         shared_values: store.kv_prune(now).await?,
         sessions: store.prune_sessions(now).await?,
-        traffic_buckets: super::traffic::prune(state, now).await?,
+        traffic_buckets: crate::traffic::prune(runtime, now).await?,
     })
 }
 
-/// Prunes every [`PERIOD`] on the leader.
-pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+/// Prunes every ten minutes on the leader.
+pub async fn run(runtime: Runtime, mut stop: watch::Receiver<bool>) {
     let mut last: Option<tokio::time::Instant> = None;
     loop {
         let due = last.is_none_or(|at| at.elapsed() >= PERIOD);
-        if due && state.leader().is_leader() {
+        if due && runtime.leader().is_leader() {
             last = Some(tokio::time::Instant::now());
-            match prune(&state, Timestamp::now()).await {
+            match prune(&runtime, Timestamp::now()).await {
                 Ok(pruned) if pruned != Pruned::default() => {
                     tracing::info!(?pruned, "old records deleted");
                 }
