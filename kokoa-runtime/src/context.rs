@@ -2,14 +2,18 @@
 //! switches, the duties' settings and metrics, the master key, and the change counter that
 //! wakes long-polling nodes and the duties of other control planes.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use kokoa_core::Timestamp;
 use kokoa_store::{MasterKey, Store};
 use tokio::sync::{Mutex, Notify, watch};
 
 use crate::{
-    EventBus, Leader, Modules, RuntimeSettings, dns, metrics::DutyMetrics, traffic::TrafficLog,
+    AcmeSettings, EventBus, Leader, Modules, RuntimeSettings, dns, metrics::DutyMetrics,
+    traffic::TrafficLog,
 };
 
 /// What the duties share. Cheap to clone: clones share everything.
@@ -34,6 +38,8 @@ struct Inner {
     dns_gate: dns::Gate,
     traffic: TrafficLog,
     edge_writes: Mutex<()>,
+    /// How certificates are ordered, once the configuration said so.
+    acme: OnceLock<AcmeSettings>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -61,6 +67,7 @@ impl Runtime {
                 dns_gate: dns::Gate::default(),
                 traffic: TrafficLog::default(),
                 edge_writes: Mutex::new(()),
+                acme: OnceLock::new(),
                 settings,
                 store,
                 master_key,
@@ -117,6 +124,18 @@ impl Runtime {
     /// the edge automation never write from stale copies.
     pub fn edge_writes(&self) -> &Mutex<()> {
         &self.inner.edge_writes
+    }
+
+    /// Configures ordering certificates over ACME; only the first call counts. Without it
+    /// the certificate manager reports "not configured".
+    pub fn set_acme(&self, settings: AcmeSettings) {
+        let _ = self.inner.acme.set(settings);
+        self.wakers().certificates.notify_one();
+    }
+
+    /// How certificates are ordered, if configured.
+    pub fn acme(&self) -> Option<&AcmeSettings> {
+        self.inner.acme.get()
     }
 
     /// Traffic figures received from edges and not written yet (the metrics collector).

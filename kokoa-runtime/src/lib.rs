@@ -14,6 +14,9 @@
 //!   one A (or AAAA) record per edge that serves it and is healthy, at the zone's provider
 //!   (any `kokoa-dns` provider the program enables), paced and retried by the driver. The
 //!   example `examples/dns-duty` runs it alone against PowerDNS.
+//! - [`certs`]: the certificate manager (SPEC §8.3): ACME HTTP-01 through the edges and
+//!   DNS-01 through the DNS driver, renewal timing, Cloudflare's Origin CA for the names of
+//!   some zones; keys sealed under the master key.
 //! - [`health`]: the health checker (its share of the checks on every control plane) and
 //!   the judge (on the leader): out of DNS and `unhealthy` on failed checks, back on
 //!   successful ones, 503 for an origin no edge reaches, alerts; guarded against a
@@ -53,6 +56,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod certs;
 mod context;
 pub mod dns;
 pub mod events;
@@ -72,7 +76,8 @@ pub use events::EventBus;
 pub use leader::{INSTANCES, LEASE_TTL, Leader, lease_loop};
 pub use modules::{Module, ModuleStatus, Modules};
 pub use settings::{
-    EdgeSettings, HealthSettings, ProvisionerEntry, RetentionSettings, RuntimeSettings,
+    AcmeSettings, EdgeSettings, HealthSettings, OriginCaSettings, ProvisionerEntry,
+    RetentionSettings, RuntimeSettings,
 };
 
 // Keeps the README's example compiling and passing.

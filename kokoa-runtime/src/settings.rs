@@ -154,3 +154,105 @@ pub struct RuntimeSettings {
     /// `None`: only by hand.
     pub key_rotation: Option<Duration>,
 }
+
+/// How certificates are ordered over ACME (the `[acme]` section).
+#[derive(Clone)]
+pub struct AcmeSettings {
+    /// The certificate authority.
+    pub issuer: kokoa_acme::Issuer,
+    /// The account's contact address.
+    pub contact: Option<kokoa_core::Email>,
+    /// Renew this many days before expiry (default 30), unless the CA suggests a window.
+    pub renew_days_before: u32,
+    /// The port edges answer HTTP-01 on, checked before the CA is told to look (default
+    /// 80; tests and labs that cannot bind 80 change it).
+    pub http01_port: u16,
+    /// Cloudflare's Origin CA for the names of some zones (`[acme.origin_ca]`).
+    pub origin_ca: Option<OriginCaSettings>,
+}
+
+impl fmt::Debug for AcmeSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The issuer's own Debug redacts the HMAC key.
+        f.debug_struct("AcmeSettings")
+            .field("issuer", &self.issuer)
+            .field("contact", &self.contact)
+            .field("renew_days_before", &self.renew_days_before)
+            .field("http01_port", &self.http01_port)
+            .field("origin_ca", &self.origin_ca)
+            .finish()
+    }
+}
+
+impl AcmeSettings {
+    /// Settings for `issuer` with the defaults: no contact, renewal 30 days ahead, HTTP-01
+    /// on port 80.
+    pub fn new(issuer: kokoa_acme::Issuer) -> Self {
+        Self {
+            issuer,
+            contact: None,
+            renew_days_before: 30,
+            http01_port: 80,
+            origin_ca: None,
+        }
+    }
+
+    /// A short name of the certificate authority for status pages: `letsencrypt`, ...
+    /// or the directory URL.
+    pub fn provider(&self) -> String {
+        use kokoa_acme::Issuer;
+        match &self.issuer {
+            Issuer::LetsEncrypt => "letsencrypt".into(),
+            Issuer::LetsEncryptStaging => "letsencrypt-staging".into(),
+            Issuer::ZeroSsl(_) => "zerossl".into(),
+            other => other.directory_url().to_owned(),
+        }
+    }
+}
+
+/// Certificates from Cloudflare's Origin CA (`[acme.origin_ca]`) for the routes whose host
+/// name lies in one of `zones`: names proxied through Cloudflare, whose proxy is the only
+/// client that trusts these certificates.
+#[derive(Debug, Clone)]
+pub struct OriginCaSettings {
+    /// The API token or service key (its `Debug` shows neither).
+    pub auth: kokoa_acme::cloudflare::OriginCaAuth,
+    /// The key type of new certificates (default ECDSA P-256).
+    pub key_type: kokoa_acme::cloudflare::OriginKeyType,
+    /// How long new certificates are valid, in days (default 5475, 15 years).
+    pub validity_days: u16,
+    /// The API's base URL (default Cloudflare's; tests point it at a local server).
+    pub base_url: String,
+    /// The zones whose names get Origin CA certificates.
+    pub zones: Vec<kokoa_core::Hostname>,
+}
+
+impl OriginCaSettings {
+    /// Settings with the defaults (ECC, 15 years, Cloudflare's API) for `zones`.
+    pub fn new(
+        auth: kokoa_acme::cloudflare::OriginCaAuth,
+        zones: Vec<kokoa_core::Hostname>,
+    ) -> Self {
+        Self {
+            auth,
+            key_type: kokoa_acme::cloudflare::OriginKeyType::Ecc,
+            validity_days: 5475,
+            base_url: kokoa_acme::cloudflare::API_BASE.to_owned(),
+            zones,
+        }
+    }
+
+    /// Whether `hostname` (or, for a wildcard, the names it covers) lies in one of the
+    /// zones.
+    pub fn covers(&self, hostname: &kokoa_core::Hostname) -> bool {
+        let name = hostname.as_str();
+        let name = name.strip_prefix("*.").unwrap_or(name);
+        self.zones.iter().any(|zone| {
+            let zone = zone.as_str();
+            name == zone
+                || name
+                    .strip_suffix(zone)
+                    .is_some_and(|below| below.ends_with('.'))
+        })
+    }
+}

@@ -540,298 +540,206 @@ impl fmt::Debug for AcmeFile {
 /// need not be written into the configuration file.
 pub const EAB_HMAC_KEY_ENV: &str = "KOKOA_ACME_EAB_HMAC_KEY";
 
-/// How certificates are ordered over ACME (the `[acme]` section).
-#[derive(Clone)]
-pub struct AcmeSettings {
-    /// The certificate authority.
-    pub issuer: kokoa_acme::Issuer,
-    /// The account's contact address.
-    pub contact: Option<kokoa_core::Email>,
-    /// Renew this many days before expiry (default 30), unless the CA suggests a window.
-    pub renew_days_before: u32,
-    /// The port edges answer HTTP-01 on, checked before the CA is told to look (default
-    /// 80; tests and labs that cannot bind 80 change it).
-    pub http01_port: u16,
-    /// Cloudflare's Origin CA for the names of some zones (`[acme.origin_ca]`).
-    pub origin_ca: Option<OriginCaSettings>,
-}
+pub use kokoa_runtime::{AcmeSettings, OriginCaSettings};
 
 /// How `[acme.origin_ca]` names its credential, told when it names none.
 const ORIGIN_CA_ENV_HINT: &str = "token_env = \"CF_ORIGIN_CA_TOKEN\" (an API token with \
                                   SSL and Certificates: Edit) or service_key_env (the \
                                   account's Origin CA key)";
 
-/// Certificates from Cloudflare's Origin CA (`[acme.origin_ca]`) for the routes whose host
-/// name lies in one of `zones`: names proxied through Cloudflare, whose proxy is the only
-/// client that trusts these certificates.
-#[derive(Debug, Clone)]
-pub struct OriginCaSettings {
-    /// The API token or service key (its `Debug` shows neither).
-    pub auth: kokoa_acme::cloudflare::OriginCaAuth,
-    /// The key type of new certificates (default ECDSA P-256).
-    pub key_type: kokoa_acme::cloudflare::OriginKeyType,
-    /// How long new certificates are valid, in days (default 5475, 15 years).
-    pub validity_days: u16,
-    /// The API's base URL (default Cloudflare's; tests point it at a local server).
-    pub base_url: String,
-    /// The zones whose names get Origin CA certificates.
-    pub zones: Vec<kokoa_core::Hostname>,
-}
-
-impl OriginCaSettings {
-    /// Settings with the defaults (ECC, 15 years, Cloudflare's API) for `zones`.
-    pub fn new(
-        auth: kokoa_acme::cloudflare::OriginCaAuth,
-        zones: Vec<kokoa_core::Hostname>,
-    ) -> Self {
-        Self {
-            auth,
-            key_type: kokoa_acme::cloudflare::OriginKeyType::Ecc,
-            validity_days: 5475,
-            base_url: kokoa_acme::cloudflare::API_BASE.to_owned(),
-            zones,
-        }
-    }
-
-    /// Whether `hostname` (or, for a wildcard, the names it covers) lies in one of the
-    /// zones.
-    pub fn covers(&self, hostname: &kokoa_core::Hostname) -> bool {
-        let name = hostname.as_str();
-        let name = name.strip_prefix("*.").unwrap_or(name);
-        self.zones.iter().any(|zone| {
-            let zone = zone.as_str();
-            name == zone
-                || name
-                    .strip_suffix(zone)
-                    .is_some_and(|below| below.ends_with('.'))
+/// The `[acme.origin_ca]` settings of `file`, reading the environment variables it names
+/// through `env`.
+fn resolve_origin_ca(
+    file: OriginCaFile,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<OriginCaSettings, Error> {
+    use kokoa_acme::cloudflare::{OriginCaAuth, OriginKeyType, VALIDITIES};
+    let setting = |setting, message| Error::Setting { setting, message };
+    let from_env = |field: &'static str, var: &str| {
+        env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+            setting(
+                field,
+                format!(
+                    "the environment variable {var} is not set (or empty); export the \
+                     Cloudflare credential in it before starting the control plane"
+                ),
+            )
         })
-    }
-
-    fn resolve(file: OriginCaFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        use kokoa_acme::cloudflare::{OriginCaAuth, OriginKeyType, VALIDITIES};
-        let setting = |setting, message| Error::Setting { setting, message };
-        let from_env = |field: &'static str, var: &str| {
-            env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-                setting(
-                    field,
-                    format!(
-                        "the environment variable {var} is not set (or empty); export the \
-                         Cloudflare credential in it before starting the control plane"
-                    ),
-                )
-            })
-        };
-        let auth = match (&file.token_env, &file.service_key_env) {
-            (Some(var), None) => OriginCaAuth::ApiToken(zeroize::Zeroizing::new(from_env(
-                "acme.origin_ca.token_env",
-                var,
-            )?)),
-            (None, Some(var)) => OriginCaAuth::ServiceKey(zeroize::Zeroizing::new(from_env(
-                "acme.origin_ca.service_key_env",
-                var,
-            )?)),
-            (Some(_), Some(_)) => {
-                return Err(setting(
-                    "acme.origin_ca.token_env",
-                    "give either token_env or service_key_env, not both".into(),
-                ));
-            }
-            (None, None) => {
-                return Err(setting(
-                    "acme.origin_ca.token_env",
-                    format!("the Origin CA needs a credential: {ORIGIN_CA_ENV_HINT}"),
-                ));
-            }
-        };
-        if file.zones.is_empty() {
+    };
+    let auth = match (&file.token_env, &file.service_key_env) {
+        (Some(var), None) => OriginCaAuth::ApiToken(zeroize::Zeroizing::new(from_env(
+            "acme.origin_ca.token_env",
+            var,
+        )?)),
+        (None, Some(var)) => OriginCaAuth::ServiceKey(zeroize::Zeroizing::new(from_env(
+            "acme.origin_ca.service_key_env",
+            var,
+        )?)),
+        (Some(_), Some(_)) => {
             return Err(setting(
-                "acme.origin_ca.zones",
-                "list the zones proxied through Cloudflare whose names get Origin CA \
-                 certificates, e.g. zones = [\"hoge.com\"]"
-                    .into(),
+                "acme.origin_ca.token_env",
+                "give either token_env or service_key_env, not both".into(),
             ));
         }
-        let zones = file
-            .zones
-            .iter()
-            .map(|z| {
-                kokoa_core::Hostname::parse(z)
-                    .ok()
-                    .filter(|h| !h.is_wildcard())
-                    .ok_or_else(|| {
-                        setting(
-                            "acme.origin_ca.zones",
-                            format!("{z:?} is not a zone name like \"hoge.com\""),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let key_type = match file.key_type.as_deref() {
-            None | Some("ecc") => OriginKeyType::Ecc,
-            Some("rsa") => OriginKeyType::Rsa,
-            Some(other) => {
-                return Err(setting(
-                    "acme.origin_ca.key_type",
-                    format!("{other:?} is neither \"ecc\" nor \"rsa\""),
-                ));
-            }
-        };
-        let validity_days = match file.validity_days {
-            None => 5475,
-            Some(days) => u16::try_from(days)
+        (None, None) => {
+            return Err(setting(
+                "acme.origin_ca.token_env",
+                format!("the Origin CA needs a credential: {ORIGIN_CA_ENV_HINT}"),
+            ));
+        }
+    };
+    if file.zones.is_empty() {
+        return Err(setting(
+            "acme.origin_ca.zones",
+            "list the zones proxied through Cloudflare whose names get Origin CA \
+             certificates, e.g. zones = [\"hoge.com\"]"
+                .into(),
+        ));
+    }
+    let zones = file
+        .zones
+        .iter()
+        .map(|z| {
+            kokoa_core::Hostname::parse(z)
                 .ok()
-                .filter(|d| VALIDITIES.contains(d))
+                .filter(|h| !h.is_wildcard())
                 .ok_or_else(|| {
                     setting(
-                        "acme.origin_ca.validity_days",
-                        format!(
-                            "{days} is not a validity Cloudflare offers; choose one of {}",
-                            VALIDITIES.map(|d| d.to_string()).join(", ")
-                        ),
+                        "acme.origin_ca.zones",
+                        format!("{z:?} is not a zone name like \"hoge.com\""),
                     )
-                })?,
-        };
-        let base_url = match file.base_url {
-            None => kokoa_acme::cloudflare::API_BASE.to_owned(),
-            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
-                url.trim_end_matches('/').to_owned()
-            }
-            Some(url) => {
-                return Err(setting(
-                    "acme.origin_ca.base_url",
-                    format!("{url:?} is not an http(s):// URL"),
-                ));
-            }
-        };
-        Ok(Self {
-            auth,
-            key_type,
-            validity_days,
-            base_url,
-            zones,
+                })
         })
-    }
-}
-
-impl fmt::Debug for AcmeSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The issuer's own Debug redacts the HMAC key.
-        f.debug_struct("AcmeSettings")
-            .field("issuer", &self.issuer)
-            .field("contact", &self.contact)
-            .field("renew_days_before", &self.renew_days_before)
-            .field("http01_port", &self.http01_port)
-            .field("origin_ca", &self.origin_ca)
-            .finish()
-    }
-}
-
-impl AcmeSettings {
-    /// Settings for `issuer` with the defaults: no contact, renewal 30 days ahead, HTTP-01
-    /// on port 80.
-    pub fn new(issuer: kokoa_acme::Issuer) -> Self {
-        Self {
-            issuer,
-            contact: None,
-            renew_days_before: 30,
-            http01_port: 80,
-            origin_ca: None,
+        .collect::<Result<Vec<_>, _>>()?;
+    let key_type = match file.key_type.as_deref() {
+        None | Some("ecc") => OriginKeyType::Ecc,
+        Some("rsa") => OriginKeyType::Rsa,
+        Some(other) => {
+            return Err(setting(
+                "acme.origin_ca.key_type",
+                format!("{other:?} is neither \"ecc\" nor \"rsa\""),
+            ));
         }
-    }
-
-    /// A short name of the certificate authority for status pages: `letsencrypt`, ...
-    /// or the directory URL.
-    pub fn provider(&self) -> String {
-        use kokoa_acme::Issuer;
-        match &self.issuer {
-            Issuer::LetsEncrypt => "letsencrypt".into(),
-            Issuer::LetsEncryptStaging => "letsencrypt-staging".into(),
-            Issuer::ZeroSsl(_) => "zerossl".into(),
-            other => other.directory_url().to_owned(),
-        }
-    }
-
-    /// The settings of `file`, reading the environment variables it names through `env`.
-    fn resolve(file: AcmeFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        use kokoa_acme::{ExternalAccountBinding, Issuer};
-        let setting = |setting, message| Error::Setting { setting, message };
-        let hmac = zeroize::Zeroizing::new(env(EAB_HMAC_KEY_ENV).or(file.eab_hmac_key));
-        let eab = match (&file.eab_key_id, hmac.as_deref()) {
-            (Some(kid), Some(key)) => Some(
-                ExternalAccountBinding::new(kid.clone(), key)
-                    .map_err(|e| setting("acme.eab_hmac_key", e.to_string()))?,
-            ),
-            (None, None) => None,
-            (Some(kid), None) => {
-                return Err(setting(
-                    "acme.eab_hmac_key",
-                    format!(
-                        "the external account binding {kid:?} has no HMAC key; set \
-                         eab_hmac_key or {EAB_HMAC_KEY_ENV}"
-                    ),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(setting(
-                    "acme.eab_key_id",
-                    "an HMAC key is given without its key id (eab_key_id)".into(),
-                ));
-            }
-        };
-        let directory = file.directory.unwrap_or_else(|| "letsencrypt".into());
-        let issuer = match directory.as_str() {
-            "letsencrypt" => Issuer::LetsEncrypt,
-            "letsencrypt-staging" => Issuer::LetsEncryptStaging,
-            "zerossl" => Issuer::ZeroSsl(eab.ok_or_else(|| {
+    };
+    let validity_days = match file.validity_days {
+        None => 5475,
+        Some(days) => u16::try_from(days)
+            .ok()
+            .filter(|d| VALIDITIES.contains(d))
+            .ok_or_else(|| {
                 setting(
-                    "acme.eab_key_id",
-                    "ZeroSSL needs an external account binding: set eab_key_id and \
-                     eab_hmac_key from the ZeroSSL dashboard"
-                        .into(),
-                )
-            })?),
-            url if url.starts_with("https://") || url.starts_with("http://") => {
-                if let Some(ca) = &file.ca_file
-                    && !ca.is_file()
-                {
-                    return Err(setting(
-                        "acme.ca_file",
-                        format!("{} is not a readable file", ca.display()),
-                    ));
-                }
-                Issuer::Custom {
-                    directory_url: url.to_owned(),
-                    trusted_root: file.ca_file,
-                    external_account: eab,
-                }
-            }
-            other => {
-                return Err(setting(
-                    "acme.directory",
+                    "acme.origin_ca.validity_days",
                     format!(
-                        "{other:?} is neither letsencrypt, letsencrypt-staging, zerossl nor \
-                         an https:// directory URL"
+                        "{days} is not a validity Cloudflare offers; choose one of {}",
+                        VALIDITIES.map(|d| d.to_string()).join(", ")
                     ),
+                )
+            })?,
+    };
+    let base_url = match file.base_url {
+        None => kokoa_acme::cloudflare::API_BASE.to_owned(),
+        Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+            url.trim_end_matches('/').to_owned()
+        }
+        Some(url) => {
+            return Err(setting(
+                "acme.origin_ca.base_url",
+                format!("{url:?} is not an http(s):// URL"),
+            ));
+        }
+    };
+    Ok(OriginCaSettings {
+        auth,
+        key_type,
+        validity_days,
+        base_url,
+        zones,
+    })
+}
+
+/// The settings of `file`, reading the environment variables it names through `env`.
+fn resolve_acme(
+    file: AcmeFile,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AcmeSettings, Error> {
+    use kokoa_acme::{ExternalAccountBinding, Issuer};
+    let setting = |setting, message| Error::Setting { setting, message };
+    let hmac = zeroize::Zeroizing::new(env(EAB_HMAC_KEY_ENV).or(file.eab_hmac_key));
+    let eab = match (&file.eab_key_id, hmac.as_deref()) {
+        (Some(kid), Some(key)) => Some(
+            ExternalAccountBinding::new(kid.clone(), key)
+                .map_err(|e| setting("acme.eab_hmac_key", e.to_string()))?,
+        ),
+        (None, None) => None,
+        (Some(kid), None) => {
+            return Err(setting(
+                "acme.eab_hmac_key",
+                format!(
+                    "the external account binding {kid:?} has no HMAC key; set \
+                     eab_hmac_key or {EAB_HMAC_KEY_ENV}"
+                ),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(setting(
+                "acme.eab_key_id",
+                "an HMAC key is given without its key id (eab_key_id)".into(),
+            ));
+        }
+    };
+    let directory = file.directory.unwrap_or_else(|| "letsencrypt".into());
+    let issuer = match directory.as_str() {
+        "letsencrypt" => Issuer::LetsEncrypt,
+        "letsencrypt-staging" => Issuer::LetsEncryptStaging,
+        "zerossl" => Issuer::ZeroSsl(eab.ok_or_else(|| {
+            setting(
+                "acme.eab_key_id",
+                "ZeroSSL needs an external account binding: set eab_key_id and \
+                 eab_hmac_key from the ZeroSSL dashboard"
+                    .into(),
+            )
+        })?),
+        url if url.starts_with("https://") || url.starts_with("http://") => {
+            if let Some(ca) = &file.ca_file
+                && !ca.is_file()
+            {
+                return Err(setting(
+                    "acme.ca_file",
+                    format!("{} is not a readable file", ca.display()),
                 ));
             }
-        };
-        let contact = file
-            .contact
-            .map(|c| kokoa_core::Email::parse(&c))
-            .transpose()
-            .map_err(|e| setting("acme.contact", e.to_string()))?;
-        let origin_ca = file
-            .origin_ca
-            .map(|o| OriginCaSettings::resolve(o, env))
-            .transpose()?;
-        Ok(Self {
-            issuer,
-            contact,
-            renew_days_before: file.renew_days_before.unwrap_or(30),
-            http01_port: file.http01_port.unwrap_or(80),
-            origin_ca,
-        })
-    }
+            Issuer::Custom {
+                directory_url: url.to_owned(),
+                trusted_root: file.ca_file,
+                external_account: eab,
+            }
+        }
+        other => {
+            return Err(setting(
+                "acme.directory",
+                format!(
+                    "{other:?} is neither letsencrypt, letsencrypt-staging, zerossl nor \
+                     an https:// directory URL"
+                ),
+            ));
+        }
+    };
+    let contact = file
+        .contact
+        .map(|c| kokoa_core::Email::parse(&c))
+        .transpose()
+        .map_err(|e| setting("acme.contact", e.to_string()))?;
+    let origin_ca = file
+        .origin_ca
+        .map(|o| resolve_origin_ca(o, env))
+        .transpose()?;
+    Ok(AcmeSettings {
+        issuer,
+        contact,
+        renew_days_before: file.renew_days_before.unwrap_or(30),
+        http01_port: file.http01_port.unwrap_or(80),
+        origin_ca,
+    })
 }
 
 impl FileConfig {
@@ -944,7 +852,7 @@ impl Settings {
         };
         let acme = file
             .acme
-            .map(|acme| AcmeSettings::resolve(acme, &|var| std::env::var(var).ok()))
+            .map(|acme| resolve_acme(acme, &|var| std::env::var(var).ok()))
             .transpose()?;
         let insecure_http = args.insecure_http || file.insecure_http.unwrap_or(false);
         let public_url = match args.public_url.clone().or(file.public_url.clone()) {
@@ -1510,14 +1418,14 @@ mod tests {
     fn acme(text: &str, env: Option<&str>) -> Result<AcmeSettings, String> {
         let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         let env = |var: &str| env.filter(|_| var == EAB_HMAC_KEY_ENV).map(str::to_owned);
-        AcmeSettings::resolve(file.acme.unwrap_or_default(), &env).map_err(|e| e.to_string())
+        resolve_acme(file.acme.unwrap_or_default(), &env).map_err(|e| e.to_string())
     }
 
     fn origin_ca(text: &str) -> Result<OriginCaSettings, String> {
         let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         let env = |var: &str| (var == "CF_TOKEN").then(|| "cf-secret-token".to_owned());
-        let settings = AcmeSettings::resolve(file.acme.unwrap_or_default(), &env)
-            .map_err(|e| e.to_string())?;
+        let settings =
+            resolve_acme(file.acme.unwrap_or_default(), &env).map_err(|e| e.to_string())?;
         Ok(settings.origin_ca.expect("an origin_ca section"))
     }
 

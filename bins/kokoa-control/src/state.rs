@@ -41,8 +41,6 @@ struct Inner {
     rate_limits: watch::Sender<RateLimits>,
     /// Turns true when the server is shutting down, so long polls answer at once.
     shutdown: watch::Sender<bool>,
-    /// How certificates are ordered, once the configuration said so.
-    acme: OnceLock<crate::config::AcmeSettings>,
     ca_pin: OnceLock<kokoa_agent::CaPin>,
     downloads: OnceLock<crate::downloads::Downloads>,
     /// The last snapshot of origins and routes. An async mutex so that when many waiting
@@ -118,7 +116,6 @@ impl AppState {
                 snapshot: Arc::new(Mutex::new(None)),
                 edge_payloads: EdgePayloads::default(),
                 http_metrics: crate::metrics::HttpMetrics::default(),
-                acme: OnceLock::new(),
                 ca_pin: OnceLock::new(),
                 downloads: OnceLock::new(),
             }),
@@ -140,18 +137,6 @@ impl AppState {
         if self.inner.rate_limits.send_replace(limits) != limits {
             self.notify_changed();
         }
-    }
-
-    /// Configures ordering certificates over ACME (the `[acme]` section); only the first
-    /// call counts. Without it the SSL manager reports "not configured".
-    pub fn set_acme(&self, settings: crate::config::AcmeSettings) {
-        let _ = self.inner.acme.set(settings);
-        self.wakers().certificates.notify_one();
-    }
-
-    /// How certificates are ordered, if configured.
-    pub fn acme(&self) -> Option<&crate::config::AcmeSettings> {
-        self.inner.acme.get()
     }
 
     /// The pin of the CA whose certificate this control plane serves, when it is its own

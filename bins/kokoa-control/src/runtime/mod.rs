@@ -12,13 +12,12 @@ use tokio::task::JoinSet;
 
 use crate::state::AppState;
 
-pub mod certs;
 pub mod lifecycle;
 pub mod rotation;
 
 pub use kokoa_runtime::{
     EdgeSettings, HealthSettings, LEASE_TTL, Leader, Module, ModuleStatus, Modules,
-    ProvisionerEntry, RetentionSettings, RuntimeSettings, Wakers, dns, health, retention,
+    ProvisionerEntry, RetentionSettings, RuntimeSettings, Wakers, certs, dns, health, retention,
     sleep_or_stop, traffic, wait_or_stop,
 };
 
@@ -31,7 +30,7 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
         stopped.clone(),
     ));
     duties.spawn(dns::run(state.runtime().clone(), stopped.clone()));
-    duties.spawn(certs::run(state.clone(), stopped.clone()));
+    duties.spawn(certs::run(state.runtime().clone(), stopped.clone()));
     duties.spawn(health::run_checker(
         state.runtime().clone(),
         stopped.clone(),

@@ -42,12 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{Module, dns, wait_or_stop};
-use crate::{
-    config::{AcmeSettings, OriginCaSettings},
-    events::kinds,
-    state::AppState,
-};
+use crate::{AcmeSettings, Module, OriginCaSettings, Runtime, dns, events::kinds, wait_or_stop};
 
 /// What the status says while no `[acme]` section is configured.
 pub const NOT_CONFIGURED: &str = "ACME is not configured: add an [acme] section to the \
@@ -297,7 +292,8 @@ pub fn replan(cert: &mut Certificate, days: u32) -> bool {
 // --- settings ---
 
 /// The renewal setting changed at run time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RenewalSetting {
     /// Renew this many days before expiry.
@@ -305,7 +301,7 @@ pub struct RenewalSetting {
 }
 
 /// The effective `renew_days_before`: the runtime setting, else the configuration's.
-pub async fn renew_days_before(state: &AppState) -> u32 {
+pub async fn renew_days_before(state: &Runtime) -> u32 {
     let configured = state.acme().map_or(30, |a| a.renew_days_before);
     match state
         .store()
@@ -320,7 +316,7 @@ pub async fn renew_days_before(state: &AppState) -> u32 {
 
 /// Stores the runtime setting and replans every issued ACME and Origin CA certificate by
 /// it.
-pub async fn set_renew_days_before(state: &AppState, days: u32) -> Result<(), kokoa_core::Error> {
+pub async fn set_renew_days_before(state: &Runtime, days: u32) -> Result<(), kokoa_core::Error> {
     let store = state.store();
     let text = json!({ "renew_days_before": days }).to_string();
     store.kv_put(SETTINGS.0, SETTINGS.1, &text, None).await?;
@@ -337,9 +333,9 @@ pub async fn set_renew_days_before(state: &AppState, days: u32) -> Result<(), ko
 
 // --- the loop ---
 
-/// Orders and renews certificates when woken and at least every [`PERIOD`], on the leader
+/// Orders and renews certificates when woken and at least every minute, on the leader
 /// while the SSL manager is on.
-pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+pub async fn run(state: Runtime, mut stop: watch::Receiver<bool>) {
     let mut manager: Option<CertificateManager> = None;
     loop {
         let wait = if state.leader().is_leader()
@@ -357,7 +353,7 @@ pub(super) async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
 
 /// One pass: rows in step with the routes, due orders placed (concurrently, each name set
 /// once), renewal windows refreshed. Returns how long to sleep.
-async fn step(state: &AppState, manager: &mut Option<CertificateManager>) -> Duration {
+async fn step(state: &Runtime, manager: &mut Option<CertificateManager>) -> Duration {
     let store = state.store();
     let certs = match sync(state).await {
         Ok(certs) => certs,
@@ -442,7 +438,7 @@ async fn step(state: &AppState, manager: &mut Option<CertificateManager>) -> Dur
 }
 
 /// Applies [`sync_rows`] and returns the certificates afterwards.
-async fn sync(state: &AppState) -> Result<Vec<Certificate>, kokoa_core::Error> {
+async fn sync(state: &Runtime) -> Result<Vec<Certificate>, kokoa_core::Error> {
     let store = state.store();
     let routes = store.list_routes().await?;
     let certs = store.list_certificates().await?;
@@ -476,8 +472,8 @@ async fn sync(state: &AppState) -> Result<Vec<Certificate>, kokoa_core::Error> {
 /// Restores the stored ACME account, or creates one (and stores it) the first time or
 /// when the configured certificate authority changed. HTTP-01 responses are checked on
 /// the edges serving the name, or at `responder` when given (the control plane's own).
-pub(crate) async fn open_account(
-    state: &AppState,
+pub async fn open_account(
+    state: &Runtime,
     acme: &AcmeSettings,
     responder: Option<SocketAddr>,
 ) -> Result<CertificateManager, kokoa_acme::Error> {
@@ -532,7 +528,7 @@ pub(crate) async fn open_account(
 
 /// Orders a certificate for `names` (the first one is what HTTP-01 responses are
 /// published for).
-pub(crate) async fn obtain(
+pub async fn obtain(
     manager: &CertificateManager,
     names: &[Hostname],
     method: ChallengeMethod,
@@ -547,7 +543,7 @@ pub(crate) async fn obtain(
 
 /// Orders `cert`, stores the outcome and announces it. Returns the error on failure.
 async fn order(
-    state: &AppState,
+    state: &Runtime,
     manager: &CertificateManager,
     cert: Certificate,
     policy: RenewalPolicy,
@@ -684,7 +680,7 @@ fn origin_ca_client(settings: &OriginCaSettings) -> kokoa_acme::cloudflare::Orig
 /// Asks the Origin CA for `cert` (one request), stores the outcome and announces it like
 /// an ACME order. Returns the error on failure.
 async fn origin_ca_order(
-    state: &AppState,
+    state: &Runtime,
     client: &kokoa_acme::cloudflare::OriginCaClient,
     settings: &OriginCaSettings,
     cert: Certificate,
@@ -798,7 +794,7 @@ async fn origin_ca_order(
 
 /// The row `id` as stored now: an order or request may run for a while, during which it
 /// can be deleted (none then) or changed.
-async fn reread(state: &AppState, id: &CertificateId) -> Option<Certificate> {
+async fn reread(state: &Runtime, id: &CertificateId) -> Option<Certificate> {
     match state.store().get_certificate(id).await {
         Ok(current) => Some(current),
         Err(e) => {
@@ -813,7 +809,7 @@ async fn reread(state: &AppState, id: &CertificateId) -> Option<Certificate> {
 /// Records `issued` on `current` and stores it with its key sealed; the error says why it
 /// could not be stored.
 async fn store_issued(
-    state: &AppState,
+    state: &Runtime,
     current: &mut Certificate,
     issued: &IssuedCertificate,
     next_renewal: Timestamp,
@@ -843,7 +839,7 @@ fn join(names: &[Hostname]) -> String {
         .join(", ")
 }
 
-async fn save_plan(state: &AppState, id: &CertificateId, plan: &CertificateStatus) {
+async fn save_plan(state: &Runtime, id: &CertificateId, plan: &CertificateStatus) {
     if let Ok(text) = serde_json::to_string(plan) {
         let _ = state
             .store()
@@ -855,7 +851,7 @@ async fn save_plan(state: &AppState, id: &CertificateId, plan: &CertificateStatu
 /// Asks the CA for the renewal window of the issued certificates whose check is due
 /// (RFC 9773); a new window moves the planned renewal.
 async fn refresh_renewal_windows(
-    state: &AppState,
+    state: &Runtime,
     manager: &CertificateManager,
     certs: &[Certificate],
     policy: &RenewalPolicy,
@@ -904,7 +900,7 @@ async fn refresh_renewal_windows(
 
 /// The opened private key of certificate `id`, if it has one.
 pub async fn certificate_key(
-    state: &AppState,
+    state: &Runtime,
     id: &CertificateId,
 ) -> Option<zeroize::Zeroizing<String>> {
     let sealed = state.store().certificate_key(id).await.ok()??;
@@ -930,7 +926,7 @@ pub struct PendingChallenge {
 
 /// Every pending HTTP-01 response: token, host name, key authorization.
 pub async fn pending_challenges(
-    state: &AppState,
+    state: &Runtime,
 ) -> Result<Vec<(String, PendingChallenge)>, kokoa_core::Error> {
     Ok(state
         .store()
@@ -946,14 +942,14 @@ pub async fn pending_challenges(
 /// plane's own certificate, its responder answers them (from the same shared values) and
 /// is the one checked.
 struct EdgePublisher {
-    state: AppState,
+    state: Runtime,
     port: u16,
     responder: Option<SocketAddr>,
     client: reqwest::Client,
 }
 
 impl EdgePublisher {
-    fn new(state: AppState, port: u16, responder: Option<SocketAddr>) -> Self {
+    fn new(state: Runtime, port: u16, responder: Option<SocketAddr>) -> Self {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(2))
@@ -1138,13 +1134,13 @@ impl Http01Publisher for EdgePublisher {
 /// Sets DNS-01 TXT records through the DNS provider of the longest managed zone holding
 /// the name, and waits until the zone's authoritative servers answer them.
 struct ZoneSolver {
-    state: AppState,
+    state: Runtime,
     /// The records this solver made: (name, value) → zone and record id.
     made: Mutex<HashMap<(DnsName, String), (DnsZone, RecordId)>>,
 }
 
 impl ZoneSolver {
-    fn new(state: AppState) -> Self {
+    fn new(state: Runtime) -> Self {
         Self {
             state,
             made: Mutex::default(),
