@@ -7,13 +7,13 @@ use std::{
     time::Duration,
 };
 
-use kokoa_core::Timestamp;
+use kokoa_core::{RateLimits, Timestamp};
 use kokoa_store::{MasterKey, Store};
 use tokio::sync::{Mutex, Notify, watch};
 
 use crate::{
-    AcmeSettings, EventBus, Leader, Modules, RuntimeSettings, dns, metrics::DutyMetrics,
-    traffic::TrafficLog,
+    AcmeSettings, Error, EventBus, Leader, Modules, RuntimeSettings, dns, metrics::DutyMetrics,
+    payload::Snapshot, traffic::TrafficLog,
 };
 
 /// What the duties share. Cheap to clone: clones share everything.
@@ -40,6 +40,11 @@ struct Inner {
     edge_writes: Mutex<()>,
     /// How certificates are ordered, once the configuration said so.
     acme: OnceLock<AcmeSettings>,
+    /// The per client limits written into every edge's configuration.
+    rate_limits: watch::Sender<RateLimits>,
+    /// The last snapshot of origins and routes. An async mutex so that when many waiting
+    /// nodes wake up after a change, one reads the store and the others reuse its result.
+    snapshot: Arc<Mutex<Option<Arc<Snapshot>>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -68,6 +73,8 @@ impl Runtime {
                 traffic: TrafficLog::default(),
                 edge_writes: Mutex::new(()),
                 acme: OnceLock::new(),
+                rate_limits: watch::Sender::new(RateLimits::default()),
+                snapshot: Arc::default(),
                 settings,
                 store,
                 master_key,
@@ -155,6 +162,74 @@ impl Runtime {
     /// Taken while a DNS reconciliation runs.
     pub(crate) fn dns_gate(&self) -> &dns::Gate {
         &self.inner.dns_gate
+    }
+
+    /// The per client limits every edge enforces (SPEC §10.4).
+    pub fn rate_limits(&self) -> RateLimits {
+        *self.inner.rate_limits.borrow()
+    }
+
+    /// Changes the per client limits; every edge picks them up with its next configuration.
+    pub fn set_rate_limits(&self, limits: RateLimits) {
+        if self.inner.rate_limits.send_replace(limits) != limits {
+            self.notify_changed();
+        }
+    }
+
+    /// The current snapshot of origins and routes, read again after a change or when it
+    /// has aged (see [`Snapshot`]). A snapshot that aged out and reads differently for
+    /// edges is a change no one announced here (made through another control plane, or a
+    /// value that expired in the store): it is announced then, so cached payloads are
+    /// built again and long polls wake.
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, Error> {
+        let mut slot = self.inner.snapshot.lock().await;
+        self.current_snapshot(&mut slot).await
+    }
+
+    /// Re-reads an aged snapshot in the background: a request answered from the cached
+    /// payloads does not wait for the store, yet the change checks of
+    /// [`snapshot`](Self::snapshot) keep running while edges poll.
+    pub fn refresh_snapshot_soon(&self) {
+        // Held by the task, so one re-read runs at a time; if it is held, one runs now.
+        let Ok(mut slot) = Arc::clone(&self.inner.snapshot).try_lock_owned() else {
+            return;
+        };
+        let generation = self.change_count();
+        if slot.as_ref().is_none_or(|s| s.is_current(generation)) {
+            return;
+        }
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = runtime.current_snapshot(&mut slot).await {
+                tracing::warn!(error = %e, "cannot read origins and routes again");
+            }
+        });
+    }
+
+    async fn current_snapshot(
+        &self,
+        slot: &mut Option<Arc<Snapshot>>,
+    ) -> Result<Arc<Snapshot>, Error> {
+        // Read before the store, so a change committed meanwhile makes the next call read
+        // again.
+        let generation = self.change_count();
+        if let Some(current) = slot.as_ref().filter(|s| s.is_current(generation)) {
+            return Ok(Arc::clone(current));
+        }
+        let fresh = Arc::new(Snapshot::read(self, generation).await?);
+        // Only a snapshot that merely aged is compared: after an announced change the
+        // payloads are built again anyway, and announcing it twice would wake every long
+        // poll twice.
+        let unannounced = slot.as_ref().is_some_and(|old| {
+            old.generation() == generation
+                && self.change_count() == generation
+                && !old.same_for_edges(&fresh)
+        });
+        if unannounced {
+            self.notify_changed_here();
+        }
+        *slot = Some(Arc::clone(&fresh));
+        Ok(fresh)
     }
 
     /// Wakes every long poll so it recomputes its node's configuration, here and (through

@@ -21,6 +21,10 @@
 //!   the judge (on the leader): out of DNS and `unhealthy` on failed checks, back on
 //!   successful ones, 503 for an origin no edge reaches, alerts; guarded against a
 //!   suspect observer.
+//! - [`payload`]: what nodes pull: an edge's configuration (SPEC §4) and an origin's
+//!   `wg0.conf`, local proxy and routes, from a shared snapshot of origins and routes.
+//! - [`rotation`]: WireGuard key rotation (SPEC §10.3), by hand or on a schedule, never
+//!   removing a working key before its successor carries traffic.
 //! - [`traffic`]: the metrics collector (SPEC §8.5): the edges' traffic counts summed by
 //!   minute and hour, per host name and per edge.
 //! - [`retention`]: the leader deletes what is older than the retention settings.
@@ -59,19 +63,23 @@
 pub mod certs;
 mod context;
 pub mod dns;
+mod error;
 pub mod events;
 pub mod health;
 mod leader;
 pub mod metrics;
 mod modules;
 pub mod operation;
+pub mod payload;
 pub mod reports;
 pub mod retention;
+pub mod rotation;
 pub mod seal;
 mod settings;
 pub mod traffic;
 
 pub use context::{Runtime, Wakers, follow_changes, sleep_or_stop, wait_or_stop};
+pub use error::Error;
 pub use events::EventBus;
 pub use leader::{INSTANCES, LEASE_TTL, Leader, lease_loop};
 pub use modules::{Module, ModuleStatus, Modules};

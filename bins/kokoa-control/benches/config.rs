@@ -17,10 +17,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kokoa_control::{AppState, api, payload};
+use kokoa_control::{AppState, api};
 use kokoa_core::{
     EdgeNodeId, Hostname, Name, OriginId, Port, Role, Route, RouteId, SubnetPool, Timestamp,
 };
+use kokoa_runtime::payload;
 use kokoa_store::{MasterKey, sqlite};
 use serde_json::{Value, json};
 

@@ -139,6 +139,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<kokoa_runtime::Error> for ApiError {
+    fn from(e: kokoa_runtime::Error) -> Self {
+        match e {
+            kokoa_runtime::Error::Store(e) => e.into(),
+            kokoa_runtime::Error::Conflict(message) => {
+                Self::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            e => Self::internal(&e),
+        }
+    }
+}
+
 impl From<kokoa_core::Error> for ApiError {
     fn from(e: kokoa_core::Error) -> Self {
         use kokoa_core::Error as E;

@@ -12,8 +12,11 @@
 //!   and people: passwords, TOTP, sessions with CSRF tokens, single sign-on (OIDC).
 //! - [`ui`]: the Web UI (sign-in pages, and the pages a small script fills from the API).
 //! - [`bundle`]: the origin's `origin-config.tar.gz`.
-//! - [`payload`]: the configuration each edge and origin pulls.
 //! - [`config`]: command line, environment and configuration file.
+//! - [`runtime`]: the duties, which live in `kokoa-runtime` ([`AppState`] derefs to its
+//!   [`Runtime`](kokoa_runtime::Runtime)), started next to the API: DNS, certificates, health,
+//!   key rotation, traffic, retention, and the edge lifecycle (still here: it issues
+//!   enrollment tokens and tunnels through the API's functions).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -65,7 +68,6 @@ pub mod config;
 pub mod downloads;
 pub mod error;
 pub mod metrics;
-pub mod payload;
 mod payload_cache;
 pub mod request_id;
 pub mod runtime;
@@ -75,7 +77,7 @@ pub mod ui;
 
 pub use error::{ApiError, Error};
 // The duties' parts, under the names the control plane's modules use.
-use kokoa_runtime::{events, seal as keys};
+use kokoa_runtime::{events, payload, seal as keys};
 pub use state::AppState;
 
 use config::{Database, Settings};

@@ -5,16 +5,14 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use kokoa_core::{RateLimits, SubnetPool};
+use kokoa_core::SubnetPool;
 use kokoa_store::{MasterKey, Store};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 
 use kokoa_runtime::Runtime;
 
 use crate::{
     auth::{limit::LoginLimiter, oidc::Oidc},
-    error::ApiError,
-    payload::Snapshot,
     payload_cache::EdgePayloads,
     runtime::RuntimeSettings,
 };
@@ -37,15 +35,10 @@ struct Inner {
     oidc: OnceLock<Arc<Oidc>>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     trusted_proxies: OnceLock<Vec<std::net::IpAddr>>,
-    /// The per client limits written into every edge's configuration.
-    rate_limits: watch::Sender<RateLimits>,
     /// Turns true when the server is shutting down, so long polls answer at once.
     shutdown: watch::Sender<bool>,
     ca_pin: OnceLock<kokoa_agent::CaPin>,
     downloads: OnceLock<crate::downloads::Downloads>,
-    /// The last snapshot of origins and routes. An async mutex so that when many waiting
-    /// nodes wake up after a change, one reads the store and the others reuse its result.
-    snapshot: Arc<Mutex<Option<Arc<Snapshot>>>>,
     /// Each edge's configuration as last built (see [`crate::payload_cache`]).
     edge_payloads: EdgePayloads,
     /// The API's requests, for `/metrics`.
@@ -111,9 +104,7 @@ impl AppState {
                 login_limiter: LoginLimiter::default(),
                 oidc: OnceLock::new(),
                 trusted_proxies: OnceLock::new(),
-                rate_limits: watch::Sender::new(RateLimits::default()),
                 shutdown: watch::Sender::new(false),
-                snapshot: Arc::new(Mutex::new(None)),
                 edge_payloads: EdgePayloads::default(),
                 http_metrics: crate::metrics::HttpMetrics::default(),
                 ca_pin: OnceLock::new(),
@@ -125,18 +116,6 @@ impl AppState {
     /// The pool origin subnets come from.
     pub fn subnet_pool(&self) -> &SubnetPool {
         &self.inner.subnet_pool
-    }
-
-    /// The per client limits every edge enforces (SPEC §10.4).
-    pub fn rate_limits(&self) -> RateLimits {
-        *self.inner.rate_limits.borrow()
-    }
-
-    /// Changes the per client limits; every edge picks them up with its next configuration.
-    pub fn set_rate_limits(&self, limits: RateLimits) {
-        if self.inner.rate_limits.send_replace(limits) != limits {
-            self.notify_changed();
-        }
     }
 
     /// The pin of the CA whose certificate this control plane serves, when it is its own
@@ -217,62 +196,6 @@ impl AppState {
     /// Each edge's configuration as last built.
     pub(crate) fn edge_payloads(&self) -> &EdgePayloads {
         &self.inner.edge_payloads
-    }
-
-    /// The current snapshot of origins and routes, read again after a change or when it
-    /// has aged (see [`Snapshot`]). A snapshot that aged out and reads differently for
-    /// edges is a change no one announced here (made through another control plane, or a
-    /// value that expired in the store): it is announced then, so cached payloads are
-    /// built again and long polls wake.
-    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
-        let mut slot = self.inner.snapshot.lock().await;
-        self.current_snapshot(&mut slot).await
-    }
-
-    /// Re-reads an aged snapshot in the background: a request answered from the cached
-    /// payloads does not wait for the store, yet the change checks of
-    /// [`snapshot`](Self::snapshot) keep running while edges poll.
-    pub(crate) fn refresh_snapshot_soon(&self) {
-        // Held by the task, so one re-read runs at a time; if it is held, one runs now.
-        let Ok(mut slot) = Arc::clone(&self.inner.snapshot).try_lock_owned() else {
-            return;
-        };
-        let generation = self.change_count();
-        if slot.as_ref().is_none_or(|s| s.is_current(generation)) {
-            return;
-        }
-        let state = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = state.current_snapshot(&mut slot).await {
-                tracing::warn!(error = e.message(), "cannot read origins and routes again");
-            }
-        });
-    }
-
-    async fn current_snapshot(
-        &self,
-        slot: &mut Option<Arc<Snapshot>>,
-    ) -> Result<Arc<Snapshot>, ApiError> {
-        // Read before the store, so a change committed meanwhile makes the next call read
-        // again.
-        let generation = self.change_count();
-        if let Some(current) = slot.as_ref().filter(|s| s.is_current(generation)) {
-            return Ok(Arc::clone(current));
-        }
-        let fresh = Arc::new(Snapshot::read(self, generation).await?);
-        // Only a snapshot that merely aged is compared: after an announced change the
-        // payloads are built again anyway, and announcing it twice would wake every long
-        // poll twice.
-        let unannounced = slot.as_ref().is_some_and(|old| {
-            old.generation() == generation
-                && self.change_count() == generation
-                && !old.same_for_edges(&fresh)
-        });
-        if unannounced {
-            self.notify_changed_here();
-        }
-        *slot = Some(Arc::clone(&fresh));
-        Ok(fresh)
     }
 
     /// Ends every running long poll; called when the server starts shutting down.

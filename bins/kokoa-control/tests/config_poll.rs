@@ -344,7 +344,7 @@ async fn a_change_made_by_another_control_plane_is_seen_within_the_snapshot_age(
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let limit = kokoa_control::payload::SNAPSHOT_TTL + Duration::from_millis(500);
+        let limit = kokoa_runtime::payload::SNAPSHOT_TTL + Duration::from_millis(500);
         assert!(seen <= limit, "seen after {seen:?}");
     }
 }

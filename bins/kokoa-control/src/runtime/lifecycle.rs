@@ -771,7 +771,7 @@ impl Step<'_> {
         // The tunnels its configuration has: to origins whose agent registered a key.
         let expected = payload::edge_content(self.state, &self.edge.id)
             .await
-            .map_err(|e| e.message().to_owned())?
+            .map_err(|e| e.to_string())?
             .tunnels
             .into_iter()
             .map(|t| t.origin_id)
@@ -795,7 +795,7 @@ impl Step<'_> {
             .map(str::to_owned);
         let current = payload::edge_config(self.state, &self.edge.id)
             .await
-            .map_err(|e| e.message().to_owned())?;
+            .map_err(|e| e.to_string())?;
         if applied.as_deref() == Some(current.config_hash().as_str()) {
             let count = current.content().certificates.len();
             let message = format!(

@@ -13,12 +13,11 @@ use tokio::task::JoinSet;
 use crate::state::AppState;
 
 pub mod lifecycle;
-pub mod rotation;
 
 pub use kokoa_runtime::{
     EdgeSettings, HealthSettings, LEASE_TTL, Leader, Module, ModuleStatus, Modules,
     ProvisionerEntry, RetentionSettings, RuntimeSettings, Wakers, certs, dns, health, retention,
-    sleep_or_stop, traffic, wait_or_stop,
+    rotation, sleep_or_stop, traffic, wait_or_stop,
 };
 
 /// Runs every duty until `shutdown` resolves.
@@ -39,7 +38,7 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
     duties.spawn(lifecycle::run(state.clone(), stopped.clone()));
     duties.spawn(retention::run(state.runtime().clone(), stopped.clone()));
     duties.spawn(traffic::run(state.runtime().clone(), stopped.clone()));
-    duties.spawn(rotation::run(state.clone(), stopped.clone()));
+    duties.spawn(rotation::run(state.runtime().clone(), stopped.clone()));
     duties.spawn(kokoa_runtime::follow_changes(
         state.runtime().clone(),
         stopped.clone(),
@@ -75,7 +74,7 @@ pub async fn tick(state: &AppState) -> Result<(), kokoa_core::Error> {
     }
     rotation::step(state)
         .await
-        .map_err(|e| kokoa_core::Error::Storage(e.message().into()))?;
+        .map_err(|e| kokoa_core::Error::Storage(e.to_string().into()))?;
     Ok(())
 }
 

@@ -28,12 +28,8 @@ use kokoa_wg::{Direction, Format, Host, Topology};
 use tokio::time::Instant;
 
 use crate::{
-    error::ApiError,
-    runtime::{
-        self, certs,
-        rotation::{Rotations, Subject},
-    },
-    state::AppState,
+    Error, Runtime, certs, health,
+    rotation::{Rotations, Subject},
 };
 
 /// How long a [`Snapshot`] is used when nothing changed through this control plane.
@@ -42,7 +38,7 @@ pub const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
 /// Origins and their routes as read at one moment.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// The change counter when it was read (see [`AppState::notify_changed`]).
+    /// The change counter when it was read (see [`Runtime::notify_changed`]).
     generation: u64,
     /// When it was read.
     taken: Instant,
@@ -69,13 +65,13 @@ impl Snapshot {
     }
 
     /// The change counter when it was read.
-    pub(crate) fn generation(&self) -> u64 {
+    pub fn generation(&self) -> u64 {
         self.generation
     }
 
     /// Whether [`edge_config`] builds the same payloads from `other` as from `self`: it
     /// compares all that edge_config reads, but not what every heartbeat moves.
-    pub(crate) fn same_for_edges(&self, other: &Self) -> bool {
+    pub fn same_for_edges(&self, other: &Self) -> bool {
         fn read(o: &Origin) -> (&Name, Ipv4Net, Ipv4Addr, Option<&WgPublicKey>, Option<Port>) {
             (
                 &o.name,
@@ -100,7 +96,7 @@ impl Snapshot {
     }
 
     /// Reads origins and routes; `generation` is the change counter read before.
-    pub async fn read(state: &AppState, generation: u64) -> Result<Self, ApiError> {
+    pub async fn read(state: &Runtime, generation: u64) -> Result<Self, Error> {
         let store = state.store();
         let origins: HashMap<OriginId, Origin> = store
             .list_origins()
@@ -134,18 +130,17 @@ impl Snapshot {
             .map(|(token, c)| (token, c.hostname, c.key_authorization))
             .collect();
         // What the health judge decided (damped against flapping), not the last heartbeat.
-        let verdicts = runtime::health::origin_verdicts(state).await?;
+        let verdicts = health::origin_verdicts(state).await?;
         let down = verdicts
             .iter()
-            .filter(|(_, verdict)| runtime::health::origin_down(Some(verdict)))
+            .filter(|(_, verdict)| health::origin_down(Some(verdict)))
             .map(|(id, _)| id.clone())
             .collect();
         let ports_down = verdicts
             .iter()
             .filter_map(|(id, verdict)| {
                 let origin: &Origin = origins.get(id)?;
-                let ports =
-                    runtime::health::ports_unavailable(verdict, origin.last_metrics.as_ref());
+                let ports = health::ports_unavailable(verdict, origin.last_metrics.as_ref());
                 (!ports.is_empty()).then(|| (id.clone(), ports))
             })
             .collect();
@@ -169,12 +164,12 @@ impl Snapshot {
 
 /// The configuration of edge `edge`: one tunnel per origin it has an interface to (and
 /// whose key is known), the key its interfaces use, and the routes of those origins.
-pub async fn edge_config(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeConfig, ApiError> {
-    EdgeConfig::new(edge_content(state, edge).await?).map_err(|e| ApiError::internal(&e))
+pub async fn edge_config(state: &Runtime, edge: &EdgeNodeId) -> Result<EdgeConfig, Error> {
+    EdgeConfig::new(edge_content(state, edge).await?).map_err(|e| Error::internal(&e))
 }
 
 /// What [`edge_config`] holds, before it is checked and hashed.
-pub async fn edge_content(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeContent, ApiError> {
+pub async fn edge_content(state: &Runtime, edge: &EdgeNodeId) -> Result<EdgeContent, Error> {
     let store = state.store();
     let tunnels = store.list_tunnels(Some(edge), None).await?;
     let mut content = EdgeContent {
@@ -205,7 +200,7 @@ pub async fn edge_content(state: &AppState, edge: &EdgeNodeId) -> Result<EdgeCon
             .next_key(&Subject::Origin(origin.id.clone()), origin_key)
             .cloned();
         let address = Ipv4Net::new(tunnel.wireguard_ip, origin.network_cidr.prefix_len())
-            .map_err(|e| ApiError::internal(&e))?;
+            .map_err(|e| Error::internal(&e))?;
         content.tunnels.push(Tunnel {
             origin_id: origin.id.clone(),
             origin_name: origin.name.clone(),
@@ -278,7 +273,7 @@ pub fn application_port(metrics: Option<&serde_json::Value>) -> Option<Port> {
 
 /// The application check edges run towards an origin, with the `[health]` timing.
 fn application_check(
-    state: &AppState,
+    state: &Runtime,
     metrics: Option<&serde_json::Value>,
 ) -> Option<ApplicationCheck> {
     let health = &state.settings().health;
@@ -300,9 +295,9 @@ const APPLICATION_FAILURES: NonZeroU32 = NonZeroU32::new(3).unwrap();
 
 /// The routes of `origin`, by host name.
 pub async fn origin_routes(
-    state: &AppState,
+    state: &Runtime,
     origin: &OriginId,
-) -> Result<Vec<(Hostname, Port)>, ApiError> {
+) -> Result<Vec<(Hostname, Port)>, Error> {
     Ok(state.snapshot().await?.routes_of(origin).to_vec())
 }
 
@@ -310,11 +305,11 @@ pub async fn origin_routes(
 /// one peer per edge that has a tunnel to it, a key and a known public address; the origin
 /// dials out to each (it needs no open port, works behind NAT). While an edge's key
 /// rotates, its new key is a second peer without addresses, named in the key changes
-/// returned alongside (see [`rotation`](crate::runtime::rotation)).
+/// returned alongside (see [`rotation`](crate::rotation)).
 pub async fn origin_wg0(
-    state: &AppState,
+    state: &Runtime,
     origin: &Origin,
-) -> Result<(String, Vec<KeyChangeEntry>), ApiError> {
+) -> Result<(String, Vec<KeyChangeEntry>), Error> {
     let store = state.store();
     let tunnels = store.list_tunnels(None, Some(&origin.id)).await?;
     let edges: HashMap<EdgeNodeId, _> = store
@@ -324,7 +319,7 @@ pub async fn origin_wg0(
         .map(|e| (e.id.clone(), e))
         .collect();
     let rotations = Rotations::load(state).await?;
-    let internal = |e: kokoa_wg::Error| ApiError::internal(&e);
+    let internal = |e: kokoa_wg::Error| Error::internal(&e);
     let wg_key = |k: &WgPublicKey| kokoa_wg::PublicKey::from_base64(k.as_str()).map_err(internal);
     let mut peers = Vec::new();
     let mut changes = Vec::new();
@@ -387,7 +382,7 @@ pub async fn origin_wg0(
 
 /// Everything an origin agent follows: its `wg0.conf` (edges come and go), its local
 /// proxy, its routes and services, with a hash over all of it.
-pub async fn origin_config(state: &AppState, id: &OriginId) -> Result<OriginConfig, ApiError> {
+pub async fn origin_config(state: &Runtime, id: &OriginId) -> Result<OriginConfig, Error> {
     let origin = state.store().get_origin(id).await?;
     let (wg0_conf, key_changes) = origin_wg0(state, &origin).await?;
     let rotations = Rotations::load(state).await?;

@@ -31,7 +31,7 @@ use std::time::Duration;
 use kokoa_core::{EdgeNodeId, EdgeStatus, NodeRef, OriginId, Severity, Timestamp, WgPublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::{error::ApiError, events::kinds, payload, runtime::sleep_or_stop, state::AppState};
+use crate::{Error, Runtime, events::kinds, payload, sleep_or_stop};
 
 /// Where pending rotations are kept.
 const NAMESPACE: &str = "key_rotation";
@@ -109,7 +109,7 @@ pub struct Rotations(Vec<(Subject, Pending)>);
 
 impl Rotations {
     /// The rotations in the store.
-    pub async fn load(state: &AppState) -> Result<Self, ApiError> {
+    pub async fn load(state: &Runtime) -> Result<Self, Error> {
         let values = state.store().kv_list(NAMESPACE, Timestamp::now()).await?;
         Ok(Self(
             values
@@ -154,17 +154,13 @@ impl Rotations {
     }
 }
 
-fn conflict(message: String) -> ApiError {
-    ApiError::new(axum::http::StatusCode::CONFLICT, "conflict", message)
-}
-
 /// Starts rotating `subject`'s key `current`; refused with 409 when it rotates already.
 pub async fn start(
-    state: &AppState,
+    state: &Runtime,
     subject: &Subject,
     current: &WgPublicKey,
     reason: &str,
-) -> Result<Pending, ApiError> {
+) -> Result<Pending, Error> {
     let now = Timestamp::now();
     if state
         .store()
@@ -172,7 +168,7 @@ pub async fn start(
         .await?
         .is_some()
     {
-        return Err(conflict(format!(
+        return Err(Error::Conflict(format!(
             "{} is being rotated already; wait until it finishes",
             subject.describe()
         )));
@@ -204,8 +200,8 @@ pub async fn start(
     Ok(pending)
 }
 
-async fn put(state: &AppState, subject: &Subject, pending: &Pending) -> Result<(), ApiError> {
-    let text = serde_json::to_string(pending).map_err(|e| ApiError::internal(&e))?;
+async fn put(state: &Runtime, subject: &Subject, pending: &Pending) -> Result<(), Error> {
+    let text = serde_json::to_string(pending).map_err(|e| Error::internal(&e))?;
     Ok(state
         .store()
         .kv_put(NAMESPACE, &subject.key(), &text, None)
@@ -213,14 +209,14 @@ async fn put(state: &AppState, subject: &Subject, pending: &Pending) -> Result<(
 }
 
 /// The key `node` has in the store; none before it registered one.
-async fn stored_key(state: &AppState, node: &NodeRef) -> Result<Option<WgPublicKey>, ApiError> {
+async fn stored_key(state: &Runtime, node: &NodeRef) -> Result<Option<WgPublicKey>, Error> {
     Ok(match node {
         NodeRef::Edge(edge) => state.store().get_edge(edge).await?.wireguard_public_key,
         NodeRef::Origin(origin) => state.store().get_origin(origin).await?.wireguard_public_key,
     })
 }
 
-async fn set_key(state: &AppState, node: &NodeRef, key: &WgPublicKey) -> Result<(), ApiError> {
+async fn set_key(state: &Runtime, node: &NodeRef, key: &WgPublicKey) -> Result<(), Error> {
     match node {
         NodeRef::Edge(edge) => state.store().set_edge_key(edge, key).await?,
         NodeRef::Origin(origin) => state.store().set_origin_key(origin, key).await?,
@@ -243,10 +239,10 @@ pub enum Registered {
 /// rotation asked for. Anything else is refused with 409: a node's key is replaced only
 /// through a rotation (or a new enrollment, see [`enrolled`]).
 pub async fn register(
-    state: &AppState,
+    state: &Runtime,
     node: &NodeRef,
     key: &WgPublicKey,
-) -> Result<Registered, ApiError> {
+) -> Result<Registered, Error> {
     let Some(current) = stored_key(state, node).await? else {
         set_key(state, node, key).await?;
         tracing::info!(%node, public_key = %key, "WireGuard key registered");
@@ -259,7 +255,7 @@ pub async fn register(
     let subject = Subject::from(node);
     let rotations = Rotations::load(state).await?;
     let refused = || {
-        conflict(format!(
+        Error::Conflict(format!(
             "{node} has WireGuard key {current} registered; another key is accepted only when \
              a rotation asks for one (POST …/rotate-keys)"
         ))
@@ -282,7 +278,7 @@ pub async fn register(
 
 /// A new enrollment of `node` with `key`: the key is the node's from now on (an
 /// administrator issued the token), and a rotation it was in is over.
-pub async fn enrolled(state: &AppState, node: &NodeRef, key: &WgPublicKey) -> Result<(), ApiError> {
+pub async fn enrolled(state: &Runtime, node: &NodeRef, key: &WgPublicKey) -> Result<(), Error> {
     set_key(state, node, key).await?;
     state
         .store()
@@ -317,11 +313,7 @@ enum Outcome {
 }
 
 /// Whether the origin serves its current configuration, or cannot be waited for.
-async fn origin_ready(
-    state: &AppState,
-    origin: &OriginId,
-    now: Timestamp,
-) -> Result<bool, ApiError> {
+async fn origin_ready(state: &Runtime, origin: &OriginId, now: Timestamp) -> Result<bool, Error> {
     let row = state.store().get_origin(origin).await?;
     if silent(
         row.last_heartbeat,
@@ -337,10 +329,10 @@ async fn origin_ready(
 /// Whether the edge serves its current configuration; `None` when it cannot be waited for
 /// (silent, or deleted).
 async fn edge_ready(
-    state: &AppState,
+    state: &Runtime,
     edge: &EdgeNodeId,
     now: Timestamp,
-) -> Result<Option<bool>, ApiError> {
+) -> Result<Option<bool>, Error> {
     let row = state.store().get_edge(edge).await?;
     if row.status == EdgeStatus::Deleted || silent(row.last_heartbeat, EDGE_SILENT, now) {
         return Ok(None);
@@ -352,11 +344,11 @@ async fn edge_ready(
 }
 
 async fn judge(
-    state: &AppState,
+    state: &Runtime,
     subject: &Subject,
     pending: &Pending,
     now: Timestamp,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, Error> {
     let store = state.store();
     let node = match subject {
         Subject::Edge(edge) => NodeRef::Edge(edge.clone()),
@@ -364,7 +356,7 @@ async fn judge(
     };
     let current = match stored_key(state, &node).await {
         Ok(key) => key,
-        Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => return Ok(Outcome::Drop),
+        Err(e) if e.is_not_found() => return Ok(Outcome::Drop),
         Err(e) => return Err(e),
     };
     if current.as_ref() != Some(&pending.current) {
@@ -417,7 +409,7 @@ async fn judge(
 }
 
 /// One step of every pending rotation; returns how many are still pending.
-pub async fn step(state: &AppState) -> Result<usize, ApiError> {
+pub async fn step(state: &Runtime) -> Result<usize, Error> {
     let now = Timestamp::now();
     let store = state.store();
     let Rotations(pending) = Rotations::load(state).await?;
@@ -425,7 +417,7 @@ pub async fn step(state: &AppState) -> Result<usize, ApiError> {
     for (subject, mut rotation) in pending {
         let outcome = match judge(state, &subject, &rotation, now).await {
             Ok(outcome) => outcome,
-            Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => Outcome::Drop,
+            Err(e) if e.is_not_found() => Outcome::Drop,
             Err(e) => return Err(e),
         };
         let (kind, severity, message, data) = match outcome {
@@ -500,7 +492,7 @@ pub async fn step(state: &AppState) -> Result<usize, ApiError> {
 
 /// Starts the rotation of the oldest key older than `every`, if none is pending: one at a
 /// time, so a schedule never touches many nodes at once.
-pub async fn schedule(state: &AppState, every: Duration) -> Result<(), ApiError> {
+pub async fn schedule(state: &Runtime, every: Duration) -> Result<(), Error> {
     let now = Timestamp::now();
     let store = state.store();
     if !store.kv_list(NAMESPACE, now).await?.is_empty() {
@@ -541,7 +533,7 @@ pub async fn schedule(state: &AppState, every: Duration) -> Result<(), ApiError>
 }
 
 /// Advances rotations every second on the leader, and starts scheduled ones.
-pub async fn run(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(state: Runtime, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut round: u32 = 0;
     loop {
         if sleep_or_stop(PERIOD, &mut stop).await {
@@ -554,7 +546,7 @@ pub async fn run(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) 
         let started = std::time::Instant::now();
         let result = step(&state).await;
         if let Err(e) = &result {
-            tracing::warn!(error = %e.message(), "key rotation step failed; will retry");
+            tracing::warn!(error = %e, "key rotation step failed; will retry");
         }
         state
             .duty_metrics()
@@ -563,7 +555,7 @@ pub async fn run(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) 
             && round.is_multiple_of(SCHEDULE_EVERY)
             && let Err(e) = schedule(&state, every).await
         {
-            tracing::warn!(error = %e.message(), "cannot start a scheduled key rotation");
+            tracing::warn!(error = %e, "cannot start a scheduled key rotation");
         }
     }
 }
