@@ -14,14 +14,23 @@ use wiremock::{
 
 const BAD_NONCE: &str = "urn:ietf:params:acme:error:badNonce";
 
-fn refused_nonce() -> ResponseTemplate {
-    ResponseTemplate::new(400)
+/// Makes the CA refuse the nonce of every new order, or of the first `times` ones.
+async fn refuse_new_orders(server: &MockServer, times: Option<u64>) {
+    let refused = ResponseTemplate::new(400)
         .insert_header("Replay-Nonce", "fresh")
         .set_body_raw(
             serde_json::json!({ "type": BAD_NONCE, "detail": "JWS has an invalid anti-replay nonce" })
                 .to_string(),
             "application/problem+json",
-        )
+        );
+    let mock = Mock::given(method("POST"))
+        .and(path("/order"))
+        .respond_with(refused)
+        .with_priority(1);
+    match times {
+        Some(times) => mock.up_to_n_times(times).mount(server).await,
+        None => mock.mount(server).await,
+    }
 }
 
 /// An order the CA gave up on, with no authorizations left to satisfy.
@@ -53,13 +62,7 @@ async fn an_order_whose_nonces_were_all_refused_is_placed_again() {
     let manager = manager(&server, 0).await;
     // The ACME client's three tries of the first order are refused; the second order
     // reaches the CA, which answers it (as invalid, so no certificate is needed here).
-    Mock::given(method("POST"))
-        .and(path("/order"))
-        .respond_with(refused_nonce())
-        .up_to_n_times(3)
-        .with_priority(1)
-        .mount(&server)
-        .await;
+    refuse_new_orders(&server, Some(3)).await;
     let order = invalid_order(&server);
     Mock::given(method("POST"))
         .and(path("/order"))
@@ -97,11 +100,7 @@ async fn an_order_whose_nonces_were_all_refused_is_placed_again() {
 async fn a_ca_that_keeps_refusing_nonces_is_given_up_on_after_three_orders() {
     let server = acme_server(false).await;
     let manager = manager(&server, 0).await;
-    Mock::given(method("POST"))
-        .and(path("/order"))
-        .respond_with(refused_nonce())
-        .mount(&server)
-        .await;
+    refuse_new_orders(&server, None).await;
 
     let error = manager
         .obtain(&app(), ChallengeMethod::Http01)
