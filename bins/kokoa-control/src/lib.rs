@@ -77,7 +77,7 @@ pub mod ui;
 
 pub use error::{ApiError, Error};
 // The duties' parts, under the names the control plane's modules use.
-use kokoa_runtime::{events, payload, seal as keys};
+use kokoa_runtime::{events, payload};
 pub use state::AppState;
 
 use config::{Database, Settings};

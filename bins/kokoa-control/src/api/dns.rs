@@ -3,6 +3,7 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use kokoa_core::{DnsZone, DnsZoneId, Hostname, Name, Timestamp};
+use kokoa_runtime::seal::{SealedJson, seal_json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -11,7 +12,6 @@ use super::{ApiJson, ApiPath, path_id, valid};
 use crate::{
     auth::{Admin, Reader},
     error::{ApiError, ErrorBody},
-    keys::{self, SealedJson},
     runtime::dns::{self, Outcome, ZoneError},
     state::AppState,
 };
@@ -220,7 +220,7 @@ pub(super) async fn create_zone(
         zone.provider_zone_id = Some(found.id);
     }
     let sealed = (!body.credentials.is_empty()).then(|| {
-        keys::seal_json(
+        seal_json(
             state.master_key(),
             SealedJson::Zone(&zone.id),
             &body.credentials,
