@@ -443,7 +443,12 @@ impl CertificateManager {
             let result = self.run_order(&names, method, &handler, &mut placed).await;
             placed.withdraw().await;
             match result {
-                Err(error) if error.is_bad_nonce() && attempt < ORDER_ATTEMPTS => {
+                // Only a leader orders: leadership lost meanwhile ends the retries.
+                Err(error)
+                    if error.is_bad_nonce()
+                        && attempt < ORDER_ATTEMPTS
+                        && self.inner.leadership.is_leader() =>
+                {
                     tracing::warn!(%error, attempt, "the CA refused our nonces; ordering again");
                     attempt += 1;
                 }
