@@ -11,6 +11,7 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::Command,
+    sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -35,12 +36,22 @@ fn require_tools() {
     );
 }
 
+/// A port free on 127.0.0.1 for an nginx to listen on later. Taken below Linux's
+/// ephemeral range (32768 and up), and never twice in this process: a port the kernel
+/// handed out for `bind(0)` and took back at once would be handed to the next `bind(0)`
+/// (a backend of a test running in parallel) before nginx binds it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each process starts elsewhere in 20000..32000, so runs side by side rarely meet.
+    let offset = std::process::id() % 1_200 * 10;
+    for _ in 0..1_000 {
+        let n = offset + NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + u16::try_from(n % 12_000).expect("below 12000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000 on 127.0.0.1");
 }
 
 fn host(name: &str) -> Hostname {
