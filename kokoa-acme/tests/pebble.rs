@@ -8,7 +8,7 @@
 use std::{
     fs,
     io::ErrorKind,
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -26,26 +26,13 @@ use kokoa_acme::{
 use kokoa_core::{Email, Hostname, Timestamp};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tempfile::TempDir;
+use test_ports::tcp_and_udp as free_port;
 
 const INSTALL_HINT: &str =
     "install it with: apt-get install -y --no-install-recommends pebble nginx";
 
 fn host(name: &str) -> Hostname {
     Hostname::parse(name).unwrap()
-}
-
-/// A port free on 127.0.0.1 for both TCP and UDP (the DNS server needs both).
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on 127.0.0.1");
 }
 
 /// A child process, killed when dropped; its output goes to a log file shown on failure.

@@ -11,7 +11,6 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -22,6 +21,7 @@ use kokoa_nginx::{
     Applied, CertName, EdgeSite, Error, Layout, Listen, NginxInstance, OriginProxy, Route,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use test_ports::tcp as free_port;
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -34,24 +34,6 @@ fn require_tools() {
         Command::new("curl").arg("--version").output().is_ok(),
         "curl not found: install it with `apt-get install -y --no-install-recommends curl`"
     );
-}
-
-/// A port free on 127.0.0.1 for an nginx to listen on later. Taken below Linux's
-/// ephemeral range (32768 and up), and never twice in this process: a port the kernel
-/// handed out for `bind(0)` and took back at once would be handed to the next `bind(0)`
-/// (a backend of a test running in parallel) before nginx binds it.
-fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    // Each process starts elsewhere in 20000..32000, so runs side by side rarely meet.
-    let offset = std::process::id() % 1_200 * 10;
-    for _ in 0..1_000 {
-        let n = offset + NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + u16::try_from(n % 12_000).expect("below 12000");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in 20000..32000 on 127.0.0.1");
 }
 
 fn host(name: &str) -> Hostname {

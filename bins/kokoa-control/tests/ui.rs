@@ -31,6 +31,7 @@ use kokoa_core::{
 };
 use kokoa_store::{MasterKey, Store};
 use serde_json::{Value, json};
+use test_ports::tcp as free_port;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -48,14 +49,6 @@ impl Drop for Driver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start_driver() -> Driver {

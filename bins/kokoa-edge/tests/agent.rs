@@ -11,7 +11,7 @@ mod common;
 
 use std::{
     fs,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::Arc,
@@ -27,6 +27,7 @@ use kokoa_edge::{
 };
 use kokoa_nginx::{Listen, NginxInstance};
 use kokoa_wg::apply::Implementation;
+use test_ports::tcp as free_port;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -44,14 +45,6 @@ fn require_nginx() {
         "wg not found: install it with \
          `apt-get install -y --no-install-recommends wireguard-tools`"
     );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A backend answering every request with its name and the Host it was asked for.

@@ -5,13 +5,13 @@
 use std::{
     fmt::Write as _,
     io::Read,
-    net::{Ipv4Addr, TcpListener, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use base64::Engine as _;
+use test_ports::tcp_and_udp as free_port;
 
 /// The key's name in the servers' configurations.
 pub(crate) const KEY_NAME: &str = "kokoa-key";
@@ -73,18 +73,6 @@ fn find(flavour: Flavour) -> PathBuf {
                 flavour.package()
             )
         })
-}
-
-/// A port on 127.0.0.1 free for both UDP and TCP, as a DNS server needs.
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a UDP port");
-        let port = udp.local_addr().expect("UDP address").port();
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port on 127.0.0.1 free for both UDP and TCP");
 }
 
 fn random_secret() -> String {

@@ -3,7 +3,7 @@
 //! sleeps and without reusing authorizations.
 
 use std::{
-    net::{SocketAddr, TcpListener, UdpSocket},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -18,17 +18,7 @@ pub const INSTALL: &str = "apt-get install -y --no-install-recommends pebble pdn
 
 /// A port free on 127.0.0.1 for TCP and UDP.
 pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
+    test_ports::tcp_and_udp()
 }
 
 /// A running pebble, killed when dropped.

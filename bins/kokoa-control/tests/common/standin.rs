@@ -18,11 +18,7 @@ use tokio::{io::AsyncWriteExt as _, net::TcpListener, task::JoinHandle};
 
 /// Where every stand-in edge answers HTTPS (a port the tests choose, not 443).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    test_ports::tcp()
 }
 
 /// A TLS acceptor with a self-signed certificate (the edge's fallback certificate is one).
