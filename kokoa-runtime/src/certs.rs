@@ -578,7 +578,6 @@ async fn order(
     ) {
         state.duty_metrics().acme_order(result.is_ok());
     }
-    let store = state.store();
     let mut current = reread(state, &cert.id).await?;
     let now = Timestamp::now();
     let subject = hostname.as_str();
@@ -625,40 +624,16 @@ async fn order(
             None
         }
         Err(e) => {
-            let message = e.to_string();
-            record_failed(&mut current, &message, &policy, now);
-            if let Err(e) = store.put_certificate(&current, None).await {
-                tracing::warn!(%hostname, error = %e, "cannot record the failed order");
-            }
-            let serving = current.chain_pem.is_some();
-            tracing::warn!(
-                %hostname, failures = current.failures, retry_at = ?current.next_renewal,
-                old_certificate_serving = serving, error = %message, "certificate order failed"
-            );
-            state
-                .events()
-                .emit(
-                    kinds::CERTIFICATE_FAILED,
-                    Severity::Warning,
-                    Some(subject),
-                    format!(
-                        "certificate for {} not issued ({} failure(s) in a row{}): {message}",
-                        join(&names),
-                        current.failures,
-                        if serving {
-                            "; the old one keeps serving"
-                        } else {
-                            ""
-                        }
-                    ),
-                    json!({
-                        "certificate_id": cert.id, "names": names, "method": cert.method,
-                        "failures": current.failures, "error": message,
-                        "next_attempt": current.next_renewal, "old_certificate_serving": serving,
-                    }),
-                )
-                .await;
-            Some(message)
+            let failure = Failure {
+                by: Issuing::Acme,
+                method: cert.method.to_string(),
+                message: e.to_string(),
+            };
+            Some(
+                failure
+                    .record(state, &cert, &mut current, &policy, now)
+                    .await,
+            )
         }
     }
 }
@@ -709,7 +684,6 @@ async fn origin_ca_order(
     let result = client
         .create_certificate(&names, settings.key_type, settings.validity_days)
         .await;
-    let store = state.store();
     let mut current = reread(state, &cert.id).await?;
     let now = Timestamp::now();
     let subject = hostname.as_str();
@@ -752,43 +726,98 @@ async fn origin_ca_order(
             None
         }
         Err(e) => {
-            let message = e.to_string();
-            record_failed(&mut current, &message, &policy, now);
-            if let Err(e) = store.put_certificate(&current, None).await {
-                tracing::warn!(%hostname, error = %e, "cannot record the failed request");
-            }
-            let serving = current.chain_pem.is_some();
-            tracing::warn!(
-                %hostname, failures = current.failures, retry_at = ?current.next_renewal,
-                old_certificate_serving = serving, error = %message,
-                "Origin CA certificate request failed"
-            );
-            state
-                .events()
-                .emit(
-                    kinds::CERTIFICATE_FAILED,
-                    Severity::Warning,
-                    Some(subject),
-                    format!(
-                        "certificate for {} not issued by Cloudflare's Origin CA ({} failure(s) \
-                         in a row{}): {message}",
-                        join(&names),
-                        current.failures,
-                        if serving {
-                            "; the old one keeps serving"
-                        } else {
-                            ""
-                        }
-                    ),
-                    json!({
-                        "certificate_id": cert.id, "names": names, "method": method,
-                        "failures": current.failures, "error": message,
-                        "next_attempt": current.next_renewal, "old_certificate_serving": serving,
-                    }),
-                )
-                .await;
-            Some(message)
+            let failure = Failure {
+                by: Issuing::OriginCa,
+                method: method.to_owned(),
+                message: e.to_string(),
+            };
+            Some(
+                failure
+                    .record(state, &cert, &mut current, &policy, now)
+                    .await,
+            )
         }
+    }
+}
+
+/// Who refused a certificate.
+#[derive(Debug, Clone, Copy)]
+enum Issuing {
+    /// The ACME CA (an order).
+    Acme,
+    /// Cloudflare's Origin CA (a request).
+    OriginCa,
+}
+
+/// A certificate that was not issued, and why.
+struct Failure {
+    by: Issuing,
+    /// The certificate's method as events name it.
+    method: String,
+    message: String,
+}
+
+impl Failure {
+    /// Records the failure on `current` (the row of `cert` as stored now) for the next
+    /// attempt, logs it and emits `certificate.failed`; returns the message.
+    async fn record(
+        self,
+        state: &Runtime,
+        cert: &Certificate,
+        current: &mut Certificate,
+        policy: &RenewalPolicy,
+        now: Timestamp,
+    ) -> String {
+        let Self {
+            by,
+            method,
+            message,
+        } = self;
+        let names: Vec<Hostname> = cert.names.iter().cloned().collect();
+        let Some(hostname) = names.first() else {
+            return message;
+        };
+        let (what, log, issuer) = match by {
+            Issuing::Acme => ("order", "certificate order failed", ""),
+            Issuing::OriginCa => (
+                "request",
+                "Origin CA certificate request failed",
+                " by Cloudflare's Origin CA",
+            ),
+        };
+        record_failed(current, &message, policy, now);
+        if let Err(e) = state.store().put_certificate(current, None).await {
+            tracing::warn!(%hostname, error = %e, "cannot record the failed {what}");
+        }
+        let serving = current.chain_pem.is_some();
+        tracing::warn!(
+            %hostname, failures = current.failures, retry_at = ?current.next_renewal,
+            old_certificate_serving = serving, error = %message, "{log}"
+        );
+        state
+            .events()
+            .emit(
+                kinds::CERTIFICATE_FAILED,
+                Severity::Warning,
+                Some(hostname.as_str()),
+                format!(
+                    "certificate for {} not issued{issuer} ({} failure(s) in a row{}): {message}",
+                    join(&names),
+                    current.failures,
+                    if serving {
+                        "; the old one keeps serving"
+                    } else {
+                        ""
+                    }
+                ),
+                json!({
+                    "certificate_id": cert.id, "names": names, "method": method,
+                    "failures": current.failures, "error": message,
+                    "next_attempt": current.next_renewal, "old_certificate_serving": serving,
+                }),
+            )
+            .await;
+        message
     }
 }
 
